@@ -1,0 +1,45 @@
+"""Conductor: delivers outbound notifications (workflow ended, ...) to the bus and to webhooks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+
+from sqlalchemy import select, update
+
+from idds_jupyter.agents.agent import Agent
+from idds_jupyter.bus import event as ev
+from idds_jupyter.bus.event import make_event
+from idds_jupyter.store.sql import for_update, now
+from idds_jupyter.store.tables import messages
+
+log = logging.getLogger("idds_jupyter.agents")
+NOTIFICATION = "notification"  # what subscribers outside the core listen to
+
+
+class Conductor(Agent):
+    role = "conductor"
+    wakes_on = (ev.MESSAGE_NEW,)
+
+    def step(self) -> bool:
+        with self.ctx.engine.begin() as conn:
+            stmt = select(messages).where(messages.c.status == "new").order_by(messages.c.id).limit(100)
+            rows = conn.execute(for_update(conn, stmt, skip_locked=True)).mappings().all()
+            if not rows:
+                return False
+            for row in rows:
+                self._deliver(dict(row["payload"] or {}), row["kind"])
+            conn.execute(update(messages).where(messages.c.id.in_([r["id"] for r in rows]))
+                         .values(status="sent", sent_at=now()))
+        return len(rows) == 100
+
+    def _deliver(self, payload: dict[str, object], kind: str) -> None:
+        self.ctx.publish([make_event(NOTIFICATION, None, kind=kind, **payload)])
+        body = json.dumps({"kind": kind, **payload}).encode()
+        for url in self.ctx.config.notify_urls:
+            try:
+                req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+                urllib.request.urlopen(req, timeout=5).close()
+            except OSError as exc:  # a dead webhook must not stop delivery to the others
+                log.warning("notification to %s failed: %s", url, exc)

@@ -1,0 +1,65 @@
+"""Poller: heart-beats this Carrier's locks, reclaims jobs of silent owners, cancels aborted jobs."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from sqlalchemy import select, update
+
+from idds_jupyter.agents.agent import Agent, Context
+from idds_jupyter.agents.carrier import CarrierState
+from idds_jupyter.bus import event as ev
+from idds_jupyter.bus.event import make_event
+from idds_jupyter.store.jobs import CANCELLED, reclaim_expired, renew_locks
+from idds_jupyter.store.sql import chunks, now
+from idds_jupyter.store.tables import agents, jobs
+
+
+class Poller(Agent):
+    role = "poller"
+    wakes_on = (ev.JOBS_CANCEL, ev.CONTROL)
+
+    def __init__(self, ctx: Context, state: CarrierState) -> None:
+        super().__init__(ctx)
+        self.state = state
+        self._last_beat = 0.0
+
+    def step(self) -> bool:
+        ttl = self.ctx.config.lock_ttl
+        if time.monotonic() - self._last_beat >= ttl / 3:
+            self._last_beat = time.monotonic()
+            with self.ctx.engine.begin() as conn:
+                conn.execute(update(agents).where(agents.c.id == self.ctx.owner)
+                             .values(heartbeat=now()))
+                renew_locks(conn, self.ctx.owner, ttl)
+            with self.ctx.engine.begin() as conn:
+                if reclaim_expired(conn):
+                    self.ctx.publish([make_event(ev.JOBS_READY)])
+        self._cancel_aborted()
+        return False
+
+    def wait(self, timeout: float) -> None:
+        super().wait(min(timeout, self.ctx.config.lock_ttl / 3))
+
+    def _cancel_aborted(self) -> None:
+        with self.state.lock:
+            held = list(self.state.in_flight.items())
+        if not held:
+            return
+        gone: list[int] = []
+        with self.ctx.engine.begin() as conn:
+            for part in chunks([j for j, _ in held]):
+                gone += [r[0] for r in conn.execute(
+                    select(jobs.c.id).where(jobs.c.id.in_(list(part)), jobs.c.status == CANCELLED))]
+        if not gone:
+            return
+        per_backend: dict[str, list[int]] = defaultdict(list)
+        with self.state.lock:
+            for j in gone:
+                entry = self.state.in_flight.pop(j, None)
+                if entry is not None:
+                    per_backend[entry[1]].append(j)
+        for name, ids in per_backend.items():
+            self.state.backends[name].cancel(ids)
+        self.state.room.set()

@@ -1,0 +1,66 @@
+"""Receiver: records a backend's results in bulk, with the Trigger and Finisher in the same transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from idds_jupyter.agents.agent import Agent, Context
+from idds_jupyter.agents.carrier import CarrierState
+from idds_jupyter.agents.carrier.finisher import terminal_events
+from idds_jupyter.bus import event as ev
+from idds_jupyter.bus.event import make_event
+from idds_jupyter.store.jobs import Outcome, mark_running, record_results
+
+
+class Receiver(Agent):
+    role = "receiver"
+
+    def __init__(self, ctx: Context, state: CarrierState, backend: str) -> None:
+        super().__init__(ctx)
+        self.name = f"idds-receiver-{backend}"
+        self.state = state
+        self.backend = state.backends[backend]
+
+    def wait(self, timeout: float) -> None:
+        pass  # results() below blocks; nothing else to wait for
+
+    def step(self) -> bool:
+        got = self.backend.results(timeout=0.2)
+        if self.ctx.stop.is_set() and not got:
+            return False
+        # Gather what else arrived meanwhile: bigger transactions, fewer commits.
+        while got and len(got) < self.ctx.config.batch * 4:
+            more = self.backend.results(timeout=0)
+            if not more:
+                break
+            got += more
+        if not got:
+            return False
+        started = [(int(r["job_id"]), int(r["attempt"]), float(r.get("started_at") or 0))
+                   for r in got if r.get("started") is True and "ok" not in r]
+        results = [r for r in got if "ok" in r]
+        out = Outcome()
+        with self.ctx.engine.begin() as conn:
+            if started:
+                mark_running(conn, self.ctx.owner, started)
+            if results:
+                out = record_results(conn, self.ctx.owner, results)
+        if results:
+            with self.state.lock:
+                for r in results:
+                    self.state.in_flight.pop(int(r["job_id"]), None)
+            self.state.room.set()
+        self.ctx.publish(result_events(out))
+        return True
+
+
+def result_events(out: Outcome) -> list[Any]:
+    events = terminal_events(out)
+    if out.released or out.retried:
+        events.append(make_event(ev.JOBS_READY))
+    by_wf: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for note in out.job_results:
+        by_wf[note["workflow_id"]].append(note)
+    events += [make_event(ev.JOB_RESULT, str(wf), jobs=notes) for wf, notes in by_wf.items()]
+    return events

@@ -1,0 +1,93 @@
+"""Submitter: claims released jobs (conditional update, owner + expiry) and sends them in batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from idds_jupyter.agents.agent import Agent, Context
+from idds_jupyter.agents.carrier import CarrierState
+from idds_jupyter.bus import event as ev
+from idds_jupyter.model import render_job
+from idds_jupyter.store.jobs import claim_ready
+from idds_jupyter.store.tables import files, works
+from idds_jupyter.store.workflows import spec_instance
+
+
+class Submitter(Agent):
+    role = "submitter"
+    wakes_on = (ev.JOBS_READY, ev.CONTROL)
+
+    def __init__(self, ctx: Context, state: CarrierState) -> None:
+        super().__init__(ctx)
+        self.state = state
+
+    def wait(self, timeout: float) -> None:
+        # Woken by an event, or by the Receiver freeing room in a backend.
+        if self.state.room.wait(0):
+            self.state.room.clear()
+            return
+        super().wait(min(timeout, 0.05) if self._full() else timeout)
+        self.state.room.clear()
+
+    def _full(self) -> bool:
+        return any(self.state.count(n) >= b.capacity for n, b in self.state.backends.items())
+
+    def step(self) -> bool:
+        busy = False
+        for name, backend in self.state.backends.items():
+            room = backend.capacity - self.state.count(name)
+            if room <= 0:
+                continue
+            limit = min(room, self.ctx.config.batch)
+            with self.ctx.engine.begin() as conn:
+                claimed = claim_ready(conn, self.ctx.owner, [name], limit, self.ctx.config.lock_ttl)
+                if not claimed:
+                    continue
+                specs = self._specs(conn, claimed)
+            with self.state.lock:
+                for s in specs:
+                    self.state.in_flight[s["job_id"]] = (s["attempt"], name)
+            backend.submit(specs)
+            busy = busy or len(claimed) == limit
+        return busy
+
+    def _specs(self, conn: Any, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        need = {r["work_id"] for r in claimed} - set(self.state.work_specs)
+        if need:
+            for w in conn.execute(select(works.c.id, works.c.name, works.c.spec, works.c.kind)
+                                  .where(works.c.id.in_(need))):
+                spec = w.spec or {}
+                self.state.work_specs[w.id] = {**spec, "kind": w.kind,
+                                               "instance": spec_instance(spec, w.name)}
+        file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
+        names = dict(conn.execute(select(files.c.id, files.c.name)
+                                  .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
+        log_dir = str(self.ctx.config.log_dir)
+        return [job_spec(r, self.state.work_specs[r["work_id"]], names.get(r["file_id"]), log_dir)
+                for r in claimed]
+
+
+def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
+             log_dir: str) -> dict[str, Any]:
+    """One job of a work, rendered: its kwargs, its command with per-job placeholders filled."""
+    rendered = render_job(work["instance"], job.get("kwargs"), job["idx"], file)
+    kwargs = rendered["kwargs"]
+    if file is not None:
+        kwargs["file"] = file
+    return {
+        "job_id": job["id"],
+        "attempt": job["attempt"],
+        "work_id": job["work_id"],
+        "workflow_id": job["workflow_id"],
+        "kind": work.get("kind"),
+        "function": rendered["function"],
+        "command": rendered["command"],
+        "kwargs": kwargs if work.get("kind") == "function" else {},
+        "payload": work.get("payload"),
+        "env": work.get("env") or {},
+        "timeout_s": work.get("timeout_s"),
+        "log_dir": f"{log_dir}/{job['workflow_id']}",
+        "cwd": work.get("cwd"),
+    }

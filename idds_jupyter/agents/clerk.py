@@ -1,0 +1,43 @@
+"""Clerk: turns a workflow into work instances, evaluates conditions, opens loop iterations.
+
+It re-plans a workflow whenever the store marks it dirty (a work ended, a
+control changed it); the plan is computed by the pure model and applied in the
+same transaction as the row lock that claims the workflow.
+"""
+
+from __future__ import annotations
+
+from idds_jupyter.agents.agent import Agent
+from idds_jupyter.bus import event as ev
+from idds_jupyter.bus.event import make_event
+from idds_jupyter.store.sql import now
+from idds_jupyter.store.tables import messages
+from idds_jupyter.store.workflows import plan_next
+
+
+class Clerk(Agent):
+    role = "clerk"
+    wakes_on = (ev.WORKFLOW_NEW, ev.WORKFLOW_DIRTY, ev.WORK_TERMINAL, ev.CONTROL)
+
+    def step(self) -> bool:
+        events = []
+        planned = 0
+        for _ in range(50):
+            with self.ctx.engine.begin() as conn:
+                applied = plan_next(conn, self.ctx.owner)
+                if applied is None:
+                    break
+                planned += 1
+                if applied.status is not None:
+                    conn.execute(messages.insert().values(
+                        workflow_id=applied.workflow_id, kind=ev.WORKFLOW_TERMINAL, status="new",
+                        payload={"workflow_id": applied.workflow_id, "status": applied.status},
+                        created_at=now()))
+            if applied.new_job_works:
+                events.append(make_event(ev.WORK_NEW, str(applied.workflow_id)))
+            if applied.status is not None:
+                events.append(make_event(ev.WORKFLOW_TERMINAL, str(applied.workflow_id),
+                                         status=applied.status))
+                events.append(make_event(ev.MESSAGE_NEW))
+        self.ctx.publish(events)
+        return planned == 50

@@ -1,0 +1,113 @@
+"""The agent runner: every role in one process, or some roles per process, several copies safely.
+
+``Runner(config).start()`` is what ``idds-jupyter serve``/``agents`` and the
+embedded mode use. Each runner registers itself (owner id, pid, heartbeat) so
+the locks it takes carry an owner that others can tell is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete
+
+from idds_jupyter.agents.agent import Agent, Context
+from idds_jupyter.agents.carrier import CarrierState, carrier_agents, open_backends
+from idds_jupyter.agents.carrier.finisher import Finisher
+from idds_jupyter.agents.clerk import Clerk
+from idds_jupyter.agents.transformer import Transformer
+from idds_jupyter.bus import make_bus
+from idds_jupyter.config import Config
+from idds_jupyter.store.engine import make_engine
+from idds_jupyter.store.migrate import upgrade
+from idds_jupyter.store.sql import now
+from idds_jupyter.store.tables import agents
+
+log = logging.getLogger("idds_jupyter.agents")
+
+ROLES = ("clerk", "transformer", "carrier")
+
+
+class Runner:
+    def __init__(self, config: Config | None = None, roles: Iterable[str] = ROLES,
+                 engine: Any = None, bus: Any = None) -> None:
+        self.config = config or Config.load()
+        self.roles = tuple(roles)
+        unknown = set(self.roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown agent role(s) {sorted(unknown)}; choose from {list(ROLES)}")
+        self.engine = engine or make_engine(self.config.db_url)
+        self._own_bus = bus is None
+        self.bus = bus or make_bus(self.config.bus, engine=self.engine)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.ctx = Context(engine=self.engine, bus=self.bus, config=self.config, owner=self.owner)
+        self.agents: list[Agent] = []
+        self.carrier: CarrierState | None = None
+
+    def start(self) -> Runner:
+        upgrade(self.engine)
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.engine.begin() as conn:
+            conn.execute(agents.insert().values(
+                id=self.owner, roles=",".join(self.roles), host=socket.gethostname(),
+                pid=os.getpid(), started_at=now(), heartbeat=now()))
+        if "clerk" in self.roles:
+            self.agents.append(Clerk(self.ctx))
+        if "transformer" in self.roles:
+            self.agents.append(Transformer(self.ctx))
+        if "carrier" in self.roles:
+            self.carrier = open_backends(self.ctx)
+            self.agents += carrier_agents(self.ctx, self.carrier)
+            self.agents.append(Finisher(self.ctx))
+        for a in self.agents:
+            a.start()
+        log.info("agents %s started as %s", ",".join(self.roles), self.owner)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.ctx.stop.set()
+        for a in self.agents:
+            a.wake.set()
+        if self.carrier is not None:
+            for b in self.carrier.backends.values():
+                b.wake()
+        for a in self.agents:
+            a.join(timeout)
+        if self.carrier is not None:
+            self.carrier.close()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(agents).where(agents.c.id == self.owner))
+        except Exception:  # the database may already be gone at interpreter exit
+            log.debug("could not unregister %s", self.owner, exc_info=True)
+        if self._own_bus:
+            self.bus.close()
+
+    def wait(self) -> None:
+        """Block until stopped (signal handlers call :meth:`stop`)."""
+        while not self.ctx.stop.wait(1.0):
+            pass
+
+    def __enter__(self) -> Runner:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def run_forever(runner: Runner) -> None:
+    import signal
+
+    def _stop(*_: Any) -> None:
+        threading.Thread(target=runner.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    runner.start()
+    runner.wait()

@@ -1,0 +1,217 @@
+"""``idds-jupyter``: serve the core, run agents, submit and control workflows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from idds_jupyter.config import Config
+
+
+def _params(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"error: --param {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k] = yaml.safe_load(v)  # 3 → int, 0.5 → float, [1,2] → list, text → str
+    return out
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return Config.load(getattr(args, "config", None), db_url=getattr(args, "db", None),
+                       bus=getattr(args, "bus", None), backend=getattr(args, "backend", None))
+
+
+def _orch(args: argparse.Namespace) -> Any:
+    from idds_jupyter.bus import make_bus
+    from idds_jupyter.core import Orchestrator
+    from idds_jupyter.store.engine import make_engine
+
+    cfg = _config(args)
+    engine = make_engine(cfg.db_url)
+    bus = make_bus(cfg.bus, engine=engine) if cfg.bus in ("db",) or cfg.bus.startswith("zmq") else None
+    return Orchestrator(cfg, engine=engine, bus=bus)
+
+
+def _progress_waiter(orch: Any, wid: int, quiet: bool) -> str:
+    from tqdm import tqdm
+
+    bar = None if quiet else tqdm(total=0, unit="job", desc=f"workflow {wid}", file=sys.stderr)
+
+    def show(counts: dict[str, int]) -> None:
+        if bar is None:
+            return
+        total = sum(counts.values())
+        done = sum(counts.get(s, 0) for s in ("finished", "failed", "cancelled"))
+        bar.total = total
+        bar.n = done
+        bar.set_postfix({k: v for k, v in counts.items() if v}, refresh=False)
+        bar.refresh()
+
+    try:
+        return str(orch.wait(wid, progress=show))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _print_status(st: dict[str, Any]) -> None:
+    print(f"workflow {st['id']} {st['name']!r}: {st['status']}")
+    if st.get("error"):
+        print(f"  error: {st['error']}")
+    for w in st["works"]:
+        jobs = " ".join(f"{k}={v}" for k, v in sorted(w["jobs"].items()))
+        extra = f" ({w['reason']})" if w.get("reason") else ""
+        print(f"  {w['name']:<32} {w['status']:<12} {jobs}{extra}")
+    if st.get("conditions"):
+        print("  conditions: " + ", ".join(f"{k}={v}" for k, v in st["conditions"].items()))
+    if st.get("loop_info") or st.get("loops"):
+        print("  loops: " + json.dumps(st.get("loop_info") or st.get("loops")))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from idds_jupyter.model import TemplateError
+
+    orch = _orch(args)
+    try:
+        wid = orch.submit(args.file, _params(args.param), backend=args.backend)
+    except (TemplateError, ValueError, OSError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    print(wid if not args.wait else f"submitted workflow {wid}")
+    if not args.wait:
+        return 0
+    status = _progress_waiter(orch, wid, args.quiet)
+    _print_status(orch.status(wid))
+    return 0 if status == "finished" else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Embedded: agents in this process, submit, wait, stop."""
+    from idds_jupyter.agents.runner import Runner
+    from idds_jupyter.core import Orchestrator
+    from idds_jupyter.model import TemplateError
+
+    cfg = _config(args)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
+        try:
+            wid = orch.submit(args.file, _params(args.param), backend=args.backend)
+        except (TemplateError, ValueError, OSError) as exc:
+            print(f"error: {args.file}: {exc}", file=sys.stderr)
+            return 2
+        status = _progress_waiter(orch, wid, args.quiet)
+        _print_status(orch.status(wid))
+    return 0 if status == "finished" else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from idds_jupyter.agents.runner import Runner, run_forever
+
+    cfg = _config(args)
+    roles = args.only or ["clerk", "transformer", "carrier"]
+    print(f"idds-jupyter: agents {','.join(roles)} on {cfg.db_url} (bus {cfg.bus})", flush=True)
+    run_forever(Runner(cfg, roles=roles))
+    return 0
+
+
+def _one(args: argparse.Namespace, op: str) -> int:
+    from idds_jupyter.core import UnknownRun
+    from idds_jupyter.store.control import ControlError
+
+    orch = _orch(args)
+    try:
+        if op == "status":
+            _print_status(orch.status(args.id))
+            return 0
+        res = getattr(orch, op)(args.id, args.work)
+    except (UnknownRun, ControlError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    what = f"work {args.work!r} of workflow {args.id}" if args.work else f"workflow {args.id}"
+    print(f"{op}: {what} {'changed' if res.changed else 'unchanged (already so)'}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    orch = _orch(args)
+    for r in orch.runs(limit=args.limit):
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+        print(f"{r['id']:>6}  {r['status']:<12} {created}  {r['name']}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from idds_jupyter.store.engine import make_engine
+    from idds_jupyter.store.migrate import current, upgrade
+
+    cfg = _config(args)
+    engine = make_engine(cfg.db_url)
+    if args.action == "upgrade":
+        upgrade(engine)
+    print(f"{engine.url.render_as_string(hide_password=True)}: schema {current(engine)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="idds-jupyter", description=__doc__)
+    p.add_argument("--config", help="YAML config file (also IDDS_CONFIG)")
+    p.add_argument("--db", help="database URL (also IDDS_DB_URL); default: SQLite in the Jupyter data dir")
+    p.add_argument("--bus", help="event bus: local, none, db, zmq://HOST:PUB:SUB (also IDDS_BUS)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the core and all its agents (standalone)")
+    s.add_argument("--backend", help="default backend (local, dask)")
+    s.add_argument("--only", action="append", choices=["clerk", "transformer", "carrier"])
+    s.set_defaults(func=cmd_serve)
+    s = sub.add_parser("agents", help="run agents; --only ROLE to split roles over processes")
+    s.add_argument("--backend")
+    s.add_argument("--only", action="append", choices=["clerk", "transformer", "carrier"])
+    s.set_defaults(func=cmd_serve)
+
+    for name, func, helptext in (("submit", cmd_submit, "submit a YAML/JSON workflow template"),
+                                 ("run", cmd_run, "run a template with embedded agents and wait")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("file")
+        s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+        s.add_argument("--backend")
+        s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        if name == "submit":
+            s.add_argument("--wait", action="store_true", help="wait for the end, with a progress bar")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("runs", help="list workflows, newest first")
+    s.add_argument("--limit", type=int, default=50)
+    s.set_defaults(func=cmd_runs)
+    for op in ("status", "abort", "suspend", "resume", "retry"):
+        s = sub.add_parser(op, help=f"{op} a workflow" + (" (or --work NAME)" if op != "status" else ""))
+        s.add_argument("id", type=int)
+        if op != "status":
+            s.add_argument("--work", help="only this work of the workflow")
+        s.set_defaults(func=lambda a, _op=op: _one(a, _op))
+    s = sub.add_parser("db", help="database schema")
+    s.add_argument("action", choices=["upgrade", "current"])
+    s.set_defaults(func=cmd_db)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.cmd == "retry":
+        args.func = lambda a: _one(a, "retry")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

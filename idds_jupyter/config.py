@@ -1,0 +1,88 @@
+"""Configuration of the core: a YAML file, then environment variables, then arguments.
+
+``IDDS_DB_URL``, ``IDDS_BUS``, ``IDDS_BACKEND``, ``IDDS_HOME``, ``IDDS_WORKERS``,
+``IDDS_DASK_ADDRESS`` and ``IDDS_CONFIG`` (the file) are read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from idds_jupyter.store.engine import default_home, default_url
+
+_ENV = {
+    "db_url": "IDDS_DB_URL",
+    "bus": "IDDS_BUS",
+    "backend": "IDDS_BACKEND",
+    "workers": "IDDS_WORKERS",
+    "dask_address": "IDDS_DASK_ADDRESS",
+    "lock_ttl": "IDDS_LOCK_TTL",
+    "poll_interval": "IDDS_POLL_INTERVAL",
+}
+
+
+@dataclass
+class Config:
+    home: Path = field(default_factory=default_home)
+    db_url: str = ""
+    bus: str = "local"  # local | none | db | zmq://host:pub:sub
+    backend: str = "local"  # the default backend of works that name none
+    backends: tuple[str, ...] = ("local",)  # the backends this Carrier serves
+    workers: int = 0  # local worker processes; 0 = one per core
+    dask_address: str | None = None
+    lock_ttl: float = 60.0  # seconds before a silent owner's jobs are reclaimed
+    poll_interval: float = 2.0  # fallback polling when no event arrives
+    batch: int = 1000  # jobs per claim / per result transaction
+    notify_urls: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+        cfg = cls()
+        path = path or os.environ.get("IDDS_CONFIG")
+        if path:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+            known = {f.name for f in fields(cls)}
+            unknown = set(data) - known
+            if unknown:
+                raise ValueError(f"config file {path}: unknown keys {sorted(unknown)}")
+            cfg = replace(cfg, **_coerce(data))
+        env = {k: os.environ[v] for k, v in _ENV.items() if os.environ.get(v)}
+        if os.environ.get("IDDS_HOME"):
+            env["home"] = os.environ["IDDS_HOME"]
+        cfg = replace(cfg, **_coerce(env))
+        cfg = replace(cfg, **_coerce({k: v for k, v in overrides.items() if v is not None}))
+        if not cfg.db_url:
+            cfg.db_url = (f"sqlite:///{Path(cfg.home) / 'idds.db'}"
+                          if (path or "home" in env or "home" in overrides) else default_url())
+        if cfg.backend not in cfg.backends:
+            cfg.backends = (*cfg.backends, cfg.backend)
+        return cfg
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.home) / "logs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.home) / "cache"
+
+
+def _coerce(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if k in ("workers", "batch"):
+            out[k] = int(v)
+        elif k in ("lock_ttl", "poll_interval"):
+            out[k] = float(v)
+        elif k == "home":
+            out[k] = Path(v)
+        elif k in ("backends", "notify_urls"):
+            out[k] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
+        else:
+            out[k] = v
+    return out

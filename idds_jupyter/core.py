@@ -1,0 +1,169 @@
+"""The orchestrator's Python face over the store: submit, inspect, control, wait.
+
+The CLI uses it directly on the embedded store; the REST service exposes the
+same operations. Nothing here runs jobs: the agents do (``idds_jupyter.agents``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+
+from idds_jupyter.bus import Bus, NullBus
+from idds_jupyter.bus import event as ev
+from idds_jupyter.bus.event import make_event
+from idds_jupyter.config import Config
+from idds_jupyter.model import Workflow, WorkflowStatus
+from idds_jupyter.store import control
+from idds_jupyter.store.catalog import Catalog
+from idds_jupyter.store.engine import make_engine
+from idds_jupyter.store.migrate import upgrade
+from idds_jupyter.store.tables import jobs, workflows, works
+from idds_jupyter.store.workflows import submit as store_submit
+
+TERMINAL = {s.value for s in (WorkflowStatus.FINISHED, WorkflowStatus.SUBFINISHED,
+                              WorkflowStatus.FAILED, WorkflowStatus.ABORTED)}
+
+
+class UnknownRun(LookupError):
+    pass
+
+
+class Orchestrator:
+    def __init__(self, config: Config | None = None, engine: Any = None, bus: Bus | None = None,
+                 migrate: bool = True) -> None:
+        self.config = config or Config.load()
+        self.engine = engine or make_engine(self.config.db_url)
+        self.bus = bus or NullBus()
+        if migrate:
+            upgrade(self.engine)
+        self.catalog = Catalog(self.engine)
+
+    # -------------------------------------------------------------- submit
+    def submit(self, workflow: Workflow | Mapping[str, Any] | str, params: Mapping[str, Any] | None = None,
+               owner: str = "local", backend: str | None = None) -> int:
+        """Validate and store a workflow; returns its id. Nothing is stored if it is invalid."""
+        wf = load_workflow(workflow)
+        with self.engine.begin() as conn:
+            wid = store_submit(conn, wf, params, owner=owner, backend=backend)
+        self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid))])
+        return wid
+
+    # ------------------------------------------------------------- inspect
+    def status(self, workflow_id: int) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().first()
+            if row is None:
+                raise UnknownRun(f"no workflow with id {workflow_id}")
+            ws = conn.execute(
+                select(works.c.id, works.c.name, works.c.kind, works.c.status, works.c.n_jobs,
+                       works.c.n_finished, works.c.n_failed, works.c.n_cancelled, works.c.iteration,
+                       works.c.loop, works.c.reason)
+                .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
+            counts = conn.execute(select(jobs.c.work_id, jobs.c.status, func.count())
+                                  .where(jobs.c.workflow_id == workflow_id)
+                                  .group_by(jobs.c.work_id, jobs.c.status)).all()
+        by_work: dict[int, dict[str, int]] = {}
+        for wid, st, n in counts:
+            by_work.setdefault(wid, {})[st] = n
+        meta = row["meta"] or {}
+        return {
+            "id": row["id"], "name": row["name"], "owner": row["owner"], "status": row["status"],
+            "params": row["params"], "error": row["error"],
+            "created_at": row["created_at"], "finished_at": row["finished_at"],
+            "conditions": meta.get("conditions", {}), "loops": meta.get("loops", {}),
+            "loop_info": meta.get("loop_info", {}),
+            "works": [{**dict(w), "jobs": by_work.get(w["id"], {})} for w in ws],
+        }
+
+    def runs(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        stmt = select(workflows.c.id, workflows.c.name, workflows.c.owner, workflows.c.status,
+                      workflows.c.created_at, workflows.c.finished_at).order_by(
+                          workflows.c.id.desc()).limit(limit)
+        if owner is not None:
+            stmt = stmt.where(workflows.c.owner == owner)
+        with self.engine.begin() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def job_counts(self, workflow_id: int) -> dict[str, int]:
+        with self.engine.begin() as conn:
+            return dict(conn.execute(select(jobs.c.status, func.count())
+                                     .where(jobs.c.workflow_id == workflow_id)
+                                     .group_by(jobs.c.status)).all())
+
+    def jobs(self, workflow_id: int, work: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(jobs.c.id, jobs.c.work_id, jobs.c.idx, jobs.c.status, jobs.c.attempt,
+                      jobs.c.result, jobs.c.error, jobs.c.wall_s, jobs.c.log_path).where(
+                          jobs.c.workflow_id == workflow_id).order_by(jobs.c.work_id, jobs.c.idx)
+        if work is not None:
+            stmt = stmt.where(jobs.c.work_id.in_(select(works.c.id).where(
+                works.c.workflow_id == workflow_id, works.c.name == work)))
+        with self.engine.begin() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    # ------------------------------------------------------------- control
+    def _control(self, op: Callable[..., control.ControlResult], workflow_id: int,
+                 work: str | None) -> control.ControlResult:
+        with self.engine.begin() as conn:
+            res = op(conn, workflow_id, work)
+        events = [make_event(ev.CONTROL, str(workflow_id)), make_event(ev.WORKFLOW_DIRTY, str(workflow_id))]
+        if res.cancel_jobs:
+            events.append(make_event(ev.JOBS_CANCEL, str(workflow_id)))
+        events.append(make_event(ev.JOBS_READY))
+        self.bus.publish(events)
+        return res
+
+    def abort(self, workflow_id: int, work: str | None = None) -> control.ControlResult:
+        return self._control(control.abort, workflow_id, work)
+
+    def suspend(self, workflow_id: int, work: str | None = None) -> control.ControlResult:
+        return self._control(control.suspend, workflow_id, work)
+
+    def resume(self, workflow_id: int, work: str | None = None) -> control.ControlResult:
+        return self._control(control.resume, workflow_id, work)
+
+    def retry(self, workflow_id: int, work: str | None = None) -> control.ControlResult:
+        return self._control(control.retry_failed, workflow_id, work)
+
+    # ---------------------------------------------------------------- wait
+    def wait(self, workflow_id: int, timeout: float | None = None,
+             progress: Callable[[dict[str, int]], None] | None = None,
+             interval: float = 0.25) -> str:
+        """Block until the workflow is terminal; returns its status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sub = self.bus.subscribe([ev.WORKFLOW_TERMINAL, ev.WORK_TERMINAL])
+        try:
+            while True:
+                with self.engine.begin() as conn:
+                    status = conn.execute(select(workflows.c.status)
+                                          .where(workflows.c.id == workflow_id)).scalar()
+                if status is None:
+                    raise UnknownRun(f"no workflow with id {workflow_id}")
+                if progress is not None:
+                    progress(self.job_counts(workflow_id))
+                if status in TERMINAL:
+                    return str(status)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"workflow {workflow_id} still {status} after {timeout}s")
+                sub.get(timeout=interval)
+        finally:
+            sub.close()
+
+
+def load_workflow(src: Workflow | Mapping[str, Any] | str) -> Workflow:
+    """A Workflow from an object, a dict, YAML/JSON text, or a path to a .yaml/.json file."""
+    if isinstance(src, Workflow):
+        return src
+    if isinstance(src, Mapping):
+        return Workflow.from_dict(dict(src))
+    text = src
+    if "\n" not in src and src.rsplit(".", 1)[-1].lower() in ("yaml", "yml", "json"):
+        from pathlib import Path
+
+        text = Path(src).read_text()
+        if src.lower().endswith(".json"):
+            return Workflow.from_json(text)
+    return Workflow.from_yaml(text)

@@ -1,0 +1,88 @@
+"""The catalog: datasets and files; a file made available releases the jobs waiting on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Engine
+
+from idds_jupyter.store.jobs import PENDING, READY
+from idds_jupyter.store.sql import chunks, now
+from idds_jupyter.store.tables import datasets, files, jobs
+
+
+class Catalog:
+    """Datasets and their files, as the data-aware (carousel) works see them."""
+
+    def __init__(self, engine: Engine, owner: str = "local") -> None:
+        self.engine = engine
+        self.owner = owner
+
+    def add_dataset(self, name: str, files_: Iterable[str | dict[str, Any]] = (),
+                    meta: dict[str, Any] | None = None) -> int:
+        with self.engine.begin() as conn:
+            ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar()
+            if ds is None:
+                ds = conn.execute(datasets.insert().values(
+                    name=name, owner=self.owner, status="open", meta=meta or {},
+                    created_at=now())).inserted_primary_key[0]
+            self._add_files(conn, int(ds), files_)
+            return int(ds)
+
+    def add_files(self, dataset: str, files_: Iterable[str | dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            self._add_files(conn, self._dataset_id(conn, dataset), files_)
+
+    def _add_files(self, conn: Connection, ds: int, files_: Iterable[str | dict[str, Any]]) -> None:
+        have = {r[0] for r in conn.execute(select(files.c.name).where(files.c.dataset_id == ds))}
+        rows = []
+        for f in files_:
+            d = {"name": f} if isinstance(f, str) else dict(f)
+            if d["name"] in have:
+                continue
+            have.add(d["name"])
+            rows.append({"dataset_id": ds, "name": d["name"], "size": d.get("size"),
+                         "meta": d.get("meta"), "status": "new", "created_at": now()})
+        if rows:
+            conn.execute(files.insert(), rows)
+
+    def _dataset_id(self, conn: Connection, name: str) -> int:
+        ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar()
+        if ds is None:
+            raise LookupError(f"unknown dataset {name!r}")
+        return int(ds)
+
+    def mark_available(self, dataset: str, names: Sequence[str] | None = None) -> int:
+        """Mark files available (all when ``names`` is None); returns the jobs released."""
+        with self.engine.begin() as conn:
+            return mark_available(conn, self._dataset_id(conn, dataset), names)
+
+    def files(self, dataset: str) -> list[dict[str, Any]]:
+        with self.engine.begin() as conn:
+            ds = self._dataset_id(conn, dataset)
+            return [dict(r) for r in conn.execute(
+                select(files.c.id, files.c.name, files.c.status, files.c.size, files.c.available_at)
+                .where(files.c.dataset_id == ds).order_by(files.c.id)).mappings()]
+
+
+def mark_available(conn: Connection, dataset_id: int, names: Sequence[str] | None) -> int:
+    """new → available, once per file; the jobs counting that file lose one pending and may go."""
+    cond = [files.c.dataset_id == dataset_id, files.c.status != "available"]
+    released = 0
+    parts: Iterable[Sequence[str] | None] = [None] if names is None else chunks(list(names))
+    for part in parts:
+        where = cond + ([files.c.name.in_(list(part))] if part is not None else [])
+        ids = [r[0] for r in conn.execute(
+            update(files).where(*where).values(status="available", available_at=now())
+            .returning(files.c.id)).all()]
+        for idp in chunks(ids):
+            conn.execute(update(jobs).where(jobs.c.file_id.in_(list(idp)), jobs.c.status == PENDING)
+                         .values(pending=jobs.c.pending - 1))
+            res = conn.execute(
+                update(jobs).where(jobs.c.file_id.in_(list(idp)), jobs.c.status == PENDING,
+                                   jobs.c.pending <= 0)
+                .values(status=READY, release_count=jobs.c.release_count + 1))
+            released += res.rowcount or 0
+    return released

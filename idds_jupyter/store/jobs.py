@@ -1,0 +1,372 @@
+"""Bulk job operations: claim, record results, trigger (release), cancel, reclaim.
+
+Every state change is a conditional statement over a set of rows (DESIGN §4):
+the ``WHERE status IN (...)`` guard comes from the job state machine, so a
+duplicated event, a stale result or a second agent changes nothing. Recording
+a result, releasing its children and counting it on the work happen in one
+transaction: a job is released exactly once even when the agent dies between
+two statements.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.engine import Connection
+
+from idds_jupyter.model.status import JOB_MACHINE, JobStatus, WorkStatus
+from idds_jupyter.store.sql import chunks, for_update, now
+from idds_jupyter.store.tables import job_deps, jobs, works, workflows
+
+PENDING = JobStatus.PENDING.value
+READY = JobStatus.READY.value
+SUBMITTED = JobStatus.SUBMITTED.value
+RUNNING = JobStatus.RUNNING.value
+FINISHED = JobStatus.FINISHED.value
+FAILED = JobStatus.FAILED.value
+CANCELLED = JobStatus.CANCELLED.value
+IN_FLIGHT = (SUBMITTED, RUNNING)
+
+
+def sources(dst: JobStatus) -> list[str]:
+    return sorted(s.value for s in JOB_MACHINE.sources(dst))
+
+
+@dataclass
+class Outcome:
+    """What a bulk step changed, so the agent can publish the right events."""
+
+    finished: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    cancelled: int = 0
+    ignored: int = 0
+    terminal_works: list[tuple[int, int, str]] = field(default_factory=list)  # (workflow, work, status)
+    dirty_workflows: set[int] = field(default_factory=set)
+    job_results: list[dict[str, Any]] = field(default_factory=list)  # per-job notifications
+
+    def merge(self, other: Outcome) -> None:
+        self.finished += other.finished
+        self.failed += other.failed
+        self.retried += other.retried
+        self.released += other.released
+        self.cancelled += other.cancelled
+        self.ignored += other.ignored
+        self.terminal_works += other.terminal_works
+        self.dirty_workflows |= other.dirty_workflows
+        self.job_results += other.job_results
+
+
+# --------------------------------------------------------------------- claim
+
+def claim_ready(
+    conn: Connection, owner: str, backends: Sequence[str], limit: int, ttl: float
+) -> list[dict[str, Any]]:
+    """Lock up to ``limit`` released jobs of running works for ``owner`` (Submitter)."""
+    running_works = select(works.c.id).where(
+        works.c.status == WorkStatus.RUNNING.value, works.c.backend.in_(list(backends))
+    )
+    stmt = (
+        select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.idx, jobs.c.kwargs,
+               jobs.c.file_id, jobs.c.attempt)
+        .where(jobs.c.status == READY, jobs.c.work_id.in_(running_works))
+        .limit(limit)
+    )
+    rows = conn.execute(for_update(conn, stmt, skip_locked=True, of=jobs)).mappings().all()
+    if not rows:
+        return []
+    t = now()
+    ids = [r["id"] for r in rows]
+    for part in chunks(ids):
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(part), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
+            .values(status=SUBMITTED, lock_owner=owner, lock_expiry=t + ttl,
+                    attempt=jobs.c.attempt + 1, submitted_at=t, started_at=None)
+        )
+    return [dict(r, attempt=r["attempt"] + 1) for r in rows]
+
+
+def mark_running(conn: Connection, owner: str, started: Sequence[tuple[int, int, float]]) -> None:
+    """Jobs a backend reports as started: (job_id, attempt, started_at)."""
+    if not started:
+        return
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == bindparam("jid"), jobs.c.attempt == bindparam("att"),
+               jobs.c.lock_owner == owner, jobs.c.status == SUBMITTED)
+        .values(status=RUNNING, started_at=bindparam("t")),
+        [{"jid": j, "att": a, "t": t} for j, a, t in started],
+    )
+
+
+def renew_locks(conn: Connection, owner: str, ttl: float) -> int:
+    """Heart-beat: push the expiry of every in-flight job this owner holds."""
+    res = conn.execute(
+        update(jobs)
+        .where(jobs.c.lock_owner == owner, jobs.c.status.in_(IN_FLIGHT))
+        .values(lock_expiry=now() + ttl)
+    )
+    return res.rowcount or 0
+
+
+def reclaim_expired(conn: Connection) -> int:
+    """Jobs whose owner stopped heart-beating go back to ready (execution is at-least-once)."""
+    t = now()
+    stmt = select(jobs.c.id).where(jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < t)
+    ids = [r[0] for r in conn.execute(for_update(conn, stmt, skip_locked=True))]
+    for part in chunks(ids):
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(part), jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < t)
+            .values(status=READY, lock_owner=None, lock_expiry=None, error="lost: owner stopped")
+        )
+    return len(ids)
+
+
+# ------------------------------------------------------------------- results
+
+def record_results(conn: Connection, owner: str | None, results: Sequence[dict[str, Any]]) -> Outcome:
+    """Receiver + Trigger + Finisher for one batch of worker results, in the caller's transaction.
+
+    A result counts only if its job is still in flight, locked by ``owner`` (when
+    given) and at the same attempt: duplicates and late results are ignored.
+    """
+    out = Outcome()
+    if not results:
+        return out
+    by_id = {int(r["job_id"]): r for r in results}
+    ids = sorted(by_id)
+    current: dict[int, Any] = {}
+    for part in chunks(ids):
+        stmt = select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt,
+                      jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status).where(jobs.c.id.in_(part))
+        for row in conn.execute(for_update(conn, stmt)):
+            current[row.id] = row
+    retries = _work_retries(conn, {row.work_id for row in current.values()})
+
+    ok_rows: list[dict[str, Any]] = []
+    retry_rows: list[dict[str, Any]] = []
+    fail_rows: list[dict[str, Any]] = []
+    per_work: dict[int, Counter[str]] = defaultdict(Counter)
+    t = now()
+    for jid in ids:
+        r = by_id[jid]
+        row = current.get(jid)
+        if (
+            row is None
+            or row.status not in IN_FLIGHT
+            or (owner is not None and row.lock_owner != owner)
+            or int(r.get("attempt", row.attempt)) != row.attempt
+        ):
+            out.ignored += 1
+            continue
+        common = {
+            "jid": jid,
+            "wall_s": r.get("wall_s"),
+            "max_rss_kb": r.get("max_rss_kb"),
+            "log_path": r.get("log_path"),
+            "exit_code": r.get("exit_code"),
+            "started_at": r.get("started_at"),
+            "finished_at": r.get("finished_at") or t,
+        }
+        note = {"job_id": jid, "work_id": row.work_id, "workflow_id": row.workflow_id,
+                "attempt": row.attempt}
+        if r.get("ok"):
+            result = r.get("result")
+            if result is None and r.get("summary") is not None:
+                result = {"__summary__": r["summary"]}
+            ok_rows.append({**common, "result": result, "blob": r.get("blob")})
+            per_work[row.work_id]["finished"] += 1
+            out.job_results.append({**note, "status": FINISHED, "blob": r.get("blob")})
+        else:
+            error = _error_text(r)
+            if row.retries_used < retries.get(row.work_id, 0):
+                retry_rows.append({**common, "error": error})
+                out.retried += 1
+            else:
+                fail_rows.append({**common, "error": error})
+                per_work[row.work_id]["failed"] += 1
+                out.job_results.append({**note, "status": FAILED, "error": r.get("error"),
+                                        "exc_type": r.get("exc_type"),
+                                        "traceback": r.get("traceback"),
+                                        "log_path": r.get("log_path")})
+
+    # executemany cannot expand IN lists: spell the in-flight guard out.
+    guard = [jobs.c.id == bindparam("jid"),
+             or_(jobs.c.status == SUBMITTED, jobs.c.status == RUNNING)]
+    if ok_rows:
+        conn.execute(
+            update(jobs).where(*guard).values(
+                status=FINISHED, result=bindparam("result"), blob=bindparam("blob"),
+                wall_s=bindparam("wall_s"), max_rss_kb=bindparam("max_rss_kb"),
+                log_path=bindparam("log_path"), exit_code=bindparam("exit_code"),
+                started_at=bindparam("started_at"), finished_at=bindparam("finished_at"),
+                success_count=jobs.c.success_count + 1, error=None,
+                lock_owner=None, lock_expiry=None),
+            ok_rows,
+        )
+        out.finished = len(ok_rows)
+    if retry_rows:
+        conn.execute(
+            update(jobs).where(*guard).values(
+                status=READY, error=bindparam("error"), wall_s=bindparam("wall_s"),
+                max_rss_kb=bindparam("max_rss_kb"), log_path=bindparam("log_path"),
+                exit_code=bindparam("exit_code"), started_at=bindparam("started_at"),
+                finished_at=bindparam("finished_at"),
+                retries_used=jobs.c.retries_used + 1, lock_owner=None, lock_expiry=None),
+            retry_rows,
+        )
+    if fail_rows:
+        conn.execute(
+            update(jobs).where(*guard).values(
+                status=FAILED, error=bindparam("error"), wall_s=bindparam("wall_s"),
+                max_rss_kb=bindparam("max_rss_kb"), log_path=bindparam("log_path"),
+                exit_code=bindparam("exit_code"), started_at=bindparam("started_at"),
+                finished_at=bindparam("finished_at"), lock_owner=None, lock_expiry=None),
+            fail_rows,
+        )
+        out.failed = len(fail_rows)
+
+    finished_ids = [r["jid"] for r in ok_rows]
+    out.released = release_children(conn, finished_ids)
+    failed_ids = [r["jid"] for r in fail_rows]
+    for work_id, n in cancel_descendants(conn, failed_ids).items():
+        per_work[work_id]["cancelled"] += n
+        out.cancelled += n
+    count_on_works(conn, per_work, out)
+    return out
+
+
+def _error_text(r: dict[str, Any]) -> str:
+    parts = [str(r.get("error") or "failed")]
+    if r.get("traceback"):
+        parts.append(str(r["traceback"]))
+    return "\n".join(parts)
+
+
+def _work_retries(conn: Connection, work_ids: Iterable[int]) -> dict[int, int]:
+    ids = list(work_ids)
+    if not ids:
+        return {}
+    return {
+        r.id: r.retries
+        for r in conn.execute(select(works.c.id, works.c.retries).where(works.c.id.in_(ids)))
+    }
+
+
+def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:
+    """Trigger: children's pending counters fall in one statement; those at zero are released."""
+    if not parent_ids:
+        return 0
+    for part in chunks(parent_ids):
+        counts = (
+            select(job_deps.c.child_id, func.count().label("n"))
+            .where(job_deps.c.parent_id.in_(part))
+            .group_by(job_deps.c.child_id)
+            .subquery()
+        )
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == counts.c.child_id)
+            .values(pending=jobs.c.pending - counts.c.n)
+        )
+    released = 0
+    for part in chunks(parent_ids):
+        children = select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(part))
+        res = conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(children), jobs.c.status == PENDING, jobs.c.pending <= 0)
+            .values(status=READY, release_count=jobs.c.release_count + 1)
+        )
+        released += res.rowcount or 0
+    return released
+
+
+def cancel_descendants(conn: Connection, failed_ids: Sequence[int]) -> dict[int, int]:
+    """Jobs downstream of a failed job are never released: cancel them, level by level."""
+    per_work: Counter[int] = Counter()
+    frontier = list(failed_ids)
+    while frontier:
+        nxt: list[int] = []
+        for part in chunks(frontier):
+            children = select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(part))
+            rows = conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(children), jobs.c.status == PENDING)
+                .values(status=CANCELLED, error="upstream job failed")
+                .returning(jobs.c.id, jobs.c.work_id)
+            ).all()
+            for jid, wid in rows:
+                nxt.append(jid)
+                per_work[wid] += 1
+        frontier = nxt
+    return dict(per_work)
+
+
+def count_on_works(conn: Connection, per_work: dict[int, Counter[str]], out: Outcome) -> None:
+    """Add job outcomes to the works' counters; a work with every job done becomes terminal."""
+    if not per_work:
+        return
+    conn.execute(
+        update(works)
+        .where(works.c.id == bindparam("wid"))
+        .values(
+            n_finished=works.c.n_finished + bindparam("f"),
+            n_failed=works.c.n_failed + bindparam("x"),
+            n_cancelled=works.c.n_cancelled + bindparam("c"),
+            updated_at=now(),
+        ),
+        [{"wid": w, "f": c["finished"], "x": c["failed"], "c": c["cancelled"]}
+         for w, c in per_work.items()],
+    )
+    finish_works(conn, list(per_work), out)
+
+
+def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> None:
+    """Finisher: running works whose jobs are all terminal get their final status."""
+    n_done = works.c.n_finished + works.c.n_failed + works.c.n_cancelled
+    rows = conn.execute(
+        select(works.c.id, works.c.workflow_id, works.c.n_jobs, works.c.n_finished,
+               works.c.n_failed, works.c.n_cancelled, works.c.spec)
+        .where(works.c.id.in_(list(work_ids)), works.c.status == WorkStatus.RUNNING.value,
+               n_done >= works.c.n_jobs)
+    ).all()
+    t = now()
+    for row in rows:
+        status = work_outcome(row.n_jobs, row.n_finished, row.n_failed + row.n_cancelled,
+                              (row.spec or {}).get("work", {}).get("policy", "subfinished"))
+        res = conn.execute(
+            update(works)
+            .where(works.c.id == row.id, works.c.status == WorkStatus.RUNNING.value)
+            .values(status=status, finished_at=t, updated_at=t)
+        )
+        if res.rowcount:
+            out.terminal_works.append((row.workflow_id, row.id, status))
+            out.dirty_workflows.add(row.workflow_id)
+    if out.dirty_workflows:
+        mark_dirty(conn, out.dirty_workflows)
+
+
+def work_outcome(n_jobs: int, n_ok: int, n_bad: int, policy: str) -> str:
+    if n_bad == 0:
+        return WorkStatus.FINISHED.value
+    if n_ok == 0 or policy == "failed":
+        return WorkStatus.FAILED.value
+    return WorkStatus.SUBFINISHED.value
+
+
+def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:
+    """Ask the Clerk to re-plan these workflows."""
+    ids = sorted(set(workflow_ids))
+    if ids:
+        conn.execute(
+            update(workflows)
+            .where(workflows.c.id.in_(ids))
+            .values(dirty_seq=workflows.c.dirty_seq + 1, updated_at=now())
+        )

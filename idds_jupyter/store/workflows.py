@@ -1,0 +1,209 @@
+"""Workflows in the store: submission, and the Clerk's plan-and-apply step.
+
+The planning itself is pure (``idds_jupyter.model.plan``); this module reads a
+workflow's run state, calls the planner and writes its decisions, under the
+workflow row's lock and in one transaction, so a plan is applied once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from idds_jupyter.model import (
+    JobDep,
+    Plan,
+    RunState,
+    Work,
+    WorkInstance,
+    Workflow,
+    WorkflowStatus,
+    WorkState,
+    WorkStatus,
+    plan,
+)
+from idds_jupyter.store.sql import for_update, now
+from idds_jupyter.store.tables import jobs, workflows, works
+
+ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
+
+
+def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = None,
+           owner: str = "local", backend: str | None = None, priority: int = 0) -> int:
+    """Validate, then store a new workflow; nothing is written if validation fails."""
+    merged = {**wf.parameters, **dict(params or {})}
+    wf.validate(merged)
+    t = now()
+    res = conn.execute(workflows.insert().values(
+        name=wf.name, owner=owner, status=WorkflowStatus.NEW.value, template=wf.to_dict(),
+        params=merged, meta={}, backend=backend, priority=priority, dirty_seq=1, clean_seq=0,
+        created_at=t, updated_at=t))
+    return int(res.inserted_primary_key[0])
+
+
+class StoredWorkState(WorkState):
+    """A work instance whose result is read from its jobs only when an expression needs it."""
+
+    def __init__(self, conn: Connection, work_id: int, name: str, status: str, kind: str,
+                 cached: Any = None) -> None:
+        self._conn, self._work_id, self._kind, self._cached = conn, work_id, kind, cached
+        self._loaded = cached is not None
+        self.name = name
+        self.status = WorkStatus(status)
+
+    @property  # type: ignore[override]
+    def result(self) -> Any:
+        if not self._loaded:
+            self._cached = work_result(self._conn, self._work_id)
+            self._loaded = True
+        return self._cached
+
+    @result.setter
+    def result(self, value: Any) -> None:
+        self._cached, self._loaded = value, True
+
+
+def work_result(conn: Connection, work_id: int) -> Any:
+    """A 1-job work's result is its job's; an n-job work's is the list in job order."""
+    rows = [r[0] for r in conn.execute(
+        select(jobs.c.result).where(jobs.c.work_id == work_id).order_by(jobs.c.idx))]
+    if len(rows) == 1:
+        return rows[0]
+    return rows
+
+
+@dataclass
+class Applied:
+    workflow_id: int
+    created: list[str] = field(default_factory=list)
+    new_job_works: int = 0
+    status: str | None = None
+
+
+def plan_next(conn: Connection, owner: str) -> Applied | None:
+    """Clerk: take one dirty workflow (row-locked), plan it, apply the plan."""
+    stmt = (
+        select(workflows)
+        .where(workflows.c.status.in_(ACTIVE), workflows.c.dirty_seq > workflows.c.clean_seq)
+        .order_by(workflows.c.priority.desc(), workflows.c.id)
+        .limit(1)
+    )
+    row = conn.execute(for_update(conn, stmt, skip_locked=True)).mappings().first()
+    if row is None:
+        return None
+    out = Applied(workflow_id=row["id"])
+    try:
+        wf = Workflow.from_dict(row["template"])
+        applied = _apply(conn, row, wf, plan(wf, _run_state(conn, row)), out)
+    except Exception as exc:  # a template that cannot be planned fails its workflow, loudly
+        conn.execute(update(workflows).where(workflows.c.id == row["id"]).values(
+            status=WorkflowStatus.FAILED.value, error=f"{type(exc).__name__}: {exc}",
+            clean_seq=row["dirty_seq"], finished_at=now(), updated_at=now()))
+        out.status = WorkflowStatus.FAILED.value
+        return out
+    return applied
+
+
+def _run_state(conn: Connection, row: Mapping[str, Any]) -> RunState:
+    meta = row["meta"] or {}
+    states: dict[str, WorkState] = {}
+    for w in conn.execute(select(works.c.id, works.c.name, works.c.status, works.c.kind,
+                                 works.c.result).where(works.c.workflow_id == row["id"])):
+        states[w.name] = StoredWorkState(conn, w.id, w.name, w.status, w.kind, w.result)
+    return RunState(params=dict(row["params"] or {}), works=states,
+                    conditions=dict(meta.get("conditions", {})), loops=dict(meta.get("loops", {})))
+
+
+def instance_spec(inst: WorkInstance) -> dict[str, Any]:
+    """The JSON the Transformer and Carrier need to run an instance's jobs."""
+    w = inst.work
+    return {
+        "work": {k: v for k, v in w.to_dict().items() if k != "workflow"},
+        "function": w.function,
+        "command": inst.command,
+        "parameters": inst.parameters,
+        "kwargs_list": inst.kwargs_list,
+        "n_jobs": w.n_jobs,
+        "input_dataset": w.input_dataset,
+        "depends_on": list(inst.depends_on),
+        "job_deps": [[p, d.to_dict()] for p, d in inst.job_deps],
+        "env": dict(w.env or {}),
+        "timeout_s": w.timeout_s,
+        "resources": dict(w.resources or {}),
+        "loop": inst.loop,
+        "iteration": inst.iteration,
+        "context": inst.context,
+        "job_parameters": inst.job_parameters,
+        "parent": inst.parent,
+    }
+
+
+def spec_instance(spec: dict[str, Any], name: str) -> WorkInstance:
+    """The instance back from its stored spec, for rendering its jobs (``render_job``)."""
+    return WorkInstance(
+        name=name, work=Work.from_dict(spec["work"]), parameters=spec.get("parameters") or {},
+        command=spec.get("command"), kwargs_list=spec.get("kwargs_list"),
+        depends_on=spec.get("depends_on") or [],
+        job_deps=[(p, JobDep.from_dict(d)) for p, d in spec.get("job_deps") or []],
+        loop=spec.get("loop"), iteration=spec.get("iteration"),
+        job_parameters=spec.get("job_parameters") or {}, context=spec.get("context") or {},
+        parent=spec.get("parent"))
+
+
+def _kind(inst: WorkInstance) -> str:
+    w = inst.work
+    if w.workflow is not None:
+        return "workflow"
+    return "function" if w.function else "command"
+
+
+def _apply(conn: Connection, row: Mapping[str, Any], wf: Workflow, p: Plan, out: Applied) -> Applied:
+    t = now()
+    wf_id = row["id"]
+    rows = []
+    for inst in p.create:
+        kind = _kind(inst)
+        status = WorkStatus(inst.status).value
+        rows.append({
+            "workflow_id": wf_id, "name": inst.name, "template_name": inst.work.name,
+            "kind": kind, "status": status, "spec": instance_spec(inst),
+            "backend": inst.work.backend or row["backend"],
+            "retries": int(inst.work.retries or 0), "loop": inst.loop,
+            "iteration": inst.iteration, "reason": getattr(inst, "reason", None),
+            "created_at": t, "updated_at": t,
+            "finished_at": t if status == WorkStatus.SKIPPED.value else None,
+        })
+        out.created.append(inst.name)
+        if kind != "workflow" and status == WorkStatus.NEW.value:
+            out.new_job_works += 1
+    if rows:
+        conn.execute(works.insert(), rows)
+    for name, status in (getattr(p, "status_updates", None) or {}).items():
+        conn.execute(update(works).where(works.c.workflow_id == wf_id, works.c.name == name,
+                                         works.c.status != WorkStatus(status).value)
+                     .values(status=WorkStatus(status).value, updated_at=t,
+                             finished_at=t if WorkStatus(status).value in _WORK_TERMINAL else None))
+    meta = dict(row["meta"] or {})
+    if p.conditions:
+        meta["conditions"] = {**meta.get("conditions", {}), **p.conditions}
+    if p.loops:
+        meta["loops"] = {**meta.get("loops", {}), **p.loops}
+    if getattr(p, "loop_info", None):
+        meta["loop_info"] = {**meta.get("loop_info", {}), **p.loop_info}
+    values: dict[str, Any] = {"meta": meta, "clean_seq": row["dirty_seq"], "updated_at": t}
+    if row["status"] == WorkflowStatus.NEW.value:
+        values["status"] = WorkflowStatus.RUNNING.value
+    if p.status is not None:
+        values["status"] = WorkflowStatus(p.status).value
+        values["finished_at"] = t
+        out.status = values["status"]
+    conn.execute(update(workflows).where(workflows.c.id == wf_id).values(**values))
+    return out
+
+
+_WORK_TERMINAL = {s.value for s in (WorkStatus.FINISHED, WorkStatus.SUBFINISHED, WorkStatus.FAILED,
+                                    WorkStatus.ABORTED, WorkStatus.SKIPPED)}

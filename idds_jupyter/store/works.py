@@ -1,0 +1,141 @@
+"""Transformer's bulk step: a new work instance becomes jobs, job-level edges and counters.
+
+All new works of one workflow are expanded in one transaction, parents before
+children, so a job's pending counter is exact when it is written: it counts the
+parent jobs not yet finished (read under a share lock on PostgreSQL) plus one
+while its input file is not yet available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from idds_jupyter.model import JobDep
+from idds_jupyter.model.status import JobStatus, WorkStatus
+from idds_jupyter.store.jobs import CANCELLED, FINISHED, Outcome, finish_works
+from idds_jupyter.store.sql import chunks, for_update, is_postgres, now
+from idds_jupyter.store.tables import datasets, files, job_deps, jobs, works
+
+JOB_KINDS = ("function", "command")
+
+
+class NotYet(Exception):
+    """A job-level parent work has no jobs yet; expand this work on a later pass."""
+
+
+def claim_new_works(conn: Connection, limit: int = 100) -> list[Any]:
+    """New works of job kinds, oldest first, locked for this transaction."""
+    stmt = (
+        select(works.c.id, works.c.workflow_id, works.c.name, works.c.spec, works.c.backend)
+        .where(works.c.status == WorkStatus.NEW.value, works.c.kind.in_(JOB_KINDS))
+        .order_by(works.c.id)
+        .limit(limit)
+    )
+    return list(conn.execute(for_update(conn, stmt, skip_locked=True)).all())
+
+
+def expand_work(conn: Connection, work: Any, backend: str, out: Outcome) -> int:
+    """Create the jobs of one new work; returns the number of jobs created."""
+    spec: dict[str, Any] = work.spec or {}
+    t = now()
+    kwargs_list = spec.get("kwargs_list")
+    file_rows: list[Any] = []
+    if spec.get("input_dataset"):
+        file_rows = _dataset_files(conn, spec["input_dataset"])
+        n = len(file_rows)
+    elif kwargs_list is not None:
+        n = len(kwargs_list)
+    elif spec.get("n_jobs") is not None:
+        n = int(spec["n_jobs"])
+    else:
+        n = 1
+
+    pending = [0] * n
+    doomed = [False] * n
+    edges: list[tuple[int, int]] = []  # (parent job id, child idx)
+    for parent_name, dep_dict in spec.get("job_deps") or []:
+        dep = JobDep.from_dict(dep_dict)
+        parent_jobs = _parent_jobs(conn, work.workflow_id, parent_name)
+        n_parent = len(parent_jobs)
+        for p_idx, c_idx in dep.edges(n, n_parent):
+            pid, pstatus = parent_jobs[p_idx]
+            edges.append((pid, c_idx))
+            if pstatus != FINISHED:
+                pending[c_idx] += 1
+                if pstatus in (JobStatus.FAILED.value, CANCELLED):
+                    doomed[c_idx] = True
+    for i, f in enumerate(file_rows):
+        if f.status != "available":
+            pending[i] += 1
+
+    rows = []
+    n_cancelled = 0
+    for i in range(n):
+        if doomed[i]:
+            status, n_cancelled = CANCELLED, n_cancelled + 1
+        elif pending[i] > 0:
+            status = JobStatus.PENDING.value
+        else:
+            status = JobStatus.READY.value
+        rows.append({
+            "workflow_id": work.workflow_id,
+            "work_id": work.id,
+            "idx": i,
+            "status": status,
+            "pending": pending[i],
+            "kwargs": kwargs_list[i] if kwargs_list is not None and not file_rows else None,
+            "file_id": file_rows[i].id if file_rows else None,
+            "backend": backend,
+            "release_count": 1 if status == JobStatus.READY.value else 0,
+            "error": "upstream job failed" if doomed[i] else None,
+            "created_at": t,
+        })
+    for part in chunks(rows, 2000):
+        conn.execute(jobs.insert(), list(part))
+    if edges:
+        ids = [r[0] for r in conn.execute(
+            select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx))]
+        conn.execute(job_deps.insert(),
+                     [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges])
+    conn.execute(
+        update(works)
+        .where(works.c.id == work.id, works.c.status == WorkStatus.NEW.value)
+        .values(status=WorkStatus.RUNNING.value, n_jobs=n, n_cancelled=n_cancelled,
+                backend=backend, updated_at=t)
+    )
+    out.released += sum(1 for r in rows if r["status"] == JobStatus.READY.value)
+    return n
+
+
+def finish_empty(conn: Connection, work_ids: Sequence[int], out: Outcome) -> None:
+    """Works with no jobs left to run (empty sweep, all cancelled) end at once."""
+    finish_works(conn, work_ids, out)
+
+
+def _parent_jobs(conn: Connection, workflow_id: int, name: str) -> list[tuple[int, str]]:
+    parent = conn.execute(
+        select(works.c.id, works.c.status)
+        .where(works.c.workflow_id == workflow_id, works.c.name == name)
+    ).one()
+    if parent.status == WorkStatus.NEW.value:
+        raise NotYet(name)
+    wid = parent.id
+    stmt = select(jobs.c.id, jobs.c.status).where(jobs.c.work_id == wid).order_by(jobs.c.idx)
+    if is_postgres(conn):
+        stmt = stmt.with_for_update(read=True)
+    return [(r[0], r[1]) for r in conn.execute(stmt)]
+
+
+def _dataset_files(conn: Connection, name: str) -> list[Any]:
+    ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar_one_or_none()
+    if ds is None:
+        raise LookupError(f"input_dataset: unknown dataset {name!r}")
+    stmt = select(files.c.id, files.c.name, files.c.status).where(
+        files.c.dataset_id == ds).order_by(files.c.id)
+    if is_postgres(conn):
+        stmt = stmt.with_for_update(read=True)
+    return list(conn.execute(stmt).all())

@@ -6,6 +6,7 @@ same operations. Nothing here runs jobs: the agents do (``idds_jupyter.agents``)
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,11 +45,15 @@ class Orchestrator:
 
     # -------------------------------------------------------------- submit
     def submit(self, workflow: Workflow | Mapping[str, Any] | str, params: Mapping[str, Any] | None = None,
-               owner: str = "local", backend: str | None = None) -> int:
-        """Validate and store a workflow; returns its id. Nothing is stored if it is invalid."""
+               owner: str = "local", backend: str | None = None, cwd: str | None = None) -> int:
+        """Validate and store a workflow; returns its id. Nothing is stored if it is invalid.
+
+        Command jobs run in ``cwd``, by default the directory this is called from.
+        """
         wf = load_workflow(workflow)
         with self.engine.begin() as conn:
-            wid = store_submit(conn, wf, params, owner=owner, backend=backend)
+            wid = store_submit(conn, wf, params, owner=owner, backend=backend,
+                               cwd=cwd or os.getcwd())
         self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid))])
         return wid
 

@@ -148,10 +148,10 @@ def retry_failed(conn: Connection, workflow_id: int, work: str | None = None) ->
         conn.execute(update(works).where(works.c.id == wid, works.c.status.in_(
             (WorkStatus.FAILED.value, WorkStatus.SUBFINISHED.value)))
             .values(status=WorkStatus.RUNNING.value, finished_at=None))
-    # Works skipped because something upstream failed are planned again.
+    # Skipped works are planned again: those skipped because of the failure now
+    # run, the others (a branch not taken) are skipped again by the same rule.
     conn.execute(works.delete().where(works.c.workflow_id == workflow_id,
-                                      works.c.status == WorkStatus.SKIPPED.value,
-                                      works.c.reason.like("upstream%")))
+                                      works.c.status == WorkStatus.SKIPPED.value))
     res = conn.execute(update(workflows).where(
         workflows.c.id == workflow_id,
         workflows.c.status.in_((WorkflowStatus.FAILED.value, WorkflowStatus.SUBFINISHED.value)))

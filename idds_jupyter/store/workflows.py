@@ -33,14 +33,19 @@ ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
 
 
 def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = None,
-           owner: str = "local", backend: str | None = None, priority: int = 0) -> int:
-    """Validate, then store a new workflow; nothing is written if validation fails."""
+           owner: str = "local", backend: str | None = None, priority: int = 0,
+           cwd: str | None = None) -> int:
+    """Validate, then store a new workflow; nothing is written if validation fails.
+
+    ``cwd`` is where its command jobs run (the submitter's directory, as a batch
+    system's initial dir), unless a backend runs them elsewhere.
+    """
     merged = {**wf.parameters, **dict(params or {})}
     wf.validate(merged)
     t = now()
     res = conn.execute(workflows.insert().values(
         name=wf.name, owner=owner, status=WorkflowStatus.NEW.value, template=wf.to_dict(),
-        params=merged, meta={}, backend=backend, priority=priority, dirty_seq=1, clean_seq=0,
+        params=merged, meta={"cwd": cwd} if cwd else {}, backend=backend, priority=priority, dirty_seq=1, clean_seq=0,
         created_at=t, updated_at=t))
     return int(res.inserted_primary_key[0])
 
@@ -165,12 +170,16 @@ def _apply(conn: Connection, row: Mapping[str, Any], wf: Workflow, p: Plan, out:
     t = now()
     wf_id = row["id"]
     rows = []
+    cwd = (row["meta"] or {}).get("cwd")
     for inst in p.create:
         kind = _kind(inst)
         status = WorkStatus(inst.status).value
+        spec = instance_spec(inst)
+        if cwd:
+            spec["cwd"] = cwd
         rows.append({
             "workflow_id": wf_id, "name": inst.name, "template_name": inst.work.name,
-            "kind": kind, "status": status, "spec": instance_spec(inst),
+            "kind": kind, "status": status, "spec": spec,
             "backend": inst.work.backend or row["backend"],
             "retries": int(inst.work.retries or 0), "loop": inst.loop,
             "iteration": inst.iteration, "reason": getattr(inst, "reason", None),

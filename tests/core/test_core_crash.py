@@ -26,6 +26,14 @@ def start_agents(tmp_path: Path, db_url: str, tag: str) -> subprocess.Popen[byte
                             stdout=log, stderr=subprocess.STDOUT)
 
 
+def count_lines(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
 def finished_count(orch: Orchestrator, wid: int) -> int:
     return orch.job_counts(wid).get("finished", 0)
 
@@ -34,10 +42,10 @@ def test_sigkill_agents_mid_dag_then_restart(tmp_path: Path, db_url: str) -> Non
     orch = Orchestrator(Config.load(None, home=tmp_path / "home", db_url=db_url))
     record = str(tmp_path / "executions.txt")
     wid = orch.submit(layered_dag(10_002, function="corefuncs:record",
-                                  parameters={"path": record}))
+                                  parameters={"path": record, "delay": 0.0005}))
     first = start_agents(tmp_path, db_url, "1")
     try:
-        wait_for(lambda: finished_count(orch, wid) >= 3000, timeout=120, interval=0.02)
+        wait_for(lambda: count_lines(record) >= 3000, timeout=120, interval=0.01)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()

@@ -10,7 +10,6 @@ literal braces, as in :meth:`str.format`.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache

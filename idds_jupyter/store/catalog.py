@@ -25,9 +25,11 @@ class Catalog:
         with self.engine.begin() as conn:
             ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar()
             if ds is None:
-                ds = conn.execute(datasets.insert().values(
+                pk = conn.execute(datasets.insert().values(
                     name=name, owner=self.owner, status="open", meta=meta or {},
-                    created_at=now())).inserted_primary_key[0]
+                    created_at=now())).inserted_primary_key
+                assert pk is not None
+                ds = pk[0]
             self._add_files(conn, int(ds), files_)
             return int(ds)
 

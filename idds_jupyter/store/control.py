@@ -140,7 +140,7 @@ def retry_failed(conn: Connection, workflow_id: int, work: str | None = None) ->
     touched = [r[0] for r in conn.execute(
         select(jobs.c.work_id).where(jobs.c.id.in_(cancelled[:30000])).distinct())] if cancelled else []
     for wid in set(wids) | set(touched):
-        counts = dict(conn.execute(select(jobs.c.status, func.count()).where(jobs.c.work_id == wid)
+        counts: dict[str, int] = dict(conn.execute(select(jobs.c.status, func.count()).where(jobs.c.work_id == wid)
                                    .group_by(jobs.c.status)).all())
         conn.execute(update(works).where(works.c.id == wid).values(
             n_finished=counts.get(FINISHED, 0), n_failed=counts.get(FAILED, 0),

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import JOB_MACHINE, JobStatus, WorkStatus
 from idds_jupyter.store.sql import chunks, for_update, now
-from idds_jupyter.store.tables import job_deps, jobs, works, workflows
+from idds_jupyter.store.tables import job_deps, jobs, workflows, works
 
 PENDING = JobStatus.PENDING.value
 READY = JobStatus.READY.value
@@ -146,8 +146,8 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     for part in chunks(ids):
         stmt = select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt,
                       jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status).where(jobs.c.id.in_(part))
-        for row in conn.execute(for_update(conn, stmt)):
-            current[row.id] = row
+        for found in conn.execute(for_update(conn, stmt)):
+            current[found.id] = found
     retries = _work_retries(conn, {row.work_id for row in current.values()})
 
     ok_rows: list[dict[str, Any]] = []

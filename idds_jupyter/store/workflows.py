@@ -19,9 +19,9 @@ from idds_jupyter.model import (
     Plan,
     RunState,
     Work,
-    WorkInstance,
     Workflow,
     WorkflowStatus,
+    WorkInstance,
     WorkState,
     WorkStatus,
     plan,
@@ -45,9 +45,12 @@ def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = No
     t = now()
     res = conn.execute(workflows.insert().values(
         name=wf.name, owner=owner, status=WorkflowStatus.NEW.value, template=wf.to_dict(),
-        params=merged, meta={"cwd": cwd} if cwd else {}, backend=backend, priority=priority, dirty_seq=1, clean_seq=0,
+        params=merged, meta={"cwd": cwd} if cwd else {}, backend=backend, priority=priority,
+        dirty_seq=1, clean_seq=0,
         created_at=t, updated_at=t))
-    return int(res.inserted_primary_key[0])
+    pk = res.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
 
 
 class StoredWorkState(WorkState):
@@ -60,7 +63,7 @@ class StoredWorkState(WorkState):
         self.name = name
         self.status = WorkStatus(status)
 
-    @property  # type: ignore[override]
+    @property
     def result(self) -> Any:
         if not self._loaded:
             self._cached = work_result(self._conn, self._work_id)
@@ -113,7 +116,7 @@ def plan_next(conn: Connection, owner: str) -> Applied | None:
     return applied
 
 
-def _run_state(conn: Connection, row: Mapping[str, Any]) -> RunState:
+def _run_state(conn: Connection, row: Mapping[Any, Any]) -> RunState:
     meta = row["meta"] or {}
     states: dict[str, WorkState] = {}
     for w in conn.execute(select(works.c.id, works.c.name, works.c.status, works.c.kind,
@@ -166,7 +169,7 @@ def _kind(inst: WorkInstance) -> str:
     return "function" if w.function else "command"
 
 
-def _apply(conn: Connection, row: Mapping[str, Any], wf: Workflow, p: Plan, out: Applied) -> Applied:
+def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out: Applied) -> Applied:
     t = now()
     wf_id = row["id"]
     rows = []

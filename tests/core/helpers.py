@@ -14,6 +14,7 @@ from idds_jupyter.core import Orchestrator
 from idds_jupyter.model import Workflow
 from idds_jupyter.model.generators import NOOP, layered_dag
 
+
 def config(tmp_path: Path, db_url: str, **kw: Any) -> Config:
     kw.setdefault("poll_interval", 0.5)
     kw.setdefault("workers", 2)

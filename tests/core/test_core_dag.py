@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.model import JobDep, Work, Workflow
-from idds_jupyter.store.tables import job_deps, jobs, works
+from idds_jupyter.store.tables import job_deps, jobs
 
 FAIL = "idds_jupyter.worker.job:fail"
 SLEEP = "idds_jupyter.worker.job:sleep"

@@ -1,0 +1,143 @@
+"""Data-aware works, sub-workflows, on_failure, the Dask backend, agents split over processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import NOOP, config, layered_dag, run_to_end, wait_for
+from sqlalchemy import select
+
+from idds_jupyter.agents.runner import Runner
+from idds_jupyter.core import Orchestrator
+from idds_jupyter.model import Work, Workflow
+from idds_jupyter.store.engine import make_engine
+from idds_jupyter.store.migrate import current, upgrade
+from idds_jupyter.store.tables import jobs
+
+ECHO = "idds_jupyter.worker.job:echo"
+FAIL = "idds_jupyter.worker.job:fail"
+
+
+def test_data_aware_jobs_start_as_their_files_arrive(tmp_path: Path, db_url: str) -> None:
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
+        names = [f"raw_{i}.root" for i in range(6)]
+        orch.catalog.add_dataset("tape:raw", names)
+        wid = orch.submit(Workflow(name="carousel", works=[
+            Work(name="process", function=ECHO, input_dataset="tape:raw",
+                 parameters={"path": "{file}"})]))
+        wait_for(lambda: orch.job_counts(wid).get("pending", 0) == 6)
+        time.sleep(1.0)
+        assert orch.job_counts(wid) == {"pending": 6}  # nothing staged, nothing runs
+        assert orch.catalog.mark_available("tape:raw", names[:2]) == 2
+        wait_for(lambda: orch.job_counts(wid).get("finished", 0) == 2)
+        assert orch.job_counts(wid) == {"finished": 2, "pending": 4}
+        assert orch.catalog.mark_available("tape:raw", names[:2]) == 0  # idempotent
+        assert orch.catalog.mark_available("tape:raw") == 4
+        assert orch.wait(wid, timeout=60) == "finished"
+        results = [j["result"] for j in orch.jobs(wid, "process")]
+    assert results == [{"path": n, "file": n} for n in names]
+
+
+def test_subworkflow_and_on_failure(tmp_path: Path, db_url: str) -> None:
+    wf = Workflow.from_dict({
+        "name": "nested",
+        "works": [
+            {"name": "prepare", "function": ECHO, "parameters": {"n": 3}},
+            {"name": "inner", "depends_on": ["prepare"], "parameters": {"n": "{prepare.result.n}"},
+             "workflow": {"works": [
+                 {"name": "a", "function": ECHO, "parameters": {"k": "{n}"}},
+                 {"name": "b", "function": ECHO, "depends_on": ["a"],
+                  "parameters": {"k2": "{a.result.k * 2}"}}]}},
+            {"name": "risky", "function": FAIL, "depends_on": ["inner"]},
+            {"name": "cleanup", "function": ECHO, "parameters": {"why": "{risky.status}"}},
+            {"name": "never", "function": ECHO, "depends_on": ["risky"]},
+        ],
+    })
+    wf.works[2].on_failure = ["cleanup"]
+    orch, wid, status = run_to_end(config(tmp_path, db_url), wf)
+    works = {w["name"]: w for w in orch.status(wid)["works"]}
+    assert works["inner"]["status"] == "finished"
+    assert works["inner.b"]["status"] == "finished"
+    assert orch.jobs(wid, "inner.b")[0]["result"] == {"k2": 6}
+    assert works["risky"]["status"] == "failed"
+    assert works["cleanup"]["status"] == "finished"
+    assert orch.jobs(wid, "cleanup")[0]["result"] == {"why": "failed"}
+    assert works["never"]["status"] == "skipped"
+    assert status == "finished"  # the failure was handled by its on_failure branch
+
+
+def test_dask_backend_runs_the_same_workflow(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        cfg = config(tmp_path, f"sqlite:///{tmp_path / 'idds.db'}", backend="dask",
+                     dask_address=cluster.scheduler_address)
+        orch, wid, status = run_to_end(cfg, layered_dag(300), timeout=120)
+        assert status == "finished"
+        with orch.engine.begin() as conn:
+            backends = {r[0] for r in conn.execute(select(jobs.c.backend))}
+        assert backends == {"dask"}
+        assert orch.job_counts(wid) == {"finished": 300}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("bus", ["zmq", "db"])
+def test_roles_in_separate_processes(tmp_path: Path, pg_url: str, bus: str) -> None:
+    """Clerk, Transformer and Carrier each in its own process, woken by a shared bus."""
+    procs = []
+    env = dict(os.environ, IDDS_DB_URL=pg_url, IDDS_HOME=str(tmp_path / "home"),
+               IDDS_POLL_INTERVAL="5", IDDS_WORKERS="2")
+    if bus == "zmq":
+        pub, sub = _free_port(), _free_port()
+        procs.append(subprocess.Popen([sys.executable, "-m", "idds_jupyter.bus.zmqbus",
+                                       "--pub", f"tcp://127.0.0.1:{pub}",
+                                       "--sub", f"tcp://127.0.0.1:{sub}"], env=env))
+        env["IDDS_BUS"] = f"zmq://127.0.0.1:{pub}:{sub}"
+    else:
+        env["IDDS_BUS"] = "db"
+    upgrade(make_engine(pg_url))
+    for role in ("clerk", "transformer", "carrier"):
+        procs.append(subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", "agents",
+                                       "--only", role], env=env))
+    try:
+        time.sleep(2.0)
+        from idds_jupyter.bus import make_bus
+
+        engine = make_engine(pg_url)
+        orch = Orchestrator(config(tmp_path, pg_url), engine=engine,
+                            bus=make_bus(env["IDDS_BUS"], engine=engine))
+        t0 = time.monotonic()
+        wids = [orch.submit(layered_dag(60, name=f"dag{i}")) for i in range(3)]
+        assert [orch.wait(w, timeout=60) for w in wids] == ["finished"] * 3
+        # Polling is every 5 s here; events made it much faster than three polls per level.
+        assert time.monotonic() - t0 < 10
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+
+
+def test_db_upgrade_is_idempotent(db_url: str, tmp_path: Path) -> None:
+    env = dict(os.environ, IDDS_DB_URL=db_url, IDDS_HOME=str(tmp_path))
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-m", "idds_jupyter.cli", "db", "upgrade"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert "schema 0001" in res.stdout
+    assert current(make_engine(db_url)) == "0001"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import NOOP, config, layered_dag, run_to_end, wait_for
+from helpers import config, layered_dag, run_to_end, wait_for
 from sqlalchemy import select
 
 from idds_jupyter.agents.runner import Runner

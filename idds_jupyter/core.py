@@ -23,6 +23,8 @@ from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.migrate import upgrade
 from idds_jupyter.store.tables import jobs, workflows, works
+from idds_jupyter.store.workflows import add_works as store_add_works
+from idds_jupyter.store.workflows import close as store_close
 from idds_jupyter.store.workflows import submit as store_submit
 
 TERMINAL = {s.value for s in (WorkflowStatus.FINISHED, WorkflowStatus.SUBFINISHED,
@@ -45,7 +47,8 @@ class Orchestrator:
 
     # -------------------------------------------------------------- submit
     def submit(self, workflow: Workflow | Mapping[str, Any] | str, params: Mapping[str, Any] | None = None,
-               owner: str = "local", backend: str | None = None, cwd: str | None = None) -> int:
+               owner: str = "local", backend: str | None = None, cwd: str | None = None,
+               open: bool = False) -> int:
         """Validate and store a workflow; returns its id. Nothing is stored if it is invalid.
 
         Command jobs run in ``cwd``, by default the directory this is called from.
@@ -53,9 +56,58 @@ class Orchestrator:
         wf = load_workflow(workflow)
         with self.engine.begin() as conn:
             wid = store_submit(conn, wf, params, owner=owner, backend=backend,
-                               cwd=cwd or os.getcwd())
+                               cwd=cwd or os.getcwd(), open=open)
         self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid))])
         return wid
+
+    def add_works(self, workflow_id: int, works_: list[dict[str, Any]]) -> list[str]:
+        """Append works to a running workflow (Function-as-a-Task bodies grow their run)."""
+        with self.engine.begin() as conn:
+            names = store_add_works(conn, workflow_id, works_)
+        self.bus.publish([make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])
+        return names
+
+    def close(self, workflow_id: int, result: Any = None, result_blob: str | None = None,
+              error: str | None = None, traceback: str | None = None) -> str:
+        """End an open workflow's body; returns the workflow's status."""
+        with self.engine.begin() as conn:
+            store_close(conn, workflow_id, result, result_blob, error, traceback)
+        self.bus.publish([make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])
+        return str(self.status(workflow_id)["status"])
+
+    def owner(self, workflow_id: int) -> str | None:
+        with self.engine.begin() as conn:
+            return conn.execute(select(workflows.c.owner)
+                                .where(workflows.c.id == workflow_id)).scalar()
+
+    def work_results(self, workflow_id: int, work: str, offset: int = 0,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+        """Per job of one work instance, in job order: status, JSON result, blob digests, error."""
+        stmt = (select(jobs.c.idx, jobs.c.id, jobs.c.status, jobs.c.result, jobs.c.blob,
+                       jobs.c.error, jobs.c.log_path, jobs.c.attempt)
+                .where(jobs.c.work_id.in_(select(works.c.id).where(
+                    works.c.workflow_id == workflow_id, works.c.name == work)))
+                .order_by(jobs.c.idx).offset(offset))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.begin() as conn:
+            if conn.execute(select(works.c.id).where(works.c.workflow_id == workflow_id,
+                                                     works.c.name == work)).first() is None:
+                raise UnknownRun(f"workflow {workflow_id} has no work named {work!r}")
+            rows = conn.execute(stmt).mappings().all()
+        out = []
+        for r in rows:
+            failed = r["status"] == "failed"
+            error = r["error"] or None
+            first, _, rest = (error or "").partition("\n")
+            out.append({
+                "idx": r["idx"], "job_id": r["id"], "status": r["status"], "result": r["result"],
+                "blob": None if failed else r["blob"], "error_blob": r["blob"] if failed else None,
+                "error": first or None, "traceback": rest or None,
+                "exc_type": first.split(":", 1)[0] if failed and ":" in first else None,
+                "log_path": r["log_path"], "attempt": r["attempt"],
+            })
+        return out
 
     # ------------------------------------------------------------- inspect
     def status(self, workflow_id: int) -> dict[str, Any]:
@@ -75,7 +127,9 @@ class Orchestrator:
         for wid, st, n in counts:
             by_work.setdefault(wid, {})[st] = n
         meta = row["meta"] or {}
+        body = {k: meta.get(k) for k in ("open", "result", "result_blob", "traceback") if k in meta}
         return {
+            "body": body,
             "id": row["id"], "name": row["name"], "owner": row["owner"], "status": row["status"],
             "params": row["params"], "error": row["error"],
             "created_at": row["created_at"], "finished_at": row["finished_at"],

@@ -92,7 +92,9 @@ class JobDep:
 class Work:
     """Static template of a Work: what to run, how many jobs, and what it waits for.
 
-    Exactly one of ``command`` (shell template), ``function`` (``pkg.mod:qualname``)
+    Exactly one of ``command`` (shell template), ``function`` (``pkg.mod:qualname``),
+    ``payload`` (a pickled function in the cache, from Function-as-a-Task:
+    ``{"function": sha256, "calls": sha256 of the (args, kwargs) list, "sandbox"?: sha256}``)
     or ``workflow`` (a sub-workflow used as a Work) is set. At most one of
     ``kwargs_list`` (one job per item), ``n_jobs`` (one job per ``job_index``) and
     ``input_dataset`` (one job per ``file``) is set; otherwise the work has one job.
@@ -102,6 +104,7 @@ class Work:
     command: str | None = None
     function: str | None = None
     workflow: Workflow | None = None
+    payload: dict[str, str] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     kwargs_list: list[dict[str, Any]] | str | None = None
     n_jobs: int | None = None
@@ -118,9 +121,11 @@ class Work:
 
     @property
     def kind(self) -> str:
-        """``"command"``, ``"function"`` or ``"workflow"`` (``"invalid"`` if not exactly one)."""
-        set_ = [k for k in ("command", "function", "workflow") if getattr(self, k) is not None]
-        return set_[0] if len(set_) == 1 else "invalid"
+        """``"command"``, ``"function"`` (also a payload) or ``"workflow"`` (``"invalid"`` if not one)."""
+        set_ = [k for k in ("command", "function", "workflow", "payload") if getattr(self, k) is not None]
+        if len(set_) != 1:
+            return "invalid"
+        return "function" if set_[0] == "payload" else set_[0]
 
     def fixed_job_count(self) -> int | None:
         """The job count when known before running (None for sweeps resolved at run time)."""
@@ -170,11 +175,19 @@ class Work:
 
         if not isinstance(self.name, str) or not self.name:
             raise err("name", f"must be a non-empty string, got {self.name!r}")
-        kinds = [k for k in ("command", "function", "workflow") if getattr(self, k) is not None]
+        kinds = [k for k in ("command", "function", "workflow", "payload") if getattr(self, k) is not None]
         if not kinds:
             raise err("command", "one of command, function or workflow is required")
         if len(kinds) > 1:
             raise err(kinds[1], f"only one of command, function or workflow may be set (got {' and '.join(kinds)})")
+        if self.payload is not None:
+            if not isinstance(self.payload, dict) or not isinstance(self.payload.get("function"), str):
+                raise err("payload", "must be a mapping with the sha256 digest of the function blob")
+            for key, sha in self.payload.items():
+                if key not in ("function", "calls", "sandbox"):
+                    raise err(f"payload.{key}", "unknown key; expected function, calls, sandbox")
+                if not isinstance(sha, str) or not _SHA256.match(sha):
+                    raise err(f"payload.{key}", f"must be a sha256 hex digest, got {sha!r}")
         if self.command is not None and not isinstance(self.command, str):
             raise err("command", f"must be a string, got {type(self.command).__name__}")
         if self.function is not None and (not isinstance(self.function, str) or not FUNCTION_REF.match(self.function)):
@@ -239,6 +252,8 @@ class Work:
             d["function"] = self.function
         if self.workflow is not None:
             d["workflow"] = self.workflow.to_dict()
+        if self.payload is not None:
+            d["payload"] = dict(self.payload)
         if self.parameters:
             d["parameters"] = dict(self.parameters)
         if self.kwargs_list is not None:
@@ -274,6 +289,7 @@ class Work:
             command=d.get("command"),
             function=d.get("function"),
             workflow=Workflow.from_dict(sub, validate=False) if sub is not None else None,
+            payload=dict(d["payload"]) if d.get("payload") is not None else None,
             parameters=dict(d.get("parameters") or {}),
             kwargs_list=[dict(x) for x in kl] if isinstance(kl, list) else kl,
             n_jobs=d.get("n_jobs"),
@@ -288,6 +304,9 @@ class Work:
             timeout_s=d.get("timeout_s"),
             env=dict(d.get("env") or {}),
         )
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _is_int(value: Any) -> bool:

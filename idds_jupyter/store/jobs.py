@@ -49,6 +49,7 @@ class Outcome:
     terminal_works: list[tuple[int, int, str]] = field(default_factory=list)  # (workflow, work, status)
     dirty_workflows: set[int] = field(default_factory=set)
     job_results: list[dict[str, Any]] = field(default_factory=list)  # per-job notifications
+    blobs: list[tuple[str, int]] = field(default_factory=list)  # pickled values workers stored
 
     def merge(self, other: Outcome) -> None:
         self.finished += other.finished
@@ -60,6 +61,7 @@ class Outcome:
         self.terminal_works += other.terminal_works
         self.dirty_workflows |= other.dirty_workflows
         self.job_results += other.job_results
+        self.blobs += other.blobs
 
 
 # --------------------------------------------------------------------- claim
@@ -144,11 +146,11 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     ids = sorted(by_id)
     current: dict[int, Any] = {}
     for part in chunks(ids):
-        stmt = select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt,
+        stmt = select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt, jobs.c.idx,
                       jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status).where(jobs.c.id.in_(part))
         for found in conn.execute(for_update(conn, stmt)):
             current[found.id] = found
-    retries = _work_retries(conn, {row.work_id for row in current.values()})
+    retries, names = _work_info(conn, {row.work_id for row in current.values()})
 
     ok_rows: list[dict[str, Any]] = []
     retry_rows: list[dict[str, Any]] = []
@@ -176,26 +178,32 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
             "finished_at": r.get("finished_at") or t,
         }
         note = {"job_id": jid, "work_id": row.work_id, "workflow_id": row.workflow_id,
-                "attempt": row.attempt}
+                "work": names.get(row.work_id), "idx": row.idx, "attempt": row.attempt}
         if r.get("ok"):
             result = r.get("result")
             if result is None and r.get("summary") is not None:
                 result = {"__summary__": r["summary"]}
             ok_rows.append({**common, "result": result, "blob": r.get("blob")})
             per_work[row.work_id]["finished"] += 1
-            out.job_results.append({**note, "status": FINISHED, "blob": r.get("blob")})
+            out.job_results.append({**note, "status": FINISHED, "blob": r.get("blob"),
+                                    "inline": r.get("inline"), "result": result})
         else:
             error = _error_text(r)
             if row.retries_used < retries.get(row.work_id, 0):
                 retry_rows.append({**common, "error": error})
                 out.retried += 1
             else:
-                fail_rows.append({**common, "error": error})
+                fail_rows.append({**common, "error": error, "blob": r.get("error_blob")})
                 per_work[row.work_id]["failed"] += 1
                 out.job_results.append({**note, "status": FAILED, "error": r.get("error"),
                                         "exc_type": r.get("exc_type"),
                                         "traceback": r.get("traceback"),
+                                        "error_blob": r.get("error_blob"),
+                                        "error_inline": r.get("error_inline"),
                                         "log_path": r.get("log_path")})
+        for key in ("blob", "error_blob"):
+            if r.get(key):
+                out.blobs.append((r[key], int(r.get(f"{key}_size") or 0)))
 
     # executemany cannot expand IN lists: spell the in-flight guard out.
     guard = [jobs.c.id == bindparam("jid"),
@@ -225,7 +233,8 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     if fail_rows:
         conn.execute(
             update(jobs).where(*guard).values(
-                status=FAILED, error=bindparam("error"), wall_s=bindparam("wall_s"),
+                status=FAILED, error=bindparam("error"), blob=bindparam("blob"),
+                wall_s=bindparam("wall_s"),
                 max_rss_kb=bindparam("max_rss_kb"), log_path=bindparam("log_path"),
                 exit_code=bindparam("exit_code"), started_at=bindparam("started_at"),
                 finished_at=bindparam("finished_at"), lock_owner=None, lock_expiry=None),
@@ -250,14 +259,16 @@ def _error_text(r: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _work_retries(conn: Connection, work_ids: Iterable[int]) -> dict[int, int]:
+def _work_info(conn: Connection, work_ids: Iterable[int]) -> tuple[dict[int, int], dict[int, str]]:
+    """Retries allowed and instance names of these works."""
     ids = list(work_ids)
-    if not ids:
-        return {}
-    return {
-        r.id: r.retries
-        for r in conn.execute(select(works.c.id, works.c.retries).where(works.c.id.in_(ids)))
-    }
+    retries: dict[int, int] = {}
+    names: dict[int, str] = {}
+    if ids:
+        for r in conn.execute(select(works.c.id, works.c.retries, works.c.name)
+                              .where(works.c.id.in_(ids))):
+            retries[r.id], names[r.id] = r.retries, r.name
+    return retries, names
 
 
 def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:

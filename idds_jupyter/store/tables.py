@@ -218,3 +218,6 @@ __all__ = [
     "workflows",
     "works",
 ]
+
+# The REST service's tables live on the same metadata (imported last: it imports this module).
+import idds_jupyter.store.auth_tables  # noqa: E402, F401

@@ -34,23 +34,72 @@ ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
 
 def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = None,
            owner: str = "local", backend: str | None = None, priority: int = 0,
-           cwd: str | None = None) -> int:
+           cwd: str | None = None, open: bool = False) -> int:
     """Validate, then store a new workflow; nothing is written if validation fails.
 
     ``cwd`` is where its command jobs run (the submitter's directory, as a batch
-    system's initial dir), unless a backend runs them elsewhere.
+    system's initial dir), unless a backend runs them elsewhere. An ``open``
+    workflow (a Function-as-a-Task body still running) does not end until closed.
     """
     merged = {**wf.parameters, **dict(params or {})}
     wf.validate(merged)
     t = now()
     res = conn.execute(workflows.insert().values(
         name=wf.name, owner=owner, status=WorkflowStatus.NEW.value, template=wf.to_dict(),
-        params=merged, meta={"cwd": cwd} if cwd else {}, backend=backend, priority=priority,
+        params=merged, meta=_initial_meta(cwd, open), backend=backend, priority=priority,
         dirty_seq=1, clean_seq=0,
         created_at=t, updated_at=t))
     pk = res.inserted_primary_key
     assert pk is not None
     return int(pk[0])
+
+
+def _initial_meta(cwd: str | None, open_: bool) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if cwd:
+        meta["cwd"] = cwd
+    if open_:
+        meta["open"] = True
+    return meta
+
+
+class WorkflowClosed(ValueError):
+    pass
+
+
+def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> list[str]:
+    """Grow a running workflow: append works to its template (validated with the rest)."""
+    row = conn.execute(for_update(conn, select(workflows.c.id, workflows.c.template,
+                                               workflows.c.params, workflows.c.status)
+                                  .where(workflows.c.id == workflow_id))).first()
+    if row is None:
+        raise LookupError(f"no workflow with id {workflow_id}")
+    if row.status not in ACTIVE:
+        raise WorkflowClosed(f"workflow {workflow_id} is {row.status}: no works can be added")
+    template = dict(row.template)
+    template["works"] = list(template.get("works") or []) + list(new)
+    wf = Workflow.from_dict(template)  # schema + semantic checks of the whole, grown template
+    wf.validate(row.params)
+    conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(
+        template=wf.to_dict(), dirty_seq=workflows.c.dirty_seq + 1, updated_at=now()))
+    return [str(w["name"]) for w in new]
+
+
+def close(conn: Connection, workflow_id: int, result: Any = None, result_blob: str | None = None,
+          error: str | None = None, traceback: str | None = None) -> None:
+    """The body of an open workflow ended: record its result (or error); let it finish."""
+    row = conn.execute(for_update(conn, select(workflows.c.meta).where(
+        workflows.c.id == workflow_id))).first()
+    if row is None:
+        raise LookupError(f"no workflow with id {workflow_id}")
+    meta = dict(row.meta or {})
+    meta.update(open=False, result=result, result_blob=result_blob, error=error,
+                traceback=traceback)
+    values: dict[str, Any] = {"meta": meta, "dirty_seq": workflows.c.dirty_seq + 1,
+                              "updated_at": now()}
+    if error:
+        values["error"] = error
+    conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(**values))
 
 
 class StoredWorkState(WorkState):
@@ -132,6 +181,7 @@ def instance_spec(inst: WorkInstance) -> dict[str, Any]:
     return {
         "work": {k: v for k, v in w.to_dict().items() if k != "workflow"},
         "function": w.function,
+        "payload": w.payload,
         "command": inst.command,
         "parameters": inst.parameters,
         "kwargs_list": inst.kwargs_list,
@@ -166,7 +216,7 @@ def _kind(inst: WorkInstance) -> str:
     w = inst.work
     if w.workflow is not None:
         return "workflow"
-    return "function" if w.function else "command"
+    return "function" if (w.function or w.payload) else "command"
 
 
 def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out: Applied) -> Applied:
@@ -209,10 +259,13 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
     values: dict[str, Any] = {"meta": meta, "clean_seq": row["dirty_seq"], "updated_at": t}
     if row["status"] == WorkflowStatus.NEW.value:
         values["status"] = WorkflowStatus.RUNNING.value
-    if p.status is not None:
-        values["status"] = WorkflowStatus(p.status).value
+    if p.status is not None and not meta.get("open"):  # an open body may still add works
+        status = WorkflowStatus(p.status).value
+        if meta.get("error"):  # the workflow body itself raised
+            status = WorkflowStatus.FAILED.value
+        values["status"] = status
         values["finished_at"] = t
-        out.status = values["status"]
+        out.status = status
     conn.execute(update(workflows).where(workflows.c.id == wf_id).values(**values))
     return out
 

@@ -7,7 +7,10 @@ A job spec is a JSON-able dict::
      "function": "pkg.mod:qualname" | None,
      "command": str | None,            # fully substituted shell command
      "kwargs": dict,                   # keyword arguments of the function
-     "payload": {"sha256": str, "path": str} | None,  # cloudpickled (fn, args, kwargs)
+     "payload": {"sha256": str, "path": str,     # cloudpickled fn, or (fn, args, kwargs)
+                 "sandbox": {"sha256", "path"}?} | None,  # zip of the user's modules
+     "call": {"sha256": str, "path": str, "index": int} | None,  # (args, kwargs) list
+     "result_dir": str | None,         # cache dir: the pickled value/exception go there
      "env": dict[str, str], "timeout_s": float | None,
      "log_dir": str | None, "cwd": str | None}
 
@@ -17,7 +20,10 @@ The result is a JSON-able dict::
      "summary": {"type": str, "repr": str} | None, "error": str | None,
      "exc_type": str | None, "traceback": str | None, "exit_code": int | None,
      "wall_s": float, "max_rss_kb": int, "log_path": str | None,
-     "started_at": float, "finished_at": float}
+     "started_at": float, "finished_at": float,
+     # with result_dir: "blob"/"blob_size"/"inline" (base64 when small) of the pickled
+     # value, or "error_blob"/"error_inline" of the pickled exception
+    }
 
 :func:`run_job` never raises for a job's own failure (only ``KeyboardInterrupt``
 propagates); everything else becomes ``ok: False`` with the error, the
@@ -89,32 +95,110 @@ def resolve(ref: str) -> Callable[..., Any]:
     return obj
 
 
+def _read_verified(ref: dict[str, Any]) -> bytes:
+    """The bytes of a content-addressed blob ``{"sha256", "path"}``, checked against their digest."""
+    import hashlib
+
+    sha = ref.get("sha256") or ""
+    data = _payloads.get(sha) if sha else None
+    if data is not None:
+        return data
+    path = ref["path"]
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if sha:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha:
+            raise ValueError(f"blob {path} has sha256 {digest}, expected {sha}")
+        if len(data) <= _PAYLOAD_CACHE_MAX_BYTES:
+            if len(_payloads) >= _PAYLOAD_CACHE_ENTRIES:
+                _payloads.pop(next(iter(_payloads)))
+            _payloads[sha] = data
+    return data
+
+
+_calls: dict[str, list[Any]] = {}
+
+
+def _load_call(call: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Arguments of call ``index`` in a calls blob: a pickled list of ``(args, kwargs)``.
+
+    One blob serves every job of a ``map``; it is unpickled once per worker
+    process (the list, not each job's arguments, is what is shared).
+    """
+    sha = call.get("sha256") or ""
+    calls = _calls.get(sha)
+    if calls is None:
+        import cloudpickle
+
+        calls = cloudpickle.loads(_read_verified(call))
+        if not isinstance(calls, list):
+            raise TypeError(f"calls blob {sha} is not a list of (args, kwargs)")
+        if len(_calls) >= 8:
+            _calls.pop(next(iter(_calls)))
+        _calls[sha] = calls
+    args, kwargs = calls[int(call.get("index", 0))]
+    return tuple(args or ()), dict(kwargs or {})
+
+
+def _use_sandbox(sandbox: dict[str, Any], root: str | None) -> None:
+    """Unpack a sandbox zip of the user's modules once and put it first on ``sys.path``."""
+    import zipfile
+
+    sha = sandbox["sha256"]
+    base = root or tempfile.gettempdir()
+    target = os.path.join(base, "sandboxes", sha)
+    if not os.path.isdir(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(target))
+        with zipfile.ZipFile(io.BytesIO(_read_verified(sandbox))) as zf:
+            for name in zf.namelist():  # a sandbox holds relative module paths only
+                if name.startswith("/") or ".." in name.split("/"):
+                    raise ValueError(f"sandbox {sha}: unsafe member {name!r}")
+            zf.extractall(tmp)
+        with contextlib.suppress(OSError):  # another worker unpacked it first
+            os.replace(tmp, target)
+    if target not in sys.path:
+        sys.path.insert(0, target)
+
+
+def _store_pickled(res: dict[str, Any], key: str, value: Any, result_dir: str) -> None:
+    """Pickle ``value`` into the content-addressed cache; small ones also travel inline."""
+    import base64
+    import hashlib
+
+    import cloudpickle
+
+    data = cloudpickle.dumps(value)
+    sha = hashlib.sha256(data).hexdigest()
+    path = os.path.join(result_dir, sha[:2], sha)
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    res[key] = sha
+    res[f"{key}_size"] = len(data)
+    if len(data) <= _INLINE_MAX:
+        res[key.replace("blob", "inline")] = base64.b64encode(data).decode()
+
+
+_INLINE_MAX = 32 * 1024
+
+
 def _load_payload(payload: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-    """Read (verified, content-addressed) and unpickle a ``(fn, args, kwargs)`` blob.
+    """Read (verified, content-addressed) and unpickle a ``(fn, args, kwargs)`` blob, or a bare function.
 
     The verified bytes of small blobs are cached by sha256 (many jobs share one
     function blob); they are unpickled afresh for every job, so no state leaks
     from one job to the next.
     """
-    sha = payload.get("sha256") or ""
-    data = _payloads.get(sha) if sha else None
-    if data is None:
-        import hashlib
-
-        path = payload["path"]
-        with open(path, "rb") as fh:
-            data = fh.read()
-        if sha:
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != sha:
-                raise ValueError(f"payload {path} has sha256 {digest}, expected {sha}")
-            if len(data) <= _PAYLOAD_CACHE_MAX_BYTES:
-                if len(_payloads) >= _PAYLOAD_CACHE_ENTRIES:
-                    _payloads.pop(next(iter(_payloads)))
-                _payloads[sha] = data
     import cloudpickle
 
-    obj = cloudpickle.loads(data)
+    obj = cloudpickle.loads(_read_verified(payload))
+    if callable(obj):
+        return obj, (), {}
     if not (isinstance(obj, tuple) and len(obj) == 3):
         raise TypeError(f"payload {payload.get('path')} is not a (fn, args, kwargs) tuple")
     fn, args, kwargs = obj
@@ -254,7 +338,11 @@ def _run_function(spec: dict[str, Any], res: dict[str, Any]) -> None:
     log_dir = spec.get("log_dir")
     try:
         if payload:
+            if payload.get("sandbox"):
+                _use_sandbox(payload["sandbox"], spec.get("result_dir"))
             fn, args, pkw = _load_payload(payload)
+            if spec.get("call"):
+                args, pkw = _load_call(spec["call"])
             if kwargs:
                 pkw = {**pkw, **kwargs}
         else:
@@ -280,10 +368,18 @@ def _run_function(spec: dict[str, Any], res: dict[str, Any]) -> None:
                 value = fn(*args, **pkw)
         res["ok"] = True
         res["result"], res["summary"] = _jsonable(value)
+        if spec.get("result_dir"):
+            _store_pickled(res, "blob", value, spec["result_dir"])
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
+        if res["ok"]:  # the value did not pickle: the job failed to deliver it
+            res["ok"] = False
         _set_error(res, exc)
+        if spec.get("result_dir"):
+            # an exception that does not pickle comes back as a RemoteError
+            with contextlib.suppress(Exception):
+                _store_pickled(res, "error_blob", exc, spec["result_dir"])
     finally:
         res["max_rss_kb"] = _max_rss(resource.RUSAGE_SELF)
         if out is not None and log_dir:

@@ -10,6 +10,7 @@ from idds_jupyter.agents.carrier import CarrierState
 from idds_jupyter.agents.carrier.finisher import terminal_events
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
+from idds_jupyter.store.cache import Cache
 from idds_jupyter.store.jobs import Outcome, mark_running, record_results
 
 
@@ -21,6 +22,7 @@ class Receiver(Agent):
         self.name = f"idds-receiver-{backend}"
         self.state = state
         self.backend = state.backends[backend]
+        self.cache = Cache(ctx.config.cache_dir, ctx.engine)
 
     def wait(self, timeout: float) -> None:
         pass  # results() below blocks; nothing else to wait for
@@ -46,6 +48,8 @@ class Receiver(Agent):
                 mark_running(conn, self.ctx.owner, started)
             if results:
                 out = record_results(conn, self.ctx.owner, results)
+        if out.blobs:  # pickled values the workers wrote into the cache directory
+            self.cache.record(out.blobs, kind="result")
         if results:
             with self.state.lock:
                 for r in results:

@@ -10,6 +10,7 @@ from idds_jupyter.agents.agent import Agent, Context
 from idds_jupyter.agents.carrier import CarrierState
 from idds_jupyter.bus import event as ev
 from idds_jupyter.model import render_job
+from idds_jupyter.store.cache import blob_path
 from idds_jupyter.store.jobs import claim_ready
 from idds_jupyter.store.tables import files, works
 from idds_jupyter.store.workflows import spec_instance
@@ -65,18 +66,19 @@ class Submitter(Agent):
         names = dict(conn.execute(select(files.c.id, files.c.name)
                                   .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
         log_dir = str(self.ctx.config.log_dir)
-        return [job_spec(r, self.state.work_specs[r["work_id"]], names.get(r["file_id"]), log_dir)
-                for r in claimed]
+        cache_dir = str(self.ctx.config.cache_dir)
+        return [job_spec(r, self.state.work_specs[r["work_id"]], names.get(r["file_id"]), log_dir,
+                         cache_dir) for r in claimed]
 
 
 def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
-             log_dir: str) -> dict[str, Any]:
+             log_dir: str, cache_dir: str) -> dict[str, Any]:
     """One job of a work, rendered: its kwargs, its command with per-job placeholders filled."""
     rendered = render_job(work["instance"], job.get("kwargs"), job["idx"], file)
     kwargs = rendered["kwargs"]
     if file is not None:
         kwargs["file"] = file
-    return {
+    spec = {
         "job_id": job["id"],
         "attempt": job["attempt"],
         "work_id": job["work_id"],
@@ -85,9 +87,20 @@ def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
         "function": rendered["function"],
         "command": rendered["command"],
         "kwargs": kwargs if work.get("kind") == "function" else {},
-        "payload": work.get("payload"),
         "env": work.get("env") or {},
         "timeout_s": work.get("timeout_s"),
         "log_dir": f"{log_dir}/{job['workflow_id']}",
         "cwd": work.get("cwd"),
     }
+    payload = work.get("payload")
+    if payload:  # Function-as-a-Task: blobs in the cache; the value comes back pickled there too
+        spec["payload"] = {"sha256": payload["function"],
+                           "path": str(blob_path(cache_dir, payload["function"]))}
+        if payload.get("sandbox"):
+            spec["payload"]["sandbox"] = {"sha256": payload["sandbox"],
+                                          "path": str(blob_path(cache_dir, payload["sandbox"]))}
+        if payload.get("calls"):
+            spec["call"] = {"sha256": payload["calls"], "index": job["idx"],
+                            "path": str(blob_path(cache_dir, payload["calls"]))}
+        spec["result_dir"] = cache_dir
+    return spec

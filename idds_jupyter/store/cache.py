@@ -1,0 +1,121 @@
+"""The cache: content-addressed blobs (sandboxes, pickled functions, arguments and results).
+
+Bytes live in a directory fanned out by the first two hex digits of their
+sha256; the ``blobs`` table holds their metadata. A blob is named only by its
+digest, which the cache checks, so no client-supplied path ever reaches the
+filesystem. The server stores and relays blobs; it never unpickles them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from idds_jupyter.store.sql import now
+from idds_jupyter.store.tables import blobs
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_LIMIT = 512 * 2**20  # bytes per blob accepted over the API
+
+
+class CacheError(ValueError):
+    pass
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_sha(sha: str) -> str:
+    if not isinstance(sha, str) or not SHA256.match(sha):
+        raise CacheError(f"not a sha256 hex digest: {sha!r}")
+    return sha
+
+
+def blob_path(root: str | os.PathLike[str], sha: str) -> Path:
+    """Where a blob lives under ``root``; the name is a checked digest, never user text."""
+    check_sha(sha)
+    return Path(root) / sha[:2] / sha
+
+
+def write_blob(root: str | os.PathLike[str], data: bytes, sha: str | None = None) -> tuple[str, bool]:
+    """Store bytes atomically (write then rename); returns (sha256, created)."""
+    actual = digest(data)
+    if sha is not None and check_sha(sha) != actual:
+        raise CacheError(f"content does not match its name: expected {sha}, got {actual}")
+    path = blob_path(root, actual)
+    if path.exists():
+        return actual, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return actual, True
+
+
+class Cache:
+    """Blobs on disk plus their rows in the store."""
+
+    def __init__(self, root: str | os.PathLike[str], engine: Engine, limit: int = DEFAULT_LIMIT) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.engine = engine
+        self.limit = limit
+
+    def path(self, sha: str) -> Path:
+        return blob_path(self.root, sha)
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).exists()
+
+    def put(self, data: bytes, sha: str | None = None, kind: str | None = None,
+            owner: str | None = None) -> tuple[str, bool]:
+        """Store ``data`` (refusing more than ``limit`` bytes); returns (sha256, created)."""
+        if len(data) > self.limit:
+            raise CacheError(f"blob of {len(data)} bytes exceeds the cache limit of {self.limit} bytes")
+        actual, created = write_blob(self.root, data, sha)
+        self.record([(actual, len(data))], kind=kind, owner=owner)
+        return actual, created
+
+    def get(self, sha: str) -> bytes:
+        path = self.path(sha)
+        if not path.exists():
+            raise KeyError(sha)
+        return path.read_bytes()
+
+    def record(self, items: Iterable[tuple[str, int]], kind: str | None = None,
+               owner: str | None = None) -> int:
+        """Note blobs written directly into the directory (by workers); returns rows added."""
+        rows = {sha: size for sha, size in items}
+        if not rows:
+            return 0
+        try:
+            with self.engine.begin() as conn:
+                have = {r[0] for r in conn.execute(
+                    select(blobs.c.sha256).where(blobs.c.sha256.in_(list(rows))))}
+                new = [{"sha256": s, "size": n, "kind": kind, "owner": owner, "created_at": now()}
+                       for s, n in rows.items() if s not in have]
+                if new:
+                    conn.execute(blobs.insert(), new)
+        except IntegrityError:  # another writer recorded the same blobs first
+            return 0
+        return len(new)
+
+    def stats(self) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            count, size = conn.execute(select(func.count(), func.coalesce(func.sum(blobs.c.size), 0))).one()
+        return {"count": int(count), "bytes": int(size), "limit": self.limit}

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from idds_jupyter.agents.agent import Agent, Context
 from idds_jupyter.agents.carrier import CarrierState
+from idds_jupyter.bus import DbBus
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.jobs import CANCELLED, reclaim_expired, renew_locks
@@ -24,6 +25,7 @@ class Poller(Agent):
         super().__init__(ctx)
         self.state = state
         self._last_beat = 0.0
+        self._last_prune = 0.0
 
     def step(self) -> bool:
         ttl = self.ctx.config.lock_ttl
@@ -37,7 +39,14 @@ class Poller(Agent):
                 if reclaim_expired(conn):
                     self.ctx.publish([make_event(ev.JOBS_READY)])
         self._cancel_aborted()
+        self._prune_events()
         return False
+
+    def _prune_events(self) -> None:
+        """The database bus keeps its rows an hour: enough for any late subscriber."""
+        if isinstance(self.ctx.bus, DbBus) and time.monotonic() - self._last_prune > 300:
+            self._last_prune = time.monotonic()
+            self.ctx.bus.prune(3600)
 
     def wait(self, timeout: float) -> None:
         super().wait(min(timeout, self.ctx.config.lock_ttl / 3))

@@ -114,13 +114,74 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve``: agents and the REST API in this process; ``agents``: agents only."""
+    import signal
+    import threading
+
     from idds_jupyter.agents.runner import Runner, run_forever
 
     cfg = _config(args)
     roles = args.only or ["clerk", "transformer", "carrier"]
+    if args.cmd == "agents":
+        print(f"idds-jupyter: agents {','.join(roles)} on {cfg.db_url} (bus {cfg.bus})", flush=True)
+        run_forever(Runner(cfg, roles=roles))
+        return 0
+
+    from idds_jupyter.api.server import start_server
+
+    stop = threading.Event()
+
+    def _stop(*_: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        handle = start_server(cfg, ip=args.ip, port=args.port, base_url=args.base_url,
+                              roles=roles, connection_file=True,
+                              port_retries=0 if args.port_explicit else 50)
+    except OSError as exc:
+        print(f"error: cannot serve on {args.ip}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     print(f"idds-jupyter: agents {','.join(roles)} on {cfg.db_url} (bus {cfg.bus})", flush=True)
-    run_forever(Runner(cfg, roles=roles))
+    print(f"idds-jupyter: serving the API at {handle.url}idds/api/v1/", flush=True)
+    print(f"idds-jupyter: connection file {handle.connection_file}", flush=True)
+    print(f"  export IDDS_URL={handle.url}", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        handle.stop()
     return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from idds_jupyter.store import tokens
+    from idds_jupyter.store.engine import make_engine
+    from idds_jupyter.store.migrate import upgrade
+
+    cfg = _config(args)
+    engine = make_engine(cfg.db_url)
+    upgrade(engine)
+    if args.action == "create":
+        row, token = tokens.create_token(engine, args.user, args.name or "", admin=args.admin)
+        print(token)
+        print(f"token {row['id']} for user {row['user']!r}{' (admin)' if row['admin'] else ''}",
+              file=sys.stderr)
+        return 0
+    if args.action == "list":
+        for r in tokens.list_tokens(engine, args.user, include_revoked=args.all):
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+            used = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_used_at"]))
+                    if r["last_used_at"] else "never")
+            state = "revoked" if r["revoked_at"] else ("admin" if r["admin"] else "user")
+            print(f"{r['id']:>5}  {r['user']:<16} {state:<8} {created}  last used {used}  {r['name']}")
+        return 0
+    if tokens.revoke_token(engine, args.id):
+        print(f"token {args.id} revoked")
+        return 0
+    print(f"error: no active token with id {args.id}", file=sys.stderr)
+    return 2
 
 
 def _one(args: argparse.Namespace, op: str) -> int:
@@ -169,10 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("serve", help="run the core and all its agents (standalone)")
+    s = sub.add_parser("serve", help="run the core, its agents and the REST API (standalone)")
     s.add_argument("--backend", help="default backend (local, dask)")
     s.add_argument("--only", action="append", choices=["clerk", "transformer", "carrier"])
+    s.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None,
+                   help="port (default 8765, or the next free one; 0 = any free port)")
+    s.add_argument("--base-url", default="/", help="URL prefix of the API (default /)")
     s.set_defaults(func=cmd_serve)
+    s = sub.add_parser("token", help="API tokens: create, list, revoke")
+    tsub = s.add_subparsers(dest="action", required=True)
+    t = tsub.add_parser("create", help="issue a token and print it (shown once)")
+    t.add_argument("--user", required=True)
+    t.add_argument("--admin", action="store_true", help="may see and control every user's runs")
+    t.add_argument("--name", default="", help="a label for the token")
+    t = tsub.add_parser("list", help="list tokens (never their secrets)")
+    t.add_argument("--user", help="only this user's tokens")
+    t.add_argument("--all", action="store_true", help="include revoked tokens")
+    t = tsub.add_parser("revoke", help="revoke a token by id")
+    t.add_argument("id", type=int)
+    s.set_defaults(func=cmd_token)
     s = sub.add_parser("agents", help="run agents; --only ROLE to split roles over processes")
     s.add_argument("--backend")
     s.add_argument("--only", action="append", choices=["clerk", "transformer", "carrier"])
@@ -206,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "serve":
+        args.port_explicit = args.port is not None
+        args.port = 8765 if args.port is None else args.port
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.cmd == "retry":

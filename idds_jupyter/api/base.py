@@ -1,0 +1,164 @@
+"""The base of every API handler: authentication, JSON in and out, errors, the executor."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import tornado.web
+from tornado.ioloop import IOLoop
+
+from idds_jupyter.auth import User
+
+if TYPE_CHECKING:
+    from idds_jupyter.api.context import ApiContext
+
+T = TypeVar("T")
+
+MAX_JSON_BODY = 64 * 2**20
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error answered as ``{"error": message, **extra}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(status, log_message=None, reason=None)
+        self.message = message
+        self.extra = extra
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, bytes | bytearray):
+        return None
+    if isinstance(o, set | frozenset | tuple):
+        return list(o)
+    return str(o)
+
+
+def dumps(data: Any) -> str:
+    """JSON text of an answer; NaN/inf (not JSON) become null."""
+    try:
+        return json.dumps(data, default=_json_default, allow_nan=False)
+    except ValueError:
+        return json.dumps(_nan_to_none(data), default=_json_default)
+
+
+def _nan_to_none(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _nan_to_none(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_nan_to_none(v) for v in data]
+    return data
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    """JSON handlers of ``/idds/api/v1``: every request is authenticated first (see ``public``)."""
+
+    ctx: ApiContext
+    public = False  # True only for ping
+    allow_query_token = False
+
+    def initialize(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self._user: User | None = None
+
+    def check_xsrf_cookie(self) -> None:  # bearer tokens, no cookies: no XSRF exposure
+        return None
+
+    async def prepare(self) -> None:
+        if self.public:
+            return
+        user = await self.ctx.auth.authenticate(self, self.allow_query_token)
+        if user is None:
+            raise ApiError(401, "authentication required: send a valid token as 'Authorization: Bearer TOKEN'")
+        self._user = user
+
+    def get_current_user(self) -> User | None:
+        return self._user
+
+    @property
+    def user(self) -> User:
+        u = self.current_user
+        if u is None:  # pragma: no cover - prepare() refuses first
+            raise ApiError(401, "authentication required")
+        return u
+
+    # -------------------------------------------------------------- output
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def send(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        if isinstance(exc, ApiError):
+            body: dict[str, Any] = {"error": exc.message, **exc.extra}
+        elif isinstance(exc, tornado.web.HTTPError):
+            body = {"error": exc.log_message % exc.args if exc.log_message and exc.args
+                    else exc.log_message or self._reason}
+        else:
+            body = {"error": f"internal error: {type(exc).__name__}" if exc else self._reason}
+        if self.request.method == "HEAD":
+            self.finish()
+            return
+        self.finish(dumps(body))
+
+    # --------------------------------------------------------------- input
+    def json_body(self, required: bool = True) -> dict[str, Any]:
+        """The request body parsed as a JSON object (json only, never anything else)."""
+        raw = self.request.body
+        if not raw:
+            if required:
+                raise ApiError(400, "request body is empty: expected a JSON object")
+            return {}
+        if len(raw) > MAX_JSON_BODY:
+            raise ApiError(413, f"request body of {len(raw)} bytes exceeds {MAX_JSON_BODY} bytes")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, f"request body must be a JSON object, not {type(data).__name__}")
+        return data
+
+    def int_arg(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            v = int(raw)
+        except ValueError:
+            raise ApiError(400, f"query argument {name!r} must be an integer, got {raw!r}") from None
+        if v < minimum:
+            raise ApiError(400, f"query argument {name!r} must be >= {minimum}, got {v}")
+        if maximum is not None and v > maximum:
+            raise ApiError(400, f"query argument {name!r} must be <= {maximum}, got {v}")
+        return v
+
+    # ---------------------------------------------------------- execution
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking code (database, files) in the executor: the IOLoop never blocks."""
+        return await IOLoop.current().run_in_executor(
+            self.ctx.executor, functools.partial(fn, *args, **kwargs))
+
+    async def check_owner(self, workflow_id: int) -> None:
+        """404 unless the workflow exists and the caller owns it (admins own all)."""
+        from idds_jupyter.store import monitor
+
+        owner = await self.run(monitor.owner, self.ctx.orch.engine, workflow_id)
+        if owner is None or (owner != self.user.name and not self.user.admin):
+            raise ApiError(404, f"no workflow with id {workflow_id}")
+        self.ctx.remember_owner(workflow_id, owner)
+
+
+__all__ = ["ApiError", "ApiHandler", "dumps"]

@@ -1,0 +1,65 @@
+"""What the API handlers share: the orchestrator, cache, bus, authenticator and executor."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from idds_jupyter.auth import Authenticator
+from idds_jupyter.bus import Bus
+from idds_jupyter.config import Config
+from idds_jupyter.core import Orchestrator
+from idds_jupyter.store.cache import Cache
+
+if TYPE_CHECKING:
+    from idds_jupyter.api.stream import EventBridge
+
+
+@dataclass
+class ApiContext:
+    orch: Orchestrator
+    cache: Cache
+    bus: Bus
+    auth: Authenticator
+    executor: ThreadPoolExecutor
+    config: Config
+    # Workflow owners never change: cached for the live stream's filters.
+    owner_cache: dict[int, str] = field(default_factory=dict)
+    bridge: EventBridge | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def remember_owner(self, workflow_id: int, owner: str) -> None:
+        with self._lock:
+            if len(self.owner_cache) > 100_000:
+                self.owner_cache.clear()
+            self.owner_cache[int(workflow_id)] = owner
+
+    def close(self) -> None:
+        """Stop the live-stream bridge (the caller owns orch, bus and executor)."""
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
+
+
+def make_context(config: Config, orch: Orchestrator | None = None, bus: Bus | None = None,
+                 auth: Authenticator | None = None, cache: Cache | None = None,
+                 executor: ThreadPoolExecutor | None = None, **kw: Any) -> ApiContext:
+    """An ApiContext with defaults: a store on ``config.db_url``, token auth, a 16-thread executor."""
+    from idds_jupyter.auth import TokenAuthenticator
+    from idds_jupyter.bus import make_bus
+    from idds_jupyter.store.engine import make_engine
+
+    if orch is None:
+        engine = make_engine(config.db_url)
+        bus = bus or make_bus(config.bus, engine=engine)
+        orch = Orchestrator(config, engine=engine, bus=bus)
+    bus = bus or orch.bus
+    executor = executor or ThreadPoolExecutor(16, thread_name_prefix="idds-api")
+    return ApiContext(orch=orch, cache=cache or Cache(config.cache_dir, orch.engine), bus=bus,
+                      auth=auth or TokenAuthenticator(orch.engine, executor), executor=executor,
+                      config=config, **kw)
+
+
+__all__ = ["ApiContext", "make_context"]

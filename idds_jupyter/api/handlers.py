@@ -1,0 +1,542 @@
+"""REST handlers of ``/idds/api/v1``: ping, auth, requests, cache, catalog, monitor, messages, logs.
+
+Every handler authenticates in ``prepare`` (only ``ping`` is public), reads
+JSON bodies with ``json`` only (the server never unpickles anything), and runs
+every database or file access in the context's executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+import yaml
+
+from idds_jupyter.api.base import ApiError, ApiHandler
+from idds_jupyter.core import UnknownRun
+from idds_jupyter.model import TemplateError
+from idds_jupyter.store import monitor, tokens
+from idds_jupyter.store.cache import CacheError, check_sha
+from idds_jupyter.store.catalog import Catalog
+from idds_jupyter.store.control import ControlError
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("idds-jupyter")
+except Exception:  # pragma: no cover - not installed (source tree)
+    __version__ = "0+unknown"
+
+ACTIONS = ("abort", "suspend", "resume", "retry")
+MAX_LOG_CHUNK = 16 * 2**20
+MAX_TAIL_LINES = 100_000
+
+
+def _template_error(exc: TemplateError) -> ApiError:
+    return ApiError(400, str(exc), work=exc.work, field=exc.field)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ------------------------------------------------------------------ ping
+class PingHandler(ApiHandler):
+    public = True
+
+    async def get(self) -> None:
+        self.send({"status": "ok", "version": __version__})
+
+
+class OpenApiHandler(ApiHandler):
+    async def get(self) -> None:
+        text = await self.run(openapi_text)
+        self.set_header("Content-Type", "application/yaml; charset=UTF-8")
+        self.finish(text)
+
+
+def openapi_text() -> str:
+    return resources.files("idds_jupyter.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
+
+
+class NotFoundHandler(ApiHandler):
+    """JSON 404 for any path the API does not know (standalone app only)."""
+
+    public = True
+
+    async def prepare(self) -> None:
+        raise ApiError(404, f"no such API route: {self.request.path}")
+
+
+# ------------------------------------------------------------------ auth
+class WhoAmIHandler(ApiHandler):
+    async def get(self) -> None:
+        self.send({"user": self.user.name, "admin": self.user.admin})
+
+
+class TokensHandler(ApiHandler):
+    async def get(self) -> None:
+        owner = None if self.user.admin else self.user.name
+        rows = await self.run(tokens.list_tokens, self.ctx.orch.engine, owner)
+        self.send({"tokens": rows})
+
+    async def post(self) -> None:
+        body = self.json_body()
+        name = body.get("name", "")
+        if not isinstance(name, str) or len(name) > 255:
+            raise ApiError(400, "field 'name' must be a string of at most 255 characters")
+        user = body.get("user", self.user.name)
+        if not isinstance(user, str) or not user or len(user) > 255:
+            raise ApiError(400, "field 'user' must be a non-empty string")
+        admin = body.get("admin", False)
+        if not isinstance(admin, bool):
+            raise ApiError(400, "field 'admin' must be true or false")
+        if (user != self.user.name or admin) and not self.user.admin:
+            raise ApiError(403, "only an admin may create tokens for another user or admin tokens")
+        row, token = await self.run(tokens.create_token, self.ctx.orch.engine, user, name, admin)
+        self.send({"id": row["id"], "token": token, "user": row["user"], "name": row["name"],
+                   "admin": row["admin"], "created_at": row["created_at"]}, 201)
+
+
+class TokenHandler(ApiHandler):
+    async def delete(self, token_id: str) -> None:
+        tid = int(token_id)
+        row = await self.run(tokens.get_token, self.ctx.orch.engine, tid)
+        if row is None or (row["user"] != self.user.name and not self.user.admin):
+            raise ApiError(404, f"no token with id {tid}")
+        revoked = await self.run(tokens.revoke_token, self.ctx.orch.engine, tid)
+        self.send({"id": tid, "revoked": revoked})
+
+
+# -------------------------------------------------------------- requests
+def parse_template(body: dict[str, Any]) -> dict[str, Any]:
+    """The workflow template of a submission: ``template`` (an object) or ``yaml`` (text)."""
+    if "template" in body and body["template"] is not None:
+        tmpl = body["template"]
+        if not isinstance(tmpl, dict):
+            raise ApiError(400, "field 'template' must be a JSON object (a workflow template)")
+        return tmpl
+    if "yaml" in body and body["yaml"] is not None:
+        text = body["yaml"]
+        if not isinstance(text, str):
+            raise ApiError(400, "field 'yaml' must be a string of YAML text")
+        try:
+            tmpl = yaml.safe_load(text)  # safe_load: no Python objects from YAML tags
+        except yaml.YAMLError as exc:
+            raise ApiError(400, f"field 'yaml' is not valid YAML: {_first_line(exc)}") from None
+        if not isinstance(tmpl, dict):
+            raise ApiError(400, "field 'yaml' must hold a mapping (a workflow template)")
+        return tmpl
+    raise ApiError(400, "request needs a workflow: field 'template' (object) or 'yaml' (text)")
+
+
+class RequestsHandler(ApiHandler):
+    async def get(self) -> None:
+        owner: str | None = self.user.name
+        if self.user.admin:
+            owner = self.get_query_argument("owner", None) or None
+        runs = await self.run(
+            monitor.list_runs, self.ctx.orch.engine, owner=owner,
+            status=self.get_query_argument("status", None),
+            name=self.get_query_argument("name", None),
+            limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE), offset=self.int_arg("offset", 0))
+        self.send({"requests": runs})
+
+    async def post(self) -> None:
+        body = self.json_body()
+        tmpl = parse_template(body)
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise ApiError(400, "field 'params' must be a JSON object")
+        backend = body.get("backend")
+        if backend is not None and not isinstance(backend, str):
+            raise ApiError(400, "field 'backend' must be a string")
+        is_open = body.get("open", False)
+        if not isinstance(is_open, bool):
+            raise ApiError(400, "field 'open' must be true or false")
+        kw: dict[str, Any] = {"owner": self.user.name, "backend": backend}
+        if is_open:
+            kw["open"] = True
+        try:
+            wid = await self.run(self.ctx.orch.submit, tmpl, params, **kw)
+        except TemplateError as exc:
+            raise _template_error(exc) from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ApiError(400, f"invalid workflow: {_first_line(exc)}") from None
+        self.ctx.remember_owner(wid, self.user.name)
+        self.send({"id": wid}, 201)
+
+
+class RequestHandler(ApiHandler):
+    async def get(self, wid: str) -> None:
+        await self.check_owner(int(wid))
+        try:
+            st = await self.run(self.ctx.orch.status, int(wid))
+        except UnknownRun as exc:
+            raise ApiError(404, str(exc)) from None
+        self.send(st)
+
+
+def _work_field(body: dict[str, Any]) -> str | None:
+    work = body.get("work")
+    if work is not None and not isinstance(work, str):
+        raise ApiError(400, "field 'work' must be a string (a work name)")
+    return work
+
+
+async def apply_control(handler: ApiHandler, wid: int, action: str, work: str | None) -> dict[str, Any]:
+    if action not in ACTIONS:
+        raise ApiError(400, f"unknown action {action!r}: expected one of {', '.join(ACTIONS)}")
+    await handler.check_owner(wid)
+    try:
+        res = await handler.run(getattr(handler.ctx.orch, action), wid, work)
+    except (ControlError, UnknownRun) as exc:
+        raise ApiError(404, str(exc)) from None
+    return {"id": wid, "action": action, "work": work, "changed": bool(res.changed)}
+
+
+class RequestControlHandler(ApiHandler):
+    async def post(self, wid: str, action: str) -> None:
+        body = self.json_body(required=False)
+        self.send(await apply_control(self, int(wid), action, _work_field(body)))
+
+
+class RequestWorksHandler(ApiHandler):
+    async def post(self, wid: str) -> None:
+        body = self.json_body()
+        works = body.get("works")
+        if not isinstance(works, list) or not works or not all(isinstance(w, dict) for w in works):
+            raise ApiError(400, "field 'works' must be a non-empty list of work objects")
+        await self.check_owner(int(wid))
+        try:
+            names = await self.run(self.ctx.orch.add_works, int(wid), works)
+        except TemplateError as exc:
+            raise _template_error(exc) from None
+        except UnknownRun as exc:
+            raise ApiError(404, str(exc)) from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ApiError(400, f"cannot add works to workflow {wid}: {_first_line(exc)}") from None
+        self.send({"names": list(names or [])}, 201)
+
+
+class RequestCloseHandler(ApiHandler):
+    async def post(self, wid: str) -> None:
+        body = self.json_body(required=False)
+        blob = body.get("result_blob")
+        if blob is not None:
+            try:
+                check_sha(blob)
+            except CacheError:
+                raise ApiError(400, "field 'result_blob' must be a sha256 hex digest") from None
+        for key in ("error", "traceback"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise ApiError(400, f"field {key!r} must be a string")
+        await self.check_owner(int(wid))
+        try:
+            res = await self.run(self.ctx.orch.close, int(wid), result=body.get("result"),
+                                 result_blob=blob, error=body.get("error"),
+                                 traceback=body.get("traceback"))
+        except UnknownRun as exc:
+            raise ApiError(404, str(exc)) from None
+        except (ValueError, TypeError) as exc:
+            raise ApiError(409, f"cannot close workflow {wid}: {_first_line(exc)}") from None
+        status = res.get("status") if isinstance(res, dict) else res
+        self.send({"id": int(wid), "status": status})
+
+
+class WorkResultsHandler(ApiHandler):
+    async def get(self, wid: str, name: str) -> None:
+        await self.check_owner(int(wid))
+        offset = self.int_arg("offset", 0)
+        limit = self.int_arg("limit", 1000, 1, monitor.MAX_PAGE)
+        try:
+            results = await self.run(self.ctx.orch.work_results, int(wid), name, offset, limit)
+        except (UnknownRun, LookupError) as exc:
+            raise ApiError(404, _first_line(exc)) from None
+        self.send({"results": results})
+
+
+# ----------------------------------------------------------------- cache
+@tornado.web.stream_request_body
+class CacheBlobHandler(ApiHandler):
+    """Content-addressed blobs: the name must be the sha256 of the bytes."""
+
+    _chunks: list[bytes]
+    _size: int
+    _too_big: bool
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        self._chunks, self._size, self._too_big = [], 0, False
+        sha = self.path_args[0] if self.path_args else ""
+        try:
+            check_sha(sha)
+        except CacheError:
+            raise ApiError(400, f"not a sha256 hex digest: {sha[:80]!r}") from None
+        if self.request.method == "PUT":
+            length = self.request.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > self.ctx.cache.limit:
+                raise ApiError(413, f"blob of {int(length)} bytes exceeds the cache limit of "
+                                    f"{self.ctx.cache.limit} bytes", limit=self.ctx.cache.limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._too_big:
+            return
+        self._size += len(chunk)
+        if self._size > self.ctx.cache.limit:
+            self._too_big, self._chunks = True, []  # keep counting nothing: refuse in put()
+            return
+        self._chunks.append(chunk)
+
+    async def put(self, sha: str) -> None:
+        if self._too_big:
+            raise ApiError(413, f"blob exceeds the cache limit of {self.ctx.cache.limit} bytes",
+                           limit=self.ctx.cache.limit)
+        data = b"".join(self._chunks)
+        self._chunks = []
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha:
+            raise ApiError(400, f"content does not match its name: expected {sha}, got {actual}",
+                           sha256=actual)
+        try:
+            _, created = await self.run(self.ctx.cache.put, data, sha, owner=self.user.name)
+        except CacheError as exc:
+            raise ApiError(400, str(exc)) from None
+        self.send({"sha256": sha, "size": len(data), "created": created}, 201)
+
+    async def head(self, sha: str) -> None:
+        size = await self.run(_blob_size, self.ctx.cache.path(sha))
+        if size is None:
+            raise ApiError(404, f"no blob {sha}")
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("X-Blob-Size", str(size))
+        self.finish()
+
+    async def get(self, sha: str) -> None:
+        path = self.ctx.cache.path(sha)
+        size = await self.run(_blob_size, path)
+        if size is None:
+            raise ApiError(404, f"no blob {sha}")
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(size))
+        offset = 0
+        while offset < size:
+            chunk = await self.run(_read_range, path, offset, 2**20)
+            if not chunk:
+                break
+            offset += len(chunk)
+            self.write(chunk)
+            await self.flush()
+        self.finish()
+
+
+def _blob_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+class CacheStatsHandler(ApiHandler):
+    async def get(self) -> None:
+        self.send(await self.run(self.ctx.cache.stats))
+
+
+# --------------------------------------------------------------- catalog
+def _files_field(value: Any, allow_null: bool = False) -> list[Any] | None:
+    if value is None and allow_null:
+        return None
+    if not isinstance(value, list):
+        raise ApiError(400, "field 'files' must be a list")
+    for f in value:
+        if isinstance(f, str) and f:
+            continue
+        if (isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"]
+                and (f.get("size") is None or isinstance(f.get("size"), int)) and not allow_null):
+            continue
+        raise ApiError(400, f"field 'files': bad entry {str(f)[:80]!r}: expected a file name"
+                       + ("" if allow_null else " or {\"name\": str, \"size\": int}"))
+    return value
+
+
+class DatasetsHandler(ApiHandler):
+    async def post(self) -> None:
+        body = self.json_body()
+        name = body.get("name")
+        if not isinstance(name, str) or not name or len(name) > 512:
+            raise ApiError(400, "field 'name' must be a non-empty string (at most 512 characters)")
+        files = _files_field(body.get("files", [])) or []
+        meta = body.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise ApiError(400, "field 'meta' must be a JSON object")
+        cat = Catalog(self.ctx.orch.engine, owner=self.user.name)
+        ds = await self.run(cat.add_dataset, name, files, meta)
+        self.send({"id": ds, "name": name, "files": len(files)}, 201)
+
+
+class DatasetHandler(ApiHandler):
+    async def get(self, name: str) -> None:
+        try:
+            files = await self.run(self.ctx.orch.catalog.files, name)
+        except LookupError as exc:
+            raise ApiError(404, str(exc).strip("'\"")) from None
+        self.send({"name": name, "files": files})
+
+
+class DatasetAvailableHandler(ApiHandler):
+    async def post(self, name: str) -> None:
+        body = self.json_body(required=False)
+        names = _files_field(body.get("files"), allow_null=True)
+        try:
+            released = await self.run(self.ctx.orch.catalog.mark_available, name, names)
+        except LookupError as exc:
+            raise ApiError(404, str(exc).strip("'\"")) from None
+        if released:
+            from idds_jupyter.bus import JOBS_READY, make_event
+
+            self.ctx.bus.publish([make_event(JOBS_READY)])
+        self.send({"name": name, "released": released})
+
+
+# --------------------------------------------------------------- monitor
+class MonitorHandler(ApiHandler):
+    async def get(self, wid: str) -> None:
+        await self.check_owner(int(wid))
+        out = await self.run(monitor.summary, self.ctx.orch.engine, int(wid))
+        if out is None:
+            raise ApiError(404, f"no workflow with id {wid}")
+        self.send(out)
+
+
+class MonitorDagHandler(ApiHandler):
+    async def get(self, wid: str) -> None:
+        await self.check_owner(int(wid))
+        out = await self.run(monitor.dag, self.ctx.orch.engine, int(wid))
+        if out is None:
+            raise ApiError(404, f"no workflow with id {wid}")
+        self.send(out)
+
+
+class MonitorJobsHandler(ApiHandler):
+    async def get(self, wid: str, name: str) -> None:
+        await self.check_owner(int(wid))
+        out = await self.run(monitor.jobs_page, self.ctx.orch.engine, int(wid), name,
+                             offset=self.int_arg("offset", 0),
+                             limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE),
+                             status=self.get_query_argument("status", None))
+        if out is None:
+            raise ApiError(404, f"workflow {wid} has no work named {name!r}")
+        self.send(out)
+
+
+# -------------------------------------------------------------- messages
+class MessagesHandler(ApiHandler):
+    async def get(self) -> None:
+        owner = None if self.user.admin else self.user.name
+        rows = await self.run(monitor.list_messages, self.ctx.orch.engine, owner,
+                              since=self.int_arg("since", 0),
+                              limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE))
+        self.send({"messages": rows, "last_id": rows[-1]["id"] if rows else self.int_arg("since", 0)})
+
+    async def post(self) -> None:
+        body = self.json_body()
+        wid = body.get("workflow_id")
+        if not isinstance(wid, int) or isinstance(wid, bool):
+            raise ApiError(400, "field 'workflow_id' must be an integer")
+        action = body.get("action")
+        if action not in ACTIONS:
+            raise ApiError(400, f"field 'action' must be one of {', '.join(ACTIONS)}, got {str(action)[:40]!r}")
+        self.send(await apply_control(self, wid, str(action), _work_field(body)))
+
+
+# ------------------------------------------------------------------ logs
+class LogHandler(ApiHandler):
+    async def get(self, job_id: str) -> None:
+        jid = int(job_id)
+        row = await self.run(monitor.job_log, self.ctx.orch.engine, jid)
+        if row is None or (row["owner"] != self.user.name and not self.user.admin):
+            raise ApiError(404, f"no job with id {jid}")
+        if not row["log_path"]:
+            raise ApiError(404, f"job {jid} has no log")
+        path = Path(row["log_path"])  # from the store, never from the client
+        tail = self.get_query_argument("tail", None)
+        if tail is not None:
+            n = self.int_arg("tail", 100, 0, MAX_TAIL_LINES)
+            data, size = await self.run(_tail, path, n)
+        else:
+            offset = self.int_arg("offset", 0)
+            length = self.int_arg("length", MAX_LOG_CHUNK, 0, MAX_LOG_CHUNK)
+            data, size = await self.run(_range, path, offset, length)
+        if data is None:
+            raise ApiError(404, f"job {jid} has no log")
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.set_header("X-Log-Size", str(size))
+        self.finish(data)
+
+
+def _range(path: Path, offset: int, length: int) -> tuple[bytes | None, int]:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(offset)
+            return f.read(length), size
+    except OSError:
+        return None, 0
+
+
+def _tail(path: Path, n: int) -> tuple[bytes | None, int]:
+    """The last ``n`` lines, reading backwards in blocks (never the whole file)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if n == 0:
+                return b"", size
+            pos, buf = size, b""
+            while pos > 0 and buf.count(b"\n") <= n and len(buf) < MAX_LOG_CHUNK:
+                step = min(65536, pos)
+                pos -= step
+                f.seek(pos)
+                buf = f.read(step) + buf
+            lines = buf.splitlines(keepends=True)
+            return b"".join(lines[-n:]), size
+    except OSError:
+        return None, 0
+
+
+__all__ = [
+    "ACTIONS",
+    "CacheBlobHandler",
+    "CacheStatsHandler",
+    "DatasetAvailableHandler",
+    "DatasetHandler",
+    "DatasetsHandler",
+    "LogHandler",
+    "MessagesHandler",
+    "MonitorDagHandler",
+    "MonitorHandler",
+    "MonitorJobsHandler",
+    "NotFoundHandler",
+    "OpenApiHandler",
+    "PingHandler",
+    "RequestCloseHandler",
+    "RequestControlHandler",
+    "RequestHandler",
+    "RequestWorksHandler",
+    "RequestsHandler",
+    "TokenHandler",
+    "TokensHandler",
+    "WhoAmIHandler",
+    "WorkResultsHandler",
+    "openapi_text",
+]

@@ -1,0 +1,165 @@
+"""The live stream: a websocket forwarding bus events of the caller's workflows.
+
+One :class:`EventBridge` per server holds one bus subscription read in a
+background thread; batches go to the IOLoop with ``add_callback`` and each
+connection filters them by the workflow ids it subscribed to and by ownership
+(owners are cached; unknown ones are looked up in the executor, in bulk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import tornado.websocket
+from tornado.ioloop import IOLoop
+
+from idds_jupyter.api.base import ApiError, dumps
+from idds_jupyter.auth import User
+from idds_jupyter.bus import JOB_RESULT, WORK_TERMINAL, WORKFLOW_DIRTY, WORKFLOW_TERMINAL, Event
+
+if TYPE_CHECKING:
+    from idds_jupyter.api.context import ApiContext
+
+log = logging.getLogger("idds_jupyter.api")
+
+STREAM_TYPES = (JOB_RESULT, WORK_TERMINAL, WORKFLOW_TERMINAL, WORKFLOW_DIRTY)
+
+
+class EventBridge:
+    """Bus → IOLoop: one subscription, one reader thread, many websocket connections."""
+
+    def __init__(self, ctx: ApiContext, loop: IOLoop) -> None:
+        self.ctx = ctx
+        self.loop = loop
+        self.conns: set[StreamHandler] = set()  # touched on the IOLoop thread only
+        self._stop = threading.Event()
+        self._sub = ctx.bus.subscribe(STREAM_TYPES)
+        self._thread = threading.Thread(target=self._read, name="idds-api-stream", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                events = self._sub.get(timeout=0.5)
+            except Exception:  # a broken bus must not kill the bridge silently
+                log.exception("live stream: bus read failed")
+                self._stop.wait(1.0)
+                continue
+            if events and not self._stop.is_set():
+                try:
+                    self.loop.add_callback(self._dispatch, events)
+                except RuntimeError:  # the loop is closed
+                    return
+
+    async def _dispatch(self, events: list[Event]) -> None:
+        if not self.conns:
+            return
+        from idds_jupyter.store import monitor
+
+        ids = {int(e.key) for e in events if e.key is not None and e.key.isdigit()}
+        unknown = {i for i in ids if i not in self.ctx.owner_cache}  # no iteration: other threads add
+        if unknown:
+            try:
+                found = await self.loop.run_in_executor(
+                    self.ctx.executor, monitor.owners, self.ctx.orch.engine, unknown)
+            except Exception:
+                log.exception("live stream: owner lookup failed")
+                found = {}
+            for wid, owner in found.items():
+                self.ctx.remember_owner(wid, owner)
+        owners = self.ctx.owner_cache
+        for conn in list(self.conns):
+            conn.deliver(events, owners)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sub.close()
+        for conn in list(self.conns):
+            with contextlib.suppress(RuntimeError):
+                self.loop.add_callback(conn.close)
+        self._thread.join(timeout=2)
+
+
+class StreamHandler(tornado.websocket.WebSocketHandler):
+    """``/idds/api/v1/stream``: send ``{"subscribe": [ids] | "*"}``; receive events as JSON."""
+
+    ctx: ApiContext
+
+    def initialize(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self._user: User | None = None
+        self.ids: set[int] | None = set()  # None = every workflow the user may see
+
+    async def prepare(self) -> None:
+        user = await self.ctx.auth.authenticate(self, True)
+        if user is None:
+            raise ApiError(401, "authentication required: send a valid token "
+                                "('Authorization: Bearer TOKEN' or ?token=TOKEN)")
+        self._user = user
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        msg = exc.message if isinstance(exc, ApiError) else self._reason
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": msg}))
+
+    def get_current_user(self) -> User | None:
+        return self._user
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # bearer tokens, not cookies: another origin cannot ride the session
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        bridge = self.ctx.bridge
+        if bridge is None:
+            bridge = self.ctx.bridge = EventBridge(self.ctx, IOLoop.current())
+        bridge.conns.add(self)
+
+    def on_message(self, message: str | bytes) -> None:
+        try:
+            data = json.loads(message)
+            sub = data["subscribe"] if isinstance(data, dict) else None
+            if sub == "*":
+                self.ids = None
+            elif isinstance(sub, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in sub):
+                self.ids = set(sub)
+            else:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            self._send({"type": "error",
+                        "error": 'expected {"subscribe": [workflow ids]} or {"subscribe": "*"}'})
+            return
+        self._send({"type": "subscribed", "ids": "*" if self.ids is None else sorted(self.ids)})
+
+    def deliver(self, events: list[Event], owners: dict[int, str]) -> None:
+        user = self._user
+        if user is None or self.ids == set():
+            return
+        for e in events:
+            if e.key is None or not e.key.isdigit():
+                continue
+            wid = int(e.key)
+            owner = owners.get(wid)
+            if owner is None or (owner != user.name and not user.admin):
+                continue
+            if self.ids is not None and wid not in self.ids:
+                continue
+            self._send({**e.payload, "type": e.type, "key": e.key, "workflow_id": wid})
+
+    def _send(self, data: dict[str, Any]) -> None:
+        try:
+            self.write_message(dumps(data))
+        except tornado.websocket.WebSocketClosedError:
+            self.on_close()
+
+    def on_close(self) -> None:
+        bridge = self.ctx.bridge
+        if bridge is not None:
+            bridge.conns.discard(self)
+
+
+__all__ = ["STREAM_TYPES", "EventBridge", "StreamHandler"]

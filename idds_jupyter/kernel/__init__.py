@@ -1,0 +1,15 @@
+"""The kernel side: ``%idds`` / ``%%idds`` magics and the live widgets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from idds_jupyter.kernel.magics import IddsMagics
+
+    ipython.register_magics(IddsMagics(ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    return None

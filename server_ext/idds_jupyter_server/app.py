@@ -1,0 +1,134 @@
+"""``IddsExtension``: hosts the API and the orchestration core inside a Jupyter server.
+
+The agents run in threads of the server process (default) or in a child
+process; either way nothing heavy runs on the server's event loop — request
+handlers hand database work to an executor. Kernels started by this server
+find it through ``IDDS_URL``/``IDDS_TOKEN`` (set in the server's environment,
+which kernels inherit) and a connection file in the Jupyter runtime dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_runtime_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Enum, Int, List, Unicode
+
+from idds_jupyter.config import Config
+
+
+class IddsExtension(ExtensionApp):
+    name = "idds_jupyter_server"
+    description = "idds-jupyter: workflows of distributed tasks, hosted by the Jupyter server"
+    load_other_extensions = True
+
+    db_url = Unicode("", config=True, help="Database URL; default: SQLite in the Jupyter data dir")
+    bus = Unicode("local", config=True, help="Event bus: local, none, db, zmq://HOST:PUB:SUB")
+    backend = Unicode("local", config=True, help="Default backend of works that name none")
+    workers = Int(0, config=True, help="Local worker processes (0: one per core)")
+    home = Unicode("", config=True, help="Directory of the embedded store, cache and logs")
+    agents = Enum(["thread", "process", "none"], default_value="thread", config=True,
+                  help="Run the agents in threads of this server, in a child process, or not at all "
+                       "(another process serves the same database)")
+    admin_users = List(Unicode(), default_value=[], config=True,
+                       help="Jupyter users who see and control every user's runs")
+
+    runner: Any = None
+    child: subprocess.Popen[bytes] | None = None
+    ctx: Any = None
+    connection_file: Path | None = None
+
+    def _config(self) -> Config:
+        overrides: dict[str, Any] = {"bus": self.bus, "backend": self.backend}
+        if self.db_url:
+            overrides["db_url"] = self.db_url
+        if self.home:
+            overrides["home"] = self.home
+        if self.workers:
+            overrides["workers"] = self.workers
+        if self.agents == "process" and self.bus == "local":
+            overrides["bus"] = "db"  # two processes: events must cross
+        return Config.load(None, **overrides)
+
+    @property
+    def server(self) -> Any:
+        assert self.serverapp is not None
+        return self.serverapp
+
+    def initialize_settings(self) -> None:
+        from idds_jupyter.agents.runner import Runner
+        from idds_jupyter.api import make_context
+        from idds_jupyter.auth import TokenAuthenticator
+        from idds_jupyter.bus import make_bus
+        from idds_jupyter.core import Orchestrator
+        from idds_jupyter.store.engine import make_engine
+        from idds_jupyter_server.auth import JupyterAuthenticator
+
+        cfg = self._config()
+        engine = make_engine(cfg.db_url)
+        bus = make_bus(cfg.bus, engine=engine)
+        if self.agents == "thread":
+            self.runner = Runner(cfg, engine=engine, bus=bus).start()  # migrates the schema
+        else:
+            from idds_jupyter.store.migrate import upgrade
+
+            upgrade(engine)
+            if self.agents == "process":
+                env = dict(os.environ, IDDS_DB_URL=cfg.db_url, IDDS_BUS=cfg.bus,
+                           IDDS_HOME=str(cfg.home), IDDS_BACKEND=cfg.backend)
+                self.child = subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", "agents"], env=env)
+        orch = Orchestrator(cfg, engine=engine, bus=bus, migrate=False)
+        fallback = TokenAuthenticator(engine)
+        auth = JupyterAuthenticator(self.server.identity_provider,
+                                    self.server.web_app.settings.get("authorizer"),
+                                    fallback, admins=set(self.admin_users))
+        self.ctx = make_context(cfg, orch=orch, bus=bus, auth=auth)
+        fallback.executor = self.ctx.executor
+        self.log.info("idds-jupyter: core on %s, agents %s", cfg.db_url, self.agents)
+
+    def initialize_handlers(self) -> None:
+        from idds_jupyter.api import handlers
+
+        base_url = self.server.web_app.settings["base_url"]
+        # Full patterns (base_url included): added directly, not through self.handlers.
+        self.server.web_app.add_handlers(".*$", handlers(self.ctx, base_url))
+        self._publish_connection()
+
+    def _publish_connection(self) -> None:
+        """Let kernels of this server find it without the user typing a URL or a token."""
+        url = self.server.connection_url
+        token = self.server.identity_provider.token or self._mint_token()
+        os.environ["IDDS_URL"] = url
+        os.environ["IDDS_TOKEN"] = token
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True)
+        self.connection_file = runtime / f"idds-server-{os.getpid()}.json"
+        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"url": url, "token": token, "pid": os.getpid(), "kind": "jupyter"}, f)
+
+    def _mint_token(self) -> str:
+        """A server without a Jupyter token (password, hub): kernels get an idds token."""
+        import getpass
+
+        from idds_jupyter.store.tokens import create_token
+
+        _row, token = create_token(self.ctx.orch.engine, user=getpass.getuser(), name="jupyter-kernels")
+        return token
+
+    async def stop_extension(self) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
+        if self.runner is not None:
+            self.runner.stop()
+        if self.child is not None:
+            self.child.terminate()
+            self.child.wait(30)
+        if self.connection_file is not None:
+            self.connection_file.unlink(missing_ok=True)

@@ -1,0 +1,51 @@
+"""Jupyter's own identity for the API: the Jupyter user owns the runs.
+
+A request is authenticated by the Jupyter server's identity provider (its
+token in ``Authorization: token …`` or ``?token=``, or its login cookie —
+then with the XSRF check browsers need), and authorized by its authorizer.
+An idds token is accepted too, for kernels of a server that has no token.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import tornado.web
+
+from idds_jupyter.auth import Authenticator, TokenAuthenticator, User
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class JupyterAuthenticator(Authenticator):
+    def __init__(self, identity_provider: Any, authorizer: Any, fallback: TokenAuthenticator | None,
+                 admins: set[str] | None = None) -> None:
+        self.identity_provider = identity_provider
+        self.authorizer = authorizer
+        self.fallback = fallback
+        self.admins = admins or set()
+
+    async def authenticate(self, handler: tornado.web.RequestHandler,
+                           allow_query_token: bool = False) -> User | None:
+        ip = self.identity_provider
+        # The identity provider reads these off Jupyter's own handlers.
+        handler.token = ip.token  # type: ignore[attr-defined]
+        handler._jupyter_current_user = None  # type: ignore[attr-defined]
+        user = ip.get_user(handler)
+        if inspect.isawaitable(user):
+            user = await user
+        if user is None:
+            if self.fallback is not None:
+                return await self.fallback.authenticate(handler, allow_query_token=True)
+            return None
+        token_auth = getattr(handler, "_token_authenticated", False)
+        if not token_auth and handler.request.method not in SAFE_METHODS:
+            # Cookie-authenticated writes come from a browser: require the XSRF token.
+            tornado.web.RequestHandler.check_xsrf_cookie(handler)
+        resource = "idds"
+        action = "read" if handler.request.method in SAFE_METHODS else "write"
+        if self.authorizer is not None and not self.authorizer.is_authorized(handler, user, action, resource):
+            raise tornado.web.HTTPError(403, f"user {user.username!r} is not authorized to {action} {resource}")
+        name = str(user.username)
+        return User(name, admin=name in self.admins)

@@ -9,6 +9,7 @@ which kernels inherit) and a connection file in the Jupyter runtime dir.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -87,17 +88,17 @@ class IddsExtension(ExtensionApp):
         fallback = TokenAuthenticator(engine)
         auth = JupyterAuthenticator(self.server.identity_provider,
                                     self.server.web_app.settings.get("authorizer"),
-                                    fallback, admins=set(self.admin_users))
+                                    fallback, admins=set(self.admin_users), owner=getpass.getuser())
         self.ctx = make_context(cfg, orch=orch, bus=bus, auth=auth)
         fallback.executor = self.ctx.executor
         self.log.info("idds-jupyter: core on %s, agents %s", cfg.db_url, self.agents)
 
     def initialize_handlers(self) -> None:
-        from idds_jupyter.api import handlers
+        from idds_jupyter_server.handlers import jupyter_handlers
 
         base_url = self.server.web_app.settings["base_url"]
         # Full patterns (base_url included): added directly, not through self.handlers.
-        self.server.web_app.add_handlers(".*$", handlers(self.ctx, base_url))
+        self.server.web_app.add_handlers(".*$", jupyter_handlers(self.ctx, base_url))
         self._publish_connection()
 
     def _publish_connection(self) -> None:
@@ -115,8 +116,6 @@ class IddsExtension(ExtensionApp):
 
     def _mint_token(self) -> str:
         """A server without a Jupyter token (password, hub): kernels get an idds token."""
-        import getpass
-
         from idds_jupyter.store.tokens import create_token
 
         _row, token = create_token(self.ctx.orch.engine, user=getpass.getuser(), name="jupyter-kernels")

@@ -12,7 +12,9 @@ import inspect
 from typing import Any
 
 import tornado.web
+from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 
+from idds_jupyter.api.base import ApiError
 from idds_jupyter.auth import Authenticator, TokenAuthenticator, User
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -20,25 +22,28 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 class JupyterAuthenticator(Authenticator):
     def __init__(self, identity_provider: Any, authorizer: Any, fallback: TokenAuthenticator | None,
-                 admins: set[str] | None = None) -> None:
+                 admins: set[str] | None = None, owner: str | None = None) -> None:
+        """``owner`` names the user of a single-user server, whose default identity
+        provider makes up a new anonymous name per token request."""
         self.identity_provider = identity_provider
+        self.owner = owner
         self.authorizer = authorizer
         self.fallback = fallback
         self.admins = admins or set()
 
     async def authenticate(self, handler: tornado.web.RequestHandler,
                            allow_query_token: bool = False) -> User | None:
-        ip = self.identity_provider
-        # The identity provider reads these off Jupyter's own handlers.
-        handler.token = ip.token  # type: ignore[attr-defined]
-        handler._jupyter_current_user = None  # type: ignore[attr-defined]
-        user = ip.get_user(handler)
+        user = self.identity_provider.get_user(handler)
         if inspect.isawaitable(user):
             user = await user
         if user is None:
             if self.fallback is not None:
-                return await self.fallback.authenticate(handler, allow_query_token=True)
-            return None
+                found = await self.fallback.authenticate(handler, allow_query_token=True)
+                if found is not None:
+                    return found
+            # As Jupyter's own API: 403 for a request without valid credentials.
+            raise ApiError(403, "forbidden: send the Jupyter token ('Authorization: token T') "
+                                "or log in to the Jupyter server")
         token_auth = getattr(handler, "_token_authenticated", False)
         if not token_auth and handler.request.method not in SAFE_METHODS:
             # Cookie-authenticated writes come from a browser: require the XSRF token.
@@ -48,4 +53,6 @@ class JupyterAuthenticator(Authenticator):
         if self.authorizer is not None and not self.authorizer.is_authorized(handler, user, action, resource):
             raise tornado.web.HTTPError(403, f"user {user.username!r} is not authorized to {action} {resource}")
         name = str(user.username)
+        if self.owner and type(self.identity_provider) in (IdentityProvider, PasswordIdentityProvider):
+            name = self.owner  # single-user server: one owner, whatever the anonymous name
         return User(name, admin=name in self.admins)

@@ -1,0 +1,263 @@
+"""Serialization of FaaT functions, calls and values: cloudpickle, content-addressed blobs.
+
+* A function defined in ``__main__`` (a script, a notebook) has no module file
+  the workers could import, so it is pickled by value (its module is registered
+  with ``cloudpickle.register_pickle_by_value`` when that is ``__main__``).
+* Modules of the user's working directory (imported modules whose file lies
+  under ``os.getcwd()``, outside site-packages and the interpreter) are packed
+  into a *sandbox* zip, deterministic so that its sha256 names it; the workers
+  put it on ``sys.path`` and import those modules from it.
+* :func:`upload` sends a blob to the server cache once: digests already on the
+  server are remembered per client.
+
+The server only ever sees digests and bytes; it never unpickles them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import os
+import site
+import sys
+import sysconfig
+import threading
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+if TYPE_CHECKING:
+    from idds_jupyter.client import Client
+
+__all__ = [
+    "dumps",
+    "loads",
+    "digest",
+    "upload",
+    "pack_function",
+    "pack_calls",
+    "sandbox",
+    "user_modules",
+    "decode_inline",
+]
+
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_OURS = frozenset({"idds_jupyter", "idds_jupyter_server"})  # installed wherever jobs run
+_lock = threading.Lock()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dumps(obj: Any) -> bytes:
+    return cloudpickle.dumps(obj, protocol=5)
+
+
+def loads(data: bytes) -> Any:
+    return cloudpickle.loads(data)
+
+
+def decode_inline(text: str) -> Any:
+    return cloudpickle.loads(base64.b64decode(text))
+
+
+def upload(client: Client, data: bytes) -> str:
+    """Put ``data`` in the server's cache (unless it is known to be there); returns its sha256."""
+    return client.upload(data, digest(data))
+
+
+def _by_value(fn: Callable[..., Any]) -> None:
+    mod_name = getattr(fn, "__module__", None)
+    if mod_name == "__main__":
+        mod = sys.modules.get("__main__")
+        if mod is not None and mod_name not in cloudpickle.list_registry_pickle_by_value():
+            with contextlib.suppress(ValueError):
+                cloudpickle.register_pickle_by_value(mod)
+
+
+def pack_function(fn: Callable[..., Any]) -> bytes:
+    """The cloudpickled function (by value when it lives in ``__main__``)."""
+    _by_value(fn)
+    return dumps(fn)
+
+
+def pack_calls(calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> bytes:
+    """ONE blob for all the calls of a submit/map: a list of ``(args, kwargs)``."""
+    return dumps(calls)
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+def _excluded_roots() -> list[str]:
+    roots: set[str] = set()
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+        roots.add(os.path.realpath(p))
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        with contextlib.suppress(Exception):
+            roots.add(os.path.realpath(sysconfig.get_paths()[key]))
+    with contextlib.suppress(Exception):
+        for p in site.getsitepackages():
+            roots.add(os.path.realpath(p))
+    with contextlib.suppress(Exception):
+        roots.add(os.path.realpath(site.getusersitepackages()))
+    return sorted(r for r in roots if r)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+_scan_cache: dict[str, Any] = {"key": None, "mods": []}
+# module name -> (id of the module object, its source file when it is a user module, else None)
+_decided: dict[str, tuple[int, str | None]] = {}
+
+
+def user_modules(cwd: str | None = None) -> list[tuple[str, str]]:
+    """``(module name, file)`` of imported modules whose file lies under the working dir.
+
+    Left out: ``__main__``, anything in site-packages or the interpreter's own
+    directories, this package (installed wherever jobs run), and files that are
+    not ``.py`` sources. Each module is judged once (until it is re-imported).
+    """
+    cwd = os.path.realpath(cwd or os.getcwd())
+    key = (cwd, len(sys.modules))
+    with _lock:
+        if _scan_cache["key"] == key:
+            return list(_scan_cache["mods"])
+        if _scan_cache.get("cwd") != cwd:
+            _decided.clear()
+            _scan_cache["cwd"] = cwd
+            _scan_cache["excluded"] = [r for r in _excluded_roots() if not _under(cwd, r)]
+        excluded: list[str] = _scan_cache["excluded"]
+    found: list[tuple[str, str]] = []
+    for name, mod in list(sys.modules.items()):
+        known = _decided.get(name)
+        if known is not None and known[0] == id(mod):
+            if known[1] is not None:
+                found.append((name, known[1]))
+            continue
+        path = _user_file(name, mod, cwd, excluded)
+        _decided[name] = (id(mod), path)
+        if path is not None:
+            found.append((name, path))
+    found.sort()
+    with _lock:
+        _scan_cache["key"] = key
+        _scan_cache["mods"] = found
+    return list(found)
+
+
+def _user_file(name: str, mod: Any, cwd: str, excluded: list[str]) -> str | None:
+    if name == "__main__" or mod is None or name.partition(".")[0] in _OURS:
+        return None
+    f = getattr(mod, "__file__", None)
+    if not isinstance(f, str) or not f.endswith(".py"):
+        return None
+    real = os.path.realpath(f)
+    if not _under(real, cwd) or any(_under(real, r) for r in excluded):
+        return None
+    return real
+
+
+def _archive_name(name: str, path: str) -> str | None:
+    """Where a module's file goes in the zip, so that ``import name`` finds it there."""
+    parts = name.split(".")
+    base = os.path.basename(path)
+    if base == "__init__.py":
+        return "/".join(parts) + "/__init__.py"
+    if os.path.splitext(base)[0] != parts[-1]:
+        return None  # loaded under another name (e.g. by a test runner): cannot be re-imported
+    return "/".join(parts) + ".py"
+
+
+_sandbox_cache: dict[Any, tuple[bytes, str] | None] = {}
+
+
+def sandbox(modules: Iterable[tuple[str, str]] | None = None) -> tuple[bytes, str] | None:
+    """``(zip bytes, sha256)`` of the working-directory modules, or None when there are none.
+
+    The zip is deterministic (sorted entries, fixed timestamps): the same sources
+    give the same digest, so an unchanged sandbox is never uploaded twice.
+    Parent packages of packed submodules get their ``__init__.py`` (or an empty one).
+    """
+    mods = list(modules) if modules is not None else user_modules()
+    if not mods:
+        return None
+    entries: dict[str, str] = {}
+    for name, path in mods:
+        arc = _archive_name(name, path)
+        if arc is not None:
+            entries[arc] = path
+    if not entries:
+        return None
+    stats = []
+    for arc, path in sorted(entries.items()):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        stats.append((arc, path, st.st_mtime_ns, st.st_size))
+    key = tuple(stats)
+    with _lock:
+        if key in _sandbox_cache:
+            return _sandbox_cache[key]
+    files: dict[str, bytes] = {}
+    for arc, path, _, _ in stats:
+        try:
+            with open(path, "rb") as fh:
+                files[arc] = fh.read()
+        except OSError:
+            continue
+    for arc in list(files):
+        parts = arc.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            init = "/".join(parts[:i]) + "/__init__.py"
+            files.setdefault(init, b"")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arc in sorted(files):
+            info = zipfile.ZipInfo(arc, date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, files[arc])
+    data = buf.getvalue()
+    out: tuple[bytes, str] | None = (data, digest(data)) if files else None
+    with _lock:
+        if len(_sandbox_cache) > 32:
+            _sandbox_cache.clear()
+        _sandbox_cache[key] = out
+    return out
+
+
+def payload(client: Client, fn: Callable[..., Any],
+            calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+            with_sandbox: bool = True) -> dict[str, str]:
+    """Upload what a FaaT work needs; returns its ``payload`` dict of digests."""
+    out = {"function": upload(client, pack_function(fn)), "calls": upload(client, pack_calls(calls))}
+    if with_sandbox:
+        box = sandbox()
+        if box is not None:
+            data, sha = box
+            out["sandbox"] = client.upload(data, sha)
+    return out
+
+
+def jsonable(value: Any) -> bool:
+    import json
+
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return False
+    return True
+
+
+def json_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as the server may see them: JSON values as they are, others by repr."""
+    return {k: (v if jsonable(v) else repr(v)) for k, v in params.items()}

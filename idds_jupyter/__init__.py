@@ -37,6 +37,13 @@ if TYPE_CHECKING:
     from idds_jupyter.faat.workflow import Run, get_run, runs, workflow
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext idds_jupyter``: the ``%idds``/``%%idds`` magics (the server is found by itself)."""
+    from idds_jupyter.kernel import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __getattr__(name: str) -> Any:
     mod = _LAZY.get(name)
     if mod is None:

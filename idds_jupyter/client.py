@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 __all__ = ["Client", "IddsError", "PushChannel", "get_client", "find_server", "API_PREFIX"]
 
@@ -251,6 +252,41 @@ class Client:
 
     def monitor(self, workflow_id: int) -> dict[str, Any]:
         return dict(self._json("GET", f"monitor/{int(workflow_id)}"))
+
+    def dag(self, workflow_id: int) -> dict[str, Any]:
+        """Work instances (nodes, with job counts) and dependency/branch edges of a run."""
+        return dict(self._json("GET", f"monitor/{int(workflow_id)}/dag"))
+
+    def jobs(self, workflow_id: int, work: str, offset: int = 0, limit: int = 100,
+             status: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if status:
+            params["status"] = status
+        return dict(self._json("GET", f"monitor/{int(workflow_id)}/works/{quote(work, safe='')}/jobs",
+                               params=params))
+
+    def log(self, job_id: int, tail: int | None = None) -> str:
+        """A job's output (the last ``tail`` lines when given)."""
+        params = {"tail": tail} if tail else None
+        return str(self.request("GET", f"logs/{int(job_id)}", params=params).text)
+
+    def whoami(self) -> dict[str, Any]:
+        return dict(self._json("GET", "auth/whoami"))
+
+    # --------------------------------------------------------------- catalog
+    def add_dataset(self, name: str, files: list[Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "files": list(files)}
+        if meta:
+            body["meta"] = meta
+        return dict(self._json("POST", "catalog/datasets", body))
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"catalog/datasets/{quote(name, safe='')}"))
+
+    def mark_available(self, name: str, files: list[str] | None = None) -> int:
+        """Files of a dataset are staged: jobs waiting on them are released; returns how many."""
+        res = self._json("POST", f"catalog/datasets/{quote(name, safe='')}/available", {"files": files})
+        return int(res["released"])
 
     # ----------------------------------------------------------------- cache
     def cache_has(self, sha: str) -> bool:

@@ -1,7 +1,10 @@
 """Configuration of the core: a YAML file, then environment variables, then arguments.
 
 ``IDDS_DB_URL``, ``IDDS_BUS``, ``IDDS_BACKEND``, ``IDDS_HOME``, ``IDDS_WORKERS``,
-``IDDS_DASK_ADDRESS`` and ``IDDS_CONFIG`` (the file) are read.
+``IDDS_DASK_ADDRESS``, ``IDDS_CONFIG`` (the file) and, for the batch backends,
+``IDDS_SHARED_DIR``, ``IDDS_SLURM_PARTITION``, ``IDDS_SLURM_ACCOUNT``,
+``IDDS_CONDOR_SCHEDD``, ``IDDS_CONDOR_TOKEN``, ``IDDS_PANDA_URL``,
+``IDDS_PANDA_QUEUE`` are read.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ _ENV = {
     "dask_address": "IDDS_DASK_ADDRESS",
     "lock_ttl": "IDDS_LOCK_TTL",
     "poll_interval": "IDDS_POLL_INTERVAL",
+    # batch-system backends
+    "shared_dir": "IDDS_SHARED_DIR",
+    "slurm_partition": "IDDS_SLURM_PARTITION",
+    "slurm_account": "IDDS_SLURM_ACCOUNT",
+    "condor_schedd": "IDDS_CONDOR_SCHEDD",
+    "condor_token": "IDDS_CONDOR_TOKEN",
+    "panda_url": "IDDS_PANDA_URL",
+    "panda_queue": "IDDS_PANDA_QUEUE",
 }
 
 
@@ -39,6 +50,15 @@ class Config:
     poll_interval: float = 2.0  # fallback polling when no event arrives
     batch: int = 1000  # jobs per claim / per result transaction
     notify_urls: tuple[str, ...] = ()
+    # batch-system backends (slurm, htcondor, panda): see docs/backends.md
+    shared_dir: str | None = None  # seen by every execute node at the same path; default home/batch
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    condor_schedd: str | None = None  # "host:port" of the schedd (default: the local one)
+    condor_token: str | None = None  # IDTOKEN file (or token text) for the schedd
+    panda_url: str | None = None  # PanDA server base URL (PANDA_URL / PANDA_URL_SSL)
+    panda_queue: str | None = None  # computingSite / PanDA queue of the jobs
+    batch_poll_interval: float = 1.0  # seconds between scheduler polls
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -71,13 +91,18 @@ class Config:
     def cache_dir(self) -> Path:
         return Path(self.home) / "cache"
 
+    @property
+    def batch_dir(self) -> Path:
+        """Where batch backends put specs and results (``shared_dir`` or home/batch)."""
+        return Path(self.shared_dir) if self.shared_dir else Path(self.home) / "batch"
+
 
 def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
         if k in ("workers", "batch"):
             out[k] = int(v)
-        elif k in ("lock_ttl", "poll_interval"):
+        elif k in ("lock_ttl", "poll_interval", "batch_poll_interval"):
             out[k] = float(v)
         elif k == "home":
             out[k] = Path(v)

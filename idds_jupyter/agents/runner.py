@@ -25,6 +25,7 @@ from idds_jupyter.agents.transformer import Transformer
 from idds_jupyter.bus import make_bus
 from idds_jupyter.config import Config
 from idds_jupyter.store.engine import make_engine
+from idds_jupyter.store.jobs import release_owned
 from idds_jupyter.store.migrate import upgrade
 from idds_jupyter.store.sql import now
 from idds_jupyter.store.tables import agents
@@ -83,6 +84,7 @@ class Runner:
             self.carrier.close()
         try:
             with self.engine.begin() as conn:
+                release_owned(conn, self.owner)
                 conn.execute(delete(agents).where(agents.c.id == self.owner))
         except Exception:  # the database may already be gone at interpreter exit
             log.debug("could not unregister %s", self.owner, exc_info=True)

@@ -1,8 +1,9 @@
 """Where jobs run: one small interface (:class:`Backend`), ``local`` and ``dask`` backends.
 
 ``make_backend("local", workers=4)`` / ``make_backend("dask", address=...)``;
-other backends (slurm, htcondor, panda) plug in with :func:`register_backend`.
-``LocalBackend`` and ``DaskBackend`` are imported lazily (Dask only when used).
+the batch systems ``make_backend("slurm", partition=...)``, ``"htcondor"``, ``"panda"``
+(see docs/backends.md); others plug in with :func:`register_backend`.
+Every implementation is imported lazily (Dask, htcondor2, pandaclient only when used).
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from idds_jupyter.backends.base import (
 __all__ = [
     "Backend",
     "DaskBackend",
+    "HTCondorBackend",
     "LocalBackend",
+    "PandaBackend",
     "ResultQueue",
     "backend_names",
     "failed_result",
     "make_backend",
     "register_backend",
+    "SlurmBackend",
 ]
 
 
@@ -39,4 +43,16 @@ def __getattr__(name: str) -> Any:
         from idds_jupyter.backends.dask_backend import DaskBackend
 
         return DaskBackend
+    if name == "SlurmBackend":
+        from idds_jupyter.backends.slurm import SlurmBackend
+
+        return SlurmBackend
+    if name == "HTCondorBackend":
+        from idds_jupyter.backends.htcondor import HTCondorBackend
+
+        return HTCondorBackend
+    if name == "PandaBackend":
+        from idds_jupyter.backends.panda import PandaBackend
+
+        return PandaBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

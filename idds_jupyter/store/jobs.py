@@ -117,6 +117,16 @@ def renew_locks(conn: Connection, owner: str, ttl: float) -> int:
     return res.rowcount or 0
 
 
+def release_owned(conn: Connection, owner: str) -> int:
+    """A stopping agent hands its in-flight jobs back at once (they run again elsewhere)."""
+    res = conn.execute(
+        update(jobs)
+        .where(jobs.c.lock_owner == owner, jobs.c.status.in_(IN_FLIGHT))
+        .values(status=READY, lock_owner=None, lock_expiry=None, error="requeued: agent stopped")
+    )
+    return res.rowcount or 0
+
+
 def reclaim_expired(conn: Connection) -> int:
     """Jobs whose owner stopped heart-beating go back to ready (execution is at-least-once)."""
     t = now()

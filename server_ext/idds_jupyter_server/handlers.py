@@ -8,17 +8,19 @@ own behaviour — JSON errors, executor, authentication hook — stays in charge
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from jupyter_server.base.handlers import JupyterHandler
 
 from idds_jupyter.api import handlers
 
+_made: dict[type[Any], type[Any]] = {}
 
-@cache
+
 def as_jupyter(cls: type[Any]) -> type[Any]:
-    return type(cls.__name__, (cls, JupyterHandler), {"__module__": __name__})
+    if cls not in _made:
+        _made[cls] = type(cls.__name__, (cls, JupyterHandler), {"__module__": __name__})
+    return _made[cls]
 
 
 def jupyter_handlers(ctx: Any, base_url: str) -> list[tuple[str, type[Any], dict[str, Any]]]:

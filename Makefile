@@ -14,24 +14,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Until the Jupyter extension lands, `make lab` runs the standalone core on the
-# embedded default (SQLite in .idds/, local worker processes) and an example.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+# JupyterLab with the extension (core and agents inside the Jupyter server, on the
+# embedded default: SQLite in the Jupyter data dir, local worker processes).
 lab: $(STAMP)
-	IDDS_HOME=$(CURDIR)/.idds $(BIN)/idds-jupyter run examples/branch_and_loop.yaml
-	@echo "--- serving the core on $(CURDIR)/.idds (Ctrl-C to stop)"
-	IDDS_HOME=$(CURDIR)/.idds $(BIN)/idds-jupyter serve
+	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR)/notebooks
 
 postgres-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql)
 
 lint: $(STAMP)
-	$(BIN)/ruff check idds_jupyter tests bench
+	$(BIN)/ruff check idds_jupyter server_ext tests bench notebooks/conftest.py
 	$(BIN)/mypy
 
-# pytest runs last so its summary line closes the log.
+# pytest runs last so its summary line closes the log; the notebooks are tests too (nbval).
 test: $(STAMP) postgres-deps lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-kernel-name idds
 
 bench: $(STAMP)
 	$(BIN)/python bench/dag_release.py --jobs 100000 --engine dask

@@ -1,7 +1,7 @@
 """Where jobs run: one small interface (:class:`Backend`), ``local`` and ``dask`` backends.
 
 ``make_backend("local", workers=4)`` / ``make_backend("dask", address=...)``;
-the batch systems ``make_backend("slurm", partition=...)``, ``"htcondor"``, ``"panda"``
+the batch systems ``make_backend("slurm", partition=...)``, ``"htcondor"``
 (see docs/backends.md); others plug in with :func:`register_backend`.
 Every implementation is imported lazily (Dask, htcondor2, pandaclient only when used).
 """
@@ -24,7 +24,6 @@ __all__ = [
     "DaskBackend",
     "HTCondorBackend",
     "LocalBackend",
-    "PandaBackend",
     "ResultQueue",
     "backend_names",
     "failed_result",
@@ -51,8 +50,4 @@ def __getattr__(name: str) -> Any:
         from idds_jupyter.backends.htcondor import HTCondorBackend
 
         return HTCondorBackend
-    if name == "PandaBackend":
-        from idds_jupyter.backends.panda import PandaBackend
-
-        return PandaBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

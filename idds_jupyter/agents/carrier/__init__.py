@@ -47,15 +47,13 @@ def open_backends(ctx: Context) -> CarrierState:
         elif name == "dask":
             opts = {"address": cfg.dask_address}
         # --- batch-system backends (idds_jupyter.backends.batch; docs/backends.md) ---
-        elif name in ("slurm", "htcondor", "panda"):
+        elif name in ("slurm", "htcondor"):
             opts = {"shared_dir": str(cfg.batch_dir), "log_dir": str(cfg.log_dir),
                     "poll_interval": cfg.batch_poll_interval}
             if name == "slurm":
                 opts.update(partition=cfg.slurm_partition, account=cfg.slurm_account)
-            elif name == "htcondor":
-                opts.update(schedd=cfg.condor_schedd, token=cfg.condor_token)
             else:
-                opts.update(url=cfg.panda_url, queue=cfg.panda_queue)
+                opts.update(schedd=cfg.condor_schedd, token=cfg.condor_token)
         # --- end batch-system backends ---
         backends[name] = make_backend(name, **opts)
     return CarrierState(backends=backends)

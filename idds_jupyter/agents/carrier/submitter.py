@@ -89,6 +89,7 @@ def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
         "kwargs": kwargs if work.get("kind") == "function" else {},
         "env": work.get("env") or {},
         "timeout_s": work.get("timeout_s"),
+        "resources": work.get("resources") or {},
         "log_dir": f"{log_dir}/{job['workflow_id']}",
         "cwd": work.get("cwd"),
     }

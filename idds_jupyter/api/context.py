@@ -28,6 +28,8 @@ class ApiContext:
     # Workflow owners never change: cached for the live stream's filters.
     owner_cache: dict[int, str] = field(default_factory=dict)
     bridge: EventBridge | None = None
+    # This service's own URL, for processes it starts (server-side workflow bodies).
+    self_url: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def remember_owner(self, workflow_id: int, owner: str) -> None:

@@ -149,6 +149,9 @@ class RequestsHandler(ApiHandler):
 
     async def post(self) -> None:
         body = self.json_body()
+        if body.get("faat") is not None:
+            await self._post_server_body(body)
+            return
         tmpl = parse_template(body)
         params = body.get("params") or {}
         if not isinstance(params, dict):
@@ -169,6 +172,48 @@ class RequestsHandler(ApiHandler):
         except (ValueError, TypeError, KeyError) as exc:
             raise ApiError(400, f"invalid workflow: {_first_line(exc)}") from None
         self.ctx.remember_owner(wid, self.user.name)
+        self.send({"id": wid}, 201)
+
+    async def _post_server_body(self, body: dict[str, Any]) -> None:
+        """``{"faat": {"body", "args", "name", "sandbox"?}, "params"?}``: run a body on the server."""
+        from idds_jupyter.api.bodies import launch_body
+        from idds_jupyter.store.cache import CacheError, check_sha
+
+        spec = body["faat"]
+        if not isinstance(spec, dict):
+            raise ApiError(400, "field 'faat' must be an object with body, args and name")
+        digests: dict[str, str | None] = {}
+        for key in ("body", "args", "sandbox"):
+            value = spec.get(key)
+            if value is None and key == "sandbox":
+                digests[key] = None
+                continue
+            try:
+                digests[key] = check_sha(value if isinstance(value, str) else "")
+            except CacheError:
+                raise ApiError(400, f"field 'faat.{key}' must be the sha256 of a cache blob") from None
+            if not await self.run(self.ctx.cache.has, value):
+                raise ApiError(400, f"field 'faat.{key}': blob {value} is not in the cache; upload it first")
+        name = spec.get("name") or "workflow"
+        params = body.get("params") or {}
+        if not isinstance(name, str) or not isinstance(params, dict):
+            raise ApiError(400, "field 'faat.name' must be a string and 'params' an object")
+        if not self.ctx.self_url:
+            raise ApiError(501, "this server does not run workflow bodies (no public URL configured)")
+        try:
+            wid = await self.run(self.ctx.orch.submit, {"name": name, "works": []}, params,
+                                 owner=self.user.name, open=True)
+        except TemplateError as exc:
+            raise _template_error(exc) from None
+
+        def failed(workflow_id: int, reason: str) -> None:
+            status = self.ctx.orch.status(workflow_id)
+            if (status.get("body") or {}).get("open"):
+                self.ctx.orch.close(workflow_id, error=reason)
+
+        await self.run(launch_body, self.ctx.orch.engine, self.ctx.self_url, self.user.name, wid,
+                       str(digests["body"]), str(digests["args"]), digests["sandbox"],
+                       self.ctx.config.log_dir / "bodies", None, failed)
         self.send({"id": wid}, 201)
 
 

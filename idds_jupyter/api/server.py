@@ -154,6 +154,7 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
     actual = sockets[0].getsockname()[1]
     host = f"[{ip}]" if ":" in ip else ip
     url = f"http://{host}:{actual}" + url_join(base_url or "/").rstrip("/") + "/"
+    ctx.self_url = url
     started = threading.Event()
     state: dict[str, Any] = {}
 

@@ -104,6 +104,7 @@ class IddsExtension(ExtensionApp):
     def _publish_connection(self) -> None:
         """Let kernels of this server find it without the user typing a URL or a token."""
         url = self.server.connection_url
+        self.ctx.self_url = url
         token = self.server.identity_provider.token or self._mint_token()
         os.environ["IDDS_URL"] = url
         os.environ["IDDS_TOKEN"] = token

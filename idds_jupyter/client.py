@@ -191,11 +191,17 @@ class Client:
     def submit(self, template: Mapping[str, Any], params: Mapping[str, Any] | None = None,
                open: bool = False, **extra: Any) -> int:
         """Submit a workflow template; returns the new workflow id."""
+        blobs: dict[str, bytes] | None = extra.pop("blobs", None)
         body: dict[str, Any] = {"template": dict(template), "params": dict(params or {})}
         if open:
             body["open"] = True
         body.update(extra)
-        return int(self._json("POST", "requests", body)["id"])
+        if blobs:
+            body["blobs"] = _encode_blobs(blobs)
+        wid = int(self._json("POST", "requests", body)["id"])
+        if blobs:
+            self.uploaded.update(blobs)
+        return wid
 
     def submit_faat(self, body_sha: str, args_sha: str, name: str,
                     params: Mapping[str, Any] | None = None) -> int:
@@ -219,8 +225,14 @@ class Client:
     def retry(self, workflow_id: int) -> dict[str, Any]:
         return dict(self._json("POST", f"requests/{int(workflow_id)}/retry", {}))
 
-    def add_works(self, workflow_id: int, works: list[dict[str, Any]]) -> list[str]:
-        out = self._json("POST", f"requests/{int(workflow_id)}/works", {"works": works})
+    def add_works(self, workflow_id: int, works: list[dict[str, Any]],
+                  blobs: dict[str, bytes] | None = None) -> list[str]:
+        body: dict[str, Any] = {"works": works}
+        if blobs:
+            body["blobs"] = _encode_blobs(blobs)
+        out = self._json("POST", f"requests/{int(workflow_id)}/works", body)
+        if blobs:
+            self.uploaded.update(blobs)
         return list(out.get("names", [w.get("name") for w in works]))
 
     def close(self, workflow_id: int, *, result: Any = None, result_blob: str | None = None,
@@ -307,16 +319,21 @@ class Client:
     def cache_stats(self) -> dict[str, Any]:
         return dict(self._json("GET", "cache"))
 
-    def upload(self, data: bytes, sha: str | None = None) -> str:
+    def upload(self, data: bytes, sha: str | None = None,
+               defer: dict[str, bytes] | None = None) -> str:
         """Make sure the server has ``data``; returns its sha256. One upload per unique blob.
 
         Digests known to be on the server are remembered; large blobs are checked
-        with ``HEAD`` first, small ones are ``PUT`` directly (idempotent, one trip).
+        with ``HEAD`` first, small ones are ``PUT`` directly (idempotent, one trip) —
+        or, given ``defer``, collected there to travel inside the next submission.
         """
         import hashlib
 
         sha = sha or hashlib.sha256(data).hexdigest()
         if sha in self.uploaded:
+            return sha
+        if defer is not None and len(data) <= INLINE_BLOB:
+            defer[sha] = data
             return sha
         if len(data) > _SMALL_BLOB and self.cache_has(sha):
             self.uploaded.add(sha)
@@ -399,6 +416,15 @@ class Client:
 
 
 TERMINAL = frozenset({"finished", "subfinished", "failed", "aborted"})
+
+
+INLINE_BLOB = 256 * 1024  # blobs up to this size ride along with a submission
+
+
+def _encode_blobs(blobs: dict[str, bytes]) -> dict[str, str]:
+    import base64
+
+    return {sha: base64.b64encode(data).decode("ascii") for sha, data in blobs.items()}
 
 
 def _error_message(resp: Any, method: str, path: str) -> str:

@@ -4,7 +4,8 @@
 ``IDDS_DASK_ADDRESS``, ``IDDS_CONFIG`` (the file) and, for the batch backends,
 ``IDDS_SHARED_DIR``, ``IDDS_SLURM_PARTITION``, ``IDDS_SLURM_ACCOUNT``,
 ``IDDS_CONDOR_SCHEDD``, ``IDDS_CONDOR_TOKEN``, ``IDDS_PANDA_URL``,
-``IDDS_PANDA_QUEUE`` are read.
+``IDDS_PANDA_URL_SSL``, ``IDDS_PANDA_QUEUE``, ``IDDS_PANDA_CLOUD``,
+``IDDS_PANDA_TOKEN``, ``IDDS_PANDA_VO`` are read.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ _ENV = {
     "condor_token": "IDDS_CONDOR_TOKEN",
     "panda_url": "IDDS_PANDA_URL",
     "panda_queue": "IDDS_PANDA_QUEUE",
+    "panda_url_ssl": "IDDS_PANDA_URL_SSL",
+    "panda_cloud": "IDDS_PANDA_CLOUD",
+    "panda_token": "IDDS_PANDA_TOKEN",
+    "panda_vo": "IDDS_PANDA_VO",
 }
 
 
@@ -58,6 +63,10 @@ class Config:
     condor_token: str | None = None  # IDTOKEN file (or token text) for the schedd
     panda_url: str | None = None  # PanDA server base URL (PANDA_URL / PANDA_URL_SSL)
     panda_queue: str | None = None  # computingSite / PanDA queue of the jobs
+    panda_url_ssl: str | None = None  # PANDA_URL_SSL when it differs from panda_url
+    panda_cloud: str | None = None  # cloud of the jobs
+    panda_token: str | None = None  # OIDC id token (text or file) -> PANDA_AUTH_ID_TOKEN
+    panda_vo: str | None = None  # auth VO of the token (PANDA_AUTH_VO), the jobs' VO
     batch_poll_interval: float = 1.0  # seconds between scheduler polls
 
     @classmethod

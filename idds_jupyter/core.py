@@ -21,11 +21,14 @@ from idds_jupyter.model import Workflow, WorkflowStatus
 from idds_jupyter.store import control
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine
+from idds_jupyter.store.jobs import Outcome
 from idds_jupyter.store.migrate import upgrade
 from idds_jupyter.store.tables import jobs, workflows, works
 from idds_jupyter.store.workflows import add_works as store_add_works
 from idds_jupyter.store.workflows import close as store_close
+from idds_jupyter.store.workflows import plan_workflow
 from idds_jupyter.store.workflows import submit as store_submit
+from idds_jupyter.store.works import expand_workflow
 
 TERMINAL = {s.value for s in (WorkflowStatus.FINISHED, WorkflowStatus.SUBFINISHED,
                               WorkflowStatus.FAILED, WorkflowStatus.ABORTED)}
@@ -54,10 +57,22 @@ class Orchestrator:
         Command jobs run in ``cwd``, by default the directory this is called from.
         """
         wf = load_workflow(workflow)
+        out = Outcome()
         with self.engine.begin() as conn:
             wid = store_submit(conn, wf, params, owner=owner, backend=backend,
                                cwd=cwd or os.getcwd(), open=open)
-        self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid))])
+            # The first plan and its jobs in the same transaction: a submitted run's
+            # ready jobs are claimable at once, with no Clerk or Transformer round.
+            applied = plan_workflow(conn, wid)
+            if applied.new_job_works:
+                expand_workflow(conn, wid, backend, self.config.backend, out)
+        events = [make_event(ev.WORKFLOW_NEW, str(wid))]
+        if out.released:
+            events.append(make_event(ev.JOBS_READY))
+        events += [make_event(ev.WORK_TERMINAL, str(w), work=k, status=s) for w, k, s in out.terminal_works]
+        if applied.status is not None:
+            events.append(make_event(ev.WORKFLOW_TERMINAL, str(wid), status=applied.status))
+        self.bus.publish(events)
         return wid
 
     def add_works(self, workflow_id: int, works_: list[dict[str, Any]]) -> list[str]:

@@ -6,8 +6,6 @@ creation; the others wait with a pending counter the Trigger brings to zero.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 
 from idds_jupyter.agents.agent import Agent
@@ -15,13 +13,7 @@ from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.jobs import Outcome, finish_works
 from idds_jupyter.store.tables import workflows
-from idds_jupyter.store.works import NotYet, claim_new_works, expand_work
-
-
-def choose_backend(spec: dict[str, Any], workflow_backend: str | None, default: str) -> str:
-    """The work's own setting, else the workflow's, else the configured default."""
-    work = spec.get("work") or {}
-    return str(work.get("backend") or workflow_backend or default)
+from idds_jupyter.store.works import NotYet, choose_backend, claim_new_works, expand_work
 
 
 class Transformer(Agent):

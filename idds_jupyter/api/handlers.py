@@ -110,6 +110,9 @@ class TokenHandler(ApiHandler):
         if row is None or (row["user"] != self.user.name and not self.user.admin):
             raise ApiError(404, f"no token with id {tid}")
         revoked = await self.run(tokens.revoke_token, self.ctx.orch.engine, tid)
+        forget = getattr(self.ctx.auth, "forget", None)
+        if callable(forget):
+            forget()
         self.send({"id": tid, "revoked": revoked})
 
 
@@ -135,6 +138,54 @@ def parse_template(body: dict[str, Any]) -> dict[str, Any]:
     raise ApiError(400, "request needs a workflow: field 'template' (object) or 'yaml' (text)")
 
 
+MAX_INLINE_BLOB = 1 * 2**20
+MAX_INLINE_TOTAL = 16 * 2**20
+
+
+async def store_inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> None:
+    """Small blobs sent with a submission (``"blobs": {sha256: base64}``) go to the cache first.
+
+    They are opaque bytes checked against their digest — never unpickled here.
+    """
+    import base64
+    import binascii
+
+    from idds_jupyter.store.cache import CacheError, check_sha
+
+    blobs = body.get("blobs")
+    if blobs is None:
+        return
+    if not isinstance(blobs, dict):
+        raise ApiError(400, "field 'blobs' must map sha256 digests to base64 strings")
+    decoded: list[tuple[str, bytes]] = []
+    total = 0
+    for sha, text in blobs.items():
+        try:
+            check_sha(sha)
+            if not isinstance(text, str):
+                raise ValueError
+            data = base64.b64decode(text, validate=True)
+        except (CacheError, ValueError, binascii.Error):
+            raise ApiError(400, f"field 'blobs': {str(sha)[:80]!r} must be a sha256 digest "
+                                "mapped to base64 bytes") from None
+        if len(data) > MAX_INLINE_BLOB:
+            raise ApiError(413, f"field 'blobs': blob {sha} of {len(data)} bytes is over "
+                                f"{MAX_INLINE_BLOB} bytes; upload it with PUT cache/{{sha256}}")
+        total += len(data)
+        decoded.append((sha, data))
+    if total > MAX_INLINE_TOTAL:
+        raise ApiError(413, f"field 'blobs': {total} bytes in all, over {MAX_INLINE_TOTAL}")
+
+    def put_all() -> None:
+        for sha, data in decoded:
+            handler.ctx.cache.put(data, sha, kind="payload", owner=handler.user.name)
+
+    try:
+        await handler.run(put_all)
+    except CacheError as exc:
+        raise ApiError(400, f"field 'blobs': {exc}") from None
+
+
 class RequestsHandler(ApiHandler):
     async def get(self) -> None:
         owner: str | None = self.user.name
@@ -153,6 +204,7 @@ class RequestsHandler(ApiHandler):
             await self._post_server_body(body)
             return
         tmpl = parse_template(body)
+        await store_inline_blobs(self, body)
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise ApiError(400, "field 'params' must be a JSON object")
@@ -258,6 +310,7 @@ class RequestWorksHandler(ApiHandler):
         if not isinstance(works, list) or not works or not all(isinstance(w, dict) for w in works):
             raise ApiError(400, "field 'works' must be a non-empty list of work objects")
         await self.check_owner(int(wid))
+        await store_inline_blobs(self, body)
         try:
             names = await self.run(self.ctx.orch.add_works, int(wid), works)
         except TemplateError as exc:

@@ -53,16 +53,38 @@ def request_token(handler: RequestHandler, allow_query_token: bool = False) -> s
 class TokenAuthenticator(Authenticator):
     """Bearer tokens issued by ``idds-jupyter token create`` or ``POST auth/tokens``."""
 
+    # A verified token is trusted this long without asking the store again; a
+    # revocation (from any process) takes effect within it.
+    CACHE_S = 5.0
+
     def __init__(self, engine: Engine, executor: Executor | None = None) -> None:
         self.engine = engine
         self.executor = executor
+        self._verified: dict[str, tuple[User, float]] = {}
 
     def verify(self, token: str) -> User | None:
         """Blocking lookup (runs in the executor)."""
-        from idds_jupyter.store.tokens import verify_token
+        import time
 
+        from idds_jupyter.store.tokens import hash_token, verify_token
+
+        key = hash_token(token)
+        hit = self._verified.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
         row = verify_token(self.engine, token)
-        return None if row is None else User(row["user"], bool(row["admin"]))
+        if row is None:
+            self._verified.pop(key, None)
+            return None
+        user = User(row["user"], bool(row["admin"]))
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[key] = (user, time.monotonic() + self.CACHE_S)
+        return user
+
+    def forget(self) -> None:
+        """Drop cached verifications (after a revocation in this process)."""
+        self._verified.clear()
 
     async def authenticate(self, handler: RequestHandler, allow_query_token: bool = False) -> User | None:
         token = request_token(handler, allow_query_token)

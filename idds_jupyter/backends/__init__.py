@@ -1,7 +1,7 @@
 """Where jobs run: one small interface (:class:`Backend`), ``local`` and ``dask`` backends.
 
 ``make_backend("local", workers=4)`` / ``make_backend("dask", address=...)``;
-the batch systems ``make_backend("slurm", partition=...)``, ``"htcondor"``
+the batch systems ``make_backend("slurm", partition=...)``, ``"htcondor"``, ``"panda"``
 (see docs/backends.md); others plug in with :func:`register_backend`.
 Every implementation is imported lazily (Dask, htcondor2, pandaclient only when used).
 """
@@ -23,6 +23,7 @@ __all__ = [
     "Backend",
     "DaskBackend",
     "HTCondorBackend",
+    "PandaBackend",
     "LocalBackend",
     "ResultQueue",
     "backend_names",
@@ -50,4 +51,8 @@ def __getattr__(name: str) -> Any:
         from idds_jupyter.backends.htcondor import HTCondorBackend
 
         return HTCondorBackend
+    if name == "PandaBackend":
+        from idds_jupyter.backends.panda import PandaBackend
+
+        return PandaBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

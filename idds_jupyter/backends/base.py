@@ -198,11 +198,18 @@ def _htcondor(**options: Any) -> Backend:
     return HTCondorBackend(**options)
 
 
+def _panda(**options: Any) -> Backend:
+    from idds_jupyter.backends.panda import PandaBackend
+
+    return PandaBackend(**options)
+
+
 register_backend("local", _local)
 register_backend("dask", _dask)
 # batch systems (shared-directory backends, see idds_jupyter.backends.batch)
 register_backend("slurm", _slurm)
 register_backend("htcondor", _htcondor)
+register_backend("panda", _panda)
 
 
 def backend_names() -> list[str]:

@@ -66,9 +66,12 @@ def decode_inline(text: str) -> Any:
     return cloudpickle.loads(base64.b64decode(text))
 
 
-def upload(client: Client, data: bytes) -> str:
-    """Put ``data`` in the server's cache (unless it is known to be there); returns its sha256."""
-    return client.upload(data, digest(data))
+def upload(client: Client, data: bytes, defer: dict[str, bytes] | None = None) -> str:
+    """Put ``data`` in the server's cache (unless it is known to be there); returns its sha256.
+
+    With ``defer``, small blobs are collected there to travel inside the submission.
+    """
+    return client.upload(data, digest(data), defer=defer)
 
 
 def _by_value(fn: Callable[..., Any]) -> None:
@@ -237,9 +240,10 @@ def sandbox(modules: Iterable[tuple[str, str]] | None = None) -> tuple[bytes, st
 
 def payload(client: Client, fn: Callable[..., Any],
             calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-            with_sandbox: bool = True) -> dict[str, str]:
+            with_sandbox: bool = True, defer: dict[str, bytes] | None = None) -> dict[str, str]:
     """Upload what a FaaT work needs; returns its ``payload`` dict of digests."""
-    out = {"function": upload(client, pack_function(fn)), "calls": upload(client, pack_calls(calls))}
+    out = {"function": upload(client, pack_function(fn), defer),
+           "calls": upload(client, pack_calls(calls), defer)}
     if with_sandbox:
         box = sandbox()
         if box is not None:

@@ -153,7 +153,8 @@ class WorkFunction:
         run = current_run()
         client = self._client()
         results = router(client)
-        payload = serialize.payload(client, self.fn, calls)
+        inline: dict[str, bytes] = {}
+        payload = serialize.payload(client, self.fn, calls, defer=inline)
         n = len(calls)
         futures = [JobFuture(client, None, None, i) for i in range(n)] if with_futures else None
         if run is not None:
@@ -162,14 +163,14 @@ class WorkFunction:
             _name_futures(futures, run.id, name)
             results.register(sink)
             try:
-                client.add_works(run.id, [self.work_dict(name, payload, n)])
+                client.add_works(run.id, [self.work_dict(name, payload, n)], blobs=inline)
             except BaseException:
                 results.unregister(sink)
                 raise
         else:
             name = f"{self.name}_0"
             template = {"name": self.name, "works": [self.work_dict(name, payload, n)]}
-            wf_id = client.submit(template)
+            wf_id = client.submit(template, blobs=inline)
             sink = WorkSink(wf_id, name, n, self.retries, futures)
             _name_futures(futures, wf_id, name)
             results.register(sink)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from idds_jupyter.store.sql import now
@@ -67,6 +67,33 @@ def write_blob(root: str | os.PathLike[str], data: bytes, sha: str | None = None
     return actual, True
 
 
+def record_blobs(conn: Connection, items: Iterable[tuple[str, int]], kind: str | None = None,
+                 owner: str | None = None) -> int:
+    """Rows for blobs not yet known, in the caller's transaction; returns how many were added."""
+    rows = {sha: size for sha, size in items}
+    if not rows:
+        return 0
+    have: set[str] = set()
+    shas = list(rows)
+    for i in range(0, len(shas), 5000):
+        have |= {r[0] for r in conn.execute(
+            select(blobs.c.sha256).where(blobs.c.sha256.in_(shas[i:i + 5000])))}
+    new = [{"sha256": s, "size": n, "kind": kind, "owner": owner, "created_at": now()}
+           for s, n in rows.items() if s not in have]
+    if new:  # ON CONFLICT DO NOTHING: two agents may record the same value at once
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(pg_insert(blobs).on_conflict_do_nothing(), new)
+        elif conn.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            conn.execute(sqlite_insert(blobs).on_conflict_do_nothing(), new)
+        else:
+            conn.execute(blobs.insert(), new)
+    return len(new)
+
+
 class Cache:
     """Blobs on disk plus their rows in the store."""
 
@@ -100,20 +127,11 @@ class Cache:
     def record(self, items: Iterable[tuple[str, int]], kind: str | None = None,
                owner: str | None = None) -> int:
         """Note blobs written directly into the directory (by workers); returns rows added."""
-        rows = {sha: size for sha, size in items}
-        if not rows:
-            return 0
         try:
             with self.engine.begin() as conn:
-                have = {r[0] for r in conn.execute(
-                    select(blobs.c.sha256).where(blobs.c.sha256.in_(list(rows))))}
-                new = [{"sha256": s, "size": n, "kind": kind, "owner": owner, "created_at": now()}
-                       for s, n in rows.items() if s not in have]
-                if new:
-                    conn.execute(blobs.insert(), new)
+                return record_blobs(conn, items, kind, owner)
         except IntegrityError:  # another writer recorded the same blobs first
             return 0
-        return len(new)
 
     def stats(self) -> dict[str, Any]:
         with self.engine.begin() as conn:

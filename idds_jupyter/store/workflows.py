@@ -152,6 +152,16 @@ def plan_next(conn: Connection, owner: str) -> Applied | None:
     row = conn.execute(for_update(conn, stmt, skip_locked=True)).mappings().first()
     if row is None:
         return None
+    return plan_row(conn, row)
+
+
+def plan_workflow(conn: Connection, workflow_id: int) -> Applied:
+    """Plan one workflow now (its first plan, at submission): the Clerk's step, inline."""
+    row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().one()
+    return plan_row(conn, row)
+
+
+def plan_row(conn: Connection, row: Mapping[Any, Any]) -> Applied:
     out = Applied(workflow_id=row["id"])
     try:
         wf = Workflow.from_dict(row["template"])

@@ -27,6 +27,26 @@ class NotYet(Exception):
     """A job-level parent work has no jobs yet; expand this work on a later pass."""
 
 
+def choose_backend(spec: dict[str, Any], workflow_backend: str | None, default: str) -> str:
+    """The work's own setting, else the workflow's, else the configured default."""
+    work = spec.get("work") or {}
+    return str(work.get("backend") or workflow_backend or default)
+
+
+def expand_workflow(conn: Connection, workflow_id: int, workflow_backend: str | None,
+                    default_backend: str, out: Outcome) -> int:
+    """Expand every new work of one workflow, parents first (the Transformer's step, inline)."""
+    rows = conn.execute(
+        select(works.c.id, works.c.workflow_id, works.c.name, works.c.spec, works.c.backend)
+        .where(works.c.workflow_id == workflow_id, works.c.status == WorkStatus.NEW.value,
+               works.c.kind.in_(JOB_KINDS))
+        .order_by(works.c.id)).all()
+    for row in rows:
+        expand_work(conn, row, choose_backend(row.spec or {}, workflow_backend, default_backend), out)
+    finish_works(conn, [r.id for r in rows], out)
+    return len(rows)
+
+
 def claim_new_works(conn: Connection, limit: int = 100) -> list[Any]:
     """New works of job kinds, oldest first, locked for this transaction."""
     stmt = (

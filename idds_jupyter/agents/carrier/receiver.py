@@ -10,7 +10,7 @@ from idds_jupyter.agents.carrier import CarrierState
 from idds_jupyter.agents.carrier.finisher import terminal_events
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
-from idds_jupyter.store.cache import Cache
+from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.jobs import Outcome, mark_running, record_results
 
 
@@ -22,7 +22,6 @@ class Receiver(Agent):
         self.name = f"idds-receiver-{backend}"
         self.state = state
         self.backend = state.backends[backend]
-        self.cache = Cache(ctx.config.cache_dir, ctx.engine)
 
     def wait(self, timeout: float) -> None:
         pass  # results() below blocks; nothing else to wait for
@@ -48,8 +47,8 @@ class Receiver(Agent):
                 mark_running(conn, self.ctx.owner, started)
             if results:
                 out = record_results(conn, self.ctx.owner, results)
-        if out.blobs:  # pickled values the workers wrote into the cache directory
-            self.cache.record(out.blobs, kind="result")
+            if out.blobs:  # pickled values the workers wrote into the cache directory
+                record_blobs(conn, out.blobs, kind="result")
         if results:
             with self.state.lock:
                 for r in results:
@@ -60,11 +59,12 @@ class Receiver(Agent):
 
 
 def result_events(out: Outcome) -> list[Any]:
-    events = terminal_events(out)
+    """Per-job results first: a waiting caller is told before the Clerk's next round."""
+    events: list[Any] = []
     if out.released or out.retried:
         events.append(make_event(ev.JOBS_READY))
     by_wf: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for note in out.job_results:
         by_wf[note["workflow_id"]].append(note)
     events += [make_event(ev.JOB_RESULT, str(wf), jobs=notes) for wf, notes in by_wf.items()]
-    return events
+    return events + terminal_events(out)

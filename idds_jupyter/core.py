@@ -99,7 +99,7 @@ class Orchestrator:
                      limit: int | None = None) -> list[dict[str, Any]]:
         """Per job of one work instance, in job order: status, JSON result, blob digests, error."""
         stmt = (select(jobs.c.idx, jobs.c.id, jobs.c.status, jobs.c.result, jobs.c.blob,
-                       jobs.c.error, jobs.c.log_path, jobs.c.attempt)
+                       jobs.c.inline, jobs.c.error, jobs.c.log_path, jobs.c.attempt)
                 .where(jobs.c.work_id.in_(select(works.c.id).where(
                     works.c.workflow_id == workflow_id, works.c.name == work)))
                 .order_by(jobs.c.idx).offset(offset))
@@ -118,6 +118,8 @@ class Orchestrator:
             out.append({
                 "idx": r["idx"], "job_id": r["id"], "status": r["status"], "result": r["result"],
                 "blob": None if failed else r["blob"], "error_blob": r["blob"] if failed else None,
+                "inline": None if failed else r["inline"],
+                "error_inline": r["inline"] if failed else None,
                 "error": first or None, "traceback": rest or None,
                 "exc_type": first.split(":", 1)[0] if failed and ":" in first else None,
                 "log_path": r["log_path"], "attempt": r["attempt"],

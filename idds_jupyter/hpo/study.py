@@ -80,7 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Study", "StudyRun"]
 
-_NAME = re.compile(r"^(?:(?P<seg>\w+?)_)?trial_(?P<n>\d+)(?:_r(?P<rung>\d+))?$")
+_NAME = re.compile(r"^(?:(?P<seg>\w+?)_)?trial_(?P<n>\d+)(?:_(?P<last>\d+)|_r(?P<rung>\d+))?$")
 _WORK_OPTIONS = ("backend", "cores", "memory_mb", "retries", "timeout_s", "env")
 _FINAL_JOBS = ("finished", "failed", "cancelled")
 
@@ -105,7 +105,7 @@ class _Segment:
 
     def work_name(self, number: int, rung: int | None) -> str:
         base = f"trial_{number}" if self.name is None else f"{self.name}_trial_{number}"
-        return base if rung is None else f"{base}_r{rung}"
+        return base if not rung else f"{base}_r{rung}"
 
 
 @dataclass
@@ -118,6 +118,15 @@ class _Pending:
     work: str
     started: float = field(default_factory=time.time)
     intermediates: list[tuple[int, float]] = field(default_factory=list)
+    reported: set[int] = field(default_factory=set)
+
+    def report(self) -> None:
+        """Report the intermediate values Optuna has not seen yet."""
+        assert self.trial is not None
+        for step, value in self.intermediates:
+            if step not in self.reported:
+                self.trial.report(value, step)
+                self.reported.add(step)
 
 
 def _objective_parts(objective: Any) -> tuple[Callable[..., Any] | str, dict[str, Any]]:
@@ -170,7 +179,7 @@ class Study:
         self._abandon = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
-        self._resume: list[_Pending] = []
+        self._resume: list[tuple[JobFuture, _Pending]] = []
         self._continue: list[_Pending] = []
         self.resumed_trials = 0
 
@@ -302,8 +311,9 @@ class Study:
         pending: dict[concurrent.futures.Future[Any], _Pending] = {}
         try:
             with self.run.active():
-                for p in self._resume:
-                    pending[self._reattach(p)] = p
+                for fut, p in self._resume:
+                    pending[fut] = p
+                    p.seg.in_flight += 1
                 self._resume = []
                 for p in self._continue:
                     self._advance(p, pending)
@@ -330,53 +340,74 @@ class Study:
             self._done.set()
 
     def _fill(self, pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
-        while len(pending) < self.parallel + self.prefetch:
+        """Ask a point for every free slot; the new trials of a segment go out as ONE work
+        (one job per trial), so results arriving together cost one submission."""
+        batches: dict[str | None, list[_Pending]] = {}
+        n = len(pending)
+        while n < self.parallel + self.prefetch:
             open_ = [s for s in self.segments.values() if s.allocated < self.max_trials]
             if not open_:
-                return
+                break
             seg = min(open_, key=lambda s: (s.in_flight, s.allocated))
             trial = seg.study.ask(seg.space)
             number = seg.next_number
             seg.next_number += 1
             seg.allocated += 1
-            p = _Pending(seg, number, 0 if self.budgets else None, trial, dict(trial.params),
-                         seg.work_name(number, 0 if self.budgets else None))
+            seg.in_flight += 1
+            rung = 0 if self.budgets else None
             trial.set_user_attr("trial", number)
-            pending[self._launch(p)] = p
+            batches.setdefault(seg.name, []).append(
+                _Pending(seg, number, rung, trial, dict(trial.params), ""))
+            n += 1
+        for batch in batches.values():
+            pending.update(zip(self._launch(batch), batch, strict=True))
 
-    def _launch(self, p: _Pending) -> JobFuture:
-        seg = p.seg
-        p.work = seg.work_name(p.number, p.rung)
+    def _call(self, p: _Pending) -> dict[str, Any]:
+        """The keyword arguments of :func:`run_trial` for trial ``p`` (at its rung)."""
         extra: dict[str, Any] = {}
         if self._pass_segment:
-            extra["segment"] = seg.name
+            extra["segment"] = p.seg.name
         final = True
         budget = None
         if p.rung is not None:
             budget = self.budgets[p.rung]
             extra[self.budget_arg] = budget
             final = p.rung == len(self.budgets) - 1
-        meta = {"trial": p.number, "segment": seg.name, "final": final, "key": self.key,
+        meta = {"trial": p.number, "segment": p.seg.name, "final": final, "key": self.key,
                 "step": p.rung, "budget": budget}
-        fn = WorkFunction(run_trial, name=p.work, **seg.options)
-        seg.in_flight += 1
-        return fn.submit(seg.objective, p.params, meta, extra)
+        return {"objective": p.seg.objective, "params": p.params, "meta": meta, "extra": extra}
 
-    def _reattach(self, p: _Pending) -> JobFuture:
-        """A future for a trial work that was already in flight when the study was loaded."""
-        assert self.run is not None
-        fut = JobFuture(self.client, self.run.id, p.work, 0)
-        sink = WorkSink(self.run.id, p.work, 1, int(p.seg.options.get("retries") or 0), [fut])
+    def _launch(self, batch: list[_Pending]) -> list[JobFuture]:
+        """One work for trials of one segment: ``trial_<a>`` or ``trial_<a>_<b>`` (trials a..b,
+        consecutive) at their first rung, ``trial_<n>_r<k>`` for rung k of trial n."""
+        seg = batch[0].seg
+        first, last = batch[0], batch[-1]
+        if first.rung:
+            assert len(batch) == 1
+            name = seg.work_name(first.number, first.rung)
+        else:
+            name = seg.work_name(first.number, None)
+            if len(batch) > 1:
+                name += f"_{last.number}"
+        for p in batch:
+            p.work = name
+        fn = WorkFunction(run_trial, name=name, **seg.options)
+        return fn.map_async(kwargs_list=[self._call(p) for p in batch])
+
+    def _reattach(self, run_id: int, work: str, n: int, rows: list[dict[str, Any]],
+                  retries: int) -> list[JobFuture]:
+        """Futures for the jobs of a trial work that was already submitted when the study was
+        loaded (resolved by the push channel, or at once for the jobs already ended)."""
+        futs = [JobFuture(self.client, run_id, work, i) for i in range(n)]
+        sink = WorkSink(run_id, work, n, retries, futs)
         router(self.client).register(sink)
-        with contextlib.suppress(Exception):
-            for row in self.client.work_results(self.run.id, p.work):
-                sink.offer(row)
-        p.seg.in_flight += 1
-        return fut
+        for row in rows:
+            sink.offer(row)
+        return futs
 
     def _finished(self, p: _Pending, fut: concurrent.futures.Future[Any],
                   pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
-        p.seg.in_flight -= 1
+        p.seg.in_flight = max(0, p.seg.in_flight - 1)
         exc = fut.exception()
         if exc is not None:
             self._fail(p, exc)
@@ -403,24 +434,20 @@ class Study:
             seg.study.enqueue_trial(p.params or {}, skip_if_exists=False)
             p.trial = seg.study.ask(seg.space)
             p.trial.set_user_attr("trial", p.number)
-            for step, value in p.intermediates:
-                p.trial.report(value, step)
+        p.report()
         return p.trial
 
     def _advance(self, p: _Pending, pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
         """A rung finished: report it, then prune the trial or launch its next rung."""
         trial = self._trial_of(p)
-        if p.trial is not None and p.intermediates:
-            step, value = p.intermediates[-1]
-            if step not in trial.storage.get_trial(trial._trial_id).intermediate_values:
-                trial.report(value, step)
         if trial.should_prune():
             trial.set_user_attr("work", p.work)
             self._tell(p.seg, trial, None, TrialState.PRUNED)
             return
         assert p.rung is not None
         p.rung += 1
-        pending[self._launch(p)] = p
+        p.seg.in_flight += 1
+        pending[self._launch([p])[0]] = p
 
     def _fail(self, p: _Pending, exc: BaseException) -> None:
         msg = f"{p.work}: {type(exc).__name__}: {exc}"
@@ -447,50 +474,66 @@ class Study:
 
     # ----------------------------------------------------------------- resume
     def _attach(self, run_id: int, info: dict[str, Any]) -> None:
-        """Rebuild the Optuna studies from the run's trial works; note the ones in flight."""
+        """Rebuild the Optuna studies from the run's trial works; note the jobs still in flight.
+
+        Finished trials are told to Optuna (``add_trials``) and never run again; jobs
+        not ended yet are waited for (the server runs them, after a restart too).
+        """
         client = self.client
         self.run = StudyRun(client, run_id, info.get("name"), info)
-        by_trial: dict[tuple[str | None, int], dict[int | None, dict[str, Any]]] = {}
+        # (segment, trial) -> rung -> ("done", result) | ("failed", None) | ("wait", future)
+        state: dict[tuple[str | None, int], dict[int | None, tuple[str, Any]]] = {}
         for w in info.get("works") or ():
             m = _NAME.match(str(w["name"]))
-            if not m:
+            if not m or m.group("seg") not in self.segments:
                 continue
-            seg = m.group("seg")
-            if seg not in self.segments:
-                continue
-            rung = None if m.group("rung") is None else int(m.group("rung"))
-            by_trial.setdefault((seg, int(m.group("n"))), {})[rung] = w
+            seg = self.segments[m.group("seg")]
+            a = int(m.group("n"))
+            b = int(m.group("last")) if m.group("last") else a
+            rung = int(m.group("rung")) if m.group("rung") else (0 if self.budgets else None)
+            n = b - a + 1
+            rows = client.work_results(run_id, w["name"]) if w.get("n_jobs") or w["status"] != "new" else []
+            by_idx = {int(r["idx"]): r for r in rows}
+            waiting = [i for i in range(n) if (by_idx.get(i) or {}).get("status") not in _FINAL_JOBS]
+            futs = (self._reattach(run_id, w["name"], n, rows, int(seg.options.get("retries") or 0))
+                    if waiting else [])
+            for i in range(n):
+                number = a + i
+                row = by_idx.get(i) or {}
+                if i in waiting:
+                    entry: tuple[str, Any] = ("wait", futs[i])
+                elif row.get("status") == "finished" and isinstance(row.get("result"), dict):
+                    entry = ("done", row["result"])
+                else:
+                    entry = ("failed", None)
+                state.setdefault((seg.name, number), {})[rung] = entry
+                seg.next_number = max(seg.next_number, number + 1)
         completed: dict[str | None, list[optuna.trial.FrozenTrial]] = {}
-        for (seg_name, number), rungs in sorted(by_trial.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        for (seg_name, number), rungs in sorted(state.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
             seg = self.segments[seg_name]
             seg.allocated += 1
-            seg.next_number = max(seg.next_number, number + 1)
             order = sorted(rungs, key=lambda r: -1 if r is None else r)
-            last = order[-1]
-            w = rungs[last]
-            p = _Pending(seg, number, last, None, None, seg.work_name(number, last))
-            complete = False
+            p = _Pending(seg, number, order[-1], None, None, seg.work_name(number, order[-1]))
+            frozen: optuna.trial.FrozenTrial | None = None
             for r in order:
-                if rungs[r]["status"] != "finished":
-                    continue
-                res = _first_result(client, run_id, rungs[r]["name"])
-                if isinstance(res, dict):
-                    p.params = dict(res.get("params") or {})
-                    if "intermediate" in res:
-                        p.intermediates.append((int(res.get("step") or 0), float(res["intermediate"])))
-                    elif "objective" in res:
-                        completed.setdefault(seg_name, []).append(_frozen(seg, p, float(res["objective"])))
-                        complete = True
+                kind, val = rungs[r]
+                p.rung = r
+                if kind == "done":
+                    p.params = dict(val.get("params") or {})
+                    if "objective" in val:
+                        frozen = _frozen(seg, p, float(val["objective"]))
                         break
-            if complete:
-                continue
-            if w["status"] in ("finished",) and p.intermediates and last is not None \
-                    and p.intermediates[-1][0] == last:
-                self._continue.append(p)   # its last rung ended, the next was never launched
-            elif w["status"] in ("failed", "cancelled", "aborted", "subfinished"):
-                completed.setdefault(seg_name, []).append(_frozen(seg, p, None))
-            else:
-                self._resume.append(p)     # still in flight: wait for it, never run it again
+                    p.intermediates.append((int(val.get("step") or 0), float(val["intermediate"])))
+                    if r == order[-1]:
+                        self._continue.append(p)  # its next rung was never launched
+                elif kind == "failed":
+                    frozen = _frozen(seg, p, None)
+                    break
+                else:
+                    self._resume.append((val, p))
+                    break
+            if frozen is not None:
+                completed.setdefault(seg_name, []).append(frozen)
         for seg_name, trials in completed.items():
             self.segments[seg_name].study.add_trials(trials)
             self.resumed_trials += len(trials)

@@ -193,7 +193,8 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
             result = r.get("result")
             if result is None and r.get("summary") is not None:
                 result = {"__summary__": r["summary"]}
-            ok_rows.append({**common, "result": result, "blob": r.get("blob")})
+            ok_rows.append({**common, "result": result, "blob": r.get("blob"),
+                            "inline": r.get("inline")})
             per_work[row.work_id]["finished"] += 1
             out.job_results.append({**note, "status": FINISHED, "blob": r.get("blob"),
                                     "inline": r.get("inline"), "result": result})
@@ -203,7 +204,8 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
                 retry_rows.append({**common, "error": error})
                 out.retried += 1
             else:
-                fail_rows.append({**common, "error": error, "blob": r.get("error_blob")})
+                fail_rows.append({**common, "error": error, "blob": r.get("error_blob"),
+                                  "inline": r.get("error_inline")})
                 per_work[row.work_id]["failed"] += 1
                 out.job_results.append({**note, "status": FAILED, "error": r.get("error"),
                                         "exc_type": r.get("exc_type"),
@@ -222,6 +224,7 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
         conn.execute(
             update(jobs).where(*guard).values(
                 status=FINISHED, result=bindparam("result"), blob=bindparam("blob"),
+                inline=bindparam("inline"),
                 wall_s=bindparam("wall_s"), max_rss_kb=bindparam("max_rss_kb"),
                 log_path=bindparam("log_path"), exit_code=bindparam("exit_code"),
                 started_at=bindparam("started_at"), finished_at=bindparam("finished_at"),
@@ -244,6 +247,7 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
         conn.execute(
             update(jobs).where(*guard).values(
                 status=FAILED, error=bindparam("error"), blob=bindparam("blob"),
+                inline=bindparam("inline"),
                 wall_s=bindparam("wall_s"),
                 max_rss_kb=bindparam("max_rss_kb"), log_path=bindparam("log_path"),
                 exit_code=bindparam("exit_code"), started_at=bindparam("started_at"),

@@ -113,6 +113,7 @@ jobs = Table(
     Column("max_rss_kb", Integer),
     Column("log_path", Text),
     Column("blob", String(64)),  # sha256 of a pickled result kept in the cache
+    Column("inline", Text),  # a small pickled value (or exception), base64: opaque to the server
     Column("created_at", Float, nullable=False),
     Column("submitted_at", Float),
     Column("started_at", Float),

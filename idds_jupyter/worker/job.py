@@ -170,6 +170,9 @@ def _store_pickled(res: dict[str, Any], key: str, value: Any, result_dir: str) -
     import cloudpickle
 
     data = cloudpickle.dumps(value)
+    if len(data) <= _INLINE_MAX:  # small: travels and is kept with its job, no cache file
+        res[key.replace("blob", "inline")] = base64.b64encode(data).decode()
+        return
     sha = hashlib.sha256(data).hexdigest()
     path = os.path.join(result_dir, sha[:2], sha)
     if not os.path.exists(path):
@@ -180,8 +183,6 @@ def _store_pickled(res: dict[str, Any], key: str, value: Any, result_dir: str) -
         os.replace(tmp, path)
     res[key] = sha
     res[f"{key}_size"] = len(data)
-    if len(data) <= _INLINE_MAX:
-        res[key.replace("blob", "inline")] = base64.b64encode(data).decode()
 
 
 _INLINE_MAX = 32 * 1024

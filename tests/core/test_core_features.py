@@ -139,5 +139,5 @@ def test_db_upgrade_is_idempotent(db_url: str, tmp_path: Path) -> None:
         res = subprocess.run([sys.executable, "-m", "idds_jupyter.cli", "db", "upgrade"], env=env,
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
-        assert "schema 0002" in res.stdout
-    assert current(make_engine(db_url)) == "0002"
+        assert "schema 0003" in res.stdout
+    assert current(make_engine(db_url)) == "0003"

@@ -10,19 +10,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
 from idds_jupyter.config import Config
 
 
 def _params(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"error: --param {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v)  # 3 → int, 0.5 → float, [1,2] → list, text → str
-    return out
+    from idds_jupyter.model.parameter import parse_assignments
+
+    try:
+        return parse_assignments(list(items))  # 3 → int, 0.5 → float, [1,2] → list, text → str
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _config(args: argparse.Namespace) -> Config:

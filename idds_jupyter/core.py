@@ -23,6 +23,7 @@ from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.jobs import Outcome
 from idds_jupyter.store.migrate import upgrade
+from idds_jupyter.store.monitor import job_counts_by_work
 from idds_jupyter.store.tables import jobs, workflows, works
 from idds_jupyter.store.workflows import add_works as store_add_works
 from idds_jupyter.store.workflows import close as store_close
@@ -137,12 +138,7 @@ class Orchestrator:
                        works.c.n_finished, works.c.n_failed, works.c.n_cancelled, works.c.iteration,
                        works.c.loop, works.c.reason)
                 .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
-            counts = conn.execute(select(jobs.c.work_id, jobs.c.status, func.count())
-                                  .where(jobs.c.workflow_id == workflow_id)
-                                  .group_by(jobs.c.work_id, jobs.c.status)).all()
-        by_work: dict[int, dict[str, int]] = {}
-        for wid, st, n in counts:
-            by_work.setdefault(wid, {})[st] = n
+            by_work = job_counts_by_work(conn, workflow_id)
         meta = row["meta"] or {}
         body = {k: meta.get(k) for k in ("open", "result", "result_blob", "traceback") if k in meta}
         return {

@@ -44,13 +44,12 @@ def _parser(name: str, description: str) -> _Parser:
 
 
 def _params(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--param {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
+    from idds_jupyter.model.parameter import parse_assignments
+
+    try:
+        return parse_assignments(items)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @magics_class

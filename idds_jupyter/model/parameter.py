@@ -255,3 +255,17 @@ def _convert(kind: str, value: Any) -> Any:
     if kind == "list" and isinstance(value, tuple):
         return list(value)
     return value
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["seed=3", "xs=[1, 2]", "name=run a"]`` → typed values (YAML scalars): for the
+    command line's ``--param`` and the magics' ``--param``."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

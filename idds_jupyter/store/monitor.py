@@ -18,6 +18,16 @@ from idds_jupyter.store.tables import jobs, messages, workflows, works
 MAX_PAGE = 10_000
 
 
+
+def job_counts_by_work(conn: Connection, workflow_id: int) -> dict[int, dict[str, int]]:
+    """``{work id: {job status: count}}`` of one workflow, in one grouped query."""
+    by_work: dict[int, dict[str, int]] = {}
+    for wid, st, n in conn.execute(select(jobs.c.work_id, jobs.c.status, func.count())
+                                   .where(jobs.c.workflow_id == workflow_id)
+                                   .group_by(jobs.c.work_id, jobs.c.status)):
+        by_work.setdefault(wid, {})[st] = int(n)
+    return by_work
+
 def owner(engine: Engine, workflow_id: int) -> str | None:
     """The owner of a workflow, or None when there is no such workflow."""
     with engine.begin() as conn:
@@ -79,9 +89,7 @@ def summary(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
         ws = conn.execute(select(works.c.id, works.c.name, works.c.kind, works.c.status,
                                  works.c.n_jobs, works.c.loop, works.c.iteration, works.c.reason)
                           .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
-        counts = conn.execute(select(jobs.c.work_id, jobs.c.status, func.count())
-                              .where(jobs.c.workflow_id == workflow_id)
-                              .group_by(jobs.c.work_id, jobs.c.status)).all()
+        by_work = job_counts_by_work(conn, workflow_id)
         n_fin, first_start, last_finish = conn.execute(
             select(func.count(), func.min(jobs.c.started_at), func.max(jobs.c.finished_at))
             .where(jobs.c.workflow_id == workflow_id, jobs.c.status == FINISHED)).one()
@@ -90,11 +98,10 @@ def summary(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
             jobs.c.submitted_at.is_not(None), jobs.c.finished_at.is_not(None))).scalar() or 0
         p50 = _percentile(conn, workflow_id, n_lat, 0.50)
         p95 = _percentile(conn, workflow_id, n_lat, 0.95)
-    by_work: dict[int, dict[str, int]] = {}
     totals: dict[str, int] = {}
-    for wid, st, n in counts:
-        by_work.setdefault(wid, {})[st] = int(n)
-        totals[st] = totals.get(st, 0) + int(n)
+    for counts in by_work.values():
+        for st, n in counts.items():
+            totals[st] = totals.get(st, 0) + n
     n_failed = totals.get(FAILED, 0)
     span = (last_finish - first_start) if (first_start is not None and last_finish is not None) else None
     return {
@@ -131,12 +138,7 @@ def dag(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
         ws = conn.execute(select(works.c.id, works.c.name, works.c.template_name, works.c.kind,
                                  works.c.status, works.c.loop, works.c.iteration, works.c.spec)
                           .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
-        counts = conn.execute(select(jobs.c.work_id, jobs.c.status, func.count())
-                              .where(jobs.c.workflow_id == workflow_id)
-                              .group_by(jobs.c.work_id, jobs.c.status)).all()
-    by_work: dict[int, dict[str, int]] = {}
-    for wid, st, n in counts:
-        by_work.setdefault(wid, {})[st] = int(n)
+        by_work = job_counts_by_work(conn, workflow_id)
     nodes: list[dict[str, Any]] = []
     edges: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()

@@ -261,7 +261,9 @@ class ResultRouter:
                 from idds_jupyter.client import TERMINAL
 
                 if status in TERMINAL:
-                    sink.finalize(rows, f"workflow {sink.workflow_id} ended {status}")
+                    # Jobs may have ended between the first fetch and the status: fetch
+                    # again now that nothing more can change.
+                    self._fetch_and_finalize(sink, f"workflow {sink.workflow_id} ended {status}")
 
 
 def _int(value: Any, default: int | None = None) -> int | None:

@@ -52,6 +52,9 @@ class Runner:
         self.carrier: CarrierState | None = None
 
     def start(self) -> Runner:
+        # Importing jsonschema (and its format checkers) takes seconds: do it now, in
+        # the background, not in the first submission.
+        threading.Thread(target=_warm_up, name="idds-warm-up", daemon=True).start()
         upgrade(self.engine)
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         with self.engine.begin() as conn:
@@ -101,6 +104,12 @@ class Runner:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _warm_up() -> None:
+    from idds_jupyter.model import Workflow
+
+    Workflow.from_dict({"name": "warm-up", "works": []})
 
 
 def run_forever(runner: Runner) -> None:

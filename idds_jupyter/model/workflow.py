@@ -13,7 +13,7 @@ import heapq
 import json
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -203,6 +203,22 @@ class Workflow:
         )
         if validate:
             wf.validate()
+        return wf
+
+    def grown(self, new_works: Sequence[Mapping[str, Any]],
+              params: Mapping[str, Any] | None = None) -> Workflow:
+        """This workflow with ``new_works`` appended (a FaaT body growing its run), validated.
+
+        Only the new works are checked against the schema: the existing ones were
+        already, so a run that grows by one work at a time stays cheap to extend.
+        """
+        new = [_normalize({"works": [w]})["works"][0] for w in new_works]
+        _schema_check({"name": self.name, "works": new})
+        wf = Workflow(name=self.name, description=self.description, parameters=dict(self.parameters),
+                      parameter_specs=list(self.parameter_specs),
+                      works=[*self.works, *(Work.from_dict(w) for w in new)],
+                      conditions=list(self.conditions), loops=list(self.loops))
+        wf.validate(params)
         return wf
 
     def to_yaml(self) -> str:

@@ -60,6 +60,9 @@ def write_blob(root: str | os.PathLike[str], data: bytes, sha: str | None = None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # Readable by jobs that run as another user (batch systems): content is
+        # addressed by digest and never secret from the jobs that need it.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

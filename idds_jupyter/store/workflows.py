@@ -7,6 +7,9 @@ workflow row's lock and in one transaction, so a plan is applied once.
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,13 +79,43 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
         raise LookupError(f"no workflow with id {workflow_id}")
     if row.status not in ACTIVE:
         raise WorkflowClosed(f"workflow {workflow_id} is {row.status}: no works can be added")
-    template = dict(row.template)
-    template["works"] = list(template.get("works") or []) + list(new)
-    wf = Workflow.from_dict(template)  # schema + semantic checks of the whole, grown template
-    wf.validate(row.params)
+    wf = parsed_template(workflow_id, row.template).grown(new, row.params)
+    template = wf.to_dict()
     conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(
-        template=wf.to_dict(), dirty_seq=workflows.c.dirty_seq + 1, updated_at=now()))
+        template=template, dirty_seq=workflows.c.dirty_seq + 1, updated_at=now()))
+    _remember(workflow_id, template, wf)
     return [str(w["name"]) for w in new]
+
+
+# Parsed templates by workflow id: the Clerk plans a growing FaaT run after every
+# work it adds, and parsing hundreds of works each time would dominate.
+_parsed: OrderedDict[int, tuple[int, Workflow]] = OrderedDict()
+_parsed_lock = threading.Lock()
+
+
+def _key(template: Mapping[str, Any]) -> int:
+    return len(template.get("works") or []) * 1_000_003 + len(json.dumps(template, sort_keys=True))
+
+
+def parsed_template(workflow_id: int, template: Mapping[str, Any]) -> Workflow:
+    """``Workflow.from_dict(template)``, cached while the stored template is unchanged."""
+    key = _key(template)
+    with _parsed_lock:
+        hit = _parsed.get(workflow_id)
+        if hit is not None and hit[0] == key:
+            _parsed.move_to_end(workflow_id)
+            return hit[1]
+    wf = Workflow.from_dict(template)
+    _remember(workflow_id, template, wf)
+    return wf
+
+
+def _remember(workflow_id: int, template: Mapping[str, Any], wf: Workflow) -> None:
+    with _parsed_lock:
+        _parsed[workflow_id] = (_key(template), wf)
+        _parsed.move_to_end(workflow_id)
+        while len(_parsed) > 256:
+            _parsed.popitem(last=False)
 
 
 def close(conn: Connection, workflow_id: int, result: Any = None, result_blob: str | None = None,
@@ -164,7 +197,7 @@ def plan_workflow(conn: Connection, workflow_id: int) -> Applied:
 def plan_row(conn: Connection, row: Mapping[Any, Any]) -> Applied:
     out = Applied(workflow_id=row["id"])
     try:
-        wf = Workflow.from_dict(row["template"])
+        wf = parsed_template(row["id"], row["template"])
         applied = _apply(conn, row, wf, plan(wf, _run_state(conn, row)), out)
     except Exception as exc:  # a template that cannot be planned fails its workflow, loudly
         conn.execute(update(workflows).where(workflows.c.id == row["id"]).values(

@@ -47,13 +47,16 @@ def open_backends(ctx: Context) -> CarrierState:
         elif name == "dask":
             opts = {"address": cfg.dask_address}
         # --- batch-system backends (idds_jupyter.backends.batch; docs/backends.md) ---
-        elif name in ("slurm", "htcondor"):
+        elif name in ("slurm", "htcondor", "panda"):
             opts = {"shared_dir": str(cfg.batch_dir), "log_dir": str(cfg.log_dir),
                     "poll_interval": cfg.batch_poll_interval}
             if name == "slurm":
                 opts.update(partition=cfg.slurm_partition, account=cfg.slurm_account)
-            else:
+            elif name == "htcondor":
                 opts.update(schedd=cfg.condor_schedd, token=cfg.condor_token)
+            else:
+                opts.update(url=cfg.panda_url, url_ssl=cfg.panda_url_ssl, queue=cfg.panda_queue,
+                            cloud=cfg.panda_cloud, token=cfg.panda_token, vo=cfg.panda_vo)
         # --- end batch-system backends ---
         backends[name] = make_backend(name, **opts)
     return CarrierState(backends=backends)

@@ -7,6 +7,7 @@ workflow row's lock and in one transaction, so a plan is applied once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -79,41 +80,44 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
         raise LookupError(f"no workflow with id {workflow_id}")
     if row.status not in ACTIVE:
         raise WorkflowClosed(f"workflow {workflow_id} is {row.status}: no works can be added")
-    wf = parsed_template(workflow_id, row.template).grown(new, row.params)
+    wf = parsed_template(conn, workflow_id, row.template).grown(new, row.params)
     template = wf.to_dict()
     conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(
         template=template, dirty_seq=workflows.c.dirty_seq + 1, updated_at=now()))
-    _remember(workflow_id, template, wf)
+    _remember(conn, workflow_id, template, wf)
     return [str(w["name"]) for w in new]
 
 
-# Parsed templates by workflow id: the Clerk plans a growing FaaT run after every
-# work it adds, and parsing hundreds of works each time would dominate.
-_parsed: OrderedDict[int, tuple[int, Workflow]] = OrderedDict()
+# Parsed templates: the Clerk plans a growing FaaT run after every work it adds,
+# and parsing hundreds of works each time would dominate. Keyed by database and
+# workflow id, checked against a digest of the stored template itself.
+_parsed: OrderedDict[tuple[str, int], tuple[str, Workflow]] = OrderedDict()
 _parsed_lock = threading.Lock()
 
 
-def _key(template: Mapping[str, Any]) -> int:
-    return len(template.get("works") or []) * 1_000_003 + len(json.dumps(template, sort_keys=True))
+def _digest(template: Mapping[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(template, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
 
 
-def parsed_template(workflow_id: int, template: Mapping[str, Any]) -> Workflow:
+def parsed_template(conn: Connection, workflow_id: int, template: Mapping[str, Any]) -> Workflow:
     """``Workflow.from_dict(template)``, cached while the stored template is unchanged."""
-    key = _key(template)
+    key = (str(conn.engine.url), int(workflow_id))
+    digest = _digest(template)
     with _parsed_lock:
-        hit = _parsed.get(workflow_id)
-        if hit is not None and hit[0] == key:
-            _parsed.move_to_end(workflow_id)
+        hit = _parsed.get(key)
+        if hit is not None and hit[0] == digest:
+            _parsed.move_to_end(key)
             return hit[1]
     wf = Workflow.from_dict(template)
-    _remember(workflow_id, template, wf)
+    _remember(conn, workflow_id, template, wf)
     return wf
 
 
-def _remember(workflow_id: int, template: Mapping[str, Any], wf: Workflow) -> None:
+def _remember(conn: Connection, workflow_id: int, template: Mapping[str, Any], wf: Workflow) -> None:
+    key = (str(conn.engine.url), int(workflow_id))
     with _parsed_lock:
-        _parsed[workflow_id] = (_key(template), wf)
-        _parsed.move_to_end(workflow_id)
+        _parsed[key] = (_digest(template), wf)
+        _parsed.move_to_end(key)
         while len(_parsed) > 256:
             _parsed.popitem(last=False)
 
@@ -197,7 +201,7 @@ def plan_workflow(conn: Connection, workflow_id: int) -> Applied:
 def plan_row(conn: Connection, row: Mapping[Any, Any]) -> Applied:
     out = Applied(workflow_id=row["id"])
     try:
-        wf = parsed_template(row["id"], row["template"])
+        wf = parsed_template(conn, row["id"], row["template"])
         applied = _apply(conn, row, wf, plan(wf, _run_state(conn, row)), out)
     except Exception as exc:  # a template that cannot be planned fails its workflow, loudly
         conn.execute(update(workflows).where(workflows.c.id == row["id"]).values(

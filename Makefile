@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint venv postgres-deps engines-deps bench clean
+.PHONY: lab test lint venv postgres-deps engines-deps labextension ui-deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,7 +18,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # JupyterLab with the extension (core and agents inside the Jupyter server, on the
 # embedded default: SQLite in the Jupyter data dir, local worker processes).
-lab: $(STAMP)
+lab: $(STAMP) labextension
 	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR)/notebooks
 
 postgres-deps:
@@ -36,11 +36,36 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # pytest runs last so its summary line closes the log; the notebooks are tests too (nbval).
-test: $(STAMP) postgres-deps engines-deps lint
+test: $(STAMP) postgres-deps engines-deps ui-deps lint
 	$(BIN)/pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-kernel-name idds
 
 bench: $(STAMP)
 	$(BIN)/python bench/dag_release.py --jobs 100000 --engine dask
 
+# The JupyterLab extension (TypeScript in labextension/, built into idds_jupyter/labextension).
+LABEXT_SRC := $(shell find labextension/src labextension/style labextension/schema -type f 2>/dev/null) \
+              labextension/package.json labextension/tsconfig.json
+LABEXT_BUILT := idds_jupyter/labextension/static/style.js
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/idds-jupyter
+
+labextension/node_modules/.package-lock.json: labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund
+
+$(LABEXT_BUILT): $(LABEXT_SRC) labextension/node_modules/.package-lock.json | $(STAMP)
+	cd labextension && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build:prod
+	touch $@
+
+labextension: $(LABEXT_BUILT)
+	rm -rf $(LABEXT_LINK) && ln -s $(CURDIR)/idds_jupyter/labextension $(LABEXT_LINK)
+
+labextension/ui-tests/node_modules/.package-lock.json: labextension/ui-tests/package-lock.json
+	cd labextension/ui-tests && npm ci --no-audit --no-fund
+
+# UI tests drive Debian's Chromium (never a downloaded browser).
+ui-deps: labextension labextension/ui-tests/node_modules/.package-lock.json
+	@test -x /usr/bin/chromium || (apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium)
+
 clean:
-	rm -rf $(VENV) .idds
+	rm -rf $(VENV) .idds labextension/node_modules labextension/ui-tests/node_modules \
+	  labextension/lib idds_jupyter/labextension

@@ -296,12 +296,17 @@ class ActiveLearningWidget(LiveView):
         st = self.client.status(self.workflow_id)
         points = []
         for w in st["works"]:
-            if w.get("iteration") is None or w["status"] != "finished":
+            # loop-iteration instances of a template, or works whose result names its
+            # iteration (idds_jupyter.al: "iteration_<i>" works of a FaaT run)
+            by_name = w.get("iteration") is None and str(w["name"]).startswith("iteration_")
+            if (w.get("iteration") is None and not by_name) or w["status"] != "finished":
                 continue
             for r in self.client.work_results(self.workflow_id, w["name"]):
                 res = r.get("result")
                 if isinstance(res, dict) and isinstance(res.get(self.metric), (int, float)):
-                    points.append((int(w["iteration"]), float(res[self.metric])))
+                    it = w["iteration"] if w.get("iteration") is not None else res.get("iteration")
+                    if isinstance(it, int):
+                        points.append((int(it), float(res[self.metric])))
         self.points = sorted(points)
         with self.figure.batch_update():
             self.figure.data = []

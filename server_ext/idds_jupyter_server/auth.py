@@ -15,7 +15,7 @@ import tornado.web
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 
 from idds_jupyter.api.base import ApiError
-from idds_jupyter.auth import Authenticator, TokenAuthenticator, User
+from idds_jupyter.auth import Authenticator, TokenAuthenticator, User, request_token
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -36,15 +36,18 @@ class JupyterAuthenticator(Authenticator):
         user = self.identity_provider.get_user(handler)
         if inspect.isawaitable(user):
             user = await user
+        token_auth = getattr(handler, "_token_authenticated", False)
+        if (user is None or not token_auth) and self.fallback is not None \
+                and request_token(handler, allow_query_token=True):
+            # A token Jupyter did not take (a server without one): an idds token, as
+            # the kernels of such a server carry.
+            found = await self.fallback.authenticate(handler, allow_query_token=True)
+            if found is not None:
+                return found
         if user is None:
-            if self.fallback is not None:
-                found = await self.fallback.authenticate(handler, allow_query_token=True)
-                if found is not None:
-                    return found
             # As Jupyter's own API: 403 for a request without valid credentials.
             raise ApiError(403, "forbidden: send the Jupyter token ('Authorization: token T') "
                                 "or log in to the Jupyter server")
-        token_auth = getattr(handler, "_token_authenticated", False)
         if not token_auth and handler.request.method not in SAFE_METHODS:
             # Cookie-authenticated writes come from a browser: require the XSRF token.
             tornado.web.RequestHandler.check_xsrf_cookie(handler)

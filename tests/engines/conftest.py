@@ -28,7 +28,11 @@ sys.path.insert(0, str(HERE))
 
 from engine_support import Engine  # noqa: E402
 
-ENGINES = ["local", "dask", "slurm", "htcondor"]
+ENGINES = ["local", "dask", "slurm", "htcondor", "panda_standin"]
+
+#: credentials the PanDA stand-in demands (panda-client sends them with PANDA_AUTH=oidc)
+PANDA_TOKEN = "standin-id-token"
+PANDA_VO = "idds"
 
 
 @pytest.fixture(autouse=True)
@@ -124,10 +128,10 @@ def _condor_active(runner: Any) -> int:
 
 @pytest.fixture(scope="session")
 def panda_server() -> Iterator[Any]:
-    """The PanDA stand-in server and a pilot loop that runs what it acquires."""
+    """The PanDA stand-in server (tests/engines/panda_standin.py) and pilots running its jobs."""
     from panda_standin import PandaStandin
 
-    server = PandaStandin(pilots=2).start()
+    server = PandaStandin(pilots=4, queues=("IDDS_TEST",), token=PANDA_TOKEN, vo=PANDA_VO).start()
     try:
         yield server
     finally:
@@ -165,12 +169,20 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         try:
             yield Engine(name, "htcondor", work, {"condor_schedd": env["CONDOR_SCHEDD"],
                                                   "condor_token": env["CONDOR_TOKEN"]},
-                         kill=_condor_kill, active=_condor_active)
+                         kill=_condor_kill, active=_condor_active, jobs_run_as_other_user=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     elif name == "panda_standin":
         server = request.getfixturevalue("panda_server")
-        yield Engine(name, "panda", tmp_path, {"panda_url": server.url, "panda_queue": "IDDS_TEST"},
-                     kill=_sigkill, active=lambda r: server.active())
+        opts = {"panda_url": server.url, "panda_queue": "IDDS_TEST", "panda_token": PANDA_TOKEN,
+                "panda_vo": PANDA_VO, "shared_dir": str(tmp_path / "batch")}
+        # the core's Carrier creates backends from the configuration; the panda backend
+        # also reads it from the environment (IDDS_PANDA_*, IDDS_SHARED_DIR)
+        mp = request.getfixturevalue("monkeypatch")
+        for key, value in opts.items():
+            mp.setenv(f"IDDS_{key.upper()}", value)
+        # a payload killed from outside: the pilot reports it failed (signal 9) to the server
+        yield Engine(name, "panda", tmp_path, opts, kill=_sigkill,
+                     active=lambda r: server.active())
     else:  # pragma: no cover
         raise AssertionError(name)

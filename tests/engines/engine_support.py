@@ -28,3 +28,6 @@ class Engine:
     #: whether cancelling kills a running job (Dask cannot stop a running task: it finishes
     #: in the background, its result dropped)
     kills_running: bool = True
+    #: jobs run as another user than this process (HTCondor's job user): what they read
+    #: and write under the core's home (the FaaT cache) must be open to that user
+    jobs_run_as_other_user: bool = False

@@ -1,0 +1,136 @@
+"""Search spaces and samplers: thin names over Optuna's distributions and samplers.
+
+A space maps parameter names to distributions::
+
+    space = {"lr": loguniform(1e-4, 1e-1), "depth": integer(2, 12),
+             "dropout": uniform(0.0, 0.5), "kernel": categorical(["rbf", "linear"])}
+
+Optuna distributions (``optuna.distributions.FloatDistribution`` …) are
+accepted as they are. Samplers are Optuna's — this module only builds them
+from a name (``"tpe"``, ``"gp"``, ``"cmaes"``, ``"random"``, ``"grid"``) and a seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+    json_to_distribution,
+)
+
+__all__ = ["uniform", "loguniform", "integer", "categorical", "as_space", "space_to_json",
+           "space_from_json", "make_sampler", "SAMPLERS", "grid_of"]
+
+Space = dict[str, BaseDistribution]
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
+_ALIASES = {"tpe": "tpe", "gp": "gp", "bayes": "gp", "gaussian-process": "gp", "cmaes": "cmaes",
+            "cma-es": "cmaes", "cma": "cmaes", "random": "random", "grid": "grid"}
+
+
+def uniform(low: float, high: float, step: float | None = None) -> FloatDistribution:
+    """A float drawn uniformly from ``[low, high]`` (on a grid of ``step`` when given)."""
+    return FloatDistribution(float(low), float(high), step=step)
+
+
+def loguniform(low: float, high: float) -> FloatDistribution:
+    """A positive float drawn uniformly in log scale from ``[low, high]``."""
+    return FloatDistribution(float(low), float(high), log=True)
+
+
+def integer(low: int, high: int, step: int = 1, log: bool = False) -> IntDistribution:
+    """An integer of ``[low, high]`` (inclusive)."""
+    return IntDistribution(int(low), int(high), step=step, log=log)
+
+
+def categorical(choices: Sequence[Any]) -> CategoricalDistribution:
+    """One of ``choices`` (None, bool, int, float or str)."""
+    return CategoricalDistribution(list(choices))
+
+
+def as_space(space: Mapping[str, Any] | None, where: str = "space") -> Space:
+    """Check a space: every value must be a distribution (a list means categorical)."""
+    if space is None:
+        return {}
+    if not isinstance(space, Mapping):
+        raise TypeError(f"{where} must map parameter names to distributions, got {type(space).__name__}")
+    out: Space = {}
+    for name, dist in space.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{where}: parameter name {name!r} must be a Python identifier")
+        if isinstance(dist, list | tuple):
+            dist = categorical(dist)
+        if not isinstance(dist, BaseDistribution):
+            raise TypeError(f"{where}[{name!r}] must be a distribution (uniform, loguniform, integer, "
+                            f"categorical or an optuna distribution), got {dist!r}")
+        out[name] = dist
+    return out
+
+
+def space_to_json(space: Space) -> dict[str, str]:
+    return {k: distribution_to_json(v) for k, v in space.items()}
+
+
+def space_from_json(d: Mapping[str, str]) -> Space:
+    return {k: json_to_distribution(v) for k, v in d.items()}
+
+
+def grid_of(space: Space) -> dict[str, list[Any]]:
+    """The grid of a space for the grid sampler (floats need a ``step``)."""
+    grid: dict[str, list[Any]] = {}
+    for name, d in space.items():
+        if isinstance(d, CategoricalDistribution):
+            grid[name] = list(d.choices)
+        elif isinstance(d, IntDistribution) and not d.log:
+            grid[name] = list(range(d.low, d.high + 1, d.step))
+        elif isinstance(d, FloatDistribution) and d.step is not None:
+            n = int(round((d.high - d.low) / d.step))
+            grid[name] = [d.low + i * d.step for i in range(n + 1)]
+        else:
+            raise ValueError(f"grid sampler: parameter {name!r} ({d}) has no finite grid; "
+                             f"give it a step, make it categorical, or pass optuna.samplers.GridSampler")
+    return grid
+
+
+def grid_size(space: Space) -> int:
+    n = 1
+    for values in grid_of(space).values():
+        n *= len(values)
+    return n
+
+
+def make_sampler(sampler: str | optuna.samplers.BaseSampler, seed: int | None, space: Space,
+                 options: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
+    """An Optuna sampler from a name (with ``seed`` and ``options``), or a copy of an instance."""
+    if isinstance(sampler, optuna.samplers.BaseSampler):
+        return copy.deepcopy(sampler)
+    kind = _ALIASES.get(str(sampler).lower())
+    if kind is None:
+        raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)} "
+                         f"or an optuna sampler instance")
+    opts = dict(options or {})
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, **opts)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "gp":
+        if importlib.util.find_spec("torch") is None:
+            raise ImportError("the Gaussian-process sampler (optuna.samplers.GPSampler) needs "
+                              "PyTorch: pip install torch")
+        return optuna.samplers.GPSampler(seed=seed, **opts)
+    if kind == "cmaes":
+        if importlib.util.find_spec("cmaes") is None:
+            raise ImportError("the CMA-ES sampler needs the cmaes package: pip install cmaes "
+                              "(or idds-jupyter[hpo])")
+        return optuna.samplers.CmaEsSampler(seed=seed, **opts)
+    return optuna.samplers.GridSampler(grid_of(space), seed=seed)
+

@@ -1,0 +1,631 @@
+"""Distributed hyper-parameter optimisation: a :class:`Study` is a run, each trial a job of it.
+
+::
+
+    from idds_jupyter.hpo import Study, uniform, loguniform
+
+    def objective(x1, x2):
+        return (x1 - 1) ** 2 + (x2 + 2) ** 2
+
+    study = Study(objective, {"x1": uniform(-5, 5), "x2": uniform(-5, 5)},
+                  direction="minimize", max_trials=100, parallel=8, sampler="tpe", seed=1)
+    df = study.optimize()          # a pandas DataFrame, one row per trial
+    study.best_value, study.best_params
+
+How it runs. The study submits an *open* workflow (its run) and drives it from
+a thread of this process, as a ``@workflow`` body does: it asks Optuna for a
+point (``study.ask``), adds a one-job Work ``trial_<n>`` to the run that
+evaluates the objective there (:func:`idds_jupyter.hpo.trial.run_trial`), and
+keeps ``parallel`` trials in flight — each pushed result is told to Optuna
+(``study.tell``) and a new point is asked for at once (asynchronous, no
+generations). The samplers are Optuna's (TPE, GP, CMA-ES, random, grid).
+
+Segments (as PanDA's segmented HPO): ``segments={"svm": space_a, "rf": space_b}``
+optimises several models side by side in one run, each with its own Optuna
+study and sampler, sharing the ``parallel`` slots; ``max_trials`` is per
+segment; the objective is called with ``segment=<name>`` (or pass one
+objective per segment as a dict). Works are named ``<segment>_trial_<n>``.
+
+Throughput: ``prefetch=k`` keeps ``k`` more trials queued at the backend than
+``parallel``, so that a worker that frees up starts the next trial at once
+instead of waiting a round trip for it to be asked and submitted (the
+backend's worker count then bounds how many run at once).
+
+Pruning: with ``budgets=[1, 3, 9]`` a trial runs as successive jobs
+``trial_<n>_r<k>``, the objective being called with ``budget=<b>``; after each
+rung the value is reported to Optuna and the ``pruner`` (default
+``MedianPruner``) decides whether the trial goes on.
+
+Persistence: the run is the study's record. Each trial job's JSON result holds
+its parameters and value, and the study's configuration is the run's
+parameters, so :meth:`Study.load` (any process, e.g. after a server restart)
+rebuilds the Optuna studies from the finished trials (``add_trial``), waits for
+the trials still in flight, and continues — finished trials are never run
+again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import re
+import threading
+import time
+import traceback as tb
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from idds_jupyter.faat.future import JobFuture
+from idds_jupyter.faat.results import WorkSink, router
+from idds_jupyter.faat.work import WorkFunction
+from idds_jupyter.faat.workflow import Run, close_with_result
+from idds_jupyter.hpo.space import (
+    Space,
+    as_space,
+    grid_size,
+    make_sampler,
+    space_from_json,
+    space_to_json,
+)
+from idds_jupyter.hpo.trial import run_trial
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from idds_jupyter.client import Client
+
+__all__ = ["Study", "StudyRun"]
+
+_NAME = re.compile(r"^(?:(?P<seg>\w+?)_)?trial_(?P<n>\d+)(?:_(?P<last>\d+)|_r(?P<rung>\d+))?$")
+_WORK_OPTIONS = ("backend", "cores", "memory_mb", "retries", "timeout_s", "env")
+_FINAL_JOBS = ("finished", "failed", "cancelled")
+
+
+class StudyRun(Run):
+    """The run of a study: its works are named by the study (``trial_<n>``), not numbered."""
+
+    def next_work_name(self, base: str) -> str:
+        return base
+
+
+@dataclass
+class _Segment:
+    name: str | None
+    space: Space
+    objective: Callable[..., Any] | str
+    options: dict[str, Any]
+    study: optuna.Study
+    next_number: int = 0
+    allocated: int = 0
+    in_flight: int = 0
+
+    def work_name(self, number: int, rung: int | None) -> str:
+        base = f"trial_{number}" if self.name is None else f"{self.name}_trial_{number}"
+        return base if not rung else f"{base}_r{rung}"
+
+
+@dataclass
+class _Pending:
+    seg: _Segment
+    number: int
+    rung: int | None
+    trial: optuna.trial.Trial | None  # None: a trial found in flight on resume
+    params: dict[str, Any] | None
+    work: str
+    started: float = field(default_factory=time.time)
+    intermediates: list[tuple[int, float]] = field(default_factory=list)
+    reported: set[int] = field(default_factory=set)
+
+    def report(self) -> None:
+        """Report the intermediate values Optuna has not seen yet."""
+        assert self.trial is not None
+        for step, value in self.intermediates:
+            if step not in self.reported:
+                self.trial.report(value, step)
+                self.reported.add(step)
+
+
+def _objective_parts(objective: Any) -> tuple[Callable[..., Any] | str, dict[str, Any]]:
+    """The callable (or command) of an objective and the work options of a ``@work`` one."""
+    if isinstance(objective, WorkFunction):
+        opts = {k: getattr(objective, k) for k in _WORK_OPTIONS}
+        return objective.fn, {k: v for k, v in opts.items() if v not in (None, 0, {})}
+    if isinstance(objective, str) or callable(objective):
+        return objective, {}
+    raise TypeError(f"the objective must be a function, a @work function or a command string, "
+                    f"got {type(objective).__name__}")
+
+
+class Study:
+    """A distributed HPO study (see the module documentation)."""
+
+    def __init__(self, objective: Any, space: Mapping[str, Any] | None = None,
+                 direction: str = "minimize", max_trials: int = 100, parallel: int = 4,
+                 sampler: str | optuna.samplers.BaseSampler = "tpe",
+                 segments: Mapping[str, Mapping[str, Any] | None] | Sequence[str] | None = None,
+                 seed: int | None = None, *, name: str = "study",
+                 pruner: optuna.pruners.BasePruner | None = None,
+                 budgets: Sequence[float] | None = None, budget_arg: str = "budget",
+                 key: str | None = None, sampler_options: Mapping[str, Any] | None = None,
+                 max_failures: int | None = None, prefetch: int = 0,
+                 client: Client | None = None) -> None:
+        if direction not in ("minimize", "maximize"):
+            raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+        if int(max_trials) < 1 or int(parallel) < 1:
+            raise ValueError(f"max_trials ({max_trials}) and parallel ({parallel}) must be >= 1")
+        self.name = re.sub(r"\W+", "_", name) or "study"
+        self.direction = direction
+        self.max_trials = int(max_trials)
+        self.parallel = int(parallel)
+        self.prefetch = max(0, int(prefetch))
+        self.seed = seed
+        self.sampler_spec = sampler
+        self.sampler_options = dict(sampler_options or {})
+        self.budgets = [float(b) if not float(b).is_integer() else int(b) for b in budgets or ()]
+        self.budget_arg = budget_arg
+        self.key = key
+        self.max_failures = max_failures
+        self.pruner = pruner
+        self._client = client
+        self.run: StudyRun | None = None
+        self.errors: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._abandon = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._resume: list[tuple[JobFuture, _Pending]] = []
+        self._continue: list[_Pending] = []
+        self.resumed_trials = 0
+
+        base = as_space(space)
+        if segments is None:
+            seg_spaces: dict[str | None, Space] = {None: base}
+        elif isinstance(segments, Mapping):
+            seg_spaces = {}
+            for sname, extra in segments.items():
+                if not isinstance(sname, str) or not re.fullmatch(r"[A-Za-z]\w*", sname):
+                    raise ValueError(f"segment name {sname!r} must be an identifier")
+                seg_spaces[sname] = {**base, **as_space(extra, f"segments[{sname!r}]")}
+        else:
+            seg_spaces = {str(sname): dict(base) for sname in segments}
+        for seg, sp in seg_spaces.items():
+            if not sp:
+                raise ValueError(f"the search space{'' if seg is None else f' of segment {seg!r}'} "
+                                 f"is empty")
+        self.segments: dict[str | None, _Segment] = {}
+        for i, (seg, sp) in enumerate(seg_spaces.items()):
+            obj = objective.get(seg) if isinstance(objective, Mapping) else objective
+            if obj is None:
+                raise ValueError(f"no objective for segment {seg!r}")
+            fn, opts = _objective_parts(obj)
+            seg_seed = None if seed is None else seed + i
+            smp = make_sampler(sampler, seg_seed, sp, self.sampler_options)
+            prn = pruner if pruner is not None else (
+                optuna.pruners.MedianPruner(n_startup_trials=4) if self.budgets else optuna.pruners.NopPruner())
+            st = optuna.create_study(direction=direction, sampler=smp, pruner=prn,  # type: ignore[arg-type]
+                                     study_name=f"{self.name}.{seg or 'main'}")
+            self.segments[seg] = _Segment(seg, sp, fn, opts, st)
+            if isinstance(smp, optuna.samplers.GridSampler):
+                self.max_trials = min(self.max_trials, grid_size(sp))
+        self._pass_segment = segments is not None and not isinstance(objective, Mapping)
+
+    # ----------------------------------------------------------------- config
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            from idds_jupyter.client import get_client
+
+            self._client = get_client()
+        return self._client
+
+    @property
+    def run_id(self) -> int | None:
+        return None if self.run is None else self.run.id
+
+    def config(self) -> dict[str, Any]:
+        """The JSON description of the study, kept as the run's parameters."""
+        smp = self.sampler_spec if isinstance(self.sampler_spec, str) else type(self.sampler_spec).__name__
+        return {"name": self.name, "direction": self.direction, "max_trials": self.max_trials,
+                "parallel": self.parallel, "sampler": smp, "seed": self.seed,
+                "segments": [s for s in self.segments if s is not None] or None,
+                "spaces": {s or "": space_to_json(g.space) for s, g in self.segments.items()},
+                "budgets": self.budgets or None, "budget_arg": self.budget_arg, "key": self.key,
+                "prefetch": self.prefetch}
+
+    @classmethod
+    def load(cls, run_id: int, objective: Any, client: Client | None = None,
+             **overrides: Any) -> Study:
+        """The study of run ``run_id``, rebuilt from its finished trials, ready to :meth:`resume`."""
+        if client is None:
+            from idds_jupyter.client import get_client
+
+            client = get_client()
+        info = client.status(int(run_id))
+        cfg = (info.get("params") or {}).get("study")
+        if not isinstance(cfg, dict):
+            raise ValueError(f"run {run_id} is not an HPO study (its parameters hold no 'study')")
+        spaces = {k: space_from_json(v) for k, v in cfg["spaces"].items()}
+        segs = cfg.get("segments")
+        kw: dict[str, Any] = {
+            "direction": cfg["direction"], "max_trials": cfg["max_trials"], "parallel": cfg["parallel"],
+            "sampler": cfg["sampler"] if cfg["sampler"] in ("tpe", "gp", "cmaes", "random", "grid")
+            else "tpe", "seed": cfg.get("seed"), "name": cfg["name"], "budgets": cfg.get("budgets"),
+            "budget_arg": cfg.get("budget_arg", "budget"), "key": cfg.get("key"),
+            "prefetch": cfg.get("prefetch", 0), "client": client}
+        kw.update(overrides)
+        if segs:
+            study = cls(objective, None, segments={s: spaces[s] for s in segs}, **kw)
+        else:
+            study = cls(objective, spaces[""], **kw)
+        study._attach(int(run_id), info)
+        return study
+
+    # ---------------------------------------------------------------- running
+    def optimize(self, timeout: float | None = None) -> pd.DataFrame:
+        """Run the study to its end (``max_trials`` per segment); returns :meth:`dataframe`."""
+        self.start()
+        self.wait(timeout)
+        return self.dataframe()
+
+    resume = optimize
+
+    def start(self) -> StudyRun:
+        """Submit the run (unless resuming one) and start dispatching; returns the run at once."""
+        if self._thread is not None:
+            raise RuntimeError("this study is already running")
+        client = self.client
+        router(client)  # the push channel is up before any trial can end
+        if self.run is None:
+            wid = client.submit({"name": self.name, "works": []}, {"study": self.config()}, open=True)
+            self.run = StudyRun(client, wid, self.name)
+        self._done.clear()
+        self._thread = threading.Thread(target=self._drive, name=f"idds-hpo-{self.run.id}", daemon=True)
+        self._thread.start()
+        return self.run
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the study ended; re-raises the error that stopped it."""
+        if self._thread is None:
+            raise RuntimeError("the study was not started")
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"study {self.name} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self, abandon: bool = False) -> None:
+        """Ask no new points; the trials in flight finish (``abandon``: return without them,
+        leaving the run open for :meth:`load`)."""
+        self._stop.set()
+        if abandon:
+            self._abandon.set()
+
+    # ----------------------------------------------------------- the driver
+    def _drive(self) -> None:
+        assert self.run is not None
+        pending: dict[concurrent.futures.Future[Any], _Pending] = {}
+        try:
+            with self.run.active():
+                for fut, p in self._resume:
+                    pending[fut] = p
+                    p.seg.in_flight += 1
+                self._resume = []
+                for p in self._continue:
+                    self._advance(p, pending)
+                self._continue = []
+                while True:
+                    if self._abandon.is_set():
+                        return
+                    if not self._stop.is_set():
+                        self._fill(pending)
+                    if not pending:
+                        break
+                    done, _ = concurrent.futures.wait(list(pending), timeout=0.5,
+                                                      return_when=concurrent.futures.FIRST_COMPLETED)
+                    for f in done:
+                        self._finished(pending.pop(f), f, pending)
+            close_with_result(self.client, self.run.id, self.summary())
+        except BaseException as exc:
+            self._error = exc
+            if not self._abandon.is_set():
+                with contextlib.suppress(Exception):
+                    self.client.close(self.run.id, error=f"{type(exc).__name__}: {exc}",
+                                      traceback="".join(tb.format_exception(exc)))
+        finally:
+            self._done.set()
+
+    def _fill(self, pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
+        """Ask a point for every free slot; the new trials of a segment go out as ONE work
+        (one job per trial), so results arriving together cost one submission."""
+        batches: dict[str | None, list[_Pending]] = {}
+        n = len(pending)
+        while n < self.parallel + self.prefetch:
+            open_ = [s for s in self.segments.values() if s.allocated < self.max_trials]
+            if not open_:
+                break
+            seg = min(open_, key=lambda s: (s.in_flight, s.allocated))
+            trial = seg.study.ask(seg.space)
+            number = seg.next_number
+            seg.next_number += 1
+            seg.allocated += 1
+            seg.in_flight += 1
+            rung = 0 if self.budgets else None
+            trial.set_user_attr("trial", number)
+            batches.setdefault(seg.name, []).append(
+                _Pending(seg, number, rung, trial, dict(trial.params), ""))
+            n += 1
+        for batch in batches.values():
+            pending.update(zip(self._launch(batch), batch, strict=True))
+
+    def _call(self, p: _Pending) -> dict[str, Any]:
+        """The keyword arguments of :func:`run_trial` for trial ``p`` (at its rung)."""
+        extra: dict[str, Any] = {}
+        if self._pass_segment:
+            extra["segment"] = p.seg.name
+        final = True
+        budget = None
+        if p.rung is not None:
+            budget = self.budgets[p.rung]
+            extra[self.budget_arg] = budget
+            final = p.rung == len(self.budgets) - 1
+        meta = {"trial": p.number, "segment": p.seg.name, "final": final, "key": self.key,
+                "step": p.rung, "budget": budget}
+        return {"objective": p.seg.objective, "params": p.params, "meta": meta, "extra": extra}
+
+    def _launch(self, batch: list[_Pending]) -> list[JobFuture]:
+        """One work for trials of one segment: ``trial_<a>`` or ``trial_<a>_<b>`` (trials a..b,
+        consecutive) at their first rung, ``trial_<n>_r<k>`` for rung k of trial n."""
+        seg = batch[0].seg
+        first, last = batch[0], batch[-1]
+        if first.rung:
+            assert len(batch) == 1
+            name = seg.work_name(first.number, first.rung)
+        else:
+            name = seg.work_name(first.number, None)
+            if len(batch) > 1:
+                name += f"_{last.number}"
+        for p in batch:
+            p.work = name
+        fn = WorkFunction(run_trial, name=name, **seg.options)
+        return fn.map_async(kwargs_list=[self._call(p) for p in batch])
+
+    def _reattach(self, run_id: int, work: str, n: int, rows: list[dict[str, Any]],
+                  retries: int) -> list[JobFuture]:
+        """Futures for the jobs of a trial work that was already submitted when the study was
+        loaded (resolved by the push channel, or at once for the jobs already ended)."""
+        futs = [JobFuture(self.client, run_id, work, i) for i in range(n)]
+        sink = WorkSink(run_id, work, n, retries, futs)
+        router(self.client).register(sink)
+        for row in rows:
+            sink.offer(row)
+        return futs
+
+    def _finished(self, p: _Pending, fut: concurrent.futures.Future[Any],
+                  pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
+        p.seg.in_flight = max(0, p.seg.in_flight - 1)
+        exc = fut.exception()
+        if exc is not None:
+            self._fail(p, exc)
+            return
+        res = fut.result()
+        if p.params is None:
+            p.params = dict(res.get("params") or {})
+        if "intermediate" in res:
+            p.intermediates.append((int(res.get("step") or 0), float(res["intermediate"])))
+            self._advance(p, pending)
+            return
+        trial = self._trial_of(p)
+        if p.rung is not None:
+            trial.report(float(res["objective"]), p.rung)
+        trial.set_user_attr("work", p.work)
+        for k, v in (res.get("metrics") or {}).items():
+            trial.set_user_attr(f"metric_{k}", v)
+        self._tell(p.seg, trial, float(res["objective"]), TrialState.COMPLETE)
+
+    def _trial_of(self, p: _Pending) -> optuna.trial.Trial:
+        """The Optuna trial of ``p``; for a trial found in flight, one with its parameters."""
+        if p.trial is None:
+            seg = p.seg
+            seg.study.enqueue_trial(p.params or {}, skip_if_exists=False)
+            p.trial = seg.study.ask(seg.space)
+            p.trial.set_user_attr("trial", p.number)
+        p.report()
+        return p.trial
+
+    def _advance(self, p: _Pending, pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
+        """A rung finished: report it, then prune the trial or launch its next rung."""
+        trial = self._trial_of(p)
+        if trial.should_prune():
+            trial.set_user_attr("work", p.work)
+            self._tell(p.seg, trial, None, TrialState.PRUNED)
+            return
+        assert p.rung is not None
+        p.rung += 1
+        p.seg.in_flight += 1
+        pending[self._launch([p])[0]] = p
+
+    def _fail(self, p: _Pending, exc: BaseException) -> None:
+        msg = f"{p.work}: {type(exc).__name__}: {exc}"
+        self.errors.append(msg)
+        trial = self._trial_of(p) if p.params is not None else p.seg.study.ask(p.seg.space)
+        trial.set_user_attr("work", p.work)
+        trial.set_user_attr("error", str(exc)[:500])
+        self._tell(p.seg, trial, None, TrialState.FAIL)
+        if self.max_failures is not None and len(self.errors) > self.max_failures:
+            self._stop.set()
+            raise RuntimeError(f"study {self.name}: {len(self.errors)} trials failed; the last: {msg}")
+
+    def _tell(self, seg: _Segment, trial: optuna.trial.Trial, value: float | None,
+              state: TrialState) -> None:
+        tl = seg.study._thread_local  # the grid sampler calls study.stop() when it is exhausted
+        tl.in_optimize_loop = True
+        try:
+            if state == TrialState.COMPLETE:
+                seg.study.tell(trial, value)
+            else:
+                seg.study.tell(trial, state=state)
+        finally:
+            tl.in_optimize_loop = False
+
+    # ----------------------------------------------------------------- resume
+    def _attach(self, run_id: int, info: dict[str, Any]) -> None:
+        """Rebuild the Optuna studies from the run's trial works; note the jobs still in flight.
+
+        Finished trials are told to Optuna (``add_trials``) and never run again; jobs
+        not ended yet are waited for (the server runs them, after a restart too).
+        """
+        client = self.client
+        self.run = StudyRun(client, run_id, info.get("name"), info)
+        # (segment, trial) -> rung -> ("done", result) | ("failed", None) | ("wait", future)
+        state: dict[tuple[str | None, int], dict[int | None, tuple[str, Any]]] = {}
+        for w in info.get("works") or ():
+            m = _NAME.match(str(w["name"]))
+            if not m or m.group("seg") not in self.segments:
+                continue
+            seg = self.segments[m.group("seg")]
+            a = int(m.group("n"))
+            b = int(m.group("last")) if m.group("last") else a
+            rung = int(m.group("rung")) if m.group("rung") else (0 if self.budgets else None)
+            n = b - a + 1
+            rows = client.work_results(run_id, w["name"]) if w.get("n_jobs") or w["status"] != "new" else []
+            by_idx = {int(r["idx"]): r for r in rows}
+            waiting = [i for i in range(n) if (by_idx.get(i) or {}).get("status") not in _FINAL_JOBS]
+            futs = (self._reattach(run_id, w["name"], n, rows, int(seg.options.get("retries") or 0))
+                    if waiting else [])
+            for i in range(n):
+                number = a + i
+                row = by_idx.get(i) or {}
+                if i in waiting:
+                    entry: tuple[str, Any] = ("wait", futs[i])
+                elif row.get("status") == "finished" and isinstance(row.get("result"), dict):
+                    entry = ("done", row["result"])
+                else:
+                    entry = ("failed", None)
+                state.setdefault((seg.name, number), {})[rung] = entry
+                seg.next_number = max(seg.next_number, number + 1)
+        completed: dict[str | None, list[optuna.trial.FrozenTrial]] = {}
+        for (seg_name, number), rungs in sorted(state.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            seg = self.segments[seg_name]
+            seg.allocated += 1
+            order = sorted(rungs, key=lambda r: -1 if r is None else r)
+            p = _Pending(seg, number, order[-1], None, None, seg.work_name(number, order[-1]))
+            frozen: optuna.trial.FrozenTrial | None = None
+            for r in order:
+                kind, val = rungs[r]
+                p.rung = r
+                if kind == "done":
+                    p.params = dict(val.get("params") or {})
+                    if "objective" in val:
+                        frozen = _frozen(seg, p, float(val["objective"]))
+                        break
+                    p.intermediates.append((int(val.get("step") or 0), float(val["intermediate"])))
+                    if r == order[-1]:
+                        self._continue.append(p)  # its next rung was never launched
+                elif kind == "failed":
+                    frozen = _frozen(seg, p, None)
+                    break
+                else:
+                    self._resume.append((val, p))
+                    break
+            if frozen is not None:
+                completed.setdefault(seg_name, []).append(frozen)
+        for seg_name, trials in completed.items():
+            self.segments[seg_name].study.add_trials(trials)
+            self.resumed_trials += len(trials)
+        # a sampler seeded as at the start would ask the same points again: derive a new seed
+        for i, seg in enumerate(self.segments.values()):
+            if self.seed is None:
+                seg.study.sampler.reseed_rng()
+            else:
+                seed = ((self.seed + i) * 1_000_003 + seg.allocated) % 2**31
+                seg.study.sampler = make_sampler(self.sampler_spec, seed, seg.space, self.sampler_options)
+
+    # ---------------------------------------------------------------- results
+    def dataframe(self) -> pd.DataFrame:
+        """One row per trial: segment, trial, state, value, params_*, duration, work."""
+        import pandas as pd
+
+        frames = []
+        for seg in self.segments.values():
+            df = seg.study.trials_dataframe()
+            if df.empty:
+                continue
+            df = df.rename(columns={"user_attrs_trial": "trial", "user_attrs_work": "work"})
+            df.insert(0, "segment", seg.name)
+            frames.append(df)
+        if not frames:
+            return pd.DataFrame(columns=["segment", "trial", "state", "value"])
+        out = pd.concat(frames, ignore_index=True)
+        if "trial" in out:
+            out = out.sort_values(["segment", "trial"], na_position="first", kind="stable")
+        return out.reset_index(drop=True)
+
+    def best(self) -> dict[str | None, dict[str, Any]]:
+        """Per segment: the best value, parameters and trial number."""
+        out: dict[str | None, dict[str, Any]] = {}
+        for name, seg in self.segments.items():
+            done = [t for t in seg.study.trials if t.state == TrialState.COMPLETE]
+            if done:
+                b = seg.study.best_trial
+                out[name] = {"value": b.value, "params": dict(b.params),
+                             "trial": b.user_attrs.get("trial", b.number)}
+        return out
+
+    @property
+    def best_value(self) -> float:
+        """The best value over all segments."""
+        b = self._best_overall()
+        return float(b["value"])
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return dict(self._best_overall()["params"])
+
+    @property
+    def best_segment(self) -> str | None:
+        return self._best_overall()["segment"]
+
+    def _best_overall(self) -> dict[str, Any]:
+        best = [{**b, "segment": s} for s, b in self.best().items()]
+        if not best:
+            raise ValueError(f"study {self.name} has no completed trial")
+        pick = min if self.direction == "minimize" else max
+        return pick(best, key=lambda b: b["value"])
+
+    def summary(self) -> dict[str, Any]:
+        """JSON: trials per state and the best per segment (the run's result)."""
+        states: dict[str, int] = {}
+        for seg in self.segments.values():
+            for t in seg.study.trials:
+                states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+        best = {(s or "main"): b for s, b in self.best().items()}
+        return {"trials": states, "best": best}
+
+    def widget(self) -> Any:
+        """The live HPO view of the run (objective per trial, parallel coordinates)."""
+        from idds_jupyter.kernel.widgets import HpoWidget
+
+        if self.run is None:
+            raise RuntimeError("the study has no run yet: call start() or optimize()")
+        return HpoWidget(self.client, self.run.id, direction=self.direction).widget
+
+
+def _first_result(client: Client, run_id: int, work: str) -> Any:
+    rows = client.work_results(run_id, work)
+    return rows[0].get("result") if rows and rows[0].get("status") == "finished" else None
+
+
+def _frozen(seg: _Segment, p: _Pending, value: float | None) -> optuna.trial.FrozenTrial:
+    params = dict(p.params or {})
+    dists = {k: seg.space[k] for k in params if k in seg.space}
+    state = TrialState.COMPLETE if value is not None else (
+        TrialState.PRUNED if p.intermediates else TrialState.FAIL)
+    return optuna.trial.create_trial(
+        params={k: params[k] for k in dists}, distributions=dists, value=value, state=state,
+        intermediate_values=dict(p.intermediates) or None,
+        user_attrs={"trial": p.number, "work": p.work, "resumed": True})

@@ -1,0 +1,161 @@
+/**
+ * idds-jupyter's JupyterLab extension: the "Workflows" sidebar, run views
+ * (DAG, jobs, logs), HPO and active-learning views, live over the server
+ * extension's websocket.
+ */
+import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, InputDialog, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+
+import { IddsApi } from './api';
+import { DEFAULT_SETTINGS, IIddsSettings, IddsContext } from './context';
+import { workflowIcon } from './icons';
+import { RunView } from './runview';
+import { RunsModel, RunsPanel } from './sidebar';
+import { LiveStream } from './stream';
+import { StudyView } from './studyview';
+
+const PLUGIN_ID = 'idds-jupyter:plugin';
+
+export namespace CommandIDs {
+  export const showRuns = 'idds:show-workflows';
+  export const refresh = 'idds:refresh-workflows';
+  export const openRun = 'idds:open-run';
+  export const openHpo = 'idds:open-hpo';
+  export const openAl = 'idds:open-active-learning';
+}
+
+async function askId(title: string): Promise<number | null> {
+  const r = await InputDialog.getNumber({ title, value: undefined as unknown as number });
+  return r.button.accept && r.value !== null && Number.isFinite(r.value) ? Math.floor(r.value) : null;
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Live workflow runs, DAG, HPO and active-learning views of idds-jupyter',
+  autoStart: true,
+  requires: [],
+  optional: [ICommandPalette, ISettingRegistry, ILayoutRestorer, ILabShell],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    registry: ISettingRegistry | null,
+    restorer: ILayoutRestorer | null
+  ) => {
+    const api = new IddsApi();
+    const stream = new LiveStream(api);
+    const ctx = new IddsContext(api, stream);
+    const runs = new RunsModel(ctx);
+    const openRun = (id: number): void => void app.commands.execute(CommandIDs.openRun, { id });
+    const panel = new RunsPanel(runs, openRun);
+    app.shell.add(panel, 'left', { rank: 650 });
+    stream.connect();
+
+    const tracker = new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter' });
+    const studies = new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-studies' });
+    const open = (key: string, make: () => MainAreaWidget, into = tracker): MainAreaWidget => {
+      let w = into.find(x => x.id === key);
+      if (!w) {
+        w = make();
+        w.id = key;
+        void into.add(w);
+        app.shell.add(w, 'main');
+      }
+      app.shell.activateById(w.id);
+      return w;
+    };
+    const openStudy = (kind: 'hpo' | 'al', id: number): void =>
+      void app.commands.execute(kind === 'hpo' ? CommandIDs.openHpo : CommandIDs.openAl, { id });
+
+    app.commands.addCommand(CommandIDs.showRuns, {
+      label: 'Show Workflows',
+      caption: 'Show the runs of iDDS workflows',
+      icon: workflowIcon,
+      execute: () => app.shell.activateById(panel.id)
+    });
+    app.commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh Workflows',
+      execute: () => {
+        stream.kick();
+        runs.refresh();
+      }
+    });
+    app.commands.addCommand(CommandIDs.openRun, {
+      label: args => (args.id !== undefined ? `Open Run #${args.id}` : 'Open Workflow Run…'),
+      caption: 'The DAG, jobs and logs of a run',
+      icon: workflowIcon,
+      execute: async args => {
+        const id = args.id !== undefined ? Number(args.id) : await askId('Open run: workflow id');
+        if (id === null) {
+          return;
+        }
+        return open(`idds-run-${id}`, () => {
+          const w = new MainAreaWidget({ content: new RunView(ctx, id, openStudy) });
+          w.title.label = `Run #${id}`;
+          w.title.icon = workflowIcon;
+          w.title.closable = true;
+          w.addClass('idds-main');
+          return w;
+        });
+      }
+    });
+    const studyCommand = (cmd: string, kind: 'hpo' | 'al', label: string): void => {
+      app.commands.addCommand(cmd, {
+        label: args => (args.id !== undefined ? `${label} of Run #${args.id}` : `Open ${label}…`),
+        icon: workflowIcon,
+        execute: async args => {
+          const id = args.id !== undefined ? Number(args.id) : await askId(`${label}: workflow id`);
+          if (id === null) {
+            return;
+          }
+          return open(`idds-${kind}-${id}`, () => {
+            const w = new MainAreaWidget({ content: new StudyView(ctx, id, kind) });
+            w.title.label = `${kind === 'hpo' ? 'HPO' : 'AL'} #${id}`;
+            w.title.icon = workflowIcon;
+            w.title.closable = true;
+            w.addClass('idds-main');
+            return w;
+          }, studies);
+        }
+      });
+    };
+    studyCommand(CommandIDs.openHpo, 'hpo', 'HPO View');
+    studyCommand(CommandIDs.openAl, 'al', 'Active-Learning View');
+
+    if (palette) {
+      const category = 'iDDS Workflows';
+      for (const command of [CommandIDs.showRuns, CommandIDs.refresh, CommandIDs.openRun, CommandIDs.openHpo, CommandIDs.openAl]) {
+        palette.addItem({ command, category });
+      }
+    }
+    if (restorer) {
+      restorer.add(panel, 'idds-workflows');
+      void restorer.restore(tracker, {
+        command: CommandIDs.openRun,
+        args: w => ({ id: Number(w.id.split('-').pop()) }),
+        name: w => w.id
+      });
+    }
+    if (registry) {
+      const apply = (s: ISettingRegistry.ISettings): void => {
+        const c = s.composite as Partial<IIddsSettings>;
+        const out: Partial<IIddsSettings> = {};
+        for (const k of Object.keys(DEFAULT_SETTINGS) as Array<keyof IIddsSettings>) {
+          if (c[k] !== undefined) {
+            (out as Record<string, unknown>)[k] = c[k];
+          }
+        }
+        ctx.updateSettings(out);
+      };
+      registry
+        .load(PLUGIN_ID)
+        .then(s => {
+          apply(s);
+          s.changed.connect(apply);
+        })
+        .catch(err => console.warn('idds-jupyter: settings not loaded', err));
+    }
+  }
+};
+
+export default plugin;

@@ -1,0 +1,221 @@
+/**
+ * HPO trials and active-learning iterations from job results (pure; the same
+ * rules as the notebook widgets of `idds_jupyter.kernel.widgets`):
+ * a trial is a job result `{"objective"|"value"|"loss": x, "params": {...}}`
+ * (or a bare number); an active-learning iteration is a loop iteration work
+ * `loop[i].work` whose results hold `{"metric": x}`.
+ */
+import type { IMonitorWork } from './model';
+
+export interface IJobResult {
+  idx: number;
+  job_id?: number;
+  status: string;
+  result?: unknown;
+  error?: string | null;
+  attempt?: number;
+}
+
+export interface ITrial {
+  /** 0-based trial number (order of work, then job idx) */
+  n: number;
+  work: string;
+  idx: number;
+  jobId: number | null;
+  objective: number;
+  params: Record<string, unknown>;
+}
+
+export type Direction = 'minimize' | 'maximize';
+
+const OBJECTIVE_KEYS = ['objective', 'value', 'loss'];
+
+function isNum(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v);
+}
+
+/** The objective and parameters of one result, or null when it holds none. */
+export function trialOf(result: unknown): { objective: number; params: Record<string, unknown> } | null {
+  if (isNum(result)) {
+    return { objective: result, params: {} };
+  }
+  if (result && typeof result === 'object' && !Array.isArray(result)) {
+    const r = result as Record<string, unknown>;
+    for (const k of OBJECTIVE_KEYS) {
+      if (isNum(r[k])) {
+        const p = r.params;
+        return { objective: r[k] as number, params: p && typeof p === 'object' && !Array.isArray(p) ? { ...(p as object) } : {} };
+      }
+    }
+  }
+  return null;
+}
+
+/** Trials of works' results, in the order given (works in run order, jobs by idx). */
+export function trialsOf(byWork: Array<[string, IJobResult[]]>): ITrial[] {
+  const out: ITrial[] = [];
+  for (const [work, results] of byWork) {
+    for (const r of results) {
+      const t = trialOf(r.result);
+      if (t) {
+        out.push({ n: out.length, work, idx: r.idx, jobId: r.job_id ?? null, ...t });
+      }
+    }
+  }
+  return out;
+}
+
+/** Running best: `out[i]` is the best of `values[0..i]`. */
+export function bestSoFar(values: number[], direction: Direction = 'minimize'): number[] {
+  const out: number[] = new Array(values.length);
+  let best = NaN;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (Number.isNaN(best) || (direction === 'minimize' ? v < best : v > best)) {
+      best = v;
+    }
+    out[i] = best;
+  }
+  return out;
+}
+
+/** Index of the best trial (-1 if none). */
+export function bestIndex(values: number[], direction: Direction = 'minimize'): number {
+  let bi = -1;
+  for (let i = 0; i < values.length; i++) {
+    if (bi < 0 || (direction === 'minimize' ? values[i] < values[bi] : values[i] > values[bi])) {
+      bi = i;
+    }
+  }
+  return bi;
+}
+
+export interface IDimension {
+  label: string;
+  values: number[];
+  /** categorical parameters: tick values and their texts */
+  tickvals?: number[];
+  ticktext?: string[];
+}
+
+/**
+ * Parallel-coordinates dimensions: one per parameter (numbers as they are,
+ * strings and booleans as categories), then the objective.
+ */
+export function parcoordsDimensions(trials: ITrial[]): IDimension[] {
+  const keys: string[] = [];
+  const seen = new Set<string>();
+  for (const t of trials) {
+    for (const k of Object.keys(t.params)) {
+      if (!seen.has(k)) {
+        seen.add(k);
+        keys.push(k);
+      }
+    }
+  }
+  keys.sort();
+  const dims: IDimension[] = [];
+  for (const k of keys) {
+    const vals = trials.map(t => t.params[k]);
+    if (vals.every(v => v === undefined || isNum(v))) {
+      dims.push({ label: k, values: vals.map(v => (isNum(v) ? v : NaN)) });
+    } else if (vals.every(v => v === undefined || typeof v === 'string' || typeof v === 'boolean' || isNum(v))) {
+      const cats = Array.from(new Set(vals.filter(v => v !== undefined).map(v => String(v)))).sort();
+      const at = new Map(cats.map((c, i) => [c, i]));
+      dims.push({
+        label: k,
+        values: vals.map(v => (v === undefined ? NaN : at.get(String(v))!)),
+        tickvals: cats.map((_c, i) => i),
+        ticktext: cats
+      });
+    }
+  }
+  dims.push({ label: 'objective', values: trials.map(t => t.objective) });
+  return dims;
+}
+
+// ---------------------------------------------------------------- active learning
+
+export interface IIteration {
+  iteration: number;
+  works: string[];
+  status: string;
+  /** metric of the iteration (the best over its jobs, by direction; null until a job reports it) */
+  metric: number | null;
+  /** every job's metric */
+  metrics: number[];
+  /** proposals evaluated in the iteration: its job count */
+  proposals: number;
+  /** the proposals' parameters when the results carry them (`params`, `proposal`, `x`) */
+  points: unknown[];
+}
+
+/** Works that are loop iterations (`loop[i].work`), or else every work with results, in order. */
+export function iterationWorks(works: IMonitorWork[]): Array<{ name: string; iteration: number; status: string; jobs: number }> {
+  const loops = works.filter(w => w.iteration !== null && w.iteration !== undefined && w.kind !== 'workflow');
+  const jobsOf = (w: IMonitorWork): number => {
+    let n = 0;
+    for (const k in w.jobs || {}) {
+      n += w.jobs[k];
+    }
+    return Math.max(n, w.n_jobs || 0);
+  };
+  if (loops.length) {
+    return loops.map(w => ({ name: w.name, iteration: w.iteration as number, status: w.status, jobs: jobsOf(w) }));
+  }
+  // FaaT: each round of a body is its own work, in creation order
+  return works
+    .filter(w => w.kind !== 'workflow' && w.status !== 'skipped')
+    .map((w, i) => ({ name: w.name, iteration: i, status: w.status, jobs: jobsOf(w) }));
+}
+
+/** Metric per iteration from the results of iteration works. */
+export function iterationsOf(
+  works: Array<{ name: string; iteration: number; status: string; jobs: number }>,
+  results: Map<string, IJobResult[]>,
+  metric = 'metric',
+  direction: Direction = 'maximize'
+): IIteration[] {
+  const by = new Map<number, IIteration>();
+  for (const w of works) {
+    let it = by.get(w.iteration);
+    if (!it) {
+      it = { iteration: w.iteration, works: [], status: w.status, metric: null, metrics: [], proposals: 0, points: [] };
+      by.set(w.iteration, it);
+    }
+    it.works.push(w.name);
+    it.proposals += w.jobs;
+    if (w.status !== 'finished') {
+      it.status = w.status;
+    }
+    for (const r of results.get(w.name) || []) {
+      const res = r.result;
+      if (res && typeof res === 'object' && !Array.isArray(res)) {
+        const o = res as Record<string, unknown>;
+        if (isNum(o[metric])) {
+          it.metrics.push(o[metric] as number);
+        }
+        for (const k of ['proposals', 'params', 'proposal', 'x']) {
+          if (o[k] !== undefined) {
+            if (k === 'proposals' && Array.isArray(o[k])) {
+              it.points.push(...(o[k] as unknown[]));
+            } else {
+              it.points.push(o[k]);
+            }
+            break;
+          }
+        }
+      } else if (isNum(res) && metric === 'metric') {
+        it.metrics.push(res);
+      }
+    }
+  }
+  const out = Array.from(by.values()).sort((a, b) => a.iteration - b.iteration);
+  for (const it of out) {
+    if (it.metrics.length) {
+      const bi = bestIndex(it.metrics, direction);
+      it.metric = it.metrics[bi];
+    }
+  }
+  return out.filter(it => it.metrics.length || it.proposals || it.status !== 'skipped');
+}

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import psutil
+from benchlib import time_dag
 
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.config import Config
@@ -48,9 +49,7 @@ class PeakRSS(threading.Thread):
 
 
 def run_idds(n: int, levels: int, workers: int, db_url: str | None, home: Path) -> float:
-    from sqlalchemy import func, select
 
-    from idds_jupyter.store.tables import jobs
 
     cfg = Config.load(None, home=home, db_url=db_url or f"sqlite:///{home / 'idds.db'}",
                       workers=workers, poll_interval=1.0)
@@ -58,26 +57,11 @@ def run_idds(n: int, levels: int, workers: int, db_url: str | None, home: Path) 
     rss = PeakRSS()
     rss.start()
     with Runner(cfg) as runner:
-        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
-        t0 = time.perf_counter()
-        wid = orch.submit(wf)
-        first = None
-        while first is None:
-            with runner.engine.begin() as conn:
-                first = conn.execute(select(func.min(jobs.c.finished_at))
-                                     .where(jobs.c.workflow_id == wid)).scalar()
-            if first is None:
-                time.sleep(0.005)
-        t_first = time.perf_counter() - t0
-        status = orch.wait(wid, interval=0.05)
-        wall = time.perf_counter() - t0
-        with runner.engine.begin() as conn:
-            row = conn.execute(select(func.count(), func.sum(jobs.c.success_count),
-                                      func.max(jobs.c.release_count), func.max(jobs.c.success_count))
-                               .where(jobs.c.workflow_id == wid)).one()
+        r = time_dag(Orchestrator(cfg, engine=runner.engine, bus=runner.bus), wf)
     rss.done.set()
     rss.join()
-    n_jobs, n_success, max_rel, max_succ = row
+    status, wall, t_first = r.status, r.wall, r.first
+    n_jobs, n_success, max_rel, max_succ = r.n_jobs, r.succeeded, r.max_release, r.max_success
     print(f"idds  : status={status} jobs={n_jobs} succeeded={n_success} "
           f"max release_count={max_rel} max success_count={max_succ}")
     print(f"idds  : {wall:.2f} s, {n_jobs / wall:,.0f} jobs/s, first job done after {t_first * 1000:.0f} ms")

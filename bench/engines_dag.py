@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import time_dag
+
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.config import Config
 from idds_jupyter.core import Orchestrator
@@ -76,31 +78,15 @@ def noop_spec(i: int) -> dict[str, Any]:
 
 
 def run_core(engine: str, n: int, levels: int, home: Path, options: dict[str, Any]) -> Figures:
-    from sqlalchemy import func, select
 
-    from idds_jupyter.store.tables import jobs
 
     cfg = Config.load(None, home=home, db_url=f"sqlite:///{home / 'idds.db'}", backend=engine,
                       backends=(engine,), workers=options.pop("workers", 2), poll_interval=1.0,
                       batch_poll_interval=1.0, **options)
     wf = layered_dag(n, levels)
     with Runner(cfg) as runner:
-        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
-        t0 = time.perf_counter()
-        wid = orch.submit(wf)
-        first = None
-        while first is None:
-            with runner.engine.begin() as conn:
-                first = conn.execute(select(func.min(jobs.c.finished_at))
-                                     .where(jobs.c.workflow_id == wid)).scalar()
-            if first is None:
-                time.sleep(0.02)
-        t_first = time.perf_counter() - t0
-        status = orch.wait(wid, interval=0.1)
-        wall = time.perf_counter() - t0
-        with runner.engine.begin() as conn:
-            n_jobs, n_ok = conn.execute(select(func.count(), func.sum(jobs.c.success_count))
-                                        .where(jobs.c.workflow_id == wid)).one()
+        r = time_dag(Orchestrator(cfg, engine=runner.engine, bus=runner.bus), wf)
+    status, wall, t_first, n_jobs, n_ok = r.status, r.wall, r.first, r.n_jobs, r.succeeded
     if status != "finished" or n_ok != n_jobs:
         raise SystemExit(f"{engine}: the DAG ended {status} with {n_ok}/{n_jobs} jobs succeeded")
     return Figures(wall, t_first, n_jobs)

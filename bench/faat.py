@@ -19,19 +19,17 @@ Targets for idds-jupyter: p50 <= 5 ms, p99 <= 50 ms, map >= 5,000 tasks/s.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 TARGETS = {"p50_ms": 5.0, "p99_ms": 50.0, "map_tasks_per_s": 5000.0}
+
+
+from benchlib import idds_server  # noqa: E402
 
 
 def trivial(x: int) -> int:
@@ -71,55 +69,12 @@ def _throughput(run_map: Callable[[list[int]], list[Any]], m: int) -> dict[str, 
 # --------------------------------------------------------------------------- idds
 
 
-@contextlib.contextmanager
-def idds_server(in_process: bool, workers: int) -> Iterator[str]:
-    """A fresh server; yields its runtime dir (the client finds it by its connection file)."""
-    with tempfile.TemporaryDirectory(prefix="idds-bench-") as tmp:
-        runtime = Path(tmp) / "runtime"
-        runtime.mkdir()
-        home = Path(tmp) / "home"
-        os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
-        for var in ("IDDS_URL", "IDDS_TOKEN"):
-            os.environ.pop(var, None)
-        if in_process:
-            from idds_jupyter.api.server import start_server
-            from idds_jupyter.config import Config
-
-            cfg = Config.load(None, home=home, db_url=f"sqlite:///{home}/idds.db", workers=workers)
-            handle = start_server(cfg, connection_file=True)
-            try:
-                yield str(runtime)
-            finally:
-                handle.stop()
-            return
-        env = {**os.environ, "IDDS_HOME": str(home), "IDDS_WORKERS": str(workers),
-               "IDDS_DB_URL": f"sqlite:///{home}/idds.db"}
-        exe = Path(sys.executable).parent / "idds-jupyter"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "idds_jupyter.cli"]
-        proc = subprocess.Popen([*cmd, "serve", "--port", "0"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:  # "connection file ..." once it listens
-                if "connection file" in line:
-                    break
-            else:
-                raise RuntimeError(f"the server exited with {proc.wait()}")
-            yield str(runtime)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def bench_idds(n_calls: int, n_map: int, in_process: bool, workers: int) -> dict[str, Any]:
     import idds_jupyter
     from idds_jupyter.client import Client, set_client
 
-    with idds_server(in_process, workers):
-        client = Client()  # discovery: the newest live connection file
+    with idds_server(in_process, workers) as (url, token):
+        client = Client(url, token)
         set_client(client)
         try:
             f = idds_jupyter.work(trivial)

@@ -17,67 +17,20 @@ The same study is also run with Optuna's own ``study.optimize(n_jobs=parallel)``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 TARGET_OVERHEAD_PCT = 5.0
 
 
+from benchlib import idds_server  # noqa: E402
+
+
 def objective(x: float, duration: float = 0.1) -> float:
     time.sleep(duration)
     return (x - 0.3) ** 2
-
-
-@contextlib.contextmanager
-def idds_server(in_process: bool, workers: int) -> Iterator[tuple[str, str]]:
-    """A fresh server with ``workers`` local workers; yields ``(url, token)``."""
-    with tempfile.TemporaryDirectory(prefix="idds-bench-hpo-") as tmp:
-        home = Path(tmp) / "home"
-        runtime = Path(tmp) / "runtime"
-        runtime.mkdir()
-        if in_process:
-            from idds_jupyter.api.server import start_server
-            from idds_jupyter.config import Config
-
-            cfg = Config.load(None, home=home, db_url=f"sqlite:///{home}/idds.db", workers=workers)
-            handle = start_server(cfg)
-            try:
-                yield handle.url, handle.token
-            finally:
-                handle.stop()
-            return
-        env = {**os.environ, "IDDS_HOME": str(home), "IDDS_WORKERS": str(workers),
-               "IDDS_DB_URL": f"sqlite:///{home}/idds.db", "JUPYTER_RUNTIME_DIR": str(runtime)}
-        for var in ("IDDS_URL", "IDDS_TOKEN"):
-            env.pop(var, None)
-        exe = Path(sys.executable).parent / "idds-jupyter"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "idds_jupyter.cli"]
-        proc = subprocess.Popen([*cmd, "serve", "--port", "0"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:  # "connection file ..." once it listens
-                if "connection file" in line:
-                    break
-            else:
-                raise RuntimeError(f"the server exited with {proc.wait()}")
-            files = list(runtime.glob("idds-*.json"))
-            info = json.loads(files[0].read_text())
-            yield str(info["url"]), str(info["token"])
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -62,12 +62,16 @@ class Orchestrator:
         with self.engine.begin() as conn:
             wid = store_submit(conn, wf, params, owner=owner, backend=backend,
                                cwd=cwd or os.getcwd(), open=open)
-            # The first plan and its jobs in the same transaction: a submitted run's
-            # ready jobs are claimable at once, with no Clerk or Transformer round.
+            # The first plan in the same transaction; a run of one work (a function
+            # call, a map) gets its jobs here too, claimable at once with no Clerk or
+            # Transformer round. Bigger DAGs are expanded work by work by the
+            # Transformer, so that their first jobs start before the last are written.
             applied = plan_workflow(conn, wid)
-            if applied.new_job_works:
+            if applied.new_job_works == 1:
                 expand_workflow(conn, wid, backend, self.config.backend, out)
         events = [make_event(ev.WORKFLOW_NEW, str(wid))]
+        if applied.new_job_works > 1:
+            events.append(make_event(ev.WORK_NEW, str(wid)))
         if out.released:
             events.append(make_event(ev.JOBS_READY))
         events += [make_event(ev.WORK_TERMINAL, str(w), work=k, status=s) for w, k, s in out.terminal_works]

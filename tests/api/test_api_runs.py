@@ -125,8 +125,13 @@ def test_open_workflow_add_works_and_close(served: Served) -> None:
     r = alice.post(f"/requests/{wid}/works", {"works": [{"name": "bad", "command": "x {nope}"}]})
     assert r.status == 400 and "field" in r.json, r
     deadline = time.monotonic() + 30
-    while alice.get(f"/requests/{wid}/works/second/results").status != 200 or \
-            alice.get(f"/requests/{wid}/works/second/results").json["results"][0]["status"] != "finished":
+
+    def second_finished() -> bool:
+        r = alice.get(f"/requests/{wid}/works/second/results")
+        # the work exists before its jobs do: wait for its one job to finish
+        return r.status == 200 and [j["status"] for j in r.json["results"]] == ["finished"]
+
+    while not second_finished():
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert alice.get(f"/requests/{wid}").json["status"] not in TERMINAL  # open: waits for close

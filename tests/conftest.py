@@ -7,12 +7,15 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from postgres import PostgresServer  # noqa: E402
+
+from idds_jupyter.client import Client, set_client  # noqa: E402
 
 _counter = itertools.count()
 
@@ -44,3 +47,15 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def pg_url(postgres: PostgresServer) -> str:
     return postgres.create_database(f"t{os.getpid()}_{next(_counter)}")
+
+
+@pytest.fixture
+def client(server: Any) -> Iterator[Client]:
+    """A client of the directory's ``server`` fixture, also the process-wide default meanwhile."""
+    c = Client(server.url, server.token)
+    old = set_client(c)
+    try:
+        yield c
+    finally:
+        set_client(old)
+        c.shutdown()

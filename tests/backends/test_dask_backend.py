@@ -7,9 +7,8 @@ import sys
 import time
 from typing import Any
 
+import distributed
 import pytest
-
-distributed = pytest.importorskip("distributed")
 
 from idds_jupyter.backends import DaskBackend, make_backend  # noqa: E402
 

@@ -200,16 +200,6 @@ def test_faat_map_of_50_functions(engine: Engine, tmp_path: Path) -> None:
         def triple(x: int) -> int:
             return x * 3
 
-        if engine.jobs_run_as_other_user and not _blobs_world_readable(tmp_path):
-            # known product gap: the cache writes blobs 0600 (tempfile.mkstemp in
-            # idds_jupyter/store/cache.py::write_blob), so a job running as another user
-            # (HTCondor never runs jobs as root) cannot read the function's blob
-            from idds_jupyter import RemoteError
-
-            with pytest.raises(RemoteError, match="Permission denied"):
-                triple.map(range(50), timeout=150)
-            pytest.xfail("cache blobs are written mode 0600: HTCondor's job user cannot read "
-                         "them (fix: make write_blob's files 0644)")
         assert triple.map(range(50), timeout=150) == [x * 3 for x in range(50)]
     finally:
         set_client(old)
@@ -217,12 +207,3 @@ def test_faat_map_of_50_functions(engine: Engine, tmp_path: Path) -> None:
         handle.stop()
         if old_umask is not None:
             os.umask(old_umask)
-
-
-def _blobs_world_readable(tmp_path: Path) -> bool:
-    """Whether the FaaT cache stores blobs that other users may read."""
-    from idds_jupyter.store.cache import blob_path, write_blob
-
-    root = tmp_path / "blob-mode-probe"
-    sha, _ = write_blob(root, b"probe")
-    return bool(blob_path(root, sha).stat().st_mode & 0o004)

@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from idds_jupyter.client import Client, set_client
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -25,18 +23,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield handle
     finally:
         handle.stop()
-
-
-@pytest.fixture
-def client(server: Any) -> Iterator[Client]:
-    """A client of the test server, also the process-wide default while the test runs."""
-    c = Client(server.url, server.token)
-    old = set_client(c)
-    try:
-        yield c
-    finally:
-        set_client(old)
-        c.shutdown()
 
 
 @pytest.fixture

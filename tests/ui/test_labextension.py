@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 def _need(path: Path, what: str) -> None:
     if not path.exists():
-        pytest.skip(f"{what} missing ({path}); `make test` installs it")
+        pytest.fail(f"{what} missing ({path}); `make test` installs it")
 
 
 def _tail(text: str, n: int = 80) -> str:
@@ -50,8 +50,7 @@ def _tail(text: str, n: int = 80) -> str:
 
 
 def test_labextension_unit() -> None:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+    assert shutil.which("node"), "node is not installed (the labextension needs Node.js)"
     _need(LABEXT / "node_modules" / ".bin" / "vitest", "labextension/node_modules (npm ci)")
     proc = subprocess.run([str(LABEXT / "node_modules" / ".bin" / "vitest"), "run"], cwd=LABEXT,
                           capture_output=True, text=True, timeout=300, env=dict(os.environ, CI="1", NO_COLOR="1"))
@@ -60,8 +59,7 @@ def test_labextension_unit() -> None:
 
 
 def test_labextension_ui(capsys: pytest.CaptureFixture[str]) -> None:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+    assert shutil.which("node"), "node is not installed (the UI tests need Node.js)"
     _need(Path(CHROMIUM), "Chromium (apt-get install chromium)")
     _need(UI / "node_modules" / ".bin" / "playwright", "labextension/ui-tests/node_modules (npm ci)")
     assert INSTALLED.exists(), (

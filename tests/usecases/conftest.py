@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 from usecase_helpers import server_on
 
-from idds_jupyter.client import Client, set_client
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -18,14 +16,3 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield handle
     finally:
         handle.stop()
-
-
-@pytest.fixture
-def client(server: Any) -> Iterator[Client]:
-    c = Client(server.url, server.token)
-    old = set_client(c)
-    try:
-        yield c
-    finally:
-        set_client(old)
-        c.shutdown()

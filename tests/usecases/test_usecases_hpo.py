@@ -99,8 +99,6 @@ def _square(x: float) -> float:
 
 @pytest.mark.parametrize("sampler", ["random", "cmaes", "grid", "gp"])
 def test_samplers(client: Client, sampler: str) -> None:
-    if sampler == "gp":
-        pytest.importorskip("torch", reason="optuna's GPSampler needs PyTorch")
     space = {"x": uniform(0, 4, step=0.5)} if sampler == "grid" else {"x": uniform(0, 4)}
     study = Study(_square, space, max_trials=12, parallel=3, sampler=sampler, seed=0, name=sampler)
     df = study.optimize(timeout=300)

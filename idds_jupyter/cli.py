@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     with Runner(cfg) as runner:
-        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
         try:
             wid = orch.submit(args.file, _params(args.param), backend=args.backend)
         except (TemplateError, ValueError, OSError) as exc:

@@ -148,6 +148,13 @@ class Client:
             import requests
 
             s = requests.Session()
+            # Read the proxy and CA settings of the environment once, not on every
+            # request (requests re-reads os.environ per call: a millisecond each).
+            s.proxies.update(requests.utils.get_environ_proxies(self.url))
+            ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if ca:
+                s.verify = ca
+            s.trust_env = False
             if self.token:
                 s.headers["Authorization"] = f"Bearer {self.token}"
             self._local.session = s

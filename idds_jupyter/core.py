@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
@@ -19,6 +19,7 @@ from idds_jupyter.bus.event import make_event
 from idds_jupyter.config import Config
 from idds_jupyter.model import Workflow, WorkflowStatus
 from idds_jupyter.store import control
+from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.jobs import Outcome
@@ -39,12 +40,25 @@ class UnknownRun(LookupError):
     pass
 
 
+class Dispatch(Protocol):
+    """Claims a submission's released jobs in its transaction, sends them after commit.
+
+    An agent runner in the same process provides it (its Submitter); without one,
+    released jobs wait for a Submitter's next claim as usual.
+    """
+
+    def claim(self, conn: Any, workflow_id: int) -> dict[str, list[dict[str, Any]]]: ...
+
+    def send(self, claimed: dict[str, list[dict[str, Any]]]) -> None: ...
+
+
 class Orchestrator:
     def __init__(self, config: Config | None = None, engine: Any = None, bus: Bus | None = None,
-                 migrate: bool = True) -> None:
+                 migrate: bool = True, dispatch: Dispatch | None = None) -> None:
         self.config = config or Config.load()
         self.engine = engine or make_engine(self.config.db_url)
         self.bus = bus or NullBus()
+        self.dispatch = dispatch
         if migrate:
             upgrade(self.engine)
         self.catalog = Catalog(self.engine)
@@ -52,40 +66,75 @@ class Orchestrator:
     # -------------------------------------------------------------- submit
     def submit(self, workflow: Workflow | Mapping[str, Any] | str, params: Mapping[str, Any] | None = None,
                owner: str = "local", backend: str | None = None, cwd: str | None = None,
-               open: bool = False) -> int:
+               open: bool = False, blobs: Sequence[tuple[str, int]] = ()) -> int:
         """Validate and store a workflow; returns its id. Nothing is stored if it is invalid.
 
         Command jobs run in ``cwd``, by default the directory this is called from.
+        ``blobs`` are cache files (sha256, size) written for it, recorded with it.
         """
         wf = load_workflow(workflow)
-        out = Outcome()
         with self.engine.begin() as conn:
             wid = store_submit(conn, wf, params, owner=owner, backend=backend,
                                cwd=cwd or os.getcwd(), open=open)
-            # The first plan in the same transaction; a run of one work (a function
-            # call, a map) gets its jobs here too, claimable at once with no Clerk or
-            # Transformer round. Bigger DAGs are expanded work by work by the
-            # Transformer, so that their first jobs start before the last are written.
-            applied = plan_workflow(conn, wid)
-            if applied.new_job_works == 1:
-                expand_workflow(conn, wid, backend, self.config.backend, out)
-        events = [make_event(ev.WORKFLOW_NEW, str(wid))]
-        if applied.new_job_works > 1:
-            events.append(make_event(ev.WORK_NEW, str(wid)))
-        if out.released:
-            events.append(make_event(ev.JOBS_READY))
-        events += [make_event(ev.WORK_TERMINAL, str(w), work=k, status=s) for w, k, s in out.terminal_works]
-        if applied.status is not None:
-            events.append(make_event(ev.WORKFLOW_TERMINAL, str(wid), status=applied.status))
-        self.bus.publish(events)
+            record_blobs(conn, blobs, kind="payload", owner=owner)
+            applied, out, claimed = self._plan_now(conn, wid, backend)
+        self._send(claimed)
+        self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid)),
+                          *self._plan_events(wid, applied, out, claimed)])
         return wid
 
-    def add_works(self, workflow_id: int, works_: list[dict[str, Any]]) -> list[str]:
-        """Append works to a running workflow (Function-as-a-Task bodies grow their run)."""
+    def add_works(self, workflow_id: int, works_: list[dict[str, Any]],
+                  blobs: Sequence[tuple[str, int]] = (), owner: str | None = None) -> list[str]:
+        """Append works to a running workflow (Function-as-a-Task bodies grow their run).
+
+        Planned in the same transaction, as a submission is: a ``@work`` call
+        inside a workflow body reaches a worker with no Clerk round.
+        """
         with self.engine.begin() as conn:
             names = store_add_works(conn, workflow_id, works_)
-        self.bus.publish([make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])
+            record_blobs(conn, blobs, kind="payload", owner=owner)
+            backend = conn.execute(select(workflows.c.backend)
+                                   .where(workflows.c.id == workflow_id)).scalar()
+            applied, out, claimed = self._plan_now(conn, workflow_id, backend)
+        self._send(claimed)
+        self.bus.publish([make_event(ev.WORKFLOW_DIRTY, str(workflow_id)),
+                          *self._plan_events(workflow_id, applied, out, claimed)])
         return names
+
+    def _plan_now(self, conn: Any, wid: int, backend: str | None
+                  ) -> tuple[Any, Outcome, dict[str, list[dict[str, Any]]]]:
+        """Plan in the caller's transaction; one new work of jobs is expanded and claimed too.
+
+        A run of one work (a function call, a map) needs no Clerk or Transformer
+        round. Bigger DAGs are expanded work by work by the Transformer, so that
+        their first jobs start before the last are written.
+        """
+        out = Outcome()
+        claimed: dict[str, list[dict[str, Any]]] = {}
+        applied = plan_workflow(conn, wid)
+        if applied.new_job_works == 1:
+            expand_workflow(conn, wid, backend, self.config.backend, out)
+            if self.dispatch is not None and out.released:
+                claimed = self.dispatch.claim(conn, wid)
+        return applied, out, claimed
+
+    def _send(self, claimed: dict[str, list[dict[str, Any]]]) -> None:
+        if claimed and self.dispatch is not None:
+            self.dispatch.send(claimed)
+
+    @staticmethod
+    def _plan_events(wid: int, applied: Any, out: Outcome,
+                     claimed: dict[str, list[dict[str, Any]]]) -> list[Any]:
+        events = []
+        if applied.new_job_works > 1:
+            events.append(make_event(ev.WORK_NEW, str(wid)))
+        if out.released > sum(len(v) for v in claimed.values()):
+            events.append(make_event(ev.JOBS_READY))
+        events += [make_event(ev.WORK_TERMINAL, str(w), work=k, status=s)
+                   for w, k, s in out.terminal_works]
+        if applied.status is not None:
+            events.append(make_event(ev.WORKFLOW_TERMINAL, str(wid), status=applied.status))
+        return events
 
     def close(self, workflow_id: int, result: Any = None, result_blob: str | None = None,
               error: str | None = None, traceback: str | None = None) -> str:

@@ -14,10 +14,14 @@ from idds_jupyter.store.sql import now
 from idds_jupyter.store.tables import messages
 from idds_jupyter.store.workflows import plan_next
 
+_NEW_MESSAGE = messages.insert()
+
 
 class Clerk(Agent):
     role = "clerk"
-    wakes_on = (ev.WORKFLOW_NEW, ev.WORKFLOW_DIRTY, ev.WORK_TERMINAL, ev.CONTROL)
+    # Not WORKFLOW_NEW: a submission is planned in its own transaction, so a new
+    # workflow is clean; one that still needs the Clerk is marked dirty.
+    wakes_on = (ev.WORKFLOW_DIRTY, ev.WORK_TERMINAL, ev.CONTROL)
 
     def step(self) -> bool:
         events = []
@@ -29,7 +33,7 @@ class Clerk(Agent):
                     break
                 planned += 1
                 if applied.status is not None:
-                    conn.execute(messages.insert().values(
+                    conn.execute(_NEW_MESSAGE, dict(
                         workflow_id=applied.workflow_id, kind=ev.WORKFLOW_TERMINAL, status="new",
                         payload={"workflow_id": applied.workflow_id, "status": applied.status},
                         created_at=now()))

@@ -74,6 +74,14 @@ class Runner:
         log.info("agents %s started as %s", ",".join(self.roles), self.owner)
         return self
 
+    @property
+    def dispatch(self) -> Any:
+        """This runner's Submitter, for submissions made in this process to claim
+        their first jobs in their own transaction (``Orchestrator.dispatch``)."""
+        from idds_jupyter.agents.carrier.submitter import Submitter
+
+        return next((a for a in self.agents if isinstance(a, Submitter)), None)
+
     def stop(self, timeout: float = 10.0) -> None:
         self.ctx.stop.set()
         for a in self.agents:

@@ -142,10 +142,12 @@ MAX_INLINE_BLOB = 1 * 2**20
 MAX_INLINE_TOTAL = 16 * 2**20
 
 
-async def store_inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> None:
+async def store_inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> list[tuple[str, int]]:
     """Small blobs sent with a submission (``"blobs": {sha256: base64}``) go to the cache first.
 
     They are opaque bytes checked against their digest — never unpickled here.
+    Returns ``(sha256, size)`` of each: their rows are written in the submission's
+    own transaction.
     """
     import base64
     import binascii
@@ -154,7 +156,7 @@ async def store_inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> None:
 
     blobs = body.get("blobs")
     if blobs is None:
-        return
+        return []
     if not isinstance(blobs, dict):
         raise ApiError(400, "field 'blobs' must map sha256 digests to base64 strings")
     decoded: list[tuple[str, bytes]] = []
@@ -176,14 +178,15 @@ async def store_inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> None:
     if total > MAX_INLINE_TOTAL:
         raise ApiError(413, f"field 'blobs': {total} bytes in all, over {MAX_INLINE_TOTAL}")
 
-    def put_all() -> None:
+    def write_all() -> None:
         for sha, data in decoded:
-            handler.ctx.cache.put(data, sha, kind="payload", owner=handler.user.name)
+            handler.ctx.cache.write(data, sha)
 
     try:
-        await handler.run(put_all)
+        await handler.run(write_all)
     except CacheError as exc:
         raise ApiError(400, f"field 'blobs': {exc}") from None
+    return [(sha, len(data)) for sha, data in decoded]
 
 
 class RequestsHandler(ApiHandler):
@@ -204,7 +207,7 @@ class RequestsHandler(ApiHandler):
             await self._post_server_body(body)
             return
         tmpl = parse_template(body)
-        await store_inline_blobs(self, body)
+        blobs = await store_inline_blobs(self, body)
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise ApiError(400, "field 'params' must be a JSON object")
@@ -214,7 +217,7 @@ class RequestsHandler(ApiHandler):
         is_open = body.get("open", False)
         if not isinstance(is_open, bool):
             raise ApiError(400, "field 'open' must be true or false")
-        kw: dict[str, Any] = {"owner": self.user.name, "backend": backend}
+        kw: dict[str, Any] = {"owner": self.user.name, "backend": backend, "blobs": blobs}
         if is_open:
             kw["open"] = True
         try:
@@ -310,9 +313,10 @@ class RequestWorksHandler(ApiHandler):
         if not isinstance(works, list) or not works or not all(isinstance(w, dict) for w in works):
             raise ApiError(400, "field 'works' must be a non-empty list of work objects")
         await self.check_owner(int(wid))
-        await store_inline_blobs(self, body)
+        blobs = await store_inline_blobs(self, body)
         try:
-            names = await self.run(self.ctx.orch.add_works, int(wid), works)
+            names = await self.run(self.ctx.orch.add_works, int(wid), works, blobs,
+                                   self.user.name)
         except TemplateError as exc:
             raise _template_error(exc) from None
         except UnknownRun as exc:

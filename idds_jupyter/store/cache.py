@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from idds_jupyter.store.sql import now
+from idds_jupyter.store.sql import in_list, now
 from idds_jupyter.store.tables import blobs
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -70,6 +72,9 @@ def write_blob(root: str | os.PathLike[str], data: bytes, sha: str | None = None
     return actual, True
 
 
+_KNOWN = select(blobs.c.sha256).where(blobs.c.sha256.in_(in_list()))
+
+
 def record_blobs(conn: Connection, items: Iterable[tuple[str, int]], kind: str | None = None,
                  owner: str | None = None) -> int:
     """Rows for blobs not yet known, in the caller's transaction; returns how many were added."""
@@ -79,22 +84,16 @@ def record_blobs(conn: Connection, items: Iterable[tuple[str, int]], kind: str |
     have: set[str] = set()
     shas = list(rows)
     for i in range(0, len(shas), 5000):
-        have |= {r[0] for r in conn.execute(
-            select(blobs.c.sha256).where(blobs.c.sha256.in_(shas[i:i + 5000])))}
+        have |= {r[0] for r in conn.execute(_KNOWN, {"ids": shas[i:i + 5000]})}
     new = [{"sha256": s, "size": n, "kind": kind, "owner": owner, "created_at": now()}
            for s, n in rows.items() if s not in have]
     if new:  # ON CONFLICT DO NOTHING: two agents may record the same value at once
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            conn.execute(pg_insert(blobs).on_conflict_do_nothing(), new)
-        elif conn.dialect.name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            conn.execute(sqlite_insert(blobs).on_conflict_do_nothing(), new)
-        else:
-            conn.execute(blobs.insert(), new)
+        conn.execute(_INSERT_NEW.get(conn.dialect.name, blobs.insert()), new)
     return len(new)
+
+
+_INSERT_NEW = {"postgresql": pg_insert(blobs).on_conflict_do_nothing(),
+               "sqlite": sqlite_insert(blobs).on_conflict_do_nothing()}
 
 
 class Cache:
@@ -115,11 +114,15 @@ class Cache:
     def put(self, data: bytes, sha: str | None = None, kind: str | None = None,
             owner: str | None = None) -> tuple[str, bool]:
         """Store ``data`` (refusing more than ``limit`` bytes); returns (sha256, created)."""
-        if len(data) > self.limit:
-            raise CacheError(f"blob of {len(data)} bytes exceeds the cache limit of {self.limit} bytes")
-        actual, created = write_blob(self.root, data, sha)
+        actual, created = self.write(data, sha)
         self.record([(actual, len(data))], kind=kind, owner=owner)
         return actual, created
+
+    def write(self, data: bytes, sha: str | None = None) -> tuple[str, bool]:
+        """Only the file (limit checked): the caller records the row in its own transaction."""
+        if len(data) > self.limit:
+            raise CacheError(f"blob of {len(data)} bytes exceeds the cache limit of {self.limit} bytes")
+        return write_blob(self.root, data, sha)
 
     def get(self, sha: str) -> bytes:
         path = self.path(sha)

@@ -9,6 +9,7 @@ rows it read. PostgreSQL uses ``FOR UPDATE SKIP LOCKED`` for the same claims.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,36 @@ def default_url() -> str:
     home = default_home()
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'idds.db'}"
+
+
+class _WriteGate:
+    """One writer at a time among this process's SQLite connections, queued in Python.
+
+    SQLite makes a blocked ``BEGIN IMMEDIATE`` sleep in steps of 1, 2, 5, 10, 25...
+    ms before it retries, so threads of one process (API, agents) that take turns
+    on the write lock would each lose milliseconds per transaction. Waiting here
+    instead hands the lock over the moment the holder commits. Other processes
+    still meet SQLite's own lock and busy timeout.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._held: set[int] = set()
+
+    def enter(self, conn: Any) -> None:
+        self._lock.acquire()
+        self._held.add(_raw_id(conn))
+
+    def leave(self, conn: Any) -> None:
+        key = _raw_id(conn)
+        if key in self._held:
+            self._held.discard(key)
+            self._lock.release()
+
+
+def _raw_id(conn: Any) -> int:
+    """The DBAPI connection under a pool proxy (SQLAlchemy passes either)."""
+    return id(getattr(conn, "dbapi_connection", None) or conn)
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -70,9 +101,33 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=OFF")
             cur.close()
 
+        gate = _WriteGate()
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            gate.enter(conn.connection)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                gate.leave(conn.connection)
+                raise
+
+        def _do_commit(dbapi_conn: Any) -> None:
+            try:
+                commit(dbapi_conn)
+            finally:
+                gate.leave(dbapi_conn)
+
+        def _do_rollback(dbapi_conn: Any) -> None:
+            try:
+                rollback(dbapi_conn)
+            finally:
+                gate.leave(dbapi_conn)
+
+        dialect.do_commit = _do_commit  # type: ignore[method-assign,assignment]
+        dialect.do_rollback = _do_rollback  # type: ignore[method-assign,assignment]
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import JOB_MACHINE, JobStatus, WorkStatus
-from idds_jupyter.store.sql import chunks, for_update, now
+from idds_jupyter.store.sql import Locked, chunks, for_update, in_list, now
 from idds_jupyter.store.tables import job_deps, jobs, workflows, works
 
 PENDING = JobStatus.PENDING.value
@@ -67,31 +67,44 @@ class Outcome:
 # --------------------------------------------------------------------- claim
 
 def claim_ready(
-    conn: Connection, owner: str, backends: Sequence[str], limit: int, ttl: float
+    conn: Connection, owner: str, backends: Sequence[str], limit: int, ttl: float,
+    workflow_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Lock up to ``limit`` released jobs of running works for ``owner`` (Submitter)."""
-    running_works = select(works.c.id).where(
-        works.c.status == WorkStatus.RUNNING.value, works.c.backend.in_(list(backends))
-    )
-    stmt = (
-        select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.idx, jobs.c.kwargs,
-               jobs.c.file_id, jobs.c.attempt)
-        .where(jobs.c.status == READY, jobs.c.work_id.in_(running_works))
-        .limit(limit)
-    )
-    rows = conn.execute(for_update(conn, stmt, skip_locked=True, of=jobs)).mappings().all()
+    """Lock up to ``limit`` released jobs of running works for ``owner`` (Submitter).
+
+    ``workflow_id`` narrows the claim to one workflow (a submission claiming its
+    own first jobs in its own transaction).
+    """
+    stmt = _CLAIM if workflow_id is None else _CLAIM_OF_WORKFLOW
+    rows = conn.execute(stmt.on(conn), {"backends": list(backends), "limit": limit,
+                                        "wf": workflow_id}).mappings().all()
     if not rows:
         return []
     t = now()
-    ids = [r["id"] for r in rows]
-    for part in chunks(ids):
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(part), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
-            .values(status=SUBMITTED, lock_owner=owner, lock_expiry=t + ttl,
-                    attempt=jobs.c.attempt + 1, submitted_at=t, started_at=None)
-        )
+    claimed = [r["id"] for r in rows]
+    for part in chunks(claimed):
+        conn.execute(_MARK_SUBMITTED, {"ids": list(part), "owner": owner, "expiry": t + ttl, "t": t})
     return [dict(r, attempt=r["attempt"] + 1) for r in rows]
+
+
+def _claim_stmt(one_workflow: bool) -> Locked:
+    running_works = select(works.c.id).where(
+        works.c.status == WorkStatus.RUNNING.value, works.c.backend.in_(in_list("backends")))
+    if one_workflow:
+        running_works = running_works.where(works.c.workflow_id == bindparam("wf"))
+    return Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.idx, jobs.c.kwargs,
+                         jobs.c.file_id, jobs.c.attempt)
+                  .where(jobs.c.status == READY, jobs.c.work_id.in_(running_works))
+                  .limit(bindparam("limit")), skip_locked=True, of=jobs)
+
+
+_CLAIM = _claim_stmt(False)
+_CLAIM_OF_WORKFLOW = _claim_stmt(True)
+_MARK_SUBMITTED = (update(jobs)
+                   .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
+                   .values(status=SUBMITTED, lock_owner=bindparam("owner"),
+                           lock_expiry=bindparam("expiry"), attempt=jobs.c.attempt + 1,
+                           submitted_at=bindparam("t"), started_at=None))
 
 
 def mark_running(conn: Connection, owner: str, started: Sequence[tuple[int, int, float]]) -> None:
@@ -153,12 +166,10 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     if not results:
         return out
     by_id = {int(r["job_id"]): r for r in results}
-    ids = sorted(by_id)
+    job_ids = sorted(by_id)
     current: dict[int, Any] = {}
-    for part in chunks(ids):
-        stmt = select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt, jobs.c.idx,
-                      jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status).where(jobs.c.id.in_(part))
-        for found in conn.execute(for_update(conn, stmt)):
+    for part in chunks(job_ids):
+        for found in conn.execute(_CURRENT.on(conn), {"ids": list(part)}):
             current[found.id] = found
     retries, names = _work_info(conn, {row.work_id for row in current.values()})
 
@@ -167,7 +178,7 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     fail_rows: list[dict[str, Any]] = []
     per_work: dict[int, Counter[str]] = defaultdict(Counter)
     t = now()
-    for jid in ids:
+    for jid in job_ids:
         r = by_id[jid]
         row = current.get(jid)
         if (
@@ -217,43 +228,13 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
             if r.get(key):
                 out.blobs.append((r[key], int(r.get(f"{key}_size") or 0)))
 
-    # executemany cannot expand IN lists: spell the in-flight guard out.
-    guard = [jobs.c.id == bindparam("jid"),
-             or_(jobs.c.status == SUBMITTED, jobs.c.status == RUNNING)]
     if ok_rows:
-        conn.execute(
-            update(jobs).where(*guard).values(
-                status=FINISHED, result=bindparam("result"), blob=bindparam("blob"),
-                inline=bindparam("inline"),
-                wall_s=bindparam("wall_s"), max_rss_kb=bindparam("max_rss_kb"),
-                log_path=bindparam("log_path"), exit_code=bindparam("exit_code"),
-                started_at=bindparam("started_at"), finished_at=bindparam("finished_at"),
-                success_count=jobs.c.success_count + 1, error=None,
-                lock_owner=None, lock_expiry=None),
-            ok_rows,
-        )
+        conn.execute(_RECORD_OK, ok_rows)
         out.finished = len(ok_rows)
     if retry_rows:
-        conn.execute(
-            update(jobs).where(*guard).values(
-                status=READY, error=bindparam("error"), wall_s=bindparam("wall_s"),
-                max_rss_kb=bindparam("max_rss_kb"), log_path=bindparam("log_path"),
-                exit_code=bindparam("exit_code"), started_at=bindparam("started_at"),
-                finished_at=bindparam("finished_at"),
-                retries_used=jobs.c.retries_used + 1, lock_owner=None, lock_expiry=None),
-            retry_rows,
-        )
+        conn.execute(_RECORD_RETRY, retry_rows)
     if fail_rows:
-        conn.execute(
-            update(jobs).where(*guard).values(
-                status=FAILED, error=bindparam("error"), blob=bindparam("blob"),
-                inline=bindparam("inline"),
-                wall_s=bindparam("wall_s"),
-                max_rss_kb=bindparam("max_rss_kb"), log_path=bindparam("log_path"),
-                exit_code=bindparam("exit_code"), started_at=bindparam("started_at"),
-                finished_at=bindparam("finished_at"), lock_owner=None, lock_expiry=None),
-            fail_rows,
-        )
+        conn.execute(_RECORD_FAILED, fail_rows)
         out.failed = len(fail_rows)
 
     finished_ids = [r["jid"] for r in ok_rows]
@@ -266,6 +247,25 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     return out
 
 
+_CURRENT = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt, jobs.c.idx,
+                          jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status)
+                   .where(jobs.c.id.in_(in_list())))
+# executemany cannot expand IN lists: spell the in-flight guard out.
+_GUARD = (jobs.c.id == bindparam("jid"), or_(jobs.c.status == SUBMITTED, jobs.c.status == RUNNING))
+_RUN_FIELDS: dict[str, Any] = {k: bindparam(k) for k in ("wall_s", "max_rss_kb", "log_path", "exit_code",
+                                          "started_at", "finished_at")}
+_RECORD_OK = update(jobs).where(*_GUARD).values(
+    status=FINISHED, result=bindparam("result"), blob=bindparam("blob"),
+    inline=bindparam("inline"), **_RUN_FIELDS,
+    success_count=jobs.c.success_count + 1, error=None, lock_owner=None, lock_expiry=None)
+_RECORD_RETRY = update(jobs).where(*_GUARD).values(
+    status=READY, error=bindparam("error"), **_RUN_FIELDS,
+    retries_used=jobs.c.retries_used + 1, lock_owner=None, lock_expiry=None)
+_RECORD_FAILED = update(jobs).where(*_GUARD).values(
+    status=FAILED, error=bindparam("error"), blob=bindparam("blob"), inline=bindparam("inline"),
+    **_RUN_FIELDS, lock_owner=None, lock_expiry=None)
+
+
 def _error_text(r: dict[str, Any]) -> str:
     parts = [str(r.get("error") or "failed")]
     if r.get("traceback"):
@@ -275,14 +275,16 @@ def _error_text(r: dict[str, Any]) -> str:
 
 def _work_info(conn: Connection, work_ids: Iterable[int]) -> tuple[dict[int, int], dict[int, str]]:
     """Retries allowed and instance names of these works."""
-    ids = list(work_ids)
+    wanted = list(work_ids)
     retries: dict[int, int] = {}
     names: dict[int, str] = {}
-    if ids:
-        for r in conn.execute(select(works.c.id, works.c.retries, works.c.name)
-                              .where(works.c.id.in_(ids))):
+    if wanted:
+        for r in conn.execute(_WORK_INFO, {"ids": wanted}):
             retries[r.id], names[r.id] = r.retries, r.name
     return retries, names
+
+
+_WORK_INFO = select(works.c.id, works.c.retries, works.c.name).where(works.c.id.in_(in_list()))
 
 
 def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:
@@ -290,27 +292,22 @@ def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:
     if not parent_ids:
         return 0
     for part in chunks(parent_ids):
-        counts = (
-            select(job_deps.c.child_id, func.count().label("n"))
-            .where(job_deps.c.parent_id.in_(part))
-            .group_by(job_deps.c.child_id)
-            .subquery()
-        )
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == counts.c.child_id)
-            .values(pending=jobs.c.pending - counts.c.n)
-        )
+        conn.execute(_COUNT_DOWN, {"ids": list(part)})
     released = 0
     for part in chunks(parent_ids):
-        children = select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(part))
-        res = conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(children), jobs.c.status == PENDING, jobs.c.pending <= 0)
-            .values(status=READY, release_count=jobs.c.release_count + 1)
-        )
+        res = conn.execute(_RELEASE, {"ids": list(part)})
         released += res.rowcount or 0
     return released
+
+
+_CHILD_COUNTS = (select(job_deps.c.child_id, func.count().label("n"))
+                 .where(job_deps.c.parent_id.in_(in_list())).group_by(job_deps.c.child_id).subquery())
+_COUNT_DOWN = (update(jobs).where(jobs.c.id == _CHILD_COUNTS.c.child_id)
+               .values(pending=jobs.c.pending - _CHILD_COUNTS.c.n))
+_RELEASE = (update(jobs)
+            .where(jobs.c.id.in_(select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(in_list()))),
+                   jobs.c.status == PENDING, jobs.c.pending <= 0)
+            .values(status=READY, release_count=jobs.c.release_count + 1))
 
 
 def cancel_descendants(conn: Connection, failed_ids: Sequence[int]) -> dict[int, int]:
@@ -338,44 +335,42 @@ def count_on_works(conn: Connection, per_work: dict[int, Counter[str]], out: Out
     """Add job outcomes to the works' counters; a work with every job done becomes terminal."""
     if not per_work:
         return
-    conn.execute(
-        update(works)
-        .where(works.c.id == bindparam("wid"))
-        .values(
-            n_finished=works.c.n_finished + bindparam("f"),
-            n_failed=works.c.n_failed + bindparam("x"),
-            n_cancelled=works.c.n_cancelled + bindparam("c"),
-            updated_at=now(),
-        ),
-        [{"wid": w, "f": c["finished"], "x": c["failed"], "c": c["cancelled"]}
-         for w, c in per_work.items()],
-    )
+    t = now()
+    conn.execute(_COUNT_ON_WORK,
+                 [{"wid": w, "f": c["finished"], "x": c["failed"], "c": c["cancelled"], "t": t}
+                  for w, c in per_work.items()])
     finish_works(conn, list(per_work), out)
+
+
+_COUNT_ON_WORK = update(works).where(works.c.id == bindparam("wid")).values(
+    n_finished=works.c.n_finished + bindparam("f"), n_failed=works.c.n_failed + bindparam("x"),
+    n_cancelled=works.c.n_cancelled + bindparam("c"), updated_at=bindparam("t"))
 
 
 def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> None:
     """Finisher: running works whose jobs are all terminal get their final status."""
-    n_done = works.c.n_finished + works.c.n_failed + works.c.n_cancelled
-    rows = conn.execute(
-        select(works.c.id, works.c.workflow_id, works.c.n_jobs, works.c.n_finished,
-               works.c.n_failed, works.c.n_cancelled, works.c.spec)
-        .where(works.c.id.in_(list(work_ids)), works.c.status == WorkStatus.RUNNING.value,
-               n_done >= works.c.n_jobs)
-    ).all()
+    if not work_ids:
+        return
+    rows = conn.execute(_DONE_WORKS, {"ids": list(work_ids)}).all()
     t = now()
     for row in rows:
         status = work_outcome(row.n_jobs, row.n_finished, row.n_failed + row.n_cancelled,
                               (row.spec or {}).get("work", {}).get("policy", "subfinished"))
-        res = conn.execute(
-            update(works)
-            .where(works.c.id == row.id, works.c.status == WorkStatus.RUNNING.value)
-            .values(status=status, finished_at=t, updated_at=t)
-        )
+        res = conn.execute(_END_WORK, {"wid": row.id, "status": status, "t": t})
         if res.rowcount:
             out.terminal_works.append((row.workflow_id, row.id, status))
             out.dirty_workflows.add(row.workflow_id)
     if out.dirty_workflows:
         mark_dirty(conn, out.dirty_workflows)
+
+
+_DONE_WORKS = (select(works.c.id, works.c.workflow_id, works.c.n_jobs, works.c.n_finished,
+                      works.c.n_failed, works.c.n_cancelled, works.c.spec)
+               .where(works.c.id.in_(in_list()), works.c.status == WorkStatus.RUNNING.value,
+                      works.c.n_finished + works.c.n_failed + works.c.n_cancelled >= works.c.n_jobs))
+_END_WORK = (update(works).where(works.c.id == bindparam("wid"),
+                                 works.c.status == WorkStatus.RUNNING.value)
+             .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t")))
 
 
 def work_outcome(n_jobs: int, n_ok: int, n_bad: int, policy: str) -> str:
@@ -388,10 +383,10 @@ def work_outcome(n_jobs: int, n_ok: int, n_bad: int, policy: str) -> str:
 
 def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:
     """Ask the Clerk to re-plan these workflows."""
-    ids = sorted(set(workflow_ids))
-    if ids:
-        conn.execute(
-            update(workflows)
-            .where(workflows.c.id.in_(ids))
-            .values(dirty_seq=workflows.c.dirty_seq + 1, updated_at=now())
-        )
+    wanted = sorted(set(workflow_ids))
+    if wanted:
+        conn.execute(_MARK_DIRTY, {"ids": wanted, "t": now()})
+
+
+_MARK_DIRTY = (update(workflows).where(workflows.c.id.in_(in_list()))
+               .values(dirty_seq=workflows.c.dirty_seq + 1, updated_at=bindparam("t")))

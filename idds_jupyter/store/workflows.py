@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model import (
@@ -30,7 +30,7 @@ from idds_jupyter.model import (
     WorkStatus,
     plan,
 )
-from idds_jupyter.store.sql import for_update, now
+from idds_jupyter.store.sql import Locked, for_update, now
 from idds_jupyter.store.tables import jobs, workflows, works
 
 ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
@@ -48,14 +48,20 @@ def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = No
     merged = {**wf.parameters, **dict(params or {})}
     wf.validate(merged)
     t = now()
-    res = conn.execute(workflows.insert().values(
-        name=wf.name, owner=owner, status=WorkflowStatus.NEW.value, template=wf.to_dict(),
+    template = wf.to_dict()
+    res = conn.execute(_INSERT_WORKFLOW, dict(
+        name=wf.name, owner=owner, status=WorkflowStatus.NEW.value, template=template,
         params=merged, meta=_initial_meta(cwd, open), backend=backend, priority=priority,
         dirty_seq=1, clean_seq=0,
         created_at=t, updated_at=t))
     pk = res.inserted_primary_key
     assert pk is not None
+    _remember(conn, int(pk[0]), template, wf)  # the first plan, next, need not parse it again
     return int(pk[0])
+
+
+_INSERT_WORKFLOW = workflows.insert()
+_INSERT_WORKS = works.insert()
 
 
 def _initial_meta(cwd: str | None, open_: bool) -> dict[str, Any]:
@@ -180,21 +186,22 @@ class Applied:
 
 def plan_next(conn: Connection, owner: str) -> Applied | None:
     """Clerk: take one dirty workflow (row-locked), plan it, apply the plan."""
-    stmt = (
-        select(workflows)
-        .where(workflows.c.status.in_(ACTIVE), workflows.c.dirty_seq > workflows.c.clean_seq)
-        .order_by(workflows.c.priority.desc(), workflows.c.id)
-        .limit(1)
-    )
-    row = conn.execute(for_update(conn, stmt, skip_locked=True)).mappings().first()
+    row = conn.execute(_NEXT_DIRTY.on(conn)).mappings().first()
     if row is None:
         return None
     return plan_row(conn, row)
 
 
+_NEXT_DIRTY = Locked(select(workflows)
+                     .where(workflows.c.status.in_(ACTIVE), workflows.c.dirty_seq > workflows.c.clean_seq)
+                     .order_by(workflows.c.priority.desc(), workflows.c.id)
+                     .limit(1), skip_locked=True)
+_WORKFLOW = select(workflows).where(workflows.c.id == bindparam("wf"))
+
+
 def plan_workflow(conn: Connection, workflow_id: int) -> Applied:
     """Plan one workflow now (its first plan, at submission): the Clerk's step, inline."""
-    row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().one()
+    row = conn.execute(_WORKFLOW, {"wf": workflow_id}).mappings().one()
     return plan_row(conn, row)
 
 
@@ -215,11 +222,14 @@ def plan_row(conn: Connection, row: Mapping[Any, Any]) -> Applied:
 def _run_state(conn: Connection, row: Mapping[Any, Any]) -> RunState:
     meta = row["meta"] or {}
     states: dict[str, WorkState] = {}
-    for w in conn.execute(select(works.c.id, works.c.name, works.c.status, works.c.kind,
-                                 works.c.result).where(works.c.workflow_id == row["id"])):
+    for w in conn.execute(_WORK_STATES, {"wf": row["id"]}):
         states[w.name] = StoredWorkState(conn, w.id, w.name, w.status, w.kind, w.result)
     return RunState(params=dict(row["params"] or {}), works=states,
                     conditions=dict(meta.get("conditions", {})), loops=dict(meta.get("loops", {})))
+
+
+_WORK_STATES = select(works.c.id, works.c.name, works.c.status, works.c.kind,
+                      works.c.result).where(works.c.workflow_id == bindparam("wf"))
 
 
 def instance_spec(inst: WorkInstance) -> dict[str, Any]:
@@ -290,7 +300,7 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         if kind != "workflow" and status == WorkStatus.NEW.value:
             out.new_job_works += 1
     if rows:
-        conn.execute(works.insert(), rows)
+        conn.execute(_INSERT_WORKS, rows)
     for name, status in (getattr(p, "status_updates", None) or {}).items():
         conn.execute(update(works).where(works.c.workflow_id == wf_id, works.c.name == name,
                                          works.c.status != WorkStatus(status).value)
@@ -303,7 +313,8 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         meta["loops"] = {**meta.get("loops", {}), **p.loops}
     if getattr(p, "loop_info", None):
         meta["loop_info"] = {**meta.get("loop_info", {}), **p.loop_info}
-    values: dict[str, Any] = {"meta": meta, "clean_seq": row["dirty_seq"], "updated_at": t}
+    values: dict[str, Any] = {"wf": wf_id, "meta": meta, "clean_seq": row["dirty_seq"], "t": t,
+                              "status": row["status"], "finished_at": row["finished_at"]}
     if row["status"] == WorkflowStatus.NEW.value:
         values["status"] = WorkflowStatus.RUNNING.value
     if p.status is not None and not meta.get("open"):  # an open body may still add works
@@ -313,8 +324,14 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         values["status"] = status
         values["finished_at"] = t
         out.status = status
-    conn.execute(update(workflows).where(workflows.c.id == wf_id).values(**values))
+    conn.execute(_PLANNED, values)
     return out
+
+
+# The row was read in this transaction (and locked): unchanged fields are written back as read.
+_PLANNED = update(workflows).where(workflows.c.id == bindparam("wf")).values(
+    meta=bindparam("meta"), clean_seq=bindparam("clean_seq"), updated_at=bindparam("t"),
+    status=bindparam("status"), finished_at=bindparam("finished_at"))
 
 
 _WORK_TERMINAL = {s.value for s in (WorkStatus.FINISHED, WorkStatus.SUBFINISHED, WorkStatus.FAILED,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model import JobDep
@@ -36,15 +36,17 @@ def choose_backend(spec: dict[str, Any], workflow_backend: str | None, default: 
 def expand_workflow(conn: Connection, workflow_id: int, workflow_backend: str | None,
                     default_backend: str, out: Outcome) -> int:
     """Expand every new work of one workflow, parents first (the Transformer's step, inline)."""
-    rows = conn.execute(
-        select(works.c.id, works.c.workflow_id, works.c.name, works.c.spec, works.c.backend)
-        .where(works.c.workflow_id == workflow_id, works.c.status == WorkStatus.NEW.value,
-               works.c.kind.in_(JOB_KINDS))
-        .order_by(works.c.id)).all()
+    rows = conn.execute(_NEW_WORKS_OF, {"wf": workflow_id}).all()
     for row in rows:
         expand_work(conn, row, choose_backend(row.spec or {}, workflow_backend, default_backend), out)
     finish_works(conn, [r.id for r in rows], out)
     return len(rows)
+
+
+_NEW_WORKS_OF = (select(works.c.id, works.c.workflow_id, works.c.name, works.c.spec, works.c.backend)
+                 .where(works.c.workflow_id == bindparam("wf"), works.c.status == WorkStatus.NEW.value,
+                        works.c.kind.in_(JOB_KINDS))
+                 .order_by(works.c.id))
 
 
 def claim_new_works(conn: Connection, limit: int = 100) -> list[Any]:
@@ -121,14 +123,15 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome) -> int:
             select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx))]
         conn.execute(job_deps.insert(),
                      [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges])
-    conn.execute(
-        update(works)
-        .where(works.c.id == work.id, works.c.status == WorkStatus.NEW.value)
-        .values(status=WorkStatus.RUNNING.value, n_jobs=n, n_cancelled=n_cancelled,
-                backend=backend, updated_at=t)
-    )
+    conn.execute(_START_WORK, {"wid": work.id, "n": n, "nc": n_cancelled, "backend": backend, "t": t})
     out.released += sum(1 for r in rows if r["status"] == JobStatus.READY.value)
     return n
+
+
+_START_WORK = (update(works).where(works.c.id == bindparam("wid"), works.c.status == WorkStatus.NEW.value)
+               .values(status=WorkStatus.RUNNING.value, n_jobs=bindparam("n"),
+                       n_cancelled=bindparam("nc"), backend=bindparam("backend"),
+                       updated_at=bindparam("t")))
 
 
 def finish_empty(conn: Connection, work_ids: Sequence[int], out: Outcome) -> None:

@@ -84,7 +84,8 @@ class IddsExtension(ExtensionApp):
                 env = dict(os.environ, IDDS_DB_URL=cfg.db_url, IDDS_BUS=cfg.bus,
                            IDDS_HOME=str(cfg.home), IDDS_BACKEND=cfg.backend)
                 self.child = subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", "agents"], env=env)
-        orch = Orchestrator(cfg, engine=engine, bus=bus, migrate=False)
+        orch = Orchestrator(cfg, engine=engine, bus=bus, migrate=False,
+                            dispatch=self.runner.dispatch if self.runner is not None else None)
         fallback = TokenAuthenticator(engine)
         auth = JupyterAuthenticator(self.server.identity_provider,
                                     self.server.web_app.settings.get("authorizer"),
@@ -105,6 +106,8 @@ class IddsExtension(ExtensionApp):
         """Let kernels of this server find it without the user typing a URL or a token."""
         url = self.server.connection_url
         self.ctx.self_url = url
+        if not self.ctx.config.server_url:  # batch jobs with transfer "http" reach us here
+            self.ctx.config.server_url = url
         token = self.server.identity_provider.token or self._mint_token()
         os.environ["IDDS_URL"] = url
         os.environ["IDDS_TOKEN"] = token

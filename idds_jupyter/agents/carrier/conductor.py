@@ -6,16 +6,22 @@ import json
 import logging
 import urllib.request
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from idds_jupyter.agents.agent import Agent
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
-from idds_jupyter.store.sql import for_update, now
+from idds_jupyter.store.sql import Locked, in_list, now
 from idds_jupyter.store.tables import messages
 
 log = logging.getLogger("idds_jupyter.agents")
 NOTIFICATION = "notification"  # what subscribers outside the core listen to
+
+
+_NEW_MESSAGES = Locked(select(messages).where(messages.c.status == "new")
+                       .order_by(messages.c.id).limit(100), skip_locked=True)
+_SENT = (update(messages).where(messages.c.id.in_(in_list()))
+         .values(status="sent", sent_at=bindparam("t")))
 
 
 class Conductor(Agent):
@@ -24,14 +30,12 @@ class Conductor(Agent):
 
     def step(self) -> bool:
         with self.ctx.engine.begin() as conn:
-            stmt = select(messages).where(messages.c.status == "new").order_by(messages.c.id).limit(100)
-            rows = conn.execute(for_update(conn, stmt, skip_locked=True)).mappings().all()
+            rows = conn.execute(_NEW_MESSAGES.on(conn)).mappings().all()
             if not rows:
                 return False
             for row in rows:
                 self._deliver(dict(row["payload"] or {}), row["kind"])
-            conn.execute(update(messages).where(messages.c.id.in_([r["id"] for r in rows]))
-                         .values(status="sent", sent_at=now()))
+            conn.execute(_SENT, {"ids": [r["id"] for r in rows], "t": now()})
         return len(rows) == 100
 
     def _deliver(self, payload: dict[str, object], kind: str) -> None:

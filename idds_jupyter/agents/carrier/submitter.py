@@ -12,6 +12,7 @@ from idds_jupyter.bus import event as ev
 from idds_jupyter.model import render_job
 from idds_jupyter.store.cache import blob_path
 from idds_jupyter.store.jobs import claim_ready
+from idds_jupyter.store.sql import in_list
 from idds_jupyter.store.tables import files, works
 from idds_jupyter.store.workflows import spec_instance
 
@@ -37,28 +38,54 @@ class Submitter(Agent):
 
     def step(self) -> bool:
         busy = False
-        for name, backend in self.state.backends.items():
-            room = backend.capacity - self.state.count(name)
-            if room <= 0:
+        for name in self.state.backends:
+            limit = self._room(name)
+            if limit <= 0:
                 continue
-            limit = min(room, self.ctx.config.batch)
             with self.ctx.engine.begin() as conn:
-                claimed = claim_ready(conn, self.ctx.owner, [name], limit, self.ctx.config.lock_ttl)
-                if not claimed:
-                    continue
-                specs = self._specs(conn, claimed)
+                claimed = self._claim(conn, name, limit)
+            self.send(claimed)
+            busy = busy or len(claimed.get(name, ())) == limit
+        return busy
+
+    def claim(self, conn: Any, workflow_id: int) -> dict[str, list[dict[str, Any]]]:
+        """Claim a new submission's released jobs inside its own transaction.
+
+        The submitting thread then hands them to the backend (:meth:`send`) as soon
+        as it commits: a function call skips one transaction and one thread wake-up
+        on its way to a worker. Whatever does not fit is left for :meth:`step`.
+        """
+        claimed: dict[str, list[dict[str, Any]]] = {}
+        for name in self.state.backends:
+            limit = self._room(name)
+            if limit > 0:
+                claimed.update(self._claim(conn, name, limit, workflow_id))
+        return claimed
+
+    def send(self, claimed: dict[str, list[dict[str, Any]]]) -> None:
+        """Hand committed claims to their backends (after the claiming transaction)."""
+        for name, specs in claimed.items():
+            if not specs:
+                continue
             with self.state.lock:
                 for s in specs:
                     self.state.in_flight[s["job_id"]] = (s["attempt"], name)
-            backend.submit(specs)
-            busy = busy or len(claimed) == limit
-        return busy
+            self.state.backends[name].submit(specs)
+
+    def _room(self, name: str) -> int:
+        room = self.state.backends[name].capacity - self.state.count(name)
+        return min(room, self.ctx.config.batch)
+
+    def _claim(self, conn: Any, name: str, limit: int,
+               workflow_id: int | None = None) -> dict[str, list[dict[str, Any]]]:
+        claimed = claim_ready(conn, self.ctx.owner, [name], limit, self.ctx.config.lock_ttl,
+                              workflow_id)
+        return {name: self._specs(conn, claimed)} if claimed else {}
 
     def _specs(self, conn: Any, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         need = {r["work_id"] for r in claimed} - set(self.state.work_specs)
         if need:
-            for w in conn.execute(select(works.c.id, works.c.name, works.c.spec, works.c.kind)
-                                  .where(works.c.id.in_(need))):
+            for w in conn.execute(_WORK_SPECS, {"ids": sorted(need)}):
                 spec = w.spec or {}
                 self.state.work_specs[w.id] = {**spec, "kind": w.kind,
                                                "instance": spec_instance(spec, w.name)}
@@ -69,6 +96,9 @@ class Submitter(Agent):
         cache_dir = str(self.ctx.config.cache_dir)
         return [job_spec(r, self.state.work_specs[r["work_id"]], names.get(r["file_id"]), log_dir,
                          cache_dir) for r in claimed]
+
+
+_WORK_SPECS = select(works.c.id, works.c.name, works.c.spec, works.c.kind).where(works.c.id.in_(in_list()))
 
 
 def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,

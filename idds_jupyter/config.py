@@ -5,7 +5,10 @@
 ``IDDS_SHARED_DIR``, ``IDDS_SLURM_PARTITION``, ``IDDS_SLURM_ACCOUNT``,
 ``IDDS_CONDOR_SCHEDD``, ``IDDS_CONDOR_TOKEN``, ``IDDS_PANDA_URL``,
 ``IDDS_PANDA_URL_SSL``, ``IDDS_PANDA_QUEUE``, ``IDDS_PANDA_CLOUD``,
-``IDDS_PANDA_TOKEN``, ``IDDS_PANDA_VO`` are read.
+``IDDS_PANDA_TOKEN``, ``IDDS_PANDA_VO`` are read; ``IDDS_TRANSFER``
+(``shared`` | ``http``: how batch jobs get their inputs and return their
+results), ``IDDS_SERVER_URL`` (the URL jobs reach this service's API at, for
+``http``) and ``IDDS_JOB_TOKEN_TTL`` too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _ENV = {
     "dask_address": "IDDS_DASK_ADDRESS",
     "lock_ttl": "IDDS_LOCK_TTL",
     "poll_interval": "IDDS_POLL_INTERVAL",
+    "clerk_settle": "IDDS_CLERK_SETTLE",
     # batch-system backends
     "shared_dir": "IDDS_SHARED_DIR",
     "slurm_partition": "IDDS_SLURM_PARTITION",
@@ -39,6 +43,10 @@ _ENV = {
     "panda_cloud": "IDDS_PANDA_CLOUD",
     "panda_token": "IDDS_PANDA_TOKEN",
     "panda_vo": "IDDS_PANDA_VO",
+    # how batch jobs get their blobs and send back results (docs/backends.md)
+    "transfer": "IDDS_TRANSFER",
+    "server_url": "IDDS_SERVER_URL",
+    "job_token_ttl": "IDDS_JOB_TOKEN_TTL",
 }
 
 
@@ -53,6 +61,9 @@ class Config:
     dask_address: str | None = None
     lock_ttl: float = 60.0  # seconds before a silent owner's jobs are reclaimed
     poll_interval: float = 2.0  # fallback polling when no event arrives
+    # the Clerk waits this long after a wake-up so that works ending together are
+    # planned in one transaction, not one each (and not in the way of the next call)
+    clerk_settle: float = 0.02
     batch: int = 1000  # jobs per claim / per result transaction
     notify_urls: tuple[str, ...] = ()
     # batch-system backends (slurm, htcondor, panda): see docs/backends.md
@@ -68,6 +79,11 @@ class Config:
     panda_token: str | None = None  # OIDC id token (text or file) -> PANDA_AUTH_ID_TOKEN
     panda_vo: str | None = None  # auth VO of the token (PANDA_AUTH_VO), the jobs' VO
     batch_poll_interval: float = 1.0  # seconds between scheduler polls
+    # "shared": batch jobs read blobs from and write results into the cache by path (shared
+    # filesystem); "http": they fetch them from this service's API with a per-job token
+    transfer: str = "shared"
+    server_url: str | None = None  # URL jobs reach the API at ("http"); default: the server's own
+    job_token_ttl: float = 86400.0  # lifetime of a job token (plus the job's walltime)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -105,13 +121,19 @@ class Config:
         """Where batch backends put specs and results (``shared_dir`` or home/batch)."""
         return Path(self.shared_dir) if self.shared_dir else Path(self.home) / "batch"
 
+    @property
+    def result_inbox(self) -> Path:
+        """Where the API drops results that jobs POSTed (``transfer: http``) for the backends."""
+        return self.batch_dir / "inbox"
+
 
 def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
         if k in ("workers", "batch"):
             out[k] = int(v)
-        elif k in ("lock_ttl", "poll_interval", "batch_poll_interval"):
+        elif k in ("lock_ttl", "poll_interval", "batch_poll_interval", "job_token_ttl",
+                   "clerk_settle"):
             out[k] = float(v)
         elif k == "home":
             out[k] = Path(v)

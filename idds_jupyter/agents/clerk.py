@@ -23,6 +23,11 @@ class Clerk(Agent):
     # workflow is clean; one that still needs the Clerk is marked dirty.
     wakes_on = (ev.WORKFLOW_DIRTY, ev.WORK_TERMINAL, ev.CONTROL)
 
+    def wait(self, timeout: float) -> None:
+        super().wait(timeout)
+        if self.ctx.config.clerk_settle > 0:  # let the rest of a burst of endings arrive
+            self.ctx.stop.wait(self.ctx.config.clerk_settle)
+
     def step(self) -> bool:
         events = []
         planned = 0

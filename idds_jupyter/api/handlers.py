@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -142,51 +143,51 @@ MAX_INLINE_BLOB = 1 * 2**20
 MAX_INLINE_TOTAL = 16 * 2**20
 
 
-async def store_inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> list[tuple[str, int]]:
-    """Small blobs sent with a submission (``"blobs": {sha256: base64}``) go to the cache first.
+def inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> Callable[[], list[tuple[str, int]]]:
+    """Small blobs sent with a submission (``"blobs": {sha256: base64}``): a function that
+    checks and writes them to the cache and returns their ``(sha256, size)``.
 
-    They are opaque bytes checked against their digest — never unpickled here.
-    Returns ``(sha256, size)`` of each: their rows are written in the submission's
-    own transaction.
+    It runs in the executor, in the same call as the submission that records their
+    rows in its own transaction. They are opaque bytes checked against their
+    digest — never unpickled here.
     """
-    import base64
-    import binascii
-
-    from idds_jupyter.store.cache import CacheError, check_sha
-
     blobs = body.get("blobs")
     if blobs is None:
-        return []
+        return list
     if not isinstance(blobs, dict):
         raise ApiError(400, "field 'blobs' must map sha256 digests to base64 strings")
-    decoded: list[tuple[str, bytes]] = []
-    total = 0
-    for sha, text in blobs.items():
+    cache = handler.ctx.cache
+
+    def write() -> list[tuple[str, int]]:
+        import base64
+        import binascii
+
+        decoded: list[tuple[str, bytes]] = []
+        total = 0
+        for sha, text in blobs.items():
+            try:
+                check_sha(sha)
+                if not isinstance(text, str):
+                    raise ValueError
+                data = base64.b64decode(text, validate=True)
+            except (CacheError, ValueError, binascii.Error):
+                raise ApiError(400, f"field 'blobs': {str(sha)[:80]!r} must be a sha256 digest "
+                                    "mapped to base64 bytes") from None
+            if len(data) > MAX_INLINE_BLOB:
+                raise ApiError(413, f"field 'blobs': blob {sha} of {len(data)} bytes is over "
+                                    f"{MAX_INLINE_BLOB} bytes; upload it with PUT cache/{{sha256}}")
+            total += len(data)
+            decoded.append((sha, data))
+        if total > MAX_INLINE_TOTAL:
+            raise ApiError(413, f"field 'blobs': {total} bytes in all, over {MAX_INLINE_TOTAL}")
         try:
-            check_sha(sha)
-            if not isinstance(text, str):
-                raise ValueError
-            data = base64.b64decode(text, validate=True)
-        except (CacheError, ValueError, binascii.Error):
-            raise ApiError(400, f"field 'blobs': {str(sha)[:80]!r} must be a sha256 digest "
-                                "mapped to base64 bytes") from None
-        if len(data) > MAX_INLINE_BLOB:
-            raise ApiError(413, f"field 'blobs': blob {sha} of {len(data)} bytes is over "
-                                f"{MAX_INLINE_BLOB} bytes; upload it with PUT cache/{{sha256}}")
-        total += len(data)
-        decoded.append((sha, data))
-    if total > MAX_INLINE_TOTAL:
-        raise ApiError(413, f"field 'blobs': {total} bytes in all, over {MAX_INLINE_TOTAL}")
+            for sha, data in decoded:
+                cache.write(data, sha)
+        except CacheError as exc:
+            raise ApiError(400, f"field 'blobs': {exc}") from None
+        return [(sha, len(data)) for sha, data in decoded]
 
-    def write_all() -> None:
-        for sha, data in decoded:
-            handler.ctx.cache.write(data, sha)
-
-    try:
-        await handler.run(write_all)
-    except CacheError as exc:
-        raise ApiError(400, f"field 'blobs': {exc}") from None
-    return [(sha, len(data)) for sha, data in decoded]
+    return write
 
 
 class RequestsHandler(ApiHandler):
@@ -207,7 +208,7 @@ class RequestsHandler(ApiHandler):
             await self._post_server_body(body)
             return
         tmpl = parse_template(body)
-        blobs = await store_inline_blobs(self, body)
+        blobs = inline_blobs(self, body)
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise ApiError(400, "field 'params' must be a JSON object")
@@ -217,11 +218,15 @@ class RequestsHandler(ApiHandler):
         is_open = body.get("open", False)
         if not isinstance(is_open, bool):
             raise ApiError(400, "field 'open' must be true or false")
-        kw: dict[str, Any] = {"owner": self.user.name, "backend": backend, "blobs": blobs}
+        kw: dict[str, Any] = {"owner": self.user.name, "backend": backend}
         if is_open:
             kw["open"] = True
+
+        def submit() -> int:  # one trip to the executor: blobs, then the submission
+            return self.ctx.orch.submit(tmpl, params, blobs=blobs(), **kw)
+
         try:
-            wid = await self.run(self.ctx.orch.submit, tmpl, params, **kw)
+            wid = await self.run(submit)
         except TemplateError as exc:
             raise _template_error(exc) from None
         except (ValueError, TypeError, KeyError) as exc:
@@ -313,10 +318,10 @@ class RequestWorksHandler(ApiHandler):
         if not isinstance(works, list) or not works or not all(isinstance(w, dict) for w in works):
             raise ApiError(400, "field 'works' must be a non-empty list of work objects")
         await self.check_owner(int(wid))
-        blobs = await store_inline_blobs(self, body)
+        blobs = inline_blobs(self, body)
         try:
-            names = await self.run(self.ctx.orch.add_works, int(wid), works, blobs,
-                                   self.user.name)
+            names = await self.run(lambda: self.ctx.orch.add_works(int(wid), works, blobs(),
+                                                                   self.user.name))
         except TemplateError as exc:
             raise _template_error(exc) from None
         except UnknownRun as exc:

@@ -62,16 +62,27 @@ class TokenAuthenticator(Authenticator):
         self.executor = executor
         self._verified: dict[str, tuple[User, float]] = {}
 
+    def cached(self, token: str) -> User | None:
+        """The user of a token verified less than ``CACHE_S`` ago (no I/O)."""
+        import time
+
+        from idds_jupyter.store.tokens import hash_token
+
+        hit = self._verified.get(hash_token(token))
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
     def verify(self, token: str) -> User | None:
         """Blocking lookup (runs in the executor)."""
         import time
 
         from idds_jupyter.store.tokens import hash_token, verify_token
 
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         key = hash_token(token)
-        hit = self._verified.get(key)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
         row = verify_token(self.engine, token)
         if row is None:
             self._verified.pop(key, None)
@@ -90,6 +101,9 @@ class TokenAuthenticator(Authenticator):
         token = request_token(handler, allow_query_token)
         if not token:
             return None
+        user = self.cached(token)  # the common case needs no trip to a thread
+        if user is not None:
+            return user
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.verify, token)
 

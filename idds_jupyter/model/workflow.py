@@ -214,11 +214,15 @@ class Workflow:
         """
         new = [_normalize({"works": [w]})["works"][0] for w in new_works]
         _schema_check({"name": self.name, "works": new})
+        added = [Work.from_dict(w) for w in new]
         wf = Workflow(name=self.name, description=self.description, parameters=dict(self.parameters),
                       parameter_specs=list(self.parameter_specs),
-                      works=[*self.works, *(Work.from_dict(w) for w in new)],
+                      works=[*self.works, *added],
                       conditions=list(self.conditions), loops=list(self.loops))
-        wf.validate(params)
+        # The graph (names, references, cycles) is checked whole; the per-work checks
+        # only for the new works: the others passed them when they were added.
+        resolved = wf.resolve_params(params) if params is not None else None
+        _validate(wf, "", resolved, only={w.name for w in added})
         return wf
 
     def to_yaml(self) -> str:
@@ -602,7 +606,9 @@ def _find_cycle(candidates: list[str], ups: Mapping[str, Mapping[str, str]], nod
 
 
 # -- semantic validation -----------------------------------------------------------------
-def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None) -> None:
+def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
+              only: set[str] | None = None) -> None:
+    """Check ``wf``; with ``only``, the per-work checks cover just those works."""
     if not isinstance(wf.parameters, dict):
         raise TemplateError(qual.rstrip(".") or None, "parameters", "must be a mapping of names to default values")
     seen: set[str] = set()
@@ -616,14 +622,15 @@ def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None) -> None
             spec.check(spec.default)
         else:
             spec.check(None)
-    for w in wf.works:
+    checked = [w for w in wf.works if only is None or w.name in only]
+    for w in checked:
         w.check(qual + w.name)
     an = analyze(wf, qual)
     bound_params = set(params) if params is not None else set(wf.defaults())
     bound_params |= {p.name for p in wf.parameter_specs}
     scope_names = bound_params | set(an.kinds) | BUILTIN_NAMES
 
-    for w in wf.works:
+    for w in checked:
         who = qual + w.name
         local = set(w.parameters)
         kl = w.kwargs_list

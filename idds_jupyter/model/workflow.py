@@ -383,11 +383,25 @@ class Analysis:
     handlers: dict[str, list[str]]
 
 
-def analyze(wf: Workflow, qual: str = "") -> Analysis:
+def analyze(wf: Workflow, qual: str = "", remember: bool = False) -> Analysis:
     """Static dependency analysis of one scope; raises TemplateError for unknown names and cycles.
 
     ``qual`` prefixes element names in error messages (``sub.`` inside a sub-workflow).
+    ``remember`` keeps it on the workflow, for a run grown by the store (which
+    nobody edits in place): validating it and planning it next need one analysis.
     """
+    key = (qual, id(wf.works), len(wf.works), id(wf.conditions), len(wf.conditions),
+           id(wf.loops), len(wf.loops))
+    memo = wf.__dict__.get("_analysis")
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    an = _analyze(wf, qual)
+    if remember:
+        wf.__dict__["_analysis"] = (key, an)
+    return an
+
+
+def _analyze(wf: Workflow, qual: str) -> Analysis:
     kinds: dict[str, str] = {}
     declared: list[str] = []
     for group, kind in ((wf.works, "work"), (wf.conditions, "condition"), (wf.loops, "loop")):
@@ -625,7 +639,7 @@ def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
     checked = [w for w in wf.works if only is None or w.name in only]
     for w in checked:
         w.check(qual + w.name)
-    an = analyze(wf, qual)
+    an = analyze(wf, qual, remember=only is not None)
     bound_params = set(params) if params is not None else set(wf.defaults())
     bound_params |= {p.name for p in wf.parameter_specs}
     scope_names = bound_params | set(an.kinds) | BUILTIN_NAMES

@@ -155,7 +155,9 @@ class ApiHandler(tornado.web.RequestHandler):
         """404 unless the workflow exists and the caller owns it (admins own all)."""
         from idds_jupyter.store import monitor
 
-        owner = await self.run(monitor.owner, self.ctx.orch.engine, workflow_id)
+        owner = self.ctx.owner_cache.get(int(workflow_id))  # an owner never changes
+        if owner is None:
+            owner = await self.run(monitor.owner, self.ctx.orch.engine, workflow_id)
         if owner is None or (owner != self.user.name and not self.user.admin):
             raise ApiError(404, f"no workflow with id {workflow_id}")
         self.ctx.remember_owner(workflow_id, owner)

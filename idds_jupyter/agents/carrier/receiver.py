@@ -13,6 +13,8 @@ from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.jobs import Outcome, mark_running, record_results
 
+START_GRACE_S = 0.005
+
 
 class Receiver(Agent):
     role = "receiver"
@@ -38,9 +40,15 @@ class Receiver(Agent):
             got += more
         if not got:
             return False
-        started = [(int(r["job_id"]), int(r["attempt"]), float(r.get("started_at") or 0))
-                   for r in got if r.get("started") is True and "ok" not in r]
+        if all("ok" not in r for r in got):
+            # Only "started" notes: a short job's result is usually right behind them.
+            # Waiting a moment records both in one transaction instead of two.
+            got += self.backend.results(timeout=START_GRACE_S)
         results = [r for r in got if "ok" in r]
+        ended = {int(r["job_id"]) for r in results}
+        started = [(int(r["job_id"]), int(r["attempt"]), float(r.get("started_at") or 0))
+                   for r in got if r.get("started") is True and "ok" not in r
+                   and int(r["job_id"]) not in ended]
         out = Outcome()
         with self.ctx.engine.begin() as conn:
             if started:

@@ -1,0 +1,81 @@
+"""A submission made next to an agent runner claims its first jobs in its own transaction."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import config, wait_for
+from sqlalchemy import select, text
+
+from idds_jupyter.agents.runner import Runner
+from idds_jupyter.core import Orchestrator
+from idds_jupyter.store.engine import make_engine
+from idds_jupyter.store.tables import jobs, works
+
+SLEEP = "idds_jupyter.worker.job:sleep"
+
+
+def _jobs(orch: Orchestrator, wid: int) -> list[dict[str, object]]:
+    with orch.engine.begin() as conn:
+        return [dict(r) for r in conn.execute(
+            select(jobs.c.status, jobs.c.lock_owner, jobs.c.attempt, jobs.c.release_count,
+                   jobs.c.success_count).where(jobs.c.workflow_id == wid)).mappings()]
+
+
+def test_submission_claims_its_jobs_in_its_own_transaction(tmp_path: Path, db_url: str) -> None:
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "call", "works": [
+            {"name": "f", "function": SLEEP, "parameters": {"seconds": 0.3}, "n_jobs": 2}]})
+        # No Submitter round yet: the jobs left the submission already claimed by this runner.
+        rows = _jobs(orch, wid)
+        assert [(r["lock_owner"], r["attempt"]) for r in rows] == [(runner.owner, 1)] * 2
+        assert {r["status"] for r in rows} <= {"submitted", "running"}
+        assert orch.wait(wid, timeout=60) == "finished"
+    assert [(r["status"], r["release_count"], r["success_count"], r["attempt"])
+            for r in _jobs(orch, wid)] == [("finished", 1, 1, 1)] * 2
+
+
+def test_added_work_is_planned_expanded_and_claimed_at_once(tmp_path: Path, db_url: str) -> None:
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        orch.add_works(wid, [{"name": "step_0", "function": SLEEP, "parameters": {"seconds": 0.3}}])
+        with orch.engine.begin() as conn:  # no Clerk, no Transformer round needed
+            status = conn.execute(select(works.c.status).where(works.c.workflow_id == wid)).scalar()
+        assert status == "running"
+        assert [r["lock_owner"] for r in _jobs(orch, wid)] == [runner.owner]
+        wait_for(lambda: [r["status"] for r in _jobs(orch, wid)] == ["finished"])
+        assert orch.close(wid, result=1) in ("running", "finished")
+        assert orch.wait(wid, timeout=60) == "finished"
+
+
+def test_sqlite_writers_of_one_process_take_turns(tmp_path: Path) -> None:
+    """Many threads writing at once all commit; a rolled-back transaction frees the lock."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'gate.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE counter (n INTEGER)"))
+        conn.execute(text("INSERT INTO counter VALUES (0)"))
+
+    def bump(times: int) -> None:
+        for i in range(times):
+            if i % 10 == 0:  # a failing transaction in between
+                with pytest.raises(RuntimeError), engine.begin() as conn:
+                    conn.execute(text("UPDATE counter SET n = n + 1000"))
+                    raise RuntimeError("rolled back")
+            with engine.begin() as conn:
+                n = conn.execute(text("SELECT n FROM counter")).scalar()
+                conn.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})
+
+    threads = [threading.Thread(target=bump, args=(50,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    with engine.begin() as conn:  # read-modify-write never lost an update
+        assert conn.execute(text("SELECT n FROM counter")).scalar() == 200

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from idds_jupyter.model.policy import BackendPolicy
 from idds_jupyter.store.engine import default_home, default_url
 
 _ENV = {
@@ -31,6 +32,7 @@ _ENV = {
     "lock_ttl": "IDDS_LOCK_TTL",
     "poll_interval": "IDDS_POLL_INTERVAL",
     "clerk_settle": "IDDS_CLERK_SETTLE",
+    "backend_policy": "IDDS_BACKEND_POLICY",
     # batch-system backends
     "shared_dir": "IDDS_SHARED_DIR",
     "slurm_partition": "IDDS_SLURM_PARTITION",
@@ -64,6 +66,8 @@ class Config:
     # the Clerk waits this long after a wake-up so that works ending together are
     # planned in one transaction, not one each (and not in the way of the next call)
     clerk_settle: float = 0.02
+    # rules choosing the backend of works that name none (idds_jupyter.model.policy)
+    backend_policy: tuple[dict[str, Any], ...] = ()
     batch: int = 1000  # jobs per claim / per result transaction
     notify_urls: tuple[str, ...] = ()
     # batch-system backends (slurm, htcondor, panda): see docs/backends.md
@@ -106,7 +110,19 @@ class Config:
                           if (path or "home" in env or "home" in overrides) else default_url())
         if cfg.backend not in cfg.backends:
             cfg.backends = (*cfg.backends, cfg.backend)
+        for name in cfg.policy.backends:  # a backend a rule sends work to is served too
+            if name not in cfg.backends:
+                cfg.backends = (*cfg.backends, name)
         return cfg
+
+    @property
+    def policy(self) -> BackendPolicy:
+        """The parsed ``backend_policy`` (ValueError naming the bad rule)."""
+        cached = self.__dict__.get("_policy")
+        if cached is None or cached[0] is not self.backend_policy:
+            cached = (self.backend_policy, BackendPolicy(self.backend_policy))
+            self.__dict__["_policy"] = cached
+        return cached[1]
 
     @property
     def log_dir(self) -> Path:
@@ -137,6 +153,11 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
             out[k] = float(v)
         elif k == "home":
             out[k] = Path(v)
+        elif k == "backend_policy":
+            rules = yaml.safe_load(v) if isinstance(v, str) else v  # env: YAML or JSON text
+            if not isinstance(rules, list):
+                raise ValueError(f"backend_policy must be a list of rules, got {rules!r}")
+            out[k] = tuple(rules)
         elif k in ("backends", "notify_urls"):
             out[k] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
         else:

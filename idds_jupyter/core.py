@@ -113,7 +113,7 @@ class Orchestrator:
         claimed: dict[str, list[dict[str, Any]]] = {}
         applied = plan_workflow(conn, wid)
         if applied.new_job_works == 1:
-            expand_workflow(conn, wid, backend, self.config.backend, out)
+            expand_workflow(conn, wid, backend, self.config.backend, out, self.config.policy)
             if self.dispatch is not None and out.released:
                 claimed = self.dispatch.claim(conn, wid)
         return applied, out, claimed

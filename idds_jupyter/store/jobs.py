@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import JOB_MACHINE, JobStatus, WorkStatus
+from idds_jupyter.store.function_stats import function_key, record_durations
 from idds_jupyter.store.sql import Locked, chunks, for_update, in_list, now
 from idds_jupyter.store.tables import job_deps, jobs, workflows, works
 
@@ -171,7 +172,8 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     for part in chunks(job_ids):
         for found in conn.execute(_CURRENT.on(conn), {"ids": list(part)}):
             current[found.id] = found
-    retries, names = _work_info(conn, {row.work_id for row in current.values()})
+    retries, names, keys = _work_info(conn, {row.work_id for row in current.values()})
+    walls: dict[str, list[float]] = defaultdict(list)
 
     ok_rows: list[dict[str, Any]] = []
     retry_rows: list[dict[str, Any]] = []
@@ -207,6 +209,9 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
             ok_rows.append({**common, "result": result, "blob": r.get("blob"),
                             "inline": r.get("inline")})
             per_work[row.work_id]["finished"] += 1
+            key = keys.get(row.work_id)
+            if key is not None and isinstance(r.get("wall_s"), int | float):
+                walls[key].append(float(r["wall_s"]))
             out.job_results.append({**note, "status": FINISHED, "blob": r.get("blob"),
                                     "inline": r.get("inline"), "result": result})
         else:
@@ -231,6 +236,7 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     if ok_rows:
         conn.execute(_RECORD_OK, ok_rows)
         out.finished = len(ok_rows)
+        record_durations(conn, walls)
     if retry_rows:
         conn.execute(_RECORD_RETRY, retry_rows)
     if fail_rows:
@@ -273,18 +279,22 @@ def _error_text(r: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _work_info(conn: Connection, work_ids: Iterable[int]) -> tuple[dict[int, int], dict[int, str]]:
-    """Retries allowed and instance names of these works."""
+def _work_info(conn: Connection, work_ids: Iterable[int]
+               ) -> tuple[dict[int, int], dict[int, str], dict[int, str | None]]:
+    """Retries allowed, instance names and function keys (for run-time stats) of these works."""
     wanted = list(work_ids)
     retries: dict[int, int] = {}
     names: dict[int, str] = {}
+    keys: dict[int, str | None] = {}
     if wanted:
         for r in conn.execute(_WORK_INFO, {"ids": wanted}):
             retries[r.id], names[r.id] = r.retries, r.name
-    return retries, names
+            keys[r.id] = function_key(r.spec or {})
+    return retries, names, keys
 
 
-_WORK_INFO = select(works.c.id, works.c.retries, works.c.name).where(works.c.id.in_(in_list()))
+_WORK_INFO = select(works.c.id, works.c.retries, works.c.name, works.c.spec).where(
+    works.c.id.in_(in_list()))
 
 
 def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:

@@ -194,6 +194,17 @@ blobs = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# Measured run time of each function (a FaaT payload's sha256, or a ``module:function``
+# reference): what a backend policy such as "short functions stay local" reasons on.
+function_stats = Table(
+    "function_stats",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("mean_wall_s", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 # Live agent processes; a lock whose owner stopped heart-beating is reclaimable.
 agents = Table(
     "agents",
@@ -212,6 +223,7 @@ __all__ = [
     "datasets",
     "events",
     "files",
+    "function_stats",
     "job_deps",
     "jobs",
     "messages",

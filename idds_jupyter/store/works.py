@@ -15,7 +15,9 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model import JobDep
+from idds_jupyter.model.policy import BackendPolicy
 from idds_jupyter.model.status import JobStatus, WorkStatus
+from idds_jupyter.store.function_stats import function_key, mean_wall
 from idds_jupyter.store.jobs import CANCELLED, FINISHED, Outcome, finish_works
 from idds_jupyter.store.sql import chunks, for_update, is_postgres, now
 from idds_jupyter.store.tables import datasets, files, job_deps, jobs, works
@@ -27,18 +29,44 @@ class NotYet(Exception):
     """A job-level parent work has no jobs yet; expand this work on a later pass."""
 
 
-def choose_backend(spec: dict[str, Any], workflow_backend: str | None, default: str) -> str:
-    """The work's own setting, else the workflow's, else the configured default."""
+def choose_backend(spec: dict[str, Any], workflow_backend: str | None, default: str,
+                   policy: BackendPolicy | None = None, conn: Connection | None = None) -> str:
+    """The work's own setting, else the workflow's, else the first policy rule that
+    holds (:mod:`idds_jupyter.model.policy`), else the configured default."""
     work = spec.get("work") or {}
-    return str(work.get("backend") or workflow_backend or default)
+    if work.get("backend") or workflow_backend:
+        return str(work.get("backend") or workflow_backend)
+    if policy:
+        chosen = policy.choose(work_facts(spec, conn if policy.measured else None))
+        if chosen:
+            return chosen
+    return default
+
+
+def work_facts(spec: dict[str, Any], conn: Connection | None) -> dict[str, Any]:
+    """What a backend policy knows of a work (its measured run time only with ``conn``)."""
+    work = spec.get("work") or {}
+    resources = spec.get("resources") or {}
+    kwargs_list = spec.get("kwargs_list")
+    key = function_key(spec)
+    mean, runs = mean_wall(conn, key) if conn is not None else (None, 0)
+    return {
+        "kind": "function" if (spec.get("function") or spec.get("payload")) else "command",
+        "function": spec.get("function") or key,
+        "n_jobs": len(kwargs_list) if isinstance(kwargs_list, list) else spec.get("n_jobs"),
+        "cores": resources.get("cores"), "memory_mb": resources.get("memory_mb"),
+        "timeout_s": spec.get("timeout_s") or work.get("timeout_s"),
+        "mean_wall_s": mean, "runs": runs,
+    }
 
 
 def expand_workflow(conn: Connection, workflow_id: int, workflow_backend: str | None,
-                    default_backend: str, out: Outcome) -> int:
+                    default_backend: str, out: Outcome, policy: BackendPolicy | None = None) -> int:
     """Expand every new work of one workflow, parents first (the Transformer's step, inline)."""
     rows = conn.execute(_NEW_WORKS_OF, {"wf": workflow_id}).all()
     for row in rows:
-        expand_work(conn, row, choose_backend(row.spec or {}, workflow_backend, default_backend), out)
+        backend = choose_backend(row.spec or {}, workflow_backend, default_backend, policy, conn)
+        expand_work(conn, row, backend, out)
     finish_works(conn, [r.id for r in rows], out)
     return len(rows)
 

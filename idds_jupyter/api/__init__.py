@@ -14,6 +14,7 @@ from typing import Any
 import tornado.web
 
 from idds_jupyter.api import handlers as h
+from idds_jupyter.api import jobs as jh
 from idds_jupyter.api.base import ApiError, ApiHandler
 from idds_jupyter.api.context import ApiContext, make_context
 from idds_jupyter.api.stream import StreamHandler
@@ -54,6 +55,10 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/monitor/{id}/works/{name}/jobs", h.MonitorJobsHandler),
     ("/messages", h.MessagesHandler),
     ("/logs/{job_id}", h.LogHandler),
+    # job-token routes of batch jobs with transfer: http (idds_jupyter.api.jobs)
+    ("/jobs/{job_id}/spec", jh.JobSpecHandler),
+    ("/jobs/{job_id}/blobs/{sha256}", jh.JobBlobHandler),
+    ("/jobs/{job_id}/result", jh.JobResultHandler),
     ("/stream", StreamHandler),
 ]
 

@@ -15,6 +15,7 @@ from idds_jupyter.store.cache import Cache
 
 if TYPE_CHECKING:
     from idds_jupyter.api.stream import EventBridge
+    from idds_jupyter.store.job_tokens import JobTokens
 
 
 @dataclass
@@ -31,6 +32,16 @@ class ApiContext:
     # This service's own URL, for processes it starts (server-side workflow bodies).
     self_url: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _job_tokens: JobTokens | None = None
+
+    def job_tokens(self) -> JobTokens:
+        """The checker of per-job tokens (reads or creates the secret once: blocking)."""
+        with self._lock:
+            if self._job_tokens is None:
+                from idds_jupyter.store.job_tokens import JobTokens
+
+                self._job_tokens = JobTokens.for_home(self.config.home, self.config.job_token_ttl)
+            return self._job_tokens
 
     def remember_owner(self, workflow_id: int, owner: str) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import getpass
 import json
@@ -122,6 +123,8 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
     The IOLoop runs in a background thread; ``port=0`` picks a free port. When the
     port is in use, the next ``port_retries`` ports are tried (as Jupyter does).
     Returns once the server accepts connections; ``handle.stop()`` stops all.
+    Unless ``config.server_url`` says otherwise, batch jobs with ``transfer: http``
+    reach the API at this server's own URL.
     """
     from idds_jupyter.api import api_base, make_app, url_join
     from idds_jupyter.api.context import make_context
@@ -131,6 +134,14 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
     from idds_jupyter.store.engine import make_engine
 
     user = user or local_user()
+    # bound first: batch jobs with transfer "http" reach this server at its URL
+    sockets = _bind(ip, port, port_retries)
+    actual = sockets[0].getsockname()[1]
+    host = f"[{ip}]" if ":" in ip else ip
+    url = f"http://{host}:{actual}" + url_join(base_url or "/").rstrip("/") + "/"
+    if not config.server_url:
+        public = socket.getfqdn() if ip in ("", "0.0.0.0", "::") else host
+        config = dataclasses.replace(config, server_url=url.replace(host, public, 1))
     engine = make_engine(config.db_url)
     bus = make_bus(config.bus, engine=engine)
     runner = None
@@ -140,20 +151,19 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
         runner = Runner(config, roles=roles or ROLES, engine=engine, bus=bus)
         runner.start()
     try:
-        orch = Orchestrator(config, engine=engine, bus=bus)
+        orch = Orchestrator(config, engine=engine, bus=bus,
+                            dispatch=runner.dispatch if runner is not None else None)
         executor = ThreadPoolExecutor(16, thread_name_prefix="idds-api")
         cache = Cache(config.cache_dir, engine)
         ctx = make_context(config, orch=orch, bus=bus, cache=cache, executor=executor)
         token = serve_token(engine, Path(config.home), user)
-        sockets = _bind(ip, port, port_retries)
     except BaseException:
         if runner is not None:
             runner.stop()
         bus.close()
+        for sock in sockets:
+            sock.close()
         raise
-    actual = sockets[0].getsockname()[1]
-    host = f"[{ip}]" if ":" in ip else ip
-    url = f"http://{host}:{actual}" + url_join(base_url or "/").rstrip("/") + "/"
     ctx.self_url = url
     started = threading.Event()
     state: dict[str, Any] = {}

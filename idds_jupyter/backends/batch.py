@@ -25,6 +25,16 @@ keeps running after the Carrier stops (a restarted Carrier resubmits them).
 
 Subclasses implement :meth:`_submit_batch`, :meth:`_poll` and
 :meth:`_cancel_tasks` (and may override :meth:`_close_engine`).
+
+**Transfer** (``transfer=`` or a work's ``resources.transfer``): with
+``"shared"`` (the default) the spec files, the FaaT cache and the result files
+are shared with the execute nodes by path, as above. With ``"http"`` nothing
+is: each job's spec becomes a cache blob, the task runs ``python -m
+idds_jupyter.worker --http`` with the service URL, its job id and a per-job
+token in its environment, and its result arrives in the result inbox through
+the API (see :mod:`idds_jupyter.backends.transfer`); the poll loop reads it
+from there instead of the batch directory. Everything else (grouping, one
+scheduler call per round, failures, cancel) is the same.
 """
 
 from __future__ import annotations
@@ -42,6 +52,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from idds_jupyter.backends.base import Backend, failed_result
+from idds_jupyter.backends.transfer import (
+    HttpTransfer,
+    check_transfer,
+    http_spec,
+    inbox_name,
+    read_inbox,
+    sweep_inbox,
+)
 
 __all__ = [
     "BatchBackend",
@@ -52,6 +70,7 @@ __all__ = [
     "DONE",
     "FAILED",
     "UNKNOWN",
+    "http_worker_argv",
     "resources_of",
     "worker_command",
 ]
@@ -87,6 +106,8 @@ class BatchJob:
     state: str = QUEUED
     started: bool = False
     missing_since: float = 0.0  # first poll that saw DONE/UNKNOWN without a result file
+    token: str | None = None  # transfer http: the job token (bound to job id and attempt)
+    spec_sha: str | None = None  # transfer http: the cache blob of the spec it fetches
 
 
 @dataclass
@@ -99,6 +120,8 @@ class _Batch:
     submitted_at: float = 0.0
     outstanding: set[int] = field(default_factory=set)  # task indexes without a result yet
     data: dict[str, Any] = field(default_factory=dict)  # engine-specific state
+    transfer: str = "shared"  # "shared" | "http" (see idds_jupyter.backends.transfer)
+    server_url: str = ""  # transfer http: the URL the tasks reach the API at
 
 
 def resources_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +147,14 @@ def resources_of(spec: dict[str, Any]) -> dict[str, Any]:
     for key, value in res.items():  # engine-specific extras pass through (e.g. "gpus")
         if key not in ("cores", "memory_mb", "walltime_s") and value is not None:
             out[key] = value
+    if isinstance(out.get("transfer"), str):  # one batch for "http" and "HTTP"
+        out["transfer"] = out["transfer"].strip().lower()
     return out
+
+
+def http_worker_argv(python: str) -> list[str]:
+    """The wrapper command line of a ``transfer: http`` task (URL, job id, token in its env)."""
+    return [python, "-m", "idds_jupyter.worker", "--http"]
 
 
 def worker_command(python: str, batch_dir: str, index: str) -> list[str]:
@@ -154,6 +184,11 @@ class BatchBackend(Backend):
     :param lost_grace_s: how long a task may be unknown to the scheduler, or done
         without a result file, before it is reported failed
     :param cancel_on_close: remove the tasks still in flight when closing
+    :param transfer: ``"shared"`` (paths on a shared filesystem) or ``"http"`` (tasks
+        fetch their spec and blobs and post their result over HTTP with a job token);
+        a work's ``resources.transfer`` overrides it for its jobs
+    :param http: what ``"http"`` needs (URL, token minting, spec blobs, the result
+        inbox); the Carrier builds it from the configuration
     """
 
     name = "batch"
@@ -174,8 +209,12 @@ class BatchBackend(Backend):
         keep_dirs: bool = False,
         lost_grace_s: float = 30.0,
         cancel_on_close: bool = True,
+        transfer: str = "shared",
+        http: HttpTransfer | None = None,
     ) -> None:
         super().__init__()
+        self.transfer = check_transfer(transfer)
+        self.http = http
         base = os.fspath(shared_dir) if shared_dir else os.path.join(os.getcwd(), ".idds-batch")
         self.tag = f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.shared_dir = os.path.abspath(os.path.join(base, self.tag))
@@ -201,6 +240,7 @@ class BatchBackend(Backend):
         self._closing = False
         self._seq = itertools.count()
         self._kick = False
+        self._last_sweep = 0.0
         self._thread = threading.Thread(target=self._loop, name=f"idds-{self.name}", daemon=True)
         self._thread.start()
 
@@ -230,9 +270,16 @@ class BatchBackend(Backend):
 
     # ------------------------------------------------------------------ helpers
 
-    def job_env(self) -> dict[str, str]:
-        """Environment for the jobs: ours, the extras, and PYTHONPATH reaching idds_jupyter."""
+    def job_env(self, transfer: str = "shared") -> dict[str, str]:
+        """Environment for the jobs: ours, the extras, and PYTHONPATH reaching idds_jupyter.
+
+        ``transfer="http"`` tasks carry their own job token: the API credentials of
+        this process (``IDDS_TOKEN``, ``IDDS_URL``) are left out.
+        """
         env = dict(os.environ)
+        if transfer == "http":
+            for key in ("IDDS_TOKEN", "IDDS_URL", "IDDS_JOB_TOKEN", "IDDS_JOB_ID"):
+                env.pop(key, None)
         env.update(self.extra_env)
         pp = env.get("PYTHONPATH")
         parts = [p for p in (pp or "").split(os.pathsep) if p]
@@ -244,6 +291,12 @@ class BatchBackend(Backend):
     def task_log(self, batch: _Batch, index: int) -> str:
         """Where the scheduler writes task ``index``'s stdout/stderr."""
         return os.path.join(batch.dir, f"task-{index}.log")
+
+    def task_env(self, batch: _Batch, index: int) -> dict[str, str]:
+        """What a ``transfer: http`` task needs in its environment: URL, job id, token."""
+        job = batch.jobs[index]
+        return {"IDDS_SERVER_URL": batch.server_url, "IDDS_JOB_ID": str(job.job_id),
+                "IDDS_JOB_TOKEN": job.token or ""}
 
     def _failed(self, job: BatchJob, error: str, exit_code: int | None = None,
                 exc_type: str = "BatchJobFailed") -> dict[str, Any]:
@@ -346,6 +399,7 @@ class BatchBackend(Backend):
         if tasks and self.cancel_on_close:
             with contextlib.suppress(Exception):
                 self._cancel_tasks(tasks)
+        self._drop_specs(batches)
         with contextlib.suppress(Exception):
             self._close_engine()
         if not self.keep_dirs:
@@ -381,6 +435,9 @@ class BatchBackend(Backend):
                     self._poll_once()
                 except Exception as exc:
                     self.last_error = f"poll: {type(exc).__name__}: {exc}"
+                if self.http is not None and time.monotonic() - self._last_sweep > 600:
+                    self._last_sweep = time.monotonic()
+                    sweep_inbox(self.http.inbox)
 
     def _submit_pending(self, pending: list[BatchJob]) -> None:
         groups: dict[str, list[BatchJob]] = {}
@@ -392,20 +449,68 @@ class BatchBackend(Backend):
             for start in range(0, len(jobs), step):
                 self._submit_group(jobs[start : start + step], json.loads(key))
 
+    def _prepare_http(self, batch: _Batch) -> None:
+        """``transfer: http``: each job's spec becomes a cache blob, each job gets its token."""
+        http = self.http
+        if http is None:
+            raise RuntimeError("transfer 'http' needs the service's job-token and cache set-up "
+                               "(the Carrier passes it; a backend made by hand needs http=)")
+        url = (http.server_url() or "").strip()
+        if not url:
+            raise RuntimeError("transfer 'http' needs the URL jobs reach the API at: set "
+                               "server_url (IDDS_SERVER_URL), or run the API server in this "
+                               "process (idds-jupyter serve / the Jupyter extension)")
+        batch.server_url = url
+        wall = float(batch.resources.get("walltime_s") or 0)
+        for job in batch.jobs:
+            data = json.dumps(http_spec(job.spec), sort_keys=True).encode("utf-8")
+            job.spec_sha = http.put_spec(data)
+            job.token = http.mint(job.job_id, job.attempt, job.spec_sha, http.token_ttl + wall)
+
+    def _drop_specs(self, batches: list[_Batch]) -> None:
+        http = self.http
+        if http is None:
+            return
+        for b in batches:
+            for job in b.jobs:
+                if job.spec_sha:
+                    with contextlib.suppress(Exception):
+                        http.drop_spec(job.spec_sha)
+                    job.spec_sha = None
+
     def _submit_group(self, jobs: list[BatchJob], resources: dict[str, Any]) -> None:
+        try:
+            transfer = check_transfer(resources.pop("transfer", None) or self.transfer)
+        except ValueError as exc:
+            self._fail_jobs(jobs, f"{self.engine_label}: resources.{exc}")
+            return
         seq = next(self._seq)
         bdir = os.path.join(self.shared_dir, f"b{seq:06d}")
         os.makedirs(bdir, exist_ok=True)
-        os.chmod(bdir, 0o777)  # jobs may run as another user (HTCondor's slot users)
-        batch = _Batch(key=f"b{seq}", dir=bdir, jobs=jobs, resources=resources)
+        # jobs (shared) or the scheduler on their behalf (HTCondor's shadow writes the
+        # event log and transferred output as the job's user) may write here
+        os.chmod(bdir, 0o777)
+        batch = _Batch(key=f"b{seq}", dir=bdir, jobs=jobs, resources=resources, transfer=transfer)
         for i, job in enumerate(jobs):
             job.batch, job.index = batch, i
-            with open(os.path.join(bdir, f"spec-{i}.json"), "w", encoding="utf-8") as fh:
-                json.dump(job.spec, fh)
+        if transfer == "http":
+            try:
+                self._prepare_http(batch)
+            except Exception as exc:
+                self.last_error = f"submit: {type(exc).__name__}: {exc}"
+                self._drop_specs([batch])
+                self._fail_jobs(jobs, f"{self.engine_label} submission failed: {exc}")
+                shutil.rmtree(bdir, ignore_errors=True)
+                return
+        else:
+            for i, job in enumerate(jobs):
+                with open(os.path.join(bdir, f"spec-{i}.json"), "w", encoding="utf-8") as fh:
+                    json.dump(job.spec, fh)
         with self._lock:
             live = [j for j in jobs if self._jobs.get(j.job_id) is j]
             batch.outstanding = {j.index for j in live}
             if not live:
+                self._drop_specs([batch])
                 shutil.rmtree(bdir, ignore_errors=True)
                 return
             self._batches[batch.key] = batch
@@ -416,6 +521,7 @@ class BatchBackend(Backend):
             with self._lock:
                 self._batches.pop(batch.key, None)
             self._fail_jobs(jobs, f"{self.engine_label} submission failed: {exc}")
+            self._drop_specs([batch])
             shutil.rmtree(bdir, ignore_errors=True)
             return
         with self._lock:
@@ -457,17 +563,29 @@ class BatchBackend(Backend):
         now = time.monotonic()
         out: list[dict[str, Any]] = []
         finished: list[_Batch] = []
+        inbox: set[str] | None = None  # the result inbox, listed once per round (http)
         for b in batches:
-            try:
-                names = set(os.listdir(b.dir))
-            except OSError:
+            http = b.transfer == "http" and self.http is not None
+            if http:
                 names = set()
+                if inbox is None:
+                    try:
+                        inbox = set(os.listdir(self.http.inbox))  # type: ignore[union-attr]
+                    except OSError:
+                        inbox = set()
+            else:
+                try:
+                    names = set(os.listdir(b.dir))
+                except OSError:
+                    names = set()
             with self._lock:
                 todo = [(i, b.jobs[i]) for i in sorted(b.outstanding)]
             for i, job in todo:
                 ts = states.get((b.key, i)) or TaskState(UNKNOWN)
                 res: dict[str, Any] | None = None
-                if f"result-{i}.json" in names:
+                if http and inbox is not None and inbox_name(job.job_id, job.attempt) in inbox:
+                    res = read_inbox(self.http.inbox, job.job_id, job.attempt)  # type: ignore[union-attr]
+                elif f"result-{i}.json" in names:
                     res = _read_result(os.path.join(b.dir, f"result-{i}.json"))
                     if res is not None and (res.get("job_id") != job.job_id
                                             or res.get("attempt", 0) != job.attempt):
@@ -496,7 +614,8 @@ class BatchBackend(Backend):
                                 continue
                         if now - job.missing_since < limit:
                             continue
-                        why = (f"ended ({ts.detail}) without writing its result file"
+                        what = "posting its result" if http else "writing its result file"
+                        why = (f"ended ({ts.detail}) without {what}"
                                if ts.state == DONE else "is unknown to the scheduler (lost)")
                         res = self._failed(job, f"{self._task_name(job)} {why}",
                                            exit_code=ts.exit_code)
@@ -521,6 +640,7 @@ class BatchBackend(Backend):
                 if b.outstanding or self._batches.get(b.key) is not b:
                     continue
                 del self._batches[b.key]
+            self._drop_specs([b])
             if not self.keep_dirs:
                 shutil.rmtree(b.dir, ignore_errors=True)
 

@@ -21,6 +21,14 @@ private token directory used by these bindings only, with ``IDTOKENS`` (then
 ``FS``) as client methods. Jobs see ``IDDS_BATCH_TASK=<cluster>.<proc>``.
 HTCondor never runs a job as root: the shared directory must be writable by
 the user jobs run as (batch directories are created mode 0777).
+
+With ``transfer: http`` (see :mod:`idds_jupyter.backends.transfer`) procs run
+``python -m idds_jupyter.worker --http`` with HTCondor's file transfer on
+(``should_transfer_files = YES``): they start in the execute node's scratch
+directory, their job id and token come as per-proc item data into their
+``environment``, and their stdout/stderr are transferred back to the batch
+directory on the submit side. No path of the submit host is used on the
+execute node (except the Python, which must exist there).
 """
 
 from __future__ import annotations
@@ -177,10 +185,15 @@ class HTCondorBackend(BatchBackend):
     def _submit_batch(self, batch: _Batch) -> str:
         htc = self.htcondor
         d = batch.dir
-        env = {k: v for k, v in self.job_env().items() if k in ("PYTHONPATH", "PATH", "LANG",
-                                                               "LC_ALL", "TZ", "HOME")}
+        http = batch.transfer == "http"
+        # http: the submit host's HOME means nothing on the execute node
+        keep = ("PYTHONPATH", "PATH", "LANG", "LC_ALL", "TZ") + (() if http else ("HOME",))
+        env = {k: v for k, v in self.job_env(batch.transfer).items() if k in keep}
         env.update(self.extra_env)
         env["IDDS_BATCH_TASK"] = "$(ClusterId).$(ProcId)"
+        if http:
+            env.update(IDDS_SERVER_URL=batch.server_url, IDDS_JOB_ID="$(jobid)",
+                       IDDS_JOB_TOKEN="$(jobtoken)")
         desc: dict[str, str] = {
             "universe": "vanilla",
             "executable": self.python,
@@ -196,6 +209,10 @@ class HTCondorBackend(BatchBackend):
             "+IddsBackend": f'"{self.tag}"',
             "+IddsBatch": f'"{batch.key}"',
         }
+        if http:  # the proc starts in the execute node's scratch dir; its output comes back
+            desc.update({"arguments": "-m idds_jupyter.worker --http",
+                         "should_transfer_files": "YES",
+                         "when_to_transfer_output": "ON_EXIT"})
         res = batch.resources
         if res.get("cores"):
             desc["request_cpus"] = str(res["cores"])
@@ -207,7 +224,11 @@ class HTCondorBackend(BatchBackend):
             desc["request_gpus"] = str(res["gpus"])
         desc.update(self.submit_options)
         sub = htc.Submit(desc)
-        items = [{"idx": str(i)} for i in range(len(batch.jobs))]
+        if http:
+            items = [{"idx": str(i), "jobid": str(j.job_id), "jobtoken": j.token or ""}
+                     for i, j in enumerate(batch.jobs)]
+        else:
+            items = [{"idx": str(i)} for i in range(len(batch.jobs))]
         result = self.schedd().submit(sub, itemdata=iter(items))
         batch.data["log_path"] = f"{d}/events.log"
         batch.data["states"] = {}

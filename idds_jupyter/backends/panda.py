@@ -39,7 +39,18 @@ panda-client prints meanwhile is captured and, on failure, becomes the error.
 Options not given are taken from the configuration (file and ``IDDS_*``
 environment, :class:`idds_jupyter.config.Config`): ``panda_url``,
 ``panda_url_ssl``, ``panda_queue``, ``panda_cloud``, ``panda_token``,
-``panda_vo``, ``shared_dir``, ``batch_poll_interval``.
+``panda_vo``, ``shared_dir``, ``batch_poll_interval``, ``transfer``.
+
+Sandbox: a PanDA user job normally downloads its sandbox from PanDA's own
+cache (``PANDACACHE_URL``), which this backend only points at the server so
+that panda-client imports offline. With ``transfer: http`` this service's
+cache takes that role for every input of a job (spec, pickled function,
+calls, sandbox zip) and the result goes back to it too: ``jobParameters`` are
+``IDDS_SERVER_URL=… IDDS_JOB_ID=… IDDS_JOB_TOKEN=… <python> -m
+idds_jupyter.worker --http`` run through ``/usr/bin/env`` (so the job token,
+short-lived and scoped to that one job's blobs and result, is visible to
+whoever may read the job's parameters in PanDA), and the worker node needs no
+shared filesystem, only HTTP access to this service.
 """
 
 from __future__ import annotations
@@ -64,6 +75,7 @@ from idds_jupyter.backends.batch import (
     BatchBackend,
     TaskState,
     _Batch,
+    http_worker_argv,
     worker_command,
 )
 
@@ -231,6 +243,7 @@ class PandaBackend(BatchBackend):
             vo = vo or cfg.panda_vo
             shared_dir = shared_dir or str(cfg.batch_dir)
             options.setdefault("poll_interval", cfg.batch_poll_interval)
+            options.setdefault("transfer", cfg.transfer)
         if not url:
             raise ValueError("panda backend: no PanDA server URL; set panda_url "
                              "(IDDS_PANDA_URL) or pass url=")
@@ -327,11 +340,16 @@ class PandaBackend(BatchBackend):
 
         job = batch.jobs[index]
         res = batch.resources
-        argv = worker_command(self.python, batch.dir, str(index))
+        if batch.transfer == "http":
+            argv = http_worker_argv(self.python)
+            env = {**self.extra_env, **self.task_env(batch, index)}
+        else:
+            argv = worker_command(self.python, batch.dir, str(index))
+            env = dict(self.extra_env)
         transformation = self.transformation or argv[0]
         args = argv[1:]
-        if self.extra_env:
-            args = [f"{k}={v}" for k, v in self.extra_env.items()] + [transformation] + args
+        if env:
+            args = [f"{k}={v}" for k, v in env.items()] + [transformation] + args
             transformation = "/usr/bin/env"
         js = JobSpec()
         js.jobDefinitionID = defid

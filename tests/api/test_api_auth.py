@@ -84,6 +84,43 @@ def test_every_route_refuses_without_a_valid_token(served: Served, token: str | 
     assert checked >= 25
 
 
+def walk_with_job_token(served: Any, token: str, job_id: int) -> int:
+    """Every route with a (genuine) job token: refused (401) unless it is a route of that job."""
+    api = Api(served.handle.url, token)
+    checked = 0
+    for path, _cls, methods in app_routes(served):
+        for method in methods:
+            if path == "/ping":
+                continue
+            if method == "WEBSOCKET":
+                url = api.base.replace("http://", "ws://") + path
+                assert asyncio.run(_ws_status(url, {"Authorization": f"Bearer {token}"})) == 401
+                assert asyncio.run(_ws_status(url + f"?token={token}", {})) == 401
+                checked += 1
+                continue
+            raw = b"{}" if method in ("POST", "PUT", "PATCH") else None
+            r = api.call(method, path, raw=raw, token=token)
+            if path.startswith("/jobs/"):  # job routes of another job (SAMPLE job 1)
+                assert r.status == 403, (method, path, r)
+                assert f"is for job {job_id}, not job 1" in r.json["error"]
+            else:
+                assert r.status == 401, (method, path, r)
+                if method != "HEAD":
+                    assert "token" in r.json["error"]
+            checked += 1
+    return checked
+
+
+def test_every_other_route_refuses_a_job_token(served: Served) -> None:
+    """A job token (transfer http) opens its own job's /jobs routes only: nothing else."""
+    from idds_jupyter.store.job_tokens import JobTokens
+
+    tokens = JobTokens.for_home(served.handle.ctx.config.home)
+    token = tokens.mint(999_999, 1, "0" * 64)
+    assert tokens.verify(token).job_id == 999_999  # genuine, signed by this server
+    assert walk_with_job_token(served, token, 999_999) >= 28
+
+
 def test_whoami_and_tokens(served: Served) -> None:
     assert served.alice.get("/auth/whoami").json == {"user": "alice", "admin": False}
     assert served.admin.get("/auth/whoami").json["admin"] is True

@@ -29,6 +29,8 @@ sys.path.insert(0, str(HERE))
 from engine_support import Engine  # noqa: E402
 
 ENGINES = ["local", "dask", "slurm", "htcondor", "panda_standin"]
+#: the batch systems, whose jobs can run without a shared filesystem (transfer: http)
+BATCH_ENGINES = ["slurm", "htcondor", "panda_standin"]
 
 #: credentials the PanDA stand-in demands (panda-client sends them with PANDA_AUTH=oidc)
 PANDA_TOKEN = "standin-id-token"
@@ -140,7 +142,16 @@ def panda_server() -> Iterator[Any]:
 
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    name = request.param
+    yield from _engine(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=BATCH_ENGINES)
+def batch_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The batch engines only (Slurm, HTCondor, the PanDA stand-in)."""
+    yield from _engine(request.param, request, tmp_path)
+
+
+def _engine(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if name == "local":
         yield Engine(name, "local", tmp_path, kill=_sigkill,
                      active=lambda r: _backend(r, "local").in_flight())

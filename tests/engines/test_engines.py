@@ -207,3 +207,138 @@ def test_faat_map_of_50_functions(engine: Engine, tmp_path: Path) -> None:
         handle.stop()
         if old_umask is not None:
             os.umask(old_umask)
+
+
+# ----------------------------------------------------------------------------- transfer: http
+
+
+def _http_config(tmp_path: Path, engine: Engine) -> Config:
+    """``transfer: http``, with the core's home closed to everybody but this process's user.
+
+    The batch directory (the scheduler's own files on the submit side: HTCondor's
+    event log and transferred output) lives outside the home; the jobs get
+    nothing of either: no path of the home reaches them.
+    """
+    extra: dict[str, Any] = {"transfer": "http"}
+    if engine.backend != "panda":  # the PanDA stand-in's shared_dir is set by its fixture
+        batch = engine.workdir / "batch"
+        batch.mkdir(exist_ok=True)
+        batch.chmod(0o777)  # HTCondor's shadow writes there as the job's user
+        extra["shared_dir"] = str(batch)
+    c = cfg(tmp_path, engine, **extra)
+    c.home.mkdir(parents=True, exist_ok=True)
+    c.home.chmod(0o700)
+    return c
+
+
+@pytest.fixture
+def blob_fetches(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
+    """Blobs served to jobs over HTTP (job id -> digests), counted in the API handler."""
+    from idds_jupyter.api import jobs as api_jobs
+
+    seen: dict[int, list[str]] = {}
+    real = api_jobs.JobBlobHandler.get
+
+    async def counting(self: Any, job_id: str, sha: str) -> None:
+        await real(self, job_id, sha)
+        seen.setdefault(int(job_id), []).append(sha)
+
+    monkeypatch.setattr(api_jobs.JobBlobHandler, "get", counting)
+    return seen
+
+
+def test_http_transfer_faat_map_and_command_job(batch_engine: Engine, tmp_path: Path,
+                                                blob_fetches: dict[int, list[str]]) -> None:
+    """FaaT ``.map`` and a command job (failing once, retried) with ``transfer: http``."""
+    from idds_jupyter import work
+    from idds_jupyter.api.server import start_server
+    from idds_jupyter.client import Client, set_client
+
+    engine = batch_engine
+    c = _http_config(tmp_path, engine)
+    handle = start_server(c)
+    client = Client(handle.url, handle.token)
+    old = set_client(client)
+    try:
+        @work
+        def triple(x: int) -> Any:
+            return x * 3 if x % 2 else [x] * 5000  # even items: a value too big to go inline
+
+        values = triple.map(range(20), timeout=150)
+        assert values == [x * 3 if x % 2 else [x] * 5000 for x in range(20)]
+        # every job fetched its inputs over HTTP: its spec and its work's function and calls
+        assert len(blob_fetches) == 20, blob_fetches
+        assert all(len(shas) >= 2 for shas in blob_fetches.values()), blob_fetches
+
+        orch = handle.ctx.orch
+        wid = orch.submit(Workflow(name="cmd-http", works=[
+            Work(name="c", retries=1, kwargs_list=[{"n": 6}, {"n": 7}],
+                 command='[ "$IDDS_ATTEMPT" -ge 2 ] || exit 3; '
+                         'echo "{{\\"n\\": $(({n} * 7)), \\"cwd\\": \\"$(pwd)\\"}}"')]))
+        assert orch.wait(wid, timeout=150) == "finished", orch.status(wid)
+        jobs = orch.jobs(wid, "c")
+        assert [j["result"]["n"] for j in jobs] == [42, 49]
+        assert [j["attempt"] for j in jobs] == [2, 2]  # the first attempts failed: retried
+        for j in jobs:
+            # run in its own scratch dir, not in the submitter's directory (this process's cwd)
+            assert "idds-job-" in j["result"]["cwd"] and str(c.home) not in j["result"]["cwd"]
+            assert j["result"]["cwd"] != os.getcwd()
+            # the job's output came back with its result and is served from the core's logs
+            assert Path(j["log_path"]).is_relative_to(c.log_dir), j
+            assert f'"n": {j["result"]["n"]}' in client.log(j["id"])
+    finally:
+        set_client(old)
+        client.shutdown()
+        handle.stop()
+
+
+def test_http_transfer_needs_no_shared_filesystem(batch_engine: Engine, tmp_path: Path,
+                                                  blob_fetches: dict[int, list[str]]) -> None:
+    """What a job sees with ``transfer: http``: no path of the core, its own scratch dir.
+
+    On HTCondor, whose jobs run as another user, the core's home (cache, logs,
+    batch specs) is closed to them (mode 0700) and the jobs still run: they
+    cannot have read anything from it. On Slurm and the PanDA stand-in (jobs as
+    root, who reads everything) the spec they ran names no file at all and they
+    fetched their blobs over HTTP.
+    """
+    from idds_jupyter import work
+    from idds_jupyter.api.server import start_server
+    from idds_jupyter.client import Client, set_client
+
+    engine = batch_engine
+    c = _http_config(tmp_path, engine)
+    handle = start_server(c)
+    client = Client(handle.url, handle.token)
+    old = set_client(client)
+    try:
+        @work
+        def where_am_i(home: str, cache: str) -> dict[str, Any]:
+            import os as _os
+
+            with open(_os.environ["IDDS_JOB_SPEC"], encoding="utf-8") as fh:
+                spec = fh.read()
+            return {"cwd": _os.getcwd(), "home_env": _os.environ.get("HOME"),
+                    "uid": _os.getuid(), "cache_readable": _os.access(cache, _os.R_OK),
+                    "home_listable": _os.access(home, _os.X_OK), "spec": spec,
+                    "task": _os.environ.get("IDDS_BATCH_TASK") or _os.environ.get("PANDAID")}
+
+        [seen] = where_am_i.map([str(c.home)], [str(c.cache_dir)], timeout=150)
+    finally:
+        set_client(old)
+        client.shutdown()
+        handle.stop()
+    spec = json.loads(seen["spec"])
+    assert spec["transfer"] == "http" and "result_dir" not in spec and "log_dir" not in spec
+    # the blobs are named by digest only: the paths in the spec are the job's own copies
+    assert spec["payload"]["path"].startswith(seen["cwd"]), spec
+    for text in (str(c.home), str(c.cache_dir), str(c.batch_dir)):
+        assert text not in json.dumps({k: v for k, v in spec.items() if k != "env"}), (text, spec)
+    assert not seen["cwd"].startswith(str(engine.workdir)) and "idds-job-" in seen["cwd"], seen
+    assert seen["task"], seen  # it did run as a task of the batch system (or a PanDA pilot's)
+    [(job_id, shas)] = blob_fetches.items()
+    assert spec["payload"]["sha256"] in shas and spec["call"]["sha256"] in shas
+    if engine.jobs_run_as_other_user:
+        assert seen["uid"] != os.getuid()
+        assert not seen["cache_readable"] and not seen["home_listable"], seen
+        assert seen["home_env"] != os.environ.get("HOME"), seen

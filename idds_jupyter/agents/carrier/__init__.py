@@ -14,6 +14,8 @@ from typing import Any
 
 from idds_jupyter.agents.agent import Context
 from idds_jupyter.backends import Backend, make_backend
+from idds_jupyter.backends.transfer import HttpTransfer
+from idds_jupyter.config import Config
 
 
 @dataclass
@@ -35,6 +37,36 @@ class CarrierState:
             b.close()
 
 
+def http_transfer(cfg: Config) -> HttpTransfer:
+    """What batch backends need for ``transfer: http``: job tokens, spec blobs, the inbox.
+
+    The job-token secret is read (or created) at the first token minted, so a
+    Carrier that never runs an ``http`` job never needs it.
+    """
+    from idds_jupyter.store.cache import blob_path, write_blob
+    from idds_jupyter.store.job_tokens import JobTokens
+
+    tokens: list[JobTokens] = []
+    lock = threading.Lock()
+    cache_dir = cfg.cache_dir
+
+    def mint(job_id: int, attempt: int, spec_sha: str, ttl: float) -> str:
+        with lock:
+            if not tokens:
+                tokens.append(JobTokens.for_home(cfg.home, cfg.job_token_ttl))
+        return tokens[0].mint(job_id, attempt, spec_sha, ttl)
+
+    def put_spec(data: bytes) -> str:
+        return write_blob(cache_dir, data)[0]
+
+    def drop_spec(sha: str) -> None:
+        blob_path(cache_dir, sha).unlink(missing_ok=True)
+
+    return HttpTransfer(server_url=lambda: cfg.server_url, mint=mint, put_spec=put_spec,
+                        drop_spec=drop_spec, inbox=str(cfg.result_inbox),
+                        token_ttl=cfg.job_token_ttl)
+
+
 def open_backends(ctx: Context) -> CarrierState:
     cfg = ctx.config
     backends: dict[str, Backend] = {}
@@ -49,7 +81,8 @@ def open_backends(ctx: Context) -> CarrierState:
         # --- batch-system backends (idds_jupyter.backends.batch; docs/backends.md) ---
         elif name in ("slurm", "htcondor", "panda"):
             opts = {"shared_dir": str(cfg.batch_dir), "log_dir": str(cfg.log_dir),
-                    "poll_interval": cfg.batch_poll_interval}
+                    "poll_interval": cfg.batch_poll_interval, "transfer": cfg.transfer,
+                    "http": http_transfer(cfg)}
             if name == "slurm":
                 opts.update(partition=cfg.slurm_partition, account=cfg.slurm_account)
             elif name == "htcondor":

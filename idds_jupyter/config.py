@@ -31,7 +31,7 @@ _ENV = {
     "dask_address": "IDDS_DASK_ADDRESS",
     "lock_ttl": "IDDS_LOCK_TTL",
     "poll_interval": "IDDS_POLL_INTERVAL",
-    "clerk_settle": "IDDS_CLERK_SETTLE",
+    "settle": "IDDS_SETTLE",
     "backend_policy": "IDDS_BACKEND_POLICY",
     # batch-system backends
     "shared_dir": "IDDS_SHARED_DIR",
@@ -63,9 +63,9 @@ class Config:
     dask_address: str | None = None
     lock_ttl: float = 60.0  # seconds before a silent owner's jobs are reclaimed
     poll_interval: float = 2.0  # fallback polling when no event arrives
-    # the Clerk waits this long after a wake-up so that works ending together are
-    # planned in one transaction, not one each (and not in the way of the next call)
-    clerk_settle: float = 0.02
+    # the Clerk and the Conductor wait this long after a wake-up, so that what ends
+    # together is handled in one transaction, not one each (and not in a call's way)
+    settle: float = 0.02
     # rules choosing the backend of works that name none (idds_jupyter.model.policy)
     backend_policy: tuple[dict[str, Any], ...] = ()
     batch: int = 1000  # jobs per claim / per result transaction
@@ -149,7 +149,7 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
         if k in ("workers", "batch"):
             out[k] = int(v)
         elif k in ("lock_ttl", "poll_interval", "batch_poll_interval", "job_token_ttl",
-                   "clerk_settle"):
+                   "settle"):
             out[k] = float(v)
         elif k == "home":
             out[k] = Path(v)

@@ -132,6 +132,7 @@ class Orchestrator:
             events.append(make_event(ev.JOBS_READY))
         events += [make_event(ev.WORK_TERMINAL, str(w), work=k, status=s)
                    for w, k, s in out.terminal_works]
+        events += [make_event(ev.WORKFLOW_DIRTY, str(w)) for w in out.dirty_workflows]
         if applied.status is not None:
             events.append(make_event(ev.WORKFLOW_TERMINAL, str(wid), status=applied.status))
         return events

@@ -7,26 +7,50 @@ same transaction as the row lock that claims the workflow.
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
 from idds_jupyter.agents.agent import Agent
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.sql import now
 from idds_jupyter.store.tables import messages
-from idds_jupyter.store.workflows import plan_next
+from idds_jupyter.store.workflows import Applied, plan_next
 
 _NEW_MESSAGE = messages.insert()
+
+
+def note_planned(conn: Connection, applied: Applied) -> list[Any]:
+    """After a plan, in its transaction: a workflow that ended gets its outbound message.
+
+    Returns the events to publish once the transaction commits.
+    """
+    events = []
+    if applied.new_job_works:
+        events.append(make_event(ev.WORK_NEW, str(applied.workflow_id)))
+    if applied.status is not None:
+        conn.execute(_NEW_MESSAGE, dict(
+            workflow_id=applied.workflow_id, kind=ev.WORKFLOW_TERMINAL, status="new",
+            payload={"workflow_id": applied.workflow_id, "status": applied.status},
+            created_at=now()))
+        events.append(make_event(ev.WORKFLOW_TERMINAL, str(applied.workflow_id),
+                                 status=applied.status))
+        events.append(make_event(ev.MESSAGE_NEW))
+    return events
 
 
 class Clerk(Agent):
     role = "clerk"
     # Not WORKFLOW_NEW: a submission is planned in its own transaction, so a new
-    # workflow is clean; one that still needs the Clerk is marked dirty.
-    wakes_on = (ev.WORKFLOW_DIRTY, ev.WORK_TERMINAL, ev.CONTROL)
+    # workflow is clean. Not WORK_TERMINAL: a work that ends marks its workflow dirty
+    # and WORKFLOW_DIRTY says so, unless whoever ended it planned the workflow too.
+    wakes_on = (ev.WORKFLOW_DIRTY, ev.CONTROL)
 
     def wait(self, timeout: float) -> None:
         super().wait(timeout)
-        if self.ctx.config.clerk_settle > 0:  # let the rest of a burst of endings arrive
-            self.ctx.stop.wait(self.ctx.config.clerk_settle)
+        if self.ctx.config.settle > 0:  # let the rest of a burst of endings arrive
+            self.ctx.stop.wait(self.ctx.config.settle)
 
     def step(self) -> bool:
         events = []
@@ -37,16 +61,6 @@ class Clerk(Agent):
                 if applied is None:
                     break
                 planned += 1
-                if applied.status is not None:
-                    conn.execute(_NEW_MESSAGE, dict(
-                        workflow_id=applied.workflow_id, kind=ev.WORKFLOW_TERMINAL, status="new",
-                        payload={"workflow_id": applied.workflow_id, "status": applied.status},
-                        created_at=now()))
-            if applied.new_job_works:
-                events.append(make_event(ev.WORK_NEW, str(applied.workflow_id)))
-            if applied.status is not None:
-                events.append(make_event(ev.WORKFLOW_TERMINAL, str(applied.workflow_id),
-                                         status=applied.status))
-                events.append(make_event(ev.MESSAGE_NEW))
+                events += note_planned(conn, applied)
         self.ctx.publish(events)
         return planned == 50

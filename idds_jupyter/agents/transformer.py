@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from idds_jupyter.agents.agent import Agent
+from idds_jupyter.agents.carrier.finisher import terminal_events
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.jobs import Outcome, finish_works
@@ -46,6 +47,4 @@ class Transformer(Agent):
 
     def _publish(self, out: Outcome) -> None:
         events = [make_event(ev.JOBS_READY)] if out.released else []
-        events += [make_event(ev.WORK_TERMINAL, str(wf), work=w, status=s)
-                   for wf, w, s in out.terminal_works]
-        self.ctx.publish(events)
+        self.ctx.publish(events + terminal_events(out))

@@ -20,6 +20,7 @@ from tornado.ioloop import IOLoop
 from idds_jupyter.api.base import ApiError, dumps
 from idds_jupyter.auth import User
 from idds_jupyter.bus import JOB_RESULT, WORK_TERMINAL, WORKFLOW_DIRTY, WORKFLOW_TERMINAL, Event
+from idds_jupyter.bus.local import LocalSubscription
 
 if TYPE_CHECKING:
     from idds_jupyter.api.context import ApiContext
@@ -38,8 +39,23 @@ class EventBridge:
         self.conns: set[StreamHandler] = set()  # touched on the IOLoop thread only
         self._stop = threading.Event()
         self._sub = ctx.bus.subscribe(STREAM_TYPES)
-        self._thread = threading.Thread(target=self._read, name="idds-api-stream", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if isinstance(self._sub, LocalSubscription):  # same process: no reader thread
+            self._sub.on_put = self._wake
+        else:
+            self._thread = threading.Thread(target=self._read, name="idds-api-stream", daemon=True)
+            self._thread.start()
+
+    def _wake(self) -> None:
+        """In the publisher's thread: read the events on the IOLoop, one hop, no thread."""
+        if not self._stop.is_set():
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self.loop.add_callback(self._drain)
+
+    async def _drain(self) -> None:
+        events = self._sub.get(0)
+        if events and not self._stop.is_set():
+            await self._dispatch(events)
 
     def _read(self) -> None:
         while not self._stop.is_set():
@@ -81,7 +97,8 @@ class EventBridge:
         for conn in list(self.conns):
             with contextlib.suppress(RuntimeError):
                 self.loop.add_callback(conn.close)
-        self._thread.join(timeout=2)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
 
 
 class StreamHandler(tornado.websocket.WebSocketHandler):

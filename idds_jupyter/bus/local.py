@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from idds_jupyter.bus.base import Bus, Subscription, normalize_types
 from idds_jupyter.bus.event import Event
@@ -27,6 +27,9 @@ class LocalSubscription(Subscription):
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         self.dropped = 0  # events lost to overflow, for tests and monitoring
+        # Called in the publisher's thread after events are queued: a consumer on an
+        # event loop schedules its read there instead of keeping a thread blocked in get().
+        self.on_put: Callable[[], None] | None = None
 
     def _put(self, events: list[Event]) -> None:
         with self._cond:
@@ -38,6 +41,8 @@ class LocalSubscription(Subscription):
                 self.dropped += overflow  # deque(maxlen) drops the oldest
             queue.extend(events)
             self._cond.notify_all()
+        if self.on_put is not None:
+            self.on_put()
 
     def get(self, timeout: float | None = None) -> list[Event]:
         with self._cond:

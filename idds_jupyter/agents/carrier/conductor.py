@@ -24,9 +24,18 @@ _SENT = (update(messages).where(messages.c.id.in_(in_list()))
          .values(status="sent", sent_at=bindparam("t")))
 
 
+# Outbound notifications are not on anyone's critical path: batch them wider.
+NOTIFY_SETTLE_FACTOR = 5
+
+
 class Conductor(Agent):
     role = "conductor"
     wakes_on = (ev.MESSAGE_NEW,)
+
+    def wait(self, timeout: float) -> None:
+        super().wait(timeout)
+        if self.ctx.config.settle > 0:  # notifications of a burst go out together
+            self.ctx.stop.wait(NOTIFY_SETTLE_FACTOR * self.ctx.config.settle)
 
     def step(self) -> bool:
         with self.ctx.engine.begin() as conn:

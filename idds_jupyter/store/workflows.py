@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,30 +193,6 @@ _NEXT_DIRTY = Locked(select(workflows)
                      .order_by(workflows.c.priority.desc(), workflows.c.id)
                      .limit(1), skip_locked=True)
 _WORKFLOW = select(workflows).where(workflows.c.id == bindparam("wf"))
-
-
-_WORKFLOW_LOCKED = Locked(_WORKFLOW)
-
-
-def plan_dirty(conn: Connection, workflow_ids: Iterable[int]) -> list[Applied]:
-    """Plan these workflows now, if still active and dirty (row-locked, as the Clerk does)."""
-    done = []
-    for wid in sorted(set(workflow_ids)):
-        row = conn.execute(_WORKFLOW_LOCKED.on(conn), {"wf": wid}).mappings().first()
-        if row is not None and row["status"] in ACTIVE and row["dirty_seq"] > row["clean_seq"]:
-            done.append(plan_row(conn, row))
-    return done
-
-
-def is_small(conn_or_engine: Any, workflow_id: int) -> bool:
-    """Whether this process parsed the workflow and it is one work with no conditions or
-    loops (a function call, a map): cheap to plan where its last result is recorded."""
-    with _parsed_lock:
-        hit = _parsed.get((str(conn_or_engine.url), int(workflow_id)))
-    if hit is None:
-        return False
-    wf = hit[1]
-    return len(wf.works) <= 1 and not wf.conditions and not wf.loops
 
 
 def plan_workflow(conn: Connection, workflow_id: int) -> Applied:

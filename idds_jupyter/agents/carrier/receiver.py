@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import defaultdict
 from typing import Any
 
 from idds_jupyter.agents.agent import Agent, Context
 from idds_jupyter.agents.carrier import CarrierState
 from idds_jupyter.agents.carrier.finisher import terminal_events
-from idds_jupyter.agents.clerk import note_planned
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.jobs import Outcome, mark_running, record_results
-from idds_jupyter.store.workflows import is_small, plan_dirty
-
-log = logging.getLogger("idds_jupyter.agents")
 
 START_GRACE_S = 0.005
-PUSH_FIRST_S = 0.001
 
 
 class Receiver(Agent):
@@ -69,35 +62,14 @@ class Receiver(Agent):
                 for r in results:
                     self.state.in_flight.pop(int(r["job_id"]), None)
             self.state.room.set()
-        # Small workflows whose work just ended (a function call, a map) are planned
-        # here, right after their results went out, instead of waking the Clerk later
-        # into the next call's way; the others are the Clerk's, as ever.
-        small = {wf for wf in out.dirty_workflows if is_small(self.ctx.engine, wf)}
-        self.ctx.publish(result_events(out, hold=small))
-        if small:
-            # Let the stream's threads (they need the GIL) push the results out first.
-            time.sleep(PUSH_FIRST_S)
-            self._plan(small, out)
+        # Workflows whose work ended are planned by the Clerk, after it lets a burst
+        # of endings settle: off the path of the next call, many in one transaction.
+        self.ctx.publish(result_events(out))
         return True
 
-    def _plan(self, small: set[int], out: Outcome) -> None:
-        events = [e for e in terminal_events(out) if e.key is not None and int(e.key) in small
-                  and e.type == ev.WORK_TERMINAL]
-        try:
-            with self.ctx.engine.begin() as conn:
-                for applied in plan_dirty(conn, small):
-                    events += note_planned(conn, applied)
-        except Exception:  # the store still says dirty: the Clerk plans them
-            log.exception("planning %d workflows after their results failed", len(small))
-            events += [make_event(ev.WORKFLOW_DIRTY, str(wf)) for wf in small]
-        self.ctx.publish(events)
 
-
-def result_events(out: Outcome, hold: set[int] | frozenset[int] = frozenset()) -> list[Any]:
-    """Per-job results first: a waiting caller is told before the Clerk's next round.
-
-    ``hold``: workflows planned right after this, whose work-ended events go out then.
-    """
+def result_events(out: Outcome) -> list[Any]:
+    """Per-job results first: a waiting caller is told before the Clerk's next round."""
     events: list[Any] = []
     if out.released or out.retried:
         events.append(make_event(ev.JOBS_READY))
@@ -105,5 +77,4 @@ def result_events(out: Outcome, hold: set[int] | frozenset[int] = frozenset()) -
     for note in out.job_results:
         by_wf[note["workflow_id"]].append(note)
     events += [make_event(ev.JOB_RESULT, str(wf), jobs=notes) for wf, notes in by_wf.items()]
-    return events + [e for e in terminal_events(out)
-                     if e.key is None or int(e.key) not in hold]
+    return events + terminal_events(out)

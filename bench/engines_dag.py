@@ -10,33 +10,51 @@ The same number of no-op jobs then runs on the engine without the core:
             (``LocalBackend`` alone, all jobs at once, no DAG);
 * dask:     the same DAG as plain Dask tasks on the same ``LocalCluster``;
 * slurm:    ONE job array (``sbatch --array=0-N-1``) whose task i runs
-            ``python -m idds_jupyter.worker --job spec-i.json --out result-i.json``;
+            ``python -P -m idds_jupyter.worker --job spec-i.json --out result-i.json``
+            (the command line the backend gives its tasks);
 * htcondor: ONE cluster (one ``Schedd.submit`` with N itemdata rows), same wrapper.
 
 and the orchestration overhead ``(core wall - engine wall) / engine wall`` is
 printed (target: <= 10 % for the batch systems). Slurm and HTCondor are started
 on loopback with ``ci/engines/slurm.sh`` / ``ci/engines/htcondor.sh``.
 
+Time to the first job is, on both sides, submission to the end of the first
+job as the job itself recorded it (the wrapper's ``finished_at``). The spec
+files of the hand submission are written before its clock starts; the core
+writes its own while its clock runs. ``busy`` is the share of the machine's
+CPU time used (by anything) during a run, ``cpu`` the CPU seconds of this
+process (the core's agents run in it) — other load on the machine shows there.
+
     python bench/engines_dag.py --jobs 10000 --engine all
+    python bench/engines_dag.py --jobs 10000 --engine slurm --results /tmp/engines.json
+    python bench/engines_dag.py --jobs 10000 --engine htcondor --results /tmp/engines.json
+
+With ``--results FILE`` each engine's row is merged into FILE (JSON) and the
+table printed at the end holds every row in FILE, so engines run one at a time
+still end up side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from benchlib import time_dag
 
 from idds_jupyter.agents.runner import Runner
+from idds_jupyter.backends.batch import safe_path_flags
 from idds_jupyter.config import Config
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.model.generators import NOOP, layered_dag
@@ -51,13 +69,126 @@ class Figures:
     wall: float
     first: float | None
     n: int
+    busy: float = float("nan")  # share of the machine's CPU time in use during the run, %
+    cpu_here: float = float("nan")  # CPU s of this process and its reaped children (sbatch, ...)
+    cpu_engine: float = float("nan")  # CPU s of the engine's daemons and jobs (cgroup)
 
     @property
     def rate(self) -> float:
         return self.n / self.wall if self.wall else 0.0
 
+    @property
+    def cpu(self) -> float:
+        """All the CPU the run cost: this process, its children, the engine and its jobs."""
+        return self.cpu_here + (0.0 if self.cpu_engine != self.cpu_engine else self.cpu_engine)
 
-def start_engine(script: str) -> dict[str, str]:
+
+class EngineCPU:
+    """CPU seconds of an engine's processes and of everything they start, through a cgroup.
+
+    The engine's daemons (and the Dask workers) are moved into the cgroup
+    ``idds-bench-<engine>`` (cgroup v1 ``cpuacct``, else cgroup v2 ``cpu.stat``);
+    the jobs they start inherit it. Best effort: without cgroups (or root) the
+    figure is absent.
+    """
+
+    def __init__(self, engine: str) -> None:
+        self.dir: Path | None = None
+        self.v1 = False
+        v1 = Path("/sys/fs/cgroup/cpuacct")
+        root = v1 if (v1 / "cpuacct.usage").exists() else _cgroup2_mount()
+        if root is None:
+            return
+        try:
+            d = root / f"idds-bench-{engine}"
+            d.mkdir(exist_ok=True)
+        except OSError:
+            return
+        self.dir, self.v1 = d, root == v1
+
+    def add(self, pids: list[int]) -> None:
+        if self.dir is None:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                (self.dir / "cgroup.procs").write_text(f"{pid}\n")
+
+    def seconds(self) -> float:
+        if self.dir is None:
+            return float("nan")
+        try:
+            if not (self.dir / "cgroup.procs").read_text().strip():
+                return float("nan")  # nothing of the engine in it
+            if self.v1:
+                return int((self.dir / "cpuacct.usage").read_text()) / 1e9
+            for line in (self.dir / "cpu.stat").read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+        except (OSError, ValueError):
+            pass
+        return float("nan")
+
+
+def _cgroup2_mount() -> Path | None:
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2" and not parts[1].startswith("/var/"):
+                    return Path(parts[1])
+    except OSError:
+        pass
+    return None
+
+
+#: the engine being measured (set by measure())
+ENGINE_CPU: EngineCPU | None = None
+
+
+class Meter:
+    """CPU use during a run: the whole machine's (/proc/stat), this process's and its reaped
+    children's, and the engine's (:data:`ENGINE_CPU`)."""
+
+    def __enter__(self) -> Meter:
+        self.stat0 = _proc_stat()
+        self.here0 = _cpu_here()
+        self.engine0 = ENGINE_CPU.seconds() if ENGINE_CPU else float("nan")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stat1 = _proc_stat()
+        self.cpu_here = _cpu_here() - self.here0
+        self.cpu_engine = (ENGINE_CPU.seconds() if ENGINE_CPU else float("nan")) - self.engine0
+        if self.stat0 and stat1:
+            total = stat1[0] - self.stat0[0]
+            idle = stat1[1] - self.stat0[1]
+            self.busy = 100.0 * (total - idle) / total if total else float("nan")
+        else:
+            self.busy = float("nan")
+
+    def mark(self, f: Figures) -> Figures:
+        f.busy, f.cpu_here, f.cpu_engine = self.busy, self.cpu_here, self.cpu_engine
+        return f
+
+
+def _cpu_here() -> float:
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+def _proc_stat() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields[:8]), fields[3] + fields[4]  # total (without guest), idle + iowait
+
+
+def start_engine(script: str, restart: bool = False) -> dict[str, str]:
+    if restart:
+        subprocess.run(["bash", str(CI / script), "stop"], capture_output=True, timeout=300,
+                       stdin=subprocess.DEVNULL)
     proc = subprocess.run(["bash", str(CI / script), "start"], capture_output=True, text=True,
                           timeout=900, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
@@ -70,6 +201,31 @@ def start_engine(script: str) -> dict[str, str]:
     return out
 
 
+def engine_settings(engine: str, env: dict[str, str]) -> str:
+    """What the engine was configured with (slots, scheduler settings), for the record."""
+    try:
+        if engine == "slurm":
+            node = subprocess.run(["scontrol", "show", "node"], capture_output=True, text=True,
+                                  timeout=30).stdout
+            cpus = next((w.split("=", 1)[1] for w in node.split() if w.startswith("CPUTot=")),
+                        "?")
+            conf = subprocess.run(["scontrol", "show", "config"], capture_output=True,
+                                  text=True, timeout=30).stdout
+            sched = next((ln.split("=", 1)[1].strip() for ln in conf.splitlines()
+                          if ln.startswith("SchedulerParameters")), "?")
+            return f"node CPUs={cpus}; SchedulerParameters={sched}"
+        if engine == "htcondor":
+            out = subprocess.run(["chroot", env.get("CONDOR_ROOT", "/"), "/usr/bin/env", "-i",
+                                  "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "condor_config_val",
+                                  "NUM_CPUS", "CLAIM_WORKLIFE", "NEGOTIATOR_INTERVAL"],
+                                 capture_output=True, text=True, timeout=30).stdout.split()
+            return (f"NUM_CPUS={out[0]}, CLAIM_WORKLIFE={out[1]}, "
+                    f"NEGOTIATOR_INTERVAL={out[2]}")
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        pass
+    return ""
+
+
 def noop_spec(i: int) -> dict[str, Any]:
     return {"job_id": i, "attempt": 0, "kind": "function", "function": NOOP, "kwargs": {}}
 
@@ -78,18 +234,19 @@ def noop_spec(i: int) -> dict[str, Any]:
 
 
 def run_core(engine: str, n: int, levels: int, home: Path, options: dict[str, Any]) -> Figures:
-
-
     cfg = Config.load(None, home=home, db_url=f"sqlite:///{home / 'idds.db'}", backend=engine,
                       backends=(engine,), workers=options.pop("workers", 2), poll_interval=1.0,
                       batch_poll_interval=1.0, **options)
     wf = layered_dag(n, levels)
-    with Runner(cfg) as runner:
+    with Meter() as m, Runner(cfg) as runner:
         r = time_dag(Orchestrator(cfg, engine=runner.engine, bus=runner.bus), wf)
     status, wall, t_first, n_jobs, n_ok = r.status, r.wall, r.first, r.n_jobs, r.succeeded
     if status != "finished" or n_ok != n_jobs:
         raise SystemExit(f"{engine}: the DAG ended {status} with {n_ok}/{n_jobs} jobs succeeded")
-    return Figures(wall, t_first, n_jobs)
+    if r.max_release != 1 or r.max_success != 1:
+        raise SystemExit(f"{engine}: a job was released {r.max_release} or succeeded "
+                         f"{r.max_success} times")
+    return m.mark(Figures(wall, t_first, n_jobs))
 
 
 # --------------------------------------------------------------------------- the engine alone
@@ -98,23 +255,29 @@ def run_core(engine: str, n: int, levels: int, home: Path, options: dict[str, An
 def raw_local(n: int, workers: int) -> Figures:
     from idds_jupyter.backends import make_backend
 
-    b = make_backend("local", workers=workers)
-    try:
-        t0 = time.perf_counter()
-        b.submit([noop_spec(i) for i in range(n)])
-        done, first = 0, None
-        while done < n:
-            got = [r for r in b.results(1.0) if "ok" in r]
-            if got and first is None:
-                first = time.perf_counter() - t0
-            done += len(got)
-        return Figures(time.perf_counter() - t0, first, n)
-    finally:
-        b.close()
+    with Meter() as m:  # the worker processes are started and reaped inside (their CPU counts)
+        b = make_backend("local", workers=workers)
+        try:
+            # as in the core, whose backend is up before the clock starts: one job first
+            b.submit([noop_spec(-1)])
+            while not any("ok" in r for r in b.results(1.0)):
+                pass
+            t0, t0_epoch = time.perf_counter(), time.time()
+            b.submit([noop_spec(i) for i in range(n)])
+            done, first = 0, None
+            while done < n:
+                got = [r for r in b.results(1.0) if "ok" in r]
+                if got and first is None:
+                    first = min(float(r.get("finished_at") or time.time()) for r in got) - t0_epoch
+                done += len(got)
+            wall = time.perf_counter() - t0
+        finally:
+            b.close()
+    return m.mark(Figures(wall, first, n))
 
 
-def _noop(*_parents: object) -> None:
-    return None
+def _noop(*_parents: object) -> float:
+    return time.time()
 
 
 def raw_dask(n: int, levels: int, address: str) -> Figures:
@@ -128,11 +291,12 @@ def raw_dask(n: int, levels: int, address: str) -> Figures:
             dsk[f"L{i}-{j}"] = (_noop,) if i == 0 else \
                 (_noop, f"L{i - 1}-{j % up}", f"L{i - 1}-{(j + 1) % up}")
     last = [f"L{levels - 1}-{j}" for j in range(sizes[-1])]
-    with Client(address) as client:
-        t0 = time.perf_counter()
-        client.get(dsk, last, sync=True)
+    first_level = [f"L0-{j}" for j in range(sizes[0])] if levels > 1 else []
+    with Client(address) as client, Meter() as m:
+        t0, t0_epoch = time.perf_counter(), time.time()
+        ends = client.get(dsk, last + first_level, sync=True)
         wall = time.perf_counter() - t0
-    return Figures(wall, None, len(dsk))
+    return m.mark(Figures(wall, min(ends) - t0_epoch, len(dsk)))
 
 
 def _write_specs(d: Path, n: int) -> None:
@@ -142,19 +306,41 @@ def _write_specs(d: Path, n: int) -> None:
         (d / f"spec-{i}.json").write_text(json.dumps(noop_spec(i)))
 
 
-def _wait_results(d: Path, n: int, t0: float, timeout: float, what: str) -> Figures:
+def _first_end(d: Path, names: list[str]) -> float | None:
+    ends = []
+    for name in names:
+        try:
+            ends.append(float(json.loads((d / name).read_text())["finished_at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return min(ends) if ends else None
+
+
+def _wait_results(d: Path, n: int, t0: float, t0_epoch: float, timeout: float,
+                  what: str) -> Figures:
+    """Wait for result-0.json … result-(n-1).json, cheaply: tasks end in about index order,
+    so each look stats only the lowest indexes still missing (listing a directory of 3 n
+    files five times a second cost as much CPU as the core's own work)."""
+    missing = list(range(n))  # ascending
     first = None
     while True:
-        count = sum(1 for e in os.scandir(d) if e.name.startswith("result-")
-                    and not e.name.endswith(".tmp"))
+        found = [i for i in missing[:_WINDOW] if os.path.exists(d / f"result-{i}.json")]
         now = time.perf_counter()
-        if count and first is None:
-            first = now - t0
-        if count >= n:
+        if found:
+            gone = set(found)
+            missing = [i for i in missing if i not in gone]
+            if first is None:
+                end = _first_end(d, [f"result-{i}.json" for i in found])
+                first = (end - t0_epoch) if end is not None else now - t0
+        if not missing:
             return Figures(now - t0, first, n)
         if now - t0 > timeout:
-            raise SystemExit(f"{what}: only {count}/{n} results after {timeout:g} s")
+            raise SystemExit(f"{what}: only {n - len(missing)}/{n} results after {timeout:g} s")
         time.sleep(0.2)
+
+
+#: how many of the lowest missing result files each look checks
+_WINDOW = 500
 
 
 def raw_slurm(n: int, work: Path, timeout: float) -> Figures:
@@ -162,21 +348,24 @@ def raw_slurm(n: int, work: Path, timeout: float) -> Figures:
     _write_specs(d, n)
     script = d / "job.sh"
     script.write_text("#!/bin/sh\n"
-                      f"exec {sys.executable} -m idds_jupyter.worker"
+                      f"exec {' '.join([sys.executable, *safe_path_flags(sys.executable)])}"
+                      " -m idds_jupyter.worker"
                       f" --job {d}/spec-$SLURM_ARRAY_TASK_ID.json"
                       f" --out {d}/result-$SLURM_ARRAY_TASK_ID.json\n")
     script.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    t0 = time.perf_counter()
-    out = subprocess.run(["sbatch", "--parsable", f"--array=0-{n - 1}", "--job-name=raw-bench",
-                          f"--output={d}/task-%a.log", f"--chdir={d}", "--export=ALL",
-                          "--no-requeue", str(script)], capture_output=True, text=True,
-                         check=True, env=env).stdout.strip()
-    try:
-        return _wait_results(d, n, t0, timeout, "slurm array")
-    finally:
-        subprocess.run(["scancel", out.split(";")[0]], capture_output=True)
+    with Meter() as m:
+        t0, t0_epoch = time.perf_counter(), time.time()
+        out = subprocess.run(["sbatch", "--parsable", f"--array=0-{n - 1}",
+                              "--job-name=raw-bench", f"--output={d}/task-%a.log",
+                              f"--chdir={d}", "--export=ALL", "--no-requeue", str(script)],
+                             capture_output=True, text=True, check=True, env=env).stdout.strip()
+        try:
+            f = _wait_results(d, n, t0, t0_epoch, timeout, "slurm array")
+        finally:
+            subprocess.run(["scancel", out.split(";")[0]], capture_output=True)
+    return m.mark(f)
 
 
 def raw_htcondor(n: int, work: Path, schedd: str, token: str, timeout: float) -> Figures:
@@ -193,29 +382,83 @@ def raw_htcondor(n: int, work: Path, schedd: str, token: str, timeout: float) ->
     pp = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     sub = htc.Submit({
         "universe": "vanilla", "executable": sys.executable, "transfer_executable": "false",
-        "arguments": f"-m idds_jupyter.worker --job {d}/spec-$(idx).json"
-                     f" --out {d}/result-$(idx).json",
+        "arguments": " ".join([*safe_path_flags(sys.executable), "-m", "idds_jupyter.worker",
+                               "--job", f"{d}/spec-$(idx).json",
+                               "--out", f"{d}/result-$(idx).json"]),
         "initialdir": str(d), "output": f"{d}/task-$(idx).log", "error": f"{d}/task-$(idx).log",
         "log": f"{d}/events.log", "should_transfer_files": "NO",
         "environment": f"\"PYTHONPATH='{pp}'\"",
     })
-    t0 = time.perf_counter()
-    result = sd.submit(sub, itemdata=iter([{"idx": str(i)} for i in range(n)]))
-    try:
-        return _wait_results(d, n, t0, timeout, "htcondor cluster")
-    finally:
-        sd.act(htc.JobAction.Remove, f"ClusterId == {result.cluster()}")
-        shutil.rmtree(token_dir, ignore_errors=True)
+    with Meter() as m:
+        t0, t0_epoch = time.perf_counter(), time.time()
+        result = sd.submit(sub, itemdata=iter([{"idx": str(i)} for i in range(n)]))
+        try:
+            f = _wait_results(d, n, t0, t0_epoch, timeout, "htcondor cluster")
+        finally:
+            sd.act(htc.JobAction.Remove, f"ClusterId == {result.cluster()}")
+            shutil.rmtree(token_dir, ignore_errors=True)
+    return m.mark(f)
 
 
 # --------------------------------------------------------------------------- main
 
 
-def fmt(f: Figures | None) -> tuple[str, str]:
-    if f is None:
-        return "-", "-"
-    first = f"{f.first:.2f} s" if f.first is not None else "-"
-    return f"{f.rate:,.0f}", first
+@dataclass
+class Row:
+    engine: str
+    jobs: int
+    levels: int
+    core: Figures
+    raw: Figures
+    alone: str  # what "the engine alone" was
+    settings: str  # the engine's configuration
+    when: str
+
+    @property
+    def overhead(self) -> float:
+        return (self.core.wall - self.raw.wall) / self.raw.wall * 100
+
+    @property
+    def cpu_overhead(self) -> float:
+        """The same in CPU time (all of it: core, commands, engine, jobs); other load on the
+        machine hardly moves it."""
+        return (self.core.cpu - self.raw.cpu) / self.raw.cpu * 100 if self.raw.cpu else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "overhead_pct": round(self.overhead, 2),
+                "cpu_overhead_pct": round(self.cpu_overhead, 2)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Row:
+        fields = {k: d[k] for k in ("engine", "jobs", "levels", "alone", "settings", "when")}
+        return cls(core=Figures(**d["core"]), raw=Figures(**d["raw"]), **fields)
+
+
+def _s(x: float | None, fmt: str = ".2f") -> str:
+    return "-" if x is None or x != x else f"{x:{fmt}}"
+
+
+def print_table(rows: list[Row]) -> None:
+    head = (f"{'engine':9s} {'jobs':>6s} | {'core s':>7s} {'jobs/s':>6s} {'1st job':>8s} "
+            f"{'cpu/job':>8s} | {'alone s':>7s} {'jobs/s':>6s} {'1st job':>8s} {'cpu/job':>8s} | "
+            f"{'overhead':>8s} {'in cpu':>7s}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        c, a = r.core, r.raw
+        print(f"{r.engine:9s} {r.jobs:>6,d} | {c.wall:7.1f} {c.rate:6.1f} {_s(c.first):>6s} s "
+              f"{_s(1000 * c.cpu / c.n, '.1f'):>5s} ms | {a.wall:7.1f} {a.rate:6.1f} "
+              f"{_s(a.first):>6s} s {_s(1000 * a.cpu / a.n, '.1f'):>5s} ms | "
+              f"{r.overhead:+7.1f}% {_s(r.cpu_overhead, '+.1f'):>6s}%")
+    print()
+    print("core = the DAG through the orchestration core; alone = the same number of no-op jobs "
+          "on the engine without it;\ncpu/job = CPU of everything the run used (this process, "
+          "its commands, the engine's daemons and jobs) per job;\noverhead = core wall time vs "
+          "alone wall time; in cpu = the same for CPU time. Machine busy % during each run "
+          "(other load shows here):")
+    for r in rows:
+        print(f"  {r.engine}: busy core {_s(r.core.busy, '.0f')} %, alone {_s(r.raw.busy, '.0f')}"
+              f" %; alone = {r.alone}; {r.settings or 'default settings'} ({r.when})")
 
 
 def main() -> None:
@@ -224,69 +467,135 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="local / Dask worker processes")
-    ap.add_argument("--engine", choices=[*ENGINES, "all"], default="all")
+    ap.add_argument("--engine", default="all",
+                    help="comma-separated list of local, dask, slurm, htcondor; or all")
+    ap.add_argument("--alone-first", action="store_true",
+                    help="run the engine alone before the core (default: the core first)")
+    ap.add_argument("--restart-engines", action="store_true",
+                    help="stop Slurm / HTCondor first, so that they run this checkout's "
+                         "ci/engines configuration")
+    ap.add_argument("--results", type=Path,
+                    help="merge each engine's row into this JSON file and print all its rows")
     ap.add_argument("--timeout", type=float, default=7200, help="per run, seconds")
     args = ap.parse_args()
-    engines = ENGINES if args.engine == "all" else [args.engine]
+    engines = ENGINES if args.engine == "all" else [e.strip() for e in args.engine.split(",")]
+    for e in engines:
+        if e not in ENGINES:
+            ap.error(f"unknown engine {e!r} (choose from {', '.join(ENGINES)} or all)")
     print(f"DAG: {args.jobs:,} no-op jobs in {args.levels} levels (each waits for 2 jobs of the "
-          f"level above); {os.cpu_count()} cores", flush=True)
-    rows: list[tuple[str, Figures, Figures | None, str]] = []
+          f"level above); {os.cpu_count()} cores; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    rows: list[Row] = []
     for engine in engines:
+        print(f"{engine}:", flush=True)
         work = Path(tempfile.mkdtemp(prefix=f"idds-bench-{engine}-", dir="/tmp"))
         work.chmod(0o777)
         try:
-            raw: Figures | None = None
-            note = ""
-            if engine == "local":
-                core = run_core(engine, args.jobs, args.levels, work / "home",
-                                {"workers": args.workers})
-                raw = raw_local(args.jobs, args.workers)
-                note = "engine alone: LocalBackend fed all jobs at once"
-            elif engine == "dask":
-                from distributed import LocalCluster
-
-                with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-                    core = run_core(engine, args.jobs, args.levels, work / "home",
-                                    {"dask_address": cluster.scheduler_address})
-                    raw = raw_dask(args.jobs, args.levels, cluster.scheduler_address)
-                note = "engine alone: same DAG as plain Dask tasks (no wrapper)"
-            elif engine == "slurm":
-                env = start_engine("slurm.sh")
-                os.environ["SLURM_CONF"] = env["SLURM_CONF"]
-                core = run_core(engine, args.jobs, args.levels, work / "home",
-                                {"shared_dir": str(work / "batch")})
-                raw = raw_slurm(args.jobs, work, args.timeout)
-                note = "engine alone: ONE array of the wrapper"
-            else:
-                env = start_engine("htcondor.sh")
-                (work / "home").mkdir()
-                (work / "home").chmod(0o777)
-                core = run_core(engine, args.jobs, args.levels, work / "home",
-                                {"shared_dir": str(work / "batch"),
-                                 "condor_schedd": env["CONDOR_SCHEDD"],
-                                 "condor_token": env["CONDOR_TOKEN"]})
-                raw = raw_htcondor(args.jobs, work, env["CONDOR_SCHEDD"], env["CONDOR_TOKEN"],
-                                   args.timeout)
-                note = "engine alone: ONE cluster of the wrapper"
+            figs, note, env = measure(engine, args, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        rows.append((engine, core, raw, note))
-        c_rate, c_first = fmt(core)
-        r_rate, r_first = fmt(raw)
-        over = (core.wall - raw.wall) / raw.wall * 100 if raw else float("nan")
-        print(f"{engine:9s} core {core.wall:8.1f} s {c_rate:>7s} jobs/s first {c_first:>8s} | "
-              f"alone {raw.wall if raw else float('nan'):8.1f} s {r_rate:>7s} jobs/s first "
-              f"{r_first:>8s} | overhead {over:+.0f} %  ({note})", flush=True)
+        row = Row(engine, args.jobs, args.levels, figs[0], figs[1], note,
+                  engine_settings(engine, env), time.strftime("%Y-%m-%d %H:%M"))
+        rows.append(row)
+        print(f"{engine}: overhead {row.overhead:+.1f} % (wall), {row.cpu_overhead:+.1f} % "
+              f"(cpu)", flush=True)
+        if args.results:
+            _merge(args.results, row)
+    if args.results:
+        rows = [Row.from_json(d) for d in json.loads(args.results.read_text()).values()]
+        rows.sort(key=lambda r: ENGINES.index(r.engine) if r.engine in ENGINES else 99)
     print()
-    print(f"{'engine':9s} | {'core jobs/s':>11s} | {'core 1st job':>12s} | {'alone jobs/s':>12s} | "
-          f"{'alone 1st job':>13s} | overhead")
-    for engine, core, raw, _ in rows:
-        c_rate, c_first = fmt(core)
-        r_rate, r_first = fmt(raw)
-        over = f"{(core.wall - raw.wall) / raw.wall * 100:+.0f} %" if raw else "-"
-        print(f"{engine:9s} | {c_rate:>11s} | {c_first:>12s} | {r_rate:>12s} | {r_first:>13s} | "
-              f"{over}")
+    print_table(rows)
+
+
+def measure(engine: str, args: argparse.Namespace,
+            work: Path) -> tuple[tuple[Figures, Figures], str, dict[str, str]]:
+    """The core and the engine alone on ``engine``: figures, what "alone" was, the engine's env."""
+    global ENGINE_CPU
+    n, levels, first = args.jobs, args.levels, args.alone_first
+    env: dict[str, str] = {}
+    ENGINE_CPU = None
+    if engine == "local":  # the workers are this process's children: counted when reaped
+        figs = _pair(lambda: run_core("local", n, levels, work / "home",
+                                      {"workers": args.workers}),
+                     lambda: raw_local(n, args.workers), first)
+        return figs, f"LocalBackend fed all jobs at once ({args.workers} worker processes)", env
+    if engine == "dask":
+        # the workers' "failed to communicate with scheduler" tracebacks when the cluster
+        # shuts down are noise here
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+        from distributed import LocalCluster
+
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster:
+            addr = cluster.scheduler_address
+            ENGINE_CPU = EngineCPU(engine)
+            ENGINE_CPU.add([p.pid for p in psutil.Process().children(recursive=True)])
+            figs = _pair(lambda: run_core("dask", n, levels, work / "home",
+                                          {"dask_address": addr}),
+                         lambda: raw_dask(n, levels, addr), first)
+        return figs, (f"same DAG as plain Dask tasks, no wrapper (LocalCluster, {args.workers} "
+                      f"worker processes)"), env
+    if engine == "slurm":
+        env = start_engine("slurm.sh", args.restart_engines)
+        os.environ["SLURM_CONF"] = env["SLURM_CONF"]
+        ENGINE_CPU = EngineCPU(engine)
+        ENGINE_CPU.add(_slurm_pids(Path(env["SLURM_CONF"]).parent))
+        figs = _pair(lambda: run_core("slurm", n, levels, work / "home",
+                                      {"shared_dir": str(work / "batch")}),
+                     lambda: raw_slurm(n, work, args.timeout), first)
+        return figs, "ONE sbatch --array of the worker wrapper", env
+    env = start_engine("htcondor.sh", args.restart_engines)
+    ENGINE_CPU = EngineCPU(engine)
+    ENGINE_CPU.add(_chroot_pids(env.get("CONDOR_ROOT", "")))
+    (work / "home").mkdir()
+    (work / "home").chmod(0o777)
+    figs = _pair(lambda: run_core("htcondor", n, levels, work / "home",
+                                  {"shared_dir": str(work / "batch"),
+                                   "condor_schedd": env["CONDOR_SCHEDD"],
+                                   "condor_token": env["CONDOR_TOKEN"]}),
+                 lambda: raw_htcondor(n, work, env["CONDOR_SCHEDD"], env["CONDOR_TOKEN"],
+                                      args.timeout), first)
+    return figs, "ONE HTCondor cluster (one submit, N itemdata rows) of the worker wrapper", env
+
+
+def _slurm_pids(state: Path) -> list[int]:
+    pids = []
+    for f in ("slurmctld.pid", "slurmd.pid", "munge/munged.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids.append(int((state / f).read_text().split()[0]))
+    return pids
+
+
+def _chroot_pids(root: str) -> list[int]:
+    """The processes running inside the chroot ``root`` (the HTCondor daemons)."""
+    pids = []
+    for p in psutil.pids():
+        try:
+            if root and os.readlink(f"/proc/{p}/root") == root:
+                pids.append(p)
+        except OSError:
+            continue
+    return pids
+
+
+def _pair(core: Any, alone: Any, alone_first: bool) -> tuple[Figures, Figures]:
+    """Run both (in the order asked), printing each one's figures as soon as it ends."""
+    out: dict[str, Figures] = {}
+    for what in (("alone", "core ") if alone_first else ("core ", "alone")):
+        f = out[what] = (alone if what == "alone" else core)()
+        print(f"  {what} {f.wall:8.1f} s {f.rate:7.1f} jobs/s first {_s(f.first)} s; cpu "
+              f"{_s(f.cpu_here, '.1f')} s here + {_s(f.cpu_engine, '.1f')} s engine; machine "
+              f"busy {_s(f.busy, '.0f')} %", flush=True)
+    return out["core "], out["alone"]
+
+
+def _merge(path: Path, row: Row) -> None:
+    data: dict[str, Any] = {}
+    if path.exists():
+        data = json.loads(path.read_text())
+    data[row.engine] = row.to_json()
+    path.write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 #   bash ci/engines/htcondor.sh deps     debootstrap on the host; build the chroot (once)
 #   bash ci/engines/htcondor.sh start    deps, mount, start condor_master, wait for a slot,
 #                                        print CONDOR_SCHEDD=… and CONDOR_TOKEN=<file>
+#                                        (a running pool is left as it is: `stop` first to
+#                                        apply a changed configuration)
 #   bash ci/engines/htcondor.sh stop     condor_off, kill the daemons, unmount everything
 #   bash ci/engines/htcondor.sh status   exit 0 iff a slot is visible
 #   bash ci/engines/htcondor.sh rm ID    condor_rm ID inside the chroot (tests: a kill from outside)
@@ -15,6 +17,8 @@
 # use are bind-mounted at the same paths: the Python that runs the worker
 # (sys.base_prefix and the venv), the repository, /tmp, and $IDDS_CONDOR_BINDS
 # (colon-separated extra directories).
+# The execute node advertises IDDS_CONDOR_CPUS CPUs (default 8 x cores, one partitionable
+# slot): no-op and short test jobs then keep the real cores busy.
 # HTCondor never runs a job as root, so jobs run as the chroot user "idds"
 # (the IDTOKEN's identity is idds@HOST): the directories a job writes (the
 # backend's shared dir, the job's own files) must be writable by that user.
@@ -28,6 +32,8 @@ HOST=$(hostname -s)
 PY=${IDDS_PYTHON:-$HERE/.venv/bin/python}
 
 log() { echo "htcondor.sh: $*" >&2; }
+# the cores this machine gives us (nproc alone would follow OMP_NUM_THREADS)
+cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
 
 mirror() {
     local m=""
@@ -118,11 +124,14 @@ job_user() {
     chmod 711 "$ROOT/root"
 }
 
-write_config() {
+CONFIG=$ROOT/etc/condor/config.d/99-idds.conf
+
+new_config() {
+    # the configuration `start` wants, as $CONFIG.new
     local cpus
-    cpus=${IDDS_CONDOR_CPUS:-$(( $(nproc) * 4 ))}
+    cpus=${IDDS_CONDOR_CPUS:-$(( $(cores) * 8 ))}
     mkdir -p "$ROOT/etc/condor/config.d"
-    cat > "$ROOT/etc/condor/config.d/99-idds.conf" <<CONF
+    cat > "$CONFIG.new" <<CONF
 # written by ci/engines/htcondor.sh
 # this sandbox forbids mount/PID namespaces and cgroups
 MOUNT_UNDER_SCRATCH =
@@ -139,8 +148,12 @@ NEGOTIATOR_CYCLE_DELAY = 1
 SCHEDD_MIN_INTERVAL = 1
 STARTER_UPDATE_INTERVAL = 2
 JOB_START_DELAY = 0
-CLAIM_WORKLIFE = 300
 UPDATE_INTERVAL = 5
+# many short jobs: a claimed slot runs the next idle job at once for an hour (no
+# renegotiation every 5 minutes), and no fsync per job queue or event log write
+CLAIM_WORKLIFE = 3600
+CONDOR_FSYNC = False
+ENABLE_USERLOG_FSYNC = False
 STARTD_CRON_JOBLIST =
 # IDTOKENS for the host's htcondor2 bindings
 SEC_DEFAULT_AUTHENTICATION_METHODS = FS, IDTOKENS
@@ -187,12 +200,23 @@ start() {
     deps
     mount_all
     mount_binds
+    new_config
     if master_pid >/dev/null; then
-        if slot_ready; then job_user; token; report; return 0; fi
+        # a pool busy with many jobs may miss one condor_status: give it 30 s before
+        # restarting it (which would lose the jobs running in it)
+        for _ in $(seq 30); do
+            if slot_ready; then
+                cmp -s "$CONFIG.new" "$CONFIG" || log "the running pool has another" \
+                    "configuration than this script writes: stop and start it to apply this one"
+                rm -f "$CONFIG.new"; job_user; token; report; return 0
+            fi
+            sleep 1
+        done
+        log "the running pool shows no slot for 30 s: restarting it"
         stop; deps; mount_all; mount_binds
     fi
     job_user
-    write_config
+    mv "$CONFIG.new" "$CONFIG"
     rm -f "$STATE/token"
     in_root condor_master
     sleep 0.5

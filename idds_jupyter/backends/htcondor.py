@@ -49,6 +49,7 @@ from idds_jupyter.backends.batch import (
     BatchBackend,
     TaskState,
     _Batch,
+    safe_path_flags,
 )
 
 __all__ = ["HTCondorBackend"]
@@ -191,6 +192,7 @@ class HTCondorBackend(BatchBackend):
         env = {k: v for k, v in self.job_env(batch.transfer).items() if k in keep}
         env.update(self.extra_env)
         env["IDDS_BATCH_TASK"] = "$(ClusterId).$(ProcId)"
+        flags = "".join(f"{f} " for f in safe_path_flags(self.python))
         if http:
             env.update(IDDS_SERVER_URL=batch.server_url, IDDS_JOB_ID="$(jobid)",
                        IDDS_JOB_TOKEN="$(jobtoken)")
@@ -198,7 +200,7 @@ class HTCondorBackend(BatchBackend):
             "universe": "vanilla",
             "executable": self.python,
             "transfer_executable": "false",
-            "arguments": f"-m idds_jupyter.worker --job {d}/spec-$(idx).json"
+            "arguments": f"{flags}-m idds_jupyter.worker --job {d}/spec-$(idx).json"
                          f" --out {d}/result-$(idx).json",
             "initialdir": d,
             "output": f"{d}/task-$(idx).log",
@@ -210,7 +212,7 @@ class HTCondorBackend(BatchBackend):
             "+IddsBatch": f'"{batch.key}"',
         }
         if http:  # the proc starts in the execute node's scratch dir; its output comes back
-            desc.update({"arguments": "-m idds_jupyter.worker --http",
+            desc.update({"arguments": f"{flags}-m idds_jupyter.worker --http",
                          "should_transfer_files": "YES",
                          "when_to_transfer_output": "ON_EXIT"})
         res = batch.resources

@@ -6,6 +6,7 @@ import functools
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tornado.web
@@ -151,6 +152,23 @@ class ApiHandler(tornado.web.RequestHandler):
         return await IOLoop.current().run_in_executor(
             self.ctx.executor, functools.partial(fn, *args, **kwargs))
 
+    async def send_file(self, path: Path, missing: str) -> None:
+        """Stream a cache file in 1 MiB reads off the IOLoop; 404 ``missing`` if it is not there."""
+        size = await self.run(file_size, path)
+        if size is None:
+            raise ApiError(404, missing)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(size))
+        offset = 0
+        while offset < size:
+            chunk = await self.run(_read_range, path, offset, 2**20)
+            if not chunk:
+                break
+            offset += len(chunk)
+            self.write(chunk)
+            await self.flush()
+        self.finish()
+
     async def check_owner(self, workflow_id: int) -> None:
         """404 unless the workflow exists and the caller owns it (admins own all)."""
         from idds_jupyter.store import monitor
@@ -163,4 +181,17 @@ class ApiHandler(tornado.web.RequestHandler):
         self.ctx.remember_owner(workflow_id, owner)
 
 
-__all__ = ["ApiError", "ApiHandler", "dumps"]
+def file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+__all__ = ["ApiError", "ApiHandler", "dumps", "file_size"]

@@ -17,7 +17,7 @@ from typing import Any
 import tornado.web
 import yaml
 
-from idds_jupyter.api.base import ApiError, ApiHandler
+from idds_jupyter.api.base import ApiError, ApiHandler, file_size
 from idds_jupyter.core import UnknownRun
 from idds_jupyter.model import TemplateError
 from idds_jupyter.store import monitor, tokens
@@ -417,7 +417,7 @@ class CacheBlobHandler(ApiHandler):
         self.send({"sha256": sha, "size": len(data), "created": created}, 201)
 
     async def head(self, sha: str) -> None:
-        size = await self.run(_blob_size, self.ctx.cache.path(sha))
+        size = await self.run(file_size, self.ctx.cache.path(sha))
         if size is None:
             raise ApiError(404, f"no blob {sha}")
         self.set_header("Content-Type", "application/octet-stream")
@@ -425,34 +425,7 @@ class CacheBlobHandler(ApiHandler):
         self.finish()
 
     async def get(self, sha: str) -> None:
-        path = self.ctx.cache.path(sha)
-        size = await self.run(_blob_size, path)
-        if size is None:
-            raise ApiError(404, f"no blob {sha}")
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Content-Length", str(size))
-        offset = 0
-        while offset < size:
-            chunk = await self.run(_read_range, path, offset, 2**20)
-            if not chunk:
-                break
-            offset += len(chunk)
-            self.write(chunk)
-            await self.flush()
-        self.finish()
-
-
-def _blob_size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
-
-
-def _read_range(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
+        await self.send_file(self.ctx.cache.path(sha), f"no blob {sha}")
 
 
 class CacheStatsHandler(ApiHandler):

@@ -29,7 +29,7 @@ from typing import Any
 import tornado.httputil
 import tornado.web
 
-from idds_jupyter.api.base import MAX_JSON_BODY, ApiError, ApiHandler
+from idds_jupyter.api.base import MAX_JSON_BODY, ApiError, ApiHandler, file_size
 from idds_jupyter.auth import request_token
 from idds_jupyter.backends.transfer import write_inbox
 from idds_jupyter.store.cache import CacheError, blob_path, check_sha, write_blob
@@ -125,21 +125,7 @@ class JobBlobHandler(JobApiHandler):
         if sha not in self.scope.blobs and sha != self.claim.spec_sha:
             raise ApiError(403, f"blob {sha} is not an input of job {job_id}: a job token opens "
                                 "only its work's function, calls and sandbox")
-        path = self.ctx.cache.path(sha)
-        size = await self.run(_size_of, path)
-        if size is None:
-            raise ApiError(404, f"no blob {sha}")
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Content-Length", str(size))
-        offset = 0
-        while offset < size:
-            chunk = await self.run(_read_range, path, offset, 2**20)
-            if not chunk:
-                break
-            offset += len(chunk)
-            self.write(chunk)
-            await self.flush()
-        self.finish()
+        await self.send_file(self.ctx.cache.path(sha), f"no blob {sha}")
 
 
 # ----------------------------------------------------------------- result
@@ -303,7 +289,7 @@ class JobResultHandler(JobApiHandler):
             if data is None:
                 if named is None:
                     continue
-                size = _size_of(cache.path(named))
+                size = file_size(cache.path(named))
                 if size is None:
                     raise ApiError(400, f"result field {key!r} names blob {named}, which was "
                                         f"neither sent (part {key!r}) nor is in the cache")
@@ -332,14 +318,3 @@ class JobResultHandler(JobApiHandler):
         write_inbox(self.ctx.config.result_inbox, result)
 
 
-def _size_of(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
-
-
-def _read_range(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)

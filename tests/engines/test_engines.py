@@ -146,7 +146,8 @@ def test_abort_cancels_the_engines_jobs(engine: Engine, tmp_path: Path) -> None:
         states = ("running",) if engine.reports_start else ("running", "submitted")
         wait_for(lambda: sum(orch.job_counts(wid).get(s, 0) for s in states) > 0, timeout=60,
                  what="a job running")
-        assert engine.active(runner) > 0
+        # the store says "submitted" when the claim commits, just before the engine holds the job
+        wait_for(lambda: engine.active(runner) > 0, timeout=30, what="a job in the engine")
         t0 = time.monotonic()
         assert orch.abort(wid).changed
         assert orch.wait(wid, timeout=30) == "aborted"

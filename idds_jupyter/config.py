@@ -49,6 +49,7 @@ _ENV = {
     "transfer": "IDDS_TRANSFER",
     "server_url": "IDDS_SERVER_URL",
     "job_token_ttl": "IDDS_JOB_TOKEN_TTL",
+    "batch_submit_interval": "IDDS_BATCH_SUBMIT_INTERVAL",
 }
 
 
@@ -83,6 +84,9 @@ class Config:
     panda_token: str | None = None  # OIDC id token (text or file) -> PANDA_AUTH_ID_TOKEN
     panda_vo: str | None = None  # auth VO of the token (PANDA_AUTH_VO), the jobs' VO
     batch_poll_interval: float = 1.0  # seconds between scheduler polls
+    # least seconds between two submissions while jobs already wait in the scheduler
+    # (None: the backend's own default; see docs/backends.md)
+    batch_submit_interval: float | None = None
     # "shared": batch jobs read blobs from and write results into the cache by path (shared
     # filesystem); "http": they fetch them from this service's API with a per-job token
     transfer: str = "shared"
@@ -149,7 +153,7 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
         if k in ("workers", "batch"):
             out[k] = int(v)
         elif k in ("lock_ttl", "poll_interval", "batch_poll_interval", "job_token_ttl",
-                   "settle"):
+                   "settle", "batch_submit_interval"):
             out[k] = float(v)
         elif k == "home":
             out[k] = Path(v)

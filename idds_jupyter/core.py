@@ -26,10 +26,9 @@ from idds_jupyter.store.jobs import Outcome
 from idds_jupyter.store.migrate import upgrade
 from idds_jupyter.store.monitor import job_counts_by_work
 from idds_jupyter.store.tables import jobs, workflows, works
+from idds_jupyter.store.workflows import Applied, NewWork, plan_workflow, submit_planned
 from idds_jupyter.store.workflows import add_works as store_add_works
 from idds_jupyter.store.workflows import close as store_close
-from idds_jupyter.store.workflows import plan_workflow
-from idds_jupyter.store.workflows import submit as store_submit
 from idds_jupyter.store.works import expand_workflow
 
 TERMINAL = {s.value for s in (WorkflowStatus.FINISHED, WorkflowStatus.SUBFINISHED,
@@ -47,7 +46,8 @@ class Dispatch(Protocol):
     released jobs wait for a Submitter's next claim as usual.
     """
 
-    def claim(self, conn: Any, workflow_id: int) -> dict[str, list[dict[str, Any]]]: ...
+    def claim(self, conn: Any, workflow_id: int, new_works: Sequence[NewWork] = ()
+              ) -> dict[str, list[dict[str, Any]]]: ...
 
     def send(self, claimed: dict[str, list[dict[str, Any]]]) -> None: ...
 
@@ -74,10 +74,11 @@ class Orchestrator:
         """
         wf = load_workflow(workflow)
         with self.engine.begin() as conn:
-            wid = store_submit(conn, wf, params, owner=owner, backend=backend,
-                               cwd=cwd or os.getcwd(), open=open)
+            first = submit_planned(conn, wf, params, owner=owner, backend=backend,
+                                   cwd=cwd or os.getcwd(), open=open)
+            wid = first.workflow_id
             record_blobs(conn, blobs, kind="payload", owner=owner)
-            applied, out, claimed = self._plan_now(conn, wid, backend)
+            applied, out, claimed = self._plan_now(conn, wid, backend, first)
         self._send(claimed)
         self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid)),
                           *self._plan_events(wid, applied, out, claimed)])
@@ -91,18 +92,17 @@ class Orchestrator:
         inside a workflow body reaches a worker with no Clerk round.
         """
         with self.engine.begin() as conn:
-            names = store_add_works(conn, workflow_id, works_)
+            grown = store_add_works(conn, workflow_id, works_)
             record_blobs(conn, blobs, kind="payload", owner=owner)
-            backend = conn.execute(select(workflows.c.backend)
-                                   .where(workflows.c.id == workflow_id)).scalar()
-            applied, out, claimed = self._plan_now(conn, workflow_id, backend)
+            applied, out, claimed = self._plan_now(conn, workflow_id, grown.backend, grown.applied)
         self._send(claimed)
-        self.bus.publish([make_event(ev.WORKFLOW_DIRTY, str(workflow_id)),
-                          *self._plan_events(workflow_id, applied, out, claimed)])
-        return names
+        # No WORKFLOW_DIRTY: the run was planned here, and a caller waiting on it (a
+        # FaaT body's results) would only look it up again for nothing.
+        self.bus.publish(self._plan_events(workflow_id, applied, out, claimed))
+        return grown.names
 
-    def _plan_now(self, conn: Any, wid: int, backend: str | None
-                  ) -> tuple[Any, Outcome, dict[str, list[dict[str, Any]]]]:
+    def _plan_now(self, conn: Any, wid: int, backend: str | None, applied: Applied | None = None
+                  ) -> tuple[Applied, Outcome, dict[str, list[dict[str, Any]]]]:
         """Plan in the caller's transaction; one new work of jobs is expanded and claimed too.
 
         A run of one work (a function call, a map) needs no Clerk or Transformer
@@ -111,11 +111,13 @@ class Orchestrator:
         """
         out = Outcome()
         claimed: dict[str, list[dict[str, Any]]] = {}
-        applied = plan_workflow(conn, wid)
+        if applied is None:
+            applied = plan_workflow(conn, wid)
         if applied.new_job_works == 1:
-            expand_workflow(conn, wid, backend, self.config.backend, out, self.config.policy)
+            expand_workflow(conn, wid, backend, self.config.backend, out, self.config.policy,
+                            applied.new_works)
             if self.dispatch is not None and out.released:
-                claimed = self.dispatch.claim(conn, wid)
+                claimed = self.dispatch.claim(conn, wid, applied.new_works)
         return applied, out, claimed
 
     def _send(self, claimed: dict[str, list[dict[str, Any]]]) -> None:

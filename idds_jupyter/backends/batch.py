@@ -209,6 +209,15 @@ class BatchBackend(Backend):
     :param lost_grace_s: how long a task may be unknown to the scheduler, or done
         without a result file, before it is reported failed
     :param cancel_on_close: remove the tasks still in flight when closing
+    :param submit_interval: while the scheduler already holds at least
+        ``submit_backlog`` of our jobs waiting to start, the least seconds between
+        two submissions: jobs released meanwhile wait and go together, as one
+        array/cluster. Each submission costs the scheduler a transaction whatever
+        its size, and jobs released a few at a time as a DAG progresses would
+        otherwise become as many tiny arrays or clusters; with a backlog queued,
+        holding them back delays no start. Without one (a chain of jobs, the first
+        submission), jobs go at once.
+    :param submit_backlog: see ``submit_interval``
     :param transfer: ``"shared"`` (paths on a shared filesystem) or ``"http"`` (tasks
         fetch their spec and blobs and post their result over HTTP with a job token);
         a work's ``resources.transfer`` overrides it for its jobs
@@ -221,6 +230,8 @@ class BatchBackend(Backend):
     engine_label = "batch"
     #: largest number of tasks in one scheduler submission
     max_batch: int = 100_000
+    #: default least seconds between two submissions (``submit_interval``)
+    submit_interval: float = 0.0
 
     def __init__(
         self,
@@ -236,6 +247,8 @@ class BatchBackend(Backend):
         cancel_on_close: bool = True,
         transfer: str = "shared",
         http: HttpTransfer | None = None,
+        submit_interval: float | None = None,
+        submit_backlog: int = 100,
     ) -> None:
         super().__init__()
         self.transfer = check_transfer(transfer)
@@ -252,6 +265,9 @@ class BatchBackend(Backend):
         self.keep_dirs = keep_dirs
         self.lost_grace_s = float(lost_grace_s)
         self.cancel_on_close = cancel_on_close
+        if submit_interval is not None:
+            self.submit_interval = max(0.0, float(submit_interval))
+        self.submit_backlog = max(0, int(submit_backlog))
         #: the last error the scheduler gave (submission or poll), for diagnostics
         self.last_error: str | None = None
         #: number of scheduler polls made (tests check there is one per round, not per job)
@@ -438,18 +454,26 @@ class BatchBackend(Backend):
 
     def _loop(self) -> None:
         last_poll = 0.0
+        last_submit = -1e9
         while True:
             with self._cond:
                 if self._closing:
                     return
-                wait = self.poll_interval - (time.monotonic() - last_poll)
-                if not self._kick and wait > 0:
+                now = time.monotonic()
+                wait = self.poll_interval - (now - last_poll)
+                hold = bool(self._pending) and self._holding_locked(now - last_submit)
+                if hold:  # gather what is released until the interval is over
+                    wait = min(wait, last_submit + self.submit_interval - now)
+                if (not self._kick or hold) and wait > 0:
                     self._cond.wait(wait)
                 if self._closing:
                     return
                 self._kick = False
-                pending, self._pending = self._pending, []
+                pending: list[BatchJob] = []
+                if not self._holding_locked(time.monotonic() - last_submit):
+                    pending, self._pending = self._pending, []
             if pending:
+                last_submit = time.monotonic()
                 try:
                     self._submit_pending(pending)
                 except Exception as exc:  # never let the loop die
@@ -463,6 +487,18 @@ class BatchBackend(Backend):
                 if self.http is not None and time.monotonic() - self._last_sweep > 600:
                     self._last_sweep = time.monotonic()
                     sweep_inbox(self.http.inbox)
+
+    def _holding_locked(self, since_submit: float) -> bool:
+        """Whether released jobs wait for the next submission (see ``submit_interval``)."""
+        if since_submit >= self.submit_interval:
+            return False
+        queued = 0
+        for job in self._jobs.values():
+            if job.batch is not None and job.state == QUEUED:
+                queued += 1
+                if queued >= self.submit_backlog:
+                    return True
+        return False
 
     def _submit_pending(self, pending: list[BatchJob]) -> None:
         groups: dict[str, list[BatchJob]] = {}

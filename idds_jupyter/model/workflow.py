@@ -219,11 +219,28 @@ class Workflow:
                       parameter_specs=list(self.parameter_specs),
                       works=[*self.works, *added],
                       conditions=list(self.conditions), loops=list(self.loops))
-        # The graph (names, references, cycles) is checked whole; the per-work checks
-        # only for the new works: the others passed them when they were added.
+        # The graph (names, references, cycles) is checked whole, unless it is one of
+        # independent works growing by more (then only the new names and references);
+        # the per-work checks only for the new works: the others passed them already.
+        memo = self.__dict__.get("_analysis")
+        if memo is not None and memo[0] == _memo_key(self, ""):
+            grown = _grown_analysis(memo[1], added)
+            if grown is not None:
+                wf.__dict__["_analysis"] = (_memo_key(wf, ""), grown)
         resolved = wf.resolve_params(params) if params is not None else None
         _validate(wf, "", resolved, only={w.name for w in added})
         return wf
+
+    def independent(self) -> bool:
+        """True when no element waits for or reads another (no edges, conditions, loops,
+        sub-workflows or datasets): a plain FaaT run. A work's end then changes
+        nothing the plan decides until the run is closed, and a new work plans alone.
+        """
+        if self.conditions or self.loops:
+            return False
+        if any(w.workflow is not None or w.input_dataset for w in self.works):
+            return False
+        return not any(analyze(self).edges.values())
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
@@ -390,8 +407,7 @@ def analyze(wf: Workflow, qual: str = "", remember: bool = False) -> Analysis:
     ``remember`` keeps it on the workflow, for a run grown by the store (which
     nobody edits in place): validating it and planning it next need one analysis.
     """
-    key = (qual, id(wf.works), len(wf.works), id(wf.conditions), len(wf.conditions),
-           id(wf.loops), len(wf.loops))
+    key = _memo_key(wf, qual)
     memo = wf.__dict__.get("_analysis")
     if memo is not None and memo[0] == key:
         return memo[1]
@@ -401,22 +417,61 @@ def analyze(wf: Workflow, qual: str = "", remember: bool = False) -> Analysis:
     return an
 
 
+def _memo_key(wf: Workflow, qual: str) -> tuple[Any, ...]:
+    return (qual, id(wf.works), len(wf.works), id(wf.conditions), len(wf.conditions),
+            id(wf.loops), len(wf.loops))
+
+
+def _declare(kinds: dict[str, str], declared: list[str], name: Any, kind: str, qual: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise TemplateError(qual + str(name), "name", f"{kind} name must be an identifier (letters, digits, '_'), got {name!r}")
+    if keyword.iskeyword(name) or name in _RESERVED:
+        raise TemplateError(qual + name, "name", f"{name!r} is a reserved name")
+    if name in kinds:
+        raise TemplateError(
+            qual + name, "name", f"duplicate name {name!r} (works, conditions and loops share one namespace)"
+        )
+    kinds[name] = kind
+    declared.append(name)
+
+
+def _grown_analysis(old: Analysis, added: Sequence[Work]) -> Analysis | None:
+    """The analysis of a workflow of independent works grown by ``added`` independent works,
+    from the old one: O(new works), where a whole analysis is O(all works).
+
+    None when either side has any edge (or anything else than plain works): analyse
+    the grown workflow whole, which also words the errors.
+    """
+    if old.conditions or old.loops or any(old.edges.values()):
+        return None
+    kinds, declared = dict(old.kinds), list(old.declared)
+    for w in added:
+        _declare(kinds, declared, w.name, "work", "")
+        if w.depends_on or w.job_deps or w.on_failure or w.workflow is not None:
+            return None
+    try:
+        for w in added:
+            for value in (w.parameters, w.command, w.kwargs_list):
+                if value is not None and any(n in kinds for e in placeholders(value) for n in e.names):
+                    return None
+    except ExpressionError:
+        return None
+    new = [w.name for w in added]
+    empty: dict[str, dict[str, str]] = {n: {} for n in new}
+    return Analysis(
+        kinds=kinds, works={**old.works, **{w.name: w for w in added}}, conditions={}, loops={},
+        declared=declared, body_of={}, edges={**old.edges, **empty}, scoped={**old.scoped, **empty},
+        sched={**old.sched, **empty}, inner={}, order=[*old.order, *new], body_order={},
+        handlers=old.handlers,
+    )
+
+
 def _analyze(wf: Workflow, qual: str) -> Analysis:
     kinds: dict[str, str] = {}
     declared: list[str] = []
     for group, kind in ((wf.works, "work"), (wf.conditions, "condition"), (wf.loops, "loop")):
         for el in group:
-            name = el.name
-            if not isinstance(name, str) or not _NAME.match(name):
-                raise TemplateError(qual + str(name), "name", f"{kind} name must be an identifier (letters, digits, '_'), got {name!r}")
-            if keyword.iskeyword(name) or name in _RESERVED:
-                raise TemplateError(qual + name, "name", f"{name!r} is a reserved name")
-            if name in kinds:
-                raise TemplateError(
-                    qual + name, "name", f"duplicate name {name!r} (works, conditions and loops share one namespace)"
-                )
-            kinds[name] = kind
-            declared.append(name)
+            _declare(kinds, declared, el.name, kind, qual)
     works = {w.name: w for w in wf.works}
     conditions = {c.name: c for c in wf.conditions}
     loops = {lp.name: lp for lp in wf.loops}

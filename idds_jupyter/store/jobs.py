@@ -11,7 +11,7 @@ two statements.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -361,23 +361,30 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
     """Finisher: running works whose jobs are all terminal get their final status."""
     if not work_ids:
         return
-    rows = conn.execute(_DONE_WORKS, {"ids": list(work_ids)}).all()
+    # The workflow rows are locked on PostgreSQL, so that a concurrent close() (which
+    # locks its row too) either sees these ends or is seen here: a closed run is re-planned.
+    rows = conn.execute(_DONE_WORKS.on(conn), {"ids": list(work_ids)}).all()
     t = now()
+    dirty: set[int] = set()
     for row in rows:
         status = work_outcome(row.n_jobs, row.n_finished, row.n_failed + row.n_cancelled,
                               (row.spec or {}).get("work", {}).get("policy", "subfinished"))
         res = conn.execute(_END_WORK, {"wid": row.id, "status": status, "t": t})
         if res.rowcount:
             out.terminal_works.append((row.workflow_id, row.id, status))
-            out.dirty_workflows.add(row.workflow_id)
-    if out.dirty_workflows:
-        mark_dirty(conn, out.dirty_workflows)
+            if replan_on_work_end(row.meta):
+                dirty.add(row.workflow_id)
+    out.dirty_workflows |= dirty
+    mark_dirty(conn, dirty)
 
 
-_DONE_WORKS = (select(works.c.id, works.c.workflow_id, works.c.n_jobs, works.c.n_finished,
-                      works.c.n_failed, works.c.n_cancelled, works.c.spec)
-               .where(works.c.id.in_(in_list()), works.c.status == WorkStatus.RUNNING.value,
-                      works.c.n_finished + works.c.n_failed + works.c.n_cancelled >= works.c.n_jobs))
+_DONE_WORKS = Locked(
+    select(works.c.id, works.c.workflow_id, works.c.n_jobs, works.c.n_finished, works.c.n_failed,
+           works.c.n_cancelled, works.c.spec, workflows.c.meta)
+    .join(workflows, workflows.c.id == works.c.workflow_id)
+    .where(works.c.id.in_(in_list()), works.c.status == WorkStatus.RUNNING.value,
+           works.c.n_finished + works.c.n_failed + works.c.n_cancelled >= works.c.n_jobs)
+    .order_by(works.c.workflow_id, works.c.id), of=workflows)
 _END_WORK = (update(works).where(works.c.id == bindparam("wid"),
                                  works.c.status == WorkStatus.RUNNING.value)
              .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t")))
@@ -389,6 +396,16 @@ def work_outcome(n_jobs: int, n_ok: int, n_bad: int, policy: str) -> str:
     if n_ok == 0 or policy == "failed":
         return WorkStatus.FAILED.value
     return WorkStatus.SUBFINISHED.value
+
+
+def replan_on_work_end(meta: Mapping[str, Any] | None) -> bool:
+    """Whether a work's end must mark its workflow for the Clerk.
+
+    Not for an open run of independent works (a FaaT body, an HPO study): until it
+    grows or is closed, its plan cannot change, and re-planning a run of
+    thousands of works after each one ends would cost O(works) per call.
+    """
+    return not (meta and meta.get("open") and meta.get("independent"))
 
 
 def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:

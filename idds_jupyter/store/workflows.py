@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,31 +43,46 @@ def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = No
     system's initial dir), unless a backend runs them elsewhere. An ``open``
     workflow (a Function-as-a-Task body still running) does not end until closed.
     """
+    return int(_insert(conn, wf, params, owner, backend, priority, cwd, open)["id"])
+
+
+def submit_planned(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = None,
+                   owner: str = "local", backend: str | None = None, priority: int = 0,
+                   cwd: str | None = None, open: bool = False) -> Applied:
+    """:func:`submit`, then its first plan from what was just written (no work exists
+    yet: nothing to read back), as the Clerk would make it."""
+    row = _insert(conn, wf, params, owner, backend, priority, cwd, open)
+    return _plan_apply(conn, row, lambda: wf, lambda _: RunState(params=dict(row["params"])))
+
+
+def _insert(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None, owner: str,
+            backend: str | None, priority: int, cwd: str | None, open_: bool) -> dict[str, Any]:
     merged = {**wf.parameters, **dict(params or {})}
     wf.validate(merged)
     t = now()
     template = wf.to_dict()
-    res = conn.execute(_INSERT_WORKFLOW, dict(
+    row: dict[str, Any] = dict(
         name=wf.name, owner=owner, status=WorkflowStatus.NEW.value, template=template,
-        params=merged, meta=_initial_meta(cwd, open), backend=backend, priority=priority,
-        dirty_seq=1, clean_seq=0,
-        created_at=t, updated_at=t))
-    pk = res.inserted_primary_key
+        params=merged, meta=_initial_meta(cwd, open_, wf), backend=backend, priority=priority,
+        dirty_seq=1, clean_seq=0, created_at=t, updated_at=t, finished_at=None)
+    pk = conn.execute(_INSERT_WORKFLOW, row).inserted_primary_key
     assert pk is not None
-    _remember(conn, int(pk[0]), template, wf)  # the first plan, next, need not parse it again
-    return int(pk[0])
+    wid = row["id"] = int(pk[0])
+    _remember(conn, wid, template, wf)  # a later plan need not parse it again
+    return row
 
 
 _INSERT_WORKFLOW = workflows.insert()
-_INSERT_WORKS = works.insert()
+_INSERT_WORKS = works.insert().returning(works.c.id, sort_by_parameter_order=True)
 
 
-def _initial_meta(cwd: str | None, open_: bool) -> dict[str, Any]:
+def _initial_meta(cwd: str | None, open_: bool, wf: Workflow) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if cwd:
         meta["cwd"] = cwd
     if open_:
         meta["open"] = True
+        meta["independent"] = wf.independent()
     return meta
 
 
@@ -75,21 +90,59 @@ class WorkflowClosed(ValueError):
     pass
 
 
-def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> list[str]:
-    """Grow a running workflow: append works to its template (validated with the rest)."""
-    row = conn.execute(for_update(conn, select(workflows.c.id, workflows.c.template,
-                                               workflows.c.params, workflows.c.status)
-                                  .where(workflows.c.id == workflow_id))).first()
+@dataclass
+class Grown:
+    """What :func:`add_works` did: the new works' names, the workflow's backend, and
+    the plan it applied already (None: plan the whole workflow, :func:`plan_workflow`)."""
+
+    names: list[str]
+    backend: str | None
+    applied: Applied | None = None
+
+
+def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> Grown:
+    """Grow a running workflow: append works to its template (validated with the rest).
+
+    A clean open run of independent works plans just the new ones here (they read
+    nothing of the others), so adding the n-th work to a FaaT run or an HPO study
+    does not read and plan the n-1 before it.
+    """
+    row = conn.execute(_GROW.on(conn), {"wf": workflow_id}).mappings().first()
     if row is None:
         raise LookupError(f"no workflow with id {workflow_id}")
-    if row.status not in ACTIVE:
-        raise WorkflowClosed(f"workflow {workflow_id} is {row.status}: no works can be added")
-    wf = parsed_template(conn, workflow_id, row.template).grown(new, row.params)
-    template = wf.to_dict()
-    conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(
-        template=template, dirty_seq=workflows.c.dirty_seq + 1, updated_at=now()))
+    if row["status"] not in ACTIVE:
+        raise WorkflowClosed(f"workflow {workflow_id} is {row['status']}: no works can be added")
+    old = parsed_template(conn, workflow_id, row["template"])
+    wf = old.grown(new, row["params"])
+    added = wf.works[len(old.works):]
+    # the stored template is the old one plus the new works: no O(n) re-serialisation
+    template = {**row["template"], "works": [*row["template"].get("works", ()),
+                                             *(w.to_dict() for w in added)]}
+    meta = dict(row["meta"] or {})
+    clean = row["dirty_seq"] == row["clean_seq"]
+    if meta.get("open"):
+        meta["independent"] = bool(meta.get("independent")) and wf.independent()
+    dirty_seq = row["dirty_seq"] + 1
+    conn.execute(_GROWN, {"wf": workflow_id, "template": template, "meta": meta,
+                          "dirty_seq": dirty_seq, "t": now()})
     _remember(conn, workflow_id, template, wf)
-    return [str(w["name"]) for w in new]
+    out = Grown([str(w["name"]) for w in new], row["backend"])
+    if clean and meta.get("open") and meta["independent"]:
+        part = Workflow(name=wf.name, parameters=wf.parameters, parameter_specs=wf.parameter_specs,
+                        works=list(added))
+        planned = {**row, "meta": meta, "dirty_seq": dirty_seq}
+        out.applied = _plan_apply(conn, planned, lambda: wf,
+                                  lambda _: RunState(params=dict(row["params"] or {})), part)
+    return out
+
+
+_GROW = Locked(select(workflows.c.id, workflows.c.template, workflows.c.params, workflows.c.status,
+                      workflows.c.meta, workflows.c.backend, workflows.c.dirty_seq,
+                      workflows.c.clean_seq, workflows.c.finished_at)
+               .where(workflows.c.id == bindparam("wf")))
+_GROWN = update(workflows).where(workflows.c.id == bindparam("wf")).values(
+    template=bindparam("template"), meta=bindparam("meta"), dirty_seq=bindparam("dirty_seq"),
+    updated_at=bindparam("t"))
 
 
 # Parsed templates: the Clerk plans a growing FaaT run after every work it adds,
@@ -173,11 +226,24 @@ def work_result(conn: Connection, work_id: int) -> Any:
 
 
 @dataclass
+class NewWork:
+    """A work row a plan just inserted (what the Transformer would read back to expand it)."""
+
+    id: int
+    workflow_id: int
+    name: str
+    kind: str
+    spec: dict[str, Any]
+    backend: str | None
+
+
+@dataclass
 class Applied:
     workflow_id: int
     created: list[str] = field(default_factory=list)
     new_job_works: int = 0
     status: str | None = None
+    new_works: list[NewWork] = field(default_factory=list)  # of job kinds, status new
 
 
 def plan_next(conn: Connection, owner: str) -> Applied | None:
@@ -202,10 +268,17 @@ def plan_workflow(conn: Connection, workflow_id: int) -> Applied:
 
 
 def plan_row(conn: Connection, row: Mapping[Any, Any]) -> Applied:
+    return _plan_apply(conn, row, lambda: parsed_template(conn, row["id"], row["template"]),
+                       lambda wf: _run_state(conn, row))
+
+
+def _plan_apply(conn: Connection, row: Mapping[Any, Any], workflow: Callable[[], Workflow],
+                state: Callable[[Workflow], RunState], part: Workflow | None = None) -> Applied:
+    """Plan ``part`` (default: the whole workflow) against ``state`` and apply it."""
     out = Applied(workflow_id=row["id"])
     try:
-        wf = parsed_template(conn, row["id"], row["template"])
-        applied = _apply(conn, row, wf, plan(wf, _run_state(conn, row)), out)
+        wf = workflow()
+        applied = _apply(conn, row, wf, plan(part or wf, state(wf)), out)
     except Exception as exc:  # a template that cannot be planned fails its workflow, loudly
         conn.execute(update(workflows).where(workflows.c.id == row["id"]).values(
             status=WorkflowStatus.FAILED.value, error=f"{type(exc).__name__}: {exc}",
@@ -296,7 +369,10 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         if kind != "workflow" and status == WorkStatus.NEW.value:
             out.new_job_works += 1
     if rows:
-        conn.execute(_INSERT_WORKS, rows)
+        ids = conn.execute(_INSERT_WORKS, rows).scalars().all()
+        out.new_works = [NewWork(i, wf_id, r["name"], r["kind"], r["spec"], r["backend"])
+                         for i, r in zip(ids, rows, strict=True)
+                         if r["kind"] != "workflow" and r["status"] == WorkStatus.NEW.value]
     for name, status in (getattr(p, "status_updates", None) or {}).items():
         conn.execute(update(works).where(works.c.workflow_id == wf_id, works.c.name == name,
                                          works.c.status != WorkStatus(status).value)

@@ -61,13 +61,20 @@ def work_facts(spec: dict[str, Any], conn: Connection | None) -> dict[str, Any]:
 
 
 def expand_workflow(conn: Connection, workflow_id: int, workflow_backend: str | None,
-                    default_backend: str, out: Outcome, policy: BackendPolicy | None = None) -> int:
-    """Expand every new work of one workflow, parents first (the Transformer's step, inline)."""
-    rows = conn.execute(_NEW_WORKS_OF, {"wf": workflow_id}).all()
+                    default_backend: str, out: Outcome, policy: BackendPolicy | None = None,
+                    rows: Sequence[Any] | None = None) -> int:
+    """Expand every new work of one workflow, parents first (the Transformer's step, inline).
+
+    ``rows``: the new works, as the plan that just created them knows them (none read back).
+    """
+    if rows is None:
+        rows = conn.execute(_NEW_WORKS_OF, {"wf": workflow_id}).all()
+    ended = []
     for row in rows:
         backend = choose_backend(row.spec or {}, workflow_backend, default_backend, policy, conn)
-        expand_work(conn, row, backend, out)
-    finish_works(conn, [r.id for r in rows], out)
+        if expand_work(conn, row, backend, out) == 0:
+            ended.append(row.id)
+    finish_works(conn, ended, out)
     return len(rows)
 
 
@@ -89,7 +96,8 @@ def claim_new_works(conn: Connection, limit: int = 100) -> list[Any]:
 
 
 def expand_work(conn: Connection, work: Any, backend: str, out: Outcome) -> int:
-    """Create the jobs of one new work; returns the number of jobs created."""
+    """Create the jobs of one new work; returns how many of them may still run (0: the work
+    has nothing left to run, its end is for :func:`finish_works`)."""
     spec: dict[str, Any] = work.spec or {}
     t = now()
     kwargs_list = spec.get("kwargs_list")
@@ -153,7 +161,7 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome) -> int:
                      [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges])
     conn.execute(_START_WORK, {"wid": work.id, "n": n, "nc": n_cancelled, "backend": backend, "t": t})
     out.released += sum(1 for r in rows if r["status"] == JobStatus.READY.value)
-    return n
+    return n - n_cancelled
 
 
 _START_WORK = (update(works).where(works.c.id == bindparam("wid"), works.c.status == WorkStatus.NEW.value)

@@ -51,3 +51,40 @@ def test_growing_checks_only_the_new_works(run: Workflow, monkeypatch: pytest.Mo
     monkeypatch.setattr(Work, "check", spy)
     run.grown([_work(3), _work(4)])
     assert checked == ["call_3", "call_4"]
+
+
+@pytest.mark.parametrize("extra, independent", [
+    ({}, True),
+    ({"depends_on": ["call_0"]}, False),
+    ({"parameters": {"x": "{call_1.result}"}}, False),  # reads another work's result
+    ({"on_failure": ["call_2"]}, False),
+    ({"input_dataset": "raw"}, False),
+])
+def test_independent_means_no_work_waits_for_or_reads_another(
+        run: Workflow, extra: dict[str, object], independent: bool) -> None:
+    assert run.independent()
+    new = {k: v for k, v in _work(9, **extra).items() if not (k == "n_jobs" and "input_dataset" in extra)}
+    assert run.grown([new]).independent() is independent
+
+
+def test_a_condition_or_a_loop_is_never_independent() -> None:
+    cond = Workflow.from_dict({"name": "c", "works": [_work(0), _work(1)], "conditions": [
+        {"name": "ok", "expr": "params.seed > 0", "true": ["call_1"]}], "parameters": {"seed": 1}})
+    loop = Workflow.from_dict({"name": "l", "works": [_work(0)], "loops": [
+        {"name": "again", "works": ["call_0"], "until": "iteration >= 2", "max_iterations": 3}]})
+    assert not cond.independent() and not loop.independent()
+
+
+def test_growing_independent_works_analyses_only_the_new_ones(run: Workflow) -> None:
+    """Each step's analysis is the one a whole analysis gives, without re-reading the old works."""
+    from idds_jupyter.model.workflow import _analyze, analyze
+
+    wf = run.grown([_work(3)])  # the first growth analyses the whole run
+    for i in range(4, 30):
+        wf = wf.grown([_work(i, parameters={"seed": "{seed}"})])
+        assert analyze(wf) == _analyze(wf, "")
+    dependent = wf.grown([_work(99, depends_on=["call_3"])])  # an edge: analysed whole
+    assert analyze(dependent) == _analyze(dependent, "")
+    assert analyze(dependent).edges["call_99"] == {"call_3": "dep"}
+    with pytest.raises(TemplateError, match="duplicate name 'call_7'"):
+        wf.grown([_work(7)])

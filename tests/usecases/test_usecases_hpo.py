@@ -3,6 +3,7 @@ and a study that survives a server restart."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import sys
 import time
@@ -56,17 +57,25 @@ def test_branin_tpe_reaches_minimum_and_matches_optuna(client: Client) -> None:
 def test_branin_parallel_async_within_noise(client: Client) -> None:
     study = Study(branin, SPACE, max_trials=100, parallel=4, sampler="tpe", seed=SEED, name="branin4")
     df = study.optimize(timeout=300)
+    # Optuna itself with 4 trials in flight (ask 4 ahead, tell the oldest, ask again):
+    # the seed-to-seed noise of its TPE when it sees results 4 trials late.
+    dists = {"x1": optuna.distributions.FloatDistribution(-5, 10),
+             "x2": optuna.distributions.FloatDistribution(0, 15)}
     band = []
-    for seed in range(SEED, SEED + 6):  # the seed-to-seed noise of optuna's own TPE
+    for seed in range(SEED, SEED + 6):
         direct = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-        direct.optimize(lambda t: branin(t.suggest_float("x1", -5, 10), t.suggest_float("x2", 0, 15)),
-                        n_trials=100)
+        in_flight: collections.deque[optuna.trial.Trial] = collections.deque()
+        for n in range(100):
+            while len(in_flight) < 4 and n + len(in_flight) < 100:
+                in_flight.append(direct.ask(dists))
+            t = in_flight.popleft()
+            direct.tell(t, branin(**t.params))
         band.append(direct.best_value)
-    print(f"\nparallel=4: best {study.best_value:.5f}; optuna sequential over 6 seeds "
+    print(f"\nparallel=4: best {study.best_value:.5f}; optuna 4 in flight over 6 seeds "
           f"{min(band):.5f} .. {max(band):.5f}")
     assert len(df) == 100 and (df["state"] == "COMPLETE").all()
-    # asynchronous asks see fewer results: the same sampler on a different path, an optimum
-    # within optuna's own seed-to-seed spread (plus 5 %)
+    # our asynchronous dispatch sees results in the order they arrive, not oldest first:
+    # the same sampler on another path, an optimum within that spread (plus 5 %)
     assert study.best_value <= max(band) * 1.05
 
 

@@ -9,6 +9,7 @@ and Poller share the backends and the set of jobs this Carrier holds.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,21 @@ from idds_jupyter.agents.agent import Context
 from idds_jupyter.backends import Backend, make_backend
 from idds_jupyter.backends.transfer import HttpTransfer
 from idds_jupyter.config import Config
+
+
+class WorkSpecs(OrderedDict[int, dict[str, Any]]):
+    """Rendered work specs by work id, the most recently stored kept (a spec never
+    changes once created; one evicted is read again from the store)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: int, value: dict[str, Any]) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
 
 
 @dataclass
@@ -26,7 +42,7 @@ class CarrierState:
     in_flight: dict[int, tuple[int, str]] = field(default_factory=dict)  # job -> (attempt, backend)
     lock: threading.Lock = field(default_factory=threading.Lock)
     room: threading.Event = field(default_factory=threading.Event)  # capacity freed
-    work_specs: dict[int, dict[str, Any]] = field(default_factory=dict)  # immutable once created
+    work_specs: WorkSpecs = field(default_factory=WorkSpecs)
 
     def count(self, backend: str) -> int:
         with self.lock:
@@ -82,7 +98,7 @@ def open_backends(ctx: Context) -> CarrierState:
         elif name in ("slurm", "htcondor", "panda"):
             opts = {"shared_dir": str(cfg.batch_dir), "log_dir": str(cfg.log_dir),
                     "poll_interval": cfg.batch_poll_interval, "transfer": cfg.transfer,
-                    "http": http_transfer(cfg)}
+                    "http": http_transfer(cfg), "submit_interval": cfg.batch_submit_interval}
             if name == "slurm":
                 opts.update(partition=cfg.slurm_partition, account=cfg.slurm_account)
             elif name == "htcondor":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from idds_jupyter.store.cache import blob_path
 from idds_jupyter.store.jobs import claim_ready
 from idds_jupyter.store.sql import in_list
 from idds_jupyter.store.tables import files, works
-from idds_jupyter.store.workflows import spec_instance
+from idds_jupyter.store.workflows import NewWork, spec_instance
 
 
 class Submitter(Agent):
@@ -48,13 +49,17 @@ class Submitter(Agent):
             busy = busy or len(claimed.get(name, ())) == limit
         return busy
 
-    def claim(self, conn: Any, workflow_id: int) -> dict[str, list[dict[str, Any]]]:
+    def claim(self, conn: Any, workflow_id: int, new_works: Sequence[NewWork] = ()
+              ) -> dict[str, list[dict[str, Any]]]:
         """Claim a new submission's released jobs inside its own transaction.
 
         The submitting thread then hands them to the backend (:meth:`send`) as soon
         as it commits: a function call skips one transaction and one thread wake-up
         on its way to a worker. Whatever does not fit is left for :meth:`step`.
+        ``new_works``: the works the submission just created (their specs need no read).
         """
+        for w in new_works:
+            self._remember_spec(w.id, w.name, w.kind, w.spec)
         claimed: dict[str, list[dict[str, Any]]] = {}
         for name in self.state.backends:
             limit = self._room(name)
@@ -83,19 +88,22 @@ class Submitter(Agent):
         return {name: self._specs(conn, claimed)} if claimed else {}
 
     def _specs(self, conn: Any, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        need = {r["work_id"] for r in claimed} - set(self.state.work_specs)
+        need = {r["work_id"] for r in claimed if r["work_id"] not in self.state.work_specs}
         if need:
             for w in conn.execute(_WORK_SPECS, {"ids": sorted(need)}):
-                spec = w.spec or {}
-                self.state.work_specs[w.id] = {**spec, "kind": w.kind,
-                                               "instance": spec_instance(spec, w.name)}
+                self._remember_spec(w.id, w.name, w.kind, w.spec or {})
         file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
         names = dict(conn.execute(select(files.c.id, files.c.name)
                                   .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
         log_dir = str(self.ctx.config.log_dir)
         cache_dir = str(self.ctx.config.cache_dir)
-        return [job_spec(r, self.state.work_specs[r["work_id"]], names.get(r["file_id"]), log_dir,
+        specs = {w: self.state.work_specs[w] for w in {r["work_id"] for r in claimed}}
+        return [job_spec(r, specs[r["work_id"]], names.get(r["file_id"]), log_dir,
                          cache_dir) for r in claimed]
+
+
+    def _remember_spec(self, work_id: int, name: str, kind: str, spec: dict[str, Any]) -> None:
+        self.state.work_specs[work_id] = {**spec, "kind": kind, "instance": spec_instance(spec, name)}
 
 
 _WORK_SPECS = select(works.c.id, works.c.name, works.c.spec, works.c.kind).where(works.c.id.in_(in_list()))

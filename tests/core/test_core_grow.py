@@ -1,0 +1,88 @@
+"""An open run of independent works (a FaaT body, an HPO study) grows and ends without
+re-planning the works before: a new work is planned alone, a work's end asks no plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from helpers import config, wait_for
+from sqlalchemy import select
+
+from idds_jupyter.agents.runner import Runner
+from idds_jupyter.core import Orchestrator
+from idds_jupyter.model import Workflow
+from idds_jupyter.store.tables import jobs, workflows, works
+
+SLEEP = "idds_jupyter.worker.job:sleep"
+
+
+def _call(name: str, seconds: float = 0.05, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "function": SLEEP, "parameters": {"seconds": seconds}, **extra}
+
+
+def _row(orch: Orchestrator, wid: int) -> dict[str, Any]:
+    with orch.engine.begin() as conn:
+        return dict(conn.execute(select(workflows).where(workflows.c.id == wid)).mappings().one())
+
+
+def _statuses(orch: Orchestrator, wid: int) -> dict[str, str]:
+    with orch.engine.begin() as conn:
+        return dict(conn.execute(select(works.c.name, works.c.status)  # type: ignore[arg-type]
+                                 .where(works.c.workflow_id == wid)).all())
+
+
+def _job_statuses(orch: Orchestrator, wid: int) -> list[str]:
+    with orch.engine.begin() as conn:
+        return [r[0] for r in conn.execute(select(jobs.c.status).where(jobs.c.workflow_id == wid))]
+
+
+def test_independent_works_end_without_a_replan(tmp_path: Path, db_url: str) -> None:
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        for i in range(4):
+            orch.add_works(wid, [_call(f"call_{i}")])
+        wait_for(lambda: _job_statuses(orch, wid) == ["finished"] * 4)
+        wait_for(lambda: set(_statuses(orch, wid).values()) == {"finished"})
+        row = _row(orch, wid)
+        # submitted (1) and grown four times: no work's end marked it for the Clerk
+        assert (row["dirty_seq"], row["clean_seq"]) == (5, 5)
+        assert row["meta"]["independent"] is True and row["status"] == "running"
+        # the stored template is the grown one, as a whole parse and dump gives it
+        assert row["template"] == Workflow.from_dict(row["template"]).to_dict()
+        assert [w["name"] for w in row["template"]["works"]] == [f"call_{i}" for i in range(4)]
+        assert orch.close(wid, result=4) in ("running", "finished")
+        assert orch.wait(wid, timeout=60) == "finished"
+
+
+def test_closing_while_a_work_runs_still_ends_the_run(tmp_path: Path, db_url: str) -> None:
+    """The work ends after the close: its end now marks the run, which then finishes."""
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        orch.add_works(wid, [_call("slow", 0.8)])
+        orch.close(wid, result=1)
+        assert _statuses(orch, wid) == {"slow": "running"}
+        assert orch.wait(wid, timeout=60) == "finished"
+        assert _statuses(orch, wid) == {"slow": "finished"}
+
+
+def test_a_dependent_work_makes_the_run_planned_again(tmp_path: Path, db_url: str) -> None:
+    """A work that waits for another turns the run into a planned one: the end of the
+    first releases the second through the Clerk, as for any template."""
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        orch.add_works(wid, [_call("first", 0.5)])
+        orch.add_works(wid, [_call("second", 0.05, depends_on=["first"])])
+        assert _row(orch, wid)["meta"]["independent"] is False
+        assert _statuses(orch, wid) == {"first": "running"}  # second waits for first
+        wait_for(lambda: _statuses(orch, wid) == {"first": "finished", "second": "finished"})
+        orch.add_works(wid, [_call("third")])  # planned whole, as the run is no longer independent
+        wait_for(lambda: _statuses(orch, wid).get("third") == "finished")
+        orch.close(wid, result=None)
+        assert orch.wait(wid, timeout=60) == "finished"

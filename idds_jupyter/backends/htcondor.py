@@ -97,6 +97,9 @@ class HTCondorBackend(BatchBackend):
 
     name = "htcondor"
     engine_label = "htcondor"
+    #: with a backlog queued, jobs released within 3 s go as one cluster (a schedd
+    #: transaction and a negotiation request per cluster, not per handful of jobs)
+    submit_interval = 3.0
 
     def __init__(
         self,

@@ -112,13 +112,13 @@ def mark_running(conn: Connection, owner: str, started: Sequence[tuple[int, int,
     """Jobs a backend reports as started: (job_id, attempt, started_at)."""
     if not started:
         return
-    conn.execute(
-        update(jobs)
-        .where(jobs.c.id == bindparam("jid"), jobs.c.attempt == bindparam("att"),
-               jobs.c.lock_owner == owner, jobs.c.status == SUBMITTED)
-        .values(status=RUNNING, started_at=bindparam("t")),
-        [{"jid": j, "att": a, "t": t} for j, a, t in started],
-    )
+    conn.execute(_MARK_RUNNING, [{"jid": j, "att": a, "owner": owner, "t": t} for j, a, t in started])
+
+
+_MARK_RUNNING = (update(jobs)
+                 .where(jobs.c.id == bindparam("jid"), jobs.c.attempt == bindparam("att"),
+                        jobs.c.lock_owner == bindparam("owner"), jobs.c.status == SUBMITTED)
+                 .values(status=RUNNING, started_at=bindparam("t")))
 
 
 def renew_locks(conn: Connection, owner: str, ttl: float) -> int:

@@ -135,6 +135,9 @@ class Orchestrator:
         events += [make_event(ev.WORK_TERMINAL, str(w), work=k, status=s)
                    for w, k, s in out.terminal_works]
         events += [make_event(ev.WORKFLOW_DIRTY, str(w)) for w in out.dirty_workflows]
+        events += [make_event(ev.WORKFLOW_TERMINAL, str(w), status=s) for w, s in out.ended_workflows]
+        if out.ended_workflows:
+            events.append(make_event(ev.MESSAGE_NEW))
         if applied.status is not None:
             events.append(make_event(ev.WORKFLOW_TERMINAL, str(wid), status=applied.status))
         return events

@@ -14,11 +14,7 @@ from sqlalchemy.engine import Connection
 from idds_jupyter.agents.agent import Agent
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
-from idds_jupyter.store.sql import now
-from idds_jupyter.store.tables import messages
-from idds_jupyter.store.workflows import Applied, plan_next
-
-_NEW_MESSAGE = messages.insert()
+from idds_jupyter.store.workflows import Applied, note_ended, plan_next
 
 
 def note_planned(conn: Connection, applied: Applied) -> list[Any]:
@@ -30,12 +26,15 @@ def note_planned(conn: Connection, applied: Applied) -> list[Any]:
     if applied.new_job_works:
         events.append(make_event(ev.WORK_NEW, str(applied.workflow_id)))
     if applied.status is not None:
-        conn.execute(_NEW_MESSAGE, dict(
-            workflow_id=applied.workflow_id, kind=ev.WORKFLOW_TERMINAL, status="new",
-            payload={"workflow_id": applied.workflow_id, "status": applied.status},
-            created_at=now()))
-        events.append(make_event(ev.WORKFLOW_TERMINAL, str(applied.workflow_id),
-                                 status=applied.status))
+        note_ended(conn, applied.workflow_id, applied.status)
+        events += ended_events([(applied.workflow_id, applied.status)])
+    return events
+
+
+def ended_events(ended: list[tuple[int, str]]) -> list[Any]:
+    """Workflows that ended (and whose outbound messages were written)."""
+    events = [make_event(ev.WORKFLOW_TERMINAL, str(wid), status=status) for wid, status in ended]
+    if ended:
         events.append(make_event(ev.MESSAGE_NEW))
     return events
 

@@ -33,13 +33,12 @@ from typing import Any
 
 from .errors import ExpressionError, TemplateError
 from .parameter import placeholders, substitute, substitute_partial
-from .status import WORK_MACHINE, WorkflowStatus, WorkStatus
+from .status import FAILED_LIKE, WORK_MACHINE, WorkflowStatus, WorkStatus, scope_outcome
 from .work import JobDep, Work
 from .workflow import JOB_NAMES, Analysis, Workflow, analyze
 
 __all__ = ["Plan", "RunState", "WorkInstance", "WorkState", "plan", "render_job"]
 
-_FAILED_LIKE = (WorkStatus.FAILED, WorkStatus.SUBFINISHED, WorkStatus.ABORTED)
 _TO_WORK = {
     WorkflowStatus.FINISHED: WorkStatus.FINISHED,
     WorkflowStatus.SUBFINISHED: WorkStatus.SUBFINISHED,
@@ -457,12 +456,10 @@ class _Planner:
                 return None
             if st == WorkStatus.FINISHED:
                 finished += 1
-            elif st in _FAILED_LIKE:
+            elif st in FAILED_LIKE:
                 failures.append(name)
         unhandled = [f for f in failures if not self.handled(sc, f)]
-        if not unhandled:
-            return WorkflowStatus.FINISHED
-        return WorkflowStatus.FAILED if finished == 0 else WorkflowStatus.SUBFINISHED
+        return scope_outcome(finished, len(unhandled))
 
     def handled(self, sc: _Scope, name: str) -> bool:
         handlers = sc.an.handlers.get(name)

@@ -170,3 +170,14 @@ WORKFLOW_MACHINE: StateMachine[WorkflowStatus] = StateMachine(
     },
     terminal=[_F.FINISHED, _F.SUBFINISHED, _F.FAILED, _F.ABORTED],
 )
+
+
+def scope_outcome(finished: int, failed: int) -> WorkflowStatus:
+    """The status of a scope whose elements are all at rest: finished unless something
+    failed (and was not handled), failed when nothing finished, else subfinished."""
+    if not failed:
+        return WorkflowStatus.FINISHED
+    return WorkflowStatus.FAILED if finished == 0 else WorkflowStatus.SUBFINISHED
+
+
+FAILED_LIKE = (WorkStatus.FAILED, WorkStatus.SUBFINISHED, WorkStatus.ABORTED)

@@ -18,10 +18,19 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from idds_jupyter.model.status import JOB_MACHINE, JobStatus, WorkStatus
+from idds_jupyter.model.status import (
+    FAILED_LIKE,
+    JOB_MACHINE,
+    WORK_MACHINE,
+    JobStatus,
+    WorkflowStatus,
+    WorkStatus,
+    scope_outcome,
+)
 from idds_jupyter.store.function_stats import function_key, record_durations
 from idds_jupyter.store.sql import Locked, chunks, for_update, in_list, now
 from idds_jupyter.store.tables import job_deps, jobs, workflows, works
+from idds_jupyter.store.workflows import note_ended
 
 PENDING = JobStatus.PENDING.value
 READY = JobStatus.READY.value
@@ -49,6 +58,7 @@ class Outcome:
     ignored: int = 0
     terminal_works: list[tuple[int, int, str]] = field(default_factory=list)  # (workflow, work, status)
     dirty_workflows: set[int] = field(default_factory=set)
+    ended_workflows: list[tuple[int, str]] = field(default_factory=list)  # (workflow, status)
     job_results: list[dict[str, Any]] = field(default_factory=list)  # per-job notifications
     blobs: list[tuple[str, int]] = field(default_factory=list)  # pickled values workers stored
 
@@ -61,6 +71,7 @@ class Outcome:
         self.ignored += other.ignored
         self.terminal_works += other.terminal_works
         self.dirty_workflows |= other.dirty_workflows
+        self.ended_workflows += other.ended_workflows
         self.job_results += other.job_results
         self.blobs += other.blobs
 
@@ -366,14 +377,22 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
     rows = conn.execute(_DONE_WORKS.on(conn), {"ids": list(work_ids)}).all()
     t = now()
     dirty: set[int] = set()
+    check: dict[int, dict[str, Any]] = {}
     for row in rows:
         status = work_outcome(row.n_jobs, row.n_finished, row.n_failed + row.n_cancelled,
                               (row.spec or {}).get("work", {}).get("policy", "subfinished"))
         res = conn.execute(_END_WORK, {"wid": row.id, "status": status, "t": t})
         if res.rowcount:
             out.terminal_works.append((row.workflow_id, row.id, status))
-            if replan_on_work_end(row.meta):
+            then = on_work_end(row.meta)
+            if then == PLAN:
                 dirty.add(row.workflow_id)
+            elif then == CHECK_END:
+                check[row.workflow_id] = row.meta or {}
+    for wf_id, meta in check.items():
+        ended = end_if_done(conn, wf_id, meta)
+        if ended:
+            out.ended_workflows.append((wf_id, ended))
     out.dirty_workflows |= dirty
     mark_dirty(conn, dirty)
 
@@ -398,14 +417,56 @@ def work_outcome(n_jobs: int, n_ok: int, n_bad: int, policy: str) -> str:
     return WorkStatus.SUBFINISHED.value
 
 
-def replan_on_work_end(meta: Mapping[str, Any] | None) -> bool:
-    """Whether a work's end must mark its workflow for the Clerk.
+PLAN, CHECK_END, NOTHING = "plan", "check-end", "nothing"
+#: an ended run of independent works up to this size is ended where its last work ends
+QUICK_END_WORKS = 64
 
-    Not for an open run of independent works (a FaaT body, an HPO study): until it
-    grows or is closed, its plan cannot change, and re-planning a run of
-    thousands of works after each one ends would cost O(works) per call.
+
+def on_work_end(meta: Mapping[str, Any] | None) -> str:
+    """What a work's end asks of its workflow (``meta`` as :func:`store.workflows.submit`
+    writes it).
+
+    The Clerk's plan (PLAN) in general. Nothing for an open run of independent works
+    (a FaaT body, an HPO study): until it grows or is closed its plan cannot change,
+    and re-planning a run of thousands of works after each end would cost O(works)
+    per call. For a closed run of a few independent works (a function call, a
+    ``map``) only its end can follow, decided here at once (CHECK_END): no Clerk round.
     """
-    return not (meta and meta.get("open") and meta.get("independent"))
+    if not meta or not meta.get("independent"):
+        return PLAN
+    if meta.get("open"):
+        return NOTHING
+    return CHECK_END if int(meta.get("n_works") or 1 << 30) <= QUICK_END_WORKS else PLAN
+
+
+def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any]) -> str | None:
+    """End a closed run of independent works whose works are all terminal; returns its
+    status, "" when it goes on (or is no longer active), None when the Clerk must plan
+    it (marked so)."""
+    tally = {WorkStatus(s): n for s, n in conn.execute(_WORK_TALLY, {"wf": workflow_id})}
+    if sum(tally.values()) != int(meta.get("n_works") or 0):
+        mark_dirty(conn, [workflow_id])  # an instance not created yet: the Clerk's case
+        return None
+    if not all(WORK_MACHINE.is_terminal(st) for st in tally):
+        return ""
+    status = scope_outcome(tally.get(WorkStatus.FINISHED, 0),
+                           sum(tally.get(st, 0) for st in FAILED_LIKE))
+    if meta.get("error"):  # the body of a FaaT workflow raised
+        status = WorkflowStatus.FAILED
+    t = now()
+    res = conn.execute(_END_RUN, {"wf": workflow_id, "status": status.value, "t": t})
+    if not res.rowcount:
+        return ""
+    note_ended(conn, workflow_id, status.value)
+    return status.value
+
+
+_WORK_TALLY = (select(works.c.status, func.count()).where(works.c.workflow_id == bindparam("wf"))
+               .group_by(works.c.status))
+_END_RUN = (update(workflows)
+            .where(workflows.c.id == bindparam("wf"),
+                   workflows.c.status.in_((WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)))
+            .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t")))
 
 
 def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:

@@ -29,9 +29,11 @@ from idds_jupyter.model import (
     plan,
 )
 from idds_jupyter.store.sql import Locked, for_update, now
-from idds_jupyter.store.tables import jobs, workflows, works
+from idds_jupyter.store.tables import jobs, messages, workflows, works
 
 ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
+# the kind of the outbound message of a workflow that ended (as the event that wakes its sender)
+WORKFLOW_ENDED = "workflow.terminal"
 
 
 def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = None,
@@ -77,13 +79,23 @@ _INSERT_WORKS = works.insert().returning(works.c.id, sort_by_parameter_order=Tru
 
 
 def _initial_meta(cwd: str | None, open_: bool, wf: Workflow) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
+    # independent and n_works let a work's end skip the Clerk (store.jobs.finish_works)
+    meta: dict[str, Any] = {"independent": wf.independent(), "n_works": len(wf.works)}
     if cwd:
         meta["cwd"] = cwd
     if open_:
         meta["open"] = True
-        meta["independent"] = wf.independent()
     return meta
+
+
+_NEW_MESSAGE = messages.insert()
+
+
+def note_ended(conn: Connection, workflow_id: int, status: str) -> None:
+    """A workflow ended: its outbound message (the Conductor sends it), in that transaction."""
+    conn.execute(_NEW_MESSAGE, dict(
+        workflow_id=workflow_id, kind=WORKFLOW_ENDED, status="new",
+        payload={"workflow_id": workflow_id, "status": status}, created_at=now()))
 
 
 class WorkflowClosed(ValueError):
@@ -120,8 +132,8 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
                                              *(w.to_dict() for w in added)]}
     meta = dict(row["meta"] or {})
     clean = row["dirty_seq"] == row["clean_seq"]
-    if meta.get("open"):
-        meta["independent"] = bool(meta.get("independent")) and wf.independent()
+    meta["independent"] = bool(meta.get("independent")) and wf.independent()
+    meta["n_works"] = len(wf.works)
     dirty_seq = row["dirty_seq"] + 1
     conn.execute(_GROWN, {"wf": workflow_id, "template": template, "meta": meta,
                           "dirty_seq": dirty_seq, "t": now()})

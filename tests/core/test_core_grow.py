@@ -86,3 +86,41 @@ def test_a_dependent_work_makes_the_run_planned_again(tmp_path: Path, db_url: st
         wait_for(lambda: _statuses(orch, wid).get("third") == "finished")
         orch.close(wid, result=None)
         assert orch.wait(wid, timeout=60) == "finished"
+
+
+FAIL = "idds_jupyter.worker.job:fail"
+
+
+def test_a_run_of_few_independent_works_ends_where_its_last_work_ends(tmp_path: Path,
+                                                                       db_url: str) -> None:
+    """A function call's workflow ends in the transaction of its last result: no Clerk round
+    (never marked for one), its outbound message written, the status the planner would give."""
+    from idds_jupyter.store.tables import messages
+
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        ok = orch.submit({"name": "call", "works": [_call("f")]})
+        mixed = orch.submit({"name": "two", "works": [_call("f"), {"name": "g", "function": FAIL}]})
+        bad = orch.submit({"name": "bad", "works": [{"name": "g", "function": FAIL}]})
+        assert [orch.wait(w, timeout=60) for w in (ok, mixed, bad)] == ["finished", "subfinished",
+                                                                         "failed"]
+        for wid in (ok, mixed, bad):
+            row = _row(orch, wid)
+            assert (row["dirty_seq"], row["clean_seq"]) == (1, 1)
+            assert row["meta"]["independent"] is True and row["finished_at"] is not None
+        with orch.engine.begin() as conn:
+            sent = conn.execute(select(messages.c.workflow_id, messages.c.payload)
+                                .where(messages.c.kind == "workflow.terminal")).all()
+        assert sorted((w, p["status"]) for w, p in sent) == [
+            (ok, "finished"), (mixed, "subfinished"), (bad, "failed")]
+
+
+def test_a_dependent_template_still_ends_through_the_clerk(tmp_path: Path, db_url: str) -> None:
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "dag", "works": [_call("a"), _call("b", depends_on=["a"])]})
+        assert orch.wait(wid, timeout=60) == "finished"
+        row = _row(orch, wid)
+        assert row["meta"]["independent"] is False and row["dirty_seq"] > 1  # planned again

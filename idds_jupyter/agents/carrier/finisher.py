@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from idds_jupyter.agents.agent import Agent
+from idds_jupyter.agents.clerk import ended_events
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
 from idds_jupyter.model.status import WorkStatus
@@ -23,7 +24,7 @@ def terminal_events(out: Outcome) -> list[Any]:
     events = [make_event(ev.WORK_TERMINAL, str(wf), work=w, status=s)
               for wf, w, s in out.terminal_works]
     events += [make_event(ev.WORKFLOW_DIRTY, str(wf)) for wf in out.dirty_workflows]
-    return events
+    return events + ended_events(out.ended_workflows)
 
 
 class Finisher(Agent):

@@ -83,13 +83,17 @@ def record_blobs(conn: Connection, items: Iterable[tuple[str, int]], kind: str |
         return 0
     have: set[str] = set()
     shas = list(rows)
-    for i in range(0, len(shas), 5000):
-        have |= {r[0] for r in conn.execute(_KNOWN, {"ids": shas[i:i + 5000]})}
-    new = [{"sha256": s, "size": n, "kind": kind, "owner": owner, "created_at": now()}
+    if len(shas) > 64:  # many: skip the known ones first, rather than conflict on each
+        for i in range(0, len(shas), 5000):
+            have |= {r[0] for r in conn.execute(_KNOWN, {"ids": shas[i:i + 5000]})}
+    t = now()
+    new = [{"sha256": s, "size": n, "kind": kind, "owner": owner, "created_at": t}
            for s, n in rows.items() if s not in have]
-    if new:  # ON CONFLICT DO NOTHING: two agents may record the same value at once
-        conn.execute(_INSERT_NEW.get(conn.dialect.name, blobs.insert()), new)
-    return len(new)
+    if not new:
+        return 0
+    # ON CONFLICT DO NOTHING: known already, or two agents record the same value at once
+    res = conn.execute(_INSERT_NEW.get(conn.dialect.name, blobs.insert()), new)
+    return res.rowcount if res.rowcount is not None and res.rowcount >= 0 else len(new)
 
 
 _INSERT_NEW = {"postgresql": pg_insert(blobs).on_conflict_do_nothing(),

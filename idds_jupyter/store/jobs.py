@@ -183,7 +183,15 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
     for part in chunks(job_ids):
         for found in conn.execute(_CURRENT.on(conn), {"ids": list(part)}):
             current[found.id] = found
-    retries, names, keys = _work_info(conn, {row.work_id for row in current.values()})
+    retries: dict[int, int] = {}
+    names: dict[int, str] = {}
+    keys: dict[int, str | None] = {}
+    linked = False  # jobs of runs with job-level links (independent runs have none)
+    for row in current.values():
+        if row.work_id not in names:
+            retries[row.work_id], names[row.work_id] = row.retries, row.name
+            keys[row.work_id] = function_key(row.spec or {})
+            linked = linked or not (row.meta or {}).get("independent")
     walls: dict[str, list[float]] = defaultdict(list)
 
     ok_rows: list[dict[str, Any]] = []
@@ -254,19 +262,23 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
         conn.execute(_RECORD_FAILED, fail_rows)
         out.failed = len(fail_rows)
 
-    finished_ids = [r["jid"] for r in ok_rows]
-    out.released = release_children(conn, finished_ids)
-    failed_ids = [r["jid"] for r in fail_rows]
-    for work_id, n in cancel_descendants(conn, failed_ids).items():
-        per_work[work_id]["cancelled"] += n
-        out.cancelled += n
+    if linked:
+        out.released = release_children(conn, [r["jid"] for r in ok_rows])
+        for work_id, n in cancel_descendants(conn, [r["jid"] for r in fail_rows]).items():
+            per_work[work_id]["cancelled"] += n
+            out.cancelled += n
     count_on_works(conn, per_work, out)
     return out
 
 
+# a job as it is now, with what its result needs of its work (retries, name, function)
+# and its workflow (whether it has job-level links)
 _CURRENT = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt, jobs.c.idx,
-                          jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status)
-                   .where(jobs.c.id.in_(in_list())))
+                          jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status, works.c.retries,
+                          works.c.name, works.c.spec, workflows.c.meta)
+                   .join(works, works.c.id == jobs.c.work_id)
+                   .join(workflows, workflows.c.id == jobs.c.workflow_id)
+                   .where(jobs.c.id.in_(in_list())), of=jobs)
 # executemany cannot expand IN lists: spell the in-flight guard out.
 _GUARD = (jobs.c.id == bindparam("jid"), or_(jobs.c.status == SUBMITTED, jobs.c.status == RUNNING))
 _RUN_FIELDS: dict[str, Any] = {k: bindparam(k) for k in ("wall_s", "max_rss_kb", "log_path", "exit_code",
@@ -288,24 +300,6 @@ def _error_text(r: dict[str, Any]) -> str:
     if r.get("traceback"):
         parts.append(str(r["traceback"]))
     return "\n".join(parts)
-
-
-def _work_info(conn: Connection, work_ids: Iterable[int]
-               ) -> tuple[dict[int, int], dict[int, str], dict[int, str | None]]:
-    """Retries allowed, instance names and function keys (for run-time stats) of these works."""
-    wanted = list(work_ids)
-    retries: dict[int, int] = {}
-    names: dict[int, str] = {}
-    keys: dict[int, str | None] = {}
-    if wanted:
-        for r in conn.execute(_WORK_INFO, {"ids": wanted}):
-            retries[r.id], names[r.id] = r.retries, r.name
-            keys[r.id] = function_key(r.spec or {})
-    return retries, names, keys
-
-
-_WORK_INFO = select(works.c.id, works.c.retries, works.c.name, works.c.spec).where(
-    works.c.id.in_(in_list()))
 
 
 def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:
@@ -377,7 +371,7 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
     rows = conn.execute(_DONE_WORKS.on(conn), {"ids": list(work_ids)}).all()
     t = now()
     dirty: set[int] = set()
-    check: dict[int, dict[str, Any]] = {}
+    check: dict[int, tuple[Mapping[str, Any], list[str]]] = {}
     for row in rows:
         status = work_outcome(row.n_jobs, row.n_finished, row.n_failed + row.n_cancelled,
                               (row.spec or {}).get("work", {}).get("policy", "subfinished"))
@@ -388,9 +382,9 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
             if then == PLAN:
                 dirty.add(row.workflow_id)
             elif then == CHECK_END:
-                check[row.workflow_id] = row.meta or {}
-    for wf_id, meta in check.items():
-        ended = end_if_done(conn, wf_id, meta)
+                check.setdefault(row.workflow_id, (row.meta or {}, []))[1].append(status)
+    for wf_id, (meta, ended_now) in check.items():
+        ended = end_if_done(conn, wf_id, meta, ended_now)
         if ended:
             out.ended_workflows.append((wf_id, ended))
     out.dirty_workflows |= dirty
@@ -439,11 +433,16 @@ def on_work_end(meta: Mapping[str, Any] | None) -> str:
     return CHECK_END if int(meta.get("n_works") or 1 << 30) <= QUICK_END_WORKS else PLAN
 
 
-def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any]) -> str | None:
+def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
+                ended_now: Sequence[str] = ()) -> str | None:
     """End a closed run of independent works whose works are all terminal; returns its
     status, "" when it goes on (or is no longer active), None when the Clerk must plan
-    it (marked so)."""
-    tally = {WorkStatus(s): n for s, n in conn.execute(_WORK_TALLY, {"wf": workflow_id})}
+    it (marked so). ``ended_now``: the statuses of its works that just ended (a run of
+    one work that just ended needs no count)."""
+    if int(meta.get("n_works") or 0) == len(ended_now) == 1:
+        tally = {WorkStatus(ended_now[0]): 1}
+    else:
+        tally = {WorkStatus(s): n for s, n in conn.execute(_WORK_TALLY, {"wf": workflow_id})}
     if sum(tally.values()) != int(meta.get("n_works") or 0):
         mark_dirty(conn, [workflow_id])  # an instance not created yet: the Clerk's case
         return None

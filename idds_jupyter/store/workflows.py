@@ -53,20 +53,25 @@ def submit_planned(conn: Connection, wf: Workflow, params: Mapping[str, Any] | N
                    cwd: str | None = None, open: bool = False) -> Applied:
     """:func:`submit`, then its first plan from what was just written (no work exists
     yet: nothing to read back), as the Clerk would make it."""
-    row = _insert(conn, wf, params, owner, backend, priority, cwd, open)
+    row = _insert(conn, wf, params, owner, backend, priority, cwd, open, planned=True)
     return _plan_apply(conn, row, lambda: wf, lambda _: RunState(params=dict(row["params"])))
 
 
 def _insert(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None, owner: str,
-            backend: str | None, priority: int, cwd: str | None, open_: bool) -> dict[str, Any]:
+            backend: str | None, priority: int, cwd: str | None, open_: bool,
+            planned: bool = False) -> dict[str, Any]:
+    """The new workflow's row; ``planned``: written as its first plan (in this same
+    transaction) leaves it, running and clean, so that plan need not update it."""
     merged = {**wf.parameters, **dict(params or {})}
     wf.validate(merged)
     t = now()
     template = wf.to_dict()
     row: dict[str, Any] = dict(
-        name=wf.name, owner=owner, status=WorkflowStatus.NEW.value, template=template,
-        params=merged, meta=_initial_meta(cwd, open_, wf), backend=backend, priority=priority,
-        dirty_seq=1, clean_seq=0, created_at=t, updated_at=t, finished_at=None)
+        name=wf.name, owner=owner,
+        status=(WorkflowStatus.RUNNING if planned else WorkflowStatus.NEW).value,
+        template=template, params=merged, meta=_initial_meta(cwd, open_, wf), backend=backend,
+        priority=priority, dirty_seq=1, clean_seq=1 if planned else 0, created_at=t, updated_at=t,
+        finished_at=None)
     pk = conn.execute(_INSERT_WORKFLOW, row).inserted_primary_key
     assert pk is not None
     wid = row["id"] = int(pk[0])
@@ -135,14 +140,17 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
     meta["independent"] = bool(meta.get("independent")) and wf.independent()
     meta["n_works"] = len(wf.works)
     dirty_seq = row["dirty_seq"] + 1
+    alone = clean and bool(meta.get("open")) and meta["independent"]
+    # planned alone right below, in this transaction: it is clean once this commits
+    clean_seq = dirty_seq if alone else row["clean_seq"]
     conn.execute(_GROWN, {"wf": workflow_id, "template": template, "meta": meta,
-                          "dirty_seq": dirty_seq, "t": now()})
+                          "dirty_seq": dirty_seq, "clean_seq": clean_seq, "t": now()})
     _remember(conn, workflow_id, template, wf)
     out = Grown([str(w["name"]) for w in new], row["backend"])
-    if clean and meta.get("open") and meta["independent"]:
+    if alone:
         part = Workflow(name=wf.name, parameters=wf.parameters, parameter_specs=wf.parameter_specs,
                         works=list(added))
-        planned = {**row, "meta": meta, "dirty_seq": dirty_seq}
+        planned = {**row, "meta": meta, "dirty_seq": dirty_seq, "clean_seq": clean_seq}
         out.applied = _plan_apply(conn, planned, lambda: wf,
                                   lambda _: RunState(params=dict(row["params"] or {})), part)
     return out
@@ -154,7 +162,7 @@ _GROW = Locked(select(workflows.c.id, workflows.c.template, workflows.c.params, 
                .where(workflows.c.id == bindparam("wf")))
 _GROWN = update(workflows).where(workflows.c.id == bindparam("wf")).values(
     template=bindparam("template"), meta=bindparam("meta"), dirty_seq=bindparam("dirty_seq"),
-    updated_at=bindparam("t"))
+    clean_seq=bindparam("clean_seq"), updated_at=bindparam("t"))
 
 
 # Parsed templates: the Clerk plans a growing FaaT run after every work it adds,
@@ -399,6 +407,7 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         meta["loop_info"] = {**meta.get("loop_info", {}), **p.loop_info}
     values: dict[str, Any] = {"wf": wf_id, "meta": meta, "clean_seq": row["dirty_seq"], "t": t,
                               "status": row["status"], "finished_at": row["finished_at"]}
+    same_meta = meta == (row["meta"] or {})
     if row["status"] == WorkflowStatus.NEW.value:
         values["status"] = WorkflowStatus.RUNNING.value
     if p.status is not None and not meta.get("open"):  # an open body may still add works
@@ -408,7 +417,9 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         values["status"] = status
         values["finished_at"] = t
         out.status = status
-    conn.execute(_PLANNED, values)
+    if not (same_meta and values["status"] == row["status"] and out.status is None
+            and row["dirty_seq"] == row.get("clean_seq")):
+        conn.execute(_PLANNED, values)
     return out
 
 

@@ -72,7 +72,7 @@ class Orchestrator:
         Command jobs run in ``cwd``, by default the directory this is called from.
         ``blobs`` are cache files (sha256, size) written for it, recorded with it.
         """
-        wf = load_workflow(workflow)
+        wf = load_workflow(workflow, semantic=False)  # store_submit validates it with params
         with self.engine.begin() as conn:
             first = submit_planned(conn, wf, params, owner=owner, backend=backend,
                                    cwd=cwd or os.getcwd(), open=open)
@@ -284,12 +284,16 @@ class Orchestrator:
             sub.close()
 
 
-def load_workflow(src: Workflow | Mapping[str, Any] | str) -> Workflow:
-    """A Workflow from an object, a dict, YAML/JSON text, or a path to a .yaml/.json file."""
+def load_workflow(src: Workflow | Mapping[str, Any] | str, semantic: bool = True) -> Workflow:
+    """A Workflow from an object, a dict, YAML/JSON text, or a path to a .yaml/.json file.
+
+    ``semantic=False``: a dict is only checked against the schema (the store checks the
+    rest when it is submitted, with the run's parameters).
+    """
     if isinstance(src, Workflow):
         return src
     if isinstance(src, Mapping):
-        return Workflow.from_dict(dict(src))
+        return Workflow.from_dict(dict(src), semantic=semantic)
     text = src
     if "\n" not in src and src.rsplit(".", 1)[-1].lower() in ("yaml", "yml", "json"):
         from pathlib import Path

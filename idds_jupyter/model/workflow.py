@@ -185,8 +185,9 @@ class Workflow:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, validate: bool = True) -> Workflow:
-        """Build from the template format: JSON Schema first, then semantic validation."""
+    def from_dict(cls, d: Mapping[str, Any], *, validate: bool = True, semantic: bool = True) -> Workflow:
+        """Build from the template format: JSON Schema first, then semantic validation
+        (``semantic=False``: left to the caller, who validates with the run's parameters)."""
         if not isinstance(d, Mapping):
             raise TemplateError(None, "workflow", f"a workflow template must be a mapping, got {type(d).__name__}")
         if validate:
@@ -201,7 +202,7 @@ class Workflow:
             conditions=[_condition_from_dict(c) for c in d.get("conditions") or []],
             loops=[Loop.from_dict(lp) for lp in d.get("loops") or []],
         )
-        if validate:
+        if validate and semantic:
             wf.validate()
         return wf
 

@@ -116,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         works = f"   {r['works']} works" if "works" in r else ""
         print(f"  {r['engine']:32s} wall {r['wall_s']:7.2f} s   overhead {r['overhead_pct']:6.1f} %   "
               f"{r['trials_per_s']:6.1f} trials/s{works}")
-    best = min(r["overhead_pct"] for r in results if r["engine"].startswith("idds"))
-    print(f"target overhead <= {TARGET_OVERHEAD_PCT:.0f} %: {'met' if best <= TARGET_OVERHEAD_PCT else 'NOT met'} "
-          f"(best {best:.1f} %)")
+    # Judged without prefetch: with it more than `parallel` trials are handed out at once
+    # (queued at the backend), which is not what `parallel` promises.
+    strict = [r["overhead_pct"] for r in results if r["engine"] == "idds-jupyter prefetch=0"]
+    if strict:
+        ok = strict[0] <= TARGET_OVERHEAD_PCT
+        print(f"target overhead <= {TARGET_OVERHEAD_PCT:.0f} % (prefetch=0): "
+              f"{'met' if ok else 'NOT met'} ({strict[0]:.1f} %)")
     return 0
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,11 +52,17 @@ def local_user() -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
+    """Owner-only, and whole or not at all: clients find connection files by name and may
+    read one the moment it appears, so it is written aside and renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def serve_token(engine: Any, home: Path, user: str) -> str:

@@ -54,7 +54,7 @@ import psutil
 from benchlib import time_dag
 
 from idds_jupyter.agents.runner import Runner
-from idds_jupyter.backends.batch import safe_path_flags
+from idds_jupyter.backends.batch import worker_command
 from idds_jupyter.config import Config
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.model.generators import NOOP, layered_dag
@@ -347,11 +347,8 @@ def raw_slurm(n: int, work: Path, timeout: float) -> Figures:
     d = work / "raw-slurm"
     _write_specs(d, n)
     script = d / "job.sh"
-    script.write_text("#!/bin/sh\n"
-                      f"exec {' '.join([sys.executable, *safe_path_flags(sys.executable)])}"
-                      " -m idds_jupyter.worker"
-                      f" --job {d}/spec-$SLURM_ARRAY_TASK_ID.json"
-                      f" --out {d}/result-$SLURM_ARRAY_TASK_ID.json\n")
+    argv = worker_command(sys.executable, str(d), "$SLURM_ARRAY_TASK_ID")
+    script.write_text(f"#!/bin/sh\nexec {' '.join(argv)}\n")
     script.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
@@ -382,9 +379,7 @@ def raw_htcondor(n: int, work: Path, schedd: str, token: str, timeout: float) ->
     pp = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     sub = htc.Submit({
         "universe": "vanilla", "executable": sys.executable, "transfer_executable": "false",
-        "arguments": " ".join([*safe_path_flags(sys.executable), "-m", "idds_jupyter.worker",
-                               "--job", f"{d}/spec-$(idx).json",
-                               "--out", f"{d}/result-$(idx).json"]),
+        "arguments": " ".join(worker_command(sys.executable, str(d), "$(idx)")[1:]),
         "initialdir": str(d), "output": f"{d}/task-$(idx).log", "error": f"{d}/task-$(idx).log",
         "log": f"{d}/events.log", "should_transfer_files": "NO",
         "environment": f"\"PYTHONPATH='{pp}'\"",

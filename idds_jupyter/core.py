@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from idds_jupyter.bus import Bus, NullBus
 from idds_jupyter.bus import event as ev
-from idds_jupyter.bus.event import make_event
+from idds_jupyter.bus.event import ended_events, make_event
 from idds_jupyter.config import Config
 from idds_jupyter.model import Workflow, WorkflowStatus
 from idds_jupyter.store import control
@@ -72,7 +72,7 @@ class Orchestrator:
         Command jobs run in ``cwd``, by default the directory this is called from.
         ``blobs`` are cache files (sha256, size) written for it, recorded with it.
         """
-        wf = load_workflow(workflow, semantic=False)  # store_submit validates it with params
+        wf = load_workflow(workflow, semantic=False)  # submit_planned validates it with params
         with self.engine.begin() as conn:
             first = submit_planned(conn, wf, params, owner=owner, backend=backend,
                                    cwd=cwd or os.getcwd(), open=open)
@@ -135,12 +135,8 @@ class Orchestrator:
         events += [make_event(ev.WORK_TERMINAL, str(w), work=k, status=s)
                    for w, k, s in out.terminal_works]
         events += [make_event(ev.WORKFLOW_DIRTY, str(w)) for w in out.dirty_workflows]
-        events += [make_event(ev.WORKFLOW_TERMINAL, str(w), status=s) for w, s in out.ended_workflows]
-        if out.ended_workflows:
-            events.append(make_event(ev.MESSAGE_NEW))
-        if applied.status is not None:
-            events.append(make_event(ev.WORKFLOW_TERMINAL, str(wid), status=applied.status))
-        return events
+        ended = [*out.ended_workflows, *([(wid, applied.status)] if applied.status else [])]
+        return events + ended_events(ended)
 
     def close(self, workflow_id: int, result: Any = None, result_blob: str | None = None,
               error: str | None = None, traceback: str | None = None) -> str:

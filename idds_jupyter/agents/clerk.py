@@ -9,33 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from idds_jupyter.agents.agent import Agent
 from idds_jupyter.bus import event as ev
-from idds_jupyter.bus.event import make_event
-from idds_jupyter.store.workflows import Applied, note_ended, plan_next
+from idds_jupyter.bus.event import ended_events, make_event
+from idds_jupyter.store.workflows import Applied, plan_next
 
 
-def note_planned(conn: Connection, applied: Applied) -> list[Any]:
-    """After a plan, in its transaction: a workflow that ended gets its outbound message.
-
-    Returns the events to publish once the transaction commits.
-    """
+def planned_events(applied: Applied) -> list[Any]:
+    """The events of an applied plan, to publish once its transaction commits (the plan
+    wrote the outbound message of a workflow it ended)."""
     events = []
     if applied.new_job_works:
         events.append(make_event(ev.WORK_NEW, str(applied.workflow_id)))
     if applied.status is not None:
-        note_ended(conn, applied.workflow_id, applied.status)
         events += ended_events([(applied.workflow_id, applied.status)])
-    return events
-
-
-def ended_events(ended: list[tuple[int, str]]) -> list[Any]:
-    """Workflows that ended (and whose outbound messages were written)."""
-    events = [make_event(ev.WORKFLOW_TERMINAL, str(wid), status=status) for wid, status in ended]
-    if ended:
-        events.append(make_event(ev.MESSAGE_NEW))
     return events
 
 
@@ -60,6 +47,6 @@ class Clerk(Agent):
                 if applied is None:
                     break
                 planned += 1
-                events += note_planned(conn, applied)
+                events += planned_events(applied)
         self.ctx.publish(events)
         return planned == 50

@@ -49,7 +49,8 @@ from idds_jupyter.backends.batch import (
     BatchBackend,
     TaskState,
     _Batch,
-    safe_path_flags,
+    http_worker_argv,
+    worker_command,
 )
 
 __all__ = ["HTCondorBackend"]
@@ -195,7 +196,6 @@ class HTCondorBackend(BatchBackend):
         env = {k: v for k, v in self.job_env(batch.transfer).items() if k in keep}
         env.update(self.extra_env)
         env["IDDS_BATCH_TASK"] = "$(ClusterId).$(ProcId)"
-        flags = "".join(f"{f} " for f in safe_path_flags(self.python))
         if http:
             env.update(IDDS_SERVER_URL=batch.server_url, IDDS_JOB_ID="$(jobid)",
                        IDDS_JOB_TOKEN="$(jobtoken)")
@@ -203,8 +203,7 @@ class HTCondorBackend(BatchBackend):
             "universe": "vanilla",
             "executable": self.python,
             "transfer_executable": "false",
-            "arguments": f"{flags}-m idds_jupyter.worker --job {d}/spec-$(idx).json"
-                         f" --out {d}/result-$(idx).json",
+            "arguments": " ".join(worker_command(self.python, d, "$(idx)")[1:]),
             "initialdir": d,
             "output": f"{d}/task-$(idx).log",
             "error": f"{d}/task-$(idx).log",
@@ -215,7 +214,7 @@ class HTCondorBackend(BatchBackend):
             "+IddsBatch": f'"{batch.key}"',
         }
         if http:  # the proc starts in the execute node's scratch dir; its output comes back
-            desc.update({"arguments": f"{flags}-m idds_jupyter.worker --http",
+            desc.update({"arguments": " ".join(http_worker_argv(self.python)[1:]),
                          "should_transfer_files": "YES",
                          "when_to_transfer_output": "ON_EXIT"})
         res = batch.resources

@@ -83,8 +83,18 @@ def make_event(type: str, key: object = None, **payload: Any) -> Event:
     )
 
 
+def ended_events(ended: list[tuple[int, str]]) -> list[Event]:
+    """Workflows that ended, as (workflow id, status): their terminal events, and a wake-up
+    for the sender of the outbound messages written with them."""
+    events = [make_event(WORKFLOW_TERMINAL, wid, status=status) for wid, status in ended]
+    if ended:
+        events.append(make_event(MESSAGE_NEW))
+    return events
+
+
 __all__ = [
     "ALL",
+    "ended_events",
     "CONTROL",
     "DEFAULT_PRIORITIES",
     "EVENT_TYPES",

@@ -385,7 +385,7 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
                 check.setdefault(row.workflow_id, (row.meta or {}, []))[1].append(status)
     for wf_id, (meta, ended_now) in check.items():
         ended = end_if_done(conn, wf_id, meta, ended_now)
-        if ended:
+        if ended is not None:
             out.ended_workflows.append((wf_id, ended))
     out.dirty_workflows |= dirty
     mark_dirty(conn, dirty)
@@ -435,9 +435,9 @@ def on_work_end(meta: Mapping[str, Any] | None) -> str:
 
 def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
                 ended_now: Sequence[str] = ()) -> str | None:
-    """End a closed run of independent works whose works are all terminal; returns its
-    status, "" when it goes on (or is no longer active), None when the Clerk must plan
-    it (marked so). ``ended_now``: the statuses of its works that just ended (a run of
+    """End a closed run of independent works whose works are all terminal; returns the
+    status it ended with, else None (it goes on, is no longer active, or is left marked
+    for the Clerk). ``ended_now``: the statuses of its works that just ended (a run of
     one work that just ended needs no count)."""
     if int(meta.get("n_works") or 0) == len(ended_now) == 1:
         tally = {WorkStatus(ended_now[0]): 1}
@@ -447,7 +447,7 @@ def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
         mark_dirty(conn, [workflow_id])  # an instance not created yet: the Clerk's case
         return None
     if not all(WORK_MACHINE.is_terminal(st) for st in tally):
-        return ""
+        return None
     status = scope_outcome(tally.get(WorkStatus.FINISHED, 0),
                            sum(tally.get(st, 0) for st in FAILED_LIKE))
     if meta.get("error"):  # the body of a FaaT workflow raised
@@ -455,7 +455,7 @@ def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
     t = now()
     res = conn.execute(_END_RUN, {"wf": workflow_id, "status": status.value, "t": t})
     if not res.rowcount:
-        return ""
+        return None
     note_ended(conn, workflow_id, status.value)
     return status.value
 

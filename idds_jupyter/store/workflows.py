@@ -54,7 +54,7 @@ def submit_planned(conn: Connection, wf: Workflow, params: Mapping[str, Any] | N
     """:func:`submit`, then its first plan from what was just written (no work exists
     yet: nothing to read back), as the Clerk would make it."""
     row = _insert(conn, wf, params, owner, backend, priority, cwd, open, planned=True)
-    return _plan_apply(conn, row, lambda: wf, lambda _: RunState(params=dict(row["params"])))
+    return _plan_apply(conn, row, lambda: (wf, plan(wf, RunState(params=dict(row["params"])))))
 
 
 def _insert(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None, owner: str,
@@ -151,8 +151,8 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
         part = Workflow(name=wf.name, parameters=wf.parameters, parameter_specs=wf.parameter_specs,
                         works=list(added))
         planned = {**row, "meta": meta, "dirty_seq": dirty_seq, "clean_seq": clean_seq}
-        out.applied = _plan_apply(conn, planned, lambda: wf,
-                                  lambda _: RunState(params=dict(row["params"] or {})), part)
+        out.applied = _plan_apply(
+            conn, planned, lambda: (wf, plan(part, RunState(params=dict(row["params"] or {})))))
     return out
 
 
@@ -288,22 +288,27 @@ def plan_workflow(conn: Connection, workflow_id: int) -> Applied:
 
 
 def plan_row(conn: Connection, row: Mapping[Any, Any]) -> Applied:
-    return _plan_apply(conn, row, lambda: parsed_template(conn, row["id"], row["template"]),
-                       lambda wf: _run_state(conn, row))
+    def planned() -> tuple[Workflow, Plan]:
+        wf = parsed_template(conn, row["id"], row["template"])
+        return wf, plan(wf, _run_state(conn, row))
+
+    return _plan_apply(conn, row, planned)
 
 
-def _plan_apply(conn: Connection, row: Mapping[Any, Any], workflow: Callable[[], Workflow],
-                state: Callable[[Workflow], RunState], part: Workflow | None = None) -> Applied:
-    """Plan ``part`` (default: the whole workflow) against ``state`` and apply it."""
+def _plan_apply(conn: Connection, row: Mapping[Any, Any],
+                planned: Callable[[], tuple[Workflow, Plan]]) -> Applied:
+    """Apply the plan ``planned`` makes (the workflow and its plan); a plan that cannot be
+    made fails the workflow."""
     out = Applied(workflow_id=row["id"])
     try:
-        wf = workflow()
-        applied = _apply(conn, row, wf, plan(part or wf, state(wf)), out)
+        wf, p = planned()
+        applied = _apply(conn, row, wf, p, out)
     except Exception as exc:  # a template that cannot be planned fails its workflow, loudly
         conn.execute(update(workflows).where(workflows.c.id == row["id"]).values(
             status=WorkflowStatus.FAILED.value, error=f"{type(exc).__name__}: {exc}",
             clean_seq=row["dirty_seq"], finished_at=now(), updated_at=now()))
         out.status = WorkflowStatus.FAILED.value
+        note_ended(conn, row["id"], out.status)
         return out
     return applied
 
@@ -420,6 +425,8 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
     if not (same_meta and values["status"] == row["status"] and out.status is None
             and row["dirty_seq"] == row.get("clean_seq")):
         conn.execute(_PLANNED, values)
+    if out.status is not None:
+        note_ended(conn, wf_id, out.status)
     return out
 
 

@@ -124,3 +124,16 @@ def test_a_dependent_template_still_ends_through_the_clerk(tmp_path: Path, db_ur
         assert orch.wait(wid, timeout=60) == "finished"
         row = _row(orch, wid)
         assert row["meta"]["independent"] is False and row["dirty_seq"] > 1  # planned again
+
+
+def test_a_run_that_ends_at_submission_has_its_outbound_message(tmp_path: Path,
+                                                                  db_url: str) -> None:
+    """Whoever applies the plan that ends a run (here the submission) writes its message."""
+    from idds_jupyter.store.tables import messages
+
+    orch = Orchestrator(config(tmp_path, db_url))
+    wid = orch.submit({"name": "nothing", "works": []})
+    assert orch.status(wid)["status"] == "finished"
+    with orch.engine.begin() as conn:
+        sent = conn.execute(select(messages.c.payload).where(messages.c.workflow_id == wid)).all()
+    assert [p["status"] for (p,) in sent] == ["finished"]

@@ -12,9 +12,8 @@ from typing import Any
 from sqlalchemy import select
 
 from idds_jupyter.agents.agent import Agent
-from idds_jupyter.agents.clerk import ended_events
 from idds_jupyter.bus import event as ev
-from idds_jupyter.bus.event import make_event
+from idds_jupyter.bus.event import ended_events, make_event
 from idds_jupyter.model.status import WorkStatus
 from idds_jupyter.store.jobs import Outcome, finish_works
 from idds_jupyter.store.tables import works

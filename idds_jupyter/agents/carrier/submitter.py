@@ -88,22 +88,25 @@ class Submitter(Agent):
         return {name: self._specs(conn, claimed)} if claimed else {}
 
     def _specs(self, conn: Any, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        need = {r["work_id"] for r in claimed if r["work_id"] not in self.state.work_specs}
+        # held here, not looked up again: storing the ones read may evict others
+        specs = {w: self.state.work_specs.get(w) for w in {r["work_id"] for r in claimed}}
+        need = sorted(w for w, s in specs.items() if s is None)
         if need:
-            for w in conn.execute(_WORK_SPECS, {"ids": sorted(need)}):
-                self._remember_spec(w.id, w.name, w.kind, w.spec or {})
+            for w in conn.execute(_WORK_SPECS, {"ids": need}):
+                specs[w.id] = self._remember_spec(w.id, w.name, w.kind, w.spec or {})
         file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
         names = dict(conn.execute(select(files.c.id, files.c.name)
                                   .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
         log_dir = str(self.ctx.config.log_dir)
         cache_dir = str(self.ctx.config.cache_dir)
-        specs = {w: self.state.work_specs[w] for w in {r["work_id"] for r in claimed}}
-        return [job_spec(r, specs[r["work_id"]], names.get(r["file_id"]), log_dir,
+        return [job_spec(r, specs[r["work_id"]] or {}, names.get(r["file_id"]), log_dir,
                          cache_dir) for r in claimed]
 
-
-    def _remember_spec(self, work_id: int, name: str, kind: str, spec: dict[str, Any]) -> None:
-        self.state.work_specs[work_id] = {**spec, "kind": kind, "instance": spec_instance(spec, name)}
+    def _remember_spec(self, work_id: int, name: str, kind: str,
+                       spec: dict[str, Any]) -> dict[str, Any]:
+        out = {**spec, "kind": kind, "instance": spec_instance(spec, name)}
+        self.state.work_specs[work_id] = out
+        return out
 
 
 _WORK_SPECS = select(works.c.id, works.c.name, works.c.spec, works.c.kind).where(works.c.id.in_(in_list()))

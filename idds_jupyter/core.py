@@ -80,7 +80,8 @@ class Orchestrator:
             record_blobs(conn, blobs, kind="payload", owner=owner)
             applied, out, claimed = self._plan_now(conn, wid, backend, first)
         self._send(claimed)
-        self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid)),
+        # "open": a body will grow it (a @workflow, an HPO study the Steerer may drive)
+        self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid), open=open),
                           *self._plan_events(wid, applied, out, claimed)])
         return wid
 

@@ -32,7 +32,7 @@ from idds_jupyter.store.tables import agents
 
 log = logging.getLogger("idds_jupyter.agents")
 
-ROLES = ("clerk", "transformer", "carrier")
+ROLES = ("clerk", "transformer", "carrier", "steerer")
 
 
 class Runner:
@@ -69,6 +69,10 @@ class Runner:
             self.carrier = open_backends(self.ctx)
             self.agents += carrier_agents(self.ctx, self.carrier)
             self.agents.append(Finisher(self.ctx))
+        if "steerer" in self.roles:
+            from idds_jupyter.agents.steerer import Steerer  # imports Optuna: only when asked for
+
+            self.agents.append(Steerer(self.ctx, dispatch=self.dispatch))
         for a in self.agents:
             a.start()
         log.info("agents %s started as %s", ",".join(self.roles), self.owner)

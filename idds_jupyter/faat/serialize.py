@@ -39,6 +39,7 @@ __all__ = [
     "digest",
     "upload",
     "pack_function",
+    "bound_payload",
     "pack_calls",
     "sandbox",
     "user_modules",
@@ -244,11 +245,26 @@ def payload(client: Client, fn: Callable[..., Any],
     """Upload what a FaaT work needs; returns its ``payload`` dict of digests."""
     out = {"function": upload(client, pack_function(fn), defer),
            "calls": upload(client, pack_calls(calls), defer)}
-    if with_sandbox:
-        box = sandbox()
-        if box is not None:
-            data, sha = box
-            out["sandbox"] = client.upload(data, sha)
+    return _with_sandbox(client, out) if with_sandbox else out
+
+
+def bound_payload(client: Client, fn: Callable[..., Any], kwargs: Mapping[str, Any],
+                  defer: dict[str, bytes] | None = None) -> dict[str, str]:
+    """The payload of jobs that all call ``fn(**kwargs, **their JSON kwargs)``: ONE blob,
+    ``(fn, (), kwargs)``, for jobs whose own arguments the server writes (as JSON), such
+    as the trials of an HPO study it steers."""
+    for value in kwargs.values():
+        if callable(value):
+            _by_value(value)
+    _by_value(fn)
+    return _with_sandbox(client, {"function": upload(client, dumps((fn, (), dict(kwargs))), defer)})
+
+
+def _with_sandbox(client: Client, out: dict[str, str]) -> dict[str, str]:
+    box = sandbox()
+    if box is not None:
+        data, sha = box
+        out["sandbox"] = client.upload(data, sha)
     return out
 
 

@@ -36,6 +36,16 @@ Pruning: with ``budgets=[1, 3, 9]`` a trial runs as successive jobs
 rung the value is reported to Optuna and the ``pruner`` (default
 ``MedianPruner``) decides whether the trial goes on.
 
+Steering on the server: with ``steer="server"`` the sampler runs in the server
+(its Steerer agent, :mod:`idds_jupyter.agents.steerer`) rather than in this
+process. The objective is uploaded once per segment, the server asks for points
+and adds the trial works itself, and this process only receives the results (a
+live copy of the Optuna studies, for :meth:`dataframe` and :meth:`best`). The
+study goes on when the notebook's kernel goes away. ``stop()`` closes the run
+(no new points), and :meth:`load` attaches to it again. This takes a sampler
+given by name, with JSON ``sampler_options`` and no pruning; ``steer="auto"``
+chooses the server whenever the study allows it.
+
 Persistence: the run is the study's record. Each trial job's JSON result holds
 its parameters and value, and the study's configuration is the run's
 parameters, so :meth:`Study.load` (any process, e.g. after a server restart)
@@ -59,19 +69,26 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
+from idds_jupyter.faat import serialize
 from idds_jupyter.faat.future import JobFuture
 from idds_jupyter.faat.results import WorkSink, router
 from idds_jupyter.faat.work import WorkFunction
 from idds_jupyter.faat.workflow import Run, close_with_result
-from idds_jupyter.hpo.space import (
+from idds_jupyter.hpo.trial import run_trial
+from idds_jupyter.model.space import (
+    SAMPLERS,
     Space,
     as_space,
+    frozen_trial,
     grid_size,
     make_sampler,
+    parse_trial_work,
+    resumed_seed,
     space_from_json,
     space_to_json,
+    tell,
+    trial_work_name,
 )
-from idds_jupyter.hpo.trial import run_trial
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +97,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Study", "StudyRun"]
 
-_NAME = re.compile(r"^(?:(?P<seg>\w+?)_)?trial_(?P<n>\d+)(?:_(?P<last>\d+)|_r(?P<rung>\d+))?$")
 _WORK_OPTIONS = ("backend", "cores", "memory_mb", "retries", "timeout_s", "env")
 _FINAL_JOBS = ("finished", "failed", "cancelled")
 
@@ -104,8 +120,7 @@ class _Segment:
     in_flight: int = 0
 
     def work_name(self, number: int, rung: int | None) -> str:
-        base = f"trial_{number}" if self.name is None else f"{self.name}_trial_{number}"
-        return base if not rung else f"{base}_r{rung}"
+        return trial_work_name(self.name, number, rung=rung)
 
 
 @dataclass
@@ -151,7 +166,7 @@ class Study:
                  pruner: optuna.pruners.BasePruner | None = None,
                  budgets: Sequence[float] | None = None, budget_arg: str = "budget",
                  key: str | None = None, sampler_options: Mapping[str, Any] | None = None,
-                 max_failures: int | None = None, prefetch: int = 0,
+                 max_failures: int | None = None, prefetch: int = 0, steer: str = "client",
                  client: Client | None = None) -> None:
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
@@ -214,6 +229,25 @@ class Study:
             if isinstance(smp, optuna.samplers.GridSampler):
                 self.max_trials = min(self.max_trials, grid_size(sp))
         self._pass_segment = segments is not None and not isinstance(objective, Mapping)
+        self.steer = self._steering(steer)
+        self._seen: set[tuple[str, int]] = set()  # trial jobs of a server-steered run told here
+        self._unlisten: Callable[[], None] | None = None
+
+    def _steering(self, steer: str) -> str:
+        """Where the sampler runs: ``"client"`` (this process), ``"server"`` (the server's
+        Steerer), or ``"auto"`` (the server when it can)."""
+        if steer not in ("auto", "server", "client"):
+            raise ValueError(f"steer must be 'auto', 'server' or 'client', got {steer!r}")
+        why = None
+        if not isinstance(self.sampler_spec, str):
+            why = f"the server builds samplers by name ({', '.join(SAMPLERS)}), not from an object"
+        elif self.budgets or self.pruner is not None:
+            why = "the study prunes trials (budgets, pruner): pruning is steered from here"
+        elif not serialize.jsonable(self.sampler_options):
+            why = "its sampler_options are not JSON"
+        if steer == "server" and why:
+            raise ValueError(f"steer='server': {why}")
+        return "client" if steer == "client" or why else "server"
 
     # ----------------------------------------------------------------- config
     @property
@@ -236,7 +270,8 @@ class Study:
                 "segments": [s for s in self.segments if s is not None] or None,
                 "spaces": {s or "": space_to_json(g.space) for s, g in self.segments.items()},
                 "budgets": self.budgets or None, "budget_arg": self.budget_arg, "key": self.key,
-                "prefetch": self.prefetch}
+                "prefetch": self.prefetch, "steer": self.steer, "max_failures": self.max_failures,
+                "sampler_options": self.sampler_options if self.steer == "server" else None}
 
     @classmethod
     def load(cls, run_id: int, objective: Any, client: Client | None = None,
@@ -257,7 +292,9 @@ class Study:
             "sampler": cfg["sampler"] if cfg["sampler"] in ("tpe", "gp", "cmaes", "random", "grid")
             else "tpe", "seed": cfg.get("seed"), "name": cfg["name"], "budgets": cfg.get("budgets"),
             "budget_arg": cfg.get("budget_arg", "budget"), "key": cfg.get("key"),
-            "prefetch": cfg.get("prefetch", 0), "client": client}
+            "prefetch": cfg.get("prefetch", 0), "steer": cfg.get("steer") or "client",
+            "max_failures": cfg.get("max_failures"), "sampler_options": cfg.get("sampler_options"),
+            "client": client}
         kw.update(overrides)
         if segs:
             study = cls(objective, None, segments={s: spaces[s] for s in segs}, **kw)
@@ -280,6 +317,8 @@ class Study:
         if self._thread is not None:
             raise RuntimeError("this study is already running")
         client = self.client
+        if self.steer == "server":
+            return self._start_steered()
         router(client)  # the push channel is up before any trial can end
         if self.run is None:
             wid = client.submit({"name": self.name, "works": []}, {"study": self.config()}, open=True)
@@ -304,6 +343,113 @@ class Study:
         self._stop.set()
         if abandon:
             self._abandon.set()
+        if self.steer == "server" and self.run is not None:
+            if abandon:  # the server goes on with the study; load() it again later
+                self._done.set()
+            else:  # a closed run is asked for no new point; its trials in flight finish
+                with contextlib.suppress(Exception):
+                    self.client.close(self.run.id)
+
+    # ------------------------------------------------- steered by the server
+    def _start_steered(self) -> StudyRun:
+        """Submit the study for the server's Steerer (unless resuming); watch it from a thread."""
+        client = self.client
+        self._unlisten = client.on_message(self._on_message)
+        if self.run is None:
+            inline: dict[str, bytes] = {}
+            cfg = self.config()
+            cfg["objectives"] = {}
+            for seg in self.segments.values():
+                extra = {"segment": seg.name} if self._pass_segment else {}
+                payload = serialize.bound_payload(
+                    client, run_trial, {"objective": seg.objective, "extra": extra}, defer=inline)
+                work = WorkFunction(run_trial, name="trial", **seg.options).work_dict("trial", payload, 1)
+                del work["name"], work["n_jobs"]
+                cfg["objectives"][seg.name or ""] = {"work": work}
+            wid = client.submit({"name": self.name, "works": []}, {"study": cfg}, open=True,
+                                blobs=inline)
+            self.run = StudyRun(client, wid, self.name)
+        self._done.clear()
+        self._thread = threading.Thread(target=self._watch, name=f"idds-hpo-{self.run.id}", daemon=True)
+        self._thread.start()
+        return self.run
+
+    def _watch(self) -> None:
+        """Wait for the run to end, then tell what the pushes missed."""
+        assert self.run is not None
+        try:
+            status = self.client.wait_workflow(self.run.id)
+            if self._abandon.is_set():
+                return
+            info = self.client.status(self.run.id)
+            self._reconcile(info)
+            if info.get("error"):
+                raise RuntimeError(str(info["error"]))
+            if status == "aborted":
+                raise RuntimeError(f"study {self.name}: run {self.run.id} was aborted")
+        except BaseException as exc:
+            if not self._abandon.is_set():
+                self._error = exc
+        finally:
+            if self._unlisten is not None:
+                self._unlisten()
+                self._unlisten = None
+            self._done.set()
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        """A pushed result of one of our trial jobs: a trial for the local Optuna study."""
+        if msg.get("type") != "job.result" or self.run is None:
+            return
+        for job in msg.get("jobs") or ():
+            wf = job.get("workflow_id", msg.get("key"))
+            if str(wf) == str(self.run.id) and job.get("status") == "finished":
+                self._record(str(job.get("work")), int(job.get("idx") or 0), job.get("result"))
+
+    def _reconcile(self, info: dict[str, Any]) -> None:
+        """The trial jobs no push told us about (lost, or failed): read from their works."""
+        assert self.run is not None
+        body = {**info, **(info.get("body") or {})}
+        failed = {(f.get("work"), f.get("idx")): f.get("params")
+                  for f in (body.get("result") or {}).get("failed") or ()} \
+            if isinstance(body.get("result"), dict) else {}
+        for w in info.get("works") or ():
+            parsed = parse_trial_work(str(w["name"]))
+            if parsed is None or parsed[0] not in self.segments:
+                continue
+            if all((w["name"], i) in self._seen for i in range(parsed[2] - parsed[1] + 1)):
+                continue
+            for row in self.client.work_results(self.run.id, w["name"]):
+                if row.get("status") not in _FINAL_JOBS:
+                    continue
+                idx = int(row["idx"])
+                if row.get("status") == "finished":
+                    self._record(w["name"], idx, row.get("result"))
+                else:
+                    self._record(w["name"], idx, None, str(row.get("error") or row.get("status")),
+                                 failed.get((w["name"], idx)))
+
+    def _record(self, work: str, idx: int, result: Any, error: str | None = None,
+                params: dict[str, Any] | None = None) -> None:
+        """Trial ``idx`` of ``work`` ended on the server: add it to its segment's study."""
+        parsed = parse_trial_work(work)
+        if parsed is None or parsed[0] not in self.segments:
+            return
+        with self._lock:
+            if (work, idx) in self._seen:
+                return
+            self._seen.add((work, idx))
+        seg = self.segments[parsed[0]]
+        res = result if isinstance(result, dict) else {}
+        value = res.get("objective")
+        attrs = {f"metric_{k}": v for k, v in (res.get("metrics") or {}).items()}
+        if not isinstance(value, int | float):
+            value = None
+            error = error or f"no objective in its result: {result!r}"[:500]
+            attrs["error"] = error[:500]
+            self.errors.append(f"{work}: {error}")
+        seg.study.add_trial(frozen_trial(seg.space, res.get("params") or params, value,
+                                         parsed[1] + idx, work, **attrs))
+        seg.allocated = max(seg.allocated, parsed[1] + idx + 1)
 
     # ----------------------------------------------------------- the driver
     def _drive(self) -> None:
@@ -462,15 +608,7 @@ class Study:
 
     def _tell(self, seg: _Segment, trial: optuna.trial.Trial, value: float | None,
               state: TrialState) -> None:
-        tl = seg.study._thread_local  # the grid sampler calls study.stop() when it is exhausted
-        tl.in_optimize_loop = True
-        try:
-            if state == TrialState.COMPLETE:
-                seg.study.tell(trial, value)
-            else:
-                seg.study.tell(trial, state=state)
-        finally:
-            tl.in_optimize_loop = False
+        tell(seg.study, trial, value if state == TrialState.COMPLETE else None, state)
 
     # ----------------------------------------------------------------- resume
     def _attach(self, run_id: int, info: dict[str, Any]) -> None:
@@ -481,16 +619,19 @@ class Study:
         """
         client = self.client
         self.run = StudyRun(client, run_id, info.get("name"), info)
+        if self.steer == "server":  # the server goes on steering it: only tell what ended
+            self._reconcile(info)
+            self.resumed_trials = len(self._seen)
+            return
         # (segment, trial) -> rung -> ("done", result) | ("failed", None) | ("wait", future)
         state: dict[tuple[str | None, int], dict[int | None, tuple[str, Any]]] = {}
         for w in info.get("works") or ():
-            m = _NAME.match(str(w["name"]))
-            if not m or m.group("seg") not in self.segments:
+            parsed = parse_trial_work(str(w["name"]))
+            if parsed is None or parsed[0] not in self.segments:
                 continue
-            seg = self.segments[m.group("seg")]
-            a = int(m.group("n"))
-            b = int(m.group("last")) if m.group("last") else a
-            rung = int(m.group("rung")) if m.group("rung") else (0 if self.budgets else None)
+            seg = self.segments[parsed[0]]
+            a, b = parsed[1], parsed[2]
+            rung = parsed[3] if parsed[3] is not None else (0 if self.budgets else None)
             n = b - a + 1
             rows = client.work_results(run_id, w["name"]) if w.get("n_jobs") or w["status"] != "new" else []
             by_idx = {int(r["idx"]): r for r in rows}
@@ -521,13 +662,15 @@ class Study:
                 if kind == "done":
                     p.params = dict(val.get("params") or {})
                     if "objective" in val:
-                        frozen = _frozen(seg, p, float(val["objective"]))
+                        frozen = frozen_trial(seg.space, p.params, float(val["objective"]), p.number,
+                                              p.work, dict(p.intermediates), resumed=True)
                         break
                     p.intermediates.append((int(val.get("step") or 0), float(val["intermediate"])))
                     if r == order[-1]:
                         self._continue.append(p)  # its next rung was never launched
                 elif kind == "failed":
-                    frozen = _frozen(seg, p, None)
+                    frozen = frozen_trial(seg.space, p.params, None, p.number, p.work,
+                                          dict(p.intermediates), resumed=True)
                     break
                 else:
                     self._resume.append((val, p))
@@ -542,7 +685,7 @@ class Study:
             if self.seed is None:
                 seg.study.sampler.reseed_rng()
             else:
-                seed = ((self.seed + i) * 1_000_003 + seg.allocated) % 2**31
+                seed = resumed_seed(self.seed, i, seg.allocated)
                 seg.study.sampler = make_sampler(self.sampler_spec, seed, seg.space, self.sampler_options)
 
     # ---------------------------------------------------------------- results
@@ -569,7 +712,7 @@ class Study:
         """Per segment: the best value, parameters and trial number."""
         out: dict[str | None, dict[str, Any]] = {}
         for name, seg in self.segments.items():
-            done = [t for t in seg.study.trials if t.state == TrialState.COMPLETE]
+            done = [t for t in seg.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
             if done:
                 b = seg.study.best_trial
                 out[name] = {"value": b.value, "params": dict(b.params),
@@ -601,7 +744,7 @@ class Study:
         """JSON: trials per state and the best per segment (the run's result)."""
         states: dict[str, int] = {}
         for seg in self.segments.values():
-            for t in seg.study.trials:
+            for t in seg.study.get_trials(deepcopy=False):
                 states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
         best = {(s or "main"): b for s, b in self.best().items()}
         return {"trials": states, "best": best}
@@ -618,14 +761,3 @@ class Study:
 def _first_result(client: Client, run_id: int, work: str) -> Any:
     rows = client.work_results(run_id, work)
     return rows[0].get("result") if rows and rows[0].get("status") == "finished" else None
-
-
-def _frozen(seg: _Segment, p: _Pending, value: float | None) -> optuna.trial.FrozenTrial:
-    params = dict(p.params or {})
-    dists = {k: seg.space[k] for k in params if k in seg.space}
-    state = TrialState.COMPLETE if value is not None else (
-        TrialState.PRUNED if p.intermediates else TrialState.FAIL)
-    return optuna.trial.create_trial(
-        params={k: params[k] for k in dists}, distributions=dists, value=value, state=state,
-        intermediate_values=dict(p.intermediates) or None,
-        user_attrs={"trial": p.number, "work": p.work, "resumed": True})

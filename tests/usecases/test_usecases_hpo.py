@@ -23,9 +23,11 @@ SPACE = {"x1": uniform(-5, 10), "x2": uniform(0, 15)}
 SEED = 15  # default TPE reaches 1 % of Branin's minimum in <= 100 trials for 4 of seeds 10..39
 
 
-def test_branin_tpe_reaches_minimum_and_matches_optuna(client: Client) -> None:
+@pytest.mark.parametrize("steer", ["client", "server"])
+def test_branin_tpe_reaches_minimum_and_matches_optuna(client: Client, steer: str) -> None:
     warm(client)
-    study = Study(branin, SPACE, max_trials=100, parallel=1, sampler="tpe", seed=SEED, name="branin")
+    study = Study(branin, SPACE, max_trials=100, parallel=1, sampler="tpe", seed=SEED, name="branin",
+                  steer=steer)
     df = study.optimize(timeout=300)
     values = df["value"].tolist()
     first = next(i + 1 for i, v in enumerate(values) if v <= BRANIN_MIN * 1.01)
@@ -136,7 +138,8 @@ def _slow_objective(log: str, x: float) -> float:
     return (x - 0.5) ** 2
 
 
-def test_study_resumes_after_server_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("steer", ["client", "server"])
+def test_study_resumes_after_server_restart(tmp_path: Path, steer: str) -> None:
     log = tmp_path / "calls.txt"
     objective = functools.partial(_slow_objective, str(log))
     handle = server_on(tmp_path, workers=2)
@@ -144,7 +147,7 @@ def test_study_resumes_after_server_restart(tmp_path: Path) -> None:
     try:
         warm(client)
         study = Study(objective, {"x": uniform(0, 1)}, max_trials=12, parallel=2, sampler="tpe",
-                      seed=7, name="restart", client=client)
+                      seed=7, name="restart", client=client, steer=steer)
         study.start()
         run_id = study.run_id
         assert run_id is not None
@@ -163,6 +166,7 @@ def test_study_resumes_after_server_restart(tmp_path: Path) -> None:
     client = Client(handle.url, handle.token)
     try:
         resumed = Study.load(run_id, objective, client=client)
+        assert resumed.steer == steer
         assert resumed.resumed_trials >= len(done_before)
         df = resumed.optimize(timeout=300)
     finally:
@@ -176,3 +180,75 @@ def test_study_resumes_after_server_restart(tmp_path: Path) -> None:
     for x in done_before:  # finished trials never ran again
         assert calls.count(x) == 1, x
     assert len(calls) <= 12 + 2  # at most the 2 in flight at the stop ran twice
+
+
+# ------------------------------------------------------------ steered by the server
+
+
+def _flaky(x: float) -> float:
+    if x > 0.5:
+        raise ValueError(f"diverged at {x}")
+    return (x - 0.4) ** 2
+
+
+def test_server_steered_segments_failures_and_metrics(client: Client) -> None:
+    """The server's Steerer runs segments side by side; failed trials are told as failed
+    (with their parameters), metrics reach the DataFrame, the run ends with the summary."""
+    study = Study({"a": _flaky, "b": _square}, {"x": uniform(0, 1)}, max_trials=12, parallel=3,
+                  sampler="random", seed=2, name="steered", segments=["a", "b"], steer="server")
+    df = study.optimize(timeout=300)
+    assert study.steer == "server"
+    assert (df.groupby("segment").size() == 12).all()
+    failed = df[df["state"] == "FAIL"]
+    assert len(failed) > 0 and (failed["segment"] == "a").all()
+    assert (failed["params_x"] > 0.5).all()  # the server said which points failed
+    assert (df[df["state"] == "COMPLETE"]["segment"] == "a").sum() == 12 - len(failed)
+    info = client.status(study.run_id)
+    body = {**info, **(info.get("body") or {})}
+    assert body["result"]["trials"] == {"complete": 24 - len(failed), "fail": len(failed)}
+    assert set(body["result"]["best"]) == {"a", "b"}
+    assert study.best_value == min(b["value"] for b in study.best().values())
+    works = {w["name"] for w in info["works"]}
+    assert any(n.startswith("a_trial_") for n in works) and any(n.startswith("b_trial_") for n in works)
+
+
+def test_server_steered_max_failures_fails_the_study(client: Client) -> None:
+    def always(x: float) -> float:
+        raise RuntimeError("no")
+
+    study = Study(always, {"x": uniform(0, 1)}, max_trials=20, parallel=2, sampler="random",
+                  seed=0, name="fails", max_failures=1, steer="server")
+    with pytest.raises(RuntimeError, match="2 trials failed"):
+        study.optimize(timeout=300)
+    assert client.status(study.run_id)["status"] == "failed"
+    assert len(client.status(study.run_id)["works"]) < 20  # it stopped asking
+
+
+def test_server_steered_stop_finishes_the_trials_in_flight(client: Client) -> None:
+    study = Study(functools.partial(_sleepy, 0.2), {"x": uniform(0, 1)}, max_trials=50, parallel=2,
+                  sampler="random", seed=0, name="stopped", steer="server")
+    study.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and len(study.dataframe()) < 2:
+        time.sleep(0.05)
+    study.stop()
+    study.wait(120)
+    df = study.dataframe()
+    assert 2 <= len(df) < 50 and (df["state"] == "COMPLETE").all()
+    assert client.status(study.run_id)["status"] == "finished"
+
+
+def _sleepy(seconds: float, x: float) -> float:
+    time.sleep(seconds)
+    return x
+
+
+def test_steer_choices_are_checked() -> None:
+    with pytest.raises(ValueError, match="steer must be"):
+        Study(_square, {"x": uniform(0, 1)}, steer="cloud")
+    with pytest.raises(ValueError, match="prunes trials"):
+        Study(_square, {"x": uniform(0, 1)}, budgets=[1, 2], steer="server")
+    with pytest.raises(ValueError, match="by name"):
+        Study(_square, {"x": uniform(0, 1)}, sampler=optuna.samplers.RandomSampler(), steer="server")
+    assert Study(_square, {"x": uniform(0, 1)}, steer="auto").steer == "server"
+    assert Study(_square, {"x": uniform(0, 1)}, budgets=[1, 2], steer="auto").steer == "client"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,8 @@ from optuna.distributions import (
 )
 
 __all__ = ["uniform", "loguniform", "integer", "categorical", "as_space", "space_to_json",
-           "space_from_json", "make_sampler", "SAMPLERS", "grid_of"]
+           "space_from_json", "make_sampler", "SAMPLERS", "grid_of", "trial_work_name",
+           "parse_trial_work", "frozen_trial", "resumed_seed", "tell"]
 
 Space = dict[str, BaseDistribution]
 
@@ -134,3 +136,66 @@ def make_sampler(sampler: str | optuna.samplers.BaseSampler, seed: int | None, s
         return optuna.samplers.CmaEsSampler(seed=seed, **opts)
     return optuna.samplers.GridSampler(grid_of(space), seed=seed)
 
+
+
+# -- trials as works ---------------------------------------------------------------------
+# A study's works are named after its trials, by the client's driver and by the server's
+# Steerer alike: ``[<segment>_]trial_<n>`` (one trial), ``..._trial_<a>_<b>`` (trials a..b,
+# one job each), ``..._trial_<n>_r<k>`` (rung k of a budgeted trial).
+_TRIAL_WORK = re.compile(r"^(?:(?P<seg>\w+?)_)?trial_(?P<n>\d+)(?:_(?P<last>\d+)|_r(?P<rung>\d+))?$")
+
+
+def trial_work_name(segment: str | None, first: int, last: int | None = None,
+                    rung: int | None = None) -> str:
+    base = f"trial_{first}" if segment is None else f"{segment}_trial_{first}"
+    if rung:
+        return f"{base}_r{rung}"
+    return base if last is None or last == first else f"{base}_{last}"
+
+
+def parse_trial_work(name: str) -> tuple[str | None, int, int, int | None] | None:
+    """``(segment, first trial, last trial, rung)`` of a trial work's name, or None."""
+    m = _TRIAL_WORK.match(name)
+    if m is None:
+        return None
+    first = int(m.group("n"))
+    last = int(m.group("last")) if m.group("last") else first
+    return m.group("seg"), first, last, int(m.group("rung")) if m.group("rung") else None
+
+
+def frozen_trial(space: Space, params: Mapping[str, Any] | None, value: float | None,
+                 number: int, work: str, intermediates: Mapping[int, float] | None = None,
+                 **attrs: Any) -> optuna.trial.FrozenTrial:
+    """A trial that ran elsewhere, to hand to ``study.add_trials``: complete with ``value``,
+    else pruned (it reported intermediate values) or failed."""
+    from optuna.trial import TrialState
+
+    params = dict(params or {})
+    dists = {k: space[k] for k in params if k in space}
+    state = TrialState.COMPLETE if value is not None else (
+        TrialState.PRUNED if intermediates else TrialState.FAIL)
+    return optuna.trial.create_trial(
+        params={k: params[k] for k in dists}, distributions=dists, value=value, state=state,
+        intermediate_values=dict(intermediates or {}) or None,
+        user_attrs={"trial": number, "work": work, **attrs})
+
+
+def resumed_seed(seed: int, index: int, allocated: int) -> int:
+    """The seed of segment ``index`` when a study resumes with ``allocated`` trials: a
+    sampler seeded as at the start would ask the same points again."""
+    return ((seed + index) * 1_000_003 + allocated) % 2**31
+
+
+def tell(study: optuna.Study, trial: optuna.trial.Trial, value: float | None,
+         state: Any = None) -> None:
+    """``study.tell`` outside ``study.optimize`` (the grid sampler calls ``study.stop()``
+    when it is exhausted, which Optuna allows only inside its loop)."""
+    tl = study._thread_local
+    tl.in_optimize_loop = True
+    try:
+        if value is not None:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    finally:
+        tl.in_optimize_loop = False

@@ -1,0 +1,358 @@
+"""Steerer: the server side of an HPO study, as iDDS's HPO steering.
+
+A study submitted with ``"steer": "server"`` in its ``study`` parameters (what
+:class:`idds_jupyter.hpo.Study` does when its sampler is one of Optuna's by name)
+is driven here instead of from the notebook. As each trial's job ends, its JSON
+result is told to the study's Optuna sampler, and the next point is asked and
+added to the run as a work, all in the server. The next trial therefore starts
+without a round trip through the client: no push to the kernel, no request back.
+
+Only JSON crosses. The sampler works on the parameters it proposes and on the
+value in each trial's JSON result. The objective stays an opaque blob (the
+``payload`` the client uploaded once per segment), unpickled by the workers only;
+each trial job gets its parameters as JSON keyword arguments.
+
+The run is the study's record. After a restart the Steerer rebuilds every open
+study from its trial works: finished trials are told to a new sampler (they never
+run again), trials still in flight are waited for, and the study goes on. The
+sampler runs in this thread, outside any transaction.
+
+Several runners may have the role: one steers a study at a time. It holds a
+lease in the run's ``meta`` (owner, expiry), renewed at every poll; another takes
+the study over once that owner is unregistered (stopped) or its lease expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy import select, update
+
+from idds_jupyter.agents.agent import Agent, Context
+from idds_jupyter.bus import event as ev
+from idds_jupyter.model import WorkflowStatus
+from idds_jupyter.model.space import (
+    Space,
+    frozen_trial,
+    make_sampler,
+    parse_trial_work,
+    resumed_seed,
+    space_from_json,
+    tell,
+    trial_work_name,
+)
+from idds_jupyter.store.sql import for_update, now
+from idds_jupyter.store.tables import agents, jobs, workflows, works
+
+if TYPE_CHECKING:
+    from idds_jupyter.core import Dispatch, Orchestrator
+
+log = logging.getLogger("idds_jupyter.agents")
+
+STEER = "server"
+_FINAL = ("finished", "failed", "cancelled")
+_RUNNING = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
+LEASE_S = 30.0
+
+
+@dataclass
+class _Segment:
+    name: str | None
+    space: Space
+    study: optuna.Study
+    work: dict[str, Any]  # the template of its trial works: payload digests and options
+    allocated: int = 0
+    next_number: int = 0
+
+
+@dataclass
+class _Trial:
+    seg: _Segment
+    number: int
+    trial: optuna.trial.Trial
+    work: str
+
+
+@dataclass
+class _Study:
+    id: int
+    cfg: dict[str, Any]
+    segments: dict[str | None, _Segment]
+    pending: dict[tuple[str, int], _Trial] = field(default_factory=dict)  # (work, job idx)
+    failures: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # their parameters, for the client
+    error: str | None = None
+
+    @property
+    def limit(self) -> int:
+        return int(self.cfg["parallel"]) + int(self.cfg.get("prefetch") or 0)
+
+    def summary(self) -> dict[str, Any]:
+        """The run's result: trials per state and the best per segment (as the client's)."""
+        states: dict[str, int] = {}
+        best: dict[str, Any] = {}
+        for seg in self.segments.values():
+            trials = seg.study.get_trials(deepcopy=False)
+            for t in trials:
+                states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+            if any(t.state == TrialState.COMPLETE for t in trials):
+                b = seg.study.best_trial
+                best[seg.name or "main"] = {"value": b.value, "params": dict(b.params),
+                                            "trial": b.user_attrs.get("trial", b.number)}
+        return {"trials": states, "best": best, "failed": self.failed}
+
+
+def steered(params: Any) -> dict[str, Any] | None:
+    """The study configuration of a run steered by the server, else None."""
+    cfg = params.get("study") if isinstance(params, dict) else None
+    return cfg if isinstance(cfg, dict) and cfg.get("steer") == STEER else None
+
+
+class Steerer(Agent):
+    role = "steerer"
+    wakes_on = (ev.JOB_RESULT, ev.WORKFLOW_NEW, ev.WORKFLOW_DIRTY, ev.WORKFLOW_TERMINAL)
+
+    def __init__(self, ctx: Context, dispatch: Dispatch | None = None) -> None:
+        super().__init__(ctx)
+        self.dispatch = dispatch
+        self.studies: dict[int, _Study] = {}
+        self._orch: Orchestrator | None = None
+        self._hinted: set[int] = set()  # steered runs an event named
+        self._candidates: set[int] = set()  # new open runs that may be studies
+        self._next_scan = 0.0
+
+    @property
+    def orch(self) -> Orchestrator:
+        """Adds the trial works and plans them as a client's ``add_works`` does."""
+        if self._orch is None:
+            from idds_jupyter.core import Orchestrator
+
+            self._orch = Orchestrator(self.ctx.config, engine=self.ctx.engine, bus=self.ctx.bus,
+                                      migrate=False, dispatch=self.dispatch)
+        return self._orch
+
+    def wait(self, timeout: float) -> None:
+        if self._coordinator is None:
+            super().wait(timeout)
+            return
+        for e in self._coordinator.get(timeout=timeout):
+            if e.key is None or not e.key.isdigit():
+                continue
+            wid = int(e.key)
+            if wid in self.studies:
+                self._hinted.add(wid)
+            elif e.type == ev.WORKFLOW_NEW and e.payload.get("open"):
+                self._candidates.add(wid)
+
+    def step(self) -> bool:
+        if time.monotonic() >= self._next_scan:
+            self._next_scan = time.monotonic() + self.ctx.config.poll_interval
+            self._scan()
+            self._hinted |= set(self.studies)
+        elif self._candidates:
+            self._discover(self._candidates)
+        self._candidates = set()
+        todo, self._hinted = self._hinted & set(self.studies), set()
+        for wid in sorted(todo):
+            try:
+                self._advance(self.studies[wid])
+            except Exception:
+                log.exception("steering study run %d failed; retrying", wid)
+        return False
+
+    # ------------------------------------------------------------- discovery
+    def _scan(self) -> None:
+        """Every poll: the open studies (a restart, a lost event), leases renewed; forget
+        the ended ones and those another runner took over."""
+        with self.ctx.engine.begin() as conn:
+            rows = conn.execute(select(workflows.c.id, workflows.c.params)
+                                .where(workflows.c.status.in_(_RUNNING))).all()
+        ids = {r.id for r in rows if steered(r.params)}
+        for wid in set(self.studies) - ids:
+            self.studies.pop(wid, None)
+        self._discover(ids)
+
+    def _discover(self, ids: set[int]) -> None:
+        """Lease the open steered runs among ``ids`` (renew ours); load the new ones."""
+        if not ids:
+            return
+        with self.ctx.engine.begin() as conn:
+            rows = conn.execute(for_update(conn, select(
+                workflows.c.id, workflows.c.params, workflows.c.meta, workflows.c.status)
+                .where(workflows.c.id.in_(sorted(ids))))).all()
+            live = {a for (a,) in conn.execute(select(agents.c.id))}
+            mine = []
+            t = now()
+            for r in rows:
+                meta = dict(r.meta or {})
+                if r.status not in _RUNNING or not meta.get("open") or not steered(r.params):
+                    continue
+                lease = meta.get("steerer") or {}
+                holder = lease.get("owner")
+                if (holder not in (None, self.ctx.owner) and holder in live
+                        and float(lease.get("expiry") or 0) > t):
+                    self.studies.pop(r.id, None)  # steered elsewhere
+                    continue
+                meta["steerer"] = {"owner": self.ctx.owner, "expiry": t + LEASE_S}
+                conn.execute(update(workflows).where(workflows.c.id == r.id).values(meta=meta))
+                mine.append(r)
+        for r in mine:
+            if r.id not in self.studies:
+                self._load(r.id, steered(r.params) or {})
+
+    def _load(self, wid: int, cfg: dict[str, Any]) -> None:
+        """A study from its configuration and the trial works it already has."""
+        try:
+            study = self._build(wid, cfg)
+        except Exception as exc:  # a configuration this server cannot run: say so, once
+            log.exception("study run %d cannot be steered", wid)
+            self.orch.close(wid, error=f"the server cannot steer this study: "
+                                       f"{type(exc).__name__}: {exc}")
+            return
+        self.studies[wid] = study
+        self._hinted.add(wid)
+
+    def _build(self, wid: int, cfg: dict[str, Any]) -> _Study:
+        segments: dict[str | None, _Segment] = {}
+        seed = cfg.get("seed")
+        for i, (key, obj) in enumerate(cfg["objectives"].items()):
+            name = key or None
+            space = space_from_json(cfg["spaces"][key])
+            smp = make_sampler(cfg["sampler"], None if seed is None else seed + i, space,
+                               cfg.get("sampler_options"))
+            st = optuna.create_study(direction=cfg["direction"], sampler=smp,
+                                     study_name=f"{cfg['name']}.{key or 'main'}")
+            segments[name] = _Segment(name, space, st, dict(obj["work"]))
+        study = _Study(wid, cfg, segments)
+        with self.ctx.engine.begin() as conn:
+            rows = conn.execute(
+                select(works.c.name, jobs.c.idx, jobs.c.status, jobs.c.result, jobs.c.kwargs,
+                       jobs.c.error)
+                .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+                .where(jobs.c.workflow_id == wid).order_by(jobs.c.id)).all()
+        done: dict[str | None, list[optuna.trial.FrozenTrial]] = {}
+        waiting: list[tuple[_Segment, int, dict[str, Any], str, int]] = []
+        for r in rows:
+            parsed = parse_trial_work(r.name)
+            if parsed is None or parsed[0] not in segments:
+                continue
+            seg = segments[parsed[0]]
+            number = parsed[1] + int(r.idx)
+            params = dict((r.kwargs or {}).get("params") or {})
+            seg.allocated += 1
+            seg.next_number = max(seg.next_number, number + 1)
+            if r.status not in _FINAL:
+                waiting.append((seg, number, params, r.name, int(r.idx)))
+                continue
+            value = _objective(r.result) if r.status == "finished" else None
+            if value is None:
+                study.failures.append(f"{r.name}: {r.error or 'no objective in its result'}")
+                study.failed.append({"work": r.name, "idx": int(r.idx), "params": params})
+            done.setdefault(seg.name, []).append(
+                frozen_trial(seg.space, params, value, number, r.name, resumed=True))
+        for i, seg in enumerate(segments.values()):
+            if seg.name in done:
+                seg.study.add_trials(done[seg.name])
+                seg.study.sampler = make_sampler(
+                    cfg["sampler"], None if seed is None else resumed_seed(seed, i, seg.allocated),
+                    seg.space, cfg.get("sampler_options"))
+        for seg, number, params, work, idx in waiting:
+            seg.study.enqueue_trial(params, skip_if_exists=False)
+            trial = seg.study.ask(seg.space)
+            trial.set_user_attr("trial", number)
+            study.pending[(work, idx)] = _Trial(seg, number, trial, work)
+        return study
+
+    # -------------------------------------------------------------- steering
+    def _advance(self, study: _Study) -> None:
+        """Tell what ended, ask for every free slot, add those trials; end the study when done."""
+        wid = study.id
+        names = sorted({w for w, _ in study.pending})
+        with self.ctx.engine.begin() as conn:
+            wf = conn.execute(select(workflows.c.status, workflows.c.meta)
+                              .where(workflows.c.id == wid)).first()
+            ended = conn.execute(
+                select(works.c.name, jobs.c.idx, jobs.c.status, jobs.c.result, jobs.c.error)
+                .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+                .where(jobs.c.workflow_id == wid, jobs.c.status.in_(_FINAL),
+                       works.c.name.in_(names))).all() if names else []
+        lease = ((wf.meta or {}).get("steerer") or {}) if wf is not None else {}
+        if wf is None or wf.status not in _RUNNING or lease.get("owner") != self.ctx.owner:
+            self.studies.pop(wid, None)  # aborted, ended, or steered elsewhere
+            return
+        for r in ended:
+            t = study.pending.pop((r.name, int(r.idx)), None)
+            if t is None:
+                continue
+            value = _objective(r.result) if r.status == "finished" else None
+            t.trial.set_user_attr("work", t.work)
+            if value is not None:
+                for k, v in ((r.result or {}).get("metrics") or {}).items():
+                    t.trial.set_user_attr(f"metric_{k}", v)
+                tell(t.seg.study, t.trial, value)
+                continue
+            msg = f"{t.work}: {r.error or 'no objective in its result'}"
+            study.failures.append(msg)
+            study.failed.append({"work": t.work, "idx": int(r.idx), "params": dict(t.trial.params)})
+            t.trial.set_user_attr("error", str(r.error or "")[:500])
+            tell(t.seg.study, t.trial, None, TrialState.FAIL)
+            limit = study.cfg.get("max_failures")
+            if limit is not None and len(study.failures) > int(limit) and study.error is None:
+                study.error = (f"study {study.cfg['name']}: {len(study.failures)} trials failed; "
+                               f"the last: {msg}")
+        is_open = bool((wf.meta or {}).get("open"))
+        new = self._ask(study) if is_open and study.error is None else []
+        if new:
+            self.orch.add_works(wid, new)
+        elif not study.pending:
+            self.studies.pop(wid, None)
+            if is_open:  # the client stopping the study closed it already
+                self.orch.close(wid, result=study.summary(), error=study.error)
+
+    def _ask(self, study: _Study) -> list[dict[str, Any]]:
+        """Points for the free slots; the new trials of a segment go out as ONE work."""
+        batches: dict[str | None, list[_Trial]] = {}
+        n = len(study.pending)
+        max_trials = int(study.cfg["max_trials"])
+        while n < study.limit:
+            open_ = [s for s in study.segments.values() if s.allocated < max_trials]
+            if not open_:
+                break
+            in_flight = {s.name: 0 for s in study.segments.values()}
+            for t in study.pending.values():
+                in_flight[t.seg.name] += 1
+            for b in batches.values():
+                in_flight[b[0].seg.name] += len(b)
+            seg = min(open_, key=lambda s: (in_flight[s.name], s.allocated))
+            trial = seg.study.ask(seg.space)
+            number = seg.next_number
+            seg.next_number += 1
+            seg.allocated += 1
+            trial.set_user_attr("trial", number)
+            batches.setdefault(seg.name, []).append(_Trial(seg, number, trial, ""))
+            n += 1
+        out = []
+        for batch in batches.values():
+            seg = batch[0].seg
+            name = trial_work_name(seg.name, batch[0].number, batch[-1].number)
+            kwargs_list = []
+            for i, t in enumerate(batch):
+                t.work = name
+                study.pending[(name, i)] = t
+                meta = {"trial": t.number, "segment": seg.name, "final": True,
+                        "key": study.cfg.get("key"), "step": None, "budget": None}
+                kwargs_list.append({"params": dict(t.trial.params), "meta": meta})
+            out.append({**seg.work, "name": name, "kwargs_list": kwargs_list})
+        return out
+
+
+def _objective(result: Any) -> float | None:
+    """The value of a trial's JSON result (None when it has none)."""
+    if isinstance(result, dict) and isinstance(result.get("objective"), int | float):
+        return float(result["objective"])
+    return None

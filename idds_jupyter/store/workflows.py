@@ -7,13 +7,14 @@ workflow row's lock and in one transaction, so a plan is applied once.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model import (
@@ -28,7 +29,7 @@ from idds_jupyter.model import (
     WorkStatus,
     plan,
 )
-from idds_jupyter.store.sql import Locked, for_update, now
+from idds_jupyter.store.sql import Locked, for_update, is_postgres, now
 from idds_jupyter.store.tables import jobs, messages, workflows, works
 
 ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
@@ -129,12 +130,12 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
         raise LookupError(f"no workflow with id {workflow_id}")
     if row["status"] not in ACTIVE:
         raise WorkflowClosed(f"workflow {workflow_id} is {row['status']}: no works can be added")
-    old = parsed_template(conn, workflow_id, row["template"])
+    stored, old = _template_of(conn, workflow_id, row)
     wf = old.grown(new, row["params"])
     added = wf.works[len(old.works):]
     # the stored template is the old one plus the new works: no O(n) re-serialisation
-    template = {**row["template"], "works": [*row["template"].get("works", ()),
-                                             *(w.to_dict() for w in added)]}
+    new_dicts = [w.to_dict() for w in added]
+    template = {**stored, "works": [*stored.get("works", ()), *new_dicts]}
     meta = dict(row["meta"] or {})
     clean = row["dirty_seq"] == row["clean_seq"]
     meta["independent"] = bool(meta.get("independent")) and wf.independent()
@@ -143,9 +144,11 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
     alone = clean and bool(meta.get("open")) and meta["independent"]
     # planned alone right below, in this transaction: it is clean once this commits
     clean_seq = dirty_seq if alone else row["clean_seq"]
-    conn.execute(_GROWN, {"wf": workflow_id, "template": template, "meta": meta,
-                          "dirty_seq": dirty_seq, "clean_seq": clean_seq, "t": now()})
-    _remember(conn, workflow_id, template, wf)
+    t = now()
+    conn.execute(_GROWN, {"wf": workflow_id, "meta": meta, "dirty_seq": dirty_seq,
+                          "clean_seq": clean_seq, "t": t})
+    _append_works(conn, workflow_id, stored, template, new_dicts)
+    _remember(conn, workflow_id, template, wf, (dirty_seq, t))
     out = Grown([str(w["name"]) for w in new], row["backend"])
     if alone:
         part = Workflow(name=wf.name, parameters=wf.parameters, parameter_specs=wf.parameter_specs,
@@ -156,13 +159,51 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
     return out
 
 
-_GROW = Locked(select(workflows.c.id, workflows.c.template, workflows.c.params, workflows.c.status,
+# Not the template: a run that grows by one work at a time would read (and decode) all
+# its works each time. The parsed template is kept here with the (dirty_seq, updated_at)
+# its last growth wrote; any other change of the row changes them, and the template is
+# read again (see _template_of).
+_GROW = Locked(select(workflows.c.id, workflows.c.params, workflows.c.status,
                       workflows.c.meta, workflows.c.backend, workflows.c.dirty_seq,
-                      workflows.c.clean_seq, workflows.c.finished_at)
+                      workflows.c.clean_seq, workflows.c.finished_at, workflows.c.updated_at)
                .where(workflows.c.id == bindparam("wf")))
 _GROWN = update(workflows).where(workflows.c.id == bindparam("wf")).values(
-    template=bindparam("template"), meta=bindparam("meta"), dirty_seq=bindparam("dirty_seq"),
+    meta=bindparam("meta"), dirty_seq=bindparam("dirty_seq"),
     clean_seq=bindparam("clean_seq"), updated_at=bindparam("t"))
+_TEMPLATE = select(workflows.c.template).where(workflows.c.id == bindparam("wf"))
+# Appending in the database (its JSON functions, in C) instead of writing the whole
+# template again from Python.
+_APPEND_SQLITE = text("UPDATE workflows SET template = json_insert(template, '$.works[#]', json(:w)) "
+                      "WHERE id = :wf")
+_APPEND_PG = text("UPDATE workflows SET template = jsonb_set(template, '{works}', "
+                  "(template -> 'works') || CAST(:w AS jsonb)) WHERE id = :wf")
+_SET_TEMPLATE = update(workflows).where(workflows.c.id == bindparam("wf")).values(
+    template=bindparam("template"))
+
+
+def _template_of(conn: Connection, workflow_id: int, row: Any
+                 ) -> tuple[Mapping[str, Any], Workflow]:
+    """The stored template and its parsed workflow: from memory when this process wrote
+    the row last (same ``dirty_seq`` and ``updated_at``), else read."""
+    key = (str(conn.engine.url), int(workflow_id))
+    with _parsed_lock:
+        hit = _parsed.get(key)
+        version = _versions.get(key)
+    if hit is not None and version == (row["dirty_seq"], row["updated_at"]):
+        return hit
+    stored = conn.execute(_TEMPLATE, {"wf": workflow_id}).scalar_one()
+    return stored, parsed_template(conn, workflow_id, stored)
+
+
+def _append_works(conn: Connection, workflow_id: int, stored: Mapping[str, Any],
+                  template: Mapping[str, Any], new: list[dict[str, Any]]) -> None:
+    if not isinstance(stored.get("works"), list):
+        conn.execute(_SET_TEMPLATE, {"wf": workflow_id, "template": template})
+    elif is_postgres(conn):
+        conn.execute(_APPEND_PG, {"wf": workflow_id, "w": json.dumps(new)})
+    else:
+        for w in new:
+            conn.execute(_APPEND_SQLITE, {"wf": workflow_id, "w": json.dumps(w)})
 
 
 # Parsed templates: the Clerk plans a growing FaaT run after every work it adds,
@@ -170,6 +211,7 @@ _GROWN = update(workflows).where(workflows.c.id == bindparam("wf")).values(
 # workflow id, checked against the stored template itself (dict equality runs in
 # C, several times faster than hashing its JSON).
 _parsed: OrderedDict[tuple[str, int], tuple[Mapping[str, Any], Workflow]] = OrderedDict()
+_versions: dict[tuple[str, int], tuple[int, float]] = {}  # what add_works wrote last
 _parsed_lock = threading.Lock()
 
 
@@ -188,13 +230,19 @@ def parsed_template(conn: Connection, workflow_id: int, template: Mapping[str, A
     return wf
 
 
-def _remember(conn: Connection, workflow_id: int, template: Mapping[str, Any], wf: Workflow) -> None:
+def _remember(conn: Connection, workflow_id: int, template: Mapping[str, Any], wf: Workflow,
+              version: tuple[int, float] | None = None) -> None:
     key = (str(conn.engine.url), int(workflow_id))
     with _parsed_lock:
         _parsed[key] = (template, wf)
         _parsed.move_to_end(key)
+        if version is not None:
+            _versions[key] = version
+        else:
+            _versions.pop(key, None)
         while len(_parsed) > 256:
-            _parsed.popitem(last=False)
+            old, _ = _parsed.popitem(last=False)
+            _versions.pop(old, None)
 
 
 def close(conn: Connection, workflow_id: int, result: Any = None, result_blob: str | None = None,

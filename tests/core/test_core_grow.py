@@ -137,3 +137,23 @@ def test_a_run_that_ends_at_submission_has_its_outbound_message(tmp_path: Path,
     with orch.engine.begin() as conn:
         sent = conn.execute(select(messages.c.payload).where(messages.c.workflow_id == wid)).all()
     assert [p["status"] for (p,) in sent] == ["finished"]
+
+
+def test_a_template_another_writer_grew_is_read_again(tmp_path: Path, db_url: str) -> None:
+    """Growth appends in the database and keeps the parsed template in memory; a change
+    made elsewhere (another API process growing the same run) is read, never overwritten."""
+    from sqlalchemy import update
+
+    orch = Orchestrator(config(tmp_path, db_url))
+    wid = orch.submit({"name": "body", "works": []}, open=True)
+    orch.add_works(wid, [_call("a")])
+    orch.add_works(wid, [_call("b")])
+    row = _row(orch, wid)
+    grown = {**row["template"], "works": [*row["template"]["works"], _call("elsewhere")]}
+    with orch.engine.begin() as conn:  # what another process's add_works writes
+        conn.execute(update(workflows).where(workflows.c.id == wid).values(
+            template=grown, dirty_seq=workflows.c.dirty_seq + 1, updated_at=row["updated_at"] + 1))
+    orch.add_works(wid, [_call("c")])
+    row = _row(orch, wid)
+    assert [w["name"] for w in row["template"]["works"]] == ["a", "b", "elsewhere", "c"]
+    assert row["template"] == Workflow.from_dict(row["template"]).to_dict()

@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from sqlalchemy import select, update
 
 from idds_jupyter.agents.agent import Agent, Context
+from idds_jupyter.bus import Subscription
 from idds_jupyter.bus import event as ev
 from idds_jupyter.model import WorkflowStatus
 from idds_jupyter.model.space import (
@@ -48,6 +49,7 @@ from idds_jupyter.model.space import (
 )
 from idds_jupyter.store.sql import for_update, now
 from idds_jupyter.store.tables import agents, jobs, workflows, works
+from idds_jupyter.store.workflows import WorkflowClosed
 
 if TYPE_CHECKING:
     from idds_jupyter.core import Dispatch, Orchestrator
@@ -122,9 +124,11 @@ class Steerer(Agent):
         self.dispatch = dispatch
         self.studies: dict[int, _Study] = {}
         self._orch: Orchestrator | None = None
-        self._hinted: set[int] = set()  # steered runs an event named
+        self._notes: dict[int, list[dict[str, Any]]] = {}  # pushed job results per study
+        self._check: set[int] = set()  # studies whose run changed otherwise: read them
         self._candidates: set[int] = set()  # new open runs that may be studies
         self._next_scan = 0.0
+        self._sub: Subscription | None = None
 
     @property
     def orch(self) -> Orchestrator:
@@ -136,16 +140,27 @@ class Steerer(Agent):
                                       migrate=False, dispatch=self.dispatch)
         return self._orch
 
+    # Events unmerged (no Coordinator): each job.result event carries its jobs' JSON
+    # results, and a study is told them as they come, with no query. A lost event costs
+    # a poll's delay: every poll reads each study's ended trials from the store.
+    def setup(self) -> None:
+        self._sub = self.ctx.bus.subscribe(self.wakes_on)
+
+    def teardown(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+
     def wait(self, timeout: float) -> None:
-        if self._coordinator is None:
-            super().wait(timeout)
-            return
-        for e in self._coordinator.get(timeout=timeout):
+        assert self._sub is not None
+        for e in self._sub.get(timeout):
             if e.key is None or not e.key.isdigit():
                 continue
             wid = int(e.key)
             if wid in self.studies:
-                self._hinted.add(wid)
+                if e.type == ev.JOB_RESULT:
+                    self._notes.setdefault(wid, []).extend(e.payload.get("jobs") or ())
+                else:
+                    self._check.add(wid)
             elif e.type == ev.WORKFLOW_NEW and e.payload.get("open"):
                 self._candidates.add(wid)
 
@@ -153,16 +168,18 @@ class Steerer(Agent):
         if time.monotonic() >= self._next_scan:
             self._next_scan = time.monotonic() + self.ctx.config.poll_interval
             self._scan()
-            self._hinted |= set(self.studies)
+            self._check |= set(self.studies)
         elif self._candidates:
             self._discover(self._candidates)
         self._candidates = set()
-        todo, self._hinted = self._hinted & set(self.studies), set()
-        for wid in sorted(todo):
+        notes, self._notes = self._notes, {}
+        check, self._check = self._check, set()
+        for wid in sorted((set(notes) | check) & set(self.studies)):
             try:
-                self._advance(self.studies[wid])
+                self._advance(self.studies[wid], None if wid in check else notes[wid])
             except Exception:
                 log.exception("steering study run %d failed; retrying", wid)
+                self._check.add(wid)
         return False
 
     # ------------------------------------------------------------- discovery
@@ -215,7 +232,7 @@ class Steerer(Agent):
                                        f"{type(exc).__name__}: {exc}")
             return
         self.studies[wid] = study
-        self._hinted.add(wid)
+        self._check.add(wid)
 
     def _build(self, wid: int, cfg: dict[str, Any]) -> _Study:
         segments: dict[str | None, _Segment] = {}
@@ -269,46 +286,60 @@ class Steerer(Agent):
         return study
 
     # -------------------------------------------------------------- steering
-    def _advance(self, study: _Study) -> None:
-        """Tell what ended, ask for every free slot, add those trials; end the study when done."""
+    def _advance(self, study: _Study, notes: list[dict[str, Any]] | None = None) -> None:
+        """Tell what ended, ask for every free slot, add those trials; end the study when done.
+
+        ``notes``: the pushed results to tell, the run known open and ours; else both
+        are read from the store.
+        """
         wid = study.id
-        names = sorted({w for w, _ in study.pending})
-        with self.ctx.engine.begin() as conn:
-            wf = conn.execute(select(workflows.c.status, workflows.c.meta)
-                              .where(workflows.c.id == wid)).first()
-            ended = conn.execute(
-                select(works.c.name, jobs.c.idx, jobs.c.status, jobs.c.result, jobs.c.error)
-                .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
-                .where(jobs.c.workflow_id == wid, jobs.c.status.in_(_FINAL),
-                       works.c.name.in_(names))).all() if names else []
-        lease = ((wf.meta or {}).get("steerer") or {}) if wf is not None else {}
-        if wf is None or wf.status not in _RUNNING or lease.get("owner") != self.ctx.owner:
-            self.studies.pop(wid, None)  # aborted, ended, or steered elsewhere
-            return
+        is_open = True
+        if notes is None:
+            names = sorted({w for w, _ in study.pending})
+            with self.ctx.engine.begin() as conn:
+                wf = conn.execute(select(workflows.c.status, workflows.c.meta)
+                                  .where(workflows.c.id == wid)).first()
+                ended = [dict(r) for r in conn.execute(
+                    select(works.c.name.label("work"), jobs.c.idx, jobs.c.status, jobs.c.result,
+                           jobs.c.error)
+                    .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+                    .where(jobs.c.workflow_id == wid, jobs.c.status.in_(_FINAL),
+                           works.c.name.in_(names))).mappings()] if names else []
+            lease = ((wf.meta or {}).get("steerer") or {}) if wf is not None else {}
+            if wf is None or wf.status not in _RUNNING or lease.get("owner") != self.ctx.owner:
+                self.studies.pop(wid, None)  # aborted, ended, or steered elsewhere
+                return
+            is_open = bool((wf.meta or {}).get("open"))
+        else:
+            ended = [n for n in notes if n.get("status") in _FINAL]
         for r in ended:
-            t = study.pending.pop((r.name, int(r.idx)), None)
+            t = study.pending.pop((str(r.get("work")), int(r.get("idx") or 0)), None)
             if t is None:
                 continue
-            value = _objective(r.result) if r.status == "finished" else None
+            result, error = r.get("result"), r.get("error")
+            value = _objective(result) if r.get("status") == "finished" else None
             t.trial.set_user_attr("work", t.work)
             if value is not None:
-                for k, v in ((r.result or {}).get("metrics") or {}).items():
+                for k, v in ((result or {}).get("metrics") or {}).items():
                     t.trial.set_user_attr(f"metric_{k}", v)
                 tell(t.seg.study, t.trial, value)
                 continue
-            msg = f"{t.work}: {r.error or 'no objective in its result'}"
+            msg = f"{t.work}: {error or 'no objective in its result'}"
             study.failures.append(msg)
-            study.failed.append({"work": t.work, "idx": int(r.idx), "params": dict(t.trial.params)})
-            t.trial.set_user_attr("error", str(r.error or "")[:500])
+            study.failed.append({"work": t.work, "idx": int(r.get("idx") or 0),
+                                 "params": dict(t.trial.params)})
+            t.trial.set_user_attr("error", str(error or "")[:500])
             tell(t.seg.study, t.trial, None, TrialState.FAIL)
             limit = study.cfg.get("max_failures")
             if limit is not None and len(study.failures) > int(limit) and study.error is None:
                 study.error = (f"study {study.cfg['name']}: {len(study.failures)} trials failed; "
                                f"the last: {msg}")
-        is_open = bool((wf.meta or {}).get("open"))
         new = self._ask(study) if is_open and study.error is None else []
         if new:
-            self.orch.add_works(wid, new)
+            try:
+                self.orch.add_works(wid, new)
+            except WorkflowClosed:  # aborted or ended meanwhile
+                self.studies.pop(wid, None)
         elif not study.pending:
             self.studies.pop(wid, None)
             if is_open:  # the client stopping the study closed it already

@@ -36,15 +36,15 @@ Pruning: with ``budgets=[1, 3, 9]`` a trial runs as successive jobs
 rung the value is reported to Optuna and the ``pruner`` (default
 ``MedianPruner``) decides whether the trial goes on.
 
-Steering on the server: with ``steer="server"`` the sampler runs in the server
-(its Steerer agent, :mod:`idds_jupyter.agents.steerer`) rather than in this
-process. The objective is uploaded once per segment, the server asks for points
+Steering on the server (the default, ``steer="auto"``, whenever the study allows
+it): the sampler runs in the server (its Steerer agent,
+:mod:`idds_jupyter.agents.steerer`) rather than in this process. The objective is uploaded once per segment, the server asks for points
 and adds the trial works itself, and this process only receives the results (a
 live copy of the Optuna studies, for :meth:`dataframe` and :meth:`best`). The
 study goes on when the notebook's kernel goes away. ``stop()`` closes the run
 (no new points), and :meth:`load` attaches to it again. This takes a sampler
-given by name, with JSON ``sampler_options`` and no pruning; ``steer="auto"``
-chooses the server whenever the study allows it.
+given by name, with JSON ``sampler_options`` and no pruning; other studies, and
+``steer="client"``, are driven from a thread of this process as below.
 
 Persistence: the run is the study's record. Each trial job's JSON result holds
 its parameters and value, and the study's configuration is the run's
@@ -99,6 +99,7 @@ __all__ = ["Study", "StudyRun"]
 
 _WORK_OPTIONS = ("backend", "cores", "memory_mb", "retries", "timeout_s", "env")
 _FINAL_JOBS = ("finished", "failed", "cancelled")
+STEERER_WAIT_S = 30.0  # a study steered by the server with no trial by then has no Steerer
 
 
 class StudyRun(Run):
@@ -166,7 +167,7 @@ class Study:
                  pruner: optuna.pruners.BasePruner | None = None,
                  budgets: Sequence[float] | None = None, budget_arg: str = "budget",
                  key: str | None = None, sampler_options: Mapping[str, Any] | None = None,
-                 max_failures: int | None = None, prefetch: int = 0, steer: str = "client",
+                 max_failures: int | None = None, prefetch: int = 0, steer: str = "auto",
                  client: Client | None = None) -> None:
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
@@ -378,7 +379,16 @@ class Study:
         """Wait for the run to end, then tell what the pushes missed."""
         assert self.run is not None
         try:
-            status = self.client.wait_workflow(self.run.id)
+            try:
+                status = self.client.wait_workflow(self.run.id, STEERER_WAIT_S)
+            except TimeoutError:
+                if not self.client.status(self.run.id).get("works"):
+                    msg = (f"study {self.name}: no trial was started in {STEERER_WAIT_S:.0f} s; is a "
+                           f"Steerer running (agent role 'steerer')? steer='client' needs none")
+                    with contextlib.suppress(Exception):
+                        self.client.close(self.run.id, error=msg)
+                    raise RuntimeError(msg) from None
+                status = self.client.wait_workflow(self.run.id)
             if self._abandon.is_set():
                 return
             info = self.client.status(self.run.id)

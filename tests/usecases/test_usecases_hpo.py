@@ -252,3 +252,21 @@ def test_steer_choices_are_checked() -> None:
         Study(_square, {"x": uniform(0, 1)}, sampler=optuna.samplers.RandomSampler(), steer="server")
     assert Study(_square, {"x": uniform(0, 1)}, steer="auto").steer == "server"
     assert Study(_square, {"x": uniform(0, 1)}, budgets=[1, 2], steer="auto").steer == "client"
+
+
+def test_a_study_for_a_server_without_steerer_says_so(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from idds_jupyter.hpo import study as study_module
+
+    monkeypatch.setattr(study_module, "STEERER_WAIT_S", 2.0)
+    handle = server_on(tmp_path, roles=("clerk", "transformer", "carrier"))
+    client = Client(handle.url, handle.token)
+    try:
+        study = Study(_square, {"x": uniform(0, 4)}, max_trials=4, parallel=2, sampler="random",
+                      seed=0, name="nosteerer", client=client, steer="server")
+        with pytest.raises(RuntimeError, match="is a Steerer running"):
+            study.optimize(timeout=60)
+        assert client.wait_workflow(study.run_id, 30) == "failed"
+    finally:
+        client.shutdown()
+        handle.stop()

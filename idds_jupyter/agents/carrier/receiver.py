@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -13,7 +14,10 @@ from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.jobs import Outcome, mark_running, record_results
 
-START_GRACE_S = 0.005
+# A job's "started" note is written at the latest this long after it arrived: with the
+# next results when some come sooner (one transaction, not two), or on its own. A job
+# that ends within it is recorded once, started and ended together.
+STARTED_WITHIN_S = 0.25
 
 
 class Receiver(Agent):
@@ -24,13 +28,18 @@ class Receiver(Agent):
         self.name = f"idds-receiver-{backend}"
         self.state = state
         self.backend = state.backends[backend]
+        self._starts: dict[int, tuple[int, float]] = {}  # job id -> (attempt, started_at)
+        self._starts_since = 0.0  # when the oldest of those arrived
 
     def wait(self, timeout: float) -> None:
         pass  # results() below blocks; nothing else to wait for
 
     def step(self) -> bool:
-        got = self.backend.results(timeout=0.2)
-        if self.ctx.stop.is_set() and not got:
+        wait = 0.2
+        if self._starts:
+            wait = max(0.0, min(wait, self._starts_since + STARTED_WITHIN_S - time.monotonic()))
+        got = self.backend.results(timeout=wait)
+        if self.ctx.stop.is_set() and not got and not self._starts:
             return False
         # Gather what else arrived meanwhile: bigger transactions, fewer commits.
         while got and len(got) < self.ctx.config.batch * 4:
@@ -38,17 +47,20 @@ class Receiver(Agent):
             if not more:
                 break
             got += more
-        if not got:
-            return False
-        if all("ok" not in r for r in got):
-            # Only "started" notes: a short job's result is usually right behind them.
-            # Waiting a moment records both in one transaction instead of two.
-            got += self.backend.results(timeout=START_GRACE_S)
         results = [r for r in got if "ok" in r]
-        ended = {int(r["job_id"]) for r in results}
-        started = [(int(r["job_id"]), int(r["attempt"]), float(r.get("started_at") or 0))
-                   for r in got if r.get("started") is True and "ok" not in r
-                   and int(r["job_id"]) not in ended]
+        for r in got:
+            if r.get("started") is True and "ok" not in r:
+                if not self._starts:
+                    self._starts_since = time.monotonic()
+                self._starts[int(r["job_id"])] = (int(r["attempt"]), float(r.get("started_at") or 0))
+        for r in results:
+            self._starts.pop(int(r["job_id"]), None)
+        due = bool(self._starts) and (
+            self.ctx.stop.is_set() or time.monotonic() >= self._starts_since + STARTED_WITHIN_S)
+        if not results and not due:
+            return bool(got)
+        started = [(jid, att, t) for jid, (att, t) in self._starts.items()]
+        self._starts = {}
         out = Outcome()
         with self.ctx.engine.begin() as conn:
             if started:

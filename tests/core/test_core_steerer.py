@@ -1,0 +1,90 @@
+"""The Steerer drives an HPO study from the server, on SQLite and PostgreSQL: it asks
+Optuna for points, adds the trials, tells their JSON results, ends the run with its
+summary; a second runner takes the study over when the first one stops."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+from helpers import config, wait_for
+from sqlalchemy import select
+
+from idds_jupyter.agents.runner import Runner
+from idds_jupyter.config import Config
+from idds_jupyter.core import Orchestrator
+from idds_jupyter.hpo.trial import run_trial
+from idds_jupyter.model.space import parse_trial_work, space_to_json, uniform
+from idds_jupyter.store.cache import write_blob
+from idds_jupyter.store.tables import jobs, workflows, works
+
+
+def _study(cfg: Config, objective: Any, max_trials: int, parallel: int) -> tuple[dict[str, Any], str]:
+    """The ``study`` parameters a client submits for the server to steer, and the digest of
+    the objective's blob (written into the cache as the client's upload would)."""
+    sha, _ = write_blob(cfg.cache_dir, cloudpickle.dumps((run_trial, (), {"objective": objective,
+                                                                          "extra": {}})))
+    study = {"name": "s", "direction": "minimize", "max_trials": max_trials, "parallel": parallel,
+             "sampler": "random", "seed": 3, "segments": None, "prefetch": 0, "key": None,
+             "spaces": {"": space_to_json({"x": uniform(0, 1)})}, "steer": "server",
+             "max_failures": None, "sampler_options": None,
+             "objectives": {"": {"work": {"payload": {"function": sha}}}}}
+    return study, sha
+
+
+def _trials(orch: Orchestrator, wid: int) -> list[tuple[int, str, Any, Any]]:
+    """(trial number, job status, parameters, JSON result) of every trial job."""
+    with orch.engine.begin() as conn:
+        rows = conn.execute(select(works.c.name, jobs.c.idx, jobs.c.status, jobs.c.kwargs, jobs.c.result)
+                            .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+                            .where(jobs.c.workflow_id == wid)).all()
+    out = []
+    for r in rows:
+        parsed = parse_trial_work(r.name)
+        assert parsed is not None, r.name
+        out.append((parsed[1] + r.idx, r.status, (r.kwargs or {}).get("params"), r.result))
+    return sorted(out, key=lambda t: t[0])
+
+
+def test_the_steerer_runs_a_study(tmp_path: Path, db_url: str) -> None:
+    cfg = config(tmp_path, db_url)
+    study, _ = _study(cfg, lambda x: (x - 0.3) ** 2, max_trials=8, parallel=3)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "s", "works": []}, {"study": study}, open=True)
+        assert orch.wait(wid, timeout=120) == "finished"
+    trials = _trials(orch, wid)
+    assert [t[0] for t in trials] == list(range(8))  # each trial once, numbered in order
+    for _, status, params, result in trials:
+        assert status == "finished"
+        assert result["objective"] == (params["x"] - 0.3) ** 2 and result["params"] == params
+    info = orch.status(wid)
+    body = {**info, **(info.get("body") or {})}
+    assert body["result"]["trials"] == {"complete": 8}
+    best = min(trials, key=lambda t: t[3]["objective"])
+    assert body["result"]["best"]["main"]["value"] == best[3]["objective"]
+
+
+def test_another_runner_takes_the_study_over(tmp_path: Path, db_url: str) -> None:
+    cfg = config(tmp_path, db_url)
+    study, _ = _study(cfg, lambda x: (time.sleep(0.4), x)[1], max_trials=6, parallel=1)
+    first = Runner(cfg).start()
+    orch = Orchestrator(cfg, engine=first.engine, bus=first.bus, dispatch=first.dispatch)
+    wid = orch.submit({"name": "s", "works": []}, {"study": study}, open=True)
+    wait_for(lambda: any(t[1] == "finished" for t in _trials(orch, wid)), timeout=60)
+    with orch.engine.begin() as conn:
+        meta = conn.execute(select(workflows.c.meta).where(workflows.c.id == wid)).scalar_one()
+    assert meta["steerer"]["owner"] == first.owner
+    first.stop()  # unregistered: its lease no longer holds
+    with Runner(cfg) as second:
+        orch = Orchestrator(cfg, engine=second.engine, bus=second.bus, dispatch=second.dispatch)
+        assert orch.wait(wid, timeout=120) == "finished"
+        with orch.engine.begin() as conn:
+            meta = conn.execute(select(workflows.c.meta).where(workflows.c.id == wid)).scalar_one()
+        assert meta["steerer"]["owner"] == second.owner
+    trials = _trials(orch, wid)
+    # the trial in flight at the stop ran again (at-least-once), none was asked twice
+    assert [t[0] for t in trials] == list(range(6))
+    assert all(t[1] == "finished" for t in trials)

@@ -12,7 +12,7 @@
     df = study.optimize()          # a pandas DataFrame, one row per trial
     study.best_value, study.best_params
 
-How it runs. The study submits an *open* workflow (its run) and drives it from
+How it runs (``steer="client"``). The study submits an *open* workflow (its run) and drives it from
 a thread of this process, as a ``@workflow`` body does: it asks Optuna for a
 point (``study.ask``), adds a one-job Work ``trial_<n>`` to the run that
 evaluates the objective there (:func:`idds_jupyter.hpo.trial.run_trial`), and
@@ -38,13 +38,14 @@ rung the value is reported to Optuna and the ``pruner`` (default
 
 Steering on the server (the default, ``steer="auto"``, whenever the study allows
 it): the sampler runs in the server (its Steerer agent,
-:mod:`idds_jupyter.agents.steerer`) rather than in this process. The objective is uploaded once per segment, the server asks for points
-and adds the trial works itself, and this process only receives the results (a
-live copy of the Optuna studies, for :meth:`dataframe` and :meth:`best`). The
-study goes on when the notebook's kernel goes away. ``stop()`` closes the run
-(no new points), and :meth:`load` attaches to it again. This takes a sampler
-given by name, with JSON ``sampler_options`` and no pruning; other studies, and
-``steer="client"``, are driven from a thread of this process as below.
+:mod:`idds_jupyter.agents.steerer`) rather than in this process. The objective
+is uploaded once per segment, the server asks for points and adds the trial
+works itself, and this process only receives the results (a live copy of the
+Optuna studies, for :meth:`dataframe` and :meth:`best`). The study goes on when
+the notebook's kernel goes away. ``stop()`` closes the run (no new points), and
+:meth:`load` attaches to it again. This takes a sampler given by name, with
+JSON ``sampler_options`` and no pruning; other studies are driven from this
+process as "How it runs" says.
 
 Persistence: the run is the study's record. Each trial job's JSON result holds
 its parameters and value, and the study's configuration is the run's

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from idds_jupyter.config import Config
+from idds_jupyter.config import AGENT_ROLES, Config
 
 
 def _params(items: Sequence[str]) -> dict[str, Any]:
@@ -115,10 +115,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from idds_jupyter.agents.runner import ROLES, Runner, run_forever
+    from idds_jupyter.agents.runner import Runner, run_forever
 
     cfg = _config(args)
-    roles = args.only or list(ROLES)
+    roles = args.only or list(AGENT_ROLES)
     if args.cmd == "agents":
         print(f"idds-jupyter: agents {','.join(roles)} on {cfg.db_url} (bus {cfg.bus})", flush=True)
         run_forever(Runner(cfg, roles=roles))
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the core, its agents and the REST API (standalone)")
     s.add_argument("--backend", help="default backend (local, dask)")
-    s.add_argument("--only", action="append", choices=["clerk", "transformer", "carrier", "steerer"])
+    s.add_argument("--only", action="append", choices=AGENT_ROLES)
     s.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None,
                    help="port (default 8765, or the next free one; 0 = any free port)")
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_token)
     s = sub.add_parser("agents", help="run agents; --only ROLE to split roles over processes")
     s.add_argument("--backend")
-    s.add_argument("--only", action="append", choices=["clerk", "transformer", "carrier", "steerer"])
+    s.add_argument("--only", action="append", choices=AGENT_ROLES)
     s.set_defaults(func=cmd_serve)
 
     for name, func, helptext in (("submit", cmd_submit, "submit a YAML/JSON workflow template"),

@@ -23,6 +23,9 @@ import yaml
 from idds_jupyter.model.policy import BackendPolicy
 from idds_jupyter.store.engine import default_home, default_url
 
+#: the agent roles a runner may take (``idds-jupyter serve|agents --only ROLE``)
+AGENT_ROLES = ("clerk", "transformer", "carrier", "steerer")
+
 _ENV = {
     "db_url": "IDDS_DB_URL",
     "bus": "IDDS_BUS",

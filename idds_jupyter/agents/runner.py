@@ -23,7 +23,7 @@ from idds_jupyter.agents.carrier.finisher import Finisher
 from idds_jupyter.agents.clerk import Clerk
 from idds_jupyter.agents.transformer import Transformer
 from idds_jupyter.bus import make_bus
-from idds_jupyter.config import Config
+from idds_jupyter.config import AGENT_ROLES, Config
 from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.jobs import release_owned
 from idds_jupyter.store.migrate import upgrade
@@ -32,7 +32,7 @@ from idds_jupyter.store.tables import agents
 
 log = logging.getLogger("idds_jupyter.agents")
 
-ROLES = ("clerk", "transformer", "carrier", "steerer")
+ROLES = AGENT_ROLES
 
 
 class Runner:

@@ -44,6 +44,7 @@ from idds_jupyter.model.space import (
     parse_trial_work,
     resumed_seed,
     space_from_json,
+    summary_of,
     tell,
     trial_work_name,
 )
@@ -60,6 +61,7 @@ STEER = "server"
 _FINAL = ("finished", "failed", "cancelled")
 _RUNNING = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
 LEASE_S = 30.0
+DISCOVER_S = 10.0  # every running run's parameters are read this often, not at every poll
 
 
 @dataclass
@@ -95,18 +97,8 @@ class _Study:
         return int(self.cfg["parallel"]) + int(self.cfg.get("prefetch") or 0)
 
     def summary(self) -> dict[str, Any]:
-        """The run's result: trials per state and the best per segment (as the client's)."""
-        states: dict[str, int] = {}
-        best: dict[str, Any] = {}
-        for seg in self.segments.values():
-            trials = seg.study.get_trials(deepcopy=False)
-            for t in trials:
-                states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-            if any(t.state == TrialState.COMPLETE for t in trials):
-                b = seg.study.best_trial
-                best[seg.name or "main"] = {"value": b.value, "params": dict(b.params),
-                                            "trial": b.user_attrs.get("trial", b.number)}
-        return {"trials": states, "best": best, "failed": self.failed}
+        """The run's result: the client's summary, and the parameters of failed trials."""
+        return {**summary_of({n: s.study for n, s in self.segments.items()}), "failed": self.failed}
 
 
 def steered(params: Any) -> dict[str, Any] | None:
@@ -128,6 +120,7 @@ class Steerer(Agent):
         self._check: set[int] = set()  # studies whose run changed otherwise: read them
         self._candidates: set[int] = set()  # new open runs that may be studies
         self._next_scan = 0.0
+        self._next_discovery = 0.0
         self._sub: Subscription | None = None
 
     @property
@@ -165,9 +158,14 @@ class Steerer(Agent):
                 self._candidates.add(wid)
 
     def step(self) -> bool:
-        if time.monotonic() >= self._next_scan:
-            self._next_scan = time.monotonic() + self.ctx.config.poll_interval
-            self._scan()
+        t = time.monotonic()
+        if t >= self._next_scan:
+            self._next_scan = t + self.ctx.config.poll_interval
+            if t >= self._next_discovery:  # a restart, a lost event: studies not known yet
+                self._next_discovery = t + DISCOVER_S
+                self._scan()
+            else:  # ours: leases renewed, ended ones forgotten by their check below
+                self._discover(set(self.studies))
             self._check |= set(self.studies)
         elif self._candidates:
             self._discover(self._candidates)
@@ -184,8 +182,8 @@ class Steerer(Agent):
 
     # ------------------------------------------------------------- discovery
     def _scan(self) -> None:
-        """Every poll: the open studies (a restart, a lost event), leases renewed; forget
-        the ended ones and those another runner took over."""
+        """The open studies of every running run, leases renewed; forget the ended ones
+        and those another runner took over."""
         with self.ctx.engine.begin() as conn:
             rows = conn.execute(select(workflows.c.id, workflows.c.params)
                                 .where(workflows.c.status.in_(_RUNNING))).all()

@@ -80,6 +80,7 @@ from idds_jupyter.model.space import (
     SAMPLERS,
     Space,
     as_space,
+    best_of,
     frozen_trial,
     grid_size,
     make_sampler,
@@ -87,6 +88,7 @@ from idds_jupyter.model.space import (
     resumed_seed,
     space_from_json,
     space_to_json,
+    summary_of,
     tell,
     trial_work_name,
 )
@@ -582,7 +584,7 @@ class Study:
         trial.set_user_attr("work", p.work)
         for k, v in (res.get("metrics") or {}).items():
             trial.set_user_attr(f"metric_{k}", v)
-        self._tell(p.seg, trial, float(res["objective"]), TrialState.COMPLETE)
+        tell(p.seg.study, trial, float(res["objective"]))
 
     def _trial_of(self, p: _Pending) -> optuna.trial.Trial:
         """The Optuna trial of ``p``; for a trial found in flight, one with its parameters."""
@@ -599,7 +601,7 @@ class Study:
         trial = self._trial_of(p)
         if trial.should_prune():
             trial.set_user_attr("work", p.work)
-            self._tell(p.seg, trial, None, TrialState.PRUNED)
+            tell(p.seg.study, trial, None, TrialState.PRUNED)
             return
         assert p.rung is not None
         p.rung += 1
@@ -612,14 +614,10 @@ class Study:
         trial = self._trial_of(p) if p.params is not None else p.seg.study.ask(p.seg.space)
         trial.set_user_attr("work", p.work)
         trial.set_user_attr("error", str(exc)[:500])
-        self._tell(p.seg, trial, None, TrialState.FAIL)
+        tell(p.seg.study, trial, None, TrialState.FAIL)
         if self.max_failures is not None and len(self.errors) > self.max_failures:
             self._stop.set()
             raise RuntimeError(f"study {self.name}: {len(self.errors)} trials failed; the last: {msg}")
-
-    def _tell(self, seg: _Segment, trial: optuna.trial.Trial, value: float | None,
-              state: TrialState) -> None:
-        tell(seg.study, trial, value if state == TrialState.COMPLETE else None, state)
 
     # ----------------------------------------------------------------- resume
     def _attach(self, run_id: int, info: dict[str, Any]) -> None:
@@ -721,14 +719,7 @@ class Study:
 
     def best(self) -> dict[str | None, dict[str, Any]]:
         """Per segment: the best value, parameters and trial number."""
-        out: dict[str | None, dict[str, Any]] = {}
-        for name, seg in self.segments.items():
-            done = [t for t in seg.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-            if done:
-                b = seg.study.best_trial
-                out[name] = {"value": b.value, "params": dict(b.params),
-                             "trial": b.user_attrs.get("trial", b.number)}
-        return out
+        return best_of({name: seg.study for name, seg in self.segments.items()})
 
     @property
     def best_value(self) -> float:
@@ -753,12 +744,7 @@ class Study:
 
     def summary(self) -> dict[str, Any]:
         """JSON: trials per state and the best per segment (the run's result)."""
-        states: dict[str, int] = {}
-        for seg in self.segments.values():
-            for t in seg.study.get_trials(deepcopy=False):
-                states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-        best = {(s or "main"): b for s, b in self.best().items()}
-        return {"trials": states, "best": best}
+        return summary_of({name: seg.study for name, seg in self.segments.items()})
 
     def widget(self) -> Any:
         """The live HPO view of the run (objective per trial, parallel coordinates)."""

@@ -30,7 +30,7 @@ from optuna.distributions import (
 
 __all__ = ["uniform", "loguniform", "integer", "categorical", "as_space", "space_to_json",
            "space_from_json", "make_sampler", "SAMPLERS", "grid_of", "trial_work_name",
-           "parse_trial_work", "frozen_trial", "resumed_seed", "tell"]
+           "parse_trial_work", "frozen_trial", "resumed_seed", "tell", "best_of", "summary_of"]
 
 Space = dict[str, BaseDistribution]
 
@@ -199,3 +199,25 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, value: float | None,
             study.tell(trial, state=state)
     finally:
         tl.in_optimize_loop = False
+
+
+def best_of(studies: Mapping[str | None, optuna.Study]) -> dict[str | None, dict[str, Any]]:
+    """Per segment with a completed trial: the best value, parameters and trial number."""
+    from optuna.trial import TrialState
+
+    out: dict[str | None, dict[str, Any]] = {}
+    for name, study in studies.items():
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            b = study.best_trial
+            out[name] = {"value": b.value, "params": dict(b.params),
+                         "trial": b.user_attrs.get("trial", b.number)}
+    return out
+
+
+def summary_of(studies: Mapping[str | None, optuna.Study]) -> dict[str, Any]:
+    """A study's JSON result: trials per state and the best per segment (``main`` if none)."""
+    states: dict[str, int] = {}
+    for study in studies.values():
+        for t in study.get_trials(deepcopy=False):
+            states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    return {"trials": states, "best": {(s or "main"): b for s, b in best_of(studies).items()}}

@@ -76,7 +76,7 @@ def _insert(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None, ow
     pk = conn.execute(_INSERT_WORKFLOW, row).inserted_primary_key
     assert pk is not None
     wid = row["id"] = int(pk[0])
-    _remember(conn, wid, template, wf)  # a later plan need not parse it again
+    _remember(conn, wid, template, wf, (1, t))  # a later plan or growth need not read it again
     return row
 
 

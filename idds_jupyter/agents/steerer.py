@@ -165,7 +165,7 @@ class Steerer(Agent):
                 self._next_discovery = t + DISCOVER_S
                 self._scan()
             else:  # ours: leases renewed, ended ones forgotten by their check below
-                self._discover(set(self.studies))
+                self._discover(set(self.studies) | self._candidates)
             self._check |= set(self.studies)
         elif self._candidates:
             self._discover(self._candidates)
@@ -174,7 +174,7 @@ class Steerer(Agent):
         check, self._check = self._check, set()
         for wid in sorted((set(notes) | check) & set(self.studies)):
             try:
-                self._advance(self.studies[wid], None if wid in check else notes[wid])
+                self._advance(self.studies[wid], notes.get(wid, []), read=wid in check)
             except Exception:
                 log.exception("steering study run %d failed; retrying", wid)
                 self._check.add(wid)
@@ -284,20 +284,22 @@ class Steerer(Agent):
         return study
 
     # -------------------------------------------------------------- steering
-    def _advance(self, study: _Study, notes: list[dict[str, Any]] | None = None) -> None:
+    def _advance(self, study: _Study, notes: list[dict[str, Any]], read: bool = False) -> None:
         """Tell what ended, ask for every free slot, add those trials; end the study when done.
 
-        ``notes``: the pushed results to tell, the run known open and ours; else both
-        are read from the store.
+        ``notes``: the pushed results to tell, the run known open and ours. ``read``:
+        the run and its ended trials are read from the store too. A success is pushed
+        before it is recorded, so the store alone may not show it yet.
         """
         wid = study.id
         is_open = True
-        if notes is None:
+        ended = [n for n in notes if n.get("status") in _FINAL]
+        if read:
             names = sorted({w for w, _ in study.pending})
             with self.ctx.engine.begin() as conn:
                 wf = conn.execute(select(workflows.c.status, workflows.c.meta)
                                   .where(workflows.c.id == wid)).first()
-                ended = [dict(r) for r in conn.execute(
+                ended += [dict(r) for r in conn.execute(
                     select(works.c.name.label("work"), jobs.c.idx, jobs.c.status, jobs.c.result,
                            jobs.c.error)
                     .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
@@ -308,8 +310,6 @@ class Steerer(Agent):
                 self.studies.pop(wid, None)  # aborted, ended, or steered elsewhere
                 return
             is_open = bool((wf.meta or {}).get("open"))
-        else:
-            ended = [n for n in notes if n.get("status") in _FINAL]
         for r in ended:
             t = study.pending.pop((str(r.get("work")), int(r.get("idx") or 0)), None)
             if t is None:

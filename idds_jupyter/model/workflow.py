@@ -327,7 +327,18 @@ def _normalize(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _fast_validator() -> Any:
+    import jsonschema_rs
+
+    return jsonschema_rs.validator_for(load_schema())
+
+
 def _schema_check(d: Mapping[str, Any]) -> None:
+    """Valid templates pass the compiled (Rust) validator in microseconds; an invalid
+    one is checked again by ``jsonschema``, whose best match names what is wrong."""
+    if _fast_validator().is_valid(d):
+        return
     import jsonschema
 
     error = jsonschema.exceptions.best_match(_validator().iter_errors(d))

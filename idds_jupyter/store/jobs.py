@@ -222,17 +222,14 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
         note = {"job_id": jid, "work_id": row.work_id, "workflow_id": row.workflow_id,
                 "work": names.get(row.work_id), "idx": row.idx, "attempt": row.attempt}
         if r.get("ok"):
-            result = r.get("result")
-            if result is None and r.get("summary") is not None:
-                result = {"__summary__": r["summary"]}
-            ok_rows.append({**common, "result": result, "blob": r.get("blob"),
-                            "inline": r.get("inline")})
+            done = finished_note(note, r)
+            ok_rows.append({**common, "result": done["result"], "blob": done["blob"],
+                            "inline": done["inline"]})
             per_work[row.work_id]["finished"] += 1
             key = keys.get(row.work_id)
             if key is not None and isinstance(r.get("wall_s"), int | float):
                 walls[key].append(float(r["wall_s"]))
-            out.job_results.append({**note, "status": FINISHED, "blob": r.get("blob"),
-                                    "inline": r.get("inline"), "result": result})
+            out.job_results.append(done)
         else:
             error = _error_text(r)
             if row.retries_used < retries.get(row.work_id, 0):
@@ -269,6 +266,16 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
             out.cancelled += n
     count_on_works(conn, per_work, out)
     return out
+
+
+def finished_note(job: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any]:
+    """What a waiting caller is told of a success: ``job`` (job_id, work_id, workflow_id,
+    work, idx, attempt) with the value's JSON, and its pickle inline or as a blob."""
+    result = r.get("result")
+    if result is None and r.get("summary") is not None:
+        result = {"__summary__": r["summary"]}
+    return {**job, "status": FINISHED, "blob": r.get("blob"), "inline": r.get("inline"),
+            "result": result}
 
 
 # a job as it is now, with what its result needs of its work (retries, name, function)

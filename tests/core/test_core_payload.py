@@ -51,6 +51,10 @@ def test_payload_work_values_come_back_pickled(tmp_path: Path, db_url: str) -> N
         notes = [j for e in sub.get(timeout=1) for j in e.payload["jobs"]]
         sq = sorted((n for n in notes if n["work"] == "sq"), key=lambda n: n["idx"])
         assert [cloudpickle.loads(base64.b64decode(n["inline"])) for n in sq] == [i * i + 1 for i in range(20)]
+        # each job told once: successes before their record, the failure after it
+        assert len({n["job_id"] for n in notes}) == len(notes) == 21
+        assert [(n["work"], n["status"], n["exc_type"]) for n in notes if n["work"] == "boom"] == [
+            ("boom", "failed", "TypeError")]
         assert cache.stats()["count"] == 3  # function, calls, failing function: values stay inline
 
         big, _ = cache.put(cloudpickle.dumps(lambda n: b"x" * n))

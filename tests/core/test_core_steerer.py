@@ -13,7 +13,8 @@ from helpers import config, wait_for
 from sqlalchemy import select
 
 from idds_jupyter.agents.runner import Runner
-from idds_jupyter.config import Config
+from idds_jupyter.agents.steerer import Steerer
+from idds_jupyter.config import AGENT_ROLES, Config
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.hpo.trial import run_trial
 from idds_jupyter.model.space import parse_trial_work, space_to_json, uniform
@@ -88,3 +89,26 @@ def test_another_runner_takes_the_study_over(tmp_path: Path, db_url: str) -> Non
     # the trial in flight at the stop ran again (at-least-once), none was asked twice
     assert [t[0] for t in trials] == list(range(6))
     assert all(t[1] == "finished" for t in trials)
+
+
+
+def test_a_study_whose_event_comes_on_a_poll_is_found_at_once(tmp_path: Path, db_url: str) -> None:
+    """The ``workflow.new`` of a study, read by a step that also polls the studies it has,
+    starts the study then, not at the next discovery scan of every running run."""
+    cfg = config(tmp_path, db_url)
+    study, _ = _study(cfg, lambda x: x, max_trials=2, parallel=1)
+    with Runner(cfg, roles=[r for r in AGENT_ROLES if r != "steerer"]) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        steerer = Steerer(runner.ctx, dispatch=runner.dispatch)
+        steerer.setup()
+        try:
+            steerer.step()  # its first discovery scan: no study yet
+            wid = orch.submit({"name": "s", "works": []}, {"study": study}, open=True)
+            steerer.wait(5)  # reads the workflow.new
+            steerer._next_scan = 0.0  # this step polls (the next discovery is 10 s away)
+            steerer.step()
+            assert wid in steerer.studies
+            steerer.step()  # its first trial
+            assert [t[0] for t in _trials(orch, wid)] == [0]
+        finally:
+            steerer.teardown()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from idds_jupyter.agents.agent import Context
 from idds_jupyter.backends import Backend, make_backend
@@ -34,19 +34,28 @@ class WorkSpecs(OrderedDict[int, dict[str, Any]]):
             self.popitem(last=False)
 
 
+class Held(NamedTuple):
+    """A job this Carrier sent to a backend: which attempt, where, and what its result's
+    note names (job, work, workflow, idx), so a success can be announced before it is recorded."""
+
+    attempt: int
+    backend: str
+    note: dict[str, Any]
+
+
 @dataclass
 class CarrierState:
     """The backends this Carrier serves and the jobs it holds in them."""
 
     backends: dict[str, Backend]
-    in_flight: dict[int, tuple[int, str]] = field(default_factory=dict)  # job -> (attempt, backend)
+    in_flight: dict[int, Held] = field(default_factory=dict)  # by job id
     lock: threading.Lock = field(default_factory=threading.Lock)
     room: threading.Event = field(default_factory=threading.Event)  # capacity freed
     work_specs: WorkSpecs = field(default_factory=WorkSpecs)
 
     def count(self, backend: str) -> int:
         with self.lock:
-            return sum(1 for _, b in self.in_flight.values() if b == backend)
+            return sum(1 for h in self.in_flight.values() if h.backend == backend)
 
     def close(self) -> None:
         for b in self.backends.values():

@@ -68,7 +68,7 @@ class Poller(Agent):
             for j in gone:
                 entry = self.state.in_flight.pop(j, None)
                 if entry is not None:
-                    per_backend[entry[1]].append(j)
+                    per_backend[entry.backend].append(j)
         for name, ids in per_backend.items():
             self.state.backends[name].cancel(ids)
         self.state.room.set()

@@ -12,7 +12,7 @@ from idds_jupyter.agents.carrier.finisher import terminal_events
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.cache import record_blobs
-from idds_jupyter.store.jobs import Outcome, mark_running, record_results
+from idds_jupyter.store.jobs import Outcome, finished_note, mark_running, record_results
 
 # A job's "started" note is written at the latest this long after it arrived: with the
 # next results when some come sooner (one transaction, not two), or on its own. A job
@@ -61,6 +61,7 @@ class Receiver(Agent):
             return bool(got)
         started = [(jid, att, t) for jid, (att, t) in self._starts.items()]
         self._starts = {}
+        told = self._announce(results)
         out = Outcome()
         with self.ctx.engine.begin() as conn:
             if started:
@@ -74,10 +75,33 @@ class Receiver(Agent):
                 for r in results:
                     self.state.in_flight.pop(int(r["job_id"]), None)
             self.state.room.set()
+        if told:
+            out.job_results = [n for n in out.job_results if n["job_id"] not in told]
         # Workflows whose work ended are planned by the Clerk, after it lets a burst
         # of endings settle: off the path of the next call, many in one transaction.
         self.ctx.publish(result_events(out))
         return True
+
+    def _announce(self, results: list[dict[str, Any]]) -> set[int]:
+        """Tell waiting callers of successes before recording them, as the worker's
+        value is final: a call returns without waiting for this thread's transaction.
+
+        Only the jobs this Carrier holds at that attempt; a value stored as a blob waits
+        for its row. Execution stays at-least-once: should the record not take the
+        result (the run was aborted meanwhile, the server stopped before the commit),
+        the caller has the value of an attempt that ran, and the store the truth.
+        """
+        notes = []
+        with self.state.lock:
+            for r in results:
+                if not r.get("ok") or r.get("blob"):
+                    continue
+                held = self.state.in_flight.get(int(r["job_id"]))
+                if held is not None and held.attempt == r.get("attempt"):
+                    notes.append(finished_note(held.note, r))
+        if notes:
+            self.ctx.publish(job_result_events(notes))
+        return {n["job_id"] for n in notes}
 
 
 def result_events(out: Outcome) -> list[Any]:
@@ -85,8 +109,12 @@ def result_events(out: Outcome) -> list[Any]:
     events: list[Any] = []
     if out.released or out.retried:
         events.append(make_event(ev.JOBS_READY))
+    return events + job_result_events(out.job_results) + terminal_events(out)
+
+
+def job_result_events(notes: list[dict[str, Any]]) -> list[Any]:
+    """One ``job.result`` event per workflow."""
     by_wf: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for note in out.job_results:
+    for note in notes:
         by_wf[note["workflow_id"]].append(note)
-    events += [make_event(ev.JOB_RESULT, str(wf), jobs=notes) for wf, notes in by_wf.items()]
-    return events + terminal_events(out)
+    return [make_event(ev.JOB_RESULT, str(wf), jobs=jobs) for wf, jobs in by_wf.items()]

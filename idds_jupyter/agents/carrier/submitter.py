@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from idds_jupyter.agents.agent import Agent, Context
-from idds_jupyter.agents.carrier import CarrierState
+from idds_jupyter.agents.carrier import CarrierState, Held
 from idds_jupyter.bus import event as ev
 from idds_jupyter.model import render_job
 from idds_jupyter.store.cache import blob_path
@@ -74,7 +74,9 @@ class Submitter(Agent):
                 continue
             with self.state.lock:
                 for s in specs:
-                    self.state.in_flight[s["job_id"]] = (s["attempt"], name)
+                    self.state.in_flight[s["job_id"]] = Held(s["attempt"], name, {
+                        k: s[k] for k in ("job_id", "work_id", "workflow_id", "work", "idx",
+                                          "attempt")})
             self.state.backends[name].submit(specs)
 
     def _room(self, name: str) -> int:
@@ -104,7 +106,7 @@ class Submitter(Agent):
 
     def _remember_spec(self, work_id: int, name: str, kind: str,
                        spec: dict[str, Any]) -> dict[str, Any]:
-        out = {**spec, "kind": kind, "instance": spec_instance(spec, name)}
+        out = {**spec, "kind": kind, "name": name, "instance": spec_instance(spec, name)}
         self.state.work_specs[work_id] = out
         return out
 
@@ -124,6 +126,8 @@ def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
         "attempt": job["attempt"],
         "work_id": job["work_id"],
         "workflow_id": job["workflow_id"],
+        "work": work.get("name"),
+        "idx": job["idx"],
         "kind": work.get("kind"),
         "function": rendered["function"],
         "command": rendered["command"],

@@ -22,7 +22,7 @@ from idds_jupyter.store import control
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine
-from idds_jupyter.store.jobs import Outcome
+from idds_jupyter.store.jobs import Claim, Outcome
 from idds_jupyter.store.migrate import upgrade
 from idds_jupyter.store.monitor import job_counts_by_work
 from idds_jupyter.store.tables import jobs, workflows, works
@@ -40,14 +40,17 @@ class UnknownRun(LookupError):
 
 
 class Dispatch(Protocol):
-    """Claims a submission's released jobs in its transaction, sends them after commit.
+    """Takes a submission's released jobs as its transaction writes them, sends them after
+    commit.
 
     An agent runner in the same process provides it (its Submitter); without one,
     released jobs wait for a Submitter's next claim as usual.
     """
 
-    def claim(self, conn: Any, workflow_id: int, new_works: Sequence[NewWork] = ()
-              ) -> dict[str, list[dict[str, Any]]]: ...
+    def room(self) -> Claim: ...
+
+    def claimed(self, conn: Any, claim: Claim, new_works: Sequence[NewWork] = ()
+                ) -> dict[str, list[dict[str, Any]]]: ...
 
     def send(self, claimed: dict[str, list[dict[str, Any]]]) -> None: ...
 
@@ -115,10 +118,12 @@ class Orchestrator:
         if applied is None:
             applied = plan_workflow(conn, wid)
         if applied.new_job_works == 1:
+            claim = self.dispatch.room() if self.dispatch is not None else None
             expand_workflow(conn, wid, backend, self.config.backend, out, self.config.policy,
-                            applied.new_works)
-            if self.dispatch is not None and out.released:
-                claimed = self.dispatch.claim(conn, wid, applied.new_works)
+                            applied.new_works, claim)
+            if claim is not None and claim.jobs:
+                assert self.dispatch is not None
+                claimed = self.dispatch.claimed(conn, claim, applied.new_works)
         return applied, out, claimed
 
     def _send(self, claimed: dict[str, list[dict[str, Any]]]) -> None:

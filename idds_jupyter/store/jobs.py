@@ -78,18 +78,23 @@ class Outcome:
 
 # --------------------------------------------------------------------- claim
 
-def claim_ready(
-    conn: Connection, owner: str, backends: Sequence[str], limit: int, ttl: float,
-    workflow_id: int | None = None,
-) -> list[dict[str, Any]]:
-    """Lock up to ``limit`` released jobs of running works for ``owner`` (Submitter).
+@dataclass
+class Claim:
+    """Released jobs a submission takes for its own Carrier as it creates them: up to
+    ``room[backend]`` of them, locked by ``owner`` for ``ttl`` s, with no claim round."""
 
-    ``workflow_id`` narrows the claim to one workflow (a submission claiming its
-    own first jobs in its own transaction).
-    """
-    stmt = _CLAIM if workflow_id is None else _CLAIM_OF_WORKFLOW
-    rows = conn.execute(stmt.on(conn), {"backends": list(backends), "limit": limit,
-                                        "wf": workflow_id}).mappings().all()
+    owner: str
+    ttl: float
+    room: dict[str, int]
+    #: the jobs taken, as :func:`claim_ready` returns them, plus their ``backend``
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def claim_ready(conn: Connection, owner: str, backends: Sequence[str], limit: int,
+                ttl: float) -> list[dict[str, Any]]:
+    """Lock up to ``limit`` released jobs of running works for ``owner`` (Submitter)."""
+    rows = conn.execute(_CLAIM.on(conn), {"backends": list(backends), "limit": limit}
+                        ).mappings().all()
     if not rows:
         return []
     t = now()
@@ -99,19 +104,12 @@ def claim_ready(
     return [dict(r, attempt=r["attempt"] + 1) for r in rows]
 
 
-def _claim_stmt(one_workflow: bool) -> Locked:
-    running_works = select(works.c.id).where(
-        works.c.status == WorkStatus.RUNNING.value, works.c.backend.in_(in_list("backends")))
-    if one_workflow:
-        running_works = running_works.where(works.c.workflow_id == bindparam("wf"))
-    return Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.idx, jobs.c.kwargs,
-                         jobs.c.file_id, jobs.c.attempt)
-                  .where(jobs.c.status == READY, jobs.c.work_id.in_(running_works))
-                  .limit(bindparam("limit")), skip_locked=True, of=jobs)
-
-
-_CLAIM = _claim_stmt(False)
-_CLAIM_OF_WORKFLOW = _claim_stmt(True)
+_CLAIM = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.idx, jobs.c.kwargs,
+                       jobs.c.file_id, jobs.c.attempt)
+                .where(jobs.c.status == READY, jobs.c.work_id.in_(
+                    select(works.c.id).where(works.c.status == WorkStatus.RUNNING.value,
+                                             works.c.backend.in_(in_list("backends")))))
+                .limit(bindparam("limit")), skip_locked=True, of=jobs)
 _MARK_SUBMITTED = (update(jobs)
                    .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
                    .values(status=SUBMITTED, lock_owner=bindparam("owner"),

@@ -18,7 +18,7 @@ from idds_jupyter.model import JobDep
 from idds_jupyter.model.policy import BackendPolicy
 from idds_jupyter.model.status import JobStatus, WorkStatus
 from idds_jupyter.store.function_stats import function_key, mean_wall
-from idds_jupyter.store.jobs import CANCELLED, FINISHED, Outcome, finish_works
+from idds_jupyter.store.jobs import CANCELLED, FINISHED, SUBMITTED, Claim, Outcome, finish_works
 from idds_jupyter.store.sql import chunks, for_update, is_postgres, now
 from idds_jupyter.store.tables import datasets, files, job_deps, jobs, works
 
@@ -62,17 +62,18 @@ def work_facts(spec: dict[str, Any], conn: Connection | None) -> dict[str, Any]:
 
 def expand_workflow(conn: Connection, workflow_id: int, workflow_backend: str | None,
                     default_backend: str, out: Outcome, policy: BackendPolicy | None = None,
-                    rows: Sequence[Any] | None = None) -> int:
+                    rows: Sequence[Any] | None = None, claim: Claim | None = None) -> int:
     """Expand every new work of one workflow, parents first (the Transformer's step, inline).
 
     ``rows``: the new works, as the plan that just created them knows them (none read back).
+    ``claim``: released jobs are taken for it as they are written (see :func:`expand_work`).
     """
     if rows is None:
         rows = conn.execute(_NEW_WORKS_OF, {"wf": workflow_id}).all()
     ended = []
     for row in rows:
         backend = choose_backend(row.spec or {}, workflow_backend, default_backend, policy, conn)
-        if expand_work(conn, row, backend, out) == 0:
+        if expand_work(conn, row, backend, out, claim) == 0:
             ended.append(row.id)
     finish_works(conn, ended, out)
     return len(rows)
@@ -95,9 +96,15 @@ def claim_new_works(conn: Connection, limit: int = 100) -> list[Any]:
     return list(conn.execute(for_update(conn, stmt, skip_locked=True)).all())
 
 
-def expand_work(conn: Connection, work: Any, backend: str, out: Outcome) -> int:
+def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
+                claim: Claim | None = None) -> int:
     """Create the jobs of one new work; returns how many of them may still run (0: the work
-    has nothing left to run, its end is for :func:`finish_works`)."""
+    has nothing left to run, its end is for :func:`finish_works`).
+
+    With a ``claim`` that has room on ``backend``, released jobs are written submitted and
+    locked for its owner, as :func:`~idds_jupyter.store.jobs.claim_ready` would leave them:
+    a function call or a new trial reaches its worker with no claim statements.
+    """
     spec: dict[str, Any] = work.spec or {}
     t = now()
     kwargs_list = spec.get("kwargs_list")
@@ -132,6 +139,8 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome) -> int:
 
     rows = []
     n_cancelled = 0
+    take = claim.room.get(backend, 0) if claim is not None else 0
+    taken: list[int] = []
     for i in range(n):
         if doomed[i]:
             status, n_cancelled = CANCELLED, n_cancelled + 1
@@ -139,6 +148,14 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome) -> int:
             status = JobStatus.PENDING.value
         else:
             status = JobStatus.READY.value
+        locked: dict[str, Any] = {"lock_owner": None, "lock_expiry": None, "attempt": 0,
+                                  "submitted_at": None}
+        if take > len(taken) and status == JobStatus.READY.value:
+            assert claim is not None
+            taken.append(i)
+            locked = {"lock_owner": claim.owner, "lock_expiry": t + claim.ttl, "attempt": 1,
+                      "submitted_at": t}
+            status = SUBMITTED
         rows.append({
             "workflow_id": work.workflow_id,
             "work_id": work.id,
@@ -148,20 +165,33 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome) -> int:
             "kwargs": kwargs_list[i] if kwargs_list is not None and not file_rows else None,
             "file_id": file_rows[i].id if file_rows else None,
             "backend": backend,
-            "release_count": 1 if status == JobStatus.READY.value else 0,
             "error": "upstream job failed" if doomed[i] else None,
             "created_at": t,
+            "release_count": 0 if status in (CANCELLED, JobStatus.PENDING.value) else 1,
+            **locked,
         })
-    for part in chunks(rows, 2000):
+    # the ids of the jobs taken only: the rows up to the last of them, in idx order
+    head = taken[-1] + 1 if taken else 0
+    ids: list[int] = list(conn.execute(_INSERT_JOBS_RETURNING, rows[:head]).scalars()) if head else []
+    for part in chunks(rows[head:], 2000):
         conn.execute(jobs.insert(), list(part))
+    if taken:
+        assert claim is not None
+        claim.room[backend] -= len(taken)
+        claim.jobs += [{"id": ids[i], "work_id": work.id, "workflow_id": work.workflow_id,
+                        "idx": i, "kwargs": rows[i]["kwargs"], "file_id": rows[i]["file_id"],
+                        "attempt": 1, "backend": backend} for i in taken]
     if edges:
         ids = [r[0] for r in conn.execute(
             select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx))]
         conn.execute(job_deps.insert(),
                      [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges])
     conn.execute(_START_WORK, {"wid": work.id, "n": n, "nc": n_cancelled, "backend": backend, "t": t})
-    out.released += sum(1 for r in rows if r["status"] == JobStatus.READY.value)
+    out.released += sum(1 for r in rows if r["status"] == JobStatus.READY.value) + len(taken)
     return n - n_cancelled
+
+
+_INSERT_JOBS_RETURNING = jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True)
 
 
 _START_WORK = (update(works).where(works.c.id == bindparam("wid"), works.c.status == WorkStatus.NEW.value)

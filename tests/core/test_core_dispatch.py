@@ -39,6 +39,27 @@ def test_submission_claims_its_jobs_in_its_own_transaction(tmp_path: Path, db_ur
             for r in _jobs(orch, wid)] == [("finished", 1, 1, 1)] * 2
 
 
+def test_jobs_beyond_the_room_are_written_ready_for_the_submitter(tmp_path: Path, db_url: str) -> None:
+    """A submission takes as many jobs as its Carrier has room for (``batch`` here); the
+    others are written released and claimed by the Submitter; each runs once."""
+    cfg = config(tmp_path, db_url, batch=3)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "map", "works": [
+            {"name": "f", "function": SLEEP, "parameters": {"seconds": 0.05}, "n_jobs": 8}]})
+        assert orch.wait(wid, timeout=60) == "finished"
+        with orch.engine.begin() as conn:
+            rows = conn.execute(select(jobs.c.id, jobs.c.idx, jobs.c.submitted_at, jobs.c.status,
+                                       jobs.c.attempt, jobs.c.release_count, jobs.c.success_count)
+                                .where(jobs.c.workflow_id == wid).order_by(jobs.c.id)).all()
+    assert [r.idx for r in rows] == list(range(8))  # ids follow the jobs' order
+    assert [(r.status, r.attempt, r.release_count, r.success_count) for r in rows] == [
+        ("finished", 1, 1, 1)] * 8
+    # the first three left with the submission (one time), the others later
+    first = rows[0].submitted_at
+    assert [r.submitted_at == first for r in rows] == [True] * 3 + [False] * 5
+
+
 def test_added_work_is_planned_expanded_and_claimed_at_once(tmp_path: Path, db_url: str) -> None:
     cfg = config(tmp_path, db_url)
     with Runner(cfg) as runner:

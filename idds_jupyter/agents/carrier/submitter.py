@@ -12,7 +12,7 @@ from idds_jupyter.agents.carrier import CarrierState, Held
 from idds_jupyter.bus import event as ev
 from idds_jupyter.model import render_job
 from idds_jupyter.store.cache import blob_path
-from idds_jupyter.store.jobs import claim_ready
+from idds_jupyter.store.jobs import Claim, claim_ready
 from idds_jupyter.store.sql import in_list
 from idds_jupyter.store.tables import files, works
 from idds_jupyter.store.workflows import NewWork, spec_instance
@@ -49,23 +49,26 @@ class Submitter(Agent):
             busy = busy or len(claimed.get(name, ())) == limit
         return busy
 
-    def claim(self, conn: Any, workflow_id: int, new_works: Sequence[NewWork] = ()
-              ) -> dict[str, list[dict[str, Any]]]:
-        """Claim a new submission's released jobs inside its own transaction.
+    def room(self) -> Claim:
+        """What a new submission may take for this Carrier as it writes its jobs.
 
-        The submitting thread then hands them to the backend (:meth:`send`) as soon
-        as it commits: a function call skips one transaction and one thread wake-up
+        The submitting thread then hands them to the backend (:meth:`send`) as soon as
+        it commits: a function call skips a claim, a transaction and a thread wake-up
         on its way to a worker. Whatever does not fit is left for :meth:`step`.
-        ``new_works``: the works the submission just created (their specs need no read).
         """
+        return Claim(self.ctx.owner, self.ctx.config.lock_ttl,
+                     {name: self._room(name) for name in self.state.backends})
+
+    def claimed(self, conn: Any, claim: Claim, new_works: Sequence[NewWork] = ()
+                ) -> dict[str, list[dict[str, Any]]]:
+        """The specs of the jobs ``claim`` took, by backend; ``new_works``: the works the
+        submission just created (their specs need no read)."""
         for w in new_works:
             self._remember_spec(w.id, w.name, w.kind, w.spec)
-        claimed: dict[str, list[dict[str, Any]]] = {}
-        for name in self.state.backends:
-            limit = self._room(name)
-            if limit > 0:
-                claimed.update(self._claim(conn, name, limit, workflow_id))
-        return claimed
+        by_backend: dict[str, list[dict[str, Any]]] = {}
+        for job in claim.jobs:
+            by_backend.setdefault(job["backend"], []).append(job)
+        return {name: self._specs(conn, rows) for name, rows in by_backend.items()}
 
     def send(self, claimed: dict[str, list[dict[str, Any]]]) -> None:
         """Hand committed claims to their backends (after the claiming transaction)."""
@@ -83,10 +86,8 @@ class Submitter(Agent):
         room = self.state.backends[name].capacity - self.state.count(name)
         return min(room, self.ctx.config.batch)
 
-    def _claim(self, conn: Any, name: str, limit: int,
-               workflow_id: int | None = None) -> dict[str, list[dict[str, Any]]]:
-        claimed = claim_ready(conn, self.ctx.owner, [name], limit, self.ctx.config.lock_ttl,
-                              workflow_id)
+    def _claim(self, conn: Any, name: str, limit: int) -> dict[str, list[dict[str, Any]]]:
+        claimed = claim_ready(conn, self.ctx.owner, [name], limit, self.ctx.config.lock_ttl)
         return {name: self._specs(conn, claimed)} if claimed else {}
 
     def _specs(self, conn: Any, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -151,7 +151,8 @@ class Steerer(Agent):
             wid = int(e.key)
             if wid in self.studies:
                 if e.type == ev.JOB_RESULT:
-                    self._notes.setdefault(wid, []).extend(e.payload.get("jobs") or ())
+                    if e.payload.get("jobs"):  # none: successes told before, now recorded
+                        self._notes.setdefault(wid, []).extend(e.payload["jobs"])
                 else:
                     self._check.add(wid)
             elif e.type == ev.WORKFLOW_NEW and e.payload.get("open"):

@@ -10,6 +10,8 @@ from helpers import config, wait_for
 from sqlalchemy import select, text
 
 from idds_jupyter.agents.runner import Runner
+from idds_jupyter.bus import Event, Subscription
+from idds_jupyter.bus import event as ev
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.tables import jobs, works
@@ -100,3 +102,29 @@ def test_sqlite_writers_of_one_process_take_turns(tmp_path: Path) -> None:
     assert not any(t.is_alive() for t in threads)
     with engine.begin() as conn:  # read-modify-write never lost an update
         assert conn.execute(text("SELECT n FROM counter")).scalar() == 200
+
+
+def test_a_success_told_early_is_followed_by_its_record(tmp_path: Path, db_url: str) -> None:
+    """A success reaches a waiting caller before it is recorded; once it is, the run gets
+    an empty ``job.result`` (views re-read it), though nothing else about it changed."""
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        sub = runner.bus.subscribe([ev.JOB_RESULT])
+        wid = orch.submit({"name": "two", "works": [
+            {"name": "f", "function": SLEEP, "kwargs_list": [{"seconds": 0.01}, {"seconds": 2}]}]})
+        seen: list[Event] = []
+        wait_for(lambda: any(e.payload.get("recorded") for e in _collect(sub, seen)), timeout=30)
+        early = [e for e in seen if e.payload["jobs"]]
+        assert [(j["idx"], j["status"]) for e in early for j in e.payload["jobs"]] == [(0, "finished")]
+        assert next(e for e in seen if e.payload.get("recorded")).key == str(wid)
+        # the job the empty event was for is recorded; the other one still runs
+        assert sorted(r["status"] for r in _jobs(orch, wid)) in (["finished", "running"],
+                                                                 ["finished", "submitted"])
+        assert orch.wait(wid, timeout=60) == "finished"
+        sub.close()
+
+
+def _collect(sub: Subscription, seen: list[Event]) -> list[Event]:
+    seen += sub.get(timeout=0.2)
+    return seen

@@ -79,10 +79,16 @@ class Receiver(Agent):
             out.job_results = [n for n in out.job_results if n["job_id"] not in told]
         # Workflows whose work ended are planned by the Clerk, after it lets a burst
         # of endings settle: off the path of the next call, many in one transaction.
-        self.ctx.publish(result_events(out))
+        events = result_events(out)
+        # Views that re-read a run on its events see the successes told early once
+        # they are recorded: an empty job.result, unless the run has another event now.
+        moved = {e.key for e in events}
+        events += [make_event(ev.JOB_RESULT, key, jobs=[], recorded=True)
+                   for key in sorted({str(wf) for wf in told.values()} - moved)]
+        self.ctx.publish(events)
         return True
 
-    def _announce(self, results: list[dict[str, Any]]) -> set[int]:
+    def _announce(self, results: list[dict[str, Any]]) -> dict[int, int]:
         """Tell waiting callers of successes before recording them, as the worker's
         value is final: a call returns without waiting for this thread's transaction.
 
@@ -90,6 +96,7 @@ class Receiver(Agent):
         for its row. Execution stays at-least-once: should the record not take the
         result (the run was aborted meanwhile, the server stopped before the commit),
         the caller has the value of an attempt that ran, and the store the truth.
+        Returns the jobs told, with their workflows.
         """
         notes = []
         with self.state.lock:
@@ -101,7 +108,7 @@ class Receiver(Agent):
                     notes.append(finished_note(held.note, r))
         if notes:
             self.ctx.publish(job_result_events(notes))
-        return {n["job_id"] for n in notes}
+        return {n["job_id"]: n["workflow_id"] for n in notes}  # job -> its workflow
 
 
 def result_events(out: Outcome) -> list[Any]:

@@ -15,11 +15,14 @@ agent then calls ``results(0)``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Backend",
@@ -68,14 +71,24 @@ class ResultQueue:
         self._chunks: list[list[dict[str, Any]]] = []
         self._woken = False
         self._waker: Callable[[], None] | None = None
+        self._listener: Callable[[list[dict[str, Any]]], None] | None = None
 
     def set_waker(self, waker: Callable[[], None] | None) -> None:
         self._waker = waker
+
+    def set_listener(self, listener: Callable[[list[dict[str, Any]]], None] | None) -> None:
+        self._listener = listener
 
     def push(self, results: Iterable[dict[str, Any]]) -> None:
         chunk = results if isinstance(results, list) else list(results)
         if not chunk:
             return
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener(chunk)
+            except Exception:  # a broken listener must not lose the results
+                log.exception("result listener failed")
         with self._cond:
             self._chunks.append(chunk)
             self._cond.notify_all()
@@ -140,6 +153,11 @@ class Backend(ABC):
     def set_waker(self, waker: Callable[[], None] | None) -> None:
         """Register a cheap callback invoked (from a backend thread) when results arrive."""
         self._queue.set_waker(waker)
+
+    def set_listener(self, listener: Callable[[list[dict[str, Any]]], None] | None) -> None:
+        """Register a callback that sees each batch of results, in the backend thread that
+        received it, before :meth:`results` returns it (a Receiver's early word to callers)."""
+        self._queue.set_listener(listener)
 
     @abstractmethod
     def cancel(self, job_ids: list[int]) -> None:

@@ -30,6 +30,14 @@ class Receiver(Agent):
         self.backend = state.backends[backend]
         self._starts: dict[int, tuple[int, float]] = {}  # job id -> (attempt, started_at)
         self._starts_since = 0.0  # when the oldest of those arrived
+        self._told: dict[int, int] = {}  # successes told before their record: job -> workflow
+
+    def setup(self) -> None:
+        # told in the backend's own thread as results arrive: no wake-up of this one first
+        self.backend.set_listener(self._announce)
+
+    def teardown(self) -> None:
+        self.backend.set_listener(None)
 
     def wait(self, timeout: float) -> None:
         pass  # results() below blocks; nothing else to wait for
@@ -61,7 +69,9 @@ class Receiver(Agent):
             return bool(got)
         started = [(jid, att, t) for jid, (att, t) in self._starts.items()]
         self._starts = {}
-        told = self._announce(results)
+        with self.state.lock:
+            told = {j: self._told.pop(j) for j in (int(r["job_id"]) for r in results)
+                    if j in self._told}
         out = Outcome()
         with self.ctx.engine.begin() as conn:
             if started:
@@ -88,15 +98,16 @@ class Receiver(Agent):
         self.ctx.publish(events)
         return True
 
-    def _announce(self, results: list[dict[str, Any]]) -> dict[int, int]:
+    def _announce(self, results: list[dict[str, Any]]) -> None:
         """Tell waiting callers of successes before recording them, as the worker's
-        value is final: a call returns without waiting for this thread's transaction.
+        value is final: a call returns without waiting for the Receiver's transaction.
+        Runs in the backend's thread that received the results (see :meth:`setup`).
 
         Only the jobs this Carrier holds at that attempt; a value stored as a blob waits
         for its row. Execution stays at-least-once: should the record not take the
         result (the run was aborted meanwhile, the server stopped before the commit),
         the caller has the value of an attempt that ran, and the store the truth.
-        Returns the jobs told, with their workflows.
+        The jobs told are kept (with their workflows) for :meth:`step` to know.
         """
         notes = []
         with self.state.lock:
@@ -106,9 +117,9 @@ class Receiver(Agent):
                 held = self.state.in_flight.get(int(r["job_id"]))
                 if held is not None and held.attempt == r.get("attempt"):
                     notes.append(finished_note(held.note, r))
+                    self._told[held.note["job_id"]] = held.note["workflow_id"]
         if notes:
             self.ctx.publish(job_result_events(notes))
-        return {n["job_id"]: n["workflow_id"] for n in notes}  # job -> its workflow
 
 
 def result_events(out: Outcome) -> list[Any]:

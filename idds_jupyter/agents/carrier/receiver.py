@@ -18,6 +18,10 @@ from idds_jupyter.store.jobs import Outcome, finished_note, mark_running, record
 # next results when some come sooner (one transaction, not two), or on its own. A job
 # that ends within it is recorded once, started and ended together.
 STARTED_WITHIN_S = 0.25
+# Successes told early are recorded at the latest this long after they arrived. The
+# caller or the Steerer they woke writes its next submission meanwhile, first (SQLite has
+# one writer), and results that come in that time share the transaction.
+TOLD_WITHIN_S = 0.003
 
 
 class Receiver(Agent):
@@ -31,6 +35,8 @@ class Receiver(Agent):
         self._starts: dict[int, tuple[int, float]] = {}  # job id -> (attempt, started_at)
         self._starts_since = 0.0  # when the oldest of those arrived
         self._told: dict[int, int] = {}  # successes told before their record: job -> workflow
+        self._held: list[dict[str, Any]] = []  # those received, to record by TOLD_WITHIN_S
+        self._held_since = 0.0
 
     def setup(self) -> None:
         # told in the backend's own thread as results arrive: no wake-up of this one first
@@ -46,8 +52,10 @@ class Receiver(Agent):
         wait = 0.2
         if self._starts:
             wait = max(0.0, min(wait, self._starts_since + STARTED_WITHIN_S - time.monotonic()))
+        if self._held:
+            wait = max(0.0, min(wait, self._held_since + TOLD_WITHIN_S - time.monotonic()))
         got = self.backend.results(timeout=wait)
-        if self.ctx.stop.is_set() and not got and not self._starts:
+        if self.ctx.stop.is_set() and not got and not self._starts and not self._held:
             return False
         # Gather what else arrived meanwhile: bigger transactions, fewer commits.
         while got and len(got) < self.ctx.config.batch * 4:
@@ -63,10 +71,22 @@ class Receiver(Agent):
                 self._starts[int(r["job_id"])] = (int(r["attempt"]), float(r.get("started_at") or 0))
         for r in results:
             self._starts.pop(int(r["job_id"]), None)
-        due = bool(self._starts) and (
-            self.ctx.stop.is_set() or time.monotonic() >= self._starts_since + STARTED_WITHIN_S)
-        if not results and not due:
+        with self.state.lock:
+            early = {int(r["job_id"]) for r in results if int(r["job_id"]) in self._told}
+        if early:
+            if not self._held:
+                self._held_since = time.monotonic()
+            self._held += [r for r in results if int(r["job_id"]) in early]
+            results = [r for r in results if int(r["job_id"]) not in early]
+        t = time.monotonic()
+        stop = self.ctx.stop.is_set()
+        due = bool(self._starts) and (stop or t >= self._starts_since + STARTED_WITHIN_S)
+        held_due = bool(self._held) and (stop or t >= self._held_since + TOLD_WITHIN_S
+                                         or len(self._held) >= self.ctx.config.batch)
+        if not results and not due and not held_due:
             return bool(got)
+        results += self._held  # with anything else that is written now
+        self._held = []
         started = [(jid, att, t) for jid, (att, t) in self._starts.items()]
         self._starts = {}
         with self.state.lock:
@@ -118,7 +138,9 @@ class Receiver(Agent):
                 if held is not None and held.attempt == r.get("attempt"):
                     notes.append(finished_note(held.note, r))
                     self._told[held.note["job_id"]] = held.note["workflow_id"]
+                    del self.state.in_flight[held.note["job_id"]]  # its slot is free now
         if notes:
+            self.state.room.set()
             self.ctx.publish(job_result_events(notes))
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from idds_jupyter.store.jobs import FAILED, FINISHED
 from idds_jupyter.store.tables import jobs, messages, workflows, works
+from idds_jupyter.store.workflows import full_template
 
 MAX_PAGE = 10_000
 
@@ -132,9 +133,11 @@ def dag(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
     from idds_jupyter.model import Workflow
 
     with engine.begin() as conn:
-        tmpl = conn.execute(select(workflows.c.template).where(workflows.c.id == workflow_id)).first()
+        tmpl = conn.execute(select(workflows.c.template, workflows.c.meta)
+                            .where(workflows.c.id == workflow_id)).first()
         if tmpl is None:
             return None
+        whole = full_template(conn, workflow_id, tmpl[0] or {}, tmpl[1])
         ws = conn.execute(select(works.c.id, works.c.name, works.c.template_name, works.c.kind,
                                  works.c.status, works.c.loop, works.c.iteration, works.c.spec)
                           .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
@@ -160,7 +163,7 @@ def dag(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
                 edge(str(item[0]), w["name"], "job_dep")
     template: dict[str, Any] | None
     try:
-        template = Workflow.from_dict(dict(tmpl[0])).graph()
+        template = Workflow.from_dict(dict(whole)).graph()
     except Exception as exc:  # an old or partial template still shows its instances
         template = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
     names = {n["name"] for n in nodes}

@@ -119,11 +119,14 @@ class Grown:
 
 
 def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> Grown:
-    """Grow a running workflow: append works to its template (validated with the rest).
+    """Grow a running workflow by works (validated with the rest).
 
     A clean open run of independent works plans just the new ones here (they read
     nothing of the others), so adding the n-th work to a FaaT run or an HPO study
-    does not read and plan the n-1 before it.
+    does not read and plan the n-1 before it. Such a work is kept in its own row
+    (its spec holds its template), not written into the run's template again: the
+    template of a run of thousands of works is not rewritten for each (see
+    :func:`full_template`). Other added works are appended to the template.
     """
     row = conn.execute(_GROW.on(conn), {"wf": workflow_id}).mappings().first()
     if row is None:
@@ -133,7 +136,7 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
     stored, old = _template_of(conn, workflow_id, row)
     wf = old.grown(new, row["params"])
     added = wf.works[len(old.works):]
-    # the stored template is the old one plus the new works: no O(n) re-serialisation
+    # the run's whole template, kept in memory: no O(n) re-serialisation
     new_dicts = [w.to_dict() for w in added]
     template = {**stored, "works": [*stored.get("works", ()), *new_dicts]}
     meta = dict(row["meta"] or {})
@@ -145,9 +148,12 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
     # planned alone right below, in this transaction: it is clean once this commits
     clean_seq = dirty_seq if alone else row["clean_seq"]
     t = now()
+    if alone and isinstance(stored.get("works"), list):
+        meta["grown"] = True  # planned below: their rows, written now, hold them
+    else:  # the Clerk plans them from the template
+        _append_works(conn, workflow_id, stored, template, new_dicts)
     conn.execute(_GROWN, {"wf": workflow_id, "meta": meta, "dirty_seq": dirty_seq,
                           "clean_seq": clean_seq, "t": t})
-    _append_works(conn, workflow_id, stored, template, new_dicts)
     _remember(conn, workflow_id, template, wf, (dirty_seq, t))
     out = Grown([str(w["name"]) for w in new], row["backend"])
     if alone:
@@ -183,8 +189,8 @@ _SET_TEMPLATE = update(workflows).where(workflows.c.id == bindparam("wf")).value
 
 def _template_of(conn: Connection, workflow_id: int, row: Any
                  ) -> tuple[Mapping[str, Any], Workflow]:
-    """The stored template and its parsed workflow: from memory when this process wrote
-    the row last (same ``dirty_seq`` and ``updated_at``), else read."""
+    """The run's whole template and its parsed workflow: from memory when this process
+    wrote the row last (same ``dirty_seq`` and ``updated_at``), else read."""
     key = (str(conn.engine.url), int(workflow_id))
     with _parsed_lock:
         hit = _parsed.get(key)
@@ -192,7 +198,28 @@ def _template_of(conn: Connection, workflow_id: int, row: Any
     if hit is not None and version == (row["dirty_seq"], row["updated_at"]):
         return hit
     stored = conn.execute(_TEMPLATE, {"wf": workflow_id}).scalar_one()
-    return stored, parsed_template(conn, workflow_id, stored)
+    whole = full_template(conn, workflow_id, stored, row["meta"])
+    return whole, parsed_template(conn, workflow_id, whole)
+
+
+def full_template(conn: Connection, workflow_id: int, stored: Mapping[str, Any],
+                  meta: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The template a run has now: the one submitted, plus the works added to it since
+    (``meta["grown"]``), in the order they were added, read from their rows."""
+    if not (meta or {}).get("grown"):
+        return stored
+    declared = {w.get("name") for w in stored.get("works") or () if isinstance(w, Mapping)}
+    added: dict[str, Any] = {}
+    for name, spec in conn.execute(_ADDED_WORKS, {"wf": workflow_id}):
+        spec = spec or {}
+        # instances of declared works (loops, inner works of sub-workflows) are not added
+        if name not in declared and name not in added and spec.get("parent") is None:
+            added[name] = spec.get("work") or {"name": name}
+    return {**stored, "works": [*(stored.get("works") or ()), *added.values()]}
+
+
+_ADDED_WORKS = (select(works.c.template_name, works.c.spec)
+                .where(works.c.workflow_id == bindparam("wf")).order_by(works.c.id))
 
 
 def _append_works(conn: Connection, workflow_id: int, stored: Mapping[str, Any],
@@ -337,7 +364,8 @@ def plan_workflow(conn: Connection, workflow_id: int) -> Applied:
 
 def plan_row(conn: Connection, row: Mapping[Any, Any]) -> Applied:
     def planned() -> tuple[Workflow, Plan]:
-        wf = parsed_template(conn, row["id"], row["template"])
+        wf = parsed_template(conn, row["id"],
+                             full_template(conn, row["id"], row["template"], row["meta"]))
         return wf, plan(wf, _run_state(conn, row))
 
     return _plan_apply(conn, row, planned)

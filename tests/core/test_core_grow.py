@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from helpers import config, wait_for
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.model import Workflow
 from idds_jupyter.store.tables import jobs, workflows, works
+from idds_jupyter.store.workflows import full_template
 
 SLEEP = "idds_jupyter.worker.job:sleep"
 
@@ -50,9 +51,11 @@ def test_independent_works_end_without_a_replan(tmp_path: Path, db_url: str) -> 
         # submitted (1) and grown four times: no work's end marked it for the Clerk
         assert (row["dirty_seq"], row["clean_seq"]) == (5, 5)
         assert row["meta"]["independent"] is True and row["status"] == "running"
-        # the stored template is the grown one, as a whole parse and dump gives it
-        assert row["template"] == Workflow.from_dict(row["template"]).to_dict()
-        assert [w["name"] for w in row["template"]["works"]] == [f"call_{i}" for i in range(4)]
+        # the run's template is the grown one, as a whole parse and dump gives it
+        with orch.engine.begin() as conn:
+            whole = full_template(conn, wid, row["template"], row["meta"])
+        assert whole == Workflow.from_dict(whole).to_dict()
+        assert [w["name"] for w in whole["works"]] == [f"call_{i}" for i in range(4)]
         assert orch.close(wid, result=4) in ("running", "finished")
         assert orch.wait(wid, timeout=60) == "finished"
 
@@ -140,20 +143,26 @@ def test_a_run_that_ends_at_submission_has_its_outbound_message(tmp_path: Path,
 
 
 def test_a_template_another_writer_grew_is_read_again(tmp_path: Path, db_url: str) -> None:
-    """Growth appends in the database and keeps the parsed template in memory; a change
-    made elsewhere (another API process growing the same run) is read, never overwritten."""
-    from sqlalchemy import update
-
+    """Added works live in their rows (the run's template is not rewritten for each); the
+    parsed template stays in memory, and a growth made elsewhere (another API process) is
+    read from the rows, never lost."""
     orch = Orchestrator(config(tmp_path, db_url))
     wid = orch.submit({"name": "body", "works": []}, open=True)
     orch.add_works(wid, [_call("a")])
     orch.add_works(wid, [_call("b")])
     row = _row(orch, wid)
-    grown = {**row["template"], "works": [*row["template"]["works"], _call("elsewhere")]}
+    assert row["template"]["works"] == [] and row["meta"]["grown"]
+    elsewhere = Workflow.from_dict({"name": "x", "works": [_call("elsewhere")]}).works[0].to_dict()
     with orch.engine.begin() as conn:  # what another process's add_works writes
+        conn.execute(works.insert().values(
+            workflow_id=wid, name="elsewhere", template_name="elsewhere", kind="function",
+            status="new", spec={"work": elsewhere, "parent": None}, created_at=0, updated_at=0))
         conn.execute(update(workflows).where(workflows.c.id == wid).values(
-            template=grown, dirty_seq=workflows.c.dirty_seq + 1, updated_at=row["updated_at"] + 1))
+            dirty_seq=workflows.c.dirty_seq + 1, clean_seq=workflows.c.clean_seq + 1,
+            updated_at=row["updated_at"] + 1))
     orch.add_works(wid, [_call("c")])
     row = _row(orch, wid)
-    assert [w["name"] for w in row["template"]["works"]] == ["a", "b", "elsewhere", "c"]
-    assert row["template"] == Workflow.from_dict(row["template"]).to_dict()
+    with orch.engine.begin() as conn:
+        whole = full_template(conn, wid, row["template"], row["meta"])
+    assert [w["name"] for w in whole["works"]] == ["a", "b", "elsewhere", "c"]
+    assert whole == Workflow.from_dict(whole).to_dict()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ def idds_server(in_process: bool, workers: int, prefix: str = "idds-bench-") -> 
                     break
             else:
                 raise RuntimeError(f"the server exited with {proc.wait()}")
+            # keep reading its output, or a server that logs much would block on a full pipe
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             info = json.loads(next(iter(runtime.glob("idds-*.json"))).read_text())
             yield str(info["url"]), str(info["token"])
         finally:

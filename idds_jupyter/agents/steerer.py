@@ -179,6 +179,9 @@ class Steerer(Agent):
             except Exception:
                 log.exception("steering study run %d failed; retrying", wid)
                 self._check.add(wid)
+                # told again at the retry (a trial told already is not pending any more):
+                # a success pushed before its record may not be in the store yet
+                self._notes.setdefault(wid, []).extend(notes.get(wid, []))
         return False
 
     # ------------------------------------------------------------- discovery

@@ -91,6 +91,7 @@ class _Study:
     failures: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)  # their parameters, for the client
     error: str | None = None
+    closed: bool = False  # by the client (stop()): no new point, the trials in flight finish
 
     @property
     def limit(self) -> int:
@@ -291,12 +292,11 @@ class Steerer(Agent):
     def _advance(self, study: _Study, notes: list[dict[str, Any]], read: bool = False) -> None:
         """Tell what ended, ask for every free slot, add those trials; end the study when done.
 
-        ``notes``: the pushed results to tell, the run known open and ours. ``read``:
+        ``notes``: the pushed results to tell (the run as last read: ours, closed or not). ``read``:
         the run and its ended trials are read from the store too. A success is pushed
         before it is recorded, so the store alone may not show it yet.
         """
         wid = study.id
-        is_open = True
         ended = [n for n in notes if n.get("status") in _FINAL]
         if read:
             names = sorted({w for w, _ in study.pending})
@@ -313,7 +313,7 @@ class Steerer(Agent):
             if wf is None or wf.status not in _RUNNING or lease.get("owner") != self.ctx.owner:
                 self.studies.pop(wid, None)  # aborted, ended, or steered elsewhere
                 return
-            is_open = bool((wf.meta or {}).get("open"))
+            study.closed = study.closed or not (wf.meta or {}).get("open")
         for r in ended:
             t = study.pending.pop((str(r.get("work")), int(r.get("idx") or 0)), None)
             if t is None:
@@ -336,7 +336,7 @@ class Steerer(Agent):
             if limit is not None and len(study.failures) > int(limit) and study.error is None:
                 study.error = (f"study {study.cfg['name']}: {len(study.failures)} trials failed; "
                                f"the last: {msg}")
-        new = self._ask(study) if is_open and study.error is None else []
+        new = self._ask(study) if not study.closed and study.error is None else []
         if new:
             try:
                 self.orch.add_works(wid, new)
@@ -344,7 +344,7 @@ class Steerer(Agent):
                 self.studies.pop(wid, None)
         elif not study.pending:
             self.studies.pop(wid, None)
-            if is_open:  # the client stopping the study closed it already
+            if not study.closed:  # the client stopping the study closed it already
                 self.orch.close(wid, result=study.summary(), error=study.error)
 
     def _ask(self, study: _Study) -> list[dict[str, Any]]:

@@ -134,11 +134,11 @@ class Receiver(Agent):
             for r in results:
                 if not r.get("ok") or r.get("blob"):
                     continue
-                sent = self.state.in_flight.get(int(r["job_id"]))
-                if sent is not None and sent.attempt == r.get("attempt"):
-                    notes.append(finished_note(sent.note, r))
-                    self._told[sent.note["job_id"]] = sent.note["workflow_id"]
-                    del self.state.in_flight[sent.note["job_id"]]  # its slot is free now
+                held = self.state.in_flight.get(int(r["job_id"]))
+                if held is not None and held.attempt == r.get("attempt"):
+                    notes.append(finished_note(held.note, r))
+                    self._told[held.note["job_id"]] = held.note["workflow_id"]
+                    del self.state.in_flight[held.note["job_id"]]  # its slot is free now
         if notes:
             self.state.room.set()
             self.ctx.publish(job_result_events(notes))

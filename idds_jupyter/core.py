@@ -148,9 +148,11 @@ class Orchestrator:
               error: str | None = None, traceback: str | None = None) -> str:
         """End an open workflow's body; returns the workflow's status."""
         with self.engine.begin() as conn:
-            store_close(conn, workflow_id, result, result_blob, error, traceback)
-        self.bus.publish([make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])
-        return str(self.status(workflow_id)["status"])
+            status, ended = store_close(conn, workflow_id, result, result_blob, error, traceback)
+        # ended: its end says it all; else views, the Clerk and a Steerer learn it closed
+        self.bus.publish(ended_events([(workflow_id, status)]) if ended
+                         else [make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])
+        return status
 
     def owner(self, workflow_id: int) -> str | None:
         with self.engine.begin() as conn:
@@ -189,28 +191,36 @@ class Orchestrator:
         return out
 
     # ------------------------------------------------------------- inspect
-    def status(self, workflow_id: int) -> dict[str, Any]:
+    def status(self, workflow_id: int, with_works: bool = True) -> dict[str, Any]:
+        """The run, and (``with_works``) each work with its job counts: O(works), which a
+        waiter that only wants the run's state and result does not pay."""
         with self.engine.begin() as conn:
             row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().first()
             if row is None:
                 raise UnknownRun(f"no workflow with id {workflow_id}")
-            ws = conn.execute(
-                select(works.c.id, works.c.name, works.c.kind, works.c.status, works.c.n_jobs,
-                       works.c.n_finished, works.c.n_failed, works.c.n_cancelled, works.c.iteration,
-                       works.c.loop, works.c.reason)
-                .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
-            by_work = job_counts_by_work(conn, workflow_id)
+            ws, by_work = self._works_of(conn, workflow_id) if with_works else ([], {})
         meta = row["meta"] or {}
         body = {k: meta.get(k) for k in ("open", "result", "result_blob", "traceback") if k in meta}
-        return {
+        out = {
             "body": body,
             "id": row["id"], "name": row["name"], "owner": row["owner"], "status": row["status"],
             "params": row["params"], "error": row["error"],
             "created_at": row["created_at"], "finished_at": row["finished_at"],
             "conditions": meta.get("conditions", {}), "loops": meta.get("loops", {}),
             "loop_info": meta.get("loop_info", {}),
-            "works": [{**dict(w), "jobs": by_work.get(w["id"], {})} for w in ws],
         }
+        if with_works:
+            out["works"] = [{**dict(w), "jobs": by_work.get(w["id"], {})} for w in ws]
+        return out
+
+    @staticmethod
+    def _works_of(conn: Any, workflow_id: int) -> tuple[list[Any], dict[int, dict[str, int]]]:
+        ws = conn.execute(
+            select(works.c.id, works.c.name, works.c.kind, works.c.status, works.c.n_jobs,
+                   works.c.n_finished, works.c.n_failed, works.c.n_cancelled, works.c.iteration,
+                   works.c.loop, works.c.reason)
+            .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
+        return list(ws), job_counts_by_work(conn, workflow_id)
 
     def runs(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         stmt = select(workflows.c.id, workflows.c.name, workflows.c.owner, workflows.c.status,

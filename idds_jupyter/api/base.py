@@ -146,6 +146,16 @@ class ApiHandler(tornado.web.RequestHandler):
             raise ApiError(400, f"query argument {name!r} must be <= {maximum}, got {v}")
         return v
 
+    def bool_arg(self, name: str, default: bool) -> bool:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise ApiError(400, f"query argument {name!r} must be true or false, got {raw!r}")
+
     # ---------------------------------------------------------- execution
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking code (database, files) in the executor: the IOLoop never blocks."""

@@ -281,7 +281,7 @@ class RequestHandler(ApiHandler):
     async def get(self, wid: str) -> None:
         await self.check_owner(int(wid))
         try:
-            st = await self.run(self.ctx.orch.status, int(wid))
+            st = await self.run(self.ctx.orch.status, int(wid), self.bool_arg("works", True))
         except UnknownRun as exc:
             raise ApiError(404, str(exc)) from None
         self.send(st)

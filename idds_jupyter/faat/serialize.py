@@ -163,6 +163,8 @@ def _user_file(name: str, mod: Any, cwd: str, excluded: list[str]) -> str | None
     f = getattr(mod, "__file__", None)
     if not isinstance(f, str) or not f.endswith(".py"):
         return None
+    if any(_under(f, r) for r in excluded):  # installed: known without resolving links
+        return None
     real = os.path.realpath(f)
     if not _under(real, cwd) or any(_under(real, r) for r in excluded):
         return None

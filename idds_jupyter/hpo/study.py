@@ -394,8 +394,10 @@ class Study:
                 status = self.client.wait_workflow(self.run.id)
             if self._abandon.is_set():
                 return
-            info = self.client.status(self.run.id)
-            self._reconcile(info)
+            info = self.client.status(self.run.id, works=False)
+            if self._told(info) != len(self._seen):  # some trials were not pushed: read the works
+                info = self.client.status(self.run.id)
+                self._reconcile(info)
             if info.get("error"):
                 raise RuntimeError(str(info["error"]))
             if status == "aborted":
@@ -417,6 +419,12 @@ class Study:
             wf = job.get("workflow_id", msg.get("key"))
             if str(wf) == str(self.run.id) and job.get("status") == "finished":
                 self._record(str(job.get("work")), int(job.get("idx") or 0), job.get("result"))
+
+    def _told(self, info: dict[str, Any]) -> int | None:
+        """How many trials the Steerer's summary of the ended run counts (None: none written)."""
+        result = (info.get("body") or {}).get("result")
+        trials = result.get("trials") if isinstance(result, dict) else None
+        return sum(int(n) for n in trials.values()) if isinstance(trials, dict) else None
 
     def _reconcile(self, info: dict[str, Any]) -> None:
         """The trial jobs no push told us about (lost, or failed): read from their works."""

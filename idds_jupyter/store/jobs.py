@@ -11,7 +11,7 @@ two statements.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,18 +19,14 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import (
-    FAILED_LIKE,
     JOB_MACHINE,
-    WORK_MACHINE,
     JobStatus,
-    WorkflowStatus,
     WorkStatus,
-    scope_outcome,
 )
 from idds_jupyter.store.function_stats import function_key, record_durations
 from idds_jupyter.store.sql import Locked, chunks, for_update, in_list, now
 from idds_jupyter.store.tables import job_deps, jobs, workflows, works
-from idds_jupyter.store.workflows import note_ended
+from idds_jupyter.store.workflows import end_if_done, mark_dirty
 
 PENDING = JobStatus.PENDING.value
 READY = JobStatus.READY.value
@@ -417,8 +413,6 @@ def work_outcome(n_jobs: int, n_ok: int, n_bad: int, policy: str) -> str:
 
 
 PLAN, CHECK_END, NOTHING = "plan", "check-end", "nothing"
-#: an ended run of independent works up to this size is ended where its last work ends
-QUICK_END_WORKS = 64
 
 
 def on_work_end(meta: Mapping[str, Any] | None) -> str:
@@ -428,57 +422,10 @@ def on_work_end(meta: Mapping[str, Any] | None) -> str:
     The Clerk's plan (PLAN) in general. Nothing for an open run of independent works
     (a FaaT body, an HPO study): until it grows or is closed its plan cannot change,
     and re-planning a run of thousands of works after each end would cost O(works)
-    per call. For a closed run of a few independent works (a function call, a
-    ``map``) only its end can follow, decided here at once (CHECK_END): no Clerk round.
+    per call. For a closed run of independent works only its end can follow, decided
+    here at once (CHECK_END, a count of its works by status): no Clerk round, which
+    would plan the whole run to learn the same.
     """
     if not meta or not meta.get("independent"):
         return PLAN
-    if meta.get("open"):
-        return NOTHING
-    return CHECK_END if int(meta.get("n_works") or 1 << 30) <= QUICK_END_WORKS else PLAN
-
-
-def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
-                ended_now: Sequence[str] = ()) -> str | None:
-    """End a closed run of independent works whose works are all terminal; returns the
-    status it ended with, else None (it goes on, is no longer active, or is left marked
-    for the Clerk). ``ended_now``: the statuses of its works that just ended (a run of
-    one work that just ended needs no count)."""
-    if int(meta.get("n_works") or 0) == len(ended_now) == 1:
-        tally = {WorkStatus(ended_now[0]): 1}
-    else:
-        tally = {WorkStatus(s): n for s, n in conn.execute(_WORK_TALLY, {"wf": workflow_id})}
-    if sum(tally.values()) != int(meta.get("n_works") or 0):
-        mark_dirty(conn, [workflow_id])  # an instance not created yet: the Clerk's case
-        return None
-    if not all(WORK_MACHINE.is_terminal(st) for st in tally):
-        return None
-    status = scope_outcome(tally.get(WorkStatus.FINISHED, 0),
-                           sum(tally.get(st, 0) for st in FAILED_LIKE))
-    if meta.get("error"):  # the body of a FaaT workflow raised
-        status = WorkflowStatus.FAILED
-    t = now()
-    res = conn.execute(_END_RUN, {"wf": workflow_id, "status": status.value, "t": t})
-    if not res.rowcount:
-        return None
-    note_ended(conn, workflow_id, status.value)
-    return status.value
-
-
-_WORK_TALLY = (select(works.c.status, func.count()).where(works.c.workflow_id == bindparam("wf"))
-               .group_by(works.c.status))
-_END_RUN = (update(workflows)
-            .where(workflows.c.id == bindparam("wf"),
-                   workflows.c.status.in_((WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)))
-            .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t")))
-
-
-def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:
-    """Ask the Clerk to re-plan these workflows."""
-    wanted = sorted(set(workflow_ids))
-    if wanted:
-        conn.execute(_MARK_DIRTY, {"ids": wanted, "t": now()})
-
-
-_MARK_DIRTY = (update(workflows).where(workflows.c.id.in_(in_list()))
-               .values(dirty_seq=workflows.c.dirty_seq + 1, updated_at=bindparam("t")))
+    return NOTHING if meta.get("open") else CHECK_END

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model import (
+    WORK_MACHINE,
     JobDep,
     Plan,
     RunState,
@@ -29,7 +30,8 @@ from idds_jupyter.model import (
     WorkStatus,
     plan,
 )
-from idds_jupyter.store.sql import Locked, for_update, is_postgres, now
+from idds_jupyter.model.status import FAILED_LIKE, scope_outcome
+from idds_jupyter.store.sql import Locked, for_update, in_list, is_postgres, now
 from idds_jupyter.store.tables import jobs, messages, workflows, works
 
 ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
@@ -102,6 +104,52 @@ def note_ended(conn: Connection, workflow_id: int, status: str) -> None:
     conn.execute(_NEW_MESSAGE, dict(
         workflow_id=workflow_id, kind=WORKFLOW_ENDED, status="new",
         payload={"workflow_id": workflow_id, "status": status}, created_at=now()))
+
+
+def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
+                ended_now: Sequence[str] = ()) -> str | None:
+    """End a closed run of independent works whose works are all terminal; returns the
+    status it ended with, else None (it goes on, is no longer active, or is left marked
+    for the Clerk). ``ended_now``: the statuses of its works that just ended (a run of
+    one work that just ended needs no count)."""
+    if int(meta.get("n_works") or 0) == len(ended_now) == 1:
+        tally = {WorkStatus(ended_now[0]): 1}
+    else:
+        tally = {WorkStatus(s): n for s, n in conn.execute(_WORK_TALLY, {"wf": workflow_id})}
+    if sum(tally.values()) != int(meta.get("n_works") or 0):
+        mark_dirty(conn, [workflow_id])  # an instance not created yet: the Clerk's case
+        return None
+    if not all(WORK_MACHINE.is_terminal(st) for st in tally):
+        return None
+    status = scope_outcome(tally.get(WorkStatus.FINISHED, 0),
+                           sum(tally.get(st, 0) for st in FAILED_LIKE))
+    if meta.get("error"):  # the body of a FaaT workflow raised
+        status = WorkflowStatus.FAILED
+    t = now()
+    res = conn.execute(_END_RUN, {"wf": workflow_id, "status": status.value, "t": t})
+    if not res.rowcount:
+        return None
+    note_ended(conn, workflow_id, status.value)
+    return status.value
+
+
+_WORK_TALLY = (select(works.c.status, func.count()).where(works.c.workflow_id == bindparam("wf"))
+               .group_by(works.c.status))
+_END_RUN = (update(workflows)
+            .where(workflows.c.id == bindparam("wf"),
+                   workflows.c.status.in_((WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)))
+            .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t")))
+
+
+def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:
+    """Ask the Clerk to re-plan these workflows."""
+    wanted = sorted(set(workflow_ids))
+    if wanted:
+        conn.execute(_MARK_DIRTY, {"ids": wanted, "t": now()})
+
+
+_MARK_DIRTY = (update(workflows).where(workflows.c.id.in_(in_list()))
+               .values(dirty_seq=workflows.c.dirty_seq + 1, updated_at=bindparam("t")))
 
 
 class WorkflowClosed(ValueError):
@@ -273,20 +321,33 @@ def _remember(conn: Connection, workflow_id: int, template: Mapping[str, Any], w
 
 
 def close(conn: Connection, workflow_id: int, result: Any = None, result_blob: str | None = None,
-          error: str | None = None, traceback: str | None = None) -> None:
-    """The body of an open workflow ended: record its result (or error); let it finish."""
-    row = conn.execute(for_update(conn, select(workflows.c.meta).where(
+          error: str | None = None, traceback: str | None = None) -> tuple[str, bool]:
+    """The body of an open workflow ended: record its result (or error); let it finish.
+
+    Returns the run's status and whether this close ended it. A run of independent
+    works (a FaaT body, an HPO study) ends here when its works have all ended, else
+    where its last work ends: nothing is left for the Clerk to plan. Another run is
+    marked for the Clerk.
+    """
+    row = conn.execute(for_update(conn, select(workflows.c.meta, workflows.c.status).where(
         workflows.c.id == workflow_id))).first()
     if row is None:
         raise LookupError(f"no workflow with id {workflow_id}")
     meta = dict(row.meta or {})
     meta.update(open=False, result=result, result_blob=result_blob, error=error,
                 traceback=traceback)
-    values: dict[str, Any] = {"meta": meta, "dirty_seq": workflows.c.dirty_seq + 1,
-                              "updated_at": now()}
+    values: dict[str, Any] = {"meta": meta, "updated_at": now()}
+    independent = bool(meta.get("independent"))
+    if not independent:
+        values["dirty_seq"] = workflows.c.dirty_seq + 1
     if error:
         values["error"] = error
     conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(**values))
+    if independent and row.status in ACTIVE:
+        ended = end_if_done(conn, workflow_id, meta)
+        if ended is not None:
+            return ended, True
+    return str(row.status), False
 
 
 class StoredWorkState(WorkState):

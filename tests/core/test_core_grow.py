@@ -56,21 +56,30 @@ def test_independent_works_end_without_a_replan(tmp_path: Path, db_url: str) -> 
             whole = full_template(conn, wid, row["template"], row["meta"])
         assert whole == Workflow.from_dict(whole).to_dict()
         assert [w["name"] for w in whole["works"]] == [f"call_{i}" for i in range(4)]
-        assert orch.close(wid, result=4) in ("running", "finished")
-        assert orch.wait(wid, timeout=60) == "finished"
+        # its works all ended: the close ends it, in its transaction, with no Clerk round
+        assert orch.close(wid, result=4) == "finished"
+        row = _row(orch, wid)
+        assert (row["status"], row["dirty_seq"], row["clean_seq"]) == ("finished", 5, 5)
+        assert row["meta"]["result"] == 4
+        assert orch.wait(wid, timeout=1) == "finished"
 
 
 def test_closing_while_a_work_runs_still_ends_the_run(tmp_path: Path, db_url: str) -> None:
-    """The work ends after the close: its end now marks the run, which then finishes."""
+    """The work ends after the close: its end ends the run, whatever the run's size (here
+    more works than a plan would like to read at each end), with no Clerk round."""
     cfg = config(tmp_path, db_url)
     with Runner(cfg) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
         wid = orch.submit({"name": "body", "works": []}, open=True)
+        orch.add_works(wid, [_call(f"quick_{i}", 0.0) for i in range(70)])
+        wait_for(lambda: list(_statuses(orch, wid).values()) == ["finished"] * 70)
         orch.add_works(wid, [_call("slow", 0.8)])
-        orch.close(wid, result=1)
-        assert _statuses(orch, wid) == {"slow": "running"}
+        assert orch.close(wid, result=1) == "running"
+        assert _statuses(orch, wid)["slow"] == "running"
         assert orch.wait(wid, timeout=60) == "finished"
-        assert _statuses(orch, wid) == {"slow": "finished"}
+        assert _statuses(orch, wid)["slow"] == "finished"
+        row = _row(orch, wid)
+        assert row["dirty_seq"] == row["clean_seq"] == 3  # submitted, grown twice
 
 
 def test_a_dependent_work_makes_the_run_planned_again(tmp_path: Path, db_url: str) -> None:

@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -40,6 +41,16 @@ _KILL_GRACE_S = 1.0
 
 # the directory that contains the idds_jupyter package, so workers can import it
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to a non-blocking pipe, waiting for room as needed."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
 
 
 class _Chunk:
@@ -66,7 +77,14 @@ class _Worker:
         self.pid = self.proc.pid
         self.spawned_at = time.monotonic()
         self.chunks: deque[_Chunk] = deque()
+        assert self.proc.stdin is not None
+        # Non-blocking: a small frame is written by the thread that dispatches it
+        # (no hop to the writer thread) unless the pipe is full or frames wait before it.
+        self.fd = self.proc.stdin.fileno()
+        os.set_blocking(self.fd, False)
         self.outq: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.wlock = threading.Lock()
+        self.backlog = 0  # frames given to the writer thread and not fully written yet
         self.alive = True
         self.killed_for_cancel = False
         self.reader: threading.Thread | None = None
@@ -141,8 +159,9 @@ class LocalBackend(Backend):
                 frame = w.outq.get()
                 if frame is None:
                     break
-                stdin.write(frame)
-                stdin.flush()
+                _write_all(w.fd, frame)
+                with w.wlock:
+                    w.backlog -= 1
         except (BrokenPipeError, OSError, ValueError):
             pass  # the reader notices the death
         finally:
@@ -309,8 +328,22 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _send(sends: list[tuple[_Worker, list[dict[str, Any]]]]) -> None:
+        """Frames up to ``PIPE_BUF`` go straight into an idle worker's pipe (written whole
+        or not at all); the others, and any behind a frame still queued, in order through
+        the worker's writer thread, so that a slow reader never blocks the caller."""
         for w, specs in sends:
-            w.outq.put(encode_message(specs))
+            frame = encode_message(specs)
+            with w.wlock:
+                if not w.backlog and len(frame) <= select.PIPE_BUF:
+                    try:
+                        if os.write(w.fd, frame) == len(frame):
+                            continue
+                    except BlockingIOError:
+                        pass  # the pipe is full: the writer thread waits for room
+                    except OSError:
+                        continue  # the worker is gone: its reader reports its jobs
+                w.backlog += 1
+                w.outq.put(frame)
 
     # ------------------------------------------------------------------ interface
 

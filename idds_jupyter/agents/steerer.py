@@ -12,10 +12,15 @@ value in each trial's JSON result. The objective stays an opaque blob (the
 ``payload`` the client uploaded once per segment), unpickled by the workers only;
 each trial job gets its parameters as JSON keyword arguments.
 
+With the in-process bus a pushed result is told, and the next trial added and sent
+to a worker, in the thread that published the result (the backend's, as the worker's
+result arrives): no wake-up of this agent's thread on the way. Anything else (a new
+study, a poll, a step the publisher's thread cannot take at once) is this thread's.
+
 The run is the study's record. After a restart the Steerer rebuilds every open
 study from its trial works: finished trials are told to a new sampler (they never
 run again), trials still in flight are waited for, and the study goes on. The
-sampler runs in this thread, outside any transaction.
+sampler runs outside any transaction, one step at a time (a lock).
 
 Several runners may have the role: one steers a study at a time. It holds a
 lease in the run's ``meta`` (owner, expiry), renewed at every poll; another takes
@@ -24,7 +29,9 @@ the study over once that owner is unregistered (stopped) or its lease expired.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +43,7 @@ from sqlalchemy import select, update
 from idds_jupyter.agents.agent import Agent, Context
 from idds_jupyter.bus import Subscription
 from idds_jupyter.bus import event as ev
+from idds_jupyter.bus.local import LocalSubscription
 from idds_jupyter.model import WorkflowStatus
 from idds_jupyter.model.space import (
     Space,
@@ -123,6 +131,9 @@ class Steerer(Agent):
         self._next_scan = 0.0
         self._next_discovery = 0.0
         self._sub: Subscription | None = None
+        self._lock = threading.Lock()  # one step at a time, in this thread or a publisher's
+        self._woken = threading.Event()  # for this thread: events the publisher left to it
+        self._inline = False  # pushed results are told in the publisher's thread
 
     @property
     def orch(self) -> Orchestrator:
@@ -139,14 +150,55 @@ class Steerer(Agent):
     # a poll's delay: every poll reads each study's ended trials from the store.
     def setup(self) -> None:
         self._sub = self.ctx.bus.subscribe(self.wakes_on)
+        if isinstance(self._sub, LocalSubscription):
+            self._inline = True
+            self._sub.on_put = self._on_put
 
     def teardown(self) -> None:
+        if isinstance(self._sub, LocalSubscription):
+            self._sub.on_put = None
         if self._sub is not None:
             self._sub.close()
 
     def wait(self, timeout: float) -> None:
         assert self._sub is not None
-        for e in self._sub.get(timeout):
+        if not self._inline:
+            self._take(self._sub.get(timeout))
+            return
+        self._woken.wait(timeout)
+        self._woken.clear()
+        with self._lock:
+            self._take(self._sub.get(0))
+
+    def _on_put(self) -> None:
+        """In the publisher's thread: tell the pushed results and add the next trials now.
+
+        Never on an event loop (a transaction would block it), nor while a step runs
+        (this thread's, or the publisher's own: its add publishes too); the events
+        then wait for this agent's thread, which is woken for them.
+        """
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        if on_loop or self.ctx.stop.is_set() or not self._lock.acquire(blocking=False):
+            self._woken.set()
+            return
+        try:
+            assert self._sub is not None
+            self._take(self._sub.get(0))
+            if self._notes:
+                notes, self._notes = self._notes, {}
+                self._steer(notes, set())
+            if self._check or self._candidates or self._notes:
+                self._woken.set()
+        finally:
+            self._lock.release()
+
+    def _take(self, events: list[ev.Event]) -> None:
+        """Note what the events ask: results to tell, runs to read, runs that may be studies."""
+        for e in events:
             if e.key is None or not e.key.isdigit():
                 continue
             wid = int(e.key)
@@ -160,6 +212,10 @@ class Steerer(Agent):
                 self._candidates.add(wid)
 
     def step(self) -> bool:
+        with self._lock:
+            return self._step()
+
+    def _step(self) -> bool:
         t = time.monotonic()
         if t >= self._next_scan:
             self._next_scan = t + self.ctx.config.poll_interval
@@ -174,6 +230,11 @@ class Steerer(Agent):
         self._candidates = set()
         notes, self._notes = self._notes, {}
         check, self._check = self._check, set()
+        self._steer(notes, check)
+        return False
+
+    def _steer(self, notes: dict[int, list[dict[str, Any]]], check: set[int]) -> None:
+        """Advance the studies with pushed results (``notes``) or to read (``check``)."""
         for wid in sorted((set(notes) | check) & set(self.studies)):
             try:
                 self._advance(self.studies[wid], notes.get(wid, []), read=wid in check)
@@ -183,7 +244,6 @@ class Steerer(Agent):
                 # told again at the retry (a trial told already is not pending any more):
                 # a success pushed before its record may not be in the store yet
                 self._notes.setdefault(wid, []).extend(notes.get(wid, []))
-        return False
 
     # ------------------------------------------------------------- discovery
     def _scan(self) -> None:

@@ -112,3 +112,41 @@ def test_a_study_whose_event_comes_on_a_poll_is_found_at_once(tmp_path: Path, db
             assert [t[0] for t in _trials(orch, wid)] == [0]
         finally:
             steerer.teardown()
+
+
+def _threads_adding_trials(runner: Runner) -> list[str]:
+    """The names of the threads that add the Steerer's trial works, as they add them."""
+    import threading
+
+    steerer = next(a for a in runner.agents if isinstance(a, Steerer))
+    names: list[str] = []
+    orch = steerer.orch
+    add = orch.add_works
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        names.append(threading.current_thread().name)
+        return add(*args, **kwargs)
+
+    orch.add_works = traced  # type: ignore[method-assign]
+    return names
+
+
+def test_with_the_in_process_bus_a_result_is_told_where_it_arrives(tmp_path: Path,
+                                                                     db_url: str) -> None:
+    """The next trial is added by the thread that received the worker's result (no wake-up
+    of the Steerer's thread in between); over another bus, by the Steerer's thread."""
+    for bus in ("local", "db"):
+        cfg = config(tmp_path / bus, db_url, bus=bus)
+        study, _ = _study(cfg, lambda x: (time.sleep(0.05), x)[1], max_trials=5, parallel=1)
+        with Runner(cfg) as runner:
+            names = _threads_adding_trials(runner)
+            orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+            wid = orch.submit({"name": "s", "works": []}, {"study": study}, open=True)
+            assert orch.wait(wid, timeout=120) == "finished"
+        assert [t[1] for t in _trials(orch, wid)] == ["finished"] * 5
+        assert len(names) == 5 and names[0] == "idds-steerer"  # the first, as the study is found
+        in_reader = [n for n in names[1:] if n.startswith("idds-local-r")]
+        if bus == "local":
+            assert len(in_reader) >= 3, names  # the Steerer's thread may be busy once
+        else:
+            assert in_reader == [], names

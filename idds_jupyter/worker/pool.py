@@ -26,6 +26,7 @@ at once. SIGTERM kills the running shell command's process group and exits.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -180,6 +181,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     parent = os.getppid()
     outbox = _Outbox(stdout)
     outbox.send({"hello": {"pid": os.getpid(), "python": sys.version.split()[0]}})
+    gc.freeze()  # the imports: never walked by a full collection in the middle of a job
     batches: queue.SimpleQueue[list[dict[str, Any]] | None] = queue.SimpleQueue()
     stop = threading.Event()
 

@@ -85,6 +85,9 @@ class _Worker:
         self.outq: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.wlock = threading.Lock()
         self.backlog = 0  # frames given to the writer thread and not fully written yet
+        # set (under wlock) before the pipe is closed: its fd number may be reused at once
+        # (by a socket, say), so nothing may be written to it afterwards
+        self.closed = False
         self.alive = True
         self.killed_for_cancel = False
         self.reader: threading.Thread | None = None
@@ -165,8 +168,10 @@ class LocalBackend(Backend):
         except (BrokenPipeError, OSError, ValueError):
             pass  # the reader notices the death
         finally:
-            with contextlib.suppress(OSError, ValueError):
-                stdin.close()
+            with w.wlock:
+                w.closed = True
+                with contextlib.suppress(OSError, ValueError):
+                    stdin.close()
 
     def _read_loop(self, w: _Worker) -> None:
         stdout = w.proc.stdout
@@ -334,6 +339,8 @@ class LocalBackend(Backend):
         for w, specs in sends:
             frame = encode_message(specs)
             with w.wlock:
+                if w.closed:
+                    continue  # the worker is gone: its reader reports its jobs
                 if not w.backlog and len(frame) <= select.PIPE_BUF:
                     try:
                         if os.write(w.fd, frame) == len(frame):

@@ -164,3 +164,22 @@ def test_close_kills_workers() -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_gone_worker_pipe_is_never_written_again(backend: LocalBackend, tmp_path: Path) -> None:
+    """Once a worker's pipe is closed its fd number is free for the next file or socket;
+    a frame dispatched to that worker late must not land there."""
+    w = backend._workers[0]
+    old_fd = w.fd
+    w.signal(signal.SIGKILL)
+    assert w.writer is not None
+    w.writer.join(10)  # the writer thread closed the pipe
+    assert w.closed and not w.writer.is_alive()
+    fd = os.open(tmp_path / "bystander", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.dup2(fd, old_fd)  # the freed number, as the next file or socket may get it
+        LocalBackend._send([(w, [spec(1)])])
+    finally:
+        os.close(old_fd)
+        os.close(fd)
+    assert (tmp_path / "bystander").read_bytes() == b""

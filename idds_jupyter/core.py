@@ -54,6 +54,8 @@ class Dispatch(Protocol):
 
     def send(self, claimed: dict[str, list[dict[str, Any]]]) -> None: ...
 
+    def hurry(self) -> None: ...
+
 
 class Orchestrator:
     def __init__(self, config: Config | None = None, engine: Any = None, bus: Bus | None = None,
@@ -149,6 +151,8 @@ class Orchestrator:
         """End an open workflow's body; returns the workflow's status."""
         with self.engine.begin() as conn:
             status, ended = store_close(conn, workflow_id, result, result_blob, error, traceback)
+        if not ended and self.dispatch is not None:
+            self.dispatch.hurry()  # its last results may be told and not yet recorded
         # ended: its end says it all; else views, the Clerk and a Steerer learn it closed
         self.bus.publish(ended_events([(workflow_id, status)]) if ended
                          else [make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import config, wait_for
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
+from idds_jupyter.agents.carrier import receiver
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.bus import Event, Subscription
 from idds_jupyter.bus import event as ev
@@ -122,6 +124,67 @@ def test_a_success_told_early_is_followed_by_its_record(tmp_path: Path, db_url: 
         assert sorted(r["status"] for r in _jobs(orch, wid)) in (["finished", "running"],
                                                                  ["finished", "submitted"])
         assert orch.wait(wid, timeout=60) == "finished"
+        sub.close()
+
+
+def _told(sub: Subscription, wid: int, timeout: float = 30) -> None:
+    """Wait, as a FaaT caller does, for the pushed success of run ``wid``."""
+    seen: list[Event] = []
+    wait_for(lambda: any(e.key == str(wid) and e.payload["jobs"] for e in _collect(sub, seen)),
+             timeout=timeout, interval=0)
+
+
+def _receiver_commits(engine: Any) -> list[int]:
+    """Commits made by the Receiver's thread, counted as they happen."""
+    count = [0]
+
+    def on_commit(conn: Any) -> None:
+        if threading.current_thread().name.startswith("idds-receiver"):
+            count[0] += 1
+
+    event.listen(engine, "commit", on_commit)
+    return count
+
+
+def test_a_loop_of_calls_is_recorded_in_one_transaction(tmp_path: Path, db_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Successes told early are held for the record: calls made one after the other (each
+    waiting for its value) share one Receiver transaction, here once ``batch`` are held."""
+    monkeypatch.setattr(receiver, "TOLD_WITHIN_S", 120.0)  # only the batch size flushes here
+    cfg = config(tmp_path, db_url, batch=4)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        sub = runner.bus.subscribe([ev.JOB_RESULT])
+        commits = _receiver_commits(runner.engine)
+        wids = []
+        for _ in range(4):
+            wids.append(orch.submit({"name": "call", "works": [
+                {"name": "f", "function": SLEEP, "parameters": {"seconds": 0}}]}))
+            _told(sub, wids[-1])
+            if len(wids) < 4:  # told, not yet recorded
+                assert [r["status"] for r in _jobs(orch, wids[-1])] != ["finished"]
+        for wid in wids:
+            assert orch.wait(wid, timeout=30) == "finished"
+        assert commits[0] == 1
+        sub.close()
+
+
+def test_a_closed_run_is_recorded_at_once(tmp_path: Path, db_url: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing a run whose last success is told but held ends it with that record, without
+    waiting for ``TOLD_WITHIN_S`` (an HPO study's end, a body's last call)."""
+    monkeypatch.setattr(receiver, "TOLD_WITHIN_S", 120.0)
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        sub = runner.bus.subscribe([ev.JOB_RESULT])
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        orch.add_works(wid, [{"name": "f", "function": SLEEP, "parameters": {"seconds": 0}}])
+        _told(sub, wid)
+        assert [r["status"] for r in _jobs(orch, wid)] != ["finished"]  # held
+        orch.close(wid)
+        assert orch.wait(wid, timeout=30) == "finished"
+        assert [r["status"] for r in _jobs(orch, wid)] == ["finished"]
         sub.close()
 
 

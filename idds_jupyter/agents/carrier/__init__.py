@@ -51,6 +51,7 @@ class CarrierState:
     in_flight: dict[int, Held] = field(default_factory=dict)  # by job id
     lock: threading.Lock = field(default_factory=threading.Lock)
     room: threading.Event = field(default_factory=threading.Event)  # capacity freed
+    hurried: int = 0  # bumped to have the Receivers record what they hold now
     work_specs: WorkSpecs = field(default_factory=WorkSpecs)
 
     def count(self, backend: str) -> int:

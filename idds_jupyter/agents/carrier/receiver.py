@@ -18,10 +18,12 @@ from idds_jupyter.store.jobs import Outcome, finished_note, mark_running, record
 # next results when some come sooner (one transaction, not two), or on its own. A job
 # that ends within it is recorded once, started and ended together.
 STARTED_WITHIN_S = 0.25
-# Successes told early are recorded at the latest this long after they arrived. The
-# caller or the Steerer they woke writes its next submission meanwhile, first (SQLite has
-# one writer), and results that come in that time share the transaction.
-TOLD_WITHIN_S = 0.003
+# Successes told early are recorded at the latest this long after the first of them
+# arrived. The caller or the Steerer they woke writes its next submission meanwhile,
+# first (SQLite has one writer), and the results that come in that time share one
+# transaction: a loop of calls pays one record for several. A run closed while its last
+# results wait is recorded at once (``CarrierState.hurried``).
+TOLD_WITHIN_S = 0.03
 
 
 class Receiver(Agent):
@@ -37,6 +39,7 @@ class Receiver(Agent):
         self._told: dict[int, int] = {}  # successes told before their record: job -> workflow
         self._held: list[dict[str, Any]] = []  # those received, to record by TOLD_WITHIN_S
         self._held_since = 0.0
+        self._hurried = 0  # the last CarrierState.hurried acted on
 
     def setup(self) -> None:
         # told in the backend's own thread as results arrive: no wake-up of this one first
@@ -53,7 +56,8 @@ class Receiver(Agent):
         if self._starts:
             wait = max(0.0, min(wait, self._starts_since + STARTED_WITHIN_S - time.monotonic()))
         if self._held:
-            wait = max(0.0, min(wait, self._held_since + TOLD_WITHIN_S - time.monotonic()))
+            wait = 0.0 if self._hurried_now() else max(
+                0.0, min(wait, self._held_since + TOLD_WITHIN_S - time.monotonic()))
         got = self.backend.results(timeout=wait)
         if self.ctx.stop.is_set() and not got and not self._starts and not self._held:
             return False
@@ -82,9 +86,12 @@ class Receiver(Agent):
         stop = self.ctx.stop.is_set()
         due = bool(self._starts) and (stop or t >= self._starts_since + STARTED_WITHIN_S)
         held_due = bool(self._held) and (stop or t >= self._held_since + TOLD_WITHIN_S
-                                         or len(self._held) >= self.ctx.config.batch)
+                                         or len(self._held) >= self.ctx.config.batch
+                                         or self._hurried_now())
         if not results and not due and not held_due:
             return bool(got)
+        if held_due:
+            self._hurried = self.state.hurried
         results += self._held  # with anything else that is written now
         self._held = []
         started = [(jid, att, t) for jid, (att, t) in self._starts.items()]
@@ -117,6 +124,16 @@ class Receiver(Agent):
                    for key in sorted({str(wf) for wf in told.values()} - moved)]
         self.ctx.publish(events)
         return True
+
+    def _hurried_now(self) -> bool:
+        """A run was closed since the last record (:meth:`Submitter.hurry`) and every
+        success told is here to be recorded: its end need not wait for ``TOLD_WITHIN_S``.
+        (A success is told before it is queued for this thread: the close it prompted
+        can come first.)"""
+        if self.state.hurried == self._hurried:
+            return False
+        with self.state.lock:
+            return len(self._told) <= len(self._held)
 
     def _announce(self, results: list[dict[str, Any]]) -> None:
         """Tell waiting callers of successes before recording them, as the worker's

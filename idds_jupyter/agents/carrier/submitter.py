@@ -82,6 +82,13 @@ class Submitter(Agent):
                                           "attempt")})
             self.state.backends[name].submit(specs)
 
+    def hurry(self) -> None:
+        """Record the successes told early now, not by ``TOLD_WITHIN_S``: a run was closed
+        and ends with their record (an HPO study's last trials, a body's last calls)."""
+        self.state.hurried += 1
+        for b in self.state.backends.values():
+            b.wake()
+
     def _room(self, name: str) -> int:
         room = self.state.backends[name].capacity - self.state.count(name)
         return min(room, self.ctx.config.batch)

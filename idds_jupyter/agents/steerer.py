@@ -134,6 +134,8 @@ class Steerer(Agent):
         self._lock = threading.Lock()  # one step at a time, in this thread or a publisher's
         self._woken = threading.Event()  # for this thread: events the publisher left to it
         self._inline = False  # pushed results are told in the publisher's thread
+        self._put_pending = False  # events put since the last turn in a publisher's thread
+        self._in_put = False  # the lock is held by such a turn (it takes them after its own)
 
     @property
     def orch(self) -> Orchestrator:
@@ -173,28 +175,38 @@ class Steerer(Agent):
     def _on_put(self) -> None:
         """In the publisher's thread: tell the pushed results and add the next trials now.
 
-        Never on an event loop (a transaction would block it), nor while a step runs
-        (this thread's, or the publisher's own: its add publishes too); the events
-        then wait for this agent's thread, which is woken for them.
+        Never on an event loop (a transaction would block it). While a turn runs in
+        another publisher's thread, that thread takes these events too, after its own:
+        results that come together are told in turn, with no other thread to wake.
+        While this agent's own step runs, its thread is woken for them.
         """
         try:
             asyncio.get_running_loop()
             on_loop = True
         except RuntimeError:
             on_loop = False
-        if on_loop or self.ctx.stop.is_set() or not self._lock.acquire(blocking=False):
+        if on_loop or self.ctx.stop.is_set():
             self._woken.set()
             return
-        try:
-            assert self._sub is not None
-            self._take(self._sub.get(0))
-            if self._notes:
-                notes, self._notes = self._notes, {}
-                self._steer(notes, set())
-            if self._check or self._candidates or self._notes:
-                self._woken.set()
-        finally:
-            self._lock.release()
+        self._put_pending = True  # before trying the lock: its holder looks after release
+        while self._put_pending:
+            if not self._lock.acquire(blocking=False):
+                if not self._in_put:  # this agent's step (or nothing now): its thread will
+                    self._woken.set()
+                return
+            try:
+                self._in_put = True
+                self._put_pending = False
+                assert self._sub is not None
+                self._take(self._sub.get(0))
+                if self._notes:
+                    notes, self._notes = self._notes, {}
+                    self._steer(notes, set())
+                if self._check or self._candidates or self._notes:
+                    self._woken.set()
+            finally:
+                self._in_put = False
+                self._lock.release()
 
     def _take(self, events: list[ev.Event]) -> None:
         """Note what the events ask: results to tell, runs to read, runs that may be studies."""

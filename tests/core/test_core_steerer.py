@@ -4,21 +4,28 @@ summary; a second runner takes the study over when the first one stops."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import pytest
 from helpers import config, wait_for
 from sqlalchemy import select
 
+from idds_jupyter.agents.agent import Context
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.agents.steerer import Steerer
+from idds_jupyter.bus import event as ev
+from idds_jupyter.bus.event import make_event
+from idds_jupyter.bus.local import LocalBus
 from idds_jupyter.config import AGENT_ROLES, Config
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.hpo.trial import run_trial
 from idds_jupyter.model.space import parse_trial_work, space_to_json, uniform
 from idds_jupyter.store.cache import write_blob
+from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.tables import jobs, workflows, works
 
 
@@ -150,3 +157,41 @@ def test_with_the_in_process_bus_a_result_is_told_where_it_arrives(tmp_path: Pat
             assert len(in_reader) >= 3, names  # the Steerer's thread may be busy once
         else:
             assert in_reader == [], names
+
+
+def test_results_that_come_during_a_turn_are_told_by_that_turns_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the in-process bus, a result published while another publisher's thread runs
+    a turn is told by that thread right after its own: the second publisher does not wait,
+    and no other thread is woken for it."""
+    cfg = config(tmp_path, f"sqlite:///{tmp_path / 'idds.db'}")
+    bus = LocalBus()
+    steerer = Steerer(Context(make_engine(cfg.db_url), bus, cfg, "test"))
+    steerer.setup()
+    steerer.studies.update({1: None, 2: None})  # type: ignore[dict-item]  # only ids matter here
+    told: list[tuple[str, list[int]]] = []
+    inside, go_on = threading.Event(), threading.Event()
+
+    def steer(notes: dict[int, list[dict[str, Any]]], check: set[int]) -> None:
+        told.append((threading.current_thread().name, sorted(notes)))
+        if len(told) == 1:
+            inside.set()
+            assert go_on.wait(30)
+
+    monkeypatch.setattr(steerer, "_steer", steer)
+
+    def result(wid: int) -> None:
+        bus.publish([make_event(ev.JOB_RESULT, str(wid), jobs=[{"work": "t", "idx": 0}])])
+
+    first = threading.Thread(target=result, args=(1,), name="publisher-1")
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=result, args=(2,), name="publisher-2")
+    second.start()
+    second.join(30)
+    assert not second.is_alive()  # it left its result to the turn running
+    go_on.set()
+    first.join(30)
+    assert told == [("publisher-1", [1]), ("publisher-1", [2])]
+    assert not steerer._woken.is_set()  # the Steerer's own thread had nothing to do
+    steerer.teardown()

@@ -12,10 +12,13 @@ The same study is also run with Optuna's own ``study.optimize(n_jobs=parallel)``
 
     .venv/bin/python bench/hpo_overhead.py [--trials 200] [--duration 0.1] [--parallel 8]
         [--sampler random|tpe] [--workers 8] [--prefetch 0,8] [--steer client,server]
-        [--in-process] [--no-optuna] [--json]
+        [--repeat 3] [--in-process] [--no-optuna] [--json]
 
 Each ``--steer`` value runs the study with its sampler in this process (``client``)
 or in the server's Steerer (``server``); ``--prefetch`` applies to the client.
+Each study runs ``--repeat`` times (default 3) on the same server: the figures
+are the median run's, with the fastest and slowest runs' overhead beside them
+(a shared 2-core machine moves a single run by a point or two either way).
 """
 
 from __future__ import annotations
@@ -57,18 +60,24 @@ def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:
             runs = [(steer, p) for steer in args.steer
                     for p in (args.prefetch if steer == "client" else [0])]
             for steer, prefetch in runs:
-                study = Study(fn, {"x": uniform(0, 1)}, max_trials=args.trials, parallel=args.parallel,
-                              sampler=args.sampler, seed=1, name="overhead", prefetch=prefetch,
-                              steer=steer, client=client)
-                t0 = time.perf_counter()
-                df = study.optimize(timeout=600)
-                wall = time.perf_counter() - t0
-                complete = int((df["state"] == "COMPLETE").sum())
-                out.append({"engine": f"idds-jupyter {steer} prefetch={prefetch}", "trials": args.trials,
-                            "complete": complete, "wall_s": wall, "ideal_s": ideal,
-                            "overhead_pct": 100 * (wall - ideal) / ideal,
-                            "trials_per_s": args.trials / wall, "best": study.best_value,
-                            "works": len(client.status(study.run_id)["works"])})
+                walls, last = [], None
+                for _ in range(args.repeat):
+                    study = Study(fn, {"x": uniform(0, 1)}, max_trials=args.trials,
+                                  parallel=args.parallel, sampler=args.sampler, seed=1,
+                                  name="overhead", prefetch=prefetch, steer=steer, client=client)
+                    t0 = time.perf_counter()
+                    df = study.optimize(timeout=600)
+                    walls.append(time.perf_counter() - t0)
+                    complete = int((df["state"] == "COMPLETE").sum())
+                    if complete != args.trials:
+                        raise SystemExit(f"{steer} prefetch={prefetch}: {complete} of "
+                                         f"{args.trials} trials completed")
+                    last = study
+                assert last is not None and last.run_id is not None
+                out.append({"engine": f"idds-jupyter {steer} prefetch={prefetch}",
+                            "trials": args.trials, **_figures(walls, ideal, args.trials),
+                            "best": last.best_value,
+                            "works": len(client.status(last.run_id)["works"])})
         finally:
             set_client(None)
             client.shutdown()
@@ -81,16 +90,27 @@ def bench_optuna(args: argparse.Namespace) -> dict[str, Any]:
     from idds_jupyter.hpo import make_sampler, uniform
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = {"x": uniform(0, 1)}
-    st = optuna.create_study(sampler=make_sampler(args.sampler, 1, space))
-    t0 = time.perf_counter()
-    st.optimize(lambda t: objective(t.suggest_float("x", 0, 1), args.duration),
-                n_trials=args.trials, n_jobs=args.parallel)
-    wall = time.perf_counter() - t0
+    space: dict[str, Any] = {"x": uniform(0, 1)}
     ideal = args.trials * args.duration / args.parallel
-    return {"engine": "optuna n_jobs (threads, local)", "trials": args.trials, "wall_s": wall,
-            "ideal_s": ideal, "overhead_pct": 100 * (wall - ideal) / ideal,
-            "trials_per_s": args.trials / wall}
+    walls = []
+    for _ in range(args.repeat):
+        st = optuna.create_study(sampler=make_sampler(args.sampler, 1, space))
+        t0 = time.perf_counter()
+        st.optimize(lambda t: objective(t.suggest_float("x", 0, 1), args.duration),
+                    n_trials=args.trials, n_jobs=args.parallel)
+        walls.append(time.perf_counter() - t0)
+    return {"engine": "optuna n_jobs (threads, local)", "trials": args.trials,
+            **_figures(walls, ideal, args.trials)}
+
+
+def _figures(walls: list[float], ideal: float, trials: int) -> dict[str, Any]:
+    """The median run's wall time and overhead; every run's overhead, for the spread."""
+    import statistics
+
+    wall = statistics.median(walls)
+    return {"wall_s": wall, "ideal_s": ideal, "overhead_pct": 100 * (wall - ideal) / ideal,
+            "runs_overhead_pct": [100 * (w - ideal) / ideal for w in walls],
+            "trials_per_s": trials / wall}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,10 +125,14 @@ def main(argv: list[str] | None = None) -> int:
                         "list runs the study once per value (default: 0 and --parallel)")
     p.add_argument("--steer", type=lambda v: v.split(","), default=["client", "server"],
                    help="where the sampler runs: client, server, or both (default)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each study; the median is reported (default 3)")
     p.add_argument("--in-process", action="store_true")
     p.add_argument("--no-optuna", action="store_true")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     args.workers = args.workers or args.parallel
     args.prefetch = args.prefetch if args.prefetch is not None else [0, args.parallel]
     results = bench_idds(args)
@@ -119,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.trials} trials of a {args.duration} s objective, parallel={args.parallel}, "
           f"sampler={args.sampler}, {args.workers} workers; "
-          f"ideal {args.trials * args.duration / args.parallel:.2f} s")
+          f"ideal {args.trials * args.duration / args.parallel:.2f} s; median of {args.repeat} runs")
     for r in results:
         works = f"   {r['works']} works" if "works" in r else ""
-        print(f"  {r['engine']:40s} wall {r['wall_s']:7.2f} s   overhead {r['overhead_pct']:6.1f} %   "
-              f"{r['trials_per_s']:6.1f} trials/s{works}")
+        runs = r["runs_overhead_pct"]
+        print(f"  {r['engine']:40s} wall {r['wall_s']:7.2f} s   overhead {r['overhead_pct']:6.1f} % "
+              f"({min(runs):.1f} .. {max(runs):.1f})   {r['trials_per_s']:6.1f} trials/s{works}")
     # Judged without prefetch: with it more than `parallel` trials are handed out at once
     # (queued at the backend), which is not what `parallel` promises.
     strict = [r for r in results if r["engine"].endswith(" prefetch=0")]

@@ -40,6 +40,7 @@ class EventBridge:
         self._stop = threading.Event()
         self._sub = ctx.bus.subscribe(STREAM_TYPES)
         self._thread: threading.Thread | None = None
+        self._waiting: list[list[Event]] | None = None  # batches behind an owner lookup
         if isinstance(self._sub, LocalSubscription):  # same process: no reader thread
             self._sub.on_put = self._wake
         else:
@@ -52,10 +53,10 @@ class EventBridge:
             with contextlib.suppress(RuntimeError):  # the loop is closed
                 self.loop.add_callback(self._drain)
 
-    async def _drain(self) -> None:
+    def _drain(self) -> None:
         events = self._sub.get(0)
         if events and not self._stop.is_set():
-            await self._dispatch(events)
+            self._dispatch(events)
 
     def _read(self) -> None:
         while not self._stop.is_set():
@@ -71,22 +72,39 @@ class EventBridge:
                 except RuntimeError:  # the loop is closed
                     return
 
-    async def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[Event]) -> None:
+        """On the IOLoop: deliver at once when every run's owner is known (the usual case:
+        no task, no executor trip); else after one lookup, in order with later batches."""
         if not self.conns:
             return
-        from idds_jupyter.store import monitor
-
+        events = without_redundant(events)
+        if self._waiting is not None:  # a lookup is in flight: keep the order
+            self._waiting.append(events)
+            return
         ids = {int(e.key) for e in events if e.key is not None and e.key.isdigit()}
         unknown = {i for i in ids if i not in self.ctx.owner_cache}  # no iteration: other threads add
-        if unknown:
-            try:
-                found = await self.loop.run_in_executor(
-                    self.ctx.executor, monitor.owners, self.ctx.orch.engine, unknown)
-            except Exception:
-                log.exception("live stream: owner lookup failed")
-                found = {}
-            for wid, owner in found.items():
-                self.ctx.remember_owner(wid, owner)
+        if not unknown:
+            self._deliver(events)
+            return
+        self._waiting = [events]
+        self.loop.add_callback(self._look_up, unknown)
+
+    async def _look_up(self, unknown: set[int]) -> None:
+        from idds_jupyter.store import monitor
+
+        try:
+            found = await self.loop.run_in_executor(
+                self.ctx.executor, monitor.owners, self.ctx.orch.engine, unknown)
+        except Exception:
+            log.exception("live stream: owner lookup failed")
+            found = {}
+        for wid, owner in found.items():
+            self.ctx.remember_owner(wid, owner)
+        waiting, self._waiting = self._waiting or [], None
+        for events in waiting:
+            self._dispatch(events)  # owners seen since are looked up again, in order
+
+    def _deliver(self, events: list[Event]) -> None:
         owners = self.ctx.owner_cache
         for conn in list(self.conns):
             conn.deliver(events, owners)
@@ -99,6 +117,16 @@ class EventBridge:
                 self.loop.add_callback(conn.close)
         if self._thread is not None:
             self._thread.join(timeout=2)
+
+
+def without_redundant(events: list[Event]) -> list[Event]:
+    """The events less the ends of works of runs that end in the same batch: the run's
+    end says it (a function call's one work and its run end in one record), and every
+    message saved is one frame and one parse less for each watching client."""
+    ended = {e.key for e in events if e.type == WORKFLOW_TERMINAL}
+    if not ended:
+        return events
+    return [e for e in events if not (e.type == WORK_TERMINAL and e.key in ended)]
 
 
 class StreamHandler(tornado.websocket.WebSocketHandler):
@@ -179,4 +207,4 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             bridge.conns.discard(self)
 
 
-__all__ = ["STREAM_TYPES", "EventBridge", "StreamHandler"]
+__all__ = ["STREAM_TYPES", "EventBridge", "StreamHandler", "without_redundant"]

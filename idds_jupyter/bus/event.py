@@ -83,6 +83,13 @@ def make_event(type: str, key: object = None, **payload: Any) -> Event:
     )
 
 
+def work_end_events(ended: list[tuple[int, int, str, str]]) -> list[Event]:
+    """Works that ended, as (workflow id, work id, status, work name): one ``work.terminal``
+    each, keyed by the workflow, naming the work (a caller waits on its name)."""
+    return [make_event(WORK_TERMINAL, str(wf), work=w, name=name, status=status)
+            for wf, w, status, name in ended]
+
+
 def ended_events(ended: list[tuple[int, str]]) -> list[Event]:
     """Workflows that ended, as (workflow id, status): their terminal events, and a wake-up
     for the sender of the outbound messages written with them."""
@@ -95,6 +102,7 @@ def ended_events(ended: list[tuple[int, str]]) -> list[Event]:
 __all__ = [
     "ALL",
     "ended_events",
+    "work_end_events",
     "CONTROL",
     "DEFAULT_PRIORITIES",
     "EVENT_TYPES",

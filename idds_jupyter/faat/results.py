@@ -161,7 +161,7 @@ class ResultRouter:
                     sink.offer(job)
         elif kind == "work.terminal":
             wf = _int(msg.get("key"))
-            name = msg.get("work") or msg.get("name")
+            name = msg.get("name")  # "work" is its id
             sink = self._sinks.get((wf, str(name))) if wf is not None else None
             if sink is not None and not sink.done.is_set():
                 self._later(sink, f"work {name} ended {msg.get('status')}")

@@ -52,7 +52,8 @@ class Outcome:
     released: int = 0
     cancelled: int = 0
     ignored: int = 0
-    terminal_works: list[tuple[int, int, str]] = field(default_factory=list)  # (workflow, work, status)
+    # (workflow, work id, status, work name)
+    terminal_works: list[tuple[int, int, str, str]] = field(default_factory=list)
     dirty_workflows: set[int] = field(default_factory=set)
     ended_workflows: list[tuple[int, str]] = field(default_factory=list)  # (workflow, status)
     job_results: list[dict[str, Any]] = field(default_factory=list)  # per-job notifications
@@ -378,7 +379,7 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
                               (row.spec or {}).get("work", {}).get("policy", "subfinished"))
         res = conn.execute(_END_WORK, {"wid": row.id, "status": status, "t": t})
         if res.rowcount:
-            out.terminal_works.append((row.workflow_id, row.id, status))
+            out.terminal_works.append((row.workflow_id, row.id, status, row.name))
             then = on_work_end(row.meta)
             if then == PLAN:
                 dirty.add(row.workflow_id)
@@ -393,8 +394,8 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
 
 
 _DONE_WORKS = Locked(
-    select(works.c.id, works.c.workflow_id, works.c.n_jobs, works.c.n_finished, works.c.n_failed,
-           works.c.n_cancelled, works.c.spec, workflows.c.meta)
+    select(works.c.id, works.c.workflow_id, works.c.name, works.c.n_jobs, works.c.n_finished,
+           works.c.n_failed, works.c.n_cancelled, works.c.spec, workflows.c.meta)
     .join(workflows, workflows.c.id == works.c.workflow_id)
     .where(works.c.id.in_(in_list()), works.c.status == WorkStatus.RUNNING.value,
            works.c.n_finished + works.c.n_failed + works.c.n_cancelled >= works.c.n_jobs)

@@ -132,6 +132,76 @@ async def _collect(url: str, token: str, subscribe: Any, until: Any, timeout: fl
     return got
 
 
+def test_stream_leaves_out_the_end_of_a_work_whose_run_ends_with_it(served: Served) -> None:
+    """A function call's one work and its run end in one record: the run's end is sent,
+    not the work's too (one message less per call for every watching client)."""
+    alice = served.alice
+    url = alice.base.replace("http://", "ws://") + "/stream"
+    call = {"name": "call", "works": [{"name": "f", "function": "idds_jupyter.worker.job:sleep",
+                                       "parameters": {"seconds": 0}}]}
+
+    async def scenario() -> tuple[int, list[dict[str, Any]]]:
+        ids: list[int] = []
+
+        def done(got: list[dict[str, Any]]) -> bool:
+            if got and got[-1].get("type") == "subscribed" and not ids:
+                ids.append(alice.post("/requests", {"template": call}).json["id"])
+            return any(g.get("type") == "workflow.terminal" and g.get("workflow_id") in ids
+                       for g in got)
+
+        got = await _collect(url, alice.token or "", "*", done, 60)
+        return ids[0], got
+
+    wid, got = asyncio.run(scenario())
+    types = [g["type"] for g in got if g.get("workflow_id") == wid]
+    assert "job.result" in types and types[-1] == "workflow.terminal", types
+    assert "work.terminal" not in types, types
+
+
+def test_stream_looks_up_an_unknown_owner_and_keeps_the_order(served: Served) -> None:
+    """A run this server did not submit (another process's, or from before a restart) is
+    sent once its owner is read, its events in the order they came."""
+    alice = served.alice
+    orch = served.handle.ctx.orch
+    url = alice.base.replace("http://", "ws://") + "/stream"
+    two = {"name": "two", "works": [
+        {"name": "f", "function": "idds_jupyter.worker.job:sleep", "parameters": {"seconds": 0}},
+        {"name": "g", "function": "idds_jupyter.worker.job:sleep", "parameters": {"seconds": 0},
+         "depends_on": ["f"]}]}
+
+    async def scenario() -> tuple[int, list[dict[str, Any]]]:
+        ids: list[int] = []
+
+        def done(got: list[dict[str, Any]]) -> bool:
+            if got and got[-1].get("type") == "subscribed" and not ids:
+                ids.append(orch.submit(two, owner="alice"))  # not through the API: not cached
+            return any(g.get("type") == "workflow.terminal" and g.get("workflow_id") in ids
+                       for g in got)
+
+        got = await _collect(url, alice.token or "", "*", done, 60)
+        return ids[0], got
+
+    wid, got = asyncio.run(scenario())
+    seen = [(g["type"], g.get("name") or [j.get("work") for j in g.get("jobs") or []])
+            for g in got if g.get("workflow_id") == wid and (g.get("jobs") or g.get("name")
+                                                             or g["type"] == "workflow.terminal")]
+    assert seen[0] == ("job.result", ["f"]), seen
+    assert seen[-1][0] == "workflow.terminal", seen
+    assert seen.index(("work.terminal", "f")) < seen.index(("job.result", ["g"])), seen
+
+
+def test_without_redundant_keeps_the_end_of_a_work_whose_run_goes_on() -> None:
+    from idds_jupyter.api.stream import without_redundant
+    from idds_jupyter.bus import WORK_TERMINAL, WORKFLOW_TERMINAL
+    from idds_jupyter.bus.event import make_event
+
+    events = [make_event(WORK_TERMINAL, "1", work="a", status="finished"),
+              make_event(WORK_TERMINAL, "2", work="b", status="finished"),
+              make_event(WORKFLOW_TERMINAL, "2", status="finished")]
+    assert [(e.type, e.key) for e in without_redundant(events)] == [
+        (WORK_TERMINAL, "1"), (WORKFLOW_TERMINAL, "2")]
+
+
 def test_stream_pushes_own_events_only(served: Served) -> None:
     alice, bob = served.alice, served.bob
     url = alice.base.replace("http://", "ws://") + "/stream"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,36 @@ def test_server_side_body_runner(client: Client, server: Any, tmp_path: Path) ->
     run = get_run(wf_id)
     assert run.result(timeout=60) == 140
     assert [w["name"] for w in run.works] == ["sq_0"]
+
+
+def test_a_work_end_finalizes_the_sink_whose_push_was_lost(client: Client) -> None:
+    """The fallback when a job's pushed result never arrives: the work's end (the server's
+    own ``work.terminal`` message, which names the work) has the sink fetch the results."""
+    from idds_jupyter.faat.results import WorkSink, router
+
+    results = router(client)
+    got: list[dict[str, Any]] = []
+    ended = threading.Event()
+
+    def listen(msg: dict[str, Any]) -> None:
+        if msg.get("type") == "work.terminal":
+            got.append(msg)
+            ended.set()
+
+    stop = client.on_message(listen)
+    try:
+        wid = client.submit({"name": "body", "works": []}, open=True)
+        client.add_works(wid, [{"name": "w_0", "function": "idds_jupyter.worker.job:sleep",
+                                "parameters": {"seconds": 0}}])
+        assert ended.wait(30)
+    finally:
+        stop()
+        client.close(wid)
+    msg = next(m for m in got if m.get("workflow_id") == wid)
+    sink = WorkSink(wid, "w_0", 1)  # waiting, its job.result lost: nothing offered to it
+    sink.router = results
+    with results._lock:
+        results._sinks[sink.key] = sink
+    results.on_message(msg)
+    rows = sink.wait(10)
+    assert [(r["idx"], r["status"]) for r in rows] == [(0, "finished")]

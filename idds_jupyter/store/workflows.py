@@ -391,6 +391,8 @@ class NewWork:
     kind: str
     spec: dict[str, Any]
     backend: str | None
+    #: its run's works read nothing of each other: recording a job's success releases nothing
+    independent: bool = False
 
 
 @dataclass
@@ -532,7 +534,8 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
             out.new_job_works += 1
     if rows:
         ids = conn.execute(_INSERT_WORKS, rows).scalars().all()
-        out.new_works = [NewWork(i, wf_id, r["name"], r["kind"], r["spec"], r["backend"])
+        alone = bool((row["meta"] or {}).get("independent"))
+        out.new_works = [NewWork(i, wf_id, r["name"], r["kind"], r["spec"], r["backend"], alone)
                          for i, r in zip(ids, rows, strict=True)
                          if r["kind"] != "workflow" and r["status"] == WorkStatus.NEW.value]
     for name, status in (getattr(p, "status_updates", None) or {}).items():

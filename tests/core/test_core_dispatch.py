@@ -169,6 +169,22 @@ def test_a_loop_of_calls_is_recorded_in_one_transaction(tmp_path: Path, db_url: 
         sub.close()
 
 
+def test_a_success_other_jobs_wait_for_is_recorded_at_once(tmp_path: Path, db_url: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only successes whose record releases nothing (runs of independent works) are held
+    for ``TOLD_WITHIN_S``: in a chain, each success is recorded within ``TOLD_CHAINED_S``,
+    so the next work is not held up by the batching of calls."""
+    monkeypatch.setattr(receiver, "TOLD_WITHIN_S", 120.0)
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "chain", "works": [
+            {"name": "a", "function": SLEEP, "parameters": {"seconds": 0}},
+            {"name": "b", "function": SLEEP, "parameters": {"seconds": 0}, "depends_on": ["a"]},
+            {"name": "c", "function": SLEEP, "parameters": {"seconds": 0}, "depends_on": ["b"]}]})
+        assert orch.wait(wid, timeout=30) == "finished"
+
+
 def test_a_closed_run_is_recorded_at_once(tmp_path: Path, db_url: str,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Closing a run whose last success is told but held ends it with that record, without

@@ -36,11 +36,13 @@ class WorkSpecs(OrderedDict[int, dict[str, Any]]):
 
 class Held(NamedTuple):
     """A job this Carrier sent to a backend: which attempt, where, and what its result's
-    note names (job, work, workflow, idx), so a success can be announced before it is recorded."""
+    note names (job, work, workflow, idx), so a success can be announced before it is recorded.
+    ``alone``: its run's works are independent, so its record releases no other job."""
 
     attempt: int
     backend: str
     note: dict[str, Any]
+    alone: bool = False
 
 
 @dataclass

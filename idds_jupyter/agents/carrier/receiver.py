@@ -21,9 +21,12 @@ STARTED_WITHIN_S = 0.25
 # Successes told early are recorded at the latest this long after the first of them
 # arrived. The caller or the Steerer they woke writes its next submission meanwhile,
 # first (SQLite has one writer), and the results that come in that time share one
-# transaction: a loop of calls pays one record for several. A run closed while its last
-# results wait is recorded at once (``CarrierState.hurried``).
+# transaction: a loop of calls pays one record for several. That is for runs of
+# independent works (function calls, maps, studies), whose records release nothing; a
+# success other jobs may wait for (a DAG's) is recorded within TOLD_CHAINED_S. A run
+# closed while its last results wait is recorded at once (``CarrierState.hurried``).
 TOLD_WITHIN_S = 0.03
+TOLD_CHAINED_S = 0.003
 
 
 class Receiver(Agent):
@@ -37,8 +40,10 @@ class Receiver(Agent):
         self._starts: dict[int, tuple[int, float]] = {}  # job id -> (attempt, started_at)
         self._starts_since = 0.0  # when the oldest of those arrived
         self._told: dict[int, int] = {}  # successes told before their record: job -> workflow
-        self._held: list[dict[str, Any]] = []  # those received, to record by TOLD_WITHIN_S
+        self._chained: set[int] = set()  # those whose record may release other jobs
+        self._held: list[dict[str, Any]] = []  # those received, to record by the deadline
         self._held_since = 0.0
+        self._held_for = TOLD_WITHIN_S  # TOLD_CHAINED_S once a chained success is held
         self._hurried = 0  # the last CarrierState.hurried acted on
 
     def setup(self) -> None:
@@ -57,7 +62,7 @@ class Receiver(Agent):
             wait = max(0.0, min(wait, self._starts_since + STARTED_WITHIN_S - time.monotonic()))
         if self._held:
             wait = 0.0 if self._hurried_now() else max(
-                0.0, min(wait, self._held_since + TOLD_WITHIN_S - time.monotonic()))
+                0.0, min(wait, self._held_since + self._held_for - time.monotonic()))
         got = self.backend.results(timeout=wait)
         if self.ctx.stop.is_set() and not got and not self._starts and not self._held:
             return False
@@ -77,15 +82,19 @@ class Receiver(Agent):
             self._starts.pop(int(r["job_id"]), None)
         with self.state.lock:
             early = {int(r["job_id"]) for r in results if int(r["job_id"]) in self._told}
+            chained = bool(early & self._chained)
         if early:
             if not self._held:
                 self._held_since = time.monotonic()
+                self._held_for = TOLD_WITHIN_S
+            if chained:
+                self._held_for = TOLD_CHAINED_S
             self._held += [r for r in results if int(r["job_id"]) in early]
             results = [r for r in results if int(r["job_id"]) not in early]
         t = time.monotonic()
         stop = self.ctx.stop.is_set()
         due = bool(self._starts) and (stop or t >= self._starts_since + STARTED_WITHIN_S)
-        held_due = bool(self._held) and (stop or t >= self._held_since + TOLD_WITHIN_S
+        held_due = bool(self._held) and (stop or t >= self._held_since + self._held_for
                                          or len(self._held) >= self.ctx.config.batch
                                          or self._hurried_now())
         if not results and not due and not held_due:
@@ -99,6 +108,7 @@ class Receiver(Agent):
         with self.state.lock:
             told = {j: self._told.pop(j) for j in (int(r["job_id"]) for r in results)
                     if j in self._told}
+            self._chained.difference_update(told)
         out = Outcome()
         with self.ctx.engine.begin() as conn:
             if started:
@@ -155,6 +165,8 @@ class Receiver(Agent):
                 if held is not None and held.attempt == r.get("attempt"):
                     notes.append(finished_note(held.note, r))
                     self._told[held.note["job_id"]] = held.note["workflow_id"]
+                    if not held.alone:
+                        self._chained.add(held.note["job_id"])
                     del self.state.in_flight[held.note["job_id"]]  # its slot is free now
         if notes:
             self.state.room.set()

@@ -14,7 +14,7 @@ from idds_jupyter.model import render_job
 from idds_jupyter.store.cache import blob_path
 from idds_jupyter.store.jobs import Claim, claim_ready
 from idds_jupyter.store.sql import in_list
-from idds_jupyter.store.tables import files, works
+from idds_jupyter.store.tables import files, workflows, works
 from idds_jupyter.store.workflows import NewWork, spec_instance
 
 
@@ -64,7 +64,7 @@ class Submitter(Agent):
         """The specs of the jobs ``claim`` took, by backend; ``new_works``: the works the
         submission just created (their specs need no read)."""
         for w in new_works:
-            self._remember_spec(w.id, w.name, w.kind, w.spec)
+            self._remember_spec(w.id, w.name, w.kind, w.spec, w.independent)
         by_backend: dict[str, list[dict[str, Any]]] = {}
         for job in claim.jobs:
             by_backend.setdefault(job["backend"], []).append(job)
@@ -75,11 +75,13 @@ class Submitter(Agent):
         for name, specs in claimed.items():
             if not specs:
                 continue
+            known = self.state.work_specs
             with self.state.lock:
                 for s in specs:
+                    work = known.get(s["work_id"]) or {}
                     self.state.in_flight[s["job_id"]] = Held(s["attempt"], name, {
                         k: s[k] for k in ("job_id", "work_id", "workflow_id", "work", "idx",
-                                          "attempt")})
+                                          "attempt")}, bool(work.get(_ALONE)))
             self.state.backends[name].submit(specs)
 
     def hurry(self) -> None:
@@ -103,7 +105,8 @@ class Submitter(Agent):
         need = sorted(w for w, s in specs.items() if s is None)
         if need:
             for w in conn.execute(_WORK_SPECS, {"ids": need}):
-                specs[w.id] = self._remember_spec(w.id, w.name, w.kind, w.spec or {})
+                specs[w.id] = self._remember_spec(w.id, w.name, w.kind, w.spec or {},
+                                                  bool((w.meta or {}).get("independent")))
         file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
         names = dict(conn.execute(select(files.c.id, files.c.name)
                                   .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
@@ -112,14 +115,20 @@ class Submitter(Agent):
         return [job_spec(r, specs[r["work_id"]] or {}, names.get(r["file_id"]), log_dir,
                          cache_dir) for r in claimed]
 
-    def _remember_spec(self, work_id: int, name: str, kind: str,
-                       spec: dict[str, Any]) -> dict[str, Any]:
-        out = {**spec, "kind": kind, "name": name, "instance": spec_instance(spec, name)}
+    def _remember_spec(self, work_id: int, name: str, kind: str, spec: dict[str, Any],
+                       independent: bool) -> dict[str, Any]:
+        out = {**spec, "kind": kind, "name": name, "instance": spec_instance(spec, name),
+               _ALONE: independent}
         self.state.work_specs[work_id] = out
         return out
 
 
-_WORK_SPECS = select(works.c.id, works.c.name, works.c.spec, works.c.kind).where(works.c.id.in_(in_list()))
+_WORK_SPECS = (select(works.c.id, works.c.name, works.c.spec, works.c.kind, workflows.c.meta)
+               .join(workflows, workflows.c.id == works.c.workflow_id)
+               .where(works.c.id.in_(in_list())))
+# In a remembered work spec: its run's works are independent (the Receiver may hold the
+# record of a success longer: no other job waits for it). Never sent to a worker.
+_ALONE = "_alone"
 
 
 def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from idds_jupyter.bus import Bus, NullBus
 from idds_jupyter.bus import event as ev
-from idds_jupyter.bus.event import ended_events, make_event, work_end_events
+from idds_jupyter.bus.event import ended_events, make_event, outcome_events
 from idds_jupyter.config import Config
 from idds_jupyter.model import Workflow, WorkflowStatus
 from idds_jupyter.store import control
@@ -140,10 +140,8 @@ class Orchestrator:
             events.append(make_event(ev.WORK_NEW, str(wid)))
         if out.released > sum(len(v) for v in claimed.values()):
             events.append(make_event(ev.JOBS_READY))
-        events += work_end_events(out.terminal_works)
-        events += [make_event(ev.WORKFLOW_DIRTY, str(w)) for w in out.dirty_workflows]
         ended = [*out.ended_workflows, *([(wid, applied.status)] if applied.status else [])]
-        return events + ended_events(ended)
+        return events + outcome_events(out.terminal_works, out.dirty_workflows, ended)
 
     def close(self, workflow_id: int, result: Any = None, result_blob: str | None = None,
               error: str | None = None, traceback: str | None = None) -> str:

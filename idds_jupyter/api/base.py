@@ -147,14 +147,15 @@ class ApiHandler(tornado.web.RequestHandler):
         return v
 
     def bool_arg(self, name: str, default: bool) -> bool:
+        from idds_jupyter.model.parameter import parse_bool
+
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
-        if raw.lower() in ("1", "true", "yes"):
-            return True
-        if raw.lower() in ("0", "false", "no"):
-            return False
-        raise ApiError(400, f"query argument {name!r} must be true or false, got {raw!r}")
+        try:
+            return parse_bool(raw)
+        except ValueError:
+            raise ApiError(400, f"query argument {name!r} must be true or false, got {raw!r}") from None
 
     # ---------------------------------------------------------- execution
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -7,6 +7,7 @@ the agents still converge, because they also poll the store.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,11 +84,15 @@ def make_event(type: str, key: object = None, **payload: Any) -> Event:
     )
 
 
-def work_end_events(ended: list[tuple[int, int, str, str]]) -> list[Event]:
-    """Works that ended, as (workflow id, work id, status, work name): one ``work.terminal``
-    each, keyed by the workflow, naming the work (a caller waits on its name)."""
-    return [make_event(WORK_TERMINAL, str(wf), work=w, name=name, status=status)
-            for wf, w, status, name in ended]
+def outcome_events(works_ended: list[tuple[int, int, str, str]], dirty: Iterable[int],
+                   ended: list[tuple[int, str]]) -> list[Event]:
+    """What a transaction of the store changed: works that ended, as (workflow id, work id,
+    status, work name) — one ``work.terminal`` each, keyed by the workflow and naming the
+    work (a caller waits on its name) —, workflows to re-plan, and workflows that ended."""
+    events = [make_event(WORK_TERMINAL, str(wf), work=w, name=name, status=status)
+              for wf, w, status, name in works_ended]
+    events += [make_event(WORKFLOW_DIRTY, str(wf)) for wf in dirty]
+    return events + ended_events(ended)
 
 
 def ended_events(ended: list[tuple[int, str]]) -> list[Event]:
@@ -102,7 +107,7 @@ def ended_events(ended: list[tuple[int, str]]) -> list[Event]:
 __all__ = [
     "ALL",
     "ended_events",
-    "work_end_events",
+    "outcome_events",
     "CONTROL",
     "DEFAULT_PRIORITIES",
     "EVENT_TYPES",

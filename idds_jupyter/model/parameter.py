@@ -22,6 +22,7 @@ __all__ = [
     "PARAMETER_TYPES",
     "Parameter",
     "escape",
+    "parse_bool",
     "parse_template",
     "placeholders",
     "substitute",
@@ -244,17 +245,21 @@ def _convert(kind: str, value: Any) -> Any:
             raise TypeError
         return float(value) if isinstance(value, str | int) else value
     if kind == "bool":
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise ValueError
-        return value
+        return parse_bool(value) if isinstance(value, str) else value
     if kind == "list" and isinstance(value, tuple):
         return list(value)
     return value
+
+
+def parse_bool(text: str) -> bool:
+    """``true/yes/1/on`` or ``false/no/0/off`` (any case) from a form, a command line or a
+    query string; ValueError otherwise."""
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:

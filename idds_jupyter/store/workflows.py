@@ -136,8 +136,7 @@ def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
 _WORK_TALLY = (select(works.c.status, func.count()).where(works.c.workflow_id == bindparam("wf"))
                .group_by(works.c.status))
 _END_RUN = (update(workflows)
-            .where(workflows.c.id == bindparam("wf"),
-                   workflows.c.status.in_((WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)))
+            .where(workflows.c.id == bindparam("wf"), workflows.c.status.in_(ACTIVE))
             .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t")))
 
 

@@ -13,16 +13,14 @@ from sqlalchemy import select
 
 from idds_jupyter.agents.agent import Agent
 from idds_jupyter.bus import event as ev
-from idds_jupyter.bus.event import ended_events, make_event, work_end_events
+from idds_jupyter.bus.event import outcome_events
 from idds_jupyter.model.status import WorkStatus
 from idds_jupyter.store.jobs import Outcome, finish_works
 from idds_jupyter.store.tables import works
 
 
 def terminal_events(out: Outcome) -> list[Any]:
-    events = work_end_events(out.terminal_works)
-    events += [make_event(ev.WORKFLOW_DIRTY, str(wf)) for wf in out.dirty_workflows]
-    return events + ended_events(out.ended_workflows)
+    return outcome_events(out.terminal_works, out.dirty_workflows, out.ended_workflows)
 
 
 class Finisher(Agent):

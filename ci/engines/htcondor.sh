@@ -128,8 +128,9 @@ CONFIG=$ROOT/etc/condor/config.d/99-idds.conf
 
 new_config() {
     # the configuration `start` wants, as $CONFIG.new
-    local cpus
+    local cpus disk
     cpus=${IDDS_CONDOR_CPUS:-$(( $(cores) * 8 ))}
+    disk=$(( cpus * 2 * 1024 * 1024 ))  # KiB: 2 GiB per CPU
     mkdir -p "$ROOT/etc/condor/config.d"
     cat > "$CONFIG.new" <<CONF
 # written by ci/engines/htcondor.sh
@@ -142,6 +143,9 @@ CGROUP_MEMORY_LIMIT_POLICY = none
 CONDOR_HOST = 127.0.0.1
 NETWORK_INTERFACE = 127.0.0.1
 NUM_CPUS = $cpus
+# a fixed disk to share out, not the host's free space: HTCondor asks 1 GiB per job by
+# default, so a nearly full disk would leave every job idle with no match
+DISK = $disk
 SCHEDD_INTERVAL = 2
 NEGOTIATOR_INTERVAL = 2
 NEGOTIATOR_CYCLE_DELAY = 1

@@ -88,7 +88,7 @@ MaxJobCount=200000
 KillWait=2
 InactiveLimit=0
 SlurmdTimeout=300
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem TmpDisk=16384 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
 }

@@ -128,13 +128,13 @@ class _Batch:
 
 
 def resources_of(spec: dict[str, Any]) -> dict[str, Any]:
-    """``cores``, ``memory_mb``, ``walltime_s`` of a job spec (its ``resources`` or top level).
+    """``cores``, ``memory_mb``, ``disk_mb``, ``walltime_s`` of a job spec (its ``resources`` or top level).
 
     ``walltime_s`` falls back to the job's ``timeout_s`` plus a margin, so that the
     scheduler does not kill a job its own timeout would have ended cleanly.
     """
     res = dict(spec.get("resources") or {})
-    for key in ("cores", "memory_mb", "walltime_s"):
+    for key in ("cores", "memory_mb", "disk_mb", "walltime_s"):
         if res.get(key) is None and spec.get(key) is not None:
             res[key] = spec[key]
     out: dict[str, Any] = {}
@@ -142,13 +142,15 @@ def resources_of(spec: dict[str, Any]) -> dict[str, Any]:
         out["cores"] = max(1, int(res["cores"]))
     if res.get("memory_mb"):
         out["memory_mb"] = max(1, int(res["memory_mb"]))
+    if res.get("disk_mb"):
+        out["disk_mb"] = max(1, int(res["disk_mb"]))
     wall = res.get("walltime_s")
     if not wall and spec.get("timeout_s"):
         wall = float(spec["timeout_s"]) + 60
     if wall:
         out["walltime_s"] = max(1, int(float(wall) + 0.999))
     for key, value in res.items():  # engine-specific extras pass through (e.g. "gpus")
-        if key not in ("cores", "memory_mb", "walltime_s") and value is not None:
+        if key not in ("cores", "memory_mb", "disk_mb", "walltime_s") and value is not None:
             out[key] = value
     if isinstance(out.get("transfer"), str):  # one batch for "http" and "HTTP"
         out["transfer"] = out["transfer"].strip().lower()

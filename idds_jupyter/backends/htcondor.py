@@ -7,7 +7,7 @@ backend is created). Specs and results travel through a shared directory (see
 
     python -m idds_jupyter.worker --job DIR/spec-$(idx).json --out DIR/result-$(idx).json
 
-with ``request_cpus`` / ``request_memory`` / ``allowed_execute_duration`` from
+with ``request_cpus`` / ``request_memory`` / ``request_disk`` / ``allowed_execute_duration`` from
 the spec's resources. Each cluster writes its job event log (``DIR/events.log``);
 polling reads the new events of every log (file reads, no schedd query at all):
 execute → running, terminated → done (the result file is read), aborted
@@ -222,6 +222,8 @@ class HTCondorBackend(BatchBackend):
             desc["request_cpus"] = str(res["cores"])
         if res.get("memory_mb"):
             desc["request_memory"] = str(res["memory_mb"])
+        if res.get("disk_mb"):  # else HTCondor asks 1 GiB of scratch disk per job
+            desc["request_disk"] = f"{res['disk_mb']}MB"
         if res.get("walltime_s"):
             desc["allowed_execute_duration"] = str(res["walltime_s"])
         if res.get("gpus"):

@@ -240,6 +240,8 @@ class SlurmBackend(BatchBackend):
             argv.append(f"--cpus-per-task={res['cores']}")
         if res.get("memory_mb"):
             argv.append(f"--mem={res['memory_mb']}M")
+        if res.get("disk_mb"):
+            argv.append(f"--tmp={res['disk_mb']}M")
         if res.get("walltime_s"):
             argv.append(f"--time={_walltime(res['walltime_s'])}")
         if res.get("gpus"):

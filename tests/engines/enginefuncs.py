@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,33 @@ def die_once(marker: str, seconds: float = 120.0) -> dict[str, Any]:
         time.sleep(seconds)
         return {"runs": 1, "slept": True}
     return {"runs": len(runs)}
+
+
+def _classad(path: str) -> dict[str, str]:
+    """``Attr = value`` lines of an HTCondor ClassAd file (strings keep their quotes)."""
+    ad: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            ad[key.strip()] = value.strip()
+    return ad
+
+
+def granted() -> dict[str, Any]:
+    """What the scheduler asked for and gave this job: cores, memory (MB), scratch disk (MB)."""
+    if os.environ.get("_CONDOR_JOB_AD"):
+        job = _classad(os.environ["_CONDOR_JOB_AD"])
+        slot = _classad(os.environ["_CONDOR_MACHINE_AD"])
+        return {"asked": {"cores": int(job["RequestCpus"]), "memory_mb": int(job["RequestMemory"]),
+                          "disk_mb": int(job["RequestDisk"]) // 1024},
+                "slot": {"cores": int(float(slot["Cpus"])), "memory_mb": int(slot["Memory"]),
+                         "disk_mb": int(slot["Disk"]) // 1024}}
+    if os.environ.get("SLURM_JOB_ID"):
+        out = subprocess.run(["scontrol", "show", "job", os.environ["SLURM_JOB_ID"]],
+                             check=True, capture_output=True, text=True).stdout
+        fields = dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
+        tmp = fields["MinTmpDiskNode"]
+        return {"asked": {"cores": int(os.environ["SLURM_CPUS_PER_TASK"]),
+                          "memory_mb": int(os.environ["SLURM_MEM_PER_NODE"]),
+                          "disk_mb": int(tmp.rstrip("M")) if tmp.endswith("M") else tmp}}
+    raise RuntimeError("neither an HTCondor nor a Slurm job")

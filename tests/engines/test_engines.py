@@ -179,6 +179,24 @@ def test_job_killed_from_outside_is_retried(engine: Engine, tmp_path: Path) -> N
     assert orch.jobs(wid, "next")[0]["result"] == {"v": {"runs": 2}}
 
 
+@pytest.mark.parametrize("engine", ["slurm", "htcondor"], indirect=True)
+def test_a_works_resources_reach_the_scheduler(engine: Engine, tmp_path: Path) -> None:
+    """Cores, memory and scratch disk of a Work are what the batch scheduler asks and gives."""
+    c = cfg(tmp_path, engine)
+    with Runner(c) as runner:
+        orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
+        wid = orch.submit(Workflow(name="sized", works=[
+            Work(name="g", function=F + "granted",
+                 resources={"cores": 2, "memory_mb": 300, "disk_mb": 64})]))
+        assert orch.wait(wid, timeout=120) == "finished", orch.status(wid)
+    [job] = orch.jobs(wid, "g")
+    got = job["result"]
+    assert got["asked"] == {"cores": 2, "memory_mb": 300, "disk_mb": 64}, got
+    if "slot" in got:  # HTCondor: the dynamic slot the job ran in
+        assert got["slot"]["cores"] == 2 and got["slot"]["memory_mb"] >= 300, got
+        assert 64 <= got["slot"]["disk_mb"] < 1024, got
+
+
 def test_faat_map_of_50_functions(engine: Engine, tmp_path: Path) -> None:
     """``@work`` + ``.map`` through a real REST server whose core runs on this engine."""
     from idds_jupyter import work

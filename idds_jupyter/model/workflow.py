@@ -13,7 +13,7 @@ import heapq
 import json
 import keyword
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -229,19 +229,25 @@ class Workflow:
             if grown is not None:
                 wf.__dict__["_analysis"] = (_memo_key(wf, ""), grown)
         resolved = wf.resolve_params(params) if params is not None else None
-        _validate(wf, "", resolved, only={w.name for w in added})
+        _validate(wf, "", resolved, only=added)
         return wf
 
-    def independent(self) -> bool:
+    def independent(self, since: int = 0) -> bool:
         """True when no element waits for or reads another (no edges, conditions, loops,
         sub-workflows or datasets): a plain FaaT run. A work's end then changes
         nothing the plan decides until the run is closed, and a new work plans alone.
+
+        ``since``: the works before that index are known to be independent (a run
+        that grows checks its new works only, not the thousands before them).
         """
         if self.conditions or self.loops:
             return False
-        if any(w.workflow is not None or w.input_dataset for w in self.works):
+        new = self.works[since:]
+        if any(w.workflow is not None or w.input_dataset for w in new):
             return False
-        return not any(analyze(self).edges.values())
+        edges = analyze(self).edges
+        # a new work's edges are its own, but for on_failure: that one gives its handler an edge
+        return not any(edges.get(w.name) or w.on_failure for w in new)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
@@ -410,6 +416,7 @@ class Analysis:
     order: list[str]
     body_order: dict[str, list[str]]
     handlers: dict[str, list[str]]
+    n_edges: int = 0  # of ``edges``: a grown run asks "any edge at all?" without a scan
 
 
 def analyze(wf: Workflow, qual: str = "", remember: bool = False) -> Analysis:
@@ -454,7 +461,7 @@ def _grown_analysis(old: Analysis, added: Sequence[Work]) -> Analysis | None:
     None when either side has any edge (or anything else than plain works): analyse
     the grown workflow whole, which also words the errors.
     """
-    if old.conditions or old.loops or any(old.edges.values()):
+    if old.conditions or old.loops or old.n_edges:
         return None
     kinds, declared = dict(old.kinds), list(old.declared)
     for w in added:
@@ -630,6 +637,7 @@ def _analyze(wf: Workflow, qual: str) -> Analysis:
         order=order,
         body_order=body_order,
         handlers=handlers,
+        n_edges=sum(len(e) for e in edges.values()),
     )
 
 
@@ -688,8 +696,12 @@ def _find_cycle(candidates: list[str], ups: Mapping[str, Mapping[str, str]], nod
 
 # -- semantic validation -----------------------------------------------------------------
 def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
-              only: set[str] | None = None) -> None:
-    """Check ``wf``; with ``only``, the per-work checks cover just those works."""
+              only: Sequence[Work] | None = None) -> None:
+    """Check ``wf``; with ``only`` (works of ``wf``), the per-work checks cover just those.
+
+    Nothing here is O(all works) then: a run that grows one work at a time stays
+    cheap to extend at its ten-thousandth work.
+    """
     if not isinstance(wf.parameters, dict):
         raise TemplateError(qual.rstrip(".") or None, "parameters", "must be a mapping of names to default values")
     seen: set[str] = set()
@@ -703,13 +715,16 @@ def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
             spec.check(spec.default)
         else:
             spec.check(None)
-    checked = [w for w in wf.works if only is None or w.name in only]
+    checked = wf.works if only is None else only
     for w in checked:
         w.check(qual + w.name)
     an = analyze(wf, qual, remember=only is not None)
     bound_params = set(params) if params is not None else set(wf.defaults())
     bound_params |= {p.name for p in wf.parameter_specs}
-    scope_names = bound_params | set(an.kinds) | BUILTIN_NAMES
+
+    def unbound(names: Iterable[str], local: Container[str] = ()) -> list[str]:
+        return sorted(n for n in names if n not in local and n not in bound_params
+                      and n not in an.kinds and n not in BUILTIN_NAMES)
 
     for w in checked:
         who = qual + w.name
@@ -722,9 +737,9 @@ def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
         for fld_name, value in (("parameters", w.parameters), ("command", w.command), ("kwargs_list", w.kwargs_list)):
             if value is None or dynamic_keys and fld_name != "kwargs_list":
                 continue
-            allowed = scope_names if fld_name == "kwargs_list" else scope_names | local
+            also = () if fld_name == "kwargs_list" else local
             for e in placeholders(value):
-                for n in sorted(e.names - allowed):
+                for n in unbound(e.names, also):
                     raise TemplateError(who, fld_name, f"unbound parameter {n!r} in placeholder {{{e.text}}}")
         for i, jd in enumerate(w.job_deps):
             parent = an.works[jd.work]
@@ -744,9 +759,9 @@ def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
             _validate(w.workflow, who + ".", inner_params)
 
     for i, c in enumerate(wf.conditions):
-        for n in sorted(c.expression.names - scope_names):
+        for n in unbound(c.expression.names):
             raise TemplateError(qual + c.name, f"conditions[{i}].expr", f"unknown name {n!r} in {c.expr!r}")
     for lp in wf.loops:
-        for n in sorted(lp.expression.names - scope_names):
+        for n in unbound(lp.expression.names):
             raise TemplateError(qual + lp.name, "until", f"unknown name {n!r} in {lp.until!r}")
 

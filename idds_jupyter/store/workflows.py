@@ -188,7 +188,7 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
     template = {**stored, "works": [*stored.get("works", ()), *new_dicts]}
     meta = dict(row["meta"] or {})
     clean = row["dirty_seq"] == row["clean_seq"]
-    meta["independent"] = bool(meta.get("independent")) and wf.independent()
+    meta["independent"] = bool(meta.get("independent")) and wf.independent(since=len(old.works))
     meta["n_works"] = len(wf.works)
     dirty_seq = row["dirty_seq"] + 1
     alone = clean and bool(meta.get("open")) and meta["independent"]

@@ -64,7 +64,10 @@ def test_independent_means_no_work_waits_for_or_reads_another(
         run: Workflow, extra: dict[str, object], independent: bool) -> None:
     assert run.independent()
     new = {k: v for k, v in _work(9, **extra).items() if not (k == "n_jobs" and "input_dataset" in extra)}
-    assert run.grown([new]).independent() is independent
+    grown = run.grown([new])
+    assert grown.independent() is independent
+    # a run known independent checks only what it grew by
+    assert grown.independent(since=len(run.works)) is independent
 
 
 def test_a_condition_or_a_loop_is_never_independent() -> None:

@@ -127,14 +127,17 @@ class _Batch:
     server_url: str = ""  # transfer http: the URL the tasks reach the API at
 
 
+_RESOURCES = ("cores", "memory_mb", "disk_mb", "walltime_s")  # the keys every engine reads
+
+
 def resources_of(spec: dict[str, Any]) -> dict[str, Any]:
-    """``cores``, ``memory_mb``, ``disk_mb``, ``walltime_s`` of a job spec (its ``resources`` or top level).
+    """``cores``, ``memory_mb``, ``disk_mb``, ``walltime_s`` of a job spec (``resources`` or top level).
 
     ``walltime_s`` falls back to the job's ``timeout_s`` plus a margin, so that the
     scheduler does not kill a job its own timeout would have ended cleanly.
     """
     res = dict(spec.get("resources") or {})
-    for key in ("cores", "memory_mb", "disk_mb", "walltime_s"):
+    for key in _RESOURCES:
         if res.get(key) is None and spec.get(key) is not None:
             res[key] = spec[key]
     out: dict[str, Any] = {}
@@ -150,7 +153,7 @@ def resources_of(spec: dict[str, Any]) -> dict[str, Any]:
     if wall:
         out["walltime_s"] = max(1, int(float(wall) + 0.999))
     for key, value in res.items():  # engine-specific extras pass through (e.g. "gpus")
-        if key not in ("cores", "memory_mb", "disk_mb", "walltime_s") and value is not None:
+        if key not in _RESOURCES and value is not None:
             out[key] = value
     if isinstance(out.get("transfer"), str):  # one batch for "http" and "HTTP"
         out["transfer"] = out["transfer"].strip().lower()

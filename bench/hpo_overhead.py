@@ -19,6 +19,14 @@ or in the server's Steerer (``server``); ``--prefetch`` applies to the client.
 Each study runs ``--repeat`` times (default 3) on the same server: the figures
 are the median run's, with the fastest and slowest runs' overhead beside them
 (a shared 2-core machine moves a single run by a point or two either way).
+
+Under each of those lines, where the overhead of the median run went, from the
+jobs' own start and end times (the ``monitor`` endpoint), in milliseconds of
+wall time (slot time / parallel; they add up to wall - ideal): ``start`` (the
+study's start to each slot's first trial), ``gaps`` (a trial's end to the next
+trial's start in a slot), ``tail`` (each slot's last end to the study's end;
+``end`` is the last trial's end to ``optimize()`` returning, included in it), and
+``jobs`` (trials running longer than the objective's duration).
 """
 
 from __future__ import annotations
@@ -61,27 +69,57 @@ def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:
                     for p in (args.prefetch if steer == "client" else [0])]
             for steer, prefetch in runs:
                 walls, last = [], None
+                spans: list[tuple[int, float, float]] = []  # (run, epoch start, epoch end)
                 for _ in range(args.repeat):
                     study = Study(fn, {"x": uniform(0, 1)}, max_trials=args.trials,
                                   parallel=args.parallel, sampler=args.sampler, seed=1,
                                   name="overhead", prefetch=prefetch, steer=steer, client=client)
-                    t0 = time.perf_counter()
+                    e0, t0 = time.time(), time.perf_counter()
                     df = study.optimize(timeout=600)
                     walls.append(time.perf_counter() - t0)
+                    assert study.run_id is not None
+                    spans.append((study.run_id, e0, e0 + walls[-1]))
                     complete = int((df["state"] == "COMPLETE").sum())
                     if complete != args.trials:
                         raise SystemExit(f"{steer} prefetch={prefetch}: {complete} of "
                                          f"{args.trials} trials completed")
                     last = study
                 assert last is not None and last.run_id is not None
+                median = sorted(range(len(walls)), key=walls.__getitem__)[len(walls) // 2]
                 out.append({"engine": f"idds-jupyter {steer} prefetch={prefetch}",
                             "trials": args.trials, **_figures(walls, ideal, args.trials),
                             "best": last.best_value,
-                            "works": len(client.status(last.run_id)["works"])})
+                            "works": len(client.status(last.run_id)["works"]),
+                            "breakdown_ms": _breakdown(client, *spans[median], args)})
         finally:
             set_client(None)
             client.shutdown()
     return out
+
+
+def _breakdown(client: Any, run_id: int, t0: float, t1: float,
+               args: argparse.Namespace) -> dict[str, float]:
+    """Where one run's overhead went (see the module's docstring), in ms of wall time."""
+    runs: list[tuple[float, float]] = []
+    for w in client.status(run_id)["works"]:
+        offset = 0
+        while True:
+            page = client.jobs(run_id, w["name"], offset=offset, limit=500)
+            runs += [(j["started_at"], j["finished_at"]) for j in page["jobs"]
+                     if j["status"] == "finished" and j["started_at"] and j["finished_at"]]
+            offset += len(page["jobs"])
+            if not page["jobs"] or offset >= page["total"]:
+                break
+    n = args.parallel
+    starts = sorted(s for s, _ in runs)[:n]
+    ends = sorted(e for _, e in runs)[-n:]
+    busy = sum(e - s for s, e in runs)
+    start = sum(s - t0 for s in starts)
+    tail = sum(t1 - e for e in ends)
+    idle = n * (t1 - t0) - busy
+    return {"start": 1e3 * start / n, "gaps": 1e3 * (idle - start - tail) / n,
+            "tail": 1e3 * tail / n, "end": 1e3 * (t1 - max(ends)),
+            "jobs": 1e3 * (busy - len(runs) * args.duration) / n}
 
 
 def bench_optuna(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = r["runs_overhead_pct"]
         print(f"  {r['engine']:40s} wall {r['wall_s']:7.2f} s   overhead {r['overhead_pct']:6.1f} % "
               f"({min(runs):.1f} .. {max(runs):.1f})   {r['trials_per_s']:6.1f} trials/s{works}")
+        if "breakdown_ms" in r:
+            b = r["breakdown_ms"]
+            print(f"  {'':40s} ms: start {b['start']:.0f} + gaps {b['gaps']:.0f} + tail "
+                  f"{b['tail']:.0f} (end {b['end']:.0f}) + jobs {b['jobs']:.0f}")
     # Judged without prefetch: with it more than `parallel` trials are handed out at once
     # (queued at the backend), which is not what `parallel` promises.
     strict = [r for r in results if r["engine"].endswith(" prefetch=0")]

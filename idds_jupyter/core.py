@@ -29,7 +29,7 @@ from idds_jupyter.store.tables import jobs, workflows, works
 from idds_jupyter.store.workflows import Applied, NewWork, plan_workflow, submit_planned
 from idds_jupyter.store.workflows import add_works as store_add_works
 from idds_jupyter.store.workflows import close as store_close
-from idds_jupyter.store.works import expand_workflow
+from idds_jupyter.store.works import append_jobs, declare_jobs, expand_workflow, settle_declared
 
 TERMINAL = {s.value for s in (WorkflowStatus.FINISHED, WorkflowStatus.SUBFINISHED,
                               WorkflowStatus.FAILED, WorkflowStatus.ABORTED)}
@@ -91,21 +91,39 @@ class Orchestrator:
         return wid
 
     def add_works(self, workflow_id: int, works_: list[dict[str, Any]],
-                  blobs: Sequence[tuple[str, int]] = (), owner: str | None = None) -> list[str]:
+                  blobs: Sequence[tuple[str, int]] = (), owner: str | None = None,
+                  declared: dict[str, int] | None = None) -> list[str]:
         """Append works to a running workflow (Function-as-a-Task bodies grow their run).
 
         Planned in the same transaction, as a submission is: a ``@work`` call
-        inside a workflow body reaches a worker with no Clerk round.
+        inside a workflow body reaches a worker with no Clerk round. ``declared``: works
+        that will have more jobs than they are given now (see :meth:`add_jobs`).
         """
         with self.engine.begin() as conn:
             grown = store_add_works(conn, workflow_id, works_)
             record_blobs(conn, blobs, kind="payload", owner=owner)
             applied, out, claimed = self._plan_now(conn, workflow_id, grown.backend, grown.applied)
+            if declared:
+                declare_jobs(conn, workflow_id, declared)
         self._send(claimed)
         # No WORKFLOW_DIRTY: the run was planned here, and a caller waiting on it (a
         # FaaT body's results) would only look it up again for nothing.
         self.bus.publish(self._plan_events(workflow_id, applied, out, claimed))
         return grown.names
+
+    def add_jobs(self, workflow_id: int, work: str, start: int,
+                 kwargs_list: list[dict[str, Any]]) -> None:
+        """Jobs ``start``, … of a work declared bigger (an HPO study's next trials): one
+        insert, claimed and sent as the transaction commits. Raises
+        :class:`~idds_jupyter.store.works.WorkEnded` when the work or its run has ended."""
+        with self.engine.begin() as conn:
+            claim = self.dispatch.room() if self.dispatch is not None else None
+            released = append_jobs(conn, workflow_id, work, start, kwargs_list, claim)
+            claimed = (self.dispatch.claimed(conn, claim)
+                       if self.dispatch is not None and claim is not None and claim.jobs else {})
+        self._send(claimed)
+        if released > sum(len(v) for v in claimed.values()):
+            self.bus.publish([make_event(ev.JOBS_READY)])
 
     def _plan_now(self, conn: Any, wid: int, backend: str | None, applied: Applied | None = None
                   ) -> tuple[Applied, Outcome, dict[str, list[dict[str, Any]]]]:
@@ -146,13 +164,16 @@ class Orchestrator:
     def close(self, workflow_id: int, result: Any = None, result_blob: str | None = None,
               error: str | None = None, traceback: str | None = None) -> str:
         """End an open workflow's body; returns the workflow's status."""
+        settled = Outcome()
         with self.engine.begin() as conn:
+            settle_declared(conn, workflow_id, settled)  # jobs declared that never came
             status, ended = store_close(conn, workflow_id, result, result_blob, error, traceback)
         if not ended and self.dispatch is not None:
             self.dispatch.hurry()  # its last results may be told and not yet recorded
         # ended: its end says it all; else views, the Clerk and a Steerer learn it closed
-        self.bus.publish(ended_events([(workflow_id, status)]) if ended
-                         else [make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])
+        self.bus.publish([*outcome_events(settled.terminal_works, set(), []),
+                          *(ended_events([(workflow_id, status)]) if ended
+                            else [make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])])
         return status
 
     def owner(self, workflow_id: int) -> str | None:

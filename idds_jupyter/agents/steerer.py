@@ -4,8 +4,12 @@ A study submitted with ``"steer": "server"`` in its ``study`` parameters (what
 :class:`idds_jupyter.hpo.Study` does when its sampler is one of Optuna's by name)
 is driven here instead of from the notebook. As each trial's job ends, its JSON
 result is told to the study's Optuna sampler, and the next point is asked and
-added to the run as a work, all in the server. The next trial therefore starts
-without a round trip through the client: no push to the kernel, no request back.
+added to the run, all in the server. The next trial therefore starts without a
+round trip through the client: no push to the kernel, no request back.
+
+A segment's trials are the jobs of one work, declared with every trial still to
+come (``trial_<first>_<last>``): a new trial is one job added to it, one insert
+claimed and sent as it commits, not a new work to grow the run by, plan and expand.
 
 Only JSON crosses. The sampler works on the parameters it proposes and on the
 value in each trial's JSON result. The objective stays an opaque blob (the
@@ -59,6 +63,7 @@ from idds_jupyter.model.space import (
 from idds_jupyter.store.sql import for_update, now
 from idds_jupyter.store.tables import agents, jobs, workflows, works
 from idds_jupyter.store.workflows import WorkflowClosed
+from idds_jupyter.store.works import WorkEnded
 
 if TYPE_CHECKING:
     from idds_jupyter.core import Dispatch, Orchestrator
@@ -80,6 +85,22 @@ class _Segment:
     work: dict[str, Any]  # the template of its trial works: payload digests and options
     allocated: int = 0
     next_number: int = 0
+    block: _Block | None = None  # the work its next trials are added to
+
+
+@dataclass
+class _Block:
+    """One work declared with every trial still to come: trial ``first + i`` is its job ``i``.
+    A trial added there is one insert (:meth:`Orchestrator.add_jobs`), not a new work."""
+
+    name: str
+    first: int
+    size: int
+    filled: int  # its jobs written so far
+
+    @property
+    def room(self) -> int:
+        return self.size - self.filled
 
 
 @dataclass
@@ -335,6 +356,11 @@ class Steerer(Agent):
                 continue
             seg = segments[parsed[0]]
             number = parsed[1] + int(r.idx)
+            block = seg.block
+            if block is None or parsed[1] > block.first:  # its latest trial work
+                block = _new_block(seg, parsed[1], parsed[2] - parsed[1] + 1)
+            if block.name == r.name:  # trials still to come go on there
+                block.filled = max(block.filled, int(r.idx) + 1)
             params = dict((r.kwargs or {}).get("params") or {})
             seg.allocated += 1
             seg.next_number = max(seg.next_number, number + 1)
@@ -408,19 +434,46 @@ class Steerer(Agent):
             if limit is not None and len(study.failures) > int(limit) and study.error is None:
                 study.error = (f"study {study.cfg['name']}: {len(study.failures)} trials failed; "
                                f"the last: {msg}")
-        new = self._ask(study) if not study.closed and study.error is None else []
-        if new:
+        new, declared, more = (self._ask(study) if not study.closed and study.error is None
+                               else ([], {}, []))
+        if new or more:
             try:
-                self.orch.add_works(wid, new)
-            except WorkflowClosed:  # aborted or ended meanwhile
+                for work in new:  # one at a time: each is expanded in its own transaction, so
+                    # its jobs exist (and it runs) when the next trials are added to it
+                    self.orch.add_works(wid, [work], declared={work["name"]: declared[work["name"]]})
+                for name, start, kwargs_list in more:
+                    try:
+                        self.orch.add_jobs(wid, name, start, kwargs_list)
+                    except WorkEnded as exc:
+                        if not exc.run_active:
+                            raise
+                        self._rehome(study, name, start, kwargs_list)  # the work was aborted
+            except (WorkflowClosed, WorkEnded):  # aborted or ended meanwhile
                 self.studies.pop(wid, None)
         elif not study.pending:
             self.studies.pop(wid, None)
             if not study.closed:  # the client stopping the study closed it already
                 self.orch.close(wid, result=study.summary(), error=study.error)
 
-    def _ask(self, study: _Study) -> list[dict[str, Any]]:
-        """Points for the free slots; the new trials of a segment go out as ONE work."""
+    def _rehome(self, study: _Study, work: str, start: int,
+                kwargs_list: list[dict[str, Any]]) -> None:
+        """Trials that could not join their work (it was aborted alone): a new work for them
+        and the trials still to come of their segment."""
+        moved = [study.pending.pop((work, start + i)) for i in range(len(kwargs_list))]
+        seg = moved[0].seg
+        block = _new_block(seg, moved[0].number, int(study.cfg["max_trials"]) - moved[0].number)
+        block.filled = len(moved)
+        for i, t in enumerate(moved):
+            t.work = block.name
+            study.pending[(block.name, i)] = t
+        self.orch.add_works(study.id, [{**seg.work, "name": block.name, "kwargs_list": kwargs_list}],
+                            declared={block.name: block.size})
+
+    def _ask(self, study: _Study) -> tuple[list[dict[str, Any]], dict[str, int],
+                                           list[tuple[str, int, list[dict[str, Any]]]]]:
+        """Points for the free slots: ``(new works, their declared job counts, jobs added to
+        a work: (name, first job index, kwargs))``. A segment's trials are the jobs of one
+        work declared with all trials to come; each turn adds the new ones to it."""
         batches: dict[str | None, list[_Trial]] = {}
         n = len(study.pending)
         max_trials = int(study.cfg["max_trials"])
@@ -441,19 +494,39 @@ class Steerer(Agent):
             trial.set_user_attr("trial", number)
             batches.setdefault(seg.name, []).append(_Trial(seg, number, trial, ""))
             n += 1
-        out = []
+        new: list[dict[str, Any]] = []
+        declared: dict[str, int] = {}
+        more: list[tuple[str, int, list[dict[str, Any]]]] = []
         for batch in batches.values():
             seg = batch[0].seg
-            name = trial_work_name(seg.name, batch[0].number, batch[-1].number)
+            block = seg.block
+            if block is None or block.room < len(batch):  # a new work for all trials to come
+                block = _new_block(seg, batch[0].number,
+                                   max(len(batch), max_trials - batch[0].number))
+                added: list[dict[str, Any]] | None = None
+            else:
+                added = []
+                more.append((block.name, block.filled, added))
             kwargs_list = []
-            for i, t in enumerate(batch):
-                t.work = name
-                study.pending[(name, i)] = t
+            for t in batch:
+                t.work = block.name
+                study.pending[(block.name, t.number - block.first)] = t
                 meta = {"trial": t.number, "segment": seg.name, "final": True,
                         "key": study.cfg.get("key"), "step": None, "budget": None}
                 kwargs_list.append({"params": dict(t.trial.params), "meta": meta})
-            out.append({**seg.work, "name": name, "kwargs_list": kwargs_list})
-        return out
+            block.filled += len(batch)
+            if added is None:
+                new.append({**seg.work, "name": block.name, "kwargs_list": kwargs_list})
+                declared[block.name] = block.size
+            else:
+                added += kwargs_list
+        return new, declared, more
+
+
+def _new_block(seg: _Segment, first: int, size: int) -> _Block:
+    """The work a segment's trials ``first`` … ``first + size - 1`` go to, from now on."""
+    seg.block = _Block(trial_work_name(seg.name, first, first + size - 1), first, size, 0)
+    return seg.block
 
 
 def _objective(result: Any) -> float | None:

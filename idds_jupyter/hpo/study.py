@@ -39,8 +39,9 @@ rung the value is reported to Optuna and the ``pruner`` (default
 Steering on the server (the default, ``steer="auto"``, whenever the study allows
 it): the sampler runs in the server (its Steerer agent,
 :mod:`idds_jupyter.agents.steerer`) rather than in this process. The objective
-is uploaded once per segment, the server asks for points and adds the trial
-works itself, and this process only receives the results (a live copy of the
+is uploaded once per segment, the server asks for points and adds the trials
+itself (a segment's trials are the jobs of one work ``trial_<first>_<last>``,
+each new one added to it), and this process only receives the results (a live copy of the
 Optuna studies, for :meth:`dataframe` and :meth:`best`). The study goes on when
 the notebook's kernel goes away. ``stop()`` closes the run (no new points), and
 :meth:`load` attaches to it again. This takes a sampler given by name, with

@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model import JobDep
 from idds_jupyter.model.policy import BackendPolicy
-from idds_jupyter.model.status import JobStatus, WorkStatus
+from idds_jupyter.model.status import JobStatus, WorkflowStatus, WorkStatus
 from idds_jupyter.store.function_stats import function_key, mean_wall
 from idds_jupyter.store.jobs import CANCELLED, FINISHED, SUBMITTED, Claim, Outcome, finish_works
-from idds_jupyter.store.sql import chunks, for_update, is_postgres, now
-from idds_jupyter.store.tables import datasets, files, job_deps, jobs, works
+from idds_jupyter.store.sql import Locked, chunks, for_update, is_postgres, now
+from idds_jupyter.store.tables import datasets, files, job_deps, jobs, workflows, works
 
 JOB_KINDS = ("function", "command")
 
@@ -137,14 +137,37 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
         if f.status != "available":
             pending[i] += 1
 
+    kwargs_of = (lambda i: kwargs_list[i]) if kwargs_list is not None and not file_rows \
+        else (lambda i: None)
+    n_cancelled = sum(doomed)
+    released = _write_jobs(conn, work.workflow_id, work.id, backend, t, claim, [
+        (i, kwargs_of(i), file_rows[i].id if file_rows else None, pending[i], doomed[i])
+        for i in range(n)])
+    if edges:
+        ids = [r[0] for r in conn.execute(
+            select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx))]
+        conn.execute(job_deps.insert(),
+                     [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges])
+    conn.execute(_START_WORK, {"wid": work.id, "n": n, "nc": n_cancelled, "backend": backend, "t": t})
+    out.released += released
+    return n - n_cancelled
+
+
+def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, t: float,
+                claim: Claim | None, items: Sequence[tuple[int, Any, int | None, int, bool]]) -> int:
+    """Write one work's jobs ``(idx, kwargs, file id, pending, doomed)``; returns how many
+    were released (ready, or taken by ``claim``).
+
+    With a ``claim`` that has room on ``backend``, released jobs are written submitted and
+    locked for its owner, as :func:`~idds_jupyter.store.jobs.claim_ready` would leave them.
+    """
     rows = []
-    n_cancelled = 0
     take = claim.room.get(backend, 0) if claim is not None else 0
-    taken: list[int] = []
-    for i in range(n):
-        if doomed[i]:
-            status, n_cancelled = CANCELLED, n_cancelled + 1
-        elif pending[i] > 0:
+    taken: list[int] = []  # positions in ``rows``
+    for pos, (i, kwargs, file_id, pending, doomed) in enumerate(items):
+        if doomed:
+            status = CANCELLED
+        elif pending > 0:
             status = JobStatus.PENDING.value
         else:
             status = JobStatus.READY.value
@@ -152,20 +175,20 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
                                   "submitted_at": None}
         if take > len(taken) and status == JobStatus.READY.value:
             assert claim is not None
-            taken.append(i)
+            taken.append(pos)
             locked = {"lock_owner": claim.owner, "lock_expiry": t + claim.ttl, "attempt": 1,
                       "submitted_at": t}
             status = SUBMITTED
         rows.append({
-            "workflow_id": work.workflow_id,
-            "work_id": work.id,
+            "workflow_id": workflow_id,
+            "work_id": work_id,
             "idx": i,
             "status": status,
-            "pending": pending[i],
-            "kwargs": kwargs_list[i] if kwargs_list is not None and not file_rows else None,
-            "file_id": file_rows[i].id if file_rows else None,
+            "pending": pending,
+            "kwargs": kwargs,
+            "file_id": file_id,
             "backend": backend,
-            "error": "upstream job failed" if doomed[i] else None,
+            "error": "upstream job failed" if doomed else None,
             "created_at": t,
             "release_count": 0 if status in (CANCELLED, JobStatus.PENDING.value) else 1,
             **locked,
@@ -178,24 +201,80 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
     if taken:
         assert claim is not None
         claim.room[backend] -= len(taken)
-        claim.jobs += [{"id": ids[i], "work_id": work.id, "workflow_id": work.workflow_id,
-                        "idx": i, "kwargs": rows[i]["kwargs"], "file_id": rows[i]["file_id"],
-                        "attempt": 1, "backend": backend} for i in taken]
-    if edges:
-        ids = [r[0] for r in conn.execute(
-            select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx))]
-        conn.execute(job_deps.insert(),
-                     [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges])
-    conn.execute(_START_WORK, {"wid": work.id, "n": n, "nc": n_cancelled, "backend": backend, "t": t})
-    out.released += sum(1 for r in rows if r["status"] == JobStatus.READY.value) + len(taken)
-    return n - n_cancelled
+        claim.jobs += [{"id": ids[p], "work_id": work_id, "workflow_id": workflow_id,
+                        "idx": rows[p]["idx"], "kwargs": rows[p]["kwargs"],
+                        "file_id": rows[p]["file_id"], "attempt": 1, "backend": backend}
+                       for p in taken]
+    return sum(1 for r in rows if r["status"] == JobStatus.READY.value) + len(taken)
+
+
+class WorkEnded(Exception):
+    """The work (or its run) ended: no job can be added to it. ``run_active``: the run
+    goes on (the work alone was aborted)."""
+
+    def __init__(self, message: str, run_active: bool = False) -> None:
+        super().__init__(message)
+        self.run_active = run_active
+
+
+def append_jobs(conn: Connection, workflow_id: int, work: str, start: int,
+                kwargs_list: Sequence[dict[str, Any]], claim: Claim | None = None) -> int:
+    """Jobs ``start``, ``start + 1``, … of a running work of an open run, written now (an
+    HPO study's next trials in the work that holds them all); returns how many were released.
+
+    The work was declared with its whole job count (:func:`declare_jobs`), so it does not
+    end while jobs are still to come. No plan is needed: they are jobs of a planned work.
+    """
+    row = conn.execute(_APPENDABLE.on(conn), {"wf": workflow_id, "name": work}).first()
+    if row is None or row.wf_status not in _RUN_ACTIVE or row.status != WorkStatus.RUNNING.value:
+        raise WorkEnded(f"workflow {workflow_id}, work {work!r}: not running, no jobs can be added",
+                        run_active=row is not None and row.wf_status in _RUN_ACTIVE)
+    end = start + len(kwargs_list)
+    t = now()
+    released = _write_jobs(conn, workflow_id, row.id, row.backend, t, claim,
+                           [(start + i, kw, None, 0, False) for i, kw in enumerate(kwargs_list)])
+    if end > row.n_jobs:  # more than declared: the work waits for them too
+        conn.execute(update(works).where(works.c.id == row.id).values(n_jobs=end, updated_at=t))
+    return released
+
+
+def declare_jobs(conn: Connection, workflow_id: int, counts: dict[str, int]) -> None:
+    """The works ``counts`` names will have that many jobs: the rest is added later by
+    :func:`append_jobs`. Until their run is closed they do not end before."""
+    for name, n in counts.items():
+        conn.execute(update(works).where(works.c.workflow_id == workflow_id, works.c.name == name,
+                                         works.c.n_jobs < n).values(n_jobs=n))
+
+
+def settle_declared(conn: Connection, workflow_id: int, out: Outcome) -> None:
+    """A closed run's works declared with jobs that never came have the jobs they got:
+    those whose jobs have all ended end now."""
+    written = (select(func.count()).select_from(jobs).where(jobs.c.work_id == works.c.id)
+               .scalar_subquery())
+    ids = [r[0] for r in conn.execute(
+        update(works).where(works.c.workflow_id == workflow_id,
+                            works.c.status == WorkStatus.RUNNING.value, works.c.n_jobs > written)
+        .values(n_jobs=written, updated_at=now()).returning(works.c.id))]
+    finish_works(conn, ids, out)
+
+
+_RUN_ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)  # as add_works takes
+_APPENDABLE = Locked(
+    select(works.c.id, works.c.status, works.c.backend, works.c.n_jobs,
+           workflows.c.status.label("wf_status"))
+    .join(workflows, workflows.c.id == works.c.workflow_id)
+    .where(works.c.workflow_id == bindparam("wf"), works.c.name == bindparam("name")),
+    of=workflows)
 
 
 _INSERT_JOBS_RETURNING = jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True)
 
 
+# n_jobs: a work declared with more jobs than it starts with (declare_jobs) keeps that count
 _START_WORK = (update(works).where(works.c.id == bindparam("wid"), works.c.status == WorkStatus.NEW.value)
-               .values(status=WorkStatus.RUNNING.value, n_jobs=bindparam("n"),
+               .values(status=WorkStatus.RUNNING.value,
+                       n_jobs=case((works.c.n_jobs > bindparam("n"), works.c.n_jobs),
+                                   else_=bindparam("n")),
                        n_cancelled=bindparam("nc"), backend=bindparam("backend"),
                        updated_at=bindparam("t")))
 

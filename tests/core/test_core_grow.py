@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import config, wait_for
 from sqlalchemy import select, update
 
@@ -175,3 +176,78 @@ def test_a_template_another_writer_grew_is_read_again(tmp_path: Path, db_url: st
         whole = full_template(conn, wid, row["template"], row["meta"])
     assert [w["name"] for w in whole["works"]] == ["a", "b", "elsewhere", "c"]
     assert whole == Workflow.from_dict(whole).to_dict()
+
+
+def _jobs_of(orch: Orchestrator, wid: int, work: str) -> list[tuple[int, str, Any]]:
+    with orch.engine.begin() as conn:
+        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            select(jobs.c.idx, jobs.c.status, jobs.c.kwargs)
+            .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+            .where(jobs.c.workflow_id == wid, works.c.name == work).order_by(jobs.c.idx))]
+
+
+def _n_jobs(orch: Orchestrator, wid: int, work: str) -> int:
+    with orch.engine.begin() as conn:
+        return int(conn.execute(select(works.c.n_jobs).where(
+            works.c.workflow_id == wid, works.c.name == work)).scalar_one())
+
+
+def test_a_declared_work_waits_for_the_jobs_added_to_it(tmp_path: Path, db_url: str) -> None:
+    """An HPO study's trials: one work declared with all its jobs, each added later by one
+    insert. The work does not end while jobs are still to come, even with all it has ended."""
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        orch.add_works(wid, [{"name": "t_0_3", "function": SLEEP,
+                              "kwargs_list": [{"seconds": 0.0}]}], declared={"t_0_3": 4})
+        wait_for(lambda: _job_statuses(orch, wid) == ["finished"])
+        assert _statuses(orch, wid)["t_0_3"] == "running" and _n_jobs(orch, wid, "t_0_3") == 4
+        orch.add_jobs(wid, "t_0_3", 1, [{"seconds": 0.0}, {"seconds": 0.01}])
+        wait_for(lambda: _job_statuses(orch, wid) == ["finished"] * 3)
+        assert _statuses(orch, wid)["t_0_3"] == "running"
+        orch.add_jobs(wid, "t_0_3", 3, [{"seconds": 0.02}])
+        wait_for(lambda: _statuses(orch, wid)["t_0_3"] == "finished")
+        got = _jobs_of(orch, wid, "t_0_3")
+        assert [(i, s) for i, s, _ in got] == [(i, "finished") for i in range(4)]
+        assert [kw["seconds"] for _, _, kw in got] == [0.0, 0.0, 0.01, 0.02]
+        assert orch.close(wid) == "finished"
+
+
+def test_closing_settles_a_declared_work_to_the_jobs_it_got(tmp_path: Path, db_url: str) -> None:
+    """A study stopped before its last trial: its work ends with the jobs it has, and so
+    does the run; no job can be added after."""
+    from idds_jupyter.store.works import WorkEnded
+
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        orch.add_works(wid, [{"name": "t_0_9", "function": SLEEP,
+                              "kwargs_list": [{"seconds": 0.0}, {"seconds": 0.3}]}],
+                       declared={"t_0_9": 10})
+        wait_for(lambda: "finished" in _job_statuses(orch, wid))
+        assert orch.close(wid) == "running"  # one job still runs
+        assert _n_jobs(orch, wid, "t_0_9") == 2
+        assert orch.wait(wid, timeout=60) == "finished"
+        assert _statuses(orch, wid)["t_0_9"] == "finished"
+        with pytest.raises(WorkEnded, match="t_0_9"):
+            orch.add_jobs(wid, "t_0_9", 2, [{"seconds": 0.0}])
+        assert len(_jobs_of(orch, wid, "t_0_9")) == 2
+
+
+def test_works_declared_together_keep_their_count_when_expanded_later(tmp_path: Path,
+                                                                     db_url: str) -> None:
+    """Two new works in one call are expanded by the Transformer, after the declaration."""
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        orch.add_works(wid, [{"name": f"{s}_trial_0_4", "function": SLEEP,
+                              "kwargs_list": [{"seconds": 0.0}]} for s in "ab"],
+                       declared={"a_trial_0_4": 5, "b_trial_0_4": 5})
+        wait_for(lambda: _job_statuses(orch, wid) == ["finished"] * 2)
+        assert _statuses(orch, wid) == {"a_trial_0_4": "running", "b_trial_0_4": "running"}
+        assert _n_jobs(orch, wid, "a_trial_0_4") == _n_jobs(orch, wid, "b_trial_0_4") == 5
+        orch.close(wid)
+        assert orch.wait(wid, timeout=60) == "finished"

@@ -122,19 +122,22 @@ def test_a_study_whose_event_comes_on_a_poll_is_found_at_once(tmp_path: Path, db
 
 
 def _threads_adding_trials(runner: Runner) -> list[str]:
-    """The names of the threads that add the Steerer's trial works, as they add them."""
+    """The names of the threads that add the Steerer's trials, as they add them."""
     import threading
 
     steerer = next(a for a in runner.agents if isinstance(a, Steerer))
     names: list[str] = []
     orch = steerer.orch
-    add = orch.add_works
 
-    def traced(*args: Any, **kwargs: Any) -> Any:
-        names.append(threading.current_thread().name)
-        return add(*args, **kwargs)
+    def traced(add: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            names.append(threading.current_thread().name)
+            return add(*args, **kwargs)
+        return call
 
-    orch.add_works = traced  # type: ignore[method-assign]
+    # a study's first trials make its work, the next ones are added to it
+    orch.add_works = traced(orch.add_works)  # type: ignore[method-assign]
+    orch.add_jobs = traced(orch.add_jobs)  # type: ignore[method-assign]
     return names
 
 
@@ -195,3 +198,21 @@ def test_results_that_come_during_a_turn_are_told_by_that_turns_thread(
     assert told == [("publisher-1", [1]), ("publisher-1", [2])]
     assert not steerer._woken.is_set()  # the Steerer's own thread had nothing to do
     steerer.teardown()
+
+
+def test_a_study_goes_on_when_its_trials_work_is_aborted_alone(tmp_path: Path, db_url: str) -> None:
+    """Aborting the work that holds a segment's trials cancels the trials in it (told as
+    failed); the next trials go to a new work and the study ends all the same."""
+    cfg = config(tmp_path, db_url)
+    study, _ = _study(cfg, lambda x: (time.sleep(0.3), x)[1], max_trials=4, parallel=1)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "s", "works": []}, {"study": study}, open=True)
+        wait_for(lambda: any(t[1] == "running" for t in _trials(orch, wid)), timeout=60)
+        assert orch.abort(wid, work="trial_0_3").changed
+        assert orch.wait(wid, timeout=120) == "subfinished"  # one of its works was aborted
+        names = [w["name"] for w in orch.status(wid)["works"]]
+    trials = _trials(orch, wid)
+    assert [t[0] for t in trials] == [0, 1, 2, 3]
+    assert trials[0][1] == "cancelled" and all(t[1] == "finished" for t in trials[1:])
+    assert names == ["trial_0_3", "trial_1_3"]

@@ -17,6 +17,7 @@ from usecase_helpers import BRANIN_MIN, branin, server_on, warm
 from idds_jupyter.client import Client
 from idds_jupyter.hpo import Study, categorical, integer, loguniform, uniform
 from idds_jupyter.kernel.widgets import trials_of
+from idds_jupyter.model.space import parse_trial_work
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {"x1": uniform(-5, 10), "x2": uniform(0, 15)}
@@ -46,9 +47,14 @@ def test_branin_tpe_reaches_minimum_and_matches_optuna(client: Client, steer: st
     assert study.best_value == pytest.approx(direct.best_value, rel=1e-12)
 
     # each trial is a job of the study's run, visible to the monitor and the DAG/HPO views
+    # (steered by the server, one work holds them all: trial_0_99)
     dag = client.dag(study.run_id)
-    names = {n["name"] for n in dag["nodes"]}
-    assert {f"trial_{i}" for i in range(100)} <= names
+    covered: set[int] = set()
+    for node in dag["nodes"]:
+        parsed = parse_trial_work(node["name"])
+        if parsed is not None:
+            covered |= set(range(parsed[1], parsed[2] + 1))
+    assert covered == set(range(100)), sorted(n["name"] for n in dag["nodes"])
     results = []
     for w in client.status(study.run_id)["works"]:
         results += client.work_results(study.run_id, w["name"])

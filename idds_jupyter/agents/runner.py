@@ -43,6 +43,7 @@ class Runner:
         unknown = set(self.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown agent role(s) {sorted(unknown)}; choose from {list(ROLES)}")
+        self._own_engine = engine is None
         self.engine = engine or make_engine(self.config.db_url)
         self._own_bus = bus is None
         self.bus = bus or make_bus(self.config.bus, engine=self.engine)
@@ -105,6 +106,11 @@ class Runner:
             log.debug("could not unregister %s", self.owner, exc_info=True)
         if self._own_bus:
             self.bus.close()
+        if self._own_engine:
+            # its pooled connections go now, not when the engine is collected: a process
+            # (a test session) that starts many runners would otherwise fill PostgreSQL's
+            # connection slots. Whoever still holds the engine gets a new connection.
+            self.engine.dispose()
 
     def wait(self) -> None:
         """Block until stopped (signal handlers call :meth:`stop`)."""

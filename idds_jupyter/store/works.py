@@ -137,11 +137,10 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
         if f.status != "available":
             pending[i] += 1
 
-    kwargs_of = (lambda i: kwargs_list[i]) if kwargs_list is not None and not file_rows \
-        else (lambda i: None)
+    per_job = kwargs_list if kwargs_list is not None and not file_rows else [None] * n
     n_cancelled = sum(doomed)
     released = _write_jobs(conn, work.workflow_id, work.id, backend, t, claim, [
-        (i, kwargs_of(i), file_rows[i].id if file_rows else None, pending[i], doomed[i])
+        (i, per_job[i], file_rows[i].id if file_rows else None, pending[i], doomed[i])
         for i in range(n)])
     if edges:
         ids = [r[0] for r in conn.execute(

@@ -448,7 +448,7 @@ class Steerer(Agent):
                         if not exc.run_active:
                             raise
                         self._rehome(study, name, start, kwargs_list)  # the work was aborted
-            except (WorkflowClosed, WorkEnded):  # aborted or ended meanwhile
+            except WorkflowClosed:  # the run was aborted or ended meanwhile
                 self.studies.pop(wid, None)
         elif not study.pending:
             self.studies.pop(wid, None)
@@ -503,10 +503,8 @@ class Steerer(Agent):
             if block is None or block.room < len(batch):  # a new work for all trials to come
                 block = _new_block(seg, batch[0].number,
                                    max(len(batch), max_trials - batch[0].number))
-                added: list[dict[str, Any]] | None = None
-            else:
-                added = []
-                more.append((block.name, block.filled, added))
+            start = block.filled
+            grows = start == 0  # the work itself is new: it goes out with these trials
             kwargs_list = []
             for t in batch:
                 t.work = block.name
@@ -515,11 +513,11 @@ class Steerer(Agent):
                         "key": study.cfg.get("key"), "step": None, "budget": None}
                 kwargs_list.append({"params": dict(t.trial.params), "meta": meta})
             block.filled += len(batch)
-            if added is None:
+            if grows:
                 new.append({**seg.work, "name": block.name, "kwargs_list": kwargs_list})
                 declared[block.name] = block.size
             else:
-                added += kwargs_list
+                more.append((block.name, start, kwargs_list))
         return new, declared, more
 
 

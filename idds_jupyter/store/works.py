@@ -16,11 +16,12 @@ from sqlalchemy.engine import Connection
 
 from idds_jupyter.model import JobDep
 from idds_jupyter.model.policy import BackendPolicy
-from idds_jupyter.model.status import JobStatus, WorkflowStatus, WorkStatus
+from idds_jupyter.model.status import JobStatus, WorkStatus
 from idds_jupyter.store.function_stats import function_key, mean_wall
 from idds_jupyter.store.jobs import CANCELLED, FINISHED, SUBMITTED, Claim, Outcome, finish_works
 from idds_jupyter.store.sql import Locked, chunks, for_update, is_postgres, now
 from idds_jupyter.store.tables import datasets, files, job_deps, jobs, workflows, works
+from idds_jupyter.store.workflows import ACTIVE, WorkflowClosed
 
 JOB_KINDS = ("function", "command")
 
@@ -207,7 +208,7 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
     return sum(1 for r in rows if r["status"] == JobStatus.READY.value) + len(taken)
 
 
-class WorkEnded(Exception):
+class WorkEnded(WorkflowClosed):
     """The work (or its run) ended: no job can be added to it. ``run_active``: the run
     goes on (the work alone was aborted)."""
 
@@ -225,9 +226,9 @@ def append_jobs(conn: Connection, workflow_id: int, work: str, start: int,
     end while jobs are still to come. No plan is needed: they are jobs of a planned work.
     """
     row = conn.execute(_APPENDABLE.on(conn), {"wf": workflow_id, "name": work}).first()
-    if row is None or row.wf_status not in _RUN_ACTIVE or row.status != WorkStatus.RUNNING.value:
+    if row is None or row.wf_status not in ACTIVE or row.status != WorkStatus.RUNNING.value:
         raise WorkEnded(f"workflow {workflow_id}, work {work!r}: not running, no jobs can be added",
-                        run_active=row is not None and row.wf_status in _RUN_ACTIVE)
+                        run_active=row is not None and row.wf_status in ACTIVE)
     end = start + len(kwargs_list)
     t = now()
     released = _write_jobs(conn, workflow_id, row.id, row.backend, t, claim,
@@ -257,7 +258,6 @@ def settle_declared(conn: Connection, workflow_id: int, out: Outcome) -> None:
     finish_works(conn, ids, out)
 
 
-_RUN_ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)  # as add_works takes
 _APPENDABLE = Locked(
     select(works.c.id, works.c.status, works.c.backend, works.c.n_jobs,
            workflows.c.status.label("wf_status"))

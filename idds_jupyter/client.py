@@ -423,18 +423,31 @@ class Client:
 
     def wait_workflow(self, workflow_id: int, timeout: float | None = None) -> str:
         """Block until the workflow is terminal (pushed ``workflow.terminal``); returns its status."""
+        return str(self._wait_terminal(workflow_id, timeout).get("status"))
+
+    def wait_run(self, workflow_id: int, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the workflow is terminal; returns its :meth:`status` (``works=False``),
+        with no request of its own when the wait read it terminal already."""
+        got = self._wait_terminal(workflow_id, timeout)
+        return got["run"] if "run" in got else self.status(int(workflow_id), works=False)
+
+    def _wait_terminal(self, workflow_id: int, timeout: float | None) -> dict[str, Any]:
+        """The ``workflow.terminal`` message, or ``{"status", "run"}`` from a status read."""
         key = str(int(workflow_id))
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def check() -> dict[str, Any] | None:
             st = self.status(int(workflow_id), works=False)
-            return {"status": st["status"]} if st["status"] in TERMINAL else None
+            return {"status": st["status"], "run": st} if st["status"] in TERMINAL else None
 
         # a terminal event ends the wait; a state change ("workflow.dirty", e.g. after an
-        # abort, which may end the run without a terminal event) triggers one status check
+        # abort, which may end the run without a terminal event) triggers one status check,
+        # unless it names a status the run goes on in (a closed run with jobs still to end)
         def match(m: dict[str, Any]) -> bool:
-            return (m.get("type") in ("workflow.terminal", "workflow.dirty")
-                    and str(m.get("key")) == key)
+            if str(m.get("key")) != key:
+                return False
+            return m.get("type") == "workflow.terminal" or (
+                m.get("type") == "workflow.dirty" and m.get("status") in (None, *TERMINAL))
 
         while True:  # every wait checks the status once after subscribing (no lost event)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -443,7 +456,7 @@ class Client:
             except TimeoutError:
                 raise TimeoutError(f"workflow {workflow_id} not finished after {timeout} s") from None
             if msg.get("type") != "workflow.dirty":
-                return str(msg.get("status"))
+                return msg
 
     def shutdown(self) -> None:
         """Stop the push channel and close the HTTP connections of this thread."""

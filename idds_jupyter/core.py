@@ -170,10 +170,11 @@ class Orchestrator:
             status, ended = store_close(conn, workflow_id, result, result_blob, error, traceback)
         if not ended and self.dispatch is not None:
             self.dispatch.hurry()  # its last results may be told and not yet recorded
-        # ended: its end says it all; else views, the Clerk and a Steerer learn it closed
+        # ended: its end says it all; else views, the Clerk and a Steerer learn it closed,
+        # and that it goes on (its status): a caller waiting for its end need not look
         self.bus.publish([*outcome_events(settled.terminal_works, set(), []),
                           *(ended_events([(workflow_id, status)]) if ended
-                            else [make_event(ev.WORKFLOW_DIRTY, str(workflow_id))])])
+                            else [make_event(ev.WORKFLOW_DIRTY, str(workflow_id), status=status)])])
         return status
 
     def owner(self, workflow_id: int) -> str | None:

@@ -166,8 +166,11 @@ class ResultRouter:
             if sink is not None and not sink.done.is_set():
                 self._later(sink, f"work {name} ended {msg.get('status')}")
         elif kind == "workflow.dirty":
-            wf = _int(msg.get("key"))
-            if wf is not None and any(k[0] == wf for k in list(self._sinks)):
+            from idds_jupyter.client import TERMINAL
+
+            wf = _int(msg.get("key"))  # a status it goes on in: nothing to check
+            goes_on = msg.get("status") is not None and msg["status"] not in TERMINAL
+            if wf is not None and not goes_on and any(k[0] == wf for k in list(self._sinks)):
                 self._check_soon(wf)
         elif kind == "workflow.terminal":
             wf = _int(msg.get("key"))

@@ -109,7 +109,8 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         def _on_begin(conn: Any) -> None:
             gate.enter(conn.connection)
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # on the driver's connection: every transaction pays for this statement
+                conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
             except BaseException:
                 gate.leave(conn.connection)
                 raise

@@ -249,13 +249,16 @@ def declare_jobs(conn: Connection, workflow_id: int, counts: dict[str, int]) -> 
 def settle_declared(conn: Connection, workflow_id: int, out: Outcome) -> None:
     """A closed run's works declared with jobs that never came have the jobs they got:
     those whose jobs have all ended end now."""
-    written = (select(func.count()).select_from(jobs).where(jobs.c.work_id == works.c.id)
-               .scalar_subquery())
-    ids = [r[0] for r in conn.execute(
-        update(works).where(works.c.workflow_id == workflow_id,
-                            works.c.status == WorkStatus.RUNNING.value, works.c.n_jobs > written)
-        .values(n_jobs=written, updated_at=now()).returning(works.c.id))]
+    ids = [r[0] for r in conn.execute(_SETTLE, {"wf": workflow_id, "t": now()})]
     finish_works(conn, ids, out)
+
+
+_WRITTEN = (select(func.count()).select_from(jobs).where(jobs.c.work_id == works.c.id)
+            .scalar_subquery())
+# built once: building it at every close cost more than running it
+_SETTLE = (update(works).where(works.c.workflow_id == bindparam("wf"),
+                               works.c.status == WorkStatus.RUNNING.value, works.c.n_jobs > _WRITTEN)
+           .values(n_jobs=_WRITTEN, updated_at=bindparam("t")).returning(works.c.id))
 
 
 _APPENDABLE = Locked(

@@ -82,22 +82,25 @@ def read_message(stream: IO[bytes]) -> Any:
 
 
 class _Outbox:
-    """Buffered results + a flusher thread (5 ms flush, 50 ms "started" notices)."""
+    """Buffered results + a flusher thread (5 ms flush, 50 ms "started" notices).
+
+    The flusher sleeps until its next deadline (a result left buffered, the current job's
+    notice), not on a fixed tick: a worker running a job wakes for its notice only.
+    """
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
-        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
         self._pending: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._current: tuple[Any, Any, float] | None = None
         self._announced = False
-        self._busy = threading.Event()
         self.broken = False
         threading.Thread(target=self._loop, name="idds-outbox", daemon=True).start()
 
     def send(self, obj: Any) -> None:
         frame = encode_message(obj)
-        with self._lock:
+        with self._cond:
             self._write(frame)
 
     def _write(self, frame: bytes) -> None:
@@ -118,39 +121,39 @@ class _Outbox:
         self._last_flush = time.monotonic()
 
     def flush(self) -> None:
-        with self._lock:
+        with self._cond:
             self._flush_locked()
 
     def begin(self, job_id: Any, attempt: Any) -> None:
+        # no wake-up: the flusher looks at the current job at least every STARTED_S
         self._current = (job_id, attempt, time.monotonic())
         self._announced = False
 
     def add(self, result: dict[str, Any]) -> None:
         self._current = None
-        with self._lock:
+        with self._cond:
             self._pending.append(result)
             if time.monotonic() - self._last_flush >= FLUSH_S:
                 self._flush_locked()
-
-    def batch_started(self) -> None:
-        self._busy.set()
-
-    def batch_done(self) -> None:
-        self._busy.clear()
-        self.flush()
+            else:
+                self._cond.notify()  # left buffered: the flusher sends it by its deadline
 
     def _loop(self) -> None:
-        while True:
-            self._busy.wait()
-            time.sleep(FLUSH_S)
-            now = time.monotonic()
-            with self._lock:
+        with self._cond:
+            while True:
+                now = time.monotonic()
                 if self._pending and now - self._last_flush >= FLUSH_S:
                     self._flush_locked()
                 cur = self._current
                 if cur is not None and not self._announced and now - cur[2] >= STARTED_S:
                     self._announced = True
                     self._write(encode_message({"started": [[cur[0], cur[1]]]}))
+                    cur = None
+                wait = (cur[2] + STARTED_S - now) if cur is not None and not self._announced \
+                    else STARTED_S
+                if self._pending:
+                    wait = min(wait, self._last_flush + FLUSH_S - now)
+                self._cond.wait(max(wait, 0.0))
 
 
 def _protect_stdio() -> tuple[BinaryIO, BinaryIO]:
@@ -214,13 +217,12 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
         batch = batches.get()
         if batch is None:
             break
-        outbox.batch_started()
         try:
             for spec in batch:
                 outbox.begin(spec.get("job_id"), spec.get("attempt", 0))
                 outbox.add(run_job(spec))
         finally:
-            outbox.batch_done()
+            outbox.flush()
     outbox.flush()
     return 0
 

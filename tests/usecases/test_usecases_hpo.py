@@ -276,3 +276,37 @@ def test_a_study_for_a_server_without_steerer_says_so(tmp_path: Path,
     finally:
         client.shutdown()
         handle.stop()
+
+
+def test_dataframe_is_optunas_trials_dataframe_per_segment() -> None:
+    """The frame :meth:`Study.dataframe` builds itself has what Optuna's ``trials_dataframe``
+    gives, segment by segment: complete, failed, pruned and running trials, metrics."""
+    import pandas as pd
+
+    from idds_jupyter.model.space import frozen_trial
+
+    study = Study(_two_models, {"x": uniform(0, 1)}, max_trials=10, name="frame",
+                  segments={"quad": {"n": integer(1, 3)}, "absv": {"kind": categorical(["a", "b"])}})
+    for i, seg in enumerate(study.segments.values()):
+        for n in range(4):
+            params = {"x": n / 4, **({"n": n % 3 + 1} if seg.name == "quad" else {"kind": "ab"[n % 2]})}
+            value = None if n in (1, 2) else float(n + i)
+            extra = {"metric_loss": n / 2} if n == 3 else {}
+            seg.study.add_trial(frozen_trial(seg.space, params, value, n, f"{seg.name}_trial_0_3",
+                                             intermediates={0: 1.0} if n == 2 and i else None,
+                                             **extra))
+        seg.study.ask(seg.space).set_user_attr("trial", 4)  # running
+    frames = []
+    for seg in study.segments.values():
+        df = seg.study.trials_dataframe().rename(
+            columns={"user_attrs_trial": "trial", "user_attrs_work": "work"})
+        df.insert(0, "segment", seg.name)
+        frames.append(df)
+    optunas = (pd.concat(frames, ignore_index=True)
+               .sort_values(["segment", "trial"], na_position="first", kind="stable")
+               .reset_index(drop=True))
+    ours = study.dataframe()
+    assert set(ours["state"]) == {"COMPLETE", "FAIL", "PRUNED", "RUNNING"}
+    # the same columns; each segment's own parameters are not moved to the end here
+    assert sorted(ours.columns) == sorted(optunas.columns)
+    pd.testing.assert_frame_equal(ours, optunas[list(ours.columns)])

@@ -45,8 +45,13 @@ def check_sha(sha: str) -> str:
 
 def blob_path(root: str | os.PathLike[str], sha: str) -> Path:
     """Where a blob lives under ``root``; the name is a checked digest, never user text."""
+    return Path(blob_file(root, sha))
+
+
+def blob_file(root: str | os.PathLike[str], sha: str) -> str:
+    """:func:`blob_path` as a string (a job spec's, written for every job sent)."""
     check_sha(sha)
-    return Path(root) / sha[:2] / sha
+    return os.path.join(root, sha[:2], sha)
 
 
 def write_blob(root: str | os.PathLike[str], data: bytes, sha: str | None = None) -> tuple[str, bool]:

@@ -195,7 +195,10 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
         })
     # the ids of the jobs taken only: the rows up to the last of them, in idx order
     head = taken[-1] + 1 if taken else 0
-    ids: list[int] = list(conn.execute(_INSERT_JOBS_RETURNING, rows[:head]).scalars()) if head else []
+    if head == 1:  # one job taken (an HPO trial): a plain insert, not a batch of one
+        ids: list[int] = [conn.execute(_INSERT_JOB_RETURNING, rows[0]).scalar_one()]
+    else:
+        ids = list(conn.execute(_INSERT_JOBS_RETURNING, rows[:head]).scalars()) if head else []
     for part in chunks(rows[head:], 2000):
         conn.execute(jobs.insert(), list(part))
     if taken:
@@ -270,6 +273,7 @@ _APPENDABLE = Locked(
 
 
 _INSERT_JOBS_RETURNING = jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True)
+_INSERT_JOB_RETURNING = jobs.insert().returning(jobs.c.id)
 
 
 # n_jobs: a work declared with more jobs than it starts with (declare_jobs) keeps that count

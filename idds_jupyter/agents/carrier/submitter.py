@@ -11,7 +11,7 @@ from idds_jupyter.agents.agent import Agent, Context
 from idds_jupyter.agents.carrier import CarrierState, Held
 from idds_jupyter.bus import event as ev
 from idds_jupyter.model import render_job
-from idds_jupyter.store.cache import blob_path
+from idds_jupyter.store.cache import blob_file
 from idds_jupyter.store.jobs import Claim, claim_ready
 from idds_jupyter.store.sql import in_list
 from idds_jupyter.store.tables import files, workflows, works
@@ -25,6 +25,8 @@ class Submitter(Agent):
     def __init__(self, ctx: Context, state: CarrierState) -> None:
         super().__init__(ctx)
         self.state = state
+        self._log_dir = str(ctx.config.log_dir)  # in every job spec: not rebuilt for each
+        self._cache_dir = str(ctx.config.cache_dir)
 
     def wait(self, timeout: float) -> None:
         # Woken by an event, or by the Receiver freeing room in a backend.
@@ -110,10 +112,8 @@ class Submitter(Agent):
         file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
         names = dict(conn.execute(select(files.c.id, files.c.name)
                                   .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
-        log_dir = str(self.ctx.config.log_dir)
-        cache_dir = str(self.ctx.config.cache_dir)
-        return [job_spec(r, specs[r["work_id"]] or {}, names.get(r["file_id"]), log_dir,
-                         cache_dir) for r in claimed]
+        return [job_spec(r, specs[r["work_id"]] or {}, names.get(r["file_id"]), self._log_dir,
+                         self._cache_dir) for r in claimed]
 
     def _remember_spec(self, work_id: int, name: str, kind: str, spec: dict[str, Any],
                        independent: bool) -> dict[str, Any]:
@@ -158,12 +158,12 @@ def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
     payload = work.get("payload")
     if payload:  # Function-as-a-Task: blobs in the cache; the value comes back pickled there too
         spec["payload"] = {"sha256": payload["function"],
-                           "path": str(blob_path(cache_dir, payload["function"]))}
+                           "path": blob_file(cache_dir, payload["function"])}
         if payload.get("sandbox"):
             spec["payload"]["sandbox"] = {"sha256": payload["sandbox"],
-                                          "path": str(blob_path(cache_dir, payload["sandbox"]))}
+                                          "path": blob_file(cache_dir, payload["sandbox"])}
         if payload.get("calls"):
             spec["call"] = {"sha256": payload["calls"], "index": job["idx"],
-                            "path": str(blob_path(cache_dir, payload["calls"]))}
+                            "path": blob_file(cache_dir, payload["calls"])}
         spec["result_dir"] = cache_dir
     return spec

@@ -105,14 +105,14 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         dialect = engine.dialect
         commit, rollback = dialect.do_commit, dialect.do_rollback
 
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            gate.enter(conn.connection)
+        # In the dialect's own begin, not an engine "begin" listener: with a listener on
+        # the engine, every statement runs SQLAlchemy's event dispatch first.
+        def _do_begin(dbapi_conn: Any) -> None:
+            gate.enter(dbapi_conn)
             try:
-                # on the driver's connection: every transaction pays for this statement
-                conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+                getattr(dbapi_conn, "dbapi_connection", dbapi_conn).execute("BEGIN IMMEDIATE")
             except BaseException:
-                gate.leave(conn.connection)
+                gate.leave(dbapi_conn)
                 raise
 
         def _do_commit(dbapi_conn: Any) -> None:
@@ -127,6 +127,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
             finally:
                 gate.leave(dbapi_conn)
 
+        dialect.do_begin = _do_begin  # type: ignore[method-assign,assignment]
         dialect.do_commit = _do_commit  # type: ignore[method-assign,assignment]
         dialect.do_rollback = _do_rollback  # type: ignore[method-assign,assignment]
 

@@ -418,7 +418,6 @@ class Steerer(Agent):
                 continue
             result, error = r.get("result"), r.get("error")
             value = _objective(result) if r.get("status") == "finished" else None
-            t.trial.set_user_attr("work", t.work)
             if value is not None:
                 for k, v in ((result or {}).get("metrics") or {}).items():
                     t.trial.set_user_attr(f"metric_{k}", v)
@@ -511,7 +510,7 @@ class Steerer(Agent):
                 study.pending[(block.name, t.number - block.first)] = t
                 meta = {"trial": t.number, "segment": seg.name, "final": True,
                         "key": study.cfg.get("key"), "step": None, "budget": None}
-                kwargs_list.append({"params": dict(t.trial.params), "meta": meta})
+                kwargs_list.append({"params": t.trial.params, "meta": meta})  # a copy
             block.filled += len(batch)
             if grows:
                 new.append({**seg.work, "name": block.name, "kwargs_list": kwargs_list})

@@ -425,11 +425,12 @@ class Client:
         """Block until the workflow is terminal (pushed ``workflow.terminal``); returns its status."""
         return str(self._wait_terminal(workflow_id, timeout).get("status"))
 
-    def wait_run(self, workflow_id: int, timeout: float | None = None) -> dict[str, Any]:
-        """Block until the workflow is terminal; returns its :meth:`status` (``works=False``),
-        with no request of its own when the wait read it terminal already."""
+    def wait_run(self, workflow_id: int, timeout: float | None = None
+                 ) -> tuple[str, dict[str, Any] | None]:
+        """Block until the workflow is terminal; returns its status, and its :meth:`status`
+        (``works=False``) when the wait read it (None when a pushed event said it ended)."""
         got = self._wait_terminal(workflow_id, timeout)
-        return got["run"] if "run" in got else self.status(int(workflow_id), works=False)
+        return str(got.get("status")), got.get("run")
 
     def _wait_terminal(self, workflow_id: int, timeout: float | None) -> dict[str, Any]:
         """The ``workflow.terminal`` message, or ``{"status", "run"}`` from a status read."""

@@ -384,7 +384,7 @@ class Study:
         assert self.run is not None
         try:
             try:
-                info = self.client.wait_run(self.run.id, STEERER_WAIT_S)
+                status, info = self.client.wait_run(self.run.id, STEERER_WAIT_S)
             except TimeoutError:
                 if not self.client.status(self.run.id).get("works"):
                     msg = (f"study {self.name}: no trial was started in {STEERER_WAIT_S:.0f} s; is a "
@@ -392,10 +392,13 @@ class Study:
                     with contextlib.suppress(Exception):
                         self.client.close(self.run.id, error=msg)
                     raise RuntimeError(msg) from None
-                info = self.client.wait_run(self.run.id)
+                status, info = self.client.wait_run(self.run.id)
             if self._abandon.is_set():
                 return
-            status = info.get("status")
+            if status == "finished" and len(self._seen) == self.max_trials * len(self.segments):
+                return  # every trial was pushed here, and the run ended well: nothing to read
+            if info is None:
+                info = self.client.status(self.run.id, works=False)
             if self._told(info) != len(self._seen):  # some trials were not pushed: read the works
                 info = self.client.status(self.run.id)
                 self._reconcile(info)
@@ -722,18 +725,20 @@ class Study:
         params = sorted({k for _, t in trials for k in t.params})
         attrs = sorted({k for _, t in trials for k in t.user_attrs})
         names = {"trial": "trial", "work": "work"}
-        rows = []
-        for segment, t in trials:
-            start, end = t.datetime_start, t.datetime_complete
-            row: dict[str, Any] = {"segment": segment, "number": t.number, "value": t.value,
-                                   "datetime_start": start, "datetime_complete": end,
-                                   "duration": end - start if start and end else None}
-            row.update((f"params_{k}", t.params.get(k)) for k in params)
-            row.update((names.get(k, f"user_attrs_{k}"), t.user_attrs.get(k)) for k in attrs)
-            row["state"] = t.state.name
-            rows.append(row)
-        out = pd.DataFrame(rows)
-        if "trial" in out:
+        cols: dict[str, list[Any]] = {
+            "segment": [s for s, _ in trials], "number": [t.number for _, t in trials],
+            "value": [t.value for _, t in trials],
+            "datetime_start": [t.datetime_start for _, t in trials],
+            "datetime_complete": [t.datetime_complete for _, t in trials],
+            "duration": [t.datetime_complete - t.datetime_start
+                         if t.datetime_start and t.datetime_complete else None for _, t in trials]}
+        for k in params:
+            cols[f"params_{k}"] = [t.params.get(k) for _, t in trials]
+        for k in attrs:
+            cols[names.get(k, f"user_attrs_{k}")] = [t.user_attrs.get(k) for _, t in trials]
+        cols["state"] = [t.state.name for _, t in trials]
+        out = pd.DataFrame(cols)
+        if "trial" in out and not (len(self.segments) == 1 and out["trial"].is_monotonic_increasing):
             out = out.sort_values(["segment", "trial"], na_position="first", kind="stable")
         return out.reset_index(drop=True)
 

@@ -310,3 +310,23 @@ def test_dataframe_is_optunas_trials_dataframe_per_segment() -> None:
     # the same columns; each segment's own parameters are not moved to the end here
     assert sorted(ours.columns) == sorted(optunas.columns)
     pd.testing.assert_frame_equal(ours, optunas[list(ours.columns)])
+
+
+def test_dataframe_of_one_segment_is_in_trial_order() -> None:
+    """Trials told out of order (as a parallel study's end) come out sorted by trial."""
+    import pandas as pd
+
+    from idds_jupyter.model.space import frozen_trial
+
+    study = Study(_square, {"x": uniform(0, 4)}, max_trials=6, name="order")
+    seg = study.segments[None]
+    for n in (2, 0, 1, 5, 3, 4):
+        seg.study.add_trial(frozen_trial(seg.space, {"x": n / 2}, (n / 2 - 2) ** 2, n, "trial_0_5"))
+    df = study.dataframe()
+    assert df["trial"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert df["params_x"].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    optunas = (seg.study.trials_dataframe()
+               .rename(columns={"user_attrs_trial": "trial", "user_attrs_work": "work"})
+               .sort_values("trial").reset_index(drop=True))
+    optunas.insert(0, "segment", None)
+    pd.testing.assert_frame_equal(df, optunas[list(df.columns)])

@@ -172,6 +172,9 @@ class Steerer(Agent):
     # results, and a study is told them as they come, with no query. A lost event costs
     # a poll's delay: every poll reads each study's ended trials from the store.
     def setup(self) -> None:
+        # The server's studies are its own bookkeeping: Optuna's line for each one created
+        # ("A new study created in memory") tells its log's reader nothing, and costs a write.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._sub = self.ctx.bus.subscribe(self.wakes_on)
         if isinstance(self._sub, LocalSubscription):
             self._inline = True
@@ -328,7 +331,7 @@ class Steerer(Agent):
                                        f"{type(exc).__name__}: {exc}")
             return
         self.studies[wid] = study
-        self._check.add(wid)
+        self._notes.setdefault(wid, [])  # advanced now, unread: it was read just above
 
     def _build(self, wid: int, cfg: dict[str, Any]) -> _Study:
         segments: dict[str | None, _Segment] = {}

@@ -245,8 +245,11 @@ def declare_jobs(conn: Connection, workflow_id: int, counts: dict[str, int]) -> 
     """The works ``counts`` names will have that many jobs: the rest is added later by
     :func:`append_jobs`. Until their run is closed they do not end before."""
     for name, n in counts.items():
-        conn.execute(update(works).where(works.c.workflow_id == workflow_id, works.c.name == name,
-                                         works.c.n_jobs < n).values(n_jobs=n))
+        conn.execute(_DECLARE, {"wf": workflow_id, "work": name, "n": n})
+
+
+_DECLARE = (update(works).where(works.c.workflow_id == bindparam("wf"), works.c.name == bindparam("work"),
+                                works.c.n_jobs < bindparam("n")).values(n_jobs=bindparam("n")))
 
 
 def settle_declared(conn: Connection, workflow_id: int, out: Outcome) -> None:

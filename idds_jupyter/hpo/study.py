@@ -713,8 +713,9 @@ class Study:
     def dataframe(self) -> pd.DataFrame:
         """One row per trial: segment, trial, state, value, params_*, duration, work.
 
-        Optuna's ``trials_dataframe`` columns, built straight from the trials: at the end of
-        :meth:`optimize` this is on the study's wall time, and that builder costs a few ms more.
+        Optuna's ``trials_dataframe`` columns (its ``user_attrs_trial`` and ``_work`` renamed),
+        built straight from the trials: :meth:`optimize` returns this, on the study's wall
+        time, and Optuna's own builder takes a few milliseconds more for a few hundred trials.
         """
         import pandas as pd
 
@@ -724,7 +725,6 @@ class Study:
             return pd.DataFrame(columns=["segment", "trial", "state", "value"])
         params = sorted({k for _, t in trials for k in t.params})
         attrs = sorted({k for _, t in trials for k in t.user_attrs})
-        names = {"trial": "trial", "work": "work"}
         cols: dict[str, list[Any]] = {
             "segment": [s for s, _ in trials], "number": [t.number for _, t in trials],
             "value": [t.value for _, t in trials],
@@ -735,7 +735,8 @@ class Study:
         for k in params:
             cols[f"params_{k}"] = [t.params.get(k) for _, t in trials]
         for k in attrs:
-            cols[names.get(k, f"user_attrs_{k}")] = [t.user_attrs.get(k) for _, t in trials]
+            cols[k if k in ("trial", "work") else f"user_attrs_{k}"] = [t.user_attrs.get(k)
+                                                                       for _, t in trials]
         cols["state"] = [t.state.name for _, t in trials]
         out = pd.DataFrame(cols)
         if "trial" in out and not (len(self.segments) == 1 and out["trial"].is_monotonic_increasing):

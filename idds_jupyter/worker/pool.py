@@ -85,7 +85,8 @@ class _Outbox:
     """Buffered results + a flusher thread (5 ms flush, 50 ms "started" notices).
 
     The flusher sleeps until its next deadline (a result left buffered, the current job's
-    notice), not on a fixed tick: a worker running a job wakes for its notice only.
+    notice), not on a fixed tick: a worker running a job wakes for its notice only, an idle
+    one not at all.
     """
 
     def __init__(self, out: BinaryIO) -> None:
@@ -95,6 +96,7 @@ class _Outbox:
         self._last_flush = time.monotonic()
         self._current: tuple[Any, Any, float] | None = None
         self._announced = False
+        self._busy = False  # a batch is running
         self.broken = False
         threading.Thread(target=self._loop, name="idds-outbox", daemon=True).start()
 
@@ -124,8 +126,18 @@ class _Outbox:
         with self._cond:
             self._flush_locked()
 
+    def batch_started(self) -> None:
+        with self._cond:
+            self._busy = True
+            self._cond.notify()
+
+    def batch_done(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._flush_locked()
+
     def begin(self, job_id: Any, attempt: Any) -> None:
-        # no wake-up: the flusher looks at the current job at least every STARTED_S
+        # no wake-up: in a batch, the flusher looks at the current job at least every STARTED_S
         self._current = (job_id, attempt, time.monotonic())
         self._announced = False
 
@@ -148,12 +160,11 @@ class _Outbox:
                 if cur is not None and not self._announced and now - cur[2] >= STARTED_S:
                     self._announced = True
                     self._write(encode_message({"started": [[cur[0], cur[1]]]}))
-                    cur = None
-                wait = (cur[2] + STARTED_S - now) if cur is not None and not self._announced \
-                    else STARTED_S
-                if self._pending:
-                    wait = min(wait, self._last_flush + FLUSH_S - now)
-                self._cond.wait(max(wait, 0.0))
+                waits = [self._last_flush + FLUSH_S - now] if self._pending else []
+                if self._busy:  # this job's notice, or (announced) a look at the batch's next
+                    waits.append(cur[2] + STARTED_S - now if cur is not None and not self._announced
+                                 else STARTED_S)
+                self._cond.wait(max(min(waits), 0.0) if waits else None)
 
 
 def _protect_stdio() -> tuple[BinaryIO, BinaryIO]:
@@ -217,12 +228,13 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
         batch = batches.get()
         if batch is None:
             break
+        outbox.batch_started()
         try:
             for spec in batch:
                 outbox.begin(spec.get("job_id"), spec.get("attempt", 0))
                 outbox.add(run_job(spec))
         finally:
-            outbox.flush()
+            outbox.batch_done()
     outbox.flush()
     return 0
 

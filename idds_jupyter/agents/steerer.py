@@ -436,13 +436,12 @@ class Steerer(Agent):
             if limit is not None and len(study.failures) > int(limit) and study.error is None:
                 study.error = (f"study {study.cfg['name']}: {len(study.failures)} trials failed; "
                                f"the last: {msg}")
-        new, declared, more = (self._ask(study) if not study.closed and study.error is None
-                               else ([], {}, []))
+        new, more = self._ask(study) if not study.closed and study.error is None else ([], [])
         if new or more:
             try:
-                for work in new:  # one at a time: each is expanded in its own transaction, so
-                    # its jobs exist (and it runs) when the next trials are added to it
-                    self.orch.add_works(wid, [work], declared={work["name"]: declared[work["name"]]})
+                for seg, block, kwargs_list in new:  # one at a time: each is expanded in its own
+                    # transaction, so its jobs exist (and it runs) when the next trials join it
+                    self._add_block(study, seg, block, kwargs_list)
                 for name, start, kwargs_list in more:
                     try:
                         self.orch.add_jobs(wid, name, start, kwargs_list)
@@ -468,13 +467,18 @@ class Steerer(Agent):
         for i, t in enumerate(moved):
             t.work = block.name
             study.pending[(block.name, i)] = t
+        self._add_block(study, seg, block, kwargs_list)
+
+    def _add_block(self, study: _Study, seg: _Segment, block: _Block,
+                   kwargs_list: list[dict[str, Any]]) -> None:
+        """A segment's new trial work, with its first trials, declared with all to come."""
         self.orch.add_works(study.id, [{**seg.work, "name": block.name, "kwargs_list": kwargs_list}],
                             declared={block.name: block.size})
 
-    def _ask(self, study: _Study) -> tuple[list[dict[str, Any]], dict[str, int],
+    def _ask(self, study: _Study) -> tuple[list[tuple[_Segment, _Block, list[dict[str, Any]]]],
                                            list[tuple[str, int, list[dict[str, Any]]]]]:
-        """Points for the free slots: ``(new works, their declared job counts, jobs added to
-        a work: (name, first job index, kwargs))``. A segment's trials are the jobs of one
+        """Points for the free slots: ``(new works: (segment, block, kwargs), jobs added to a
+        work: (name, first job index, kwargs))``. A segment's trials are the jobs of one
         work declared with all trials to come; each turn adds the new ones to it."""
         batches: dict[str | None, list[_Trial]] = {}
         n = len(study.pending)
@@ -496,8 +500,7 @@ class Steerer(Agent):
             trial.set_user_attr("trial", number)
             batches.setdefault(seg.name, []).append(_Trial(seg, number, trial, ""))
             n += 1
-        new: list[dict[str, Any]] = []
-        declared: dict[str, int] = {}
+        new: list[tuple[_Segment, _Block, list[dict[str, Any]]]] = []
         more: list[tuple[str, int, list[dict[str, Any]]]] = []
         for batch in batches.values():
             seg = batch[0].seg
@@ -516,11 +519,10 @@ class Steerer(Agent):
                 kwargs_list.append({"params": t.trial.params, "meta": meta})  # a copy
             block.filled += len(batch)
             if grows:
-                new.append({**seg.work, "name": block.name, "kwargs_list": kwargs_list})
-                declared[block.name] = block.size
+                new.append((seg, block, kwargs_list))
             else:
                 more.append((block.name, start, kwargs_list))
-        return new, declared, more
+        return new, more
 
 
 def _new_block(seg: _Segment, first: int, size: int) -> _Block:

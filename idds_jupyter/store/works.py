@@ -244,8 +244,8 @@ def append_jobs(conn: Connection, workflow_id: int, work: str, start: int,
 def declare_jobs(conn: Connection, workflow_id: int, counts: dict[str, int]) -> None:
     """The works ``counts`` names will have that many jobs: the rest is added later by
     :func:`append_jobs`. Until their run is closed they do not end before."""
-    for name, n in counts.items():
-        conn.execute(_DECLARE, {"wf": workflow_id, "work": name, "n": n})
+    if counts:
+        conn.execute(_DECLARE, [{"wf": workflow_id, "work": name, "n": n} for name, n in counts.items()])
 
 
 _DECLARE = (update(works).where(works.c.workflow_id == bindparam("wf"), works.c.name == bindparam("work"),

@@ -22,17 +22,27 @@ from idds_jupyter.store import control
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine
-from idds_jupyter.store.jobs import Claim, Outcome
+from idds_jupyter.store.jobs import Claim, Outcome, reserve_job_ids
 from idds_jupyter.store.migrate import upgrade
 from idds_jupyter.store.monitor import job_counts_by_work
 from idds_jupyter.store.tables import jobs, workflows, works
 from idds_jupyter.store.workflows import Applied, NewWork, plan_workflow, submit_planned
 from idds_jupyter.store.workflows import add_works as store_add_works
 from idds_jupyter.store.workflows import close as store_close
-from idds_jupyter.store.works import append_jobs, declare_jobs, expand_workflow, settle_declared
+from idds_jupyter.store.works import (
+    append_jobs,
+    declare_jobs,
+    expand_workflow,
+    settle_declared,
+    taken_job,
+)
 
 TERMINAL = {s.value for s in (WorkflowStatus.FINISHED, WorkflowStatus.SUBFINISHED,
                               WorkflowStatus.FAILED, WorkflowStatus.ABORTED)}
+
+
+# job ids an Orchestrator reserves at a time for add_jobs (unused ones are left as gaps)
+RESERVE_JOB_IDS = 64
 
 
 class UnknownRun(LookupError):
@@ -52,7 +62,11 @@ class Dispatch(Protocol):
     def claimed(self, conn: Any, claim: Claim, new_works: Sequence[NewWork] = ()
                 ) -> dict[str, list[dict[str, Any]]]: ...
 
-    def send(self, claimed: dict[str, list[dict[str, Any]]]) -> None: ...
+    def ahead(self, claim: Claim) -> dict[str, list[dict[str, Any]]] | None: ...
+
+    def send(self, claimed: dict[str, list[dict[str, Any]]], unwritten: bool = False) -> None: ...
+
+    def written(self, job_ids: Sequence[int], ok: bool = True) -> None: ...
 
     def hurry(self) -> None: ...
 
@@ -64,6 +78,9 @@ class Orchestrator:
         self.engine = engine or make_engine(self.config.db_url)
         self.bus = bus or NullBus()
         self.dispatch = dispatch
+        # add_jobs: job ids reserved, and the works jobs were added to (work id, backend)
+        self._job_ids: list[int] = []
+        self._appended: dict[tuple[int, str], tuple[int, str]] = {}
         if migrate:
             upgrade(self.engine)
         self.catalog = Catalog(self.engine)
@@ -115,15 +132,68 @@ class Orchestrator:
                  kwargs_list: list[dict[str, Any]]) -> None:
         """Jobs ``start``, … of a work declared bigger (an HPO study's next trials): one
         insert, claimed and sent as the transaction commits. Raises
-        :class:`~idds_jupyter.store.works.WorkEnded` when the work or its run has ended."""
+        :class:`~idds_jupyter.store.works.WorkEnded` when the work or its run has ended.
+
+        Once jobs were added to a work here, the next ones go to their worker first,
+        under ids reserved ahead, and their rows (written claimed) follow: a trial's
+        transaction is off the path from the last trial's end to the next one's start.
+        Should the write fail (the work ended meanwhile), the jobs sent are withdrawn.
+        """
+        ahead = self._send_ahead(workflow_id, work, start, kwargs_list)
+        if ahead is not None:
+            assert self.dispatch is not None
+            ids, claim = ahead
+            try:
+                with self.engine.begin() as conn:
+                    append_jobs(conn, workflow_id, work, start, kwargs_list, claim, ids)
+                    self._reserve_job_ids(conn)
+            except BaseException:
+                self.dispatch.written(ids, ok=False)
+                raise
+            self.dispatch.written(ids)
+            return
         with self.engine.begin() as conn:
-            claim = self.dispatch.room() if self.dispatch is not None else None
-            released = append_jobs(conn, workflow_id, work, start, kwargs_list, claim)
-            claimed = (self.dispatch.claimed(conn, claim)
-                       if self.dispatch is not None and claim is not None and claim.jobs else {})
+            taking = self.dispatch.room() if self.dispatch is not None else None
+            released = append_jobs(conn, workflow_id, work, start, kwargs_list, taking)
+            claimed = (self.dispatch.claimed(conn, taking)
+                       if self.dispatch is not None and taking is not None and taking.jobs else {})
+            if claimed:
+                self._reserve_job_ids(conn)
+        if taking is not None and taking.jobs:
+            if len(self._appended) >= 1024:
+                self._appended.clear()
+            first = taking.jobs[0]
+            self._appended[(workflow_id, work)] = (first["work_id"], first["backend"])
         self._send(claimed)
         if released > sum(len(v) for v in claimed.values()):
             self.bus.publish([make_event(ev.JOBS_READY)])
+
+    def _send_ahead(self, workflow_id: int, work: str, start: int,
+                    kwargs_list: list[dict[str, Any]]) -> tuple[list[int], Claim] | None:
+        """Send jobs of a work jobs were added to before under reserved ids, all of them
+        taken; None (nothing sent) when there are not enough ids, room or known specs."""
+        target = self._appended.get((workflow_id, work))
+        n = len(kwargs_list)
+        if self.dispatch is None or target is None or len(self._job_ids) < n:
+            return None
+        work_id, backend = target
+        claim = self.dispatch.room()
+        if claim.room.get(backend, 0) < n:
+            return None
+        ids = self._job_ids[:n]
+        claim.jobs = [taken_job(j, workflow_id, work_id, start + i, kw, None, backend)
+                      for i, (j, kw) in enumerate(zip(ids, kwargs_list, strict=True))]
+        specs = self.dispatch.ahead(claim)
+        if specs is None:
+            return None
+        del self._job_ids[:n]
+        self.dispatch.send(specs, unwritten=True)
+        return ids, claim
+
+    def _reserve_job_ids(self, conn: Any) -> None:
+        """Keep ids at hand for the next jobs :meth:`add_jobs` sends ahead."""
+        if len(self._job_ids) < RESERVE_JOB_IDS // 2:
+            self._job_ids += reserve_job_ids(conn, RESERVE_JOB_IDS)
 
     def _plan_now(self, conn: Any, wid: int, backend: str | None, applied: Applied | None = None
                   ) -> tuple[Applied, Outcome, dict[str, list[dict[str, Any]]]]:

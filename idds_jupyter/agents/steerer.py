@@ -350,7 +350,7 @@ class Steerer(Agent):
                 select(works.c.name, jobs.c.idx, jobs.c.status, jobs.c.result, jobs.c.kwargs,
                        jobs.c.error)
                 .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
-                .where(jobs.c.workflow_id == wid).order_by(jobs.c.id)).all()
+                .where(jobs.c.workflow_id == wid).order_by(works.c.id, jobs.c.idx)).all()
         done: dict[str | None, list[optuna.trial.FrozenTrial]] = {}
         waiting: list[tuple[_Segment, int, dict[str, Any], str, int]] = []
         for r in rows:

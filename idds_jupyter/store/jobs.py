@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import (
@@ -24,7 +24,7 @@ from idds_jupyter.model.status import (
     WorkStatus,
 )
 from idds_jupyter.store.function_stats import function_key, record_durations
-from idds_jupyter.store.sql import Locked, chunks, for_update, in_list, now
+from idds_jupyter.store.sql import Locked, chunks, for_update, in_list, is_postgres, now
 from idds_jupyter.store.tables import job_deps, jobs, workflows, works
 from idds_jupyter.store.workflows import end_if_done, mark_dirty
 
@@ -159,6 +159,32 @@ def reclaim_expired(conn: Connection) -> int:
             .values(status=READY, lock_owner=None, lock_expiry=None, error="lost: owner stopped")
         )
     return len(ids)
+
+
+def reserve_job_ids(conn: Connection, n: int) -> list[int]:
+    """``n`` job ids no other insert will take: a job can go to its worker under one of
+    them before its row is written with it (an HPO study's next trial).
+
+    PostgreSQL draws them from the table's sequence. On SQLite the table is
+    AUTOINCREMENT (new rows take ids above ``sqlite_sequence``'s mark): the mark moves
+    up by ``n``, in the caller's transaction (SQLite has one writer at a time).
+    """
+    if n <= 0:
+        return []
+    if is_postgres(conn):
+        return [int(i) for i in conn.execute(_NEXTVAL, {"n": n}).scalars()]
+    top = conn.execute(_SQLITE_RESERVE, {"n": n}).scalar()
+    if top is None:  # no row yet: the table's first insert makes it
+        top = conn.execute(_SQLITE_FIRST_RESERVE, {"n": n}).scalar_one()
+    return list(range(int(top) - n + 1, int(top) + 1))
+
+
+_NEXTVAL = text("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) "
+                "FROM generate_series(1, :n)")
+_SQLITE_RESERVE = text("UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(id), 0) "
+                       "FROM jobs)) + :n WHERE name = 'jobs' RETURNING seq")
+_SQLITE_FIRST_RESERVE = text("INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', "
+                             "coalesce(max(id), 0) + :n FROM jobs RETURNING seq")
 
 
 # ------------------------------------------------------------------- results

@@ -119,6 +119,7 @@ jobs = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     UniqueConstraint("work_id", "idx", name="uq_jobs_work_idx"),
+    sqlite_autoincrement=True,  # ids can be reserved ahead (store.jobs.reserve_job_ids)
 )
 Index("ix_jobs_status_work", jobs.c.status, jobs.c.work_id)
 Index("ix_jobs_workflow", jobs.c.workflow_id)

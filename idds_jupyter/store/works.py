@@ -153,13 +153,24 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
     return n - n_cancelled
 
 
+def taken_job(job_id: int, workflow_id: int, work_id: int, idx: int, kwargs: Any,
+              file_id: int | None, backend: str) -> dict[str, Any]:
+    """A job a :class:`~idds_jupyter.store.jobs.Claim` took, as ``claim_ready`` returns it,
+    with its backend: what its spec is rendered from."""
+    return {"id": job_id, "work_id": work_id, "workflow_id": workflow_id, "idx": idx,
+            "kwargs": kwargs, "file_id": file_id, "attempt": 1, "backend": backend}
+
+
 def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, t: float,
-                claim: Claim | None, items: Sequence[tuple[int, Any, int | None, int, bool]]) -> int:
+                claim: Claim | None, items: Sequence[tuple[int, Any, int | None, int, bool]],
+                reserved: Sequence[int] | None = None) -> int:
     """Write one work's jobs ``(idx, kwargs, file id, pending, doomed)``; returns how many
     were released (ready, or taken by ``claim``).
 
     With a ``claim`` that has room on ``backend``, released jobs are written submitted and
     locked for its owner, as :func:`~idds_jupyter.store.jobs.claim_ready` would leave them.
+    ``reserved``: every job was taken and sent already, under these reserved ids
+    (:func:`~idds_jupyter.store.jobs.reserve_job_ids`); ``claim.jobs`` has them.
     """
     rows = []
     take = claim.room.get(backend, 0) if claim is not None else 0
@@ -193,6 +204,15 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
             "release_count": 0 if status in (CANCELLED, JobStatus.PENDING.value) else 1,
             **locked,
         })
+    if reserved is not None:
+        assert claim is not None
+        if len(taken) != len(rows) or any(j["backend"] != backend for j in claim.jobs):
+            raise RuntimeError(f"work {work_id}: {len(rows)} jobs sent ahead do not fit its "
+                               f"backend {backend!r} (room for {len(taken)})")
+        written = [{**r, "id": i} for r, i in zip(rows, reserved, strict=True)]
+        conn.execute(_INSERT_JOBS, written[0] if len(written) == 1 else written)
+        claim.room[backend] -= len(taken)
+        return len(taken)
     # the ids of the jobs taken only: the rows up to the last of them, in idx order
     head = taken[-1] + 1 if taken else 0
     if head == 1:  # one job taken (an HPO trial): a plain insert, not a batch of one
@@ -200,14 +220,12 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
     else:
         ids = list(conn.execute(_INSERT_JOBS_RETURNING, rows[:head]).scalars()) if head else []
     for part in chunks(rows[head:], 2000):
-        conn.execute(jobs.insert(), list(part))
+        conn.execute(_INSERT_JOBS, list(part))
     if taken:
         assert claim is not None
         claim.room[backend] -= len(taken)
-        claim.jobs += [{"id": ids[p], "work_id": work_id, "workflow_id": workflow_id,
-                        "idx": rows[p]["idx"], "kwargs": rows[p]["kwargs"],
-                        "file_id": rows[p]["file_id"], "attempt": 1, "backend": backend}
-                       for p in taken]
+        claim.jobs += [taken_job(ids[p], workflow_id, work_id, rows[p]["idx"], rows[p]["kwargs"],
+                                 rows[p]["file_id"], backend) for p in taken]
     return sum(1 for r in rows if r["status"] == JobStatus.READY.value) + len(taken)
 
 
@@ -221,12 +239,14 @@ class WorkEnded(WorkflowClosed):
 
 
 def append_jobs(conn: Connection, workflow_id: int, work: str, start: int,
-                kwargs_list: Sequence[dict[str, Any]], claim: Claim | None = None) -> int:
+                kwargs_list: Sequence[dict[str, Any]], claim: Claim | None = None,
+                reserved: Sequence[int] | None = None) -> int:
     """Jobs ``start``, ``start + 1``, … of a running work of an open run, written now (an
     HPO study's next trials in the work that holds them all); returns how many were released.
 
     The work was declared with its whole job count (:func:`declare_jobs`), so it does not
     end while jobs are still to come. No plan is needed: they are jobs of a planned work.
+    ``reserved``: the jobs were taken by ``claim`` and sent under these reserved ids already.
     """
     row = conn.execute(_APPENDABLE.on(conn), {"wf": workflow_id, "name": work}).first()
     if row is None or row.wf_status not in ACTIVE or row.status != WorkStatus.RUNNING.value:
@@ -235,7 +255,8 @@ def append_jobs(conn: Connection, workflow_id: int, work: str, start: int,
     end = start + len(kwargs_list)
     t = now()
     released = _write_jobs(conn, workflow_id, row.id, row.backend, t, claim,
-                           [(start + i, kw, None, 0, False) for i, kw in enumerate(kwargs_list)])
+                           [(start + i, kw, None, 0, False) for i, kw in enumerate(kwargs_list)],
+                           reserved)
     if end > row.n_jobs:  # more than declared: the work waits for them too
         conn.execute(update(works).where(works.c.id == row.id).values(n_jobs=end, updated_at=t))
     return released
@@ -275,6 +296,7 @@ _APPENDABLE = Locked(
     of=workflows)
 
 
+_INSERT_JOBS = jobs.insert()
 _INSERT_JOBS_RETURNING = jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True)
 _INSERT_JOB_RETURNING = jobs.insert().returning(jobs.c.id)
 

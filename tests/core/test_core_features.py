@@ -133,6 +133,37 @@ def test_roles_in_separate_processes(tmp_path: Path, pg_url: str, bus: str) -> N
             p.wait(30)
 
 
+def test_upgrading_an_sqlite_store_keeps_its_jobs_and_reserves_ids_above_them(
+        tmp_path: Path) -> None:
+    """0005 rebuilds SQLite's jobs table AUTOINCREMENT (ids reserved ahead are never
+    reused): its rows, ids and indexes are kept, and reservations start above them."""
+    from sqlalchemy import inspect
+
+    from idds_jupyter.store.jobs import reserve_job_ids
+
+    cfg = config(tmp_path, f"sqlite:///{tmp_path / 'old.db'}")
+    engine = make_engine(cfg.db_url)
+    upgrade(engine, "0004")
+    orch = Orchestrator(cfg, engine=engine, migrate=False)
+    wid = orch.submit({"name": "m", "works": [{"name": "a", "function": "idds_jupyter.worker.job:noop",
+                                               "n_jobs": 4}]})
+    with engine.begin() as conn:
+        before = conn.execute(select(jobs.c.id, jobs.c.idx, jobs.c.status)
+                              .where(jobs.c.workflow_id == wid).order_by(jobs.c.id)).all()
+    upgrade(engine)
+    assert current(engine) == "0005"
+    with engine.begin() as conn:
+        after = conn.execute(select(jobs.c.id, jobs.c.idx, jobs.c.status)
+                             .where(jobs.c.workflow_id == wid).order_by(jobs.c.id)).all()
+        reserved = reserve_job_ids(conn, 2)
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'jobs'").scalar_one()
+    assert after == before and len(after) == 4
+    assert reserved == [after[-1].id + 1, after[-1].id + 2]
+    assert "AUTOINCREMENT" in ddl
+    assert {ix["name"] for ix in inspect(engine).get_indexes("jobs")} == {
+        "ix_jobs_status_work", "ix_jobs_workflow", "ix_jobs_lock_owner", "ix_jobs_file"}
+
+
 def test_db_upgrade_is_idempotent(db_url: str, tmp_path: Path) -> None:
     from alembic.script import ScriptDirectory
 

@@ -11,6 +11,7 @@ from helpers import config, wait_for
 from sqlalchemy import select, update
 
 from idds_jupyter.agents.runner import Runner
+from idds_jupyter.bus import event as ev
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.model import Workflow
 from idds_jupyter.store.tables import jobs, workflows, works
@@ -251,3 +252,128 @@ def test_works_declared_together_keep_their_count_when_expanded_later(tmp_path: 
         assert _n_jobs(orch, wid, "a_trial_0_4") == _n_jobs(orch, wid, "b_trial_0_4") == 5
         orch.close(wid)
         assert orch.wait(wid, timeout=60) == "finished"
+
+
+ECHO = "idds_jupyter.worker.job:echo"
+FAIL = "idds_jupyter.worker.job:fail"
+
+
+def test_reserved_job_ids_are_taken_by_no_other_insert(tmp_path: Path, db_url: str) -> None:
+    """Ids reserved ahead (a trial sent before its row) are above every job's, below every
+    later job's, and never handed out twice; a job can be written with one."""
+    from idds_jupyter.store.jobs import reserve_job_ids
+
+    cfg = config(tmp_path, db_url)
+    orch = Orchestrator(cfg)
+    wid = orch.submit({"name": "m", "works": [_call("a", n_jobs=3)]})
+    with orch.engine.begin() as conn:
+        before = list(conn.execute(select(jobs.c.id).where(jobs.c.workflow_id == wid)).scalars())
+        first = reserve_job_ids(conn, 5)
+    with orch.engine.begin() as conn:
+        second = reserve_job_ids(conn, 3)
+    assert len(first) == 5 and len(second) == 3 and not set(first) & set(second)
+    assert min(first) > max(before)
+    later = orch.submit({"name": "m2", "works": [_call("b", n_jobs=2)]})
+    with orch.engine.begin() as conn:
+        after = list(conn.execute(select(jobs.c.id).where(jobs.c.workflow_id == later)).scalars())
+        work_id = conn.execute(select(works.c.id).where(works.c.workflow_id == later)).scalar_one()
+        conn.execute(jobs.insert().values(id=first[0], workflow_id=later, work_id=work_id, idx=9,
+                                          status="ready", created_at=0.0))
+    assert min(after) > max(first + second)
+    with orch.engine.begin() as conn:
+        assert conn.execute(select(jobs.c.idx).where(jobs.c.id == first[0])).scalar_one() == 9
+
+
+def _grown(orch: Orchestrator, wid: int, name: str, function: str, kwargs: list[dict[str, Any]],
+           declared: int) -> None:
+    """A work declared bigger with its first job, and its second added as a trial is (the
+    first added to a work is written, then sent)."""
+    orch.add_works(wid, [{"name": name, "function": function, "kwargs_list": kwargs[:1]}],
+                   declared={name: declared})
+    orch.add_jobs(wid, name, 1, kwargs[1:])
+
+
+def _hold_run(orch: Orchestrator, wid: int, held: Any, release: Any) -> None:
+    """Keep the run's row locked (and, on SQLite, the database's one writer) until ``release``."""
+    with orch.engine.begin() as conn:
+        conn.execute(select(workflows.c.id).where(workflows.c.id == wid).with_for_update())
+        held.set()
+        assert release.wait(60)
+
+
+def test_added_jobs_leave_before_their_rows_and_their_results_wait_for_them(
+        tmp_path: Path, db_url: str) -> None:
+    """Jobs added to a work that had jobs added before go to the worker first, their rows
+    written after (an HPO trial's transaction is off its path). A job that ends before its
+    row is there is recorded once it is: a success told at once, a failure too."""
+    import threading
+
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        _grown(orch, wid, "ok", ECHO, [{"n": 0}, {"n": 1}], declared=3)
+        _grown(orch, wid, "bad", FAIL, [{"message": "m0"}, {"message": "m1"}], declared=3)
+        wait_for(lambda: len([s for s in _job_statuses(orch, wid) if s in ("finished", "failed")]) == 4)
+        told: list[dict[str, Any]] = []
+        sub = runner.bus.subscribe([ev.JOB_RESULT])
+        held, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=_hold_run, args=(orch, wid, held, release))
+        holder.start()
+        assert held.wait(30)
+        adders = [threading.Thread(target=orch.add_jobs, args=(wid, w, 2, [kw]))
+                  for w, kw in (("ok", {"n": 2}), ("bad", {"message": "m2"}))]
+        for a in adders:
+            a.start()
+        state = runner.dispatch.state
+        # both jobs ran while their rows could not be written; the success was told
+        wait_for(lambda: told.extend(j for e in sub.get(0.1) for j in e.payload.get("jobs", ()))
+                 or any(j.get("work") == "ok" and j.get("idx") == 2 for j in told), timeout=30)
+        assert len(state.unwritten) == 2  # their rows are still to come
+        release.set()
+        holder.join(30)
+        for a in adders:
+            a.join(30)
+        sub.close()
+        wait_for(lambda: len(_job_statuses(orch, wid)) == 6 and "submitted" not in
+                 _job_statuses(orch, wid) and "running" not in _job_statuses(orch, wid))
+        assert not state.unwritten
+        ok, bad = _jobs_of(orch, wid, "ok"), _jobs_of(orch, wid, "bad")
+        assert [(i, s) for i, s, _ in ok] == [(0, "finished"), (1, "finished"), (2, "finished")]
+        assert [(i, s) for i, s, _ in bad] == [(0, "failed"), (1, "failed"), (2, "failed")]
+        with orch.engine.begin() as conn:
+            rows = conn.execute(select(works.c.name, jobs.c.idx, jobs.c.result, jobs.c.error,
+                                       jobs.c.attempt, jobs.c.release_count)
+                                .join(works, works.c.id == jobs.c.work_id)
+                                .where(jobs.c.workflow_id == wid, jobs.c.idx == 2)
+                                .order_by(works.c.name)).all()
+        assert [(r.name, r.result, (r.error or "").split("\n")[0], r.attempt, r.release_count)
+                for r in rows] == [("bad", None, "RuntimeError: m2", 1, 1), ("ok", {"n": 2}, "", 1, 1)]
+        orch.close(wid)
+
+
+def test_jobs_sent_ahead_to_a_work_that_ended_are_withdrawn(tmp_path: Path, db_url: str) -> None:
+    """A work aborted between a turn's send and its write: the write fails as before
+    (WorkEnded), the jobs sent are taken back from the worker, and no row is left."""
+    from idds_jupyter.store.works import WorkEnded
+
+    cfg = config(tmp_path, db_url)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = orch.submit({"name": "body", "works": []}, open=True)
+        _grown(orch, wid, "t", SLEEP, [{"seconds": 0.0}] * 2, declared=4)
+        wait_for(lambda: _job_statuses(orch, wid) == ["finished"] * 2)
+        assert orch.abort(wid, work="t").changed
+        state = runner.dispatch.state
+        sent: list[list[dict[str, Any]]] = []
+        cancelled: list[list[int]] = []
+        backend = state.backends["local"]
+        submit, cancel = backend.submit, backend.cancel
+        backend.submit = lambda specs: (sent.append(specs), submit(specs))[1]  # type: ignore[method-assign]
+        backend.cancel = lambda ids: (cancelled.append(ids), cancel(ids))[1]  # type: ignore[method-assign]
+        with pytest.raises(WorkEnded, match="'t'"):
+            orch.add_jobs(wid, "t", 2, [{"seconds": 30.0}])
+        assert [[s["idx"] for s in specs] for specs in sent] == [[2]]  # it did leave first
+        assert cancelled == [[sent[0][0]["job_id"]]]
+        assert not state.unwritten and sent[0][0]["job_id"] not in state.in_flight
+        assert len(_job_statuses(orch, wid)) == 2

@@ -55,6 +55,17 @@ class CarrierState:
     room: threading.Event = field(default_factory=threading.Event)  # capacity freed
     hurried: int = 0  # bumped to have the Receivers record what they hold now
     work_specs: WorkSpecs = field(default_factory=WorkSpecs)
+    # jobs sent before their rows are written (Submitter.ahead): their results wait
+    unwritten: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.written = threading.Condition(self.lock)  # notified as unwritten shrinks
+
+    def wait_written(self, job_ids: set[int], timeout: float = 10.0) -> bool:
+        """Until none of ``job_ids`` is a job sent ahead of its row (a result recorded
+        before its row is written would find nothing to record)."""
+        with self.written:
+            return self.written.wait_for(lambda: self.unwritten.isdisjoint(job_ids), timeout)
 
     def count(self, backend: str) -> int:
         with self.lock:

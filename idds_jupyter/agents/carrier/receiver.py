@@ -105,6 +105,8 @@ class Receiver(Agent):
         self._held = []
         started = [(jid, att, t) for jid, (att, t) in self._starts.items()]
         self._starts = {}
+        # a job sent ahead of its row (an HPO trial) may end first: its row is a moment away
+        self.state.wait_written({int(r["job_id"]) for r in results} | {j for j, _, _ in started})
         with self.state.lock:
             told = {j: self._told.pop(j) for j in (int(r["job_id"]) for r in results)
                     if j in self._told}

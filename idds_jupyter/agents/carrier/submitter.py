@@ -72,8 +72,24 @@ class Submitter(Agent):
             by_backend.setdefault(job["backend"], []).append(job)
         return {name: self._specs(conn, rows) for name, rows in by_backend.items()}
 
-    def send(self, claimed: dict[str, list[dict[str, Any]]]) -> None:
-        """Hand committed claims to their backends (after the claiming transaction)."""
+    def ahead(self, claim: Claim) -> dict[str, list[dict[str, Any]]] | None:
+        """The specs of jobs ``claim`` took under reserved ids, before their rows are
+        written: from the work specs remembered only (None when one must be read)."""
+        by_backend: dict[str, list[dict[str, Any]]] = {}
+        for job in claim.jobs:
+            work = self.state.work_specs.get(job["work_id"])
+            if work is None or job["file_id"] is not None:
+                return None
+            by_backend.setdefault(job["backend"], []).append(
+                job_spec(job, work, None, self._log_dir, self._cache_dir))
+        return by_backend
+
+    def send(self, claimed: dict[str, list[dict[str, Any]]], unwritten: bool = False) -> None:
+        """Hand committed claims to their backends (after the claiming transaction).
+
+        ``unwritten``: their rows are being written now (:meth:`ahead`); the Receivers
+        hold their results until :meth:`written`.
+        """
         for name, specs in claimed.items():
             if not specs:
                 continue
@@ -84,7 +100,26 @@ class Submitter(Agent):
                     self.state.in_flight[s["job_id"]] = Held(s["attempt"], name, {
                         k: s[k] for k in ("job_id", "work_id", "workflow_id", "work", "idx",
                                           "attempt")}, bool(work.get(_ALONE)))
+                    if unwritten:
+                        self.state.unwritten.add(s["job_id"])
             self.state.backends[name].submit(specs)
+
+    def written(self, job_ids: Sequence[int], ok: bool = True) -> None:
+        """The rows of jobs sent ahead are committed; or, not ``ok``, they never will be:
+        the jobs are withdrawn from their backends (their results find no row)."""
+        withdrawn: dict[str, list[int]] = {}
+        with self.state.written:
+            self.state.unwritten.difference_update(job_ids)
+            self.state.written.notify_all()
+            if not ok:
+                for j in job_ids:
+                    held = self.state.in_flight.pop(j, None)
+                    if held is not None:
+                        withdrawn.setdefault(held.backend, []).append(j)
+        for name, ids in withdrawn.items():
+            self.state.backends[name].cancel(ids)
+        if not ok:
+            self.state.room.set()
 
     def hurry(self) -> None:
         """Record the successes told early now, not by ``TOLD_WITHIN_S``: a run was closed

@@ -7,6 +7,7 @@ same operations. Nothing here runs jobs: the agents do (``idds_jupyter.agents``)
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -81,6 +82,7 @@ class Orchestrator:
         # add_jobs: job ids reserved, and the works jobs were added to (work id, backend)
         self._job_ids: list[int] = []
         self._appended: dict[tuple[int, str], tuple[int, str]] = {}
+        self._ids_lock = threading.Lock()
         if migrate:
             upgrade(self.engine)
         self.catalog = Catalog(self.engine)
@@ -146,19 +148,22 @@ class Orchestrator:
             try:
                 with self.engine.begin() as conn:
                     append_jobs(conn, workflow_id, work, start, kwargs_list, claim, ids)
-                    self._reserve_job_ids(conn)
+                    more = self._more_job_ids(conn)
             except BaseException:
                 self.dispatch.written(ids, ok=False)
                 raise
             self.dispatch.written(ids)
+            self._keep_job_ids(more)
             return
+        more = []
         with self.engine.begin() as conn:
             taking = self.dispatch.room() if self.dispatch is not None else None
             released = append_jobs(conn, workflow_id, work, start, kwargs_list, taking)
             claimed = (self.dispatch.claimed(conn, taking)
                        if self.dispatch is not None and taking is not None and taking.jobs else {})
             if claimed:
-                self._reserve_job_ids(conn)
+                more = self._more_job_ids(conn)
+        self._keep_job_ids(more)
         if taking is not None and taking.jobs:
             if len(self._appended) >= 1024:
                 self._appended.clear()
@@ -180,20 +185,31 @@ class Orchestrator:
         claim = self.dispatch.room()
         if claim.room.get(backend, 0) < n:
             return None
-        ids = self._job_ids[:n]
+        with self._ids_lock:
+            if len(self._job_ids) < n:
+                return None
+            ids, self._job_ids = self._job_ids[:n], self._job_ids[n:]
         claim.jobs = [taken_job(j, workflow_id, work_id, start + i, kw, None, backend)
                       for i, (j, kw) in enumerate(zip(ids, kwargs_list, strict=True))]
         specs = self.dispatch.ahead(claim)
-        if specs is None:
+        if specs is None:  # the ids go back unused
+            with self._ids_lock:
+                self._job_ids[:0] = ids
             return None
-        del self._job_ids[:n]
         self.dispatch.send(specs, unwritten=True)
         return ids, claim
 
-    def _reserve_job_ids(self, conn: Any) -> None:
-        """Keep ids at hand for the next jobs :meth:`add_jobs` sends ahead."""
-        if len(self._job_ids) < RESERVE_JOB_IDS // 2:
-            self._job_ids += reserve_job_ids(conn, RESERVE_JOB_IDS)
+    def _more_job_ids(self, conn: Any) -> list[int]:
+        """Ids to keep at hand for the next jobs :meth:`add_jobs` sends ahead, when few are
+        left; kept once ``conn``'s transaction commits (on SQLite the reservation is in it)."""
+        with self._ids_lock:
+            short = len(self._job_ids) < RESERVE_JOB_IDS // 2
+        return reserve_job_ids(conn, RESERVE_JOB_IDS) if short else []
+
+    def _keep_job_ids(self, ids: list[int]) -> None:
+        if ids:
+            with self._ids_lock:
+                self._job_ids += ids
 
     def _plan_now(self, conn: Any, wid: int, backend: str | None, applied: Applied | None = None
                   ) -> tuple[Applied, Outcome, dict[str, list[dict[str, Any]]]]:

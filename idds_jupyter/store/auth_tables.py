@@ -23,6 +23,7 @@ api_tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float),
     Column("revoked_at", Float),
+    Column("expires_at", Float),  # None: never; past it the token is refused (schema 0006)
 )
 Index("ix_api_tokens_user", api_tokens.c.user)
 

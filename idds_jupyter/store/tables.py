@@ -138,11 +138,14 @@ datasets = Table(
     "datasets",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", String(512), nullable=False, unique=True),
+    Column("name", String(512), nullable=False),
+    # Every user is a tenant: a dataset's name is unique per owner, and only its
+    # owner (or an admin) reads or changes it (schema 0006; names were global before).
     Column("owner", String(255), nullable=False, default="local"),
     Column("status", String(32), nullable=False, default="open"),
     Column("meta", Json),
     Column("created_at", Float, nullable=False),
+    UniqueConstraint("owner", "name", name="uq_datasets_owner_name"),
 )
 
 files = Table(
@@ -191,9 +194,22 @@ blobs = Table(
     Column("sha256", String(64), primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("kind", String(32)),
-    Column("owner", String(255)),
+    Column("owner", String(255)),  # the first recorder; who may read is in blob_grants
     Column("created_at", Float, nullable=False),
 )
+
+# Who may read a blob: one row per (digest, owner) — the same content uploaded or
+# produced by two users is two grants of one file. A user reads a blob only with a
+# grant (admins read all); a job reads its run owner's (schema 0006). Blobs without
+# a grant (older than 0006 and not derivable) are readable by admins only.
+blob_grants = Table(
+    "blob_grants",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("owner", String(255), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_blob_grants_owner", blob_grants.c.owner)
 
 # Measured run time of each function (a FaaT payload's sha256, or a ``module:function``
 # reference): what a backend policy such as "short functions stay local" reasons on.
@@ -220,6 +236,7 @@ agents = Table(
 
 __all__ = [
     "agents",
+    "blob_grants",
     "blobs",
     "datasets",
     "events",

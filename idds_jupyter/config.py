@@ -53,6 +53,18 @@ _ENV = {
     "server_url": "IDDS_SERVER_URL",
     "job_token_ttl": "IDDS_JOB_TOKEN_TTL",
     "batch_submit_interval": "IDDS_BATCH_SUBMIT_INTERVAL",
+    # limits on what one request may cost (docs/operations.md, "Limits")
+    "max_body_size": "IDDS_MAX_BODY_SIZE",
+    "max_json_depth": "IDDS_MAX_JSON_DEPTH",
+    "max_template_nodes": "IDDS_MAX_TEMPLATE_NODES",
+    "max_yaml_aliases": "IDDS_MAX_YAML_ALIASES",
+    "max_jobs_per_work": "IDDS_MAX_JOBS_PER_WORK",
+    "max_jobs_per_submission": "IDDS_MAX_JOBS_PER_SUBMISSION",
+    "max_active_jobs_per_user": "IDDS_MAX_ACTIVE_JOBS_PER_USER",
+    "max_submissions_per_minute": "IDDS_MAX_SUBMISSIONS_PER_MINUTE",
+    "expression_max_steps": "IDDS_EXPRESSION_MAX_STEPS",
+    "expression_max_size": "IDDS_EXPRESSION_MAX_SIZE",
+    "expression_max_depth": "IDDS_EXPRESSION_MAX_DEPTH",
 }
 
 
@@ -95,6 +107,22 @@ class Config:
     transfer: str = "shared"
     server_url: str | None = None  # URL jobs reach the API at ("http"); default: the server's own
     job_token_ttl: float = 86400.0  # lifetime of a job token (plus the job's walltime)
+    # Limits on what one request may cost (docs/operations.md, "Limits"); each refusal
+    # is a 4xx naming the setting. Cache uploads have their own limit (the cache's).
+    max_body_size: int = 8 * 2**20  # bytes of a JSON request body
+    max_json_depth: int = 64  # nesting of a JSON body or a YAML template
+    max_template_nodes: int = 1_000_000  # values of a YAML template, aliases expanded
+    max_yaml_aliases: int = 100  # alias uses (*name) in a YAML template
+    max_jobs_per_work: int = 50_000  # jobs one work may declare (n_jobs, kwargs_list, .map)
+    max_jobs_per_submission: int = 100_000  # jobs of a submission (and of a run grown by add_works)
+    # per-user quotas (admins are exempt; 0 = no quota): 429 naming the quota
+    max_active_jobs_per_user: int = 200_000  # unfinished jobs of a user's unfinished runs
+    max_submissions_per_minute: int = 600  # POST /requests per user, sliding window
+    # the safe expression language (conditions, loop ``until``): evaluation steps, size of
+    # any value it builds (characters + elements, deep), and parse nesting
+    expression_max_steps: int = 100_000
+    expression_max_size: int = 1_000_000
+    expression_max_depth: int = 100
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -153,7 +181,7 @@ class Config:
 def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
-        if k in ("workers", "batch"):
+        if k in ("workers", "batch") or k.startswith(("max_", "expression_max_")):
             out[k] = int(v)
         elif k in ("lock_ttl", "poll_interval", "batch_poll_interval", "job_token_ttl",
                    "settle", "batch_submit_interval"):

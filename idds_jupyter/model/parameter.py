@@ -20,7 +20,9 @@ from .errors import ExpressionError, TemplateError
 
 __all__ = [
     "PARAMETER_TYPES",
+    "RAW_SUFFIX",
     "Parameter",
+    "RawExpression",
     "escape",
     "parse_bool",
     "parse_template",
@@ -54,10 +56,13 @@ def parse_template(text: str) -> tuple[Part, ...]:
                 parts.append("".join(buf))
                 buf = []
             inner = text[i + 1 : end]
+            raw = inner.rstrip().endswith(RAW_SUFFIX)
+            if raw:
+                inner = inner.rstrip()[: -len(RAW_SUFFIX)]
             if not inner.strip():
                 raise ExpressionError(text, "empty placeholder '{}'", i)
             try:
-                parts.append(expression(inner.strip()))
+                parts.append(RawExpression(inner.strip()) if raw else expression(inner.strip()))
             except ExpressionError as exc:
                 pos = None if exc.position is None else exc.position + i + 1
                 raise ExpressionError(text, exc.reason, pos) from None
@@ -74,6 +79,23 @@ def parse_template(text: str) -> tuple[Part, ...]:
     if buf:
         parts.append("".join(buf))
     return tuple(parts)
+
+
+#: ``{expr!raw}``: insert the value into a string ``command`` unquoted (see :mod:`.shell`).
+RAW_SUFFIX = "!raw"
+
+
+class RawExpression(Expression):
+    """A placeholder written ``{expr!raw}``: in a string ``command`` its value is shell
+    text, not a quoted word. Elsewhere it substitutes like ``{expr}``."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is RawExpression and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash((RAW_SUFFIX, self.text))
 
 
 def _closing_brace(text: str, start: int) -> int:
@@ -149,7 +171,7 @@ def substitute_partial(text: str, namespace: Mapping[str, Any], defer: Collectio
         if isinstance(part, str):
             out.append(escape(part))
         elif any(name in defer or name not in namespace for name in part.names):
-            out.append("{" + part.text + "}")
+            out.append("{" + part.text + (RAW_SUFFIX if isinstance(part, RawExpression) else "") + "}")
         else:
             out.append(escape(_format(part.evaluate(namespace))))
     return "".join(out)

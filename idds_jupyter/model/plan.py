@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ExpressionError, TemplateError
-from .parameter import placeholders, substitute, substitute_partial
+from .parameter import placeholders, substitute
+from .shell import render_command
 from .status import FAILED_LIKE, WORK_MACHINE, WorkflowStatus, WorkStatus, scope_outcome
 from .work import JobDep, Work
 from .workflow import JOB_NAMES, Analysis, Workflow, analyze
@@ -87,7 +88,7 @@ class WorkInstance:
     name: str
     work: Work
     parameters: dict[str, Any]
-    command: str | None
+    command: str | list[str] | None
     kwargs_list: list[dict[str, Any]] | None
     depends_on: list[str]
     job_deps: list[tuple[str, JobDep]]
@@ -148,10 +149,9 @@ def render_job(
     ns.update(item)
     job_params = {k: substitute(v, ns) for k, v in inst.job_parameters.items()}
     ns.update(job_params)
-    command: str | None = None
-    if inst.command is not None:
-        rendered = substitute(inst.command, ns)
-        command = rendered if isinstance(rendered, str) else str(rendered)
+    command: str | list[str] | None = None
+    if inst.command is not None:  # values quoted in a string, argv items in a list
+        command = render_command(inst.command, ns)
     kwargs = {**inst.parameters, **job_params, **item}
     return {"command": command, "function": inst.work.function, "kwargs": kwargs}
 
@@ -558,7 +558,7 @@ class _Planner:
         if w.command is not None:
             local = _Overlay(wi.parameters, ns)
             defer = per_job | set(wi.job_parameters)
-            wi.command = substitute_partial(w.command, local, defer)
+            wi.command = render_command(w.command, local, defer)
             for e in placeholders(w.command):
                 if e.names & defer or any(n not in local for n in e.names):
                     deferred_names |= e.names

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ExpressionError, TemplateError
 from .parameter import parse_template, placeholders
+from .shell import check_command
 
 if TYPE_CHECKING:
     from .workflow import Workflow
@@ -92,7 +93,8 @@ class JobDep:
 class Work:
     """Static template of a Work: what to run, how many jobs, and what it waits for.
 
-    Exactly one of ``command`` (shell template), ``function`` (``pkg.mod:qualname``),
+    Exactly one of ``command`` (a shell template whose values are quoted, or an argv
+    list run without a shell), ``function`` (``pkg.mod:qualname``),
     ``payload`` (a pickled function in the cache, from Function-as-a-Task:
     ``{"function": sha256, "calls": sha256 of the (args, kwargs) list, "sandbox"?: sha256}``)
     or ``workflow`` (a sub-workflow used as a Work) is set. At most one of
@@ -101,7 +103,7 @@ class Work:
     """
 
     name: str
-    command: str | None = None
+    command: str | list[str] | None = None
     function: str | None = None
     workflow: Workflow | None = None
     payload: dict[str, str] | None = None
@@ -188,8 +190,11 @@ class Work:
                     raise err(f"payload.{key}", "unknown key; expected function, calls, sandbox")
                 if not isinstance(sha, str) or not _SHA256.match(sha):
                     raise err(f"payload.{key}", f"must be a sha256 hex digest, got {sha!r}")
-        if self.command is not None and not isinstance(self.command, str):
-            raise err("command", f"must be a string, got {type(self.command).__name__}")
+        if isinstance(self.command, list):
+            if not self.command or not all(isinstance(a, str) for a in self.command):
+                raise err("command", "a list command (argv, no shell) must be a non-empty list of strings")
+        elif self.command is not None and not isinstance(self.command, str):
+            raise err("command", f"must be a string (shell) or a list of strings (argv), got {type(self.command).__name__}")
         if self.function is not None and (not isinstance(self.function, str) or not FUNCTION_REF.match(self.function)):
             raise err("function", f"must look like 'package.module:qualname', got {self.function!r}")
         if self.workflow is not None and type(self.workflow).__name__ != "Workflow":
@@ -242,12 +247,17 @@ class Work:
                     placeholders(value)
                 except ExpressionError as exc:
                     raise err(fld, str(exc)) from None
+        if isinstance(self.command, str):
+            try:
+                check_command(self.command)
+            except ValueError as exc:
+                raise err("command", str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; fields at their default are left out for readable templates."""
         d: dict[str, Any] = {"name": self.name}
         if self.command is not None:
-            d["command"] = self.command
+            d["command"] = list(self.command) if isinstance(self.command, list) else self.command
         if self.function is not None:
             d["function"] = self.function
         if self.workflow is not None:
@@ -286,7 +296,7 @@ class Work:
         kl = d.get("kwargs_list")
         return cls(
             name=d["name"],
-            command=d.get("command"),
+            command=list(d["command"]) if isinstance(d.get("command"), list) else d.get("command"),
             function=d.get("function"),
             workflow=Workflow.from_dict(sub, validate=False) if sub is not None else None,
             payload=dict(d["payload"]) if d.get("payload") is not None else None,

@@ -24,7 +24,7 @@ import yaml
 from .condition import FUNCTIONS, LITERAL_NAMES, Condition
 from .errors import ExpressionError, TemplateError
 from .loop import Loop
-from .parameter import Parameter, placeholders
+from .parameter import Parameter, RawExpression, placeholders
 from .work import Work
 
 __all__ = [
@@ -254,10 +254,14 @@ class Workflow:
 
     @classmethod
     def from_yaml(cls, text: str) -> Workflow:
+        from .limits import LimitError, load_yaml
+
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text, what="the template")  # safe, aliases and nesting bounded
         except yaml.YAMLError as exc:
             raise TemplateError(None, "yaml", f"not valid YAML: {exc}") from None
+        except LimitError as exc:
+            raise TemplateError(None, "yaml", str(exc)) from None
         return cls.from_dict(data)
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -695,12 +699,35 @@ def _find_cycle(candidates: list[str], ups: Mapping[str, Mapping[str, str]], nod
 
 
 # -- semantic validation -----------------------------------------------------------------
+def _names(value: Any) -> set[str]:
+    """The root names the placeholders of ``value`` read."""
+    return {n for e in placeholders(value) for n in e.names}
+
+
+def _raw_names(w: Work, chosen: set[str]) -> set[str]:
+    """The names ``{x!raw}`` may read in ``w``'s command: ``chosen`` names, and work-local
+    names (parameters, sweep keys) whose values are built only from chosen ones.
+
+    A sweep resolved at run time (``kwargs_list: "{gen.result}"``) may bind any name,
+    so it allows none.
+    """
+    if isinstance(w.kwargs_list, str):
+        return set()
+    items = w.kwargs_list or []
+    local = set(w.parameters) | {k for item in items for k in item}
+    ok = chosen - local
+    ok |= {k for k, v in w.parameters.items() if _names(v) <= chosen and not any(k in item for item in items)}
+    ok |= {k for k in local - set(w.parameters) if all(k in it and _names(it[k]) <= chosen for it in items)}
+    return ok
+
+
 def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
-              only: Sequence[Work] | None = None) -> None:
+              only: Sequence[Work] | None = None, trusted: frozenset[str] | None = None) -> None:
     """Check ``wf``; with ``only`` (works of ``wf``), the per-work checks cover just those.
 
     Nothing here is O(all works) then: a run that grows one work at a time stays
-    cheap to extend at its ten-thousandth work.
+    cheap to extend at its ten-thousandth work. ``trusted``: the parameters of a
+    sub-workflow whose values the submitter chose (``{x!raw}`` may read only those).
     """
     if not isinstance(wf.parameters, dict):
         raise TemplateError(qual.rstrip(".") or None, "parameters", "must be a mapping of names to default values")
@@ -726,6 +753,9 @@ def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
         return sorted(n for n in names if n not in local and n not in bound_params
                       and n not in an.kinds and n not in BUILTIN_NAMES)
 
+    # what the submitter chose: the only values ``{x!raw}`` may insert into a shell command
+    chosen = (bound_params | {"params"}) if trusted is None else set(trusted)
+    chosen = (chosen - set(an.kinds)) | {"job_index", "iteration"}
     for w in checked:
         who = qual + w.name
         local = set(w.parameters)
@@ -754,9 +784,22 @@ def _validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
                     raise TemplateError(who, f"job_deps[{i}].map", f"has {len(jd.map)} rows for {n_child} jobs")
                 if n_parent is not None and any(p >= n_parent for row in jd.map for p in row):
                     raise TemplateError(who, f"job_deps[{i}].map", f"parent index out of range: {jd.work!r} has {n_parent} jobs")
+        raw_ok = _raw_names(w, chosen)
+        if isinstance(w.command, str):
+            for e in placeholders(w.command):
+                bad = sorted(e.names - raw_ok) if isinstance(e, RawExpression) else []
+                if bad:
+                    raise TemplateError(who, "command", (
+                        f"{{{e.text}!raw}} reads {bad[0]!r}: raw (unquoted) insertion is allowed only for "
+                        "workflow parameters the submitter chose, never for job results, files, "
+                        "run-time sweeps or values built from them; drop '!raw' to have it quoted"))
         if w.workflow is not None:
             inner_params = {**w.workflow.defaults(), **{k: None for k in w.parameters}}
-            _validate(w.workflow, who + ".", inner_params)
+            inner_ok = frozenset(k for k in inner_params
+                                 if k not in w.parameters or _names(w.parameters[k]) <= raw_ok)
+            if inner_ok >= set(inner_params):
+                inner_ok |= {"params"}
+            _validate(w.workflow, who + ".", inner_params, trusted=inner_ok)
 
     for i, c in enumerate(wf.conditions):
         for n in unbound(c.expression.names):

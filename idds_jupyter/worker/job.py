@@ -5,7 +5,9 @@ A job spec is a JSON-able dict::
     {"job_id": int, "attempt": int, "work_id": int, "workflow_id": int,
      "kind": "function" | "command",
      "function": "pkg.mod:qualname" | None,
-     "command": str | None,            # fully substituted shell command
+     "command": str | list[str] | None,  # substituted: a shell command (values quoted)
+                                       # or an argv list run without a shell
+     "render_error": str | None,       # why the command could not be rendered (job fails)
      "kwargs": dict,                   # keyword arguments of the function
      "payload": {"sha256": str, "path": str,     # cloudpickled fn, or (fn, args, kwargs)
                  "sandbox": {"sha256", "path"}?} | None,  # zip of the user's modules
@@ -456,7 +458,7 @@ def _run_command(spec: dict[str, Any], res: dict[str, Any]) -> None:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 command,
-                shell=True,
+                shell=isinstance(command, str),  # a list is an argv: no shell parses it
                 env=env,
                 cwd=spec.get("cwd") or None,
                 stdin=subprocess.DEVNULL,
@@ -536,7 +538,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         kind = spec.get("kind") or ("command" if spec.get("command") else "function")
-        if kind == "function":
+        if spec.get("render_error"):  # its placeholders could not be filled: fail, run nothing
+            _set_error(res, ValueError(spec["render_error"]))
+        elif kind == "function":
             _run_function(spec, res)
         elif kind == "command":
             _run_command(spec, res)

@@ -142,7 +142,7 @@ def test_malformed_condition_and_until():
         (Work("a", command="x", retries="three"), "retries", "three"),  # type: ignore[arg-type]
         (Work("a", command="x", kwargs_list=[1, 2]), "kwargs_list", "list of dicts"),  # type: ignore[list-item]
         (Work("a", command="x", kwargs_list="gen.result"), "kwargs_list", "placeholder"),
-        (Work("a", command=["echo"]), "command", "string"),  # type: ignore[arg-type]
+        (Work("a", command=["echo", 1]), "command", "list of strings"),  # type: ignore[list-item]
         (Work("a", command="x", function="m:f"), "function", "only one"),
         (Work("a"), "command", "one of command, function or workflow"),
         (Work("a", function="not a ref"), "function", "package.module:qualname"),

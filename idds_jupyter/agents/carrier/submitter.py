@@ -11,6 +11,7 @@ from idds_jupyter.agents.agent import Agent, Context
 from idds_jupyter.agents.carrier import CarrierState, Held
 from idds_jupyter.bus import event as ev
 from idds_jupyter.model import render_job
+from idds_jupyter.model.errors import ExpressionError, TemplateError
 from idds_jupyter.store.cache import blob_file
 from idds_jupyter.store.jobs import Claim, claim_ready
 from idds_jupyter.store.sql import in_list
@@ -169,7 +170,11 @@ _ALONE = "_alone"
 def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
              log_dir: str, cache_dir: str) -> dict[str, Any]:
     """One job of a work, rendered: its kwargs, its command with per-job placeholders filled."""
-    rendered = render_job(work["instance"], job.get("kwargs"), job["idx"], file)
+    try:
+        rendered = render_job(work["instance"], job.get("kwargs"), job["idx"], file)
+    except (ExpressionError, TemplateError) as exc:  # e.g. a value in a refused shell context
+        rendered = {"command": None, "function": work.get("function"), "kwargs": {},
+                    "render_error": f"cannot render job {job['idx']}: {exc}"}
     kwargs = rendered["kwargs"]
     if file is not None:
         kwargs["file"] = file
@@ -183,6 +188,7 @@ def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
         "kind": work.get("kind"),
         "function": rendered["function"],
         "command": rendered["command"],
+        "render_error": rendered.get("render_error"),
         "kwargs": kwargs if work.get("kind") == "function" else {},
         "env": work.get("env") or {},
         "timeout_s": work.get("timeout_s"),

@@ -120,7 +120,7 @@ class Config:
     max_submissions_per_minute: int = 600  # POST /requests per user, sliding window
     # the safe expression language (conditions, loop ``until``): evaluation steps, size of
     # any value it builds (characters + elements, deep), and parse nesting
-    expression_max_steps: int = 100_000
+    expression_max_steps: int = 10_000_000
     expression_max_size: int = 1_000_000
     expression_max_depth: int = 100
 

@@ -19,6 +19,7 @@ from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import ended_events, make_event, outcome_events
 from idds_jupyter.config import Config
 from idds_jupyter.model import Workflow, WorkflowStatus
+from idds_jupyter.model.condition import set_limits
 from idds_jupyter.store import control
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.catalog import Catalog
@@ -76,6 +77,9 @@ class Orchestrator:
     def __init__(self, config: Config | None = None, engine: Any = None, bus: Bus | None = None,
                  migrate: bool = True, dispatch: Dispatch | None = None) -> None:
         self.config = config or Config.load()
+        # the expression budget of this process's conditions (docs/operations.md, "Limits")
+        set_limits(self.config.expression_max_steps, self.config.expression_max_size,
+                   self.config.expression_max_depth)
         self.engine = engine or make_engine(self.config.db_url)
         self.bus = bus or NullBus()
         self.dispatch = dispatch

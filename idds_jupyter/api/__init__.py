@@ -89,9 +89,21 @@ def openapi_path(pattern: str, base_url: str = "/") -> str | None:
     return None
 
 
+#: path parameters that are ids of the store (64-bit integers: larger ones are 404)
+ID_PARAMS = frozenset({"id", "job_id", "token_id"})
+
+
 def handlers(ctx: ApiContext, base_url: str = "/") -> list[tuple[str, type[Any], dict[str, Any]]]:
-    """The API's URL rules under ``base_url``, each handler initialised with ``ctx``."""
-    return [(route_regex(base_url, path), cls, {"ctx": ctx}) for path, cls in ROUTES]
+    """The API's URL rules under ``base_url``, each handler initialised with ``ctx`` (and
+    the positions of its id arguments)."""
+    out: list[tuple[str, type[Any], dict[str, Any]]] = []
+    for path, cls in ROUTES:
+        kw: dict[str, Any] = {"ctx": ctx}
+        ids = tuple(i for i, p in enumerate(re.findall(r"\{(\w+)\}", path)) if p in ID_PARAMS)
+        if ids:
+            kw["ids"] = ids
+        out.append((route_regex(base_url, path), cls, kw))
+    return out
 
 
 def make_app(ctx: ApiContext, base_url: str = "/", **settings: Any) -> tornado.web.Application:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MAX_JSON_BODY = 64 * 2**20
+#: the largest id a path may name (ids are 64-bit integers in the store)
+MAX_ID = 2**63 - 1
 
 
 class ApiError(tornado.web.HTTPError):
@@ -57,27 +59,88 @@ def _nan_to_none(data: Any) -> Any:
     return data
 
 
+@tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
-    """JSON handlers of ``/idds/api/v1``: every request is authenticated first (see ``public``)."""
+    """JSON handlers of ``/idds/api/v1``: every request is authenticated first (see ``public``).
+
+    Bodies are streamed (``stream_request_body``): ``prepare`` runs once the headers
+    are in, so a request is authenticated, and its ``Content-Length`` checked against
+    :meth:`body_limit`, before a byte of its body is read; a refused request's
+    connection is closed with the answer, its body unread. The body is then kept
+    up to the limit (chunked bodies are cut there by the connection).
+    """
 
     ctx: ApiContext
     public = False  # True only for ping
     allow_query_token = False
 
-    def initialize(self, ctx: ApiContext) -> None:
+    def initialize(self, ctx: ApiContext, ids: tuple[int, ...] = ()) -> None:
+        """``ids``: positions of the path arguments that are ids (integers of the store)."""
         self.ctx = ctx
         self._user: User | None = None
+        self._ids = ids
+        self._body_chunks: list[bytes] = []
+        self._body_size = 0
+        self._body_too_big = False
 
     def check_xsrf_cookie(self) -> None:  # bearer tokens, no cookies: no XSRF exposure
         return None
 
     async def prepare(self) -> None:
-        if self.public:
+        self.check_ids()
+        if not self.public:
+            user = await self.ctx.auth.authenticate(self, self.allow_query_token)
+            if user is None:
+                raise ApiError(401, "authentication required: send a valid token as 'Authorization: Bearer TOKEN'")
+            self._user = user
+        self.check_body_size()
+
+    def check_ids(self) -> None:
+        """404 for an id no store can hold (``/logs/99999999999999999999999``), never a 500."""
+        for i in self._ids:
+            raw = self.path_args[i] if i < len(self.path_args) else ""
+            if len(raw) > 19 or int(raw or 0) > MAX_ID:
+                raise ApiError(404, f"no object with id {raw[:40]}{'...' if len(raw) > 40 else ''}: "
+                                    f"ids are at most {MAX_ID}")
+
+    # ---------------------------------------------------------------- body
+    def body_limit(self) -> int:
+        """The most bytes of body this route takes (``max_body_size``; cache uploads: the cache's)."""
+        return int(self.ctx.config.max_body_size)
+
+    def body_limit_name(self) -> str:
+        return "max_body_size"
+
+    def check_body_size(self) -> None:
+        """413 naming the limit when the declared body is over it; the connection then
+        reads no more than the limit."""
+        limit = self.body_limit()
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            raise ApiError(413, f"request body of {int(length)} bytes is over the limit of {limit} bytes "
+                                f"({self.body_limit_name()})", limit=limit, setting=self.body_limit_name())
+        conn = self.request.connection
+        if conn is not None and hasattr(conn, "set_max_body_size"):
+            conn.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self.body_limit():
+            self._body_too_big, self._body_chunks = True, []
             return
-        user = await self.ctx.auth.authenticate(self, self.allow_query_token)
-        if user is None:
-            raise ApiError(401, "authentication required: send a valid token as 'Authorization: Bearer TOKEN'")
-        self._user = user
+        self._body_chunks.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        """The request body (streamed in, up to the limit)."""
+        if self._body_too_big:
+            limit = self.body_limit()
+            raise ApiError(413, f"request body is over the limit of {limit} bytes ({self.body_limit_name()})",
+                           limit=limit, setting=self.body_limit_name())
+        if self._body_chunks:
+            self.request.body = b"".join(self._body_chunks)
+            self._body_chunks = []
+        return self.request.body
 
     def get_current_user(self) -> User | None:
         return self._user
@@ -116,20 +179,30 @@ class ApiHandler(tornado.web.RequestHandler):
 
     # --------------------------------------------------------------- input
     def json_body(self, required: bool = True) -> dict[str, Any]:
-        """The request body parsed as a JSON object (json only, never anything else)."""
-        raw = self.request.body
+        """The request body parsed as a JSON object (json only, never anything else), nested
+        at most ``max_json_depth`` levels."""
+        from idds_jupyter.model.limits import LimitError, check_depth
+
+        raw = self.body
         if not raw:
             if required:
                 raise ApiError(400, "request body is empty: expected a JSON object")
             return {}
-        if len(raw) > MAX_JSON_BODY:
-            raise ApiError(413, f"request body of {len(raw)} bytes exceeds {MAX_JSON_BODY} bytes")
+        depth = int(self.ctx.config.max_json_depth)
+        too_deep = ApiError(400, f"request body is nested deeper than {depth} levels (max_json_depth)",
+                            limit=depth, setting="max_json_depth")
         try:
             data = json.loads(raw.decode("utf-8"))
+        except RecursionError:  # far deeper than any limit: the parser gave up first
+            raise too_deep from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(400, f"request body is not valid JSON: {str(exc).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise ApiError(400, f"request body must be a JSON object, not {type(data).__name__}")
+        try:
+            check_depth(data, depth)
+        except LimitError:
+            raise too_deep from None
         return data
 
     def int_arg(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:

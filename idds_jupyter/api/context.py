@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from idds_jupyter.api.limits import SubmissionWindow
 from idds_jupyter.auth import Authenticator
 from idds_jupyter.bus import Bus
 from idds_jupyter.config import Config
@@ -31,6 +32,8 @@ class ApiContext:
     bridge: EventBridge | None = None
     # This service's own URL, for processes it starts (server-side workflow bodies).
     self_url: str | None = None
+    # submissions per user in the last minute (the max_submissions_per_minute quota)
+    submissions: SubmissionWindow = field(default_factory=SubmissionWindow)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _job_tokens: JobTokens | None = None
 

@@ -17,6 +17,7 @@ from typing import Any
 import tornado.web
 import yaml
 
+from idds_jupyter.api import limits
 from idds_jupyter.api.base import ApiError, ApiHandler, file_size
 from idds_jupyter.core import UnknownRun
 from idds_jupyter.model import TemplateError
@@ -118,8 +119,9 @@ class TokenHandler(ApiHandler):
 
 
 # -------------------------------------------------------------- requests
-def parse_template(body: dict[str, Any]) -> dict[str, Any]:
-    """The workflow template of a submission: ``template`` (an object) or ``yaml`` (text)."""
+def parse_template(body: dict[str, Any], config: Any = None) -> dict[str, Any]:
+    """The workflow template of a submission: ``template`` (an object) or ``yaml`` (text,
+    read within ``config``'s limits on aliases, nesting and values: blocking, for the executor)."""
     if "template" in body and body["template"] is not None:
         tmpl = body["template"]
         if not isinstance(tmpl, dict):
@@ -129,10 +131,18 @@ def parse_template(body: dict[str, Any]) -> dict[str, Any]:
         text = body["yaml"]
         if not isinstance(text, str):
             raise ApiError(400, "field 'yaml' must be a string of YAML text")
+        from idds_jupyter.model.limits import LimitError, load_yaml
+
+        kw = {} if config is None else {
+            "max_nodes": config.max_template_nodes, "max_depth": config.max_json_depth,
+            "max_aliases": config.max_yaml_aliases}
         try:
-            tmpl = yaml.safe_load(text)  # safe_load: no Python objects from YAML tags
+            tmpl = load_yaml(text, what="field 'yaml'", **kw)  # safe: no Python objects from YAML tags
         except yaml.YAMLError as exc:
             raise ApiError(400, f"field 'yaml' is not valid YAML: {_first_line(exc)}") from None
+        except LimitError as exc:
+            raise ApiError(413 if exc.limit == "max_template_nodes" else 400, str(exc),
+                           limit=exc.value, setting=exc.limit) from None
         if not isinstance(tmpl, dict):
             raise ApiError(400, "field 'yaml' must hold a mapping (a workflow template)")
         return tmpl
@@ -207,7 +217,8 @@ class RequestsHandler(ApiHandler):
         if body.get("faat") is not None:
             await self._post_server_body(body)
             return
-        tmpl = parse_template(body)
+        tmpl = await self.run(parse_template, body, self.ctx.config)
+        quota = limits.quota(self, limits.check_jobs(self.ctx.config, tmpl.get("works")))
         blobs = inline_blobs(self, body)
         params = body.get("params") or {}
         if not isinstance(params, dict):
@@ -223,6 +234,7 @@ class RequestsHandler(ApiHandler):
             kw["open"] = True
 
         def submit() -> int:  # one trip to the executor: blobs, then the submission
+            quota()
             return self.ctx.orch.submit(tmpl, params, blobs=blobs(), **kw)
 
         try:
@@ -260,6 +272,7 @@ class RequestsHandler(ApiHandler):
             raise ApiError(400, "field 'faat.name' must be a string and 'params' an object")
         if not self.ctx.self_url:
             raise ApiError(501, "this server does not run workflow bodies (no public URL configured)")
+        await self.run(limits.quota(self, 0))
         try:
             wid = await self.run(self.ctx.orch.submit, {"name": name, "works": []}, params,
                                  owner=self.user.name, open=True)
@@ -319,9 +332,16 @@ class RequestWorksHandler(ApiHandler):
             raise ApiError(400, "field 'works' must be a non-empty list of work objects")
         await self.check_owner(int(wid))
         blobs = inline_blobs(self, body)
+        grow = limits.quota(self, limits.check_jobs(self.ctx.config, works), submission=False)
+
+        def add() -> list[str]:
+            # the run's jobs so far count toward max_jobs_per_submission
+            limits.check_jobs(self.ctx.config, works, limits.run_jobs(self.ctx.orch.engine, int(wid)))
+            grow()
+            return self.ctx.orch.add_works(int(wid), works, blobs(), self.user.name)
+
         try:
-            names = await self.run(lambda: self.ctx.orch.add_works(int(wid), works, blobs(),
-                                                                   self.user.name))
+            names = await self.run(add)
         except TemplateError as exc:
             raise _template_error(exc) from None
         except UnknownRun as exc:
@@ -376,6 +396,12 @@ class CacheBlobHandler(ApiHandler):
     _chunks: list[bytes]
     _size: int
     _too_big: bool
+
+    def body_limit(self) -> int:
+        return int(self.ctx.cache.limit)
+
+    def body_limit_name(self) -> str:
+        return "the cache limit"
 
     async def prepare(self) -> None:
         await super().prepare()

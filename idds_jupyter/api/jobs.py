@@ -62,6 +62,7 @@ class JobApiHandler(ApiHandler):
     scope: JobScope
 
     async def prepare(self) -> None:
+        self.check_ids()
         token = request_token(self)
         if not token:
             raise ApiError(401, "authentication required: send the job's token as "
@@ -87,6 +88,7 @@ class JobApiHandler(ApiHandler):
             raise ApiError(403, f"job {jid} is {scope.status}: the token of its attempt "
                                 f"{claim.attempt} no longer holds")
         self.claim, self.scope = claim, scope
+        self.check_body_size()
 
 
 # ----------------------------------------------------------------- spec
@@ -232,6 +234,12 @@ class JobResultHandler(JobApiHandler):
         await super().prepare()
         limit = self._limit()
         length = self.request.headers.get("Content-Length")
+    def body_limit(self) -> int:
+        return self._limit()
+
+    def body_limit_name(self) -> str:
+        return "the cache's limit + 80 MiB"
+
         if length is not None and length.isdigit() and int(length) > limit:
             raise ApiError(413, f"result body of {int(length)} bytes exceeds {limit} bytes",
                            limit=limit)

@@ -102,6 +102,7 @@ class _Lexer:
                 return
             self.stack.append([_CMD, 0])
             self.word_start = True
+            self.word = ""
         elif self.pending == "$":
             self.pending = ""
             if c == "(":

@@ -161,9 +161,17 @@ def cmd_token(args: argparse.Namespace) -> int:
     engine = make_engine(cfg.db_url)
     upgrade(engine)
     if args.action == "create":
-        row, token = tokens.create_token(engine, args.user, args.name or "", admin=args.admin)
+        try:
+            lifetime = tokens.parse_duration(args.expires) if args.expires else None
+        except ValueError as exc:
+            print(f"error: --expires: {exc}", file=sys.stderr)
+            return 2
+        row, token = tokens.create_token(engine, args.user, args.name or "", admin=args.admin,
+                                         expires_in=lifetime)
         print(token)
-        print(f"token {row['id']} for user {row['user']!r}{' (admin)' if row['admin'] else ''}",
+        until = (time.strftime(", expires %Y-%m-%d %H:%M:%S", time.localtime(row["expires_at"]))
+                 if row["expires_at"] else "")
+        print(f"token {row['id']} for user {row['user']!r}{' (admin)' if row['admin'] else ''}{until}",
               file=sys.stderr)
         return 0
     if args.action == "list":
@@ -172,7 +180,11 @@ def cmd_token(args: argparse.Namespace) -> int:
             used = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_used_at"]))
                     if r["last_used_at"] else "never")
             state = "revoked" if r["revoked_at"] else ("admin" if r["admin"] else "user")
-            print(f"{r['id']:>5}  {r['user']:<16} {state:<8} {created}  last used {used}  {r['name']}")
+            if r["expires_at"] and not r["revoked_at"] and r["expires_at"] <= time.time():
+                state = "expired"
+            until = (time.strftime("  expires %Y-%m-%d %H:%M:%S", time.localtime(r["expires_at"]))
+                     if r["expires_at"] else "")
+            print(f"{r['id']:>5}  {r['user']:<16} {state:<8} {created}  last used {used}{until}  {r['name']}")
         return 0
     if tokens.revoke_token(engine, args.id):
         print(f"token {args.id} revoked")
@@ -241,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--user", required=True)
     t.add_argument("--admin", action="store_true", help="may see and control every user's runs")
     t.add_argument("--name", default="", help="a label for the token")
+    t.add_argument("--expires", metavar="DURATION",
+                   help="lifetime: seconds or 30m, 1h, 7d, 2w (default: until revoked)")
     t = tsub.add_parser("list", help="list tokens (never their secrets)")
     t.add_argument("--user", help="only this user's tokens")
     t.add_argument("--all", action="store_true", help="include revoked tokens")

@@ -333,6 +333,10 @@ class Client:
             body["meta"] = meta
         return dict(self._json("POST", "catalog/datasets", body))
 
+    def datasets(self) -> list[dict[str, Any]]:
+        """The caller's datasets (an admin's: everyone's)."""
+        return list(self._json("GET", "catalog/datasets")["datasets"])
+
     def dataset(self, name: str) -> dict[str, Any]:
         return dict(self._json("GET", f"catalog/datasets/{quote(name, safe='')}"))
 

@@ -52,6 +52,9 @@ _ENV = {
     "transfer": "IDDS_TRANSFER",
     "server_url": "IDDS_SERVER_URL",
     "job_token_ttl": "IDDS_JOB_TOKEN_TTL",
+    # browsers of other origins allowed to open the live stream (docs/security.md)
+    "allow_origin": "IDDS_ALLOW_ORIGIN",
+    "allow_origin_pat": "IDDS_ALLOW_ORIGIN_PAT",
     "batch_submit_interval": "IDDS_BATCH_SUBMIT_INTERVAL",
     # limits on what one request may cost (docs/operations.md, "Limits")
     "max_body_size": "IDDS_MAX_BODY_SIZE",
@@ -107,6 +110,11 @@ class Config:
     transfer: str = "shared"
     server_url: str | None = None  # URL jobs reach the API at ("http"); default: the server's own
     job_token_ttl: float = 86400.0  # lifetime of a job token (plus the job's walltime)
+    # Standalone server: a browser page of another origin may open the live stream only if
+    # it is allow_origin ("*": any) or matches the regex allow_origin_pat (Jupyter's rule;
+    # the server extension uses the Jupyter server's own settings). docs/security.md
+    allow_origin: str = ""
+    allow_origin_pat: str = ""
     # Limits on what one request may cost (docs/operations.md, "Limits"); each refusal
     # is a 4xx naming the setting. Cache uploads have their own limit (the cache's).
     max_body_size: int = 8 * 2**20  # bytes of a JSON request body

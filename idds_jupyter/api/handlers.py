@@ -18,11 +18,11 @@ import tornado.web
 import yaml
 
 from idds_jupyter.api import limits
-from idds_jupyter.api.base import ApiError, ApiHandler, file_size
+from idds_jupyter.api.base import ApiError, ApiHandler
 from idds_jupyter.core import UnknownRun
 from idds_jupyter.model import TemplateError
 from idds_jupyter.store import monitor, tokens
-from idds_jupyter.store.cache import CacheError, check_sha
+from idds_jupyter.store.cache import SHA256, Cache, CacheError, check_sha
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.control import ControlError
 
@@ -100,9 +100,18 @@ class TokensHandler(ApiHandler):
             raise ApiError(400, "field 'admin' must be true or false")
         if (user != self.user.name or admin) and not self.user.admin:
             raise ApiError(403, "only an admin may create tokens for another user or admin tokens")
-        row, token = await self.run(tokens.create_token, self.ctx.orch.engine, user, name, admin)
+        expires_in = body.get("expires_in")
+        lifetime: float | None = None
+        if expires_in is not None:
+            try:
+                lifetime = tokens.parse_duration(expires_in)
+            except ValueError as exc:
+                raise ApiError(400, f"field 'expires_in': {exc}") from None
+        row, token = await self.run(tokens.create_token, self.ctx.orch.engine, user, name, admin,
+                                    expires_in=lifetime)
         self.send({"id": row["id"], "token": token, "user": row["user"], "name": row["name"],
-                   "admin": row["admin"], "created_at": row["created_at"]}, 201)
+                   "admin": row["admin"], "created_at": row["created_at"],
+                   "expires_at": row["expires_at"]}, 201)
 
 
 class TokenHandler(ApiHandler):
@@ -115,6 +124,8 @@ class TokenHandler(ApiHandler):
         forget = getattr(self.ctx.auth, "forget", None)
         if callable(forget):
             forget()
+        if revoked and self.ctx.bridge is not None:
+            self.ctx.bridge.recheck_all()  # this process's open streams of it close now
         self.send({"id": tid, "revoked": revoked})
 
 
@@ -200,6 +211,52 @@ def inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> Callable[[], list
     return write
 
 
+def payload_digests(obj: Any, depth: int = 0) -> set[str]:
+    """The blob digests a template's works name as their payload (function, calls,
+    sandbox), in works and inline sub-workflows alike."""
+    out: set[str] = set()
+    if depth > 64:
+        return out
+    if isinstance(obj, dict):
+        payload = obj.get("payload")
+        if isinstance(payload, dict):
+            out |= {v for v in payload.values() if isinstance(v, str) and SHA256.match(v)}
+        for v in obj.values():
+            if isinstance(v, dict | list):
+                out |= payload_digests(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            if isinstance(v, dict | list):
+                out |= payload_digests(v, depth + 1)
+    return out
+
+
+def check_readable(cache: Cache, digests: set[str], owner: str | None, what: str) -> None:
+    """400 unless ``owner`` may read every blob of ``digests`` (blocking: in the executor).
+
+    A blob of another user is reported like one that is not there: its existence is not
+    for this caller to learn, and a job must never read it on this caller's behalf."""
+    if not digests or owner is None:
+        return
+    missing = digests - cache.readable_many(digests, owner)
+    if missing:
+        sha = min(missing)
+        raise ApiError(400, f"{what}: blob {sha} is not in the cache; upload it first "
+                            "(PUT cache/{sha256}) or send it inline")
+
+
+def payload_check(handler: ApiHandler, obj: Any, body: dict[str, Any]) -> Callable[[], None]:
+    """A check, to run in the executor, that the caller may read every payload blob of
+    ``obj`` (a template, or works) that the request does not itself carry inline."""
+    digests = payload_digests(obj)
+    inline = body.get("blobs")
+    if isinstance(inline, dict):
+        digests -= set(inline)
+    owner = None if handler.user.admin else handler.user.name
+    cache = handler.ctx.cache
+    return lambda: check_readable(cache, digests, owner, "payload")
+
+
 class RequestsHandler(ApiHandler):
     async def get(self) -> None:
         owner: str | None = self.user.name
@@ -220,6 +277,7 @@ class RequestsHandler(ApiHandler):
         tmpl = await self.run(parse_template, body, self.ctx.config)
         quota = limits.quota(self, limits.check_jobs(self.ctx.config, tmpl.get("works")))
         blobs = inline_blobs(self, body)
+        readable = payload_check(self, tmpl, body)
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise ApiError(400, "field 'params' must be a JSON object")
@@ -235,6 +293,7 @@ class RequestsHandler(ApiHandler):
 
         def submit() -> int:  # one trip to the executor: blobs, then the submission
             quota()
+            readable()
             return self.ctx.orch.submit(tmpl, params, blobs=blobs(), **kw)
 
         try:
@@ -264,7 +323,9 @@ class RequestsHandler(ApiHandler):
                 digests[key] = check_sha(value if isinstance(value, str) else "")
             except CacheError:
                 raise ApiError(400, f"field 'faat.{key}' must be the sha256 of a cache blob") from None
-            if not await self.run(self.ctx.cache.has, value):
+            owner = None if self.user.admin else self.user.name
+            if not await self.run(lambda v=value, o=owner: self.ctx.cache.readable(v, o)
+                                  and self.ctx.cache.has(v)):
                 raise ApiError(400, f"field 'faat.{key}': blob {value} is not in the cache; upload it first")
         name = spec.get("name") or "workflow"
         params = body.get("params") or {}
@@ -332,12 +393,15 @@ class RequestWorksHandler(ApiHandler):
             raise ApiError(400, "field 'works' must be a non-empty list of work objects")
         await self.check_owner(int(wid))
         blobs = inline_blobs(self, body)
+        readable = payload_check(self, works, body)
+
         grow = limits.quota(self, limits.check_jobs(self.ctx.config, works), submission=False)
 
         def add() -> list[str]:
             # the run's jobs so far count toward max_jobs_per_submission
             limits.check_jobs(self.ctx.config, works, limits.run_jobs(self.ctx.orch.engine, int(wid)))
             grow()
+            readable()
             return self.ctx.orch.add_works(int(wid), works, blobs(), self.user.name)
 
         try:
@@ -443,20 +507,57 @@ class CacheBlobHandler(ApiHandler):
         self.send({"sha256": sha, "size": len(data), "created": created}, 201)
 
     async def head(self, sha: str) -> None:
-        size = await self.run(file_size, self.ctx.cache.path(sha))
-        if size is None:
-            raise ApiError(404, f"no blob {sha}")
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("X-Blob-Size", str(size))
-        self.finish()
+        await self._readable(sha)
+        await send_blob(self, self.ctx.cache, sha, f"no blob {sha}", head=True)
 
     async def get(self, sha: str) -> None:
-        await self.send_file(self.ctx.cache.path(sha), f"no blob {sha}")
+        await self._readable(sha)
+        await send_blob(self, self.ctx.cache, sha, f"no blob {sha}")
+
+    async def _readable(self, sha: str) -> None:
+        """404 — as for a blob that is not there — unless the caller uploaded or produced
+        it (admins read every blob)."""
+        owner = None if self.user.admin else self.user.name
+        if not await self.run(self.ctx.cache.readable, sha, owner):
+            raise ApiError(404, f"no blob {sha}")
+
+
+async def send_blob(handler: ApiHandler, cache: Cache, sha: str, missing: str,
+                    head: bool = False) -> None:
+    """Stream blob ``sha`` in 1 MiB reads off the IOLoop; 404 ``missing`` unless the cache
+    holds an intact one (a regular file inside it, never through a symlink, whose bytes
+    match their digest: see :func:`idds_jupyter.store.cache.open_blob`)."""
+    f = await handler.run(cache.open, sha)
+    if f is None:
+        raise ApiError(404, missing)
+    try:
+        handler.set_header("Content-Type", "application/octet-stream")
+        if head:
+            handler.set_header("X-Blob-Size", str(f.size))
+            handler.finish()
+            return
+        handler.set_header("Content-Length", str(f.size))
+        offset = 0
+        while offset < f.size:
+            chunk = await handler.run(f.read, offset, 2**20)
+            if not chunk:
+                break
+            offset += len(chunk)
+            handler.write(chunk)
+            await handler.flush()
+        handler.finish()
+    finally:
+        f.close()
 
 
 class CacheStatsHandler(ApiHandler):
+    """Blobs and bytes of the caller's blobs; an admin's are global (``?owner=`` for one)."""
+
     async def get(self) -> None:
-        self.send(await self.run(self.ctx.cache.stats))
+        owner: str | None = self.user.name
+        if self.user.admin:
+            owner = self.get_query_argument("owner", None) or None
+        self.send(await self.run(self.ctx.cache.stats, owner))
 
 
 # --------------------------------------------------------------- catalog
@@ -476,7 +577,25 @@ def _files_field(value: Any, allow_null: bool = False) -> list[Any] | None:
     return value
 
 
+def _catalog(handler: ApiHandler) -> Catalog:
+    """The caller's catalog; an admin acts on another owner's with ``?owner=NAME``.
+
+    Another owner's dataset is answered exactly like a missing one (404)."""
+    owner = handler.user.name
+    if handler.user.admin:
+        owner = handler.get_query_argument("owner", None) or owner
+    return Catalog(handler.ctx.orch.engine, owner=owner)
+
+
 class DatasetsHandler(ApiHandler):
+    async def get(self) -> None:
+        """The caller's datasets (an admin's: every owner's, or ``?owner=``'s)."""
+        every = self.user.admin and not self.get_query_argument("owner", None)
+        cat = _catalog(self)
+        rows = await self.run(cat.datasets, every, self.int_arg("limit", 1000, 1, monitor.MAX_PAGE),
+                              self.int_arg("offset", 0))
+        self.send({"datasets": rows})
+
     async def post(self) -> None:
         body = self.json_body()
         name = body.get("name")
@@ -486,7 +605,7 @@ class DatasetsHandler(ApiHandler):
         meta = body.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise ApiError(400, "field 'meta' must be a JSON object")
-        cat = Catalog(self.ctx.orch.engine, owner=self.user.name)
+        cat = _catalog(self)
         ds = await self.run(cat.add_dataset, name, files, meta)
         self.send({"id": ds, "name": name, "files": len(files)}, 201)
 
@@ -494,7 +613,7 @@ class DatasetsHandler(ApiHandler):
 class DatasetHandler(ApiHandler):
     async def get(self, name: str) -> None:
         try:
-            files = await self.run(self.ctx.orch.catalog.files, name)
+            files = await self.run(_catalog(self).files, name)
         except LookupError as exc:
             raise ApiError(404, str(exc).strip("'\"")) from None
         self.send({"name": name, "files": files})
@@ -505,7 +624,7 @@ class DatasetAvailableHandler(ApiHandler):
         body = self.json_body(required=False)
         names = _files_field(body.get("files"), allow_null=True)
         try:
-            released = await self.run(self.ctx.orch.catalog.mark_available, name, names)
+            released = await self.run(_catalog(self).mark_available, name, names)
         except LookupError as exc:
             raise ApiError(404, str(exc).strip("'\"")) from None
         if released:
@@ -645,4 +764,6 @@ __all__ = [
     "WhoAmIHandler",
     "WorkResultsHandler",
     "openapi_text",
+    "payload_digests",
+    "send_blob",
 ]

@@ -32,7 +32,7 @@ import tornado.web
 from idds_jupyter.api.base import MAX_JSON_BODY, ApiError, ApiHandler, file_size
 from idds_jupyter.auth import request_token
 from idds_jupyter.backends.transfer import write_inbox
-from idds_jupyter.store.cache import CacheError, blob_path, check_sha, write_blob
+from idds_jupyter.store.cache import CacheError, check_sha, read_blob, write_blob
 from idds_jupyter.store.job_tokens import (
     IN_FLIGHT,
     JobClaim,
@@ -94,8 +94,7 @@ class JobApiHandler(ApiHandler):
 # ----------------------------------------------------------------- spec
 class JobSpecHandler(JobApiHandler):
     async def get(self, job_id: str) -> None:
-        path = blob_path(self.ctx.cache.root, self.claim.spec_sha)
-        spec = await self.run(_read_json, path)
+        spec = await self.run(_read_json, self.ctx.cache.root, self.claim.spec_sha)
         if spec is None:
             raise ApiError(404, f"the spec of job {job_id} attempt {self.claim.attempt} is gone "
                                 "(its backend dropped it: the attempt is over)")
@@ -105,16 +104,16 @@ class JobSpecHandler(JobApiHandler):
         self.send(spec)
 
 
-def _read_json(path: Path) -> Any:
-    """A JSON blob (JSON only: the server never unpickles); None when it is not there."""
-    try:
-        data = path.read_bytes()
-    except OSError:
+def _read_json(root: Path, sha: str) -> Any:
+    """A JSON blob (JSON only: the server never unpickles); None when there is no intact one
+    (read as every blob is served: no symlink, a regular file, its digest checked)."""
+    data = read_blob(root, sha)
+    if data is None:
         return None
     try:
         return json.loads(data)
     except ValueError:
-        raise ApiError(500, f"blob {path.name} is not JSON") from None
+        raise ApiError(500, f"blob {sha} is not JSON") from None
 
 
 # ----------------------------------------------------------------- blobs
@@ -127,7 +126,13 @@ class JobBlobHandler(JobApiHandler):
         if sha not in self.scope.blobs and sha != self.claim.spec_sha:
             raise ApiError(403, f"blob {sha} is not an input of job {job_id}: a job token opens "
                                 "only its work's function, calls and sandbox")
-        await self.send_file(self.ctx.cache.path(sha), f"no blob {sha}")
+        # a job acts as its run's owner: it reads only what that owner may read
+        if sha != self.claim.spec_sha and not await self.run(self.ctx.cache.readable, sha,
+                                                             self.scope.owner):
+            raise ApiError(404, f"no blob {sha}")
+        from idds_jupyter.api.handlers import send_blob
+
+        await send_blob(self, self.ctx.cache, sha, f"no blob {sha}")
 
 
 # ----------------------------------------------------------------- result
@@ -297,7 +302,10 @@ class JobResultHandler(JobApiHandler):
             if data is None:
                 if named is None:
                     continue
-                size = file_size(cache.path(named))
+                # a blob named, not sent: the run's owner must hold it already (a job may not
+                # claim another user's blob as its result and so be granted it)
+                size = file_size(cache.path(named)) if cache.has(named) \
+                    and cache.readable(named, self.scope.owner) else None
                 if size is None:
                     raise ApiError(400, f"result field {key!r} names blob {named}, which was "
                                         f"neither sent (part {key!r}) nor is in the cache")

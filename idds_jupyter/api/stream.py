@@ -4,6 +4,13 @@ One :class:`EventBridge` per server holds one bus subscription read in a
 background thread; batches go to the IOLoop with ``add_callback`` and each
 connection filters them by the workflow ids it subscribed to and by ownership
 (owners are cached; unknown ones are looked up in the executor, in bulk).
+
+Security (docs/security.md): a browser page of another origin may not open a
+stream (``check_origin``: same origin, or the configured ``allow_origin`` /
+``allow_origin_pat``, as Jupyter decides for its own websockets; the server
+extension uses Jupyter's own check and settings). A stream's token is verified
+again every ``auth.recheck_s`` seconds (the token cache's period): once it is
+revoked or expired the stream is closed with 1008 (policy violation).
 """
 
 from __future__ import annotations
@@ -11,11 +18,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
+import tornado.web
 import tornado.websocket
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from idds_jupyter.api.base import ApiError, dumps
 from idds_jupyter.auth import User
@@ -104,6 +114,11 @@ class EventBridge:
         for events in waiting:
             self._dispatch(events)  # owners seen since are looked up again, in order
 
+    def recheck_all(self) -> None:
+        """On the IOLoop: every open stream checks its token now (after a revocation)."""
+        for conn in list(self.conns):
+            IOLoop.current().spawn_callback(conn.recheck)
+
     def _deliver(self, events: list[Event]) -> None:
         owners = self.ctx.owner_cache
         for conn in list(self.conns):
@@ -129,6 +144,28 @@ def without_redundant(events: list[Event]) -> list[Event]:
     return [e for e in events if not (e.type == WORK_TERMINAL and e.key in ended)]
 
 
+def origin_allowed(origin: str | None, host: str | None, allow_origin: str = "",
+                   allow_origin_pat: str = "") -> bool:
+    """Jupyter's rule for websockets (``WebSocketMixin.check_origin``): no Origin or Host
+    (not a browser) or the same host, else only the configured origin or pattern."""
+    if allow_origin == "*":
+        return True
+    if origin is None or host is None:
+        return True
+    origin = origin.lower()
+    if urlparse(origin).netloc == host:
+        return True
+    if allow_origin:
+        return allow_origin == origin
+    if allow_origin_pat:
+        return bool(re.match(allow_origin_pat, origin))
+    return False
+
+
+# The close code of a stream whose credentials no longer hold (RFC 6455: policy violation).
+POLICY_VIOLATION = 1008
+
+
 class StreamHandler(tornado.websocket.WebSocketHandler):
     """``/idds/api/v1/stream``: send ``{"subscribe": [ids] | "*"}``; receive events as JSON."""
 
@@ -138,6 +175,8 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         self.ctx = ctx
         self._user: User | None = None
         self.ids: set[int] | None = set()  # None = every workflow the user may see
+        self._recheck: PeriodicCallback | None = None
+        self._rechecking = False
 
     async def prepare(self) -> None:
         user = await self.ctx.auth.authenticate(self, True)
@@ -148,7 +187,8 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        msg = exc.message if isinstance(exc, ApiError) else self._reason
+        msg = getattr(exc, "message", None) if isinstance(exc, tornado.web.HTTPError) else None
+        msg = msg or self._reason
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": msg}))
 
@@ -156,13 +196,42 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         return self._user
 
     def check_origin(self, origin: str) -> bool:
-        return True  # bearer tokens, not cookies: another origin cannot ride the session
+        """Bearer tokens are not ambient credentials, but a page of another origin that got
+        one (a token in its URL) must still not open a stream unless configured to."""
+        cfg = self.ctx.config
+        ok = origin_allowed(origin, self.request.headers.get("Host"),
+                            getattr(cfg, "allow_origin", ""), getattr(cfg, "allow_origin_pat", ""))
+        if not ok:
+            log.warning("live stream: blocked a cross-origin websocket from %s (Host %s)",
+                        origin, self.request.headers.get("Host"))
+        return ok
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         bridge = self.ctx.bridge
         if bridge is None:
             bridge = self.ctx.bridge = EventBridge(self.ctx, IOLoop.current())
         bridge.conns.add(self)
+        period = float(getattr(self.ctx.auth, "recheck_s", 5.0) or 5.0)
+        self._recheck = PeriodicCallback(self.recheck, period * 1000)
+        self._recheck.start()
+
+    async def recheck(self) -> None:
+        """Close the stream (1008) once its token is revoked or expired."""
+        if self._rechecking or self.ws_connection is None:
+            return
+        self._rechecking = True
+        try:
+            reason = await self.ctx.auth.recheck(self)
+        except Exception:  # a store hiccup is not a revocation: checked again next period
+            log.exception("live stream: re-checking a token failed")
+            reason = None
+        finally:
+            self._rechecking = False
+        if reason and self.ws_connection is not None:
+            log.info("live stream of %s closed: %s", self._user.name if self._user else "?", reason)
+            self._user = None  # nothing more is delivered, even before the close completes
+            self.close(POLICY_VIOLATION, reason[:120])
+            self.on_close()
 
     def on_message(self, message: str | bytes) -> None:
         try:
@@ -202,9 +271,13 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             self.on_close()
 
     def on_close(self) -> None:
+        if self._recheck is not None:
+            self._recheck.stop()
+            self._recheck = None
         bridge = self.ctx.bridge
         if bridge is not None:
             bridge.conns.discard(self)
 
 
-__all__ = ["STREAM_TYPES", "EventBridge", "StreamHandler", "without_redundant"]
+__all__ = ["POLICY_VIOLATION", "STREAM_TYPES", "EventBridge", "StreamHandler", "origin_allowed",
+           "without_redundant"]

@@ -1,4 +1,12 @@
-"""The catalog: datasets and files; a file made available releases the jobs waiting on it."""
+"""The catalog: datasets and files; a file made available releases the jobs waiting on it.
+
+Every user is a tenant: a dataset belongs to its owner, its name is unique per
+owner (two users may each have a dataset ``raw``), and only its owner reads it,
+lists it, adds files to it or marks them available. A :class:`Catalog` acts for
+one owner; ``owner=None`` is an admin's view, which must name the owner of a
+dataset it acts on. A dataset of another owner is reported exactly like one that
+does not exist (``LookupError``): no one learns what others hold.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ from idds_jupyter.store.tables import datasets, files, jobs
 
 
 class Catalog:
-    """Datasets and their files, as the data-aware (carousel) works see them."""
+    """Datasets and their files of one owner, as the data-aware (carousel) works see them."""
 
     def __init__(self, engine: Engine, owner: str = "local") -> None:
         self.engine = engine
@@ -22,16 +30,17 @@ class Catalog:
 
     def add_dataset(self, name: str, files_: Iterable[str | dict[str, Any]] = (),
                     meta: dict[str, Any] | None = None) -> int:
+        """Create the owner's dataset ``name`` (or add to it); returns its id."""
         with self.engine.begin() as conn:
-            ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar()
+            ds = dataset_id(conn, self.owner, name)
             if ds is None:
                 pk = conn.execute(datasets.insert().values(
                     name=name, owner=self.owner, status="open", meta=meta or {},
                     created_at=now())).inserted_primary_key
                 assert pk is not None
-                ds = pk[0]
-            self._add_files(conn, int(ds), files_)
-            return int(ds)
+                ds = int(pk[0])
+            self._add_files(conn, ds, files_)
+            return ds
 
     def add_files(self, dataset: str, files_: Iterable[str | dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
@@ -51,10 +60,14 @@ class Catalog:
             conn.execute(files.insert(), rows)
 
     def _dataset_id(self, conn: Connection, name: str) -> int:
-        ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar()
+        ds = dataset_id(conn, self.owner, name)
         if ds is None:
             raise LookupError(f"unknown dataset {name!r}")
-        return int(ds)
+        return ds
+
+    def exists(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return dataset_id(conn, self.owner, name) is not None
 
     def mark_available(self, dataset: str, names: Sequence[str] | None = None) -> int:
         """Mark files available (all when ``names`` is None); returns the jobs released."""
@@ -67,6 +80,23 @@ class Catalog:
             return [dict(r) for r in conn.execute(
                 select(files.c.id, files.c.name, files.c.status, files.c.size, files.c.available_at)
                 .where(files.c.dataset_id == ds).order_by(files.c.id)).mappings()]
+
+    def datasets(self, every_owner: bool = False, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        """The owner's datasets (``every_owner``: everyone's, for an admin), by name."""
+        stmt = (select(datasets.c.id, datasets.c.name, datasets.c.owner, datasets.c.status,
+                       datasets.c.created_at)
+                .order_by(datasets.c.owner, datasets.c.name).limit(limit).offset(offset))
+        if not every_owner:
+            stmt = stmt.where(datasets.c.owner == self.owner)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def dataset_id(conn: Connection, owner: str, name: str) -> int | None:
+    """The id of ``owner``'s dataset ``name`` (None when that owner has none of that name)."""
+    ds = conn.execute(select(datasets.c.id).where(datasets.c.owner == owner,
+                                                  datasets.c.name == name)).scalar()
+    return None if ds is None else int(ds)
 
 
 def mark_available(conn: Connection, dataset_id: int, names: Sequence[str] | None) -> int:

@@ -4,11 +4,17 @@ A token is ``secrets.token_urlsafe(32)`` (256 random bits) shown once to its
 holder; the store keeps only its sha256 hex digest. A plain fast hash is
 enough here (unlike passwords): the tokens are high-entropy, so nobody can
 brute-force a digest back to a token, and lookup by digest is one indexed query.
+
+A token may carry an expiry (``expires_at``, epoch seconds; ``None``: never),
+set from a lifetime at creation (``expires_in``, e.g. ``3600`` or ``"1h"``).
+Past it the token is refused, and the refusal says that it expired.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 import secrets
 from typing import Any
 
@@ -22,7 +28,45 @@ from idds_jupyter.store.sql import now
 TOUCH_INTERVAL = 60.0
 
 PUBLIC_COLUMNS = (api_tokens.c.id, api_tokens.c.user, api_tokens.c.name, api_tokens.c.admin,
-                  api_tokens.c.created_at, api_tokens.c.last_used_at, api_tokens.c.revoked_at)
+                  api_tokens.c.created_at, api_tokens.c.last_used_at, api_tokens.c.revoked_at,
+                  api_tokens.c.expires_at)
+
+# The longest lifetime a token may be given (ten years); no expiry at all is None.
+MAX_LIFETIME = 10 * 365 * 86400.0
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds of a token lifetime: a positive number of seconds, or text like ``90``,
+    ``30m``, ``1h``, ``7d``, ``2w``. :class:`ValueError` names what is wrong."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected seconds or a duration like '1h', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"expected seconds or a duration like '30m', '1h', '7d', got {value[:40]!r}")
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ValueError(f"expected seconds or a duration like '1h', got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a lifetime must be more than 0 seconds, got {value!r}")
+    if seconds > MAX_LIFETIME:
+        raise ValueError(f"a lifetime may be at most {int(MAX_LIFETIME)} seconds (ten years)")
+    return seconds
+
+
+class TokenExpiredError(ValueError):
+    """A known, unrevoked token past its ``expires_at``."""
+
+    def __init__(self, expires_at: float) -> None:
+        import datetime
+
+        self.expires_at = expires_at
+        when = datetime.datetime.fromtimestamp(expires_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        super().__init__(f"token expired at {when}: create a new one")
 
 
 def hash_token(token: str) -> str:
@@ -30,23 +74,35 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(engine: Engine, user: str, name: str = "", admin: bool = False) -> tuple[dict[str, Any], str]:
-    """Issue a token for ``user``; returns (its public row, the plaintext token)."""
+def create_token(engine: Engine, user: str, name: str = "", admin: bool = False,
+                 expires_in: float | None = None) -> tuple[dict[str, Any], str]:
+    """Issue a token for ``user`` (valid ``expires_in`` seconds; None: until revoked);
+    returns (its public row, the plaintext token)."""
     if not user or not isinstance(user, str):
         raise ValueError("a token needs a non-empty user name")
     token = secrets.token_urlsafe(32)
     t = now()
+    expires_at = None if expires_in is None else t + parse_duration(expires_in)
     with engine.begin() as conn:
         pk = conn.execute(api_tokens.insert().values(
             user=user, name=name or "", token_hash=hash_token(token), admin=bool(admin),
-            created_at=t)).inserted_primary_key
+            created_at=t, expires_at=expires_at)).inserted_primary_key
         assert pk is not None
         row = conn.execute(select(*PUBLIC_COLUMNS).where(api_tokens.c.id == pk[0])).mappings().one()
     return _public(row), token
 
 
 def verify_token(engine: Engine, token: str) -> dict[str, Any] | None:
-    """The public row of a valid (known, not revoked) token, or None."""
+    """The public row of a valid (known, not revoked, not expired) token, or None."""
+    try:
+        return check_token(engine, token)
+    except TokenExpiredError:
+        return None
+
+
+def check_token(engine: Engine, token: str) -> dict[str, Any] | None:
+    """As :func:`verify_token`, but an expired token raises :class:`TokenExpiredError`
+    (so that its holder is told why), where an unknown or revoked one is None."""
     if not token:
         return None
     h = hash_token(token)
@@ -56,6 +112,8 @@ def verify_token(engine: Engine, token: str) -> dict[str, Any] | None:
         if row is None:
             return None
         t = now()
+        if row["expires_at"] is not None and row["expires_at"] <= t:
+            raise TokenExpiredError(float(row["expires_at"]))
         if row["last_used_at"] is None or row["last_used_at"] < t - TOUCH_INTERVAL:
             conn.execute(update(api_tokens).where(api_tokens.c.id == row["id"])
                          .values(last_used_at=t))
@@ -105,5 +163,5 @@ def _public(row: Any) -> dict[str, Any]:
     return d
 
 
-__all__ = ["create_token", "find_active", "get_token", "hash_token", "list_tokens", "revoke_token",
-           "verify_token"]
+__all__ = ["MAX_LIFETIME", "TokenExpiredError", "check_token", "create_token", "find_active", "get_token",
+           "hash_token", "list_tokens", "parse_duration", "revoke_token", "verify_token"]

@@ -111,7 +111,7 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
     kwargs_list = spec.get("kwargs_list")
     file_rows: list[Any] = []
     if spec.get("input_dataset"):
-        file_rows = _dataset_files(conn, spec["input_dataset"])
+        file_rows = _dataset_files(conn, work.workflow_id, spec["input_dataset"])
         n = len(file_rows)
     elif kwargs_list is not None:
         n = len(kwargs_list)
@@ -329,8 +329,12 @@ def _parent_jobs(conn: Connection, workflow_id: int, name: str) -> list[tuple[in
     return [(r[0], r[1]) for r in conn.execute(stmt)]
 
 
-def _dataset_files(conn: Connection, name: str) -> list[Any]:
-    ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name)).scalar_one_or_none()
+def _dataset_files(conn: Connection, workflow_id: int, name: str) -> list[Any]:
+    """The files of the run owner's dataset ``name`` (a job acts as its run's owner: a
+    dataset of another user is unknown here, as it is to that user's API calls)."""
+    owner = select(workflows.c.owner).where(workflows.c.id == workflow_id).scalar_subquery()
+    ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name, datasets.c.owner == owner)
+                      ).scalar_one_or_none()
     if ds is None:
         raise LookupError(f"input_dataset: unknown dataset {name!r}")
     stmt = select(files.c.id, files.c.name, files.c.status).where(

@@ -43,6 +43,7 @@ class JupyterAuthenticator(Authenticator):
             # the kernels of such a server carry.
             found = await self.fallback.authenticate(handler, allow_query_token=True)
             if found is not None:
+                handler._idds_token = True  # type: ignore[attr-defined]  # see recheck()
                 return found
         if user is None:
             # As Jupyter's own API: 403 for a request without valid credentials.
@@ -59,3 +60,14 @@ class JupyterAuthenticator(Authenticator):
         if self.owner and type(self.identity_provider) in (IdentityProvider, PasswordIdentityProvider):
             name = self.owner  # single-user server: one owner, whatever the anonymous name
         return User(name, admin=name in self.admins)
+
+    @property
+    def recheck_s(self) -> float:  # type: ignore[override]
+        return self.fallback.recheck_s if self.fallback is not None else 5.0
+
+    async def recheck(self, handler: tornado.web.RequestHandler) -> str | None:
+        """A stream opened with an idds token closes when that token is revoked or expires
+        (Jupyter's own token lives as long as the server)."""
+        if getattr(handler, "_idds_token", False) and self.fallback is not None:
+            return await self.fallback.recheck(handler)
+        return None

@@ -11,7 +11,7 @@ from idds_jupyter.agents.carrier import CarrierState
 from idds_jupyter.agents.carrier.finisher import terminal_events
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
-from idds_jupyter.store.cache import record_blobs
+from idds_jupyter.store.cache import grant_job_blobs, record_blobs
 from idds_jupyter.store.jobs import Outcome, finished_note, mark_running, record_results
 
 # A job's "started" note is written at the latest this long after it arrived: with the
@@ -119,6 +119,9 @@ class Receiver(Agent):
                 out = record_results(conn, self.ctx.owner, results)
             if out.blobs:  # pickled values the workers wrote into the cache directory
                 record_blobs(conn, out.blobs, kind="result")
+                # readable by the run's owner (and that owner's jobs), by no one else
+                grant_job_blobs(conn, [(r[k], int(r["job_id"])) for r in results
+                                       for k in ("blob", "error_blob") if r.get(k)])
         if results:
             with self.state.lock:
                 for r in results:

@@ -22,12 +22,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
 
+# the one helper that builds every backend's job environment (an allow-list)
+from idds_jupyter.worker.env import job_environment
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Backend",
     "ResultQueue",
     "failed_result",
+    "job_environment",
     "make_backend",
     "register_backend",
     "backend_names",

@@ -53,7 +53,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from idds_jupyter.backends.base import Backend, failed_result
+from idds_jupyter.backends.base import Backend, failed_result, job_environment
 from idds_jupyter.backends.transfer import (
     HttpTransfer,
     check_transfer,
@@ -317,22 +317,12 @@ class BatchBackend(Backend):
     # ------------------------------------------------------------------ helpers
 
     def job_env(self, transfer: str = "shared") -> dict[str, str]:
-        """Environment for the jobs: ours, the extras, and PYTHONPATH reaching idds_jupyter.
-
-        ``transfer="http"`` tasks carry their own job token: the API credentials of
-        this process (``IDDS_TOKEN``, ``IDDS_URL``) are left out.
+        """Environment for the jobs: the allow-list of :func:`job_environment` (never this
+        service's own: no ``IDDS_TOKEN``, ``IDDS_DB_URL``, Jupyter tokens), the extras, and
+        PYTHONPATH reaching idds_jupyter. The same for ``shared`` and ``http`` transfer
+        (``http`` tasks get their own job token from :meth:`task_env`).
         """
-        env = dict(os.environ)
-        if transfer == "http":
-            for key in ("IDDS_TOKEN", "IDDS_URL", "IDDS_JOB_TOKEN", "IDDS_JOB_ID"):
-                env.pop(key, None)
-        env.update(self.extra_env)
-        pp = env.get("PYTHONPATH")
-        parts = [p for p in (pp or "").split(os.pathsep) if p]
-        if PKG_ROOT not in parts:
-            parts.insert(0, PKG_ROOT)
-        env["PYTHONPATH"] = os.pathsep.join(parts)
-        return env
+        return job_environment(self.extra_env, base=os.environ, pythonpath=PKG_ROOT)
 
     def task_log(self, batch: _Batch, index: int) -> str:
         """Where the scheduler writes task ``index``'s stdout/stderr."""

@@ -102,8 +102,10 @@ class DaskBackend(Backend):
             return
         if self._closing:
             raise RuntimeError("backend is closed")
-        if self.log_dir:
-            specs = [s if s.get("log_dir") else {**s, "log_dir": self.log_dir} for s in specs]
+        # the job sees the allow-listed environment, not the Dask worker's
+        # (idds_jupyter.worker.env; a LocalCluster's workers inherit this process's)
+        specs = [{**s, "scrub_env": True, **({} if s.get("log_dir") or not self.log_dir
+                                               else {"log_dir": self.log_dir})} for s in specs]
         if self.batch == 1:
             keys = [f"idds-{s['job_id']}-{s.get('attempt', 0)}" for s in specs]
             groups = [[s] for s in specs]

@@ -12,6 +12,16 @@ replaced. :meth:`LocalBackend.cancel` drops queued jobs (reported failed with
 error ``"cancelled"``) and kills the worker(s) running the others: the cancelled
 jobs it held are reported ``"cancelled"`` (unless their result arrived first),
 the other jobs it held are re-queued and run again (same attempt).
+
+Tenancy: a worker process runs the jobs of one owner only (a job spec's
+``owner``). Fresh workers are unbound and are bound to the first owner whose
+jobs they get; an owner with fewer workers takes an idle worker of one with
+more (it is ended, a new one started); workers idle for ``idle_s`` are ended.
+The total stays at most ``workers``. Workers start with the allow-listed
+environment only (:func:`idds_jupyter.worker.env.job_environment`), each in its
+own session: when one dies, whatever it started (shell commands and their
+children) is killed with it. ``isolation`` (``none`` | ``account`` | ``uid``,
+see :mod:`idds_jupyter.backends.isolation`) chooses the OS account they run as.
 """
 
 from __future__ import annotations
@@ -31,6 +41,15 @@ from collections import deque
 from typing import Any
 
 from idds_jupyter.backends.base import Backend, failed_result
+from idds_jupyter.backends.isolation import (
+    ISOLATION_LEVELS,
+    JobArea,
+    RunAs,
+    kill_session,
+    run_as,
+    unreachable,
+)
+from idds_jupyter.worker.env import job_environment
 from idds_jupyter.worker.pool import encode_message, read_message
 
 __all__ = ["LocalBackend", "CHUNKS_PER_WORKER"]
@@ -38,6 +57,7 @@ __all__ = ["LocalBackend", "CHUNKS_PER_WORKER"]
 CHUNKS_PER_WORKER = 2
 _DONE_CAP = 200_000
 _KILL_GRACE_S = 1.0
+IDLE_S = 60.0  # default: a worker bound to an owner and idle this long is ended
 
 # the directory that contains the idds_jupyter package, so workers can import it
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,19 +82,31 @@ class _Chunk:
 
 
 class _Worker:
-    def __init__(self, slot: int, env: dict[str, str], log_dir: str | None) -> None:
+    def __init__(self, slot: int, env: dict[str, str], cwd: str | None,
+                 owner: str | None = None, acct: RunAs | None = None) -> None:
         self.slot = slot
+        #: the owner whose jobs it runs (None: not bound yet, has run nothing)
+        self.owner = owner
+        self.acct = acct
+        as_acct: dict[str, Any] = {}
+        if acct is not None:  # the service is root: setuid/setgid, no other groups
+            as_acct = {"user": acct.uid, "group": acct.gid, "extra_groups": []}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "idds_jupyter.worker", "--pool"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,
             env=env,
-            cwd=log_dir or None,
-            start_new_session=False,
+            cwd=cwd or None,
+            # its own session: what it starts is found (and killed) by the session id
+            start_new_session=True,
             close_fds=True,
+            umask=0o077,  # its logs and results: 0600 files in 0700 directories
+            **as_acct,
         )
         self.pid = self.proc.pid
+        self.idle_since = time.monotonic()
+        self.retired = False  # ended on purpose (idle, or its slot given to another owner)
         self.spawned_at = time.monotonic()
         self.chunks: deque[_Chunk] = deque()
         assert self.proc.stdin is not None
@@ -115,34 +147,110 @@ class LocalBackend(Backend):
         batch: int = 500,
         log_dir: str | None = None,
         env: dict[str, str] | None = None,
+        *,
+        isolation: str = "none",
+        job_account: str | None = None,
+        user_map: dict[str, str] | None = None,
+        env_allow: tuple[str, ...] | list[str] = (),
+        idle_s: float = IDLE_S,
+        jobs_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if isolation not in ISOLATION_LEVELS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, "
+                             f"got {isolation!r}")
         self.n_workers = max(1, int(workers or os.cpu_count() or 1))
         self.batch = max(1, int(batch))
         self.log_dir = log_dir
         self.capacity = self.n_workers * self.batch * CHUNKS_PER_WORKER
+        self.isolation = isolation
+        self.idle_s = float(idle_s)
+        self.user_map = dict(user_map or {})
         if log_dir:
-            os.makedirs(log_dir, exist_ok=True)
-        child_env = dict(os.environ)
-        child_env.update(env or {})
-        pp = child_env.get("PYTHONPATH")
-        child_env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + pp if pp else "")
-        self._env = child_env
+            os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        self._env_extra = dict(env or {})
+        self._env_allow = tuple(env_allow)
+        self._env = self._worker_env(None)
+        self._area: JobArea | None = None
+        self._account: RunAs | None = None
+        if isolation != "none":
+            if os.geteuid() != 0:
+                raise ValueError(f"isolation {isolation!r}: the service must run as root to "
+                                 "start jobs under another account")
+            root = jobs_dir or (os.path.join(os.path.dirname(os.path.abspath(log_dir)), "jobs")
+                                if log_dir else None)
+            if not root:
+                raise ValueError(f"isolation {isolation!r} needs a jobs_dir (or a log_dir)")
+            self._area = JobArea(root)
+            if isolation == "account":
+                self._account = run_as(job_account or "idds-job")
+                self._check_reach(self._account)
         self._lock = threading.Lock()
         self._closing = False
-        self._pending: deque[dict[str, Any]] = deque()
-        # job_id -> [attempt, worker | None, chunk | None]
+        # owner -> its queued specs
+        self._pending: dict[str, deque[dict[str, Any]]] = {}
+        # job_id -> [attempt, worker | None, chunk | None, spec, original spec]
         self._jobs: dict[int, list[Any]] = {}
         self._done: dict[int, None] = {}
         self._cancel_requested: set[int] = set()
-        self._workers: list[_Worker] = []
-        for slot in range(self.n_workers):
-            self._workers.append(self._spawn(slot))
+        self._undelivered: list[dict[str, Any]] = []  # failed in dispatch, pushed after it
+        self._accts: dict[str, RunAs | str] = {}  # owner -> account (uid), or why none
+        self._workers: list[_Worker | None] = [None] * self.n_workers
+        if isolation != "uid":  # a warm pool of unbound workers (uid: started per owner)
+            for slot in range(self.n_workers):
+                self._workers[slot] = self._spawn(slot, None, self._account)
+        self._stop = threading.Event()
+        threading.Thread(target=self._reap_loop, name="idds-local-reaper", daemon=True).start()
 
     # ------------------------------------------------------------------ workers
 
-    def _spawn(self, slot: int) -> _Worker:
-        w = _Worker(slot, self._env, self.log_dir)
+    def _worker_env(self, acct: RunAs | None) -> dict[str, str]:
+        env = job_environment(self._env_extra, allow=self._env_allow,
+                              user=acct.name if acct is not None else None,
+                              pythonpath=_PKG_ROOT)
+        if acct is not None and self._area is not None:
+            env["TMPDIR"] = os.path.join(self._area.dir(acct), "tmp")
+        return env
+
+    def _check_reach(self, acct: RunAs) -> None:
+        """Fail clearly when the account cannot reach the interpreter, the package or its area."""
+        assert self._area is not None
+        for path in (sys.executable, os.path.join(_PKG_ROOT, "idds_jupyter", "__init__.py"),
+                     os.path.join(self._area.root, "x")):
+            why = unreachable(path, acct)
+            if why:
+                raise ValueError(f"isolation {self.isolation!r}: {why}; make the directories "
+                                 "on the way searchable by others (chmod o+x) or install the "
+                                 "service elsewhere")
+
+    def _acct_for(self, owner: str) -> RunAs | None:
+        """The account the owner's jobs run as (ValueError when there is none)."""
+        if self.isolation == "none":
+            return None
+        if self.isolation == "account":
+            return self._account
+        got = self._accts.get(owner)
+        if got is None:
+            try:
+                if not owner:
+                    raise ValueError("a job without an owner cannot run under uid isolation")
+                got = run_as(self.user_map.get(owner, owner))
+                self._check_reach(got)
+            except ValueError as exc:
+                got = str(exc)
+            self._accts[owner] = got
+        if isinstance(got, str):
+            raise ValueError(got)
+        return got
+
+    def _spawn(self, slot: int, owner: str | None, acct: RunAs | None) -> _Worker:
+        cwd = self.log_dir
+        env = self._env
+        if acct is not None:
+            assert self._area is not None
+            cwd = self._area.prepare(acct)
+            env = self._worker_env(acct)
+        w = _Worker(slot, env, cwd, owner, acct)
         w.reader = threading.Thread(
             target=self._read_loop, args=(w,), name=f"idds-local-r{slot}", daemon=True
         )
@@ -152,6 +260,37 @@ class LocalBackend(Backend):
         w.reader.start()
         w.writer.start()
         return w
+
+    def _retire_locked(self, w: _Worker) -> None:
+        """End an idle worker on purpose (its slot is free at once)."""
+        w.retired = True
+        if self._workers[w.slot] is w:
+            self._workers[w.slot] = None
+        w.outq.put(None)  # EOF: it exits; its reader cleans up
+
+    def _refill_locked(self) -> None:
+        """Unbound workers in the free slots (not under uid isolation: started per owner)."""
+        if self.isolation == "uid" or self._closing:
+            return
+        for slot, w in enumerate(self._workers):
+            if w is None:
+                with contextlib.suppress(OSError):
+                    self._workers[slot] = self._spawn(slot, None, self._account)
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(max(0.05, min(self.idle_s / 2, 5.0))):
+            now = time.monotonic()
+            with self._lock:
+                if self._closing:
+                    return
+                reaped = False
+                for w in self._workers:
+                    if (w is not None and w.alive and not w.retired and w.owner is not None
+                            and not w.chunks and now - w.idle_since >= self.idle_s):
+                        self._retire_locked(w)
+                        reaped = True
+                if reaped:
+                    self._refill_locked()
 
     @staticmethod
     def _write_loop(w: _Worker) -> None:
@@ -205,6 +344,8 @@ class LocalBackend(Backend):
         self._on_death(w)
 
     def _on_results(self, w: _Worker, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if w.acct is not None:
+            self._take_outputs(w, results)
         out: list[dict[str, Any]] = []
         jobs = self._jobs
         done = self._done
@@ -231,12 +372,42 @@ class LocalBackend(Backend):
             while w.chunks and not w.chunks[0].ids:
                 w.chunks.popleft()
                 freed = True
+            if freed and not w.chunks:
+                w.idle_since = time.monotonic()
             if len(done) > _DONE_CAP:
                 for k in list(itertools.islice(done, len(done) - _DONE_CAP // 2)):
                     del done[k]
             sends = self._dispatch_locked() if freed else []
         self._send(sends)
+        self._deliver()
         return out
+
+    def _take_outputs(self, w: _Worker, results: list[dict[str, Any]]) -> None:
+        """Results of a worker under another account: its result blobs move into the cache
+        (digest checked) and its logs are copied into the service's log directory; nothing
+        in the account's area is followed through a symlink."""
+        area, acct = self._area, w.acct
+        assert area is not None and acct is not None
+        for r in results:
+            entry = self._jobs.get(r.get("job_id"))  # type: ignore[arg-type]
+            if entry is None or entry[1] is not w:
+                continue
+            orig = entry[4]
+            cache_dir = orig.get("result_dir")
+            for key in ("blob", "error_blob"):
+                sha = r.get(key)
+                if not sha:
+                    continue
+                err = (area.take_blob(acct, str(sha), cache_dir) if cache_dir
+                       else "the job has no result directory")
+                if err:
+                    r.pop(key, None)
+                    r.update(ok=False, error=err, exc_type="ResultError")
+            r["log_path"] = None
+            log_dir = orig.get("log_dir")
+            if log_dir:
+                name = f"job-{r['job_id']}.{r.get('attempt', 0)}.log"
+                r["log_path"] = area.take_log(acct, os.path.basename(log_dir), name, log_dir)
 
     def _on_death(self, w: _Worker) -> None:
         try:
@@ -245,6 +416,14 @@ class LocalBackend(Backend):
             w.signal(signal.SIGKILL)
             rc = w.proc.wait()
         w.outq.put(None)
+        # what it started (shell commands, their children) dies with it: no orphans
+        kill_session(w.pid)
+        if w.retired:
+            with self._lock:
+                w.alive = False
+                if self._workers[w.slot] is w:
+                    self._workers[w.slot] = None
+            return
         if rc < 0:
             why = f"worker process died (signal {-rc})"
         else:
@@ -253,16 +432,11 @@ class LocalBackend(Backend):
         requeue: list[dict[str, Any]] = []
         if time.monotonic() - w.spawned_at < 1.0 and not self._closing:
             time.sleep(0.5)  # do not spin when workers cannot even start
-        # the replacement first, so that the pool is whole again when failures are reported
-        new = None if self._closing else self._spawn(w.slot)
         with self._lock:
             w.alive = False
             closing = self._closing
-            if new is not None:
-                if closing:
-                    new.alive = False
-                else:
-                    self._workers[w.slot] = new
+            if self._workers[w.slot] is w:
+                self._workers[w.slot] = None
             held = [(jid, att) for chunk in w.chunks for jid, att in chunk.ids.items()]
             w.chunks.clear()
             for jid, att in held:
@@ -285,24 +459,95 @@ class LocalBackend(Backend):
                     report.append(
                         failed_result(jid, att, why, exc_type="WorkerDied", exit_code=rc)
                     )
-            if requeue:
-                self._pending.extendleft(reversed(requeue))
-            sends = self._dispatch_locked()
-        if new is not None and not new.alive:
-            new.outq.put(None)
-            new.signal(signal.SIGTERM)
+            sends: list[tuple[_Worker, list[dict[str, Any]]]] = []
+            if not closing:
+                # the pool is whole again before failures are reported
+                if requeue:
+                    pq = self._pending.setdefault(w.owner or "", deque())
+                    pq.extendleft(reversed(requeue))
+                sends = self._dispatch_locked()
+                self._refill_locked()
         if report:
             self._queue.push(report)
         self._send(sends)
+        self._deliver()
 
     # ------------------------------------------------------------------ dispatch
 
     def _dispatch_locked(self) -> list[tuple[_Worker, list[dict[str, Any]]]]:
-        """Assign queued specs to workers with free chunk slots (lock held)."""
-        pending = self._pending
-        if not pending or self._closing:
+        """Assign queued specs to their owners' workers with free chunk slots (lock held);
+        binds, starts or takes over workers for owners that need more."""
+        if not self._pending or self._closing:
             return []
-        workers = [w for w in self._workers if w.alive]
+        sends: list[tuple[_Worker, list[dict[str, Any]]]] = []
+        mine: dict[str, list[_Worker]] = {}
+        for w in self._workers:
+            if w is not None and w.alive and not w.retired and w.owner is not None:
+                mine.setdefault(w.owner, []).append(w)
+        # owners with the fewest workers first: they may take an idle one of another owner
+        for owner in sorted(self._pending, key=lambda o: len(mine.get(o, ()))):
+            pq = self._pending[owner]
+            ws = mine.setdefault(owner, [])
+            try:
+                while pq and sum(1 for w in ws if not w.chunks) < len(pq):
+                    got = self._acquire_locked(owner, ws, mine)
+                    if got is None:
+                        break
+                    ws.append(got)
+            except (ValueError, OSError) as exc:
+                self._fail_queued_locked(owner, f"cannot start a worker for {owner!r}: {exc}")
+                continue
+            if ws:
+                sends.extend(self._fill_locked(pq, ws))
+            if not pq:
+                del self._pending[owner]
+        return sends
+
+    def _acquire_locked(self, owner: str, ws: list[_Worker],
+                        mine: dict[str, list[_Worker]]) -> _Worker | None:
+        """One more worker for ``owner``: an unbound one, a new one in a free slot, or, when
+        another owner holds more workers than this one, a new one instead of its idlest."""
+        acct = self._acct_for(owner)
+        for w in self._workers:
+            if (w is not None and w.alive and not w.retired and w.owner is None
+                    and w.acct == acct and not w.chunks):
+                w.owner = owner
+                return w
+        for slot, w in enumerate(self._workers):
+            if w is None:
+                self._workers[slot] = new = self._spawn(slot, owner, acct)
+                return new
+        victim: _Worker | None = None
+        for other, theirs in mine.items():
+            if other == owner or len(theirs) <= len(ws):
+                continue
+            for w in theirs:
+                if not w.chunks and (victim is None or w.idle_since < victim.idle_since):
+                    victim = w
+        if victim is None:
+            return None
+        mine[victim.owner or ""].remove(victim)
+        slot = victim.slot
+        self._retire_locked(victim)
+        self._workers[slot] = new = self._spawn(slot, owner, acct)
+        return new
+
+    def _fail_queued_locked(self, owner: str, why: str) -> None:
+        for spec in self._pending.pop(owner, ()):
+            jid = spec["job_id"]
+            entry = self._jobs.pop(jid, None)
+            self._done[jid] = None
+            self._undelivered.append(failed_result(
+                jid, entry[0] if entry else spec.get("attempt", 0), why, exc_type="WorkerError"))
+
+    def _deliver(self) -> None:
+        if self._undelivered:
+            with self._lock:
+                out, self._undelivered = self._undelivered, []
+            self._queue.push(out)
+
+    def _fill_locked(self, pending: deque[dict[str, Any]], workers: list[_Worker]
+                     ) -> list[tuple[_Worker, list[dict[str, Any]]]]:
         slots = sum(max(0, CHUNKS_PER_WORKER - len(w.chunks)) for w in workers)
         if not slots:
             return []
@@ -358,18 +603,66 @@ class LocalBackend(Backend):
         if not specs:
             return
         log_dir = self.log_dir
+        isolated = self._area is not None
+        staged: list[tuple[dict[str, Any], dict[str, Any] | str]] = []
+        for spec in specs:
+            if log_dir and not spec.get("log_dir"):
+                spec = {**spec, "log_dir": log_dir}
+            if isolated:
+                try:
+                    staged.append((spec, self._stage(spec)))
+                except (ValueError, OSError) as exc:
+                    staged.append((spec, f"cannot prepare the job for its account: {exc}"))
+            else:
+                staged.append((spec, spec))
+        failed: list[dict[str, Any]] = []
         with self._lock:
             if self._closing:
                 raise RuntimeError("backend is closed")
             jobs = self._jobs
-            for spec in specs:
-                if log_dir and not spec.get("log_dir"):
-                    spec = {**spec, "log_dir": log_dir}
-                jid = int(spec["job_id"])
-                jobs[jid] = [spec.get("attempt", 0), None, None, spec]
-                self._pending.append(spec)
+            pending = self._pending
+            for orig, ready in staged:
+                jid = int(orig["job_id"])
+                if isinstance(ready, str):
+                    self._done[jid] = None
+                    failed.append(failed_result(jid, orig.get("attempt", 0), ready,
+                                                exc_type="WorkerError"))
+                    continue
+                spec = ready
+                jobs[jid] = [spec.get("attempt", 0), None, None, spec, orig]
+                owner = spec.get("owner") or ""
+                pq = pending.get(owner)
+                if pq is None:
+                    pq = pending[owner] = deque()
+                pq.append(spec)
             sends = self._dispatch_locked()
         self._send(sends)
+        if failed:
+            self._queue.push(failed)
+        self._deliver()
+
+    def _stage(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The spec as its account's worker sees it: blobs copied into the account's area,
+        results and logs written there (the service takes them back, see _take_outputs)."""
+        area = self._area
+        assert area is not None
+        acct = self._acct_for(spec.get("owner") or "")
+        assert acct is not None
+        top = area.prepare(acct)
+        out = dict(spec)
+        if spec.get("log_dir"):
+            out["log_dir"] = os.path.join(top, "logs", os.path.basename(str(spec["log_dir"])))
+        payload = spec.get("payload")
+        if payload:
+            p = area.stage(acct, payload)
+            if payload.get("sandbox"):
+                p["sandbox"] = area.stage(acct, payload["sandbox"])
+            out["payload"] = p
+        if spec.get("call"):
+            out["call"] = area.stage(acct, spec["call"])
+        if spec.get("result_dir"):
+            out["result_dir"] = os.path.join(top, "results")
+        return out
 
     def cancel(self, job_ids: list[int]) -> None:
         report: list[dict[str, Any]] = []
@@ -391,7 +684,12 @@ class LocalBackend(Backend):
                     w.killed_for_cancel = True
                     to_kill[id(w)] = w
             if queued:
-                self._pending = deque(s for s in self._pending if s["job_id"] not in queued)
+                for owner, pq in list(self._pending.items()):
+                    left = deque(s for s in pq if s["job_id"] not in queued)
+                    if left:
+                        self._pending[owner] = left
+                    else:
+                        del self._pending[owner]
         if report:
             self._queue.push(report)
         for w in to_kill.values():
@@ -434,16 +732,22 @@ class LocalBackend(Backend):
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (tests, diagnostics)."""
         with self._lock:
-            return [w.pid for w in self._workers if w.alive]
+            return [w.pid for w in self._workers if w is not None and w.alive]
+
+    def worker_owners(self) -> dict[int, str | None]:
+        """``{pid: owner}`` of the live workers (None: not bound yet)."""
+        with self._lock:
+            return {w.pid: w.owner for w in self._workers if w is not None and w.alive}
 
     def close(self) -> None:
         with self._lock:
             if self._closing:
                 return
             self._closing = True
-            workers = list(self._workers)
+            workers = [w for w in self._workers if w is not None]
             self._pending.clear()
             self._jobs.clear()
+        self._stop.set()
         for w in workers:
             w.outq.put(None)
             w.signal(signal.SIGTERM)
@@ -454,6 +758,7 @@ class LocalBackend(Backend):
                 w.signal(signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     w.proc.wait(timeout=2)
+            kill_session(w.pid)
         for w in workers:
             if w.reader is not None and w.reader is not threading.current_thread():
                 w.reader.join(timeout=2)

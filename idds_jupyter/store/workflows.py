@@ -216,7 +216,7 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
 # its works each time. The parsed template is kept here with the (dirty_seq, updated_at)
 # its last growth wrote; any other change of the row changes them, and the template is
 # read again (see _template_of).
-_GROW = Locked(select(workflows.c.id, workflows.c.params, workflows.c.status,
+_GROW = Locked(select(workflows.c.id, workflows.c.owner, workflows.c.params, workflows.c.status,
                       workflows.c.meta, workflows.c.backend, workflows.c.dirty_seq,
                       workflows.c.clean_seq, workflows.c.finished_at, workflows.c.updated_at)
                .where(workflows.c.id == bindparam("wf")))
@@ -392,6 +392,8 @@ class NewWork:
     backend: str | None
     #: its run's works read nothing of each other: recording a job's success releases nothing
     independent: bool = False
+    #: the run's owner (its jobs run in that owner's workers only)
+    owner: str | None = None
 
 
 @dataclass
@@ -534,7 +536,9 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
     if rows:
         ids = conn.execute(_INSERT_WORKS, rows).scalars().all()
         alone = bool((row["meta"] or {}).get("independent"))
-        out.new_works = [NewWork(i, wf_id, r["name"], r["kind"], r["spec"], r["backend"], alone)
+        owner = row.get("owner")
+        out.new_works = [NewWork(i, wf_id, r["name"], r["kind"], r["spec"], r["backend"], alone,
+                                 owner)
                          for i, r in zip(ids, rows, strict=True)
                          if r["kind"] != "workflow" and r["status"] == WorkStatus.NEW.value]
     for name, status in (getattr(p, "status_updates", None) or {}).items():

@@ -67,7 +67,7 @@ class Submitter(Agent):
         """The specs of the jobs ``claim`` took, by backend; ``new_works``: the works the
         submission just created (their specs need no read)."""
         for w in new_works:
-            self._remember_spec(w.id, w.name, w.kind, w.spec, w.independent)
+            self._remember_spec(w.id, w.name, w.kind, w.spec, w.independent, w.owner)
         by_backend: dict[str, list[dict[str, Any]]] = {}
         for job in claim.jobs:
             by_backend.setdefault(job["backend"], []).append(job)
@@ -144,7 +144,8 @@ class Submitter(Agent):
         if need:
             for w in conn.execute(_WORK_SPECS, {"ids": need}):
                 specs[w.id] = self._remember_spec(w.id, w.name, w.kind, w.spec or {},
-                                                  bool((w.meta or {}).get("independent")))
+                                                  bool((w.meta or {}).get("independent")),
+                                                  w.owner)
         file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
         names = dict(conn.execute(select(files.c.id, files.c.name)
                                   .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
@@ -152,19 +153,23 @@ class Submitter(Agent):
                          self._cache_dir) for r in claimed]
 
     def _remember_spec(self, work_id: int, name: str, kind: str, spec: dict[str, Any],
-                       independent: bool) -> dict[str, Any]:
+                       independent: bool, owner: str | None) -> dict[str, Any]:
         out = {**spec, "kind": kind, "name": name, "instance": spec_instance(spec, name),
-               _ALONE: independent}
+               _ALONE: independent, _OWNER: owner}
         self.state.work_specs[work_id] = out
         return out
 
 
-_WORK_SPECS = (select(works.c.id, works.c.name, works.c.spec, works.c.kind, workflows.c.meta)
+_WORK_SPECS = (select(works.c.id, works.c.name, works.c.spec, works.c.kind, workflows.c.meta,
+                      workflows.c.owner)
                .join(workflows, workflows.c.id == works.c.workflow_id)
                .where(works.c.id.in_(in_list())))
 # In a remembered work spec: its run's works are independent (the Receiver may hold the
 # record of a success longer: no other job waits for it). Never sent to a worker.
 _ALONE = "_alone"
+# In a remembered work spec: the run's owner; a job spec's "owner" (a local worker process
+# runs the jobs of one owner only, and under isolation as that owner's account).
+_OWNER = "_owner"
 
 
 def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
@@ -195,6 +200,7 @@ def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
         "resources": work.get("resources") or {},
         "log_dir": f"{log_dir}/{job['workflow_id']}",
         "cwd": work.get("cwd"),
+        "owner": work.get(_OWNER),
     }
     payload = work.get("payload")
     if payload:  # Function-as-a-Task: blobs in the cache; the value comes back pickled there too

@@ -56,6 +56,13 @@ _ENV = {
     "allow_origin": "IDDS_ALLOW_ORIGIN",
     "allow_origin_pat": "IDDS_ALLOW_ORIGIN_PAT",
     "batch_submit_interval": "IDDS_BATCH_SUBMIT_INTERVAL",
+    # what jobs run as and see (docs/security.md, "Isolation levels")
+    "isolation": "IDDS_ISOLATION",
+    "job_account": "IDDS_JOB_ACCOUNT",
+    "user_map": "IDDS_USER_MAP",
+    "env_allow": "IDDS_ENV_ALLOW",
+    "pool_idle_s": "IDDS_POOL_IDLE_S",
+    "jobs_dir": "IDDS_JOBS_DIR",
     # limits on what one request may cost (docs/operations.md, "Limits")
     "max_body_size": "IDDS_MAX_BODY_SIZE",
     "max_json_depth": "IDDS_MAX_JSON_DEPTH",
@@ -110,6 +117,15 @@ class Config:
     transfer: str = "shared"
     server_url: str | None = None  # URL jobs reach the API at ("http"); default: the server's own
     job_token_ttl: float = 86400.0  # lifetime of a job token (plus the job's walltime)
+    # Jobs and the service (docs/security.md): "none" (jobs run as the service's account: a
+    # single-user laptop), "account" (as job_account, which cannot read the service's state),
+    # "uid" (as the owner's OS account, user_map: iDDS user -> OS account, default same name)
+    isolation: str = "none"
+    job_account: str = "idds-job"
+    user_map: dict[str, str] = field(default_factory=dict)
+    env_allow: tuple[str, ...] = ()  # more variables of the service's environment jobs see
+    pool_idle_s: float = 60.0  # a local worker bound to an owner and idle this long is ended
+    jobs_dir: str | None = None  # per-account job areas under isolation; default home/jobs
     # Standalone server: a browser page of another origin may open the live stream only if
     # it is allow_origin ("*": any) or matches the regex allow_origin_pat (Jupyter's rule;
     # the server extension uses the Jupyter server's own settings). docs/security.md
@@ -201,7 +217,20 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(rules, list):
                 raise ValueError(f"backend_policy must be a list of rules, got {rules!r}")
             out[k] = tuple(rules)
-        elif k in ("backends", "notify_urls"):
+        elif k == "user_map":  # env: "alice=alice_os,bob=bob_os" (or YAML/JSON)
+            if isinstance(v, str):
+                v = (dict(p.split("=", 1) for p in v.split(",") if p) if "=" in v
+                     else yaml.safe_load(v))
+            if not isinstance(v, dict):
+                raise ValueError(f"user_map must map iDDS users to OS accounts, got {v!r}")
+            out[k] = {str(a): str(b) for a, b in v.items()}
+        elif k == "isolation":
+            if v not in ("none", "account", "uid"):
+                raise ValueError(f"isolation must be none, account or uid, got {v!r}")
+            out[k] = v
+        elif k == "pool_idle_s":
+            out[k] = float(v)
+        elif k in ("backends", "notify_urls", "env_allow"):
             out[k] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
         else:
             out[k] = v

@@ -27,7 +27,7 @@ from idds_jupyter.config import AGENT_ROLES, Config
 from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.jobs import release_owned
 from idds_jupyter.store.migrate import upgrade
-from idds_jupyter.store.sql import now
+from idds_jupyter.store.sql import db_now
 from idds_jupyter.store.tables import agents
 
 log = logging.getLogger("idds_jupyter.agents")
@@ -61,7 +61,7 @@ class Runner:
         with self.engine.begin() as conn:
             conn.execute(agents.insert().values(
                 id=self.owner, roles=",".join(self.roles), host=socket.gethostname(),
-                pid=os.getpid(), started_at=now(), heartbeat=now()))
+                pid=os.getpid(), started_at=db_now(), heartbeat=db_now()))
         if "clerk" in self.roles:
             self.agents.append(Clerk(self.ctx))
         if "transformer" in self.roles:

@@ -60,7 +60,7 @@ from idds_jupyter.model.space import (
     tell,
     trial_work_name,
 )
-from idds_jupyter.store.sql import for_update, now
+from idds_jupyter.store.sql import db_now, for_update
 from idds_jupyter.store.tables import agents, jobs, workflows, works
 from idds_jupyter.store.workflows import WorkflowClosed
 from idds_jupyter.store.works import WorkEnded
@@ -74,6 +74,7 @@ STEER = "server"
 _FINAL = ("finished", "failed", "cancelled")
 _RUNNING = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
 LEASE_S = 30.0
+_DB_NOW = select(db_now())
 DISCOVER_S = 10.0  # every running run's parameters are read this often, not at every poll
 
 
@@ -303,7 +304,7 @@ class Steerer(Agent):
                 .where(workflows.c.id.in_(sorted(ids))))).all()
             live = {a for (a,) in conn.execute(select(agents.c.id))}
             mine = []
-            t = now()
+            t = conn.execute(_DB_NOW).scalar_one()  # leases expire on the database's clock
             for r in rows:
                 meta = dict(r.meta or {})
                 if r.status not in _RUNNING or not meta.get("open") or not steered(r.params):

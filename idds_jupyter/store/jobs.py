@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import Float, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import (
@@ -24,7 +24,7 @@ from idds_jupyter.model.status import (
     WorkStatus,
 )
 from idds_jupyter.store.function_stats import function_key, record_durations
-from idds_jupyter.store.sql import Locked, chunks, for_update, in_list, is_postgres, now
+from idds_jupyter.store.sql import Locked, chunks, db_now, in_list, is_postgres, now
 from idds_jupyter.store.tables import job_deps, jobs, workflows, works
 from idds_jupyter.store.workflows import end_if_done, mark_dirty
 
@@ -97,7 +97,7 @@ def claim_ready(conn: Connection, owner: str, backends: Sequence[str], limit: in
     t = now()
     claimed = [r["id"] for r in rows]
     for part in chunks(claimed):
-        conn.execute(_MARK_SUBMITTED, {"ids": list(part), "owner": owner, "expiry": t + ttl, "t": t})
+        conn.execute(_MARK_SUBMITTED, {"ids": list(part), "owner": owner, "ttl": ttl, "t": t})
     return [dict(r, attempt=r["attempt"] + 1) for r in rows]
 
 
@@ -110,7 +110,8 @@ _CLAIM = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.idx
 _MARK_SUBMITTED = (update(jobs)
                    .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
                    .values(status=SUBMITTED, lock_owner=bindparam("owner"),
-                           lock_expiry=bindparam("expiry"), attempt=jobs.c.attempt + 1,
+                           lock_expiry=db_now() + bindparam("ttl", type_=Float),
+                           attempt=jobs.c.attempt + 1,
                            submitted_at=bindparam("t"), started_at=None))
 
 
@@ -128,13 +129,15 @@ _MARK_RUNNING = (update(jobs)
 
 
 def renew_locks(conn: Connection, owner: str, ttl: float) -> int:
-    """Heart-beat: push the expiry of every in-flight job this owner holds."""
-    res = conn.execute(
-        update(jobs)
-        .where(jobs.c.lock_owner == owner, jobs.c.status.in_(IN_FLIGHT))
-        .values(lock_expiry=now() + ttl)
-    )
+    """Heart-beat: push the expiry of every in-flight job this owner holds (the
+    database's clock: see :class:`~idds_jupyter.store.sql.db_now`)."""
+    res = conn.execute(_RENEW, {"owner": owner, "ttl": ttl})
     return res.rowcount or 0
+
+
+_RENEW = (update(jobs)
+          .where(jobs.c.lock_owner == bindparam("owner"), jobs.c.status.in_(IN_FLIGHT))
+          .values(lock_expiry=db_now() + bindparam("ttl", type_=Float)))
 
 
 def release_owned(conn: Connection, owner: str) -> int:
@@ -148,17 +151,23 @@ def release_owned(conn: Connection, owner: str) -> int:
 
 
 def reclaim_expired(conn: Connection) -> int:
-    """Jobs whose owner stopped heart-beating go back to ready (execution is at-least-once)."""
-    t = now()
-    stmt = select(jobs.c.id).where(jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < t)
-    ids = [r[0] for r in conn.execute(for_update(conn, stmt, skip_locked=True))]
+    """Jobs whose owner stopped heart-beating go back to ready (execution is at-least-once).
+
+    Expired by the database's clock, never this process's: a reclaimer whose clock
+    runs ahead must not take the jobs of an owner that is alive and renewing.
+    """
+    ids = [r[0] for r in conn.execute(_EXPIRED.on(conn))]
     for part in chunks(ids):
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(part), jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < t)
-            .values(status=READY, lock_owner=None, lock_expiry=None, error="lost: owner stopped")
-        )
+        conn.execute(_RECLAIM, {"ids": list(part)})
     return len(ids)
+
+
+_EXPIRED = Locked(select(jobs.c.id).where(jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < db_now()),
+                  skip_locked=True)
+_RECLAIM = (update(jobs)
+            .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(IN_FLIGHT),
+                   jobs.c.lock_expiry < db_now())
+            .values(status=READY, lock_owner=None, lock_expiry=None, error="lost: owner stopped"))
 
 
 def reserve_job_ids(conn: Connection, n: int) -> list[int]:

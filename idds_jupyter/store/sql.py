@@ -6,8 +6,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import BindParameter, Select, bindparam
+from sqlalchemy import BindParameter, Float, Select, bindparam
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 T = TypeVar("T")
 
@@ -16,7 +19,38 @@ CHUNK = 5000
 
 
 def now() -> float:
+    """This process's wall clock: for the times a run reports (created, finished...),
+    never for deciding whose lock has expired (:class:`db_now`)."""
     return time.time()
+
+
+class db_now(FunctionElement[float]):  # noqa: N801 - an SQL function, named like one
+    """The database's clock, in float epoch seconds like the tables' times.
+
+    Lock expiries and agent heart-beats are written and compared with this, in the
+    statement itself, never with a process's own clock: an agent whose clock runs
+    120 s ahead would otherwise find every healthy lock expired and reclaim it (and
+    one 120 s behind would write locks already expired for the others). PostgreSQL's
+    clock is the server's, shared by all its clients. SQLite has no server: its
+    ``'now'`` is the host's clock read by the C library, the same for every process
+    that opens the file (a WAL database is only ever opened on one host).
+    """
+
+    type = Float()
+    name = "db_now"
+    inherit_cache = True
+
+
+@compiles(db_now)
+def _db_now_pg(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    # the statement's start: the same value in every row a statement writes or compares
+    return "CAST(EXTRACT(EPOCH FROM STATEMENT_TIMESTAMP()) AS DOUBLE PRECISION)"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    # the Julian day of the Unix epoch is 2440587.5; 'now' is one value within a statement
+    return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 def chunks(seq: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

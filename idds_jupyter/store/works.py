@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import Float, bindparam, case, func, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model import JobDep
@@ -19,7 +19,7 @@ from idds_jupyter.model.policy import BackendPolicy
 from idds_jupyter.model.status import JobStatus, WorkStatus
 from idds_jupyter.store.function_stats import function_key, mean_wall
 from idds_jupyter.store.jobs import CANCELLED, FINISHED, SUBMITTED, Claim, Outcome, finish_works
-from idds_jupyter.store.sql import Locked, chunks, for_update, is_postgres, now
+from idds_jupyter.store.sql import Locked, chunks, db_now, for_update, is_postgres, now
 from idds_jupyter.store.tables import datasets, files, job_deps, jobs, workflows, works
 from idds_jupyter.store.workflows import ACTIVE, WorkflowClosed
 
@@ -182,12 +182,14 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
             status = JobStatus.PENDING.value
         else:
             status = JobStatus.READY.value
-        locked: dict[str, Any] = {"lock_owner": None, "lock_expiry": None, "attempt": 0,
+        # lock_ttl: the claimed rows' lock expires that long after the database's now
+        # (_LOCKED below); the others' lock_expiry stays NULL
+        locked: dict[str, Any] = {"lock_owner": None, "lock_ttl": None, "attempt": 0,
                                   "submitted_at": None}
         if take > len(taken) and status == JobStatus.READY.value:
             assert claim is not None
             taken.append(pos)
-            locked = {"lock_owner": claim.owner, "lock_expiry": t + claim.ttl, "attempt": 1,
+            locked = {"lock_owner": claim.owner, "lock_ttl": claim.ttl, "attempt": 1,
                       "submitted_at": t}
             status = SUBMITTED
         rows.append({
@@ -210,7 +212,7 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
             raise RuntimeError(f"work {work_id}: {len(rows)} jobs sent ahead do not fit its "
                                f"backend {backend!r} (room for {len(taken)})")
         written = [{**r, "id": i} for r, i in zip(rows, reserved, strict=True)]
-        conn.execute(_INSERT_JOBS, written[0] if len(written) == 1 else written)
+        conn.execute(_INSERT_CLAIMED, written[0] if len(written) == 1 else written)
         claim.room[backend] -= len(taken)
         return len(taken)
     # the ids of the jobs taken only: the rows up to the last of them, in idx order
@@ -219,7 +221,7 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
         ids: list[int] = [conn.execute(_INSERT_JOB_RETURNING, rows[0]).scalar_one()]
     else:
         ids = list(conn.execute(_INSERT_JOBS_RETURNING, rows[:head]).scalars()) if head else []
-    for part in chunks(rows[head:], 2000):
+    for part in chunks(rows[head:], 2000):  # none of them taken: lock_expiry NULL (lock_ttl unread)
         conn.execute(_INSERT_JOBS, list(part))
     if taken:
         assert claim is not None
@@ -297,8 +299,12 @@ _APPENDABLE = Locked(
 
 
 _INSERT_JOBS = jobs.insert()
-_INSERT_JOBS_RETURNING = jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True)
-_INSERT_JOB_RETURNING = jobs.insert().returning(jobs.c.id)
+# Jobs written claimed: their lock expires on the database's clock, like claim_ready's.
+_LOCKED = {"lock_expiry": db_now() + bindparam("lock_ttl", type_=Float)}
+_INSERT_CLAIMED = jobs.insert().values(_LOCKED)
+_INSERT_JOBS_RETURNING = (jobs.insert().values(_LOCKED)
+                          .returning(jobs.c.id, sort_by_parameter_order=True))
+_INSERT_JOB_RETURNING = jobs.insert().values(_LOCKED).returning(jobs.c.id)
 
 
 # n_jobs: a work declared with more jobs than it starts with (declare_jobs) keeps that count

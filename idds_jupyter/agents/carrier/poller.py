@@ -13,7 +13,7 @@ from idds_jupyter.bus import DbBus
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.jobs import CANCELLED, reclaim_expired, renew_locks
-from idds_jupyter.store.sql import chunks, now
+from idds_jupyter.store.sql import chunks, db_now
 from idds_jupyter.store.tables import agents, jobs
 
 
@@ -33,7 +33,7 @@ class Poller(Agent):
             self._last_beat = time.monotonic()
             with self.ctx.engine.begin() as conn:
                 conn.execute(update(agents).where(agents.c.id == self.ctx.owner)
-                             .values(heartbeat=now()))
+                             .values(heartbeat=db_now()))
                 renew_locks(conn, self.ctx.owner, ttl)
             with self.ctx.engine.begin() as conn:
                 if reclaim_expired(conn):

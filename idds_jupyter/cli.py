@@ -24,7 +24,8 @@ def _params(items: Sequence[str]) -> dict[str, Any]:
 
 def _config(args: argparse.Namespace) -> Config:
     return Config.load(getattr(args, "config", None), db_url=getattr(args, "db", None),
-                       bus=getattr(args, "bus", None), backend=getattr(args, "backend", None))
+                       bus=getattr(args, "bus", None), backend=getattr(args, "backend", None),
+                       isolation=getattr(args, "isolation", None))
 
 
 def _orch(args: argparse.Namespace) -> Any:
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None,
                    help="port (default 8765, or the next free one; 0 = any free port)")
     s.add_argument("--base-url", default="/", help="URL prefix of the API (default /)")
+    s.add_argument("--isolation", choices=["none", "account", "uid"],
+                   help="what local jobs run as: none (this account), account (job_account), "
+                        "uid (the owner's OS account); also IDDS_ISOLATION (docs/security.md)")
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("token", help="API tokens: create, list, revoke")
     tsub = s.add_subparsers(dest="action", required=True)
@@ -263,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_token)
     s = sub.add_parser("agents", help="run agents; --only ROLE to split roles over processes")
     s.add_argument("--backend")
+    s.add_argument("--isolation", choices=["none", "account", "uid"],
+                   help="what local jobs run as (see serve --isolation)")
     s.add_argument("--only", action="append", choices=AGENT_ROLES)
     s.set_defaults(func=cmd_serve)
 

@@ -57,7 +57,12 @@ class Runner:
         # the background, not in the first submission.
         threading.Thread(target=_warm_up, name="idds-warm-up", daemon=True).start()
         upgrade(self.engine)
-        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        # the service's state: 0700 directories (home 0711 under isolation: jobs enter it to
+        # reach their areas, and find nothing they may read on the way; docs/security.md)
+        cfg = self.config
+        private_dir(cfg.home, 0o700 if cfg.isolation == "none" else 0o711)
+        private_dir(cfg.log_dir)
+        private_dir(cfg.cache_dir)
         with self.engine.begin() as conn:
             conn.execute(agents.insert().values(
                 id=self.owner, roles=",".join(self.roles), host=socket.gethostname(),

@@ -31,12 +31,33 @@ def default_home() -> Path:
         return Path(base) / "jupyter" / "idds"
 
 
+def private_dir(path: str | os.PathLike[str], mode: int = 0o700) -> Path:
+    """Create ``path`` (and its parents) and give it ``mode`` (default 0700: the service's
+    state is its own) when this process owns it; returns it."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True, mode=mode)
+    st = p.stat()
+    if st.st_uid == os.geteuid() and (st.st_mode & 0o7777) != mode:
+        os.chmod(p, mode)
+    return p
+
+
+def private_file(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` empty with mode 0600 if absent (an SQLite database, whose WAL and
+    shared-memory files SQLite then creates with the same mode); make it 0600 if ours."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        st = os.stat(path)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(path, st.st_mode & 0o7700)
+
+
 def default_url() -> str:
     """The SQLite file in the user's Jupyter data dir, unless ``IDDS_DB_URL`` says otherwise."""
     if os.environ.get("IDDS_DB_URL"):
         return os.environ["IDDS_DB_URL"]
-    home = default_home()
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(default_home())
     return f"sqlite:///{home / 'idds.db'}"
 
 
@@ -81,8 +102,9 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        if path and path != ":memory:" and not path.startswith("file:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # 0600, and so its WAL
         engine = create_engine(
             url,
             connect_args={"timeout": 60, "check_same_thread": False},

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from idds_jupyter.worker._context import _CURRENT, JobContext
+from idds_jupyter.worker.env import job_environment
 
 __all__ = [
     "run_job",
@@ -251,7 +252,17 @@ def _max_rss(who: int) -> int:
 
 
 @contextlib.contextmanager
-def _patched_env(env: dict[str, str] | None) -> Iterator[None]:
+def _patched_env(env: dict[str, str] | None, scrub: bool = False) -> Iterator[None]:
+    if scrub:  # a Dask worker: only the allow-list while the function runs
+        saved_all = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(job_environment(env, base=saved_all))
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_all)
+        return
     if not env:
         yield
         return
@@ -365,7 +376,7 @@ def _run_function(spec: dict[str, Any], res: dict[str, Any]) -> None:
             if out is not None:
                 stack.enter_context(contextlib.redirect_stdout(out))
                 stack.enter_context(contextlib.redirect_stderr(out))
-            stack.enter_context(_patched_env(spec.get("env")))
+            stack.enter_context(_patched_env(spec.get("env"), bool(spec.get("scrub_env"))))
             stack.enter_context(_chdir(spec.get("cwd")))
             with _Alarm(spec.get("timeout_s")):
                 value = fn(*args, **pkw)
@@ -447,8 +458,9 @@ def _run_command(spec: dict[str, Any], res: dict[str, Any]) -> None:
         )
         os.close(fd)
         tmp_files.append(result_path)
-        env = dict(os.environ)
-        env.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
+        # a pool worker's environment is the allow-list already; a Dask worker's is not
+        env = (job_environment(spec.get("env"), base=os.environ) if spec.get("scrub_env")
+               else {**os.environ, **{k: str(v) for k, v in (spec.get("env") or {}).items()}})
         env["IDDS_RESULT"] = result_path
         env["IDDS_JOB_ID"] = str(res["job_id"])
         env["IDDS_ATTEMPT"] = str(res["attempt"])

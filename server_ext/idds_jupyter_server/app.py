@@ -37,6 +37,9 @@ class IddsExtension(ExtensionApp):
     agents = Enum(["thread", "process", "none"], default_value="thread", config=True,
                   help="Run the agents in threads of this server, in a child process, or not at all "
                        "(another process serves the same database)")
+    isolation = Enum(["none", "account", "uid"], default_value=None, allow_none=True,
+                     config=True, help="What local jobs run as: none (this server's account), "
+                     "account (job_account), uid (each owner's OS account); docs/security.md")
     admin_users = List(Unicode(), default_value=[], config=True,
                        help="Jupyter users who see and control every user's runs")
 
@@ -53,6 +56,8 @@ class IddsExtension(ExtensionApp):
             overrides["home"] = self.home
         if self.workers:
             overrides["workers"] = self.workers
+        if self.isolation:
+            overrides["isolation"] = self.isolation
         if self.agents == "process" and self.bus == "local":
             overrides["bus"] = "db"  # two processes: events must cross
         return Config.load(None, **overrides)
@@ -82,7 +87,8 @@ class IddsExtension(ExtensionApp):
             upgrade(engine)
             if self.agents == "process":
                 env = dict(os.environ, IDDS_DB_URL=cfg.db_url, IDDS_BUS=cfg.bus,
-                           IDDS_HOME=str(cfg.home), IDDS_BACKEND=cfg.backend)
+                           IDDS_HOME=str(cfg.home), IDDS_BACKEND=cfg.backend,
+                           IDDS_ISOLATION=cfg.isolation)
                 self.child = subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", "agents"], env=env)
         orch = Orchestrator(cfg, engine=engine, bus=bus, migrate=False,
                             dispatch=self.runner.dispatch if self.runner is not None else None)

@@ -112,7 +112,10 @@ def open_backends(ctx: Context) -> CarrierState:
     for name in cfg.backends:
         opts: dict[str, Any] = {}
         if name == "local":
-            opts = {"log_dir": str(cfg.log_dir)}
+            opts = {"log_dir": str(cfg.log_dir), "isolation": cfg.isolation,
+                    "job_account": cfg.job_account, "user_map": cfg.user_map,
+                    "env_allow": cfg.env_allow, "idle_s": cfg.pool_idle_s,
+                    "jobs_dir": cfg.jobs_dir or str(cfg.home / "jobs")}
             if cfg.workers:
                 opts["workers"] = cfg.workers
         elif name == "dask":

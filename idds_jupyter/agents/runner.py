@@ -24,7 +24,7 @@ from idds_jupyter.agents.clerk import Clerk
 from idds_jupyter.agents.transformer import Transformer
 from idds_jupyter.bus import make_bus
 from idds_jupyter.config import AGENT_ROLES, Config
-from idds_jupyter.store.engine import make_engine
+from idds_jupyter.store.engine import make_engine, private_dir
 from idds_jupyter.store.jobs import release_owned
 from idds_jupyter.store.migrate import upgrade
 from idds_jupyter.store.sql import db_now

@@ -424,7 +424,7 @@ class Expression:
         for seq, count in ((left, right), (right, left)):
             if _is_seq(seq) and isinstance(count, int) and count > 0:
                 # deep: ['x' * 10**6] * 10**6 is a list of a million megabyte strings
-                n = b.size(seq) * count
+                n = (b.size(seq) - 2) * count + 2  # the brackets or quotes once
                 if n > b.limits.max_size:
                     raise self._fail(node, f"repetition result of size {n} is over "
                                            f"{b.limits.max_size} (limit expression_max_size)")

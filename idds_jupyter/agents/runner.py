@@ -58,11 +58,17 @@ class Runner:
         threading.Thread(target=_warm_up, name="idds-warm-up", daemon=True).start()
         upgrade(self.engine)
         # the service's state: 0700 directories (home 0711 under isolation: jobs enter it to
-        # reach their areas, and find nothing they may read on the way; docs/security.md)
+        # reach their areas, and find nothing they may read on the way; docs/security.md).
+        # Batch jobs with transfer "shared" read the batch directory and the cache by path,
+        # possibly as another account: then the home keeps the modes the umask (or the
+        # operator) gave it; transfer "http" closes it.
         cfg = self.config
-        private_dir(cfg.home, 0o700 if cfg.isolation == "none" else 0o711)
-        private_dir(cfg.log_dir)
-        private_dir(cfg.cache_dir)
+        if cfg.transfer == "shared" and {"slurm", "htcondor", "panda"} & set(cfg.backends):
+            cfg.log_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            private_dir(cfg.home, 0o700 if cfg.isolation == "none" else 0o711)
+            private_dir(cfg.log_dir)
+            private_dir(cfg.cache_dir)
         with self.engine.begin() as conn:
             conn.execute(agents.insert().values(
                 id=self.owner, roles=",".join(self.roles), host=socket.gethostname(),

@@ -31,14 +31,19 @@ def default_home() -> Path:
         return Path(base) / "jupyter" / "idds"
 
 
-def private_dir(path: str | os.PathLike[str], mode: int = 0o700) -> Path:
-    """Create ``path`` (and its parents) and give it ``mode`` (default 0700: the service's
-    state is its own) when this process owns it; returns it."""
+def private_dir(path: str | os.PathLike[str], mode: int = 0o700, force: bool = True) -> Path:
+    """Create ``path`` (and its parents) with ``mode`` (default 0700: the service's state
+    is its own); ``force``: also give an existing one that mode when this process owns it.
+    Returns it."""
     p = Path(path)
+    existed = p.is_dir()
     p.mkdir(parents=True, exist_ok=True, mode=mode)
-    st = p.stat()
-    if st.st_uid == os.geteuid() and (st.st_mode & 0o7777) != mode:
-        os.chmod(p, mode)
+    if not existed:
+        os.chmod(p, mode)  # mkdir's mode is masked by the umask
+    elif force:
+        st = p.stat()
+        if st.st_uid == os.geteuid() and (st.st_mode & 0o7777) != mode:
+            os.chmod(p, mode)
     return p
 
 
@@ -57,7 +62,7 @@ def default_url() -> str:
     """The SQLite file in the user's Jupyter data dir, unless ``IDDS_DB_URL`` says otherwise."""
     if os.environ.get("IDDS_DB_URL"):
         return os.environ["IDDS_DB_URL"]
-    home = private_dir(default_home())
+    home = private_dir(default_home(), force=False)
     return f"sqlite:///{home / 'idds.db'}"
 
 

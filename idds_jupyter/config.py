@@ -56,6 +56,10 @@ _ENV = {
     "allow_origin": "IDDS_ALLOW_ORIGIN",
     "allow_origin_pat": "IDDS_ALLOW_ORIGIN_PAT",
     "batch_submit_interval": "IDDS_BATCH_SUBMIT_INTERVAL",
+    # the shared JupyterHub deployment (docs/deploy-jupyterhub.md)
+    "service_url": "IDDS_SERVICE_URL",
+    "hub_admin_groups": "IDDS_HUB_ADMIN_GROUPS",
+    "hub_client": "IDDS_HUB_CLIENT",
     # what jobs run as and see (docs/security.md, "Isolation levels")
     "isolation": "IDDS_ISOLATION",
     "job_account": "IDDS_JOB_ACCOUNT",
@@ -131,6 +135,13 @@ class Config:
     # the server extension uses the Jupyter server's own settings). docs/security.md
     allow_origin: str = ""
     allow_origin_pat: str = ""
+    # Shared JupyterHub deployment (docs/deploy-jupyterhub.md). The service's URL as the
+    # kernels of a hub's single-user servers reach it: a path on the hub's public URL, or
+    # a full URL. hub_client: "auto" (in a hub, use the shared service when it answers),
+    # "on" (in a hub, always), "off" (always an embedded core).
+    service_url: str = "/services/idds/"
+    hub_admin_groups: tuple[str, ...] = ()  # hub groups whose members are iDDS admins
+    hub_client: str = "auto"
     # Limits on what one request may cost (docs/operations.md, "Limits"); each refusal
     # is a 4xx naming the setting. Cache uploads have their own limit (the cache's).
     max_body_size: int = 8 * 2**20  # bytes of a JSON request body
@@ -230,6 +241,8 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
             out[k] = v
         elif k == "pool_idle_s":
             out[k] = float(v)
+        elif k == "hub_admin_groups":  # env: "g1,g2"
+            out[k] = tuple(g for g in v.split(",") if g) if isinstance(v, str) else tuple(v)
         elif k in ("backends", "notify_urls", "env_allow"):
             out[k] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
         else:

@@ -36,10 +36,9 @@ class Env:
         self.config: Config = handle.ctx.config
         self.tokens = JobTokens.for_home(self.config.home)
 
-    def put_blob(self, data: bytes) -> str:
-        sha = hashlib.sha256(data).hexdigest()
-        r = self.admin.call("PUT", f"/cache/{sha}", raw=data)
-        assert r.status == 201, r
+    def put_blob(self, data: bytes, owner: str) -> str:
+        """A blob ``owner`` uploaded (a job reads only what its run's owner may read)."""
+        sha, _ = self.ctx.cache.put(data, owner=owner)
         return sha
 
     def token(self, job: dict[str, Any], spec: dict[str, Any] | None = None,
@@ -95,9 +94,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 @pytest.fixture(scope="module")
 def two_works(env: Env) -> dict[str, Any]:
     """Work "a" (2 jobs: function + calls + sandbox) and, in another run, work "b" (1 job)."""
-    fa, ca, sa = (env.put_blob(os.urandom(64)) for _ in range(3))
-    fb = env.put_blob(os.urandom(64))
-    other = env.put_blob(b"someone else's blob")
+    fa, ca, sa = (env.put_blob(os.urandom(64), "alice") for _ in range(3))
+    fb = env.put_blob(os.urandom(64), "bob")
+    other = env.put_blob(b"someone else's blob", "carol")
     wa = env.ctx.orch.submit({"name": "wa", "works": [
         {"name": "a", "payload": {"function": fa, "calls": ca, "sandbox": sa}, "n_jobs": 2}]},
         owner="alice")
@@ -268,3 +267,25 @@ def test_token_dies_when_the_attempt_changes(env: Env, two_works: dict[str, Any]
         conn.execute(update(jobs).where(jobs.c.id == b0["id"]).values(status="finished"))
     r = job_api(env, env.token(now)).get(f"/jobs/{b0['id']}/spec")
     assert r.status == 403 and "finished" in r.json["error"]
+
+
+def test_job_reads_only_what_its_run_owner_may(env: Env, two_works: dict[str, Any]) -> None:
+    """A run whose payload names another user's blob (the REST API refuses such a submission;
+    here it is stored in-process) gets nothing through its job's token; nor may a job name
+    another user's blob as its result to be granted it."""
+    wc = env.ctx.orch.submit({"name": "wc", "works": [
+        {"name": "c", "payload": {"function": two_works["fa"]}, "n_jobs": 1}]}, owner="mallory")
+    deadline = time.monotonic() + 60
+    while [r["status"] for r in env.job_rows(wc)] != ["ready"]:
+        assert time.monotonic() < deadline, env.job_rows(wc)
+        time.sleep(0.1)
+    env.claim()
+    [c0] = env.job_rows(wc)
+    api = job_api(env, env.token(c0))
+    r = api.get(f"/jobs/{c0['id']}/blobs/{two_works['fa']}")
+    assert r.status == 404 and r.json["error"] == f"no blob {two_works['fa']}", r
+    result = {"job_id": c0["id"], "attempt": c0["attempt"], "ok": True, "result": None,
+              "blob": two_works["fa"]}
+    r = post_result(api, c0["id"], {"result": json.dumps(result).encode()})
+    assert r.status == 400 and "neither sent" in r.json["error"], r
+    assert not (env.config.result_inbox / inbox_name(c0["id"], c0["attempt"])).exists()

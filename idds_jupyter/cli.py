@@ -134,9 +134,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    auth = _serve_auth(args, cfg)
     try:
         handle = start_server(cfg, ip=args.ip, port=args.port, base_url=args.base_url,
-                              roles=roles, connection_file=True,
+                              roles=roles, connection_file=True, auth=auth,
                               port_retries=0 if args.port_explicit else 50)
     except OSError as exc:
         print(f"error: cannot serve on {args.ip}:{args.port}: {exc}", file=sys.stderr)
@@ -151,6 +152,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         handle.stop()
     return 0
+
+
+def _serve_auth(args: argparse.Namespace, cfg: Config) -> Any:
+    """``--auth hub`` (the default when a JupyterHub started this process): callers are hub
+    users; the address and URL prefix come from the hub unless given. Else None (tokens)."""
+    from idds_jupyter.auth.hub import hub_service_address, in_hub_service
+
+    mode = getattr(args, "auth", "auto") or "auto"
+    if mode == "token" or (mode == "auto" and not in_hub_service()):
+        return None
+    address = hub_service_address()
+    if address is None:
+        raise SystemExit("error: --auth hub needs JUPYTERHUB_API_TOKEN and JUPYTERHUB_SERVICE_PREFIX "
+                         "(run as a JupyterHub service)")
+    ip, port, prefix = address
+    if not args.port_explicit:
+        args.ip, args.port, args.port_explicit = ip, port, True
+    if args.base_url in ("", "/"):
+        args.base_url = prefix
+
+    def make(fallback: Any) -> Any:
+        from idds_jupyter.auth.hub import HubAuthenticator
+
+        return HubAuthenticator(fallback, admin_groups=set(cfg.hub_admin_groups))
+
+    return make
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -247,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None,
                    help="port (default 8765, or the next free one; 0 = any free port)")
     s.add_argument("--base-url", default="/", help="URL prefix of the API (default /)")
+    s.add_argument("--auth", choices=["auto", "token", "hub"], default="auto",
+                   help="who may call: token (the service's tokens), hub (JupyterHub users, and "
+                        "tokens); auto: hub when a JupyterHub started this process")
     s.add_argument("--isolation", choices=["none", "account", "uid"],
                    help="what local jobs run as: none (this account), account (job_account), "
                         "uid (the owner's OS account); also IDDS_ISOLATION (docs/security.md)")

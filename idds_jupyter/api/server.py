@@ -124,14 +124,17 @@ def _bind(ip: str, port: int, retries: int) -> list[socket.socket]:
 
 def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url: str = "/",
                  agents: bool = True, roles: Any = None, connection_file: bool = False,
-                 port_retries: int = 0, user: str | None = None) -> ServerHandle:
+                 port_retries: int = 0, user: str | None = None,
+                 auth: Any = None) -> ServerHandle:
     """Start agents (a :class:`~idds_jupyter.agents.runner.Runner`) and the API in this process.
 
     The IOLoop runs in a background thread; ``port=0`` picks a free port. When the
     port is in use, the next ``port_retries`` ports are tried (as Jupyter does).
     Returns once the server accepts connections; ``handle.stop()`` stops all.
     Unless ``config.server_url`` says otherwise, batch jobs with ``transfer: http``
-    reach the API at this server's own URL.
+    reach the API at this server's own URL. ``auth``, if given, makes the authenticator
+    from the default token one (e.g. :class:`idds_jupyter.auth.hub.HubAuthenticator`);
+    its ``app_settings(home)`` and ``extra_handlers(base_url)``, if any, join the app.
     """
     from idds_jupyter.api import api_base, make_app, url_join
     from idds_jupyter.api.context import make_context
@@ -164,6 +167,8 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
         cache = Cache(config.cache_dir, engine)
         ctx = make_context(config, orch=orch, bus=bus, cache=cache, executor=executor)
         token = serve_token(engine, Path(config.home), user)
+        if auth is not None:
+            ctx.auth = auth(ctx.auth)
     except BaseException:
         if runner is not None:
             runner.stop()
@@ -178,7 +183,11 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
     def run() -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())
         loop = IOLoop.current()
-        app = make_app(ctx, base_url)
+        extra_settings = getattr(ctx.auth, "app_settings", None)
+        app = make_app(ctx, base_url, **(extra_settings(config.home) if extra_settings else {}))
+        extra_handlers = getattr(ctx.auth, "extra_handlers", None)
+        if extra_handlers is not None:
+            app.add_handlers(".*$", extra_handlers(base_url))
         server = HTTPServer(app, max_body_size=cache.limit + 2**20, idle_connection_timeout=3600)
         server.add_sockets(sockets)
         state.update(loop=loop, server=server)

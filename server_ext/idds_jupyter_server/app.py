@@ -68,6 +68,8 @@ class IddsExtension(ExtensionApp):
         return self.serverapp
 
     def initialize_settings(self) -> None:
+        if self._use_shared_service():  # a hub's single-user server: client mode
+            return
         from idds_jupyter.agents.runner import Runner
         from idds_jupyter.api import make_context
         from idds_jupyter.auth import TokenAuthenticator
@@ -100,9 +102,27 @@ class IddsExtension(ExtensionApp):
         fallback.executor = self.ctx.executor
         self.log.info("idds-jupyter: core on %s, agents %s", cfg.db_url, self.agents)
 
+    shared: Any = None  # client_mode.SharedService: a hub's shared service, no core here
+
+    def _use_shared_service(self) -> bool:
+        """In a JupyterHub single-user server with the hub's iDDS service there: no core of
+        our own; kernels get the service's URL and this server's hub token (client_mode)."""
+        from idds_jupyter_server import client_mode
+
+        if not client_mode.in_hub_server():
+            return False
+        self.shared = client_mode.find_shared_service(self._config())
+        if self.shared is None:
+            return False
+        client_mode.publish(self.shared)
+        self.log.info("idds-jupyter: client mode, using the hub's shared service at %s", self.shared.url)
+        return True
+
     def initialize_handlers(self) -> None:
         from idds_jupyter_server.handlers import jupyter_handlers
 
+        if self.shared is not None:  # client mode: the API lives in the shared service
+            return
         base_url = self.server.web_app.settings["base_url"]
         # Full patterns (base_url included): added directly, not through self.handlers.
         self.server.web_app.add_handlers(".*$", jupyter_handlers(self.ctx, base_url))

@@ -112,16 +112,17 @@ class ApiHandler(tornado.web.RequestHandler):
         return "max_body_size"
 
     def check_body_size(self) -> None:
-        """413 naming the limit when the declared body is over it; the connection then
-        reads no more than the limit."""
+        """413 naming the limit when the declared body is over it. A body without a length
+        (chunked) is kept up to the limit and answered 413 once in; past the limit and a
+        MiB the connection stops reading it (400, closed)."""
         limit = self.body_limit()
         length = self.request.headers.get("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > limit:
-            raise ApiError(413, f"request body of {int(length)} bytes is over the limit of {limit} bytes "
+            raise ApiError(413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes "
                                 f"({self.body_limit_name()})", limit=limit, setting=self.body_limit_name())
         conn = self.request.connection
         if conn is not None and hasattr(conn, "set_max_body_size"):
-            conn.set_max_body_size(limit)
+            conn.set_max_body_size(limit + 2**20)
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
@@ -135,7 +136,7 @@ class ApiHandler(tornado.web.RequestHandler):
         """The request body (streamed in, up to the limit)."""
         if self._body_too_big:
             limit = self.body_limit()
-            raise ApiError(413, f"request body is over the limit of {limit} bytes ({self.body_limit_name()})",
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes ({self.body_limit_name()})",
                            limit=limit, setting=self.body_limit_name())
         if self._body_chunks:
             self.request.body = b"".join(self._body_chunks)

@@ -1,0 +1,182 @@
+"""Shared by the isolation tests: OS accounts, the path trap, a served API, /proc scans."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apiclient import Api
+
+from idds_jupyter.api.server import ServerHandle, start_server
+from idds_jupyter.backends import local as local_backend
+from idds_jupyter.config import Config
+
+# what the service's environment holds and a job must never see
+SECRETS = {
+    "IDDS_TOKEN": "svc-secret-idds-token-8c1f",
+    "JUPYTER_TOKEN": "svc-secret-jupyter-token-77aa",
+    "JUPYTERHUB_API_TOKEN": "svc-secret-hub-token-41be",
+    "IDDS_DB_URL": "postgresql://idds:svc-secret-db-password-19@db/idds",
+    "AWS_SECRET_ACCESS_KEY": "svc-secret-aws-5d2e",
+}
+
+JOB_ACCOUNT = "idds-test-job"
+ALICE_OS = "idds-test-alice"
+BOB_OS = "idds-test-bob"
+
+
+def ensure_account(name: str) -> pwd.struct_passwd:
+    """A system account without a home or a shell (created once; idempotent)."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    r = subprocess.run(["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", name],
+                       capture_output=True, text=True)
+    if r.returncode not in (0, 9):  # 9: created meanwhile
+        raise RuntimeError(f"useradd {name}: {r.stderr.strip()}")
+    return pwd.getpwnam(name)
+
+
+@contextlib.contextmanager
+def reachable(paths: list[str]) -> Iterator[list[tuple[str, int]]]:
+    """The path trap (issue 19, item 8): a checkout (or pytest's temp dir) inside a 0700
+    directory (``mktemp -d``, root's home, /tmp/pytest-of-root) cannot be entered by the
+    accounts the jobs run as, so they could not even execute the venv's python. For the
+    test's duration each directory on the way to ``paths`` (as given and resolved) that
+    others cannot search gets o+x (search only: nothing becomes listable or readable);
+    the modes are restored afterwards. Yields what was changed."""
+    changed: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    for path in paths:
+        for p in (os.path.abspath(path), os.path.realpath(path)):
+            d = p if os.path.isdir(p) else os.path.dirname(p)
+            chain = []
+            while d not in seen:
+                seen.add(d)
+                chain.append(d)
+                if d == os.path.dirname(d):
+                    break
+                d = os.path.dirname(d)
+            for d in chain:
+                mode = stat.S_IMODE(os.stat(d).st_mode)
+                if not mode & stat.S_IXOTH:
+                    os.chmod(d, mode | stat.S_IXOTH)
+                    changed.append((d, mode))
+    try:
+        yield changed
+    finally:
+        for d, mode in reversed(changed):
+            with contextlib.suppress(OSError):
+                os.chmod(d, mode)
+
+
+def job_paths(home: Path) -> list[str]:
+    """What a job account must reach: the interpreter, the package, the job areas."""
+    return [sys.executable, os.path.join(local_backend._PKG_ROOT, "idds_jupyter"), str(home)]
+
+
+@dataclass
+class Served:
+    handle: ServerHandle
+    home: Path
+    admin: Api
+    alice: Api
+    bob: Api
+
+
+def serve(home: Path, **options: Any) -> Served:
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = Config.load(None, home=home, db_url=f"sqlite:///{home / 'idds.db'}",
+                      poll_interval=0.3, **{"workers": 2, **options})
+    handle = start_server(cfg, "127.0.0.1", 0, "/")
+    admin = Api(handle.url, handle.token)
+    users = {}
+    for name in ("alice", "bob"):
+        r = admin.post("/auth/tokens", {"name": "test", "user": name})
+        assert r.status == 201, r
+        users[name] = Api(handle.url, r.json["token"])
+    return Served(handle, home, admin, users["alice"], users["bob"])
+
+
+def submit(api: Api, yaml_text: str) -> int:
+    r = api.post("/requests", {"yaml": textwrap.dedent(yaml_text)})
+    assert r.status == 201, r
+    return int(r.json["id"])
+
+
+def job_logs(api: Api, wid: int, work: str) -> list[str]:
+    jobs = api.get(f"/monitor/{wid}/works/{work}/jobs").json["jobs"]
+    out = []
+    for j in jobs:
+        r = api.get(f"/logs/{j['id']}")
+        out.append(r.body.decode(errors="replace") if r.status == 200 else f"<no log: {r.status}>")
+    return out
+
+
+# ----------------------------------------------------------------------------- /proc
+
+
+def proc_stat(pid: int) -> tuple[int, int, int] | None:
+    """``(ppid, pgid, session)`` of ``pid``, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    f = data[data.rfind(b")") + 2:].split()
+    if f[0] == b"Z":
+        return None  # a zombie has run its course
+    return int(f[1]), int(f[2]), int(f[3])
+
+
+def processes() -> dict[int, str]:
+    """Live (non-zombie) processes: pid -> command line."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmd and proc_stat(int(name)) is not None:
+            out[int(name)] = cmd
+    return out
+
+
+def uid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    raise LookupError(pid)
+
+
+def my_workers() -> dict[int, str]:
+    """The local-backend worker processes this (test) process started."""
+    me = os.getpid()
+    return {pid: cmd for pid, cmd in processes().items()
+            if "idds_jupyter.worker --pool" in cmd and (proc_stat(pid) or (0,))[0] == me}
+
+
+def wait_for(pred: Any, timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout:g} s")
+        time.sleep(0.1)

@@ -150,7 +150,7 @@ def test_upgrading_an_sqlite_store_keeps_its_jobs_and_reserves_ids_above_them(
     with engine.begin() as conn:
         before = conn.execute(select(jobs.c.id, jobs.c.idx, jobs.c.status)
                               .where(jobs.c.workflow_id == wid).order_by(jobs.c.id)).all()
-    upgrade(engine)
+    upgrade(engine, "0005")
     assert current(engine) == "0005"
     with engine.begin() as conn:
         after = conn.execute(select(jobs.c.id, jobs.c.idx, jobs.c.status)
@@ -162,6 +162,49 @@ def test_upgrading_an_sqlite_store_keeps_its_jobs_and_reserves_ids_above_them(
     assert "AUTOINCREMENT" in ddl
     assert {ix["name"] for ix in inspect(engine).get_indexes("jobs")} == {
         "ix_jobs_status_work", "ix_jobs_workflow", "ix_jobs_lock_owner", "ix_jobs_file"}
+
+
+def test_upgrading_to_0006_gives_existing_datasets_and_blobs_owners(db_url: str, tmp_path: Path) -> None:
+    """0006: dataset names become unique per owner (rows kept), blobs recorded with an owner
+    and job results get grants (the run's owner), blobs of no known owner are admins' only,
+    tokens gain expires_at (existing ones: never)."""
+    from sqlalchemy import insert
+
+    from idds_jupyter.store.auth_tables import api_tokens
+    from idds_jupyter.store.cache import readable_blobs
+    from idds_jupyter.store.catalog import Catalog
+    from idds_jupyter.store.tables import blobs, datasets, files
+    from idds_jupyter.store.tokens import create_token, verify_token
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0005")
+    orch = Orchestrator(config(tmp_path, db_url), engine=engine, migrate=False)
+    wid = orch.submit({"name": "m", "works": [{"name": "a", "function": "idds_jupyter.worker.job:noop",
+                                               "n_jobs": 1}]}, owner="alice")
+    up, res, lost = "a" * 64, "b" * 64, "c" * 64
+    with engine.begin() as conn:
+        ds = conn.execute(insert(datasets).values(name="raw", owner="alice", status="open", meta={},
+                                                  created_at=1.0).returning(datasets.c.id)).scalar_one()
+        conn.execute(insert(files).values(dataset_id=ds, name="f1", status="new", created_at=1.0))
+        conn.execute(insert(blobs), [{"sha256": up, "size": 1, "owner": "bob", "created_at": 1.0},
+                                     {"sha256": res, "size": 2, "owner": None, "created_at": 1.0},
+                                     {"sha256": lost, "size": 3, "owner": None, "created_at": 1.0}])
+        conn.execute(jobs.update().where(jobs.c.workflow_id == wid).values(blob=res))
+        conn.execute(insert(api_tokens).values(user="alice", name="old", token_hash="0" * 64,
+                                               admin=False, created_at=1.0))
+    upgrade(engine)
+    assert current(engine) == "0006"
+    with engine.begin() as conn:
+        assert readable_blobs(conn, [up, res, lost], "bob") == {up}
+        assert readable_blobs(conn, [up, res, lost], "alice") == {res}
+        assert conn.execute(select(api_tokens.c.expires_at)).scalar_one() is None
+    assert [f["name"] for f in Catalog(engine, "alice").files("raw")] == ["f1"]
+    Catalog(engine, "bob").add_dataset("raw", ["g1"])  # the same name, another owner
+    with pytest.raises(LookupError):
+        Catalog(engine, "carol").files("raw")
+    _, token = create_token(engine, "carol", expires_in=60)
+    assert verify_token(engine, token) is not None
+    engine.dispose()
 
 
 def test_db_upgrade_is_idempotent(db_url: str, tmp_path: Path) -> None:

@@ -15,6 +15,12 @@ a here-document, a ``case`` inside ``$(…)`` — are refused with a
 :class:`TemplateError`: pass the value as an argument instead, or use a list
 ``command`` (argv, no shell).
 
+Quoting cannot help where bash itself evaluates text as arithmetic or as a
+variable name (``[[ … -eq … ]]``, ``((…))``, ``$((…))``, ``let``, ``declare``,
+``typeset``, ``local``, ``read``: ``a[$(cmd)]`` runs ``cmd`` even when quoted):
+in a command that uses one of these, a value that is not a plain word is
+refused when the job is rendered.
+
 ``{expr!raw}`` inserts the value as shell text, unquoted. The template validator
 allows it only for values the submitter chose (declared workflow parameters and
 literal work parameters), never for job results, files or run-time sweeps.
@@ -41,6 +47,8 @@ _TOP, _CMD, _SQ, _DQ, _BQ, _PARAM, _ARITH, _ANSI = (
 _WHAT = {_BQ: "inside backticks", _PARAM: "inside ${…}", _ARITH: "inside $((…))",
          _ANSI: "inside $'…'"}
 _BREAK = set(" \t\n;&|<>()")
+#: bash evaluates the operands of these as arithmetic or variable names (a[$(cmd)] runs cmd)
+_EVALUATES = frozenset({"[[", "let", "declare", "typeset", "local", "read"})
 _BARE = re.compile(r"[A-Za-z0-9_@%+:,./-]+")
 
 
@@ -72,6 +80,8 @@ class _Lexer:
         self.word = ""
         self.lt_run = 0
         self.untracked: str | None = None
+        self.evaluates: str | None = None  # a bash construct that evaluates text as arithmetic
+        self.prev = ""
 
     @property
     def top(self) -> str:
@@ -99,6 +109,7 @@ class _Lexer:
             self.pending = ""
             if c == "(":
                 self.stack.append([_ARITH, 0])
+                self.evaluates = "$((…))"
                 return
             self.stack.append([_CMD, 0])
             self.word_start = True
@@ -176,9 +187,14 @@ class _Lexer:
         if c == "#" and self.word_start:
             self.comment = True
             return
+        prev, self.prev = self.prev, c
         if c in _BREAK:
             if self.word == "case" and frame[0] == _CMD:
                 self.untracked = "after 'case' inside $(…)"
+            if self.word in _EVALUATES:
+                self.evaluates = self.word
+            if c == "(" and prev == "(":
+                self.evaluates = "((…))"
             self.word = ""
             self.word_start = True
             if c == "<":
@@ -267,7 +283,7 @@ def check_command(text: str) -> None:
                 raise ValueError(f"{exc} in {{{part.text}}}: values are quoted as one shell word "
                                  "(see docs/templates.md, 'Commands and quoting')") from None
             lex.placed()
-    if quoted and not raw and not lex.balanced():
+    if quoted and not raw and not lex.untracked and not lex.balanced():
         raise ValueError(f"unterminated quote or substitution ({lex.top}) in a command with placeholders")
 
 
@@ -288,6 +304,7 @@ def render_command(command: str | list[Any], namespace: Mapping[str, Any],
     lex = _Lexer()
     out: list[str] = []
     keep_rest = False  # after a deferred raw value the contexts are unknown: defer all
+    quoted: list[str] = []  # values that needed quotes (not plain words)
     for part in parse_template(command):
         if isinstance(part, str):
             lex.feed(part)
@@ -307,7 +324,14 @@ def render_command(command: str | list[Any], namespace: Mapping[str, Any],
             lex.feed(text)
         else:
             lex.placed()
+            if not _BARE.fullmatch(text):
+                quoted.append(part.text)
         out.append(text if defer is None else escape(text))
+    if lex.evaluates and quoted:
+        raise TemplateError(None, "command", (
+            f"the value of {{{quoted[0]}}} is not a plain word and the command uses {lex.evaluates}, "
+            "where bash evaluates text as arithmetic (running any $(…) in it) even inside quotes; "
+            "pass the value to a script as an argument, or use a list command"))
     return "".join(out)
 
 

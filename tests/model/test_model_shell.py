@@ -190,3 +190,20 @@ def test_list_command_must_hold_strings() -> None:
     with pytest.raises(TemplateError) as exc:
         Workflow.from_dict({"name": "t", "works": [{"name": "w", "command": []}]})
     assert "command" in str(exc.value)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.parametrize("template", ["[[ {x} -eq 1 ]] || true", "(( {x} )) || true", "let y={x} || true",
+                                      "x={x}; echo $((x)) || true", "declare -i n={x} || true"])
+def test_bash_arithmetic_refuses_values_that_are_not_plain_words(template: str, tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    evil = f"a[$(touch {marker})]"
+    Work("w", command=template).check()  # fine as a template: plain values are safe there
+    with pytest.raises(TemplateError) as exc:
+        render_command(template, {"x": evil})
+    assert "arithmetic" in str(exc.value)
+    # the refusal has teeth: bash runs the quoted value's $(...) in these places
+    quoted = template.replace("{x}", quote(evil))
+    subprocess.run(["bash", "-c", quoted], cwd=tmp_path, capture_output=True, timeout=10)
+    assert marker.exists()
+    assert render_command(template, {"x": 5}) == template.replace("{x}", "5")

@@ -4,11 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint venv postgres-deps engines-deps labextension ui-deps bench clean
+.PHONY: lab test lint venv install-check postgres-deps engines-deps labextension ui-deps bench clean
 
+# PyTorch (the hpo-gp extra, for Optuna's GPSampler) is installed first, pinned to the CPU
+# build: a plain `torch` requirement would pull a CUDA build of several GB.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
@@ -35,8 +38,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check idds_jupyter server_ext tests bench notebooks/conftest.py
 	$(BIN)/mypy
 
+# What `pip install idds-jupyter` gives, without extras: the wheel in a clean venv runs a
+# workflow and serves the extension; a worker-node venv runs a job (ci/install_check.sh).
+install-check: $(STAMP)
+	bash ci/install_check.sh
+
 # pytest runs last so its summary line closes the log; the notebooks are tests too (nbval).
-test: $(STAMP) postgres-deps engines-deps ui-deps lint
+test: $(STAMP) postgres-deps engines-deps ui-deps lint install-check
 	$(BIN)/pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-kernel-name idds
 
 bench: $(STAMP)

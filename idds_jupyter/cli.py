@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from idds_jupyter.config import AGENT_ROLES, Config
+from idds_jupyter.extras import explain
 
 
 def _params(items: Sequence[str]) -> dict[str, Any]:
@@ -337,7 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.cmd == "retry":
         args.func = lambda a: _one(a, "retry")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as e:
+        clear = explain(e, f"idds-jupyter {args.cmd}")
+        if clear is None:
+            raise
+        print(f"idds-jupyter: {clear}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the locks it takes carry an owner that others can tell is alive.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from idds_jupyter.agents.clerk import Clerk
 from idds_jupyter.agents.transformer import Transformer
 from idds_jupyter.bus import make_bus
 from idds_jupyter.config import AGENT_ROLES, Config
+from idds_jupyter.model.space import HPO_INSTALL_HINT
 from idds_jupyter.store.engine import make_engine, private_dir
 from idds_jupyter.store.jobs import release_owned
 from idds_jupyter.store.migrate import upgrade
@@ -56,6 +58,8 @@ class Runner:
         # Importing jsonschema (and its format checkers) takes seconds: do it now, in
         # the background, not in the first submission.
         threading.Thread(target=_warm_up, name="idds-warm-up", daemon=True).start()
+        if "steerer" in self.roles and not self._steerer_available():
+            self.roles = tuple(r for r in self.roles if r != "steerer")
         upgrade(self.engine)
         # the service's state: 0700 directories (home 0711 under isolation: jobs enter it to
         # reach their areas, and find nothing they may read on the way; docs/security.md).
@@ -89,6 +93,17 @@ class Runner:
             a.start()
         log.info("agents %s started as %s", ",".join(self.roles), self.owner)
         return self
+
+    def _steerer_available(self) -> bool:
+        """Optuna is the ``hpo`` extra: without it the default roles go on without the
+        Steerer (a base install runs every other workflow); asked for by name, it is an error."""
+        if importlib.util.find_spec("optuna") is not None:
+            return True
+        if set(self.roles) != set(ROLES):
+            raise ModuleNotFoundError(f"the steerer role needs Optuna: {HPO_INSTALL_HINT}")
+        log.warning("steerer role not started: Optuna is not installed (%s); "
+                 "studies steered by the server wait until a runner with it starts", HPO_INSTALL_HINT)
+        return False
 
     @property
     def dispatch(self) -> Any:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from idds_jupyter.extras import needs_extras
 from idds_jupyter.faat.results import router
 from idds_jupyter.faat.work import WorkFunction
 from idds_jupyter.faat.workflow import Run
@@ -65,10 +66,11 @@ def fit_and_propose(X: list[list[float]], y: list[float], bounds: list[tuple[flo
                     metric: Callable[..., float] | None, threshold: float | None, iteration: int,
                     n_candidates: int, seed: int | None, kernel: Any = None) -> dict[str, Any]:
     """Fit the surrogate on ``(X, y)``, score random candidates, pick the next batch (a job)."""
-    import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+    with needs_extras("active learning (its surrogate)"):
+        import numpy as np
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
     Xa = np.asarray(X, dtype=float)
     ya = np.asarray(y, dtype=float)

@@ -68,9 +68,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import optuna
-from optuna.trial import TrialState
-
 from idds_jupyter.faat import serialize
 from idds_jupyter.faat.future import JobFuture
 from idds_jupyter.faat.results import WorkSink, router
@@ -86,6 +83,7 @@ from idds_jupyter.model.space import (
     grid_size,
     make_sampler,
     parse_trial_work,
+    require_optuna,
     resumed_seed,
     space_from_json,
     space_to_json,
@@ -93,6 +91,10 @@ from idds_jupyter.model.space import (
     tell,
     trial_work_name,
 )
+
+require_optuna()  # the ``hpo`` extra: without it, the one error naming how to install it
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,23 +16,42 @@ import copy
 import importlib.util
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-    distribution_to_json,
-    json_to_distribution,
-)
+if TYPE_CHECKING:  # Optuna is the ``hpo`` extra: imported when a function needs it
+    import optuna
+    from optuna.distributions import (
+        BaseDistribution,
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
 __all__ = ["uniform", "loguniform", "integer", "categorical", "as_space", "space_to_json",
            "space_from_json", "make_sampler", "SAMPLERS", "grid_of", "trial_work_name",
-           "parse_trial_work", "frozen_trial", "resumed_seed", "tell", "best_of", "summary_of"]
+           "parse_trial_work", "frozen_trial", "resumed_seed", "tell", "best_of", "summary_of",
+           "HPO_INSTALL_HINT", "require_optuna"]
 
-Space = dict[str, BaseDistribution]
+Space = dict[str, "BaseDistribution"]
+
+#: how to get what HPO needs, named by every error of a base install that meets a study
+HPO_INSTALL_HINT = "pip install 'idds-jupyter[hpo]'"
+
+
+def require_optuna() -> ModuleType:
+    """Optuna, or the one error a base install (no ``hpo`` extra) gives for HPO."""
+    try:
+        import optuna
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"hyper-parameter optimisation needs Optuna, which is not installed: {HPO_INSTALL_HINT}",
+            name="optuna") from e
+    return optuna
+
+
+def _dists() -> Any:
+    return require_optuna().distributions
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
 _ALIASES = {"tpe": "tpe", "gp": "gp", "bayes": "gp", "gaussian-process": "gp", "cmaes": "cmaes",
@@ -41,28 +60,29 @@ _ALIASES = {"tpe": "tpe", "gp": "gp", "bayes": "gp", "gaussian-process": "gp", "
 
 def uniform(low: float, high: float, step: float | None = None) -> FloatDistribution:
     """A float drawn uniformly from ``[low, high]`` (on a grid of ``step`` when given)."""
-    return FloatDistribution(float(low), float(high), step=step)
+    return _dists().FloatDistribution(float(low), float(high), step=step)
 
 
 def loguniform(low: float, high: float) -> FloatDistribution:
     """A positive float drawn uniformly in log scale from ``[low, high]``."""
-    return FloatDistribution(float(low), float(high), log=True)
+    return _dists().FloatDistribution(float(low), float(high), log=True)
 
 
 def integer(low: int, high: int, step: int = 1, log: bool = False) -> IntDistribution:
     """An integer of ``[low, high]`` (inclusive)."""
-    return IntDistribution(int(low), int(high), step=step, log=log)
+    return _dists().IntDistribution(int(low), int(high), step=step, log=log)
 
 
 def categorical(choices: Sequence[Any]) -> CategoricalDistribution:
     """One of ``choices`` (None, bool, int, float or str)."""
-    return CategoricalDistribution(list(choices))
+    return _dists().CategoricalDistribution(list(choices))
 
 
 def as_space(space: Mapping[str, Any] | None, where: str = "space") -> Space:
     """Check a space: every value must be a distribution (a list means categorical)."""
     if space is None:
         return {}
+    base = _dists().BaseDistribution
     if not isinstance(space, Mapping):
         raise TypeError(f"{where} must map parameter names to distributions, got {type(space).__name__}")
     out: Space = {}
@@ -71,7 +91,7 @@ def as_space(space: Mapping[str, Any] | None, where: str = "space") -> Space:
             raise ValueError(f"{where}: parameter name {name!r} must be a Python identifier")
         if isinstance(dist, list | tuple):
             dist = categorical(dist)
-        if not isinstance(dist, BaseDistribution):
+        if not isinstance(dist, base):
             raise TypeError(f"{where}[{name!r}] must be a distribution (uniform, loguniform, integer, "
                             f"categorical or an optuna distribution), got {dist!r}")
         out[name] = dist
@@ -79,22 +99,25 @@ def as_space(space: Mapping[str, Any] | None, where: str = "space") -> Space:
 
 
 def space_to_json(space: Space) -> dict[str, str]:
-    return {k: distribution_to_json(v) for k, v in space.items()}
+    to_json = _dists().distribution_to_json
+    return {k: to_json(v) for k, v in space.items()}
 
 
 def space_from_json(d: Mapping[str, str]) -> Space:
-    return {k: json_to_distribution(v) for k, v in d.items()}
+    from_json = _dists().json_to_distribution
+    return {k: from_json(v) for k, v in d.items()}
 
 
 def grid_of(space: Space) -> dict[str, list[Any]]:
     """The grid of a space for the grid sampler (floats need a ``step``)."""
+    dists = _dists()
     grid: dict[str, list[Any]] = {}
     for name, d in space.items():
-        if isinstance(d, CategoricalDistribution):
+        if isinstance(d, dists.CategoricalDistribution):
             grid[name] = list(d.choices)
-        elif isinstance(d, IntDistribution) and not d.log:
+        elif isinstance(d, dists.IntDistribution) and not d.log:
             grid[name] = list(range(d.low, d.high + 1, d.step))
-        elif isinstance(d, FloatDistribution) and d.step is not None:
+        elif isinstance(d, dists.FloatDistribution) and d.step is not None:
             n = int(round((d.high - d.low) / d.step))
             grid[name] = [d.low + i * d.step for i in range(n + 1)]
         else:
@@ -113,6 +136,7 @@ def grid_size(space: Space) -> int:
 def make_sampler(sampler: str | optuna.samplers.BaseSampler, seed: int | None, space: Space,
                  options: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
     """An Optuna sampler from a name (with ``seed`` and ``options``), or a copy of an instance."""
+    optuna = require_optuna()
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return copy.deepcopy(sampler)
     kind = _ALIASES.get(str(sampler).lower())
@@ -127,7 +151,7 @@ def make_sampler(sampler: str | optuna.samplers.BaseSampler, seed: int | None, s
     if kind == "gp":
         if importlib.util.find_spec("torch") is None:
             raise ImportError("the Gaussian-process sampler (optuna.samplers.GPSampler) needs "
-                              "PyTorch: pip install torch")
+                              "PyTorch: pip install 'idds-jupyter[hpo-gp]' (or pip install torch)")
         return optuna.samplers.GPSampler(seed=seed, **opts)
     if kind == "cmaes":
         if importlib.util.find_spec("cmaes") is None:
@@ -168,6 +192,7 @@ def frozen_trial(space: Space, params: Mapping[str, Any] | None, value: float | 
                  **attrs: Any) -> optuna.trial.FrozenTrial:
     """A trial that ran elsewhere, to hand to ``study.add_trials``: complete with ``value``,
     else pruned (it reported intermediate values) or failed."""
+    optuna = require_optuna()
     from optuna.trial import TrialState
 
     params = dict(params or {})

@@ -22,6 +22,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Enum, Int, List, Unicode
 
 from idds_jupyter.config import Config
+from idds_jupyter.extras import needs_extras
 
 
 class IddsExtension(ExtensionApp):
@@ -68,6 +69,12 @@ class IddsExtension(ExtensionApp):
         return self.serverapp
 
     def initialize_settings(self) -> None:
+        # a missing optional package (a PostgreSQL URL without psycopg, the dask backend
+        # without Dask) fails the extension's loading with the extra to install
+        with needs_extras("the idds-jupyter server extension"):
+            self._start_core()
+
+    def _start_core(self) -> None:
         if self._use_shared_service():  # a hub's single-user server: client mode
             return
         from idds_jupyter.agents.runner import Runner

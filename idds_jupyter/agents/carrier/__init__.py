@@ -17,6 +17,7 @@ from idds_jupyter.agents.agent import Context
 from idds_jupyter.backends import Backend, make_backend
 from idds_jupyter.backends.transfer import HttpTransfer
 from idds_jupyter.config import Config
+from idds_jupyter.extras import needs_extras
 
 
 class WorkSpecs(OrderedDict[int, dict[str, Any]]):
@@ -133,7 +134,8 @@ def open_backends(ctx: Context) -> CarrierState:
                 opts.update(url=cfg.panda_url, url_ssl=cfg.panda_url_ssl, queue=cfg.panda_queue,
                             cloud=cfg.panda_cloud, token=cfg.panda_token, vo=cfg.panda_vo)
         # --- end batch-system backends ---
-        backends[name] = make_backend(name, **opts)
+        with needs_extras(f"the {name} backend"):
+            backends[name] = make_backend(name, **opts)
     return CarrierState(backends=backends)
 
 

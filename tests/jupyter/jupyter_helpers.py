@@ -24,7 +24,8 @@ def free_port() -> int:
 class JupyterServer:
     """``jupyter server`` in a subprocess, with its own runtime dir and iDDS home."""
 
-    def __init__(self, tmp: Path, base_url: str = "/", token: str = "test-token") -> None:
+    def __init__(self, tmp: Path, base_url: str = "/", token: str = "test-token",
+                 args: tuple[str, ...] = ()) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
@@ -40,7 +41,7 @@ class JupyterServer:
             [sys.executable, "-m", "jupyter", "server", "--allow-root", "--no-browser",
              "--ip", "127.0.0.1", f"--port={self.port}", f"--IdentityProvider.token={token}",
              f"--ServerApp.base_url={self.base_url}", f"--ServerApp.root_dir={tmp}",
-             "--ServerApp.port_retries=0"],
+             "--ServerApp.port_retries=0", *args],
             env=env, cwd=tmp, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:

@@ -78,5 +78,6 @@ def _datasets_unique(bind: sa.engine.Connection, columns: list[str], name: str |
             batch_op.create_unique_constraint(name or 'uq_datasets_name', columns)
         return
     for uq in uniques:
-        op.drop_constraint(uq['name'], 'datasets', type_='unique')
+        if uq['name']:  # PostgreSQL names every constraint (datasets_name_key)
+            op.drop_constraint(uq['name'], 'datasets', type_='unique')
     op.create_unique_constraint(name or 'datasets_name_key', 'datasets', columns)

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .condition import Expression
@@ -264,27 +266,59 @@ def _insert(context: str, value: Any) -> str:
     return q
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What the literal text of a command without ``!raw`` fixes: each placeholder's context
+    (``"!reason"`` where refused), the bash construct that evaluates text, whether the
+    quotes close. Quoted values never change the context, so it is computed once per
+    template, not once per job."""
+
+    contexts: tuple[str, ...]
+    evaluates: str | None
+    balanced: bool
+
+
+@lru_cache(maxsize=4096)
+def _layout(command: str) -> _Layout | None:
+    """The :class:`_Layout` of ``command``; None when it has ``!raw`` placeholders (their
+    values may change the contexts after them: those commands are lexed with the values)."""
+    parts = parse_template(command)
+    if any(isinstance(p, RawExpression) for p in parts):
+        return None
+    lex = _Lexer()
+    contexts: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            lex.feed(part)
+            continue
+        try:
+            contexts.append(lex.context())
+        except ValueError as exc:
+            contexts.append("!" + str(exc))
+        lex.placed()
+    return _Layout(tuple(contexts), lex.evaluates, bool(lex.untracked) or lex.balanced())
+
+
 def check_command(text: str) -> None:
     """Refuse (``ValueError``, a reason) placeholders in a string ``command`` whose context
     would let a value escape its quoting; also unterminated quotes around them."""
-    lex = _Lexer()
-    quoted = raw = False
-    for part in parse_template(text):
-        if isinstance(part, str):
-            lex.feed(part)
-        elif isinstance(part, RawExpression):
-            raw = True
+    layout = _layout(text)
+    if layout is None:  # with !raw: check the others as if raw values were balanced
+        lex = _Lexer()
+        for part in parse_template(text):
+            if isinstance(part, str):
+                lex.feed(part)
+                continue
+            if not isinstance(part, RawExpression):
+                _context(lex, part, text, ValueError)
             lex.placed()
-        else:
-            quoted = True
-            try:
-                lex.context()
-            except ValueError as exc:
-                raise ValueError(f"{exc} in {{{part.text}}}: values are quoted as one shell word "
-                                 "(see docs/templates.md, 'Commands and quoting')") from None
-            lex.placed()
-    if quoted and not raw and not lex.untracked and not lex.balanced():
-        raise ValueError(f"unterminated quote or substitution ({lex.top}) in a command with placeholders")
+        return
+    exprs = [p for p in parse_template(text) if isinstance(p, Expression)]
+    for part, ctx in zip(exprs, layout.contexts, strict=True):
+        if ctx.startswith("!"):
+            raise ValueError(_refusal(ctx[1:], part))
+    if exprs and not layout.balanced:
+        raise ValueError("unterminated quote or substitution in a command with placeholders")
 
 
 def render_command(command: str | list[Any], namespace: Mapping[str, Any],
@@ -301,42 +335,94 @@ def render_command(command: str | list[Any], namespace: Mapping[str, Any],
 
             return [substitute_partial(str(el), namespace, defer) for el in command]
         return [_format(substitute(str(el), namespace)) for el in command]
-    lex = _Lexer()
+    layout = _layout(command)
+    if layout is not None and defer is None:
+        return _render(command, layout, namespace)
+    lex = _Lexer() if layout is None else None  # with !raw: lexed along with the values
     out: list[str] = []
     keep_rest = False  # after a deferred raw value the contexts are unknown: defer all
     quoted: list[str] = []  # values that needed quotes (not plain words)
+    k = 0
     for part in parse_template(command):
         if isinstance(part, str):
-            lex.feed(part)
+            if lex is not None:
+                lex.feed(part)
             out.append(part if defer is None else escape(part))
             continue
         raw = isinstance(part, RawExpression)
+        ctx = ""
+        if not raw:
+            if layout is not None:
+                ctx = layout.contexts[k]
+                k += 1
+                if ctx.startswith("!"):
+                    raise TemplateError(None, "command", f"{_refusal(ctx[1:], part)}: {command[:200]!r}")
+            else:
+                assert lex is not None
+                ctx = _context(lex, part, command, None)
         if defer is not None and (keep_rest or any(n in defer or n not in namespace for n in part.names)):
-            if not raw:
-                _context(lex, part, command)
             out.append("{" + part.text + ("!raw" if raw else "") + "}")
-            lex.placed()
+            if lex is not None:
+                lex.placed()
             keep_rest = keep_rest or raw
             continue
         value = part.evaluate(namespace)
-        text = _format(value) if raw else _insert(_context(lex, part, command), value)
-        if raw:
+        text = _format(value) if raw else _insert(ctx, value)
+        if lex is not None and raw:
             lex.feed(text)
-        else:
+        elif lex is not None:
             lex.placed()
-            if not _BARE.fullmatch(text):
-                quoted.append(part.text)
+        if not raw and not _BARE.fullmatch(text):
+            quoted.append(part.text)
         out.append(text if defer is None else escape(text))
-    if lex.evaluates and quoted:
-        raise TemplateError(None, "command", (
-            f"the value of {{{quoted[0]}}} is not a plain word and the command uses {lex.evaluates}, "
-            "where bash evaluates text as arithmetic (running any $(…) in it) even inside quotes; "
-            "pass the value to a script as an argument, or use a list command"))
+    evaluates = layout.evaluates if layout is not None else lex.evaluates if lex is not None else None
+    if evaluates and quoted:
+        raise TemplateError(None, "command", _evaluated(quoted[0], evaluates))
     return "".join(out)
 
 
-def _context(lex: _Lexer, part: Expression, command: str) -> str:
+def _render(command: str, layout: _Layout, namespace: Mapping[str, Any]) -> str:
+    """The per-job path of :func:`render_command` (no ``!raw``, nothing deferred), kept lean."""
+    out: list[str] = []
+    k = 0
+    quoted = None
+    for part in parse_template(command):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        ctx = layout.contexts[k]
+        k += 1
+        if ctx[0] == "!":
+            raise TemplateError(None, "command", f"{_refusal(ctx[1:], part)}: {command[:200]!r}")
+        text = _format(part.evaluate(namespace))
+        if _BARE.fullmatch(text):
+            out.append(text)
+            continue
+        quoted = quoted or part.text
+        q = "'" + text.replace("'", "'\\''") + "'"
+        out.append("'" + q + "'" if ctx == _SQ else '"' + q + '"' if ctx == _DQ else q)
+    if layout.evaluates and quoted:
+        raise TemplateError(None, "command", _evaluated(quoted, layout.evaluates))
+    return "".join(out)
+
+
+def _evaluated(expr: str, construct: str) -> str:
+    return (f"the value of {{{expr}}} is not a plain word and the command uses {construct}, "
+            "where bash evaluates text as arithmetic (running any $(…) in it) even inside quotes; "
+            "pass the value to a script as an argument, or use a list command")
+
+
+def _refusal(reason: str, part: Expression) -> str:
+    return (f"{reason} in {{{part.text}}}: values are quoted as one shell word "
+            "(see docs/templates.md, 'Commands and quoting')")
+
+
+def _context(lex: _Lexer, part: Expression, command: str, error: type[Exception] | None) -> str:
+    """The context of ``part`` from the running lexer; refusals as ``error`` (ValueError for
+    the validator) or, with None, as a TemplateError naming the command."""
     try:
         return lex.context()
     except ValueError as exc:
-        raise TemplateError(None, "command", f"{exc} in {{{part.text}}} of {command[:200]!r}") from None
+        if error is not None:
+            raise error(_refusal(str(exc), part)) from None
+        raise TemplateError(None, "command", f"{_refusal(str(exc), part)}: {command[:200]!r}") from None

@@ -51,7 +51,11 @@ def objective_value(out: Any, key: str | None = None) -> tuple[float, dict[str, 
 
 
 def _run_command(template: str, params: Mapping[str, Any]) -> Any:
-    cmd = template.format(**params)
+    # each value one quoted shell word, as in a template's command (imported here: only
+    # command objectives need it, and a worker imports little)
+    from idds_jupyter.model.shell import format_command
+
+    cmd = format_command(template, params)
     proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"objective command exited with {proc.returncode}: {cmd}\n"

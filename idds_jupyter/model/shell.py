@@ -41,7 +41,7 @@ from .condition import Expression
 from .errors import TemplateError
 from .parameter import RawExpression, _format, escape, parse_template, substitute
 
-__all__ = ["check_command", "quote", "render_command"]
+__all__ = ["check_command", "format_command", "quote", "render_command"]
 
 # frames of the shell lexer
 _TOP, _CMD, _SQ, _DQ, _BQ, _PARAM, _ARITH, _ANSI = (
@@ -406,18 +406,52 @@ def _render(command: str, layout: _Layout, namespace: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def format_command(template: str, params: Mapping[str, Any]) -> str:
+    """:meth:`str.format` for a shell command (``{lr}``, ``{lr:.3g}``), each field's text
+    quoted like a placeholder's value: for the HPO objective command, whose template is
+    :meth:`str.format` syntax. ``TemplateError`` where a field cannot be quoted."""
+    import string
+
+    fmt = string.Formatter()
+    lex = _Lexer()
+    out: list[str] = []
+    quoted = None
+    for literal, field, spec, conversion in fmt.parse(template):
+        lex.feed(literal)
+        out.append(literal)
+        if field is None:
+            continue
+        value, _ = fmt.get_field(field, (), params)
+        text = fmt.format_field(fmt.convert_field(value, conversion), spec or "")
+        ctx = _context(lex, _Field(field), template, None)
+        lex.placed()
+        if not _BARE.fullmatch(text):
+            quoted = quoted or field
+        out.append(_insert(ctx, text))
+    if lex.evaluates and quoted:
+        raise TemplateError(None, "command", _evaluated(quoted, lex.evaluates))
+    return "".join(out)
+
+
+class _Field:
+    """A :meth:`str.format` field, named in refusals like a placeholder."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 def _evaluated(expr: str, construct: str) -> str:
     return (f"the value of {{{expr}}} is not a plain word and the command uses {construct}, "
             "where bash evaluates text as arithmetic (running any $(…) in it) even inside quotes; "
             "pass the value to a script as an argument, or use a list command")
 
 
-def _refusal(reason: str, part: Expression) -> str:
+def _refusal(reason: str, part: Expression | _Field) -> str:
     return (f"{reason} in {{{part.text}}}: values are quoted as one shell word "
             "(see docs/templates.md, 'Commands and quoting')")
 
 
-def _context(lex: _Lexer, part: Expression, command: str, error: type[Exception] | None) -> str:
+def _context(lex: _Lexer, part: Expression | _Field, command: str, error: type[Exception] | None) -> str:
     """The context of ``part`` from the running lexer; refusals as ``error`` (ValueError for
     the validator) or, with None, as a TemplateError naming the command."""
     try:

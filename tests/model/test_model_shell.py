@@ -207,3 +207,16 @@ def test_bash_arithmetic_refuses_values_that_are_not_plain_words(template: str, 
     subprocess.run(["bash", "-c", quoted], cwd=tmp_path, capture_output=True, timeout=10)
     assert marker.exists()
     assert render_command(template, {"x": 5}) == template.replace("{x}", "5")
+
+
+def test_hpo_command_objective_quotes_its_values(tmp_path: Path) -> None:
+    """The HPO objective command (str.format syntax, format specs kept) quotes each value."""
+    from idds_jupyter.hpo.trial import run_trial
+
+    marker = tmp_path / "PWNED"
+    tag = f"a'; touch {marker}; echo 99 #"
+    objective = f"cd {tmp_path} && printf '%s\\n' {{tag}} '{{tag}}' > seen && echo {{lr:.2f}}"
+    res = run_trial(objective, {"lr": 0.123, "tag": tag}, {"trial": 0})
+    assert res["objective"] == 0.12
+    assert (tmp_path / "seen").read_text() == f"{tag}\n{tag}\n"
+    assert not marker.exists()

@@ -20,7 +20,8 @@ from idds_jupyter.bus.event import ended_events, make_event, outcome_events
 from idds_jupyter.config import Config
 from idds_jupyter.model import Workflow, WorkflowStatus
 from idds_jupyter.model.condition import set_limits
-from idds_jupyter.store import control
+from idds_jupyter.model.limits import RUNTIME
+from idds_jupyter.store import control, space
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine
@@ -80,6 +81,7 @@ class Orchestrator:
         # the expression budget of this process's conditions (docs/operations.md, "Limits")
         set_limits(self.config.expression_max_steps, self.config.expression_max_size,
                    self.config.expression_max_depth)
+        RUNTIME.max_jobs_per_work = int(self.config.max_jobs_per_work)  # sweeps resolved at run time
         self.engine = engine or make_engine(self.config.db_url)
         self.bus = bus or NullBus()
         self.dispatch = dispatch

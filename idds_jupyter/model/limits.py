@@ -16,14 +16,28 @@ Every refusal is a :class:`LimitError` (a ``ValueError``) naming the setting.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-__all__ = ["LimitError", "check_depth", "count_jobs", "load_yaml"]
+__all__ = ["RUNTIME", "LimitError", "RuntimeLimits", "check_depth", "count_jobs", "load_yaml"]
 
 #: PyYAML's safe loader, its C version when built (the same documents, ten times faster)
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class RuntimeLimits:
+    """Limits checked while a run is planned (set from the configuration by the orchestrator):
+    a sweep resolved at run time (``kwargs_list: "{gen.result}"``) may give at most
+    ``max_jobs_per_work`` jobs (0: no limit), else its work fails naming the setting."""
+
+    max_jobs_per_work: int = 50_000
+
+
+#: the limits in force in this process
+RUNTIME = RuntimeLimits()
 
 
 class LimitError(ValueError):

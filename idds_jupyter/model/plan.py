@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ExpressionError, TemplateError
+from .limits import RUNTIME
 from .parameter import placeholders, substitute
 from .shell import render_command
 from .status import FAILED_LIKE, WORK_MACHINE, WorkflowStatus, WorkStatus, scope_outcome
@@ -540,6 +541,10 @@ class _Planner:
                 value = list(value)
             if not isinstance(value, list) or not all(isinstance(x, Mapping) for x in value):
                 raise TemplateError(wi.name, "kwargs_list", f"{w.kwargs_list!r} must give a list of dicts, got {_short(value)}")
+            most = RUNTIME.max_jobs_per_work
+            if most and len(value) > most:
+                raise TemplateError(wi.name, "kwargs_list", f"{w.kwargs_list!r} gives {len(value)} jobs, over "
+                                                            f"the limit of {most} (max_jobs_per_work)")
             kl = [dict(_plain(x)) for x in value]
         elif w.kwargs_list is not None:
             kl = [dict(substitute(item, ns)) for item in w.kwargs_list]

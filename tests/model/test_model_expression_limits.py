@@ -7,9 +7,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from idds_jupyter.model import Expression, ExpressionError, TemplateError, Workflow
+from idds_jupyter.model import (
+    Expression,
+    ExpressionError,
+    RunState,
+    TemplateError,
+    Work,
+    Workflow,
+    WorkState,
+    WorkStatus,
+    plan,
+)
 from idds_jupyter.model.condition import LIMITS, set_limits
-from idds_jupyter.model.limits import LimitError, check_depth, count_jobs, load_yaml
+from idds_jupyter.model.limits import RUNTIME, LimitError, check_depth, count_jobs, load_yaml
 
 NS = {"big": "y" * 900_000, "nums": list(range(200_000)), "small": list(range(1000))}
 
@@ -141,3 +151,22 @@ def test_count_jobs() -> None:
     works = [{"name": "a", "n_jobs": 7}, {"name": "b", "kwargs_list": [{}] * 3}, {"name": "c"},
              {"name": "d", "kwargs_list": "{a.result}"}, {"name": "e", "input_dataset": "ds"}]
     assert count_jobs(works) == {"a": 7, "b": 3, "c": 1, "d": 0, "e": 0}
+
+
+def test_sweep_resolved_at_run_time_over_max_jobs_per_work_fails_its_work() -> None:
+    wf = Workflow("sweep", works=[Work("gen", command="g"),
+                                  Work("sim", command="sim {x}", kwargs_list="{gen.result}")])
+    state = RunState(params=wf.resolve_params({}))
+    state.works["gen"] = WorkState("gen", WorkStatus.FINISHED, result=[{"x": i} for i in range(11)])
+    saved = RUNTIME.max_jobs_per_work
+    RUNTIME.max_jobs_per_work = 10
+    try:
+        p = plan(wf, state)
+    finally:
+        RUNTIME.max_jobs_per_work = saved
+    sim = next(wi for wi in p.create if wi.name == "sim")
+    assert sim.status == WorkStatus.FAILED
+    assert "max_jobs_per_work" in p.errors["sim"] and "11 jobs" in p.errors["sim"]
+    state.works.pop("sim", None)
+    ok = next(wi for wi in plan(wf, state).create if wi.name == "sim")  # the default allows it
+    assert ok.status != WorkStatus.FAILED and len(ok.kwargs_list or []) == 11

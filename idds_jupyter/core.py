@@ -21,7 +21,7 @@ from idds_jupyter.config import Config
 from idds_jupyter.model import Workflow, WorkflowStatus
 from idds_jupyter.model.condition import set_limits
 from idds_jupyter.model.limits import RUNTIME
-from idds_jupyter.store import control, space
+from idds_jupyter.store import control
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine

@@ -1,0 +1,207 @@
+"""A real JupyterHub for the tests: examples/jupyterhub_config.py, configurable-http-proxy
+from npm (ci/hub), SimpleLocalProcessSpawner single-user servers and the iDDS service
+managed by the hub.
+
+The tests drive the hub through its REST API with the token of a test-only service
+(``hub-driver``, admin scopes) added by a config file that loads the example config
+first; users log in as browsers do (``login``), kernels are started through a user's
+single-user server (``start_kernel``) and driven over ZeroMQ with its connection file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from jupyter_client import BlockingKernelClient
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_CONFIG = REPO / "examples" / "jupyterhub_config.py"
+PROXY = REPO / "ci" / "hub" / "node_modules" / ".bin" / "configurable-http-proxy"
+PASSWORD = "test-password"
+
+
+def free_port_block(n: int = 4) -> int:
+    """A port p with p..p+n-1 all free on loopback."""
+    for _ in range(200):
+        base = secrets.randbelow(20000) + 30000
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports")
+
+
+def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Hub:
+    def __init__(self, state: Path, db_url: str | None = None) -> None:
+        if not PROXY.exists():
+            raise RuntimeError(f"{PROXY} is missing: run `make hub-deps` (npm install in ci/hub)")
+        self.state = state
+        self.port = free_port_block(4)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.service_url = self.url + "/services/idds/"
+        self.driver_token = secrets.token_hex(32)
+        config = state / "jupyterhub_test_config.py"
+        config.write_text(
+            f"load_subconfig({str(EXAMPLE_CONFIG)!r})\n"
+            "c.JupyterHub.services.append({'name': 'hub-driver', 'api_token': "
+            f"{self.driver_token!r}}})\n"
+            "c.JupyterHub.load_roles.append({'name': 'hub-driver', 'services': ['hub-driver'], "
+            "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
+            "'read:services', 'admin:groups']})\n"
+            # jobs of a killed service are reclaimed quickly (the service-restart test)
+            "c.JupyterHub.services[0]['environment'].update(IDDS_LOCK_TTL='8', "
+            "IDDS_POLL_INTERVAL='1')\n"
+            "c.JupyterHub.log_level = 'INFO'\n")
+        env = dict(os.environ, IDDS_HUB_STATE=str(state), IDDS_HUB_PORT=str(self.port),
+                   IDDS_HUB_PASSWORD=PASSWORD, IDDS_HUB_WORKERS="2")
+        if db_url:
+            env["IDDS_HUB_DB_URL"] = db_url
+        for var in ("IDDS_URL", "IDDS_TOKEN", "IDDS_DB_URL", "IDDS_HOME", "JUPYTERHUB_API_TOKEN",
+                    "JUPYTER_RUNTIME_DIR"):
+            env.pop(var, None)
+        self.log_path = state / "hub.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=state, env=env,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(self._up, 90, "the hub and the iDDS service")
+        except Exception:
+            self.stop()
+            raise RuntimeError("the hub did not start:\n" + self.log_tail()) from None
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError("the hub exited:\n" + self.log_tail())
+        try:
+            return (requests.get(self.url + "/hub/api/", timeout=2).ok
+                    and requests.get(self.service_url + "idds/api/v1/ping", timeout=2).ok)
+        except requests.RequestException:
+            return False
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ hub REST API
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        return requests.request(method, f"{self.url}/hub/api/{path.lstrip('/')}",
+                                headers={"Authorization": f"token {self.driver_token}"}, **kw)
+
+    def user_token(self, name: str, scopes: list[str] | None = None) -> str:
+        body: dict[str, Any] = {"note": "test", "expires_in": 3600}
+        if scopes is not None:
+            body["scopes"] = scopes
+        r = self.api("POST", f"users/{name}/tokens", json=body)
+        assert r.status_code in (200, 201), r.text
+        return str(r.json()["token"])
+
+    def server_ready(self, name: str) -> bool:
+        r = self.api("GET", f"users/{name}")
+        r.raise_for_status()
+        server = (r.json().get("servers") or {}).get("")
+        return bool(server and server.get("ready"))
+
+    def start_server(self, name: str, timeout: float = 90) -> None:
+        r = self.api("POST", f"users/{name}/server")
+        assert r.status_code in (201, 202, 400), r.text  # 400: already running
+        wait_for(lambda: self.server_ready(name), timeout, f"{name}'s server")
+
+    def stop_server(self, name: str, timeout: float = 60) -> None:
+        r = self.api("DELETE", f"users/{name}/server")
+        assert r.status_code in (202, 204), r.text
+        wait_for(lambda: not self.api("GET", f"users/{name}").json().get("servers"), timeout,
+                 f"{name}'s server to stop")
+
+    def service_pid(self) -> int | None:
+        """The pid of the managed iDDS service process (found by its listening port)."""
+        port = self.port + 3
+        out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        m = re.search(r"pid=(\d+)", out)
+        return int(m.group(1)) if m else None
+
+    # ------------------------------------------------------------------ users
+    def home(self, name: str) -> Path:
+        return self.state / "home" / name
+
+    def login(self, name: str) -> requests.Session:
+        """Log in on the hub's login page as a browser would; returns its session (cookies)."""
+        s = requests.Session()
+        page = s.get(f"{self.url}/hub/login", timeout=30)
+        m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        data = {"username": name, "password": PASSWORD}
+        if m:
+            data["_xsrf"] = m.group(1)
+        r = s.post(f"{self.url}/hub/login?next=", data=data, timeout=60, allow_redirects=False)
+        assert r.status_code == 302, (r.status_code, r.text[:500])
+        return s
+
+    def start_kernel(self, name: str, token: str, kernel: str = "python3") -> tuple[str, BlockingKernelClient]:
+        """A kernel started by ``name``'s single-user server (its REST API, through the proxy)."""
+        r = requests.post(f"{self.url}/user/{name}/api/kernels", json={"name": kernel},
+                          headers={"Authorization": f"token {token}"}, timeout=60)
+        assert r.status_code == 201, r.text
+        kid = r.json()["id"]
+        cf = wait_for(lambda: next(iter(self.home(name).rglob(f"kernel-{kid}.json")), None), 30,
+                      "the kernel's connection file")
+        kc = BlockingKernelClient(connection_file=str(cf))
+        kc.load_connection_file()
+        kc.hb_channel.time_to_dead = 10.0  # a loaded machine misses 1 s heartbeats
+        kc.start_channels()
+        for attempt in range(3):
+            try:
+                kc.wait_for_ready(timeout=60)
+                break
+            except RuntimeError:  # "died" by a missed heartbeat; the kernel is still there
+                if attempt == 2:
+                    raise
+                time.sleep(2)
+        return kid, kc
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        # the hub stops its proxy and services; anything left in its session goes too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+__all__ = ["PASSWORD", "Hub", "free_port_block", "wait_for"]

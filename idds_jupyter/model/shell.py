@@ -39,7 +39,14 @@ from typing import Any
 
 from .condition import Expression
 from .errors import TemplateError
-from .parameter import RawExpression, _format, escape, parse_template, substitute
+from .parameter import (
+    RawExpression,
+    _format,
+    escape,
+    parse_template,
+    substitute,
+    substitute_partial,
+)
 
 __all__ = ["check_command", "format_command", "quote", "render_command"]
 
@@ -331,8 +338,6 @@ def render_command(command: str | list[Any], namespace: Mapping[str, Any],
     """
     if isinstance(command, list):
         if defer is not None:
-            from .parameter import substitute_partial
-
             return [substitute_partial(str(el), namespace, defer) for el in command]
         return [_format(substitute(str(el), namespace)) for el in command]
     layout = _layout(command)

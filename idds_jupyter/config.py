@@ -52,6 +52,8 @@ _ENV = {
     "transfer": "IDDS_TRANSFER",
     "server_url": "IDDS_SERVER_URL",
     "job_token_ttl": "IDDS_JOB_TOKEN_TTL",
+    "api_lock_wait": "IDDS_API_LOCK_WAIT",
+    "disk_reserve_mb": "IDDS_DISK_RESERVE_MB",
     # browsers of other origins allowed to open the live stream (docs/security.md)
     "allow_origin": "IDDS_ALLOW_ORIGIN",
     "allow_origin_pat": "IDDS_ALLOW_ORIGIN_PAT",
@@ -121,6 +123,11 @@ class Config:
     transfer: str = "shared"
     server_url: str | None = None  # URL jobs reach the API at ("http"); default: the server's own
     job_token_ttl: float = 86400.0  # lifetime of a job token (plus the job's walltime)
+    # storage faults (docs/security.md): an API request waits this long (s) for a database
+    # lock another process holds, then answers 503 (the agents wait 60 s); an SQLite store
+    # keeps this many MB beside it for aborts on a full disk (idds_jupyter.store.space)
+    api_lock_wait: float = 2.0
+    disk_reserve_mb: float = 32.0
     # Jobs and the service (docs/security.md): "none" (jobs run as the service's account: a
     # single-user laptop), "account" (as job_account, which cannot read the service's state),
     # "uid" (as the owner's OS account, user_map: iDDS user -> OS account, default same name)
@@ -219,6 +226,7 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
         if k in ("workers", "batch") or k.startswith(("max_", "expression_max_")):
             out[k] = int(v)
         elif k in ("lock_ttl", "poll_interval", "batch_poll_interval", "job_token_ttl",
+                   "api_lock_wait", "disk_reserve_mb",
                    "settle", "batch_submit_interval"):
             out[k] = float(v)
         elif k == "home":

@@ -21,7 +21,7 @@ from idds_jupyter.config import Config
 from idds_jupyter.model import Workflow, WorkflowStatus
 from idds_jupyter.model.condition import set_limits
 from idds_jupyter.model.limits import RUNTIME
-from idds_jupyter.store import control
+from idds_jupyter.store import control, space
 from idds_jupyter.store.cache import record_blobs
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.engine import make_engine
@@ -92,6 +92,8 @@ class Orchestrator:
         if migrate:
             upgrade(self.engine)
         self.catalog = Catalog(self.engine)
+        # SQLite: the space that lets an abort write on a full disk (store/space.py)
+        self.reserve = space.reserve_for(self.engine, self.config.disk_reserve_mb)
 
     # -------------------------------------------------------------- submit
     def submit(self, workflow: Workflow | Mapping[str, Any] | str, params: Mapping[str, Any] | None = None,
@@ -103,6 +105,8 @@ class Orchestrator:
         ``blobs`` are cache files (sha256, size) written for it, recorded with it.
         """
         wf = load_workflow(workflow, semantic=False)  # submit_planned validates it with params
+        if self.reserve is not None:  # a full disk: StorageFull now, not a half-written run
+            self.reserve.check()
         with self.engine.begin() as conn:
             first = submit_planned(conn, wf, params, owner=owner, backend=backend,
                                    cwd=cwd or os.getcwd(), open=open)
@@ -365,8 +369,16 @@ class Orchestrator:
     # ------------------------------------------------------------- control
     def _control(self, op: Callable[..., control.ControlResult], workflow_id: int,
                  work: str | None) -> control.ControlResult:
-        with self.engine.begin() as conn:
-            res = op(conn, workflow_id, work)
+        try:
+            with self.engine.begin() as conn:
+                res = op(conn, workflow_id, work)
+        except Exception as exc:
+            # a full disk: give its reserve back (SQLite) and write the abort there
+            path = space.sqlite_path(self.engine)
+            if path is None or not space.is_disk_full(exc) or not space.release(path):
+                raise
+            with self.engine.begin() as conn:
+                res = op(conn, workflow_id, work)
         events = [make_event(ev.CONTROL, str(workflow_id)), make_event(ev.WORKFLOW_DIRTY, str(workflow_id))]
         if res.cancel_jobs:
             events.append(make_event(ev.JOBS_CANCEL, str(workflow_id)))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import tornado.web
 from tornado.ioloop import IOLoop
 
+from idds_jupyter.api.faults import storage_fault
 from idds_jupyter.auth import User
 
 if TYPE_CHECKING:
@@ -171,12 +172,25 @@ class ApiHandler(tornado.web.RequestHandler):
         elif isinstance(exc, tornado.web.HTTPError):
             body = {"error": exc.log_message % exc.args if exc.log_message and exc.args
                     else exc.log_message or self._reason}
+        elif (fault := storage_fault(exc)) is not None:  # 503 busy, 507 disk full
+            self.set_status(fault.status)
+            if fault.retry_after is not None:
+                self.set_header("Retry-After", str(fault.retry_after))
+            body = {"error": fault.message}
         else:
             body = {"error": f"internal error: {type(exc).__name__}" if exc else self._reason}
         if self.request.method == "HEAD":
             self.finish()
             return
         self.finish(dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """A storage fault (busy database, full disk) is one warning line, not a traceback."""
+        if not isinstance(value, tornado.web.HTTPError) and storage_fault(value) is not None:
+            tornado.web.app_log.warning("%s %s: %s", self.request.method, self.request.path,
+                                        str(value).splitlines()[0] if str(value) else type(value).__name__)
+            return
+        super().log_exception(typ, value, tb)
 
     # --------------------------------------------------------------- input
     def json_body(self, required: bool = True) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class ApiContext:
     submissions: SubmissionWindow = field(default_factory=SubmissionWindow)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _job_tokens: JobTokens | None = None
+    _engine: Any = None  # the API's own engine (make_context), disposed by close()
 
     def job_tokens(self) -> JobTokens:
         """The checker of per-job tokens (reads or creates the secret once: blocking)."""
@@ -57,25 +58,39 @@ class ApiContext:
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge = None
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def make_context(config: Config, orch: Orchestrator | None = None, bus: Bus | None = None,
                  auth: Authenticator | None = None, cache: Cache | None = None,
                  executor: ThreadPoolExecutor | None = None, **kw: Any) -> ApiContext:
-    """An ApiContext with defaults: a store on ``config.db_url``, token auth, a 16-thread executor."""
+    """An ApiContext with defaults: a store on ``config.db_url``, token auth, a 16-thread executor.
+
+    The requests use an engine of their own on the store (``orch``'s database when one
+    is given: an orchestrator on it, with ``orch``'s bus and dispatch), whose lock waits
+    end after ``config.api_lock_wait`` s: a database another process holds locked
+    answers 503 soon instead of hanging every request (api/faults.py). The agents keep
+    their engine and its long waits.
+    """
     from idds_jupyter.auth import TokenAuthenticator
     from idds_jupyter.bus import make_bus
     from idds_jupyter.store.engine import make_engine
 
+    url = config.db_url if orch is None else orch.engine.url.render_as_string(hide_password=False)
+    engine = make_engine(url, lock_wait=config.api_lock_wait)
     if orch is None:
-        engine = make_engine(config.db_url)
         bus = bus or make_bus(config.bus, engine=engine)
         orch = Orchestrator(config, engine=engine, bus=bus)
+    else:
+        orch = Orchestrator(orch.config, engine=engine, bus=bus or orch.bus, migrate=False,
+                            dispatch=orch.dispatch)
     bus = bus or orch.bus
+    cache = Cache(cache.root, engine, cache.limit) if cache is not None else Cache(config.cache_dir, engine)
     executor = executor or ThreadPoolExecutor(16, thread_name_prefix="idds-api")
-    return ApiContext(orch=orch, cache=cache or Cache(config.cache_dir, orch.engine), bus=bus,
+    return ApiContext(orch=orch, cache=cache, bus=bus,
                       auth=auth or TokenAuthenticator(orch.engine, executor), executor=executor,
-                      config=config, **kw)
+                      config=config, _engine=engine, **kw)
 
 
 __all__ = ["ApiContext", "make_context"]

@@ -9,6 +9,7 @@ rows it read. PostgreSQL uses ``FOR UPDATE SKIP LOCKED`` for the same claims.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,11 @@ class _WriteGate:
         self._lock = threading.RLock()
         self._held: set[int] = set()
 
-    def enter(self, conn: Any) -> None:
-        self._lock.acquire()
+    def enter(self, conn: Any, timeout: float = -1) -> None:
+        """Wait for the write turn; ``timeout`` (s, -1: no limit) over: "database is locked"."""
+        if not self._lock.acquire(timeout=timeout):
+            raise sqlite3.OperationalError(
+                f"database is locked (this process's write turn not free after {timeout:g} s)")
         self._held.add(_raw_id(conn))
 
     def leave(self, conn: Any) -> None:
@@ -89,6 +93,20 @@ class _WriteGate:
         if key in self._held:
             self._held.discard(key)
             self._lock.release()
+
+
+# One gate per database file in this process: the API's engine and the agents' engine
+# on one file queue for the same write lock.
+_gates: dict[str, _WriteGate] = {}
+_gates_lock = threading.Lock()
+
+
+def _gate_for(path: str) -> _WriteGate:
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return _WriteGate()
+    key = os.path.realpath(path)
+    with _gates_lock:
+        return _gates.setdefault(key, _WriteGate())
 
 
 def _raw_id(conn: Any) -> int:
@@ -100,8 +118,16 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
-    """Create an engine with the settings the agents rely on."""
+def make_engine(url: str | None = None, lock_wait: float | None = None, **kwargs: Any) -> Engine:
+    """Create an engine with the settings the agents rely on.
+
+    ``lock_wait`` (seconds): how long a statement may wait for a lock another
+    connection holds before it fails with "database is locked" (SQLite: this process's
+    write turn, then the busy timeout) or ``LockNotAvailable`` (PostgreSQL's
+    ``lock_timeout``). The API's engine sets it low so that a request answers 503 soon
+    instead of hanging (:mod:`idds_jupyter.api.faults`); the agents wait 60 s (SQLite)
+    or as long as PostgreSQL lets them.
+    """
     url = url or default_url()
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
@@ -110,10 +136,14 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         if path and path != ":memory:" and not path.startswith("file:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             private_file(path)  # 0600, and so its WAL
+        wait = 60.0 if lock_wait is None else float(lock_wait)
+        nullpool = kwargs.pop("nullpool", False)
+        if lock_wait is not None and not nullpool and path and path != ":memory:":
+            kwargs.setdefault("pool_timeout", wait)  # every connection busy: as good as locked
         engine = create_engine(
             url,
-            connect_args={"timeout": 60, "check_same_thread": False},
-            poolclass=NullPool if kwargs.pop("nullpool", False) else None,
+            connect_args={"timeout": wait, "check_same_thread": False},
+            poolclass=NullPool if nullpool else None,
             **kwargs,
         )
 
@@ -124,18 +154,19 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             cur.execute("PRAGMA foreign_keys=OFF")
             cur.close()
 
-        gate = _WriteGate()
+        gate = _gate_for(path)
+        turn = -1.0 if lock_wait is None else wait  # the API's wait is bounded here too
         dialect = engine.dialect
         commit, rollback = dialect.do_commit, dialect.do_rollback
 
         # In the dialect's own begin, not an engine "begin" listener: with a listener on
         # the engine, every statement runs SQLAlchemy's event dispatch first.
         def _do_begin(dbapi_conn: Any) -> None:
-            gate.enter(dbapi_conn)
+            gate.enter(dbapi_conn, turn)
             try:
                 getattr(dbapi_conn, "dbapi_connection", dbapi_conn).execute("BEGIN IMMEDIATE")
             except BaseException:
@@ -161,4 +192,9 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
+    if lock_wait is not None:
+        args = dict(kwargs.pop("connect_args", {}))
+        args["options"] = (args.get("options", "") + f" -c lock_timeout={int(lock_wait * 1000)}").strip()
+        kwargs["connect_args"] = args
+        kwargs.setdefault("pool_timeout", lock_wait)  # every connection busy: as good as locked
     return create_engine(url, **kwargs)

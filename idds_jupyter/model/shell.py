@@ -2,7 +2,8 @@
 
 A string ``command`` runs under ``/bin/sh -c``. Each ``{placeholder}`` value
 (workflow parameters, sweep keys, file names, upstream job results) is inserted
-as one single-quoted shell word, so no character of it (``'``, ``"``, ``$(…)``,
+as one shell word — bare when it is a plain word (``5``, ``a/b.txt``), otherwise
+single-quoted — so no character of it (``'``, ``"``, ``$(…)``,
 backticks, ``;``, newlines, spaces, globs) is ever read as shell syntax: the
 command receives the value verbatim.
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint venv install-check postgres-deps engines-deps labextension ui-deps bench clean
+.PHONY: lab test lint venv install-check postgres-deps engines-deps labextension ui-deps bench clean hub hub-deps
 
 # PyTorch (the hpo-gp extra, for Optuna's GPSampler) is installed first, pinned to the CPU
 # build: a plain `torch` requirement would pull a CUDA build of several GB.
@@ -44,11 +44,22 @@ install-check: $(STAMP)
 	bash ci/install_check.sh
 
 # pytest runs last so its summary line closes the log; the notebooks are tests too (nbval).
-test: $(STAMP) postgres-deps engines-deps ui-deps lint install-check
+test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps lint install-check
 	$(BIN)/pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-kernel-name idds
 
 bench: $(STAMP)
 	$(BIN)/python bench/dag_release.py --jobs 100000 --engine dask
+
+# configurable-http-proxy (npm) for the JupyterHub tests (tests/hub) and `make hub`.
+ci/hub/node_modules/.package-lock.json: ci/hub/package-lock.json
+	cd ci/hub && npm ci --no-audit --no-fund
+
+hub-deps: ci/hub/node_modules/.package-lock.json
+
+# A demo JupyterHub on this machine: users alice and bob with a password, the shared
+# iDDS service managed by the hub (examples/jupyterhub_config.py); prints the URL to open.
+hub: $(STAMP) hub-deps labextension
+	BIN=$(BIN) bash ci/hub.sh
 
 # The JupyterLab extension (TypeScript in labextension/, built into idds_jupyter/labextension).
 LABEXT_SRC := $(shell find labextension/src labextension/style labextension/schema -type f 2>/dev/null) \

@@ -603,25 +603,23 @@ class LocalBackend(Backend):
         if not specs:
             return
         log_dir = self.log_dir
-        isolated = self._area is not None
-        staged: list[tuple[dict[str, Any], dict[str, Any] | str]] = []
-        for spec in specs:
-            if log_dir and not spec.get("log_dir"):
-                spec = {**spec, "log_dir": log_dir}
-            if isolated:
+        if log_dir:
+            specs = [s if s.get("log_dir") else {**s, "log_dir": log_dir} for s in specs]
+        staged: list[tuple[dict[str, Any], dict[str, Any] | str]] | None = None
+        if self._area is not None:  # isolation: what the account's worker reads and writes
+            staged = []
+            for spec in specs:
                 try:
                     staged.append((spec, self._stage(spec)))
                 except (ValueError, OSError) as exc:
                     staged.append((spec, f"cannot prepare the job for its account: {exc}"))
-            else:
-                staged.append((spec, spec))
         failed: list[dict[str, Any]] = []
         with self._lock:
             if self._closing:
                 raise RuntimeError("backend is closed")
             jobs = self._jobs
             pending = self._pending
-            for orig, ready in staged:
+            for orig, ready in staged if staged is not None else zip(specs, specs, strict=True):
                 jid = int(orig["job_id"])
                 if isinstance(ready, str):
                     self._done[jid] = None

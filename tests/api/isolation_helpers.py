@@ -1,16 +1,14 @@
-"""Shared by the isolation tests: OS accounts, the path trap, a served API, /proc scans."""
+"""Shared by the isolation tests: OS accounts, a served API, /proc scans (the path trap:
+:mod:`pathtrap`)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import stat
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,39 +44,6 @@ def ensure_account(name: str) -> pwd.struct_passwd:
     if r.returncode not in (0, 9):  # 9: created meanwhile
         raise RuntimeError(f"useradd {name}: {r.stderr.strip()}")
     return pwd.getpwnam(name)
-
-
-@contextlib.contextmanager
-def reachable(paths: list[str]) -> Iterator[list[tuple[str, int]]]:
-    """The path trap (issue 19, item 8): a checkout (or pytest's temp dir) inside a 0700
-    directory (``mktemp -d``, root's home, /tmp/pytest-of-root) cannot be entered by the
-    accounts the jobs run as, so they could not even execute the venv's python. For the
-    test's duration each directory on the way to ``paths`` (as given and resolved) that
-    others cannot search gets o+x (search only: nothing becomes listable or readable);
-    the modes are restored afterwards. Yields what was changed."""
-    changed: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    for path in paths:
-        for p in (os.path.abspath(path), os.path.realpath(path)):
-            d = p if os.path.isdir(p) else os.path.dirname(p)
-            chain = []
-            while d not in seen:
-                seen.add(d)
-                chain.append(d)
-                if d == os.path.dirname(d):
-                    break
-                d = os.path.dirname(d)
-            for d in chain:
-                mode = stat.S_IMODE(os.stat(d).st_mode)
-                if not mode & stat.S_IXOTH:
-                    os.chmod(d, mode | stat.S_IXOTH)
-                    changed.append((d, mode))
-    try:
-        yield changed
-    finally:
-        for d, mode in reversed(changed):
-            with contextlib.suppress(OSError):
-                os.chmod(d, mode)
 
 
 def job_paths(home: Path) -> list[str]:

@@ -13,7 +13,7 @@ this process, real local worker processes) and asserts that it fails:
 
 Tests that run jobs as other accounts create them (``useradd -M -r``) and need root.
 They also handle the path trap (a checkout inside a 0700 directory, e.g. a clone in
-``mktemp -d``): see :func:`isolation_helpers.reachable`.
+``mktemp -d``): see :mod:`pathtrap`.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ from isolation_helpers import (  # noqa: E402
     my_workers,
     proc_stat,
     processes,
-    reachable,
     serve,
     submit,
     uid_of,
     wait_for,
 )
+from pathtrap import reachable  # noqa: E402
 
 from idds_jupyter.client import Client  # noqa: E402
 from idds_jupyter.faat.work import work  # noqa: E402

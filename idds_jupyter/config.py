@@ -1,20 +1,18 @@
 """Configuration of the core: a YAML file, then environment variables, then arguments.
 
-``IDDS_DB_URL``, ``IDDS_BUS``, ``IDDS_BACKEND``, ``IDDS_HOME``, ``IDDS_WORKERS``,
-``IDDS_DASK_ADDRESS``, ``IDDS_CONFIG`` (the file) and, for the batch backends,
-``IDDS_SHARED_DIR``, ``IDDS_SLURM_PARTITION``, ``IDDS_SLURM_ACCOUNT``,
-``IDDS_CONDOR_SCHEDD``, ``IDDS_CONDOR_TOKEN``, ``IDDS_PANDA_URL``,
-``IDDS_PANDA_URL_SSL``, ``IDDS_PANDA_QUEUE``, ``IDDS_PANDA_CLOUD``,
-``IDDS_PANDA_TOKEN``, ``IDDS_PANDA_VO`` are read; ``IDDS_TRANSFER``
-(``shared`` | ``http``: how batch jobs get their inputs and return their
-results), ``IDDS_SERVER_URL`` (the URL jobs reach this service's API at, for
-``http``) and ``IDDS_JOB_TOKEN_TTL`` too.
+Each setting is one field of :class:`Config` (declared with :func:`setting`: default and
+help). It can be given as a key of the YAML file (``--config FILE`` or ``IDDS_CONFIG``),
+as the environment variable ``IDDS_<NAME>`` (``IDDS_SLURM_PARTITION``), or, in a Jupyter
+server, as the traitlet ``c.IddsExtension.<name>``; later ones win. The reference,
+docs/configuration.md, is generated from the fields:
+``python -m idds_jupyter_server.reference --markdown``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,145 +24,124 @@ from idds_jupyter.store.engine import default_home, default_url
 #: the agent roles a runner may take (``idds-jupyter serve|agents --only ROLE``)
 AGENT_ROLES = ("clerk", "transformer", "carrier", "steerer")
 
-_ENV = {
-    "db_url": "IDDS_DB_URL",
-    "bus": "IDDS_BUS",
-    "backend": "IDDS_BACKEND",
-    "workers": "IDDS_WORKERS",
-    "dask_address": "IDDS_DASK_ADDRESS",
-    "lock_ttl": "IDDS_LOCK_TTL",
-    "poll_interval": "IDDS_POLL_INTERVAL",
-    "settle": "IDDS_SETTLE",
-    "backend_policy": "IDDS_BACKEND_POLICY",
-    # batch-system backends
-    "shared_dir": "IDDS_SHARED_DIR",
-    "slurm_partition": "IDDS_SLURM_PARTITION",
-    "slurm_account": "IDDS_SLURM_ACCOUNT",
-    "condor_schedd": "IDDS_CONDOR_SCHEDD",
-    "condor_token": "IDDS_CONDOR_TOKEN",
-    "panda_url": "IDDS_PANDA_URL",
-    "panda_queue": "IDDS_PANDA_QUEUE",
-    "panda_url_ssl": "IDDS_PANDA_URL_SSL",
-    "panda_cloud": "IDDS_PANDA_CLOUD",
-    "panda_token": "IDDS_PANDA_TOKEN",
-    "panda_vo": "IDDS_PANDA_VO",
-    # how batch jobs get their blobs and send back results (docs/backends.md)
-    "transfer": "IDDS_TRANSFER",
-    "server_url": "IDDS_SERVER_URL",
-    "job_token_ttl": "IDDS_JOB_TOKEN_TTL",
-    "api_lock_wait": "IDDS_API_LOCK_WAIT",
-    "disk_reserve_mb": "IDDS_DISK_RESERVE_MB",
-    # browsers of other origins allowed to open the live stream (docs/security.md)
-    "allow_origin": "IDDS_ALLOW_ORIGIN",
-    "allow_origin_pat": "IDDS_ALLOW_ORIGIN_PAT",
-    "batch_submit_interval": "IDDS_BATCH_SUBMIT_INTERVAL",
-    # the shared JupyterHub deployment (docs/deploy-jupyterhub.md)
-    "service_url": "IDDS_SERVICE_URL",
-    "hub_admin_groups": "IDDS_HUB_ADMIN_GROUPS",
-    "hub_client": "IDDS_HUB_CLIENT",
-    # what jobs run as and see (docs/security.md, "Isolation levels")
-    "isolation": "IDDS_ISOLATION",
-    "job_account": "IDDS_JOB_ACCOUNT",
-    "user_map": "IDDS_USER_MAP",
-    "env_allow": "IDDS_ENV_ALLOW",
-    "pool_idle_s": "IDDS_POOL_IDLE_S",
-    "jobs_dir": "IDDS_JOBS_DIR",
-    # limits on what one request may cost (docs/operations.md, "Limits")
-    "max_body_size": "IDDS_MAX_BODY_SIZE",
-    "max_json_depth": "IDDS_MAX_JSON_DEPTH",
-    "max_template_nodes": "IDDS_MAX_TEMPLATE_NODES",
-    "max_yaml_aliases": "IDDS_MAX_YAML_ALIASES",
-    "max_jobs_per_work": "IDDS_MAX_JOBS_PER_WORK",
-    "max_jobs_per_submission": "IDDS_MAX_JOBS_PER_SUBMISSION",
-    "max_active_jobs_per_user": "IDDS_MAX_ACTIVE_JOBS_PER_USER",
-    "max_submissions_per_minute": "IDDS_MAX_SUBMISSIONS_PER_MINUTE",
-    "expression_max_steps": "IDDS_EXPRESSION_MAX_STEPS",
-    "expression_max_size": "IDDS_EXPRESSION_MAX_SIZE",
-    "expression_max_depth": "IDDS_EXPRESSION_MAX_DEPTH",
-}
+
+def setting(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
+            env: str | None = None, choices: tuple[str, ...] | None = None,
+            secret: bool = False) -> Any:
+    """A :class:`Config` field with what documents it (help, environment variable, choices),
+    so that YAML, the environment, the extension's traitlets and docs/configuration.md share
+    one definition. ``secret``: never shown back (``GET /config``) but as set or not."""
+    meta = {"help": help, "env": env, "choices": choices, "secret": secret}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class Config:
-    home: Path = field(default_factory=default_home)
-    db_url: str = ""
-    bus: str = "local"  # local | none | db | zmq://host:pub:sub
-    backend: str = "local"  # the default backend of works that name none
-    backends: tuple[str, ...] = ("local",)  # the backends this Carrier serves
-    workers: int = 0  # local worker processes; 0 = one per core
-    dask_address: str | None = None
-    lock_ttl: float = 60.0  # seconds before a silent owner's jobs are reclaimed
-    poll_interval: float = 2.0  # fallback polling when no event arrives
-    # the Clerk and the Conductor wait this long after a wake-up, so that what ends
-    # together is handled in one transaction, not one each (and not in a call's way)
-    settle: float = 0.02
-    # rules choosing the backend of works that name none (idds_jupyter.model.policy)
-    backend_policy: tuple[dict[str, Any], ...] = ()
-    batch: int = 1000  # jobs per claim / per result transaction
-    notify_urls: tuple[str, ...] = ()
+    """Every setting of the core, one definition each: a field with its default and its help.
+
+    The same setting is a YAML key (``--config``/``IDDS_CONFIG``), an environment variable
+    (``IDDS_<NAME>``), and a traitlet of the Jupyter server extension
+    (``c.IddsExtension.<name>``); docs/configuration.md is generated from these fields.
+    """
+
+    home: Path = setting(factory=default_home,
+                         help="Directory of the embedded store, cache and logs (default: "
+                              "idds in the Jupyter data dir)")
+    db_url: str = setting("", "Database URL (SQLAlchemy); empty: SQLite idds.db in home")
+    bus: str = setting("local", "Event bus: local, none, db, zmq://HOST:PUB:SUB")
+    backend: str = setting("local", "The default backend of works that name none")
+    backends: tuple[str, ...] = setting(("local",), "The backends this Carrier serves (the "
+                                        "default backend and those of backend_policy are added)")
+    workers: int = setting(0, "Local worker processes; 0 = one per core")
+    dask_address: str | None = setting(None, "Dask scheduler address (dask backend); none: a "
+                                       "LocalCluster")
+    lock_ttl: float = setting(60.0, "Seconds before a silent owner's jobs are reclaimed")
+    poll_interval: float = setting(2.0, "Seconds between fallback polls when no event arrives")
+    settle: float = setting(0.02, "Seconds the Clerk and the Conductor wait after a wake-up, so "
+                            "that what ends together is handled in one transaction")
+    backend_policy: tuple[dict[str, Any], ...] = setting(
+        (), "Rules choosing the backend of works that name none (a list; env: YAML or JSON "
+            "text); docs/backends.md")
+    batch: int = setting(1000, "Jobs per claim and per result transaction")
+    notify_urls: tuple[str, ...] = setting((), "URLs notified of run events")
     # batch-system backends (slurm, htcondor, panda): see docs/backends.md
-    shared_dir: str | None = None  # seen by every execute node at the same path; default home/batch
-    slurm_partition: str | None = None
-    slurm_account: str | None = None
-    condor_schedd: str | None = None  # "host:port" of the schedd (default: the local one)
-    condor_token: str | None = None  # IDTOKEN file (or token text) for the schedd
-    panda_url: str | None = None  # PanDA server base URL (PANDA_URL / PANDA_URL_SSL)
-    panda_queue: str | None = None  # computingSite / PanDA queue of the jobs
-    panda_url_ssl: str | None = None  # PANDA_URL_SSL when it differs from panda_url
-    panda_cloud: str | None = None  # cloud of the jobs
-    panda_token: str | None = None  # OIDC id token (text or file) -> PANDA_AUTH_ID_TOKEN
-    panda_vo: str | None = None  # auth VO of the token (PANDA_AUTH_VO), the jobs' VO
-    batch_poll_interval: float = 1.0  # seconds between scheduler polls
-    # least seconds between two submissions while jobs already wait in the scheduler
-    # (None: the backend's own default; see docs/backends.md)
-    batch_submit_interval: float | None = None
-    # "shared": batch jobs read blobs from and write results into the cache by path (shared
-    # filesystem); "http": they fetch them from this service's API with a per-job token
-    transfer: str = "shared"
-    server_url: str | None = None  # URL jobs reach the API at ("http"); default: the server's own
-    job_token_ttl: float = 86400.0  # lifetime of a job token (plus the job's walltime)
-    # storage faults (docs/security.md): an API request waits this long (s) for a database
-    # lock another process holds, then answers 503 (the agents wait 60 s); an SQLite store
-    # keeps this many MB beside it for aborts on a full disk (idds_jupyter.store.space)
-    api_lock_wait: float = 2.0
-    disk_reserve_mb: float = 32.0
-    # Jobs and the service (docs/security.md): "none" (jobs run as the service's account: a
-    # single-user laptop), "account" (as job_account, which cannot read the service's state),
-    # "uid" (as the owner's OS account, user_map: iDDS user -> OS account, default same name)
-    isolation: str = "none"
-    job_account: str = "idds-job"
-    user_map: dict[str, str] = field(default_factory=dict)
-    env_allow: tuple[str, ...] = ()  # more variables of the service's environment jobs see
-    pool_idle_s: float = 60.0  # a local worker bound to an owner and idle this long is ended
-    jobs_dir: str | None = None  # per-account job areas under isolation; default home/jobs
-    # Standalone server: a browser page of another origin may open the live stream only if
-    # it is allow_origin ("*": any) or matches the regex allow_origin_pat (Jupyter's rule;
-    # the server extension uses the Jupyter server's own settings). docs/security.md
-    allow_origin: str = ""
-    allow_origin_pat: str = ""
-    # Shared JupyterHub deployment (docs/deploy-jupyterhub.md). The service's URL as the
-    # kernels of a hub's single-user servers reach it: a path on the hub's public URL, or
-    # a full URL. hub_client: "auto" (in a hub, use the shared service when it answers),
-    # "on" (in a hub, always), "off" (always an embedded core).
-    service_url: str = "/services/idds/"
-    hub_admin_groups: tuple[str, ...] = ()  # hub groups whose members are iDDS admins
-    hub_client: str = "auto"
-    # Limits on what one request may cost (docs/operations.md, "Limits"); each refusal
-    # is a 4xx naming the setting. Cache uploads have their own limit (the cache's).
-    max_body_size: int = 8 * 2**20  # bytes of a JSON request body
-    max_json_depth: int = 64  # nesting of a JSON body or a YAML template
-    max_template_nodes: int = 1_000_000  # values of a YAML template, aliases expanded
-    max_yaml_aliases: int = 100  # alias uses (*name) in a YAML template
-    max_jobs_per_work: int = 50_000  # jobs one work may declare (n_jobs, kwargs_list, .map)
-    max_jobs_per_submission: int = 100_000  # jobs of a submission (and of a run grown by add_works)
-    # per-user quotas (admins are exempt; 0 = no quota): 429 naming the quota
-    max_active_jobs_per_user: int = 200_000  # unfinished jobs of a user's unfinished runs
-    max_submissions_per_minute: int = 600  # POST /requests per user, sliding window
-    # the safe expression language (conditions, loop ``until``): evaluation steps, size of
-    # any value it builds (characters + elements, deep), and parse nesting
-    expression_max_steps: int = 10_000_000
-    expression_max_size: int = 1_000_000
-    expression_max_depth: int = 100
+    shared_dir: str | None = setting(None, "Directory seen by every execute node at the same "
+                                     "path (batch backends); default: home/batch")
+    slurm_partition: str | None = setting(None, "Slurm partition of the jobs (sbatch --partition)")
+    slurm_account: str | None = setting(None, "Slurm account of the jobs (sbatch --account)")
+    condor_schedd: str | None = setting(None, "host:port of the HTCondor schedd (default: the "
+                                        "local one)")
+    condor_token: str | None = setting(None, "IDTOKEN file (or token text) for the schedd",
+                                       secret=True)
+    panda_url: str | None = setting(None, "PanDA server base URL (PANDA_URL / PANDA_URL_SSL)")
+    panda_queue: str | None = setting(None, "computingSite / PanDA queue of the jobs")
+    panda_url_ssl: str | None = setting(None, "PANDA_URL_SSL when it differs from panda_url")
+    panda_cloud: str | None = setting(None, "Cloud of the PanDA jobs")
+    panda_token: str | None = setting(None, "OIDC id token (text or file) for PanDA "
+                                      "(PANDA_AUTH_ID_TOKEN)", secret=True)
+    panda_vo: str | None = setting(None, "Auth VO of the PanDA token (PANDA_AUTH_VO), the jobs' VO")
+    batch_poll_interval: float = setting(1.0, "Seconds between scheduler polls (batch backends)")
+    batch_submit_interval: float | None = setting(
+        None, "Least seconds between two submissions while jobs already wait in the scheduler "
+              "(none: the backend's own default)")
+    transfer: str = setting("shared", "How batch jobs get their blobs and send back results: "
+                            "shared (the cache by path, a shared filesystem) or http (this "
+                            "service's API, with a per-job token)", choices=("shared", "http"))
+    server_url: str | None = setting(None, "URL jobs reach the API at (transfer http); default: "
+                                     "the server's own")
+    job_token_ttl: float = setting(86400.0, "Lifetime (s) of a job token, plus the job's walltime")
+    # storage faults (docs/security.md)
+    api_lock_wait: float = setting(2.0, "Seconds an API request waits for a database lock "
+                                   "another process holds before answering 503 (the agents "
+                                   "wait 60 s)")
+    disk_reserve_mb: float = setting(32.0, "MB an SQLite store keeps beside it for aborts on a "
+                                     "full disk")
+    # Jobs and the service (docs/security.md, "Isolation levels")
+    isolation: str = setting("none", "What jobs run as: none (the service's account: a "
+                             "single-user laptop), account (job_account, which cannot read the "
+                             "service's state), uid (each owner's OS account, user_map)",
+                             choices=("none", "account", "uid"))
+    job_account: str = setting("idds-job", "OS account of the jobs (isolation account)")
+    user_map: dict[str, str] = setting(factory=dict, help="iDDS user -> OS account (isolation "
+                                       "uid; default: the same name); env: alice=os_alice,bob=b")
+    env_allow: tuple[str, ...] = setting((), "More variables of the service's environment that "
+                                         "jobs see")
+    pool_idle_s: float = setting(60.0, "Seconds a local worker bound to an owner may stay idle "
+                                 "before it is ended")
+    jobs_dir: str | None = setting(None, "Per-account job areas under isolation; default: "
+                                   "home/jobs")
+    allow_origin: str = setting("", "Standalone server: another origin whose pages may open the "
+                                "live stream (*: any); the extension uses Jupyter's settings")
+    allow_origin_pat: str = setting("", "Standalone server: a regex of such origins")
+    # Shared JupyterHub deployment (docs/deploy-jupyterhub.md)
+    service_url: str = setting("/services/idds/", "The shared service's URL as the kernels of a "
+                               "hub's single-user servers reach it: a path on the hub's public "
+                               "URL, or a full URL")
+    hub_admin_groups: tuple[str, ...] = setting((), "Hub groups whose members are iDDS admins")
+    hub_client: str = setting("auto", "In a hub's single-user server: auto (use the shared "
+                              "service when it answers), on (always), off (an embedded core)",
+                              choices=("auto", "on", "off"))
+    # Limits on what one request may cost (docs/operations.md, "Limits"); each refusal is a
+    # 4xx naming the setting. Cache uploads have their own limit (the cache's).
+    max_body_size: int = setting(8 * 2**20, "Bytes of a JSON request body")
+    max_json_depth: int = setting(64, "Nesting of a JSON body or a YAML template")
+    max_template_nodes: int = setting(1_000_000, "Values of a YAML template, aliases expanded")
+    max_yaml_aliases: int = setting(100, "Alias uses (*name) in a YAML template")
+    max_jobs_per_work: int = setting(50_000, "Jobs one work may declare (n_jobs, kwargs_list, "
+                                     ".map)")
+    max_jobs_per_submission: int = setting(100_000, "Jobs of a submission (and of a run grown "
+                                           "by add_works)")
+    max_active_jobs_per_user: int = setting(200_000, "Quota: unfinished jobs of a user's "
+                                            "unfinished runs (admins exempt; 0: none)")
+    max_submissions_per_minute: int = setting(600, "Quota: POST /requests per user, sliding "
+                                              "window (admins exempt; 0: none)")
+    expression_max_steps: int = setting(10_000_000, "Evaluation steps of one expression "
+                                        "(conditions, loop until)")
+    expression_max_size: int = setting(1_000_000, "Size of any value an expression builds "
+                                       "(characters + elements, deep)")
+    expression_max_depth: int = setting(100, "Parse nesting of an expression")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -220,6 +197,85 @@ class Config:
         return self.batch_dir / "inbox"
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What documents one :class:`Config` field, for the traitlets and the reference."""
+
+    name: str  # the field, the YAML key and the traitlet's name
+    env: str  # its environment variable
+    kind: str  # str, int, float, bool, path, list[str], list[dict] or dict
+    optional: bool  # None is a value (unset: the code's own default)
+    default: Any  # the default value; MISSING when computed at run time (see help)
+    help: str
+    choices: tuple[str, ...] | None
+    secret: bool
+
+
+_KINDS = {"str": "str", "int": "int", "float": "float", "bool": "bool", "Path": "path"}
+
+
+def _describe(f: Field[Any]) -> Setting:
+    t = str(f.type).replace(" ", "")
+    optional = t.endswith("|None")
+    base = t.removesuffix("|None")
+    if base in _KINDS:
+        kind = _KINDS[base]
+    elif base.startswith("tuple[str"):
+        kind = "list[str]"
+    elif base.startswith("tuple[dict"):
+        kind = "list[dict]"
+    elif base.startswith("dict["):
+        kind = "dict"
+    else:
+        raise TypeError(f"Config.{f.name}: a setting's type must be str, int, float, bool, Path, "
+                        f"tuple[str, ...], tuple[dict, ...] or dict (optional or not), got {f.type}")
+    if f.default is not MISSING:
+        default = f.default
+    elif f.default_factory in (dict, list, tuple):
+        default = f.default_factory()
+    else:
+        default = MISSING
+    meta = f.metadata
+    return Setting(name=f.name, env=meta.get("env") or f"IDDS_{f.name.upper()}", kind=kind,
+                   optional=optional, default=default, help=meta.get("help", ""),
+                   choices=meta.get("choices"), secret=bool(meta.get("secret")))
+
+
+def settings() -> list[Setting]:
+    """Every setting of :class:`Config`, in declaration order."""
+    return [_describe(f) for f in fields(Config)]
+
+
+#: field -> its environment variable (``IDDS_<NAME>`` unless the field names another)
+_ENV = {s.name: s.env for s in settings()}
+_SETTINGS = {s.name: s for s in settings()}
+
+
+def _by_type(name: str, value: Any) -> Any:
+    """A value read from YAML or the environment, as its setting's type says."""
+    s = _SETTINGS.get(name)
+    if s is None:
+        return value
+    if isinstance(value, str):
+        if s.kind == "int":
+            value = int(value)
+        elif s.kind == "float":
+            value = float(value)
+        elif s.kind == "bool":
+            value = value.strip().lower() in ("1", "true", "yes", "on")
+        elif s.kind == "path":
+            value = Path(value)
+        elif s.kind == "list[str]":
+            value = tuple(v for v in value.split(",") if v)
+        elif s.kind in ("list[dict]", "dict"):
+            value = yaml.safe_load(value)  # YAML or JSON text
+    if s.kind.startswith("list[") and isinstance(value, list | tuple):
+        value = tuple(value)
+    if s.choices and value not in s.choices and not (s.optional and value is None):
+        raise ValueError(f"{name} must be one of {', '.join(s.choices)}, got {value!r}")
+    return value
+
+
 def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
@@ -254,5 +310,5 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
         elif k in ("backends", "notify_urls", "env_allow"):
             out[k] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
         else:
-            out[k] = v
+            out[k] = _by_type(k, v)
     return out

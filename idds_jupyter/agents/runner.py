@@ -102,7 +102,8 @@ class Runner:
         if set(self.roles) != set(ROLES):
             raise ModuleNotFoundError(f"the steerer role needs Optuna: {HPO_INSTALL_HINT}")
         log.warning("steerer role not started: Optuna is not installed (%s); "
-                 "studies steered by the server wait until a runner with it starts", HPO_INSTALL_HINT)
+                    "studies steered by the server wait until a runner with it starts",
+                    HPO_INSTALL_HINT)
         return False
 
     @property

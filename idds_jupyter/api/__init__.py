@@ -16,6 +16,7 @@ import tornado.web
 from idds_jupyter.api import handlers as h
 from idds_jupyter.api import jobs as jh
 from idds_jupyter.api.base import ApiError, ApiHandler
+from idds_jupyter.api.config import ConfigHandler
 from idds_jupyter.api.context import ApiContext, make_context
 from idds_jupyter.api.stream import StreamHandler
 
@@ -37,6 +38,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/ping", h.PingHandler),
     ("/openapi.yaml", h.OpenApiHandler),
     ("/auth/whoami", h.WhoAmIHandler),
+    ("/config", ConfigHandler),
     ("/auth/tokens", h.TokensHandler),
     ("/auth/tokens/{token_id}", h.TokenHandler),
     ("/requests", h.RequestsHandler),

@@ -19,10 +19,11 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Int, List, Unicode
+from traitlets import Enum, List, Unicode
 
 from idds_jupyter.config import Config
 from idds_jupyter.extras import needs_extras
+from idds_jupyter_server.settings import config_traits, env_of, overrides
 
 
 class IddsExtension(ExtensionApp):
@@ -30,17 +31,14 @@ class IddsExtension(ExtensionApp):
     description = "idds-jupyter: workflows of distributed tasks, hosted by the Jupyter server"
     load_other_extensions = True
 
-    db_url = Unicode("", config=True, help="Database URL; default: SQLite in the Jupyter data dir")
-    bus = Unicode("local", config=True, help="Event bus: local, none, db, zmq://HOST:PUB:SUB")
-    backend = Unicode("local", config=True, help="Default backend of works that name none")
-    workers = Int(0, config=True, help="Local worker processes (0: one per core)")
-    home = Unicode("", config=True, help="Directory of the embedded store, cache and logs")
+    # every setting of the core (idds_jupyter.config.Config) as a traitlet of the same name:
+    # c.IddsExtension.slurm_partition = "short" (docs/configuration.md)
+    locals().update(config_traits())
+
+    # only the extension's own
     agents = Enum(["thread", "process", "none"], default_value="thread", config=True,
                   help="Run the agents in threads of this server, in a child process, or not at all "
                        "(another process serves the same database)")
-    isolation = Enum(["none", "account", "uid"], default_value=None, allow_none=True,
-                     config=True, help="What local jobs run as: none (this server's account), "
-                     "account (job_account), uid (each owner's OS account); docs/security.md")
     admin_users = List(Unicode(), default_value=[], config=True,
                        help="Jupyter users who see and control every user's runs")
 
@@ -50,18 +48,11 @@ class IddsExtension(ExtensionApp):
     connection_file: Path | None = None
 
     def _config(self) -> Config:
-        overrides: dict[str, Any] = {"bus": self.bus, "backend": self.backend}
-        if self.db_url:
-            overrides["db_url"] = self.db_url
-        if self.home:
-            overrides["home"] = self.home
-        if self.workers:
-            overrides["workers"] = self.workers
-        if self.isolation:
-            overrides["isolation"] = self.isolation
-        if self.agents == "process" and self.bus == "local":
-            overrides["bus"] = "db"  # two processes: events must cross
-        return Config.load(None, **overrides)
+        """The settings: Config's defaults, the YAML file, the environment, then the traitlets."""
+        cfg = Config.load(None, **overrides(self))
+        if self.agents == "process" and cfg.bus == "local":
+            cfg.bus = "db"  # two processes: events must cross
+        return cfg
 
     @property
     def server(self) -> Any:
@@ -95,9 +86,9 @@ class IddsExtension(ExtensionApp):
 
             upgrade(engine)
             if self.agents == "process":
-                env = dict(os.environ, IDDS_DB_URL=cfg.db_url, IDDS_BUS=cfg.bus,
-                           IDDS_HOME=str(cfg.home), IDDS_BACKEND=cfg.backend,
-                           IDDS_ISOLATION=cfg.isolation)
+                # the child reads the same settings: the traitlets given, through its environment
+                env = {**os.environ, **env_of(overrides(self)), "IDDS_DB_URL": cfg.db_url,
+                       "IDDS_BUS": cfg.bus, "IDDS_HOME": str(cfg.home)}
                 self.child = subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", "agents"], env=env)
         orch = Orchestrator(cfg, engine=engine, bus=bus, migrate=False,
                             dispatch=self.runner.dispatch if self.runner is not None else None)
@@ -128,7 +119,11 @@ class IddsExtension(ExtensionApp):
     def initialize_handlers(self) -> None:
         from idds_jupyter_server.handlers import jupyter_handlers
 
-        if self.shared is not None:  # client mode: the API lives in the shared service
+        if self.shared is not None:  # client mode: the API is the shared service's, forwarded
+            from idds_jupyter_server.forward import forward_handlers
+
+            self.server.web_app.add_handlers(
+                ".*$", forward_handlers(self.shared, self.server.web_app.settings["base_url"]))
             return
         base_url = self.server.web_app.settings["base_url"]
         # Full patterns (base_url included): added directly, not through self.handlers.

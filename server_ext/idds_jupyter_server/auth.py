@@ -61,6 +61,11 @@ class JupyterAuthenticator(Authenticator):
             name = self.owner  # single-user server: one owner, whatever the anonymous name
         return User(name, admin=name in self.admins)
 
+    def forget(self) -> None:
+        """Drop the idds tokens' cached verifications (after a revocation in this process)."""
+        if self.fallback is not None:
+            self.fallback.forget()
+
     @property
     def recheck_s(self) -> float:  # type: ignore[override]
         return self.fallback.recheck_s if self.fallback is not None else 5.0

@@ -99,3 +99,32 @@ def test_cookie_stream_from_another_origin_is_refused(jupyter: JupyterServer) ->
 def test_log_mentions_the_blocked_origin(jupyter: JupyterServer) -> None:
     log = Path(jupyter.tmp / "jupyter.log").read_text(errors="replace")
     assert "Blocking Cross Origin WebSocket Attempt" in log and "evil.example" in log
+
+
+def test_revoked_idds_token_stream_is_closed(jupyter: JupyterServer) -> None:
+    """A stream the extension opened on an idds token (as kernels of a server without a
+    Jupyter token carry) closes with 1008 when that token is revoked; the token is refused."""
+    r = jupyter.api("POST", "auth/tokens", json={"name": "kernel"})
+    assert r.status_code == 201, r.text
+    tid, token = r.json()["id"], r.json()["token"]
+    url = jupyter.url.replace("http://", "ws://") + "idds/api/v1/stream"
+
+    async def go() -> tuple[Any, Any, float]:
+        conn = await tornado.websocket.websocket_connect(
+            HTTPRequest(url, headers={"Authorization": f"Bearer {token}"}))
+        conn.write_message(json.dumps({"subscribe": "*"}))
+        first: Any = await asyncio.wait_for(cast(Any, conn.read_message()), 10)
+        assert json.loads(first)["type"] == "subscribed"
+        loop = asyncio.get_running_loop()
+        gone = await loop.run_in_executor(None, lambda: jupyter.api("DELETE", f"auth/tokens/{tid}"))
+        assert gone.json()["revoked"] is True
+        t0 = time.monotonic()
+        msg: Any = await asyncio.wait_for(cast(Any, conn.read_message()), 15)
+        return msg, (conn.close_code, conn.close_reason), time.monotonic() - t0
+
+    msg, (code, reason), after = asyncio.run(go())
+    assert msg is None and code == 1008 and "revoked" in (reason or ""), (msg, code, reason)
+    assert after < 6.0
+    r = requests.get(jupyter.url + "idds/api/v1/auth/whoami",
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code in (401, 403), r.text

@@ -106,8 +106,9 @@ class ApiHandler(tornado.web.RequestHandler):
 
     # ---------------------------------------------------------------- body
     def body_limit(self) -> int:
-        """The most bytes of body this route takes (``max_body_size``; cache uploads: the cache's)."""
-        return int(self.ctx.config.max_body_size)
+        """The most bytes of body this route takes (``max_body_size``; cache uploads: the
+        cache's; none for the public routes, which need no credentials)."""
+        return 0 if self.public else int(self.ctx.config.max_body_size)
 
     def body_limit_name(self) -> str:
         return "max_body_size"

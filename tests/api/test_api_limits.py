@@ -134,6 +134,14 @@ def test_513_mib_bodies_get_413_naming_the_limit(served: Served) -> None:
     assert proc.memory_info().rss - before < 50 * 2**20
 
 
+def test_public_ping_takes_no_body(served: Served) -> None:
+    sock = socket.create_connection(("127.0.0.1", served.handle.port), timeout=10)
+    sock.sendall(b"GET /idds/api/v1/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\n\r\n" + b"x" * 4096)
+    status, body = read_answer(sock)
+    sock.close()
+    assert status == 413 and body["limit"] == 0
+
+
 def test_chunked_body_over_the_limit_is_not_kept(served: Served) -> None:
     """No Content-Length to check up front: the connection stops reading at the limit."""
     sock = socket.create_connection(("127.0.0.1", served.handle.port), timeout=10)

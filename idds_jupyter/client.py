@@ -40,9 +40,11 @@ Listener = Callable[[dict[str, Any]], None]
 class IddsError(Exception):
     """An error answered by the iDDS service (or the failure to reach it)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         self.status = status
         self.message = " ".join(str(message).split())
+        # seconds the service asked to wait before trying again (503: database busy)
+        self.retry_after = retry_after
         super().__init__(status, self.message)
 
     def __str__(self) -> str:
@@ -169,11 +171,30 @@ class Client:
             self._local.direct = _Direct.for_url(self.api, self.token, self.timeout)
         return self._local.direct
 
-    def request(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
-                params: Mapping[str, Any] | None = None, ok: Iterable[int] = (200, 201, 204),
-                headers: Mapping[str, str] | None = None) -> Any:
+    #: how long in all a call waits out "database busy" answers (503 with Retry-After: the
+    #: service stored nothing and asks to try again) before it raises them
+    busy_retry_s = 60.0
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
         """One REST call; returns the response (``status_code``, ``content``, ``text``,
-        ``json()``, ``headers``) or raises :class:`IddsError`."""
+        ``json()``, ``headers``) or raises :class:`IddsError`. A database busy answer
+        (503 with ``Retry-After``: nothing was changed) is tried again after the wait it
+        names, for up to :attr:`busy_retry_s` seconds in all."""
+        waited = 0.0
+        while True:
+            try:
+                return self._request_once(method, path, **kw)
+            except IddsError as exc:
+                pause = exc.retry_after
+                if exc.status != 503 or pause is None or waited + pause > self.busy_retry_s:
+                    raise
+            time.sleep(pause)
+            waited += pause
+
+    def _request_once(self, method: str, path: str, *, json_body: Any = None,
+                      data: bytes | None = None, params: Mapping[str, Any] | None = None,
+                      ok: Iterable[int] = (200, 201, 204),
+                      headers: Mapping[str, str] | None = None) -> Any:
         direct = self._direct
         if direct is not None:
             body = data
@@ -188,7 +209,8 @@ class Client:
             except OSError as exc:
                 raise IddsError(0, f"cannot reach the iDDS service at {self.url}: {exc}") from None
             if resp.status_code not in tuple(ok):
-                raise IddsError(resp.status_code, _error_message(resp, method, path))
+                raise IddsError(resp.status_code, _error_message(resp, method, path),
+                                _retry_after(resp))
             return resp
         return self._request_session(method, path, json_body=json_body, data=data, params=params,
                                      ok=ok, headers=headers)
@@ -217,7 +239,8 @@ class Client:
         except requests.RequestException as exc:
             raise IddsError(0, f"{method} {url}: {exc}") from None
         if resp.status_code not in tuple(ok):
-            raise IddsError(resp.status_code, _error_message(resp, method, path))
+            raise IddsError(resp.status_code, _error_message(resp, method, path),
+                            _retry_after(resp))
         return resp
 
     def _json(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
@@ -559,6 +582,16 @@ def _encode_blobs(blobs: dict[str, bytes]) -> dict[str, str]:
     import base64
 
     return {sha: base64.b64encode(data).decode("ascii") for sha, data in blobs.items()}
+
+
+def _retry_after(resp: Any) -> float | None:
+    """A 503's ``Retry-After`` in seconds (None: absent, or not a number of seconds)."""
+    if resp.status_code != 503:
+        return None
+    try:
+        return max(0.0, float(resp.headers.get("Retry-After")))
+    except (TypeError, ValueError):
+        return None
 
 
 def _error_message(resp: Any, method: str, path: str) -> str:

@@ -41,10 +41,12 @@ def submit(api: Api, template: dict[str, Any], timeout: float = 30) -> Resp:
     return api.post("/requests", {"template": template}, timeout=timeout)
 
 
-def timed(fn: Any, *args: Any, **kw: Any) -> tuple[Resp | BaseException, float]:
+def timed(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
+    """``fn``'s result (or the exception it raised: a client timeout, a request that hung)
+    and how long it took."""
     t = time.monotonic()
     try:
-        out: Resp | BaseException = fn(*args, **kw)
+        out: Any = fn(*args, **kw)
     except Exception as exc:  # a client timeout: the request hung
         out = exc
     return out, time.monotonic() - t
@@ -134,6 +136,31 @@ def test_locked_database_answers_503_within_5s(served_db: Served, db_url: str) -
     assert r.status == 201, r
     assert wait_status(alice, r.json["id"], {"finished"})["status"] == "finished"
     assert run_ids(alice) == [before, r.json["id"]]
+
+
+def test_client_waits_out_a_busy_database(served_db: Served, db_url: str) -> None:
+    """The Python client tries a 503 "database busy" again after its Retry-After: calls
+    made while another process holds the lock for 4 s succeed once it is gone, and a
+    submission retried so is stored once."""
+    from idds_jupyter.client import Client
+
+    client = Client(served_db.handle.url, served_db.alice.token)
+    try:
+        wid = client.submit(QUICK)
+        assert client.wait_workflow(wid, timeout=60) == "finished"
+        with ThreadPoolExecutor(2) as pool:
+            with locked_by_another_process(db_url):
+                read = pool.submit(timed, client.status, wid)
+                sub = pool.submit(timed, client.submit, QUICK)
+                time.sleep(4)
+            (status, read_s), (new, sub_s) = read.result(), sub.result()
+        assert isinstance(status, dict) and status["status"] == "finished", status
+        assert isinstance(new, int), new
+        assert min(read_s, sub_s) >= 3.5, "the lock was not met: nothing was tested"
+        assert run_ids(served_db.alice) == [wid, new]  # stored once
+        assert client.wait_workflow(new, timeout=60) == "finished"
+    finally:
+        client.shutdown()
 
 
 # ---------------------------------------------------------------------- full disk

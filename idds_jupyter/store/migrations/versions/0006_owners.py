@@ -16,8 +16,8 @@ Revises: 0005
 """
 import time
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0006'
 down_revision = '0005'

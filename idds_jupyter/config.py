@@ -271,6 +271,8 @@ def _by_type(name: str, value: Any) -> Any:
             value = yaml.safe_load(value)  # YAML or JSON text
     if s.kind.startswith("list[") and isinstance(value, list | tuple):
         value = tuple(value)
+    if s.choices and isinstance(value, str) and value.lower() in s.choices:
+        value = value.lower()
     if s.choices and value not in s.choices and not (s.optional and value is None):
         raise ValueError(f"{name} must be one of {', '.join(s.choices)}, got {value!r}")
     return value

@@ -177,9 +177,11 @@ def test_a_gone_worker_pipe_is_never_written_again(backend: LocalBackend, tmp_pa
     assert w.closed and not w.writer.is_alive()
     fd = os.open(tmp_path / "bystander", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        os.dup2(fd, old_fd)  # the freed number, as the next file or socket may get it
+        if fd != old_fd:  # (the lowest free number may be the freed one itself)
+            os.dup2(fd, old_fd)  # the freed number, as the next file or socket may get it
         LocalBackend._send([(w, [spec(1)])])
     finally:
         os.close(old_fd)
-        os.close(fd)
+        if fd != old_fd:
+            os.close(fd)
     assert (tmp_path / "bystander").read_bytes() == b""

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint venv install-check postgres-deps engines-deps labextension ui-deps bench clean hub hub-deps
+.PHONY: lab test lint docs venv install-check postgres-deps engines-deps labextension ui-deps bench clean hub hub-deps
 
 # PyTorch (the hpo-gp extra, for Optuna's GPSampler) is installed first, pinned to the CPU
 # build: a plain `torch` requirement would pull a CUDA build of several GB.
@@ -34,6 +34,10 @@ engines-deps:
 	bash ci/engines/slurm.sh deps
 	bash ci/engines/htcondor.sh deps
 
+# The documentation site (MkDocs, API reference from the docstrings); warnings are errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check idds_jupyter server_ext tests bench notebooks/conftest.py
 	$(BIN)/mypy
@@ -44,7 +48,7 @@ install-check: $(STAMP)
 	bash ci/install_check.sh
 
 # pytest runs last so its summary line closes the log; the notebooks are tests too (nbval).
-test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps lint install-check
+test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps lint docs install-check
 	$(BIN)/pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-kernel-name idds
 
 bench: $(STAMP)

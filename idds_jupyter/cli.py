@@ -156,27 +156,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_auth(args: argparse.Namespace, cfg: Config) -> Any:
-    """``--auth hub`` (the default when a JupyterHub started this process): callers are hub
-    users; the address and URL prefix come from the hub unless given. Else None (tokens)."""
+    """Who may call the service, beyond its own tokens: hub users (``--auth hub``, the
+    default when a JupyterHub started this process; the address and URL prefix then come
+    from the hub unless given) and OIDC access tokens (when ``oidc_issuer`` is set).
+    None: the service's tokens only."""
     from idds_jupyter.auth.hub import hub_service_address, in_hub_service
 
     mode = getattr(args, "auth", "auto") or "auto"
-    if mode == "token" or (mode == "auto" and not in_hub_service()):
+    hub = mode == "hub" or (mode == "auto" and in_hub_service())
+    if hub:
+        address = hub_service_address()
+        if address is None:
+            raise SystemExit("error: --auth hub needs JUPYTERHUB_API_TOKEN and JUPYTERHUB_SERVICE_PREFIX "
+                             "(run as a JupyterHub service)")
+        ip, port, prefix = address
+        if not args.port_explicit:
+            args.ip, args.port, args.port_explicit = ip, port, True
+        if args.base_url in ("", "/"):
+            args.base_url = prefix
+    if not hub and not cfg.oidc_issuer:
         return None
-    address = hub_service_address()
-    if address is None:
-        raise SystemExit("error: --auth hub needs JUPYTERHUB_API_TOKEN and JUPYTERHUB_SERVICE_PREFIX "
-                         "(run as a JupyterHub service)")
-    ip, port, prefix = address
-    if not args.port_explicit:
-        args.ip, args.port, args.port_explicit = ip, port, True
-    if args.base_url in ("", "/"):
-        args.base_url = prefix
 
     def make(fallback: Any) -> Any:
-        from idds_jupyter.auth.hub import HubAuthenticator
+        inner = fallback
+        if cfg.oidc_issuer:
+            from idds_jupyter.auth.oidc import OIDCAuthenticator
 
-        return HubAuthenticator(fallback, admin_groups=set(cfg.hub_admin_groups))
+            inner = OIDCAuthenticator.from_config(cfg, fallback=fallback, executor=fallback.executor)
+        if hub:
+            from idds_jupyter.auth.hub import HubAuthenticator
+
+            return HubAuthenticator(inner, admin_groups=set(cfg.hub_admin_groups))
+        return inner
 
     return make
 

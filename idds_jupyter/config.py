@@ -123,6 +123,15 @@ class Config:
     hub_client: str = setting("auto", "In a hub's single-user server: auto (use the shared "
                               "service when it answers), on (always), off (an embedded core)",
                               choices=("auto", "on", "off"))
+    # OIDC access tokens (JWT) of clients outside the hub (docs/deploy-jupyterhub.md, "OIDC")
+    oidc_issuer: str = setting("", "OIDC issuer whose access tokens (JWT) the service accepts "
+                               "('': none); its keys from the issuer's discovery document")
+    oidc_audience: str = setting("", "The audience (aud) an OIDC access token must name")
+    oidc_jwks_url: str = setting("", "The issuer's JWKS URL (default: jwks_uri of its "
+                                 ".well-known/openid-configuration)")
+    oidc_username_claim: str = setting("preferred_username", "The OIDC claim naming the user")
+    oidc_groups_claim: str = setting("groups", "The OIDC claim listing the user's groups")
+    oidc_admin_groups: tuple[str, ...] = setting((), "OIDC groups whose members are iDDS admins")
     # Limits on what one request may cost (docs/operations.md, "Limits"); each refusal is a
     # 4xx naming the setting. Cache uploads have their own limit (the cache's).
     max_body_size: int = setting(8 * 2**20, "Bytes of a JSON request body")

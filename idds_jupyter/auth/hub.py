@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from idds_jupyter.auth import Authenticator, TokenAuthenticator, User, request_token
+from idds_jupyter.auth import Authenticator, User, request_token
 
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
@@ -89,9 +89,10 @@ def cookie_secret(home: str | os.PathLike[str] | None) -> bytes:
 
 
 class HubAuthenticator(Authenticator):
-    """Hub users (tokens and OAuth cookie), then the service's own tokens (``fallback``)."""
+    """Hub users (tokens and OAuth cookie); a token is first offered to ``fallback`` (the
+    service's own tokens, OIDC access tokens)."""
 
-    def __init__(self, fallback: TokenAuthenticator | None = None,
+    def __init__(self, fallback: Authenticator | None = None,
                  admin_groups: set[str] | frozenset[str] = frozenset(),
                  cache_max_age: float = 60.0, hub_auth: Any = None) -> None:
         if hub_auth is None:

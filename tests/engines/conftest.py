@@ -112,11 +112,21 @@ def condor_pool() -> Iterator[dict[str, str]]:
     for key in ("CONDOR_SCHEDD", "CONDOR_TOKEN"):
         if key not in env:
             pytest.fail(f"ci/engines/htcondor.sh start printed no {key} line: {env}")
-    try:
-        yield env
-    finally:
-        if not was_running:
-            subprocess.run(["bash", str(CI / "htcondor.sh"), "stop"], capture_output=True)
+    # The pool runs jobs as its unprivileged job user, through host paths bind-mounted into
+    # the chroot (/tmp whole): from a checkout inside a 0700 directory (a clone in mktemp -d)
+    # that user could not execute the venv's python (errno=13). The way is opened (o+x only)
+    # for the session and closed after (tests/pathtrap.py).
+    from pathtrap import reachable
+
+    with reachable([sys.executable, str(ROOT)]) as opened:
+        if opened:
+            sys.stderr.write("condor_pool: opened search permission for the job user on "
+                             + ", ".join(d for d, _ in opened) + " (restored after)\n")
+        try:
+            yield env
+        finally:
+            if not was_running:
+                subprocess.run(["bash", str(CI / "htcondor.sh"), "stop"], capture_output=True)
 
 
 def _condor_kill(info: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,9 +167,32 @@ def make_engine(url: str | None = None, lock_wait: float | None = None, **kwargs
         # In the dialect's own begin, not an engine "begin" listener: with a listener on
         # the engine, every statement runs SQLAlchemy's event dispatch first.
         def _do_begin(dbapi_conn: Any) -> None:
+            if turn < 0:
+                gate.enter(dbapi_conn)
+                try:
+                    getattr(dbapi_conn, "dbapi_connection", dbapi_conn).execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    gate.leave(dbapi_conn)
+                    raise
+                return
+            _bounded_begin(dbapi_conn)
+
+        def _bounded_begin(dbapi_conn: Any) -> None:
+            """The write turn, then SQLite's lock, in ``lock_wait`` s in all: the time
+            spent waiting for the turn is taken off the busy timeout of this BEGIN."""
+            t0 = time.monotonic()
             gate.enter(dbapi_conn, turn)
+            raw = getattr(dbapi_conn, "dbapi_connection", dbapi_conn)
             try:
-                getattr(dbapi_conn, "dbapi_connection", dbapi_conn).execute("BEGIN IMMEDIATE")
+                spent = time.monotonic() - t0
+                if spent < 0.05:
+                    raw.execute("BEGIN IMMEDIATE")
+                    return
+                raw.execute(f"PRAGMA busy_timeout={max(1, int((wait - spent) * 1000))}")
+                try:
+                    raw.execute("BEGIN IMMEDIATE")
+                finally:
+                    raw.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             except BaseException:
                 gate.leave(dbapi_conn)
                 raise

@@ -118,12 +118,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import threading
 
     from idds_jupyter.agents.runner import Runner, run_forever
+    from idds_jupyter.backends.isolation import IsolationError
 
     cfg = _config(args)
     roles = args.only or list(AGENT_ROLES)
     if args.cmd == "agents":
         print(f"idds-jupyter: agents {','.join(roles)} on {cfg.db_url} (bus {cfg.bus})", flush=True)
-        run_forever(Runner(cfg, roles=roles))
+        try:
+            run_forever(Runner(cfg, roles=roles))
+        except IsolationError as exc:  # jobs cannot run as configured: say why, no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
 
     from idds_jupyter.api.server import start_server
@@ -143,6 +148,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot serve on {args.ip}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    except IsolationError as exc:  # jobs cannot run as configured: say why, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"idds-jupyter: agents {','.join(roles)} on {cfg.db_url} (bus {cfg.bus})", flush=True)
     print(f"idds-jupyter: serving the API at {handle.url}idds/api/v1/", flush=True)
     print(f"idds-jupyter: connection file {handle.connection_file}", flush=True)

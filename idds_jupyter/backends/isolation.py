@@ -37,9 +37,14 @@ import stat
 import threading
 from dataclasses import dataclass
 
-__all__ = ["ISOLATION_LEVELS", "RunAs", "run_as", "unreachable", "kill_session", "JobArea"]
+__all__ = ["ISOLATION_LEVELS", "IsolationError", "RunAs", "run_as", "unreachable",
+           "kill_session", "JobArea"]
 
 ISOLATION_LEVELS = ("none", "account", "uid")
+
+
+class IsolationError(ValueError):
+    """Jobs cannot run as configured (no such account, a path it cannot reach, not root)."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,9 @@ def run_as(name: str) -> RunAs:
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
-        raise ValueError(f"no OS account {name!r} to run jobs as") from None
+        raise IsolationError(f"no OS account {name!r} to run jobs as") from None
     if pw.pw_uid == 0:
-        raise ValueError(f"refusing to run jobs as {name!r}: it is root")
+        raise IsolationError(f"refusing to run jobs as {name!r}: it is root")
     return RunAs(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
 
 

@@ -43,6 +43,7 @@ from typing import Any
 from idds_jupyter.backends.base import Backend, failed_result
 from idds_jupyter.backends.isolation import (
     ISOLATION_LEVELS,
+    IsolationError,
     JobArea,
     RunAs,
     kill_session,
@@ -157,7 +158,7 @@ class LocalBackend(Backend):
     ) -> None:
         super().__init__()
         if isolation not in ISOLATION_LEVELS:
-            raise ValueError(f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, "
+            raise IsolationError(f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, "
                              f"got {isolation!r}")
         self.n_workers = max(1, int(workers or os.cpu_count() or 1))
         self.batch = max(1, int(batch))
@@ -175,12 +176,12 @@ class LocalBackend(Backend):
         self._account: RunAs | None = None
         if isolation != "none":
             if os.geteuid() != 0:
-                raise ValueError(f"isolation {isolation!r}: the service must run as root to "
+                raise IsolationError(f"isolation {isolation!r}: the service must run as root to "
                                  "start jobs under another account")
             root = jobs_dir or (os.path.join(os.path.dirname(os.path.abspath(log_dir)), "jobs")
                                 if log_dir else None)
             if not root:
-                raise ValueError(f"isolation {isolation!r} needs a jobs_dir (or a log_dir)")
+                raise IsolationError(f"isolation {isolation!r} needs a jobs_dir (or a log_dir)")
             self._area = JobArea(root)
             if isolation == "account":
                 self._account = run_as(job_account or "idds-job")
@@ -219,7 +220,7 @@ class LocalBackend(Backend):
                      os.path.join(self._area.root, "x")):
             why = unreachable(path, acct)
             if why:
-                raise ValueError(f"isolation {self.isolation!r}: {why}; make the directories "
+                raise IsolationError(f"isolation {self.isolation!r}: {why}; make the directories "
                                  "on the way searchable by others (chmod o+x) or install the "
                                  "service elsewhere")
 
@@ -233,7 +234,7 @@ class LocalBackend(Backend):
         if got is None:
             try:
                 if not owner:
-                    raise ValueError("a job without an owner cannot run under uid isolation")
+                    raise IsolationError("a job without an owner cannot run under uid isolation")
                 got = run_as(self.user_map.get(owner, owner))
                 self._check_reach(got)
             except ValueError as exc:

@@ -329,6 +329,35 @@ class Client:
     def monitor(self, workflow_id: int) -> dict[str, Any]:
         return dict(self._json("GET", f"monitor/{int(workflow_id)}"))
 
+    def provenance(self, workflow_id: int, work: str | None = None,
+                   idx: int | None = None) -> dict[str, Any]:
+        """One job's provenance and lineage (``work`` and ``idx``), else the whole run's:
+        every recorded job (paged through), environments, links and per-work counts."""
+        if work is not None:
+            return dict(self._json(
+                "GET", f"monitor/{int(workflow_id)}/works/{quote(work, safe='')}/jobs/"
+                       f"{int(idx or 0)}/provenance"))
+        out: dict[str, Any] = {}
+        offset = 0
+        while True:
+            page = dict(self._json("GET", f"monitor/{int(workflow_id)}/provenance",
+                                   params={"offset": offset, "limit": 5000}))
+            if not out:
+                out = page
+            else:
+                out["jobs"] += page["jobs"]
+                out["links"] += page["links"]
+                out["environments"].update(page["environments"])
+            if len(page["jobs"]) < 5000:
+                out.pop("offset", None)
+                return out
+            offset += len(page["jobs"])
+
+    def rerun(self, workflow_id: int, failed: bool = True, changed: bool = False) -> int:
+        """A new run of a run's template, every work memoized (see ``POST requests/{id}/rerun``)."""
+        return int(self._json("POST", f"requests/{int(workflow_id)}/rerun",
+                              {"failed": bool(failed), "changed": bool(changed)})["id"])
+
     def dag(self, workflow_id: int) -> dict[str, Any]:
         """Work instances (nodes, with job counts) and dependency/branch edges of a run."""
         return dict(self._json("GET", f"monitor/{int(workflow_id)}/dag"))

@@ -15,6 +15,7 @@ import tornado.web
 
 from idds_jupyter.api import handlers as h
 from idds_jupyter.api import jobs as jh
+from idds_jupyter.api import provenance as ph
 from idds_jupyter.api.base import ApiError, ApiHandler
 from idds_jupyter.api.config import ConfigHandler
 from idds_jupyter.api.context import ApiContext, make_context
@@ -31,6 +32,7 @@ PARAMS = {
     "name": r"[^/]+",
     "sha256": r"[^/]+",
     "dataset": r"[^/]+",
+    "idx": r"[0-9]+",
 }
 
 # (OpenAPI path under the prefix, handler class)
@@ -46,6 +48,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/requests/{id}/works", h.RequestWorksHandler),
     ("/requests/{id}/close", h.RequestCloseHandler),
     ("/requests/{id}/works/{name}/results", h.WorkResultsHandler),
+    ("/requests/{id}/rerun", ph.RerunHandler),
     ("/requests/{id}/{action}", h.RequestControlHandler),
     ("/cache", h.CacheStatsHandler),
     ("/cache/{sha256}", h.CacheBlobHandler),
@@ -55,6 +58,8 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/monitor/{id}", h.MonitorHandler),
     ("/monitor/{id}/dag", h.MonitorDagHandler),
     ("/monitor/{id}/works/{name}/jobs", h.MonitorJobsHandler),
+    ("/monitor/{id}/provenance", ph.RunProvenanceHandler),
+    ("/monitor/{id}/works/{name}/jobs/{idx}/provenance", ph.JobProvenanceHandler),
     ("/messages", h.MessagesHandler),
     ("/logs/{job_id}", h.LogHandler),
     # job-token routes of batch jobs with transfer: http (idds_jupyter.api.jobs)

@@ -3,7 +3,7 @@
 ::
 
     @work                      # or @work(name=..., backend=..., cores=..., memory_mb=...,
-    def square(x):             #          retries=..., timeout_s=..., env=...)
+    def square(x):             #          retries=..., timeout_s=..., env=..., cache=True)
         return x * x
 
     square(3)                  # 9: blocks (one job)
@@ -51,7 +51,8 @@ class WorkFunction:
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
                  backend: str | None = None, cores: int | None = None,
                  memory_mb: int | None = None, retries: int = 0, timeout_s: float | None = None,
-                 env: Mapping[str, str] | None = None, client: Client | None = None) -> None:
+                 env: Mapping[str, str] | None = None, client: Client | None = None,
+                 cache: bool | str = False) -> None:
         if not callable(fn):
             raise TypeError(f"@work decorates a function, got {type(fn).__name__}")
         functools.update_wrapper(self, fn)
@@ -64,6 +65,9 @@ class WorkFunction:
         self.timeout_s = timeout_s
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
         self.client = client
+        # memoization: a call whose function and arguments match an earlier success of
+        # this owner (or of the named shared namespace) takes its result (off by default)
+        self.cache = cache
 
     def __repr__(self) -> str:
         return f"<work {self.name} of {getattr(self.fn, '__qualname__', self.fn)!r}>"
@@ -127,6 +131,8 @@ class WorkFunction:
             d["timeout_s"] = self.timeout_s
         if self.env:
             d["env"] = dict(self.env)
+        if self.cache:
+            d["cache"] = self.cache
         if self.backend:
             d["backend"] = self.backend
         resources: dict[str, Any] = {}
@@ -219,11 +225,18 @@ def _calls(iterables: tuple[Iterable[Any], ...],
 def work(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          backend: str | None = None, cores: int | None = None, memory_mb: int | None = None,
          retries: int = 0, timeout_s: float | None = None, env: Mapping[str, str] | None = None,
-         client: Client | None = None) -> Any:
-    """Decorate a function to run as a Work (bare ``@work`` or ``@work(...)``)."""
+         client: Client | None = None, cache: bool | str = False) -> Any:
+    """Decorate a function to run as a Work (bare ``@work`` or ``@work(...)``).
+
+    ``cache=True`` memoizes its jobs: a call whose code (the function with its closures
+    and globals) and arguments match a succeeded job of the same owner is not run but
+    takes that result (shown as *cached*); ``cache="name"`` shares a namespace. Off by
+    default: a function with side effects should run each time.
+    """
     def wrap(f: Callable[..., Any]) -> WorkFunction:
         return WorkFunction(f, name=name, backend=backend, cores=cores, memory_mb=memory_mb,
-                            retries=retries, timeout_s=timeout_s, env=env, client=client)
+                            retries=retries, timeout_s=timeout_s, env=env, client=client,
+                            cache=cache)
 
     if fn is not None:
         return wrap(fn)

@@ -146,6 +146,22 @@ class Run:
     def retry_failed(self) -> dict[str, Any]:
         return self.client.retry(self.id)
 
+    # ------------------------------------------------------------- provenance
+    def provenance(self, work: str | None = None, job: int | None = None) -> dict[str, Any]:
+        """What produced a result: one job's record and lineage (code, input and result
+        digests, environment, attempts, times, the upstream jobs and values that fed it,
+        the job a cached result came from), or with no arguments the whole run's."""
+        if work is None:
+            return self.client.provenance(self.id)
+        return self.client.provenance(self.id, work, int(job or 0))
+
+    def rerun(self, failed_only: bool = True) -> Run:
+        """A new run of this run's template with every work memoized: jobs whose code and
+        inputs are unchanged take their results (*cached*); the failed ones (and, with
+        ``failed_only=False``, the changed ones) and everything downstream run again."""
+        new = self.client.rerun(self.id, failed=failed_only, changed=not failed_only)
+        return Run(self.client, new, self.name)
+
     # ---------------------------------------------------------------- waiting
     def wait(self, timeout: float | None = None) -> str:
         """Block until the body (if it runs here) and the workflow ended; returns the status."""

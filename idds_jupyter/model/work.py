@@ -120,6 +120,8 @@ class Work:
     resources: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: memoization (off by default): True, or the name of a shared cache namespace
+    cache: bool | str = False
 
     @property
     def kind(self) -> str:
@@ -240,6 +242,8 @@ class Work:
             raise err("timeout_s", f"must be a positive number, got {self.timeout_s!r}")
         if not isinstance(self.env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
             raise err("env", "must map names to strings")
+        if not isinstance(self.cache, bool | str) or (isinstance(self.cache, str) and not self.cache.strip()):
+            raise err("cache", f"must be true, false or a namespace name, got {self.cache!r}")
         for fld in ("command", "parameters"):
             value = getattr(self, fld)
             if value is not None:
@@ -285,6 +289,8 @@ class Work:
             d["resources"] = dict(self.resources)
         if self.env:
             d["env"] = dict(self.env)
+        if self.cache:
+            d["cache"] = self.cache
         return d
 
     @classmethod
@@ -313,6 +319,7 @@ class Work:
             resources=dict(d.get("resources") or {}),
             timeout_s=d.get("timeout_s"),
             env=dict(d.get("env") or {}),
+            cache=d.get("cache") or False,
         )
 
 

@@ -24,6 +24,7 @@ from idds_jupyter.model.status import (
     WorkStatus,
 )
 from idds_jupyter.store.function_stats import function_key, record_durations
+from idds_jupyter.store.provenance import record as record_provenance
 from idds_jupyter.store.sql import Locked, chunks, db_now, in_list, is_postgres, now
 from idds_jupyter.store.tables import job_deps, jobs, workflows, works
 from idds_jupyter.store.workflows import end_if_done, mark_dirty
@@ -257,7 +258,7 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
                             "inline": done["inline"]})
             per_work[row.work_id]["finished"] += 1
             key = keys.get(row.work_id)
-            if key is not None and isinstance(r.get("wall_s"), int | float):
+            if key is not None and isinstance(r.get("wall_s"), int | float) and not r.get("cached_from"):
                 walls[key].append(float(r["wall_s"]))
             out.job_results.append(done)
         else:
@@ -289,6 +290,8 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
         conn.execute(_RECORD_FAILED, fail_rows)
         out.failed = len(fail_rows)
 
+    record_provenance(conn, [(current[r["jid"]], by_id[r["jid"]], FINISHED) for r in ok_rows]
+                      + [(current[r["jid"]], by_id[r["jid"]], FAILED) for r in fail_rows], linked)
     if linked:
         out.released = release_children(conn, [r["jid"] for r in ok_rows])
         for work_id, n in cancel_descendants(conn, [r["jid"] for r in fail_rows]).items():
@@ -312,7 +315,9 @@ def finished_note(job: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any
 # and its workflow (whether it has job-level links)
 _CURRENT = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt, jobs.c.idx,
                           jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status, works.c.retries,
-                          works.c.name, works.c.spec, workflows.c.meta)
+                          works.c.name, works.c.spec, workflows.c.meta,
+                          # for the provenance record
+                          jobs.c.kwargs, jobs.c.file_id, jobs.c.backend, workflows.c.owner)
                    .join(works, works.c.id == jobs.c.work_id)
                    .join(workflows, workflows.c.id == jobs.c.workflow_id)
                    .where(jobs.c.id.in_(in_list())), of=jobs)

@@ -234,11 +234,46 @@ agents = Table(
     Column("heartbeat", Float, nullable=False),
 )
 
+# Provenance of a job's result (schema 0007, idds_jupyter.model.provenance for the hashing
+# rules): one row per job that ended (its last attempt), written in the results'
+# transaction. ``cached_from``: the job whose result a memoized job took.
+provenance = Table(
+    "provenance",
+    metadata,
+    Column("job_id", Id, primary_key=True),
+    Column("workflow_id", Id, nullable=False),
+    Column("work_id", Id, nullable=False),
+    Column("owner", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("code_hash", String(64)),
+    Column("input_hash", String(64)),
+    Column("cache_key", String(64)),
+    Column("result_hash", String(64)),
+    Column("env_id", String(64)),
+    Column("backend", String(64)),
+    Column("cached_from", Id),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+)
+Index("ix_provenance_workflow", provenance.c.workflow_id)
+Index("ix_provenance_cache_key", provenance.c.cache_key, provenance.c.status)
+
+# The environments jobs ran in (Python, platform, host, package versions), by digest.
+environments = Table(
+    "environments",
+    metadata,
+    Column("env_id", String(64), primary_key=True),
+    Column("info", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 __all__ = [
     "agents",
     "blob_grants",
     "blobs",
     "datasets",
+    "environments",
     "events",
     "files",
     "function_stats",
@@ -246,6 +281,7 @@ __all__ = [
     "jobs",
     "messages",
     "metadata",
+    "provenance",
     "workflows",
     "works",
 ]

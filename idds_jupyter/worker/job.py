@@ -52,6 +52,7 @@ from typing import Any
 
 from idds_jupyter.worker._context import _CURRENT, JobContext
 from idds_jupyter.worker.env import job_environment
+from idds_jupyter.worker.platform_info import describe as describe_environment
 
 __all__ = [
     "run_job",
@@ -561,6 +562,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         res["wall_s"] = time.perf_counter() - t0
         res["finished_at"] = time.time()
+        with contextlib.suppress(Exception):  # provenance: where it ran (never fails a job)
+            res.update(describe_environment())
         if not res["max_rss_kb"]:
             res["max_rss_kb"] = _max_rss(resource.RUSAGE_SELF)
         _CURRENT.reset(token)

@@ -192,7 +192,7 @@ def test_upgrading_to_0006_gives_existing_datasets_and_blobs_owners(db_url: str,
         conn.execute(jobs.update().where(jobs.c.workflow_id == wid).values(blob=res))
         conn.execute(insert(api_tokens).values(user="alice", name="old", token_hash="0" * 64,
                                                admin=False, created_at=1.0))
-    upgrade(engine)
+    upgrade(engine, "0006")
     assert current(engine) == "0006"
     with engine.begin() as conn:
         assert readable_blobs(conn, [up, res, lost], "bob") == {up}

@@ -14,6 +14,7 @@ from idds_jupyter.model import render_job
 from idds_jupyter.model.errors import ExpressionError, TemplateError
 from idds_jupyter.store.cache import blob_file
 from idds_jupyter.store.jobs import Claim, claim_ready
+from idds_jupyter.store.provenance import cached_results
 from idds_jupyter.store.sql import in_list
 from idds_jupyter.store.tables import files, workflows, works
 from idds_jupyter.store.workflows import NewWork, spec_instance
@@ -103,7 +104,13 @@ class Submitter(Agent):
                                           "attempt")}, bool(work.get(_ALONE)))
                     if unwritten:
                         self.state.unwritten.add(s["job_id"])
-            self.state.backends[name].submit(specs)
+            cached = [s.pop(CACHED) for s in specs if CACHED in s]
+            if cached:  # recorded by the Receiver like any result, never run
+                done = {c["job_id"] for c in cached}
+                specs = [s for s in specs if s["job_id"] not in done]
+                self.state.backends[name]._queue.push(cached)
+            if specs:
+                self.state.backends[name].submit(specs)
 
     def written(self, job_ids: Sequence[int], ok: bool = True) -> None:
         """The rows of jobs sent ahead are committed; or, not ``ok``, they never will be:
@@ -149,8 +156,15 @@ class Submitter(Agent):
         file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
         names = dict(conn.execute(select(files.c.id, files.c.name)
                                   .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
-        return [job_spec(r, specs[r["work_id"]] or {}, names.get(r["file_id"]), self._log_dir,
-                         self._cache_dir) for r in claimed]
+        out = [job_spec(r, specs[r["work_id"]] or {}, names.get(r["file_id"]), self._log_dir,
+                        self._cache_dir) for r in claimed]
+        # memoized works: a job whose code and inputs match a succeeded one takes its result
+        hits = cached_results(conn, claimed, specs,
+                              {w: (s or {}).get(_OWNER) for w, s in specs.items()})
+        for spec in out:
+            if spec["job_id"] in hits:
+                spec[CACHED] = hits[spec["job_id"]]
+        return out
 
     def _remember_spec(self, work_id: int, name: str, kind: str, spec: dict[str, Any],
                        independent: bool, owner: str | None) -> dict[str, Any]:
@@ -170,6 +184,8 @@ _ALONE = "_alone"
 # In a remembered work spec: the run's owner; a job spec's "owner" (a local worker process
 # runs the jobs of one owner only, and under isolation as that owner's account).
 _OWNER = "_owner"
+# In a job spec: the result a memoized job takes instead of running (see store.provenance).
+CACHED = "_cached"
 
 
 def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,

@@ -1,0 +1,278 @@
+"""Provenance rows and memoization lookups, in bulk (hashing rules: :mod:`idds_jupyter.model.provenance`).
+
+* :func:`record` writes the provenance of a batch of ended jobs in the results'
+  transaction (:func:`idds_jupyter.store.jobs.record_results`): one query for the
+  upstream result digests of the batch (runs with job-level links only) and one
+  multi-row upsert — no statement per job.
+* :func:`cached_results` finds, for jobs being submitted whose work memoizes
+  (``cache``), a succeeded job of the same namespace with the same code and input
+  digests: one query per batch. The Submitter hands those results to its Receiver
+  as if a backend had returned them, so a cached job is recorded, released and
+  counted exactly like a run one (and shows as *cached*: ``cached_from`` is set).
+* :func:`job_provenance` / :func:`run_provenance`: what the REST route and the
+  export read.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from idds_jupyter.model import provenance as rules
+from idds_jupyter.store.sql import chunks, now
+from idds_jupyter.store.tables import environments, files, job_deps, jobs, provenance, works
+
+__all__ = ["cached_results", "job_provenance", "provenance_summary", "record",
+           "record_environments", "rerun_request", "run_provenance", "upstream_hashes"]
+
+FINISHED = "finished"
+
+
+def upstream_hashes(conn: Connection, job_ids: Sequence[int]) -> dict[int, list[str | None]]:
+    """The result digests of each job's parents (job-level links), by child id."""
+    out: dict[int, list[str | None]] = defaultdict(list)
+    for part in chunks(list(job_ids)):
+        q = (select(job_deps.c.child_id, provenance.c.result_hash)
+             .select_from(job_deps.outerjoin(provenance, provenance.c.job_id == job_deps.c.parent_id))
+             .where(job_deps.c.child_id.in_(list(part))))
+        for child, digest in conn.execute(q):
+            out[child].append(digest)
+    return out
+
+
+def file_names(conn: Connection, file_ids: Iterable[int | None]) -> dict[int, str]:
+    ids = sorted({f for f in file_ids if f is not None})
+    if not ids:
+        return {}
+    return dict(conn.execute(select(files.c.id, files.c.name).where(files.c.id.in_(ids))).all())
+
+
+def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]],
+           linked: bool) -> int:
+    """Provenance of ended jobs: ``(job row, worker result, status)`` each, where the job
+    row carries ``id, work_id, workflow_id, idx, attempt, kwargs, file_id, backend, spec,
+    owner``. One upsert for the batch; environments the workers described are kept too."""
+    if not ended:
+        return 0
+    parents = upstream_hashes(conn, [row.id for row, _, _ in ended]) if linked else {}
+    names = file_names(conn, (row.file_id for row, _, _ in ended))
+    codes: dict[int, str] = {}
+    envs: dict[str, Any] = {}
+    t = now()
+    rows = []
+    for row, r, status in ended:
+        spec = row.spec or {}
+        code = codes.get(row.work_id)
+        if code is None:
+            code = codes[row.work_id] = rules.code_hash(spec)
+        inputs = rules.input_hash(spec, row.kwargs, row.idx, names.get(row.file_id),
+                                  parents.get(row.id, ()))
+        ok = status == FINISHED
+        cached_from = r.get("cached_from")
+        digest = r.get("result_hash") if cached_from else None
+        if ok and digest is None:
+            digest = rules.result_hash(r.get("blob"), r.get("inline"), r.get("result"))
+        env = r.get("environment")
+        env_id = r.get("env_id")
+        if isinstance(env, dict) and env_id:
+            envs[str(env_id)] = env
+        rows.append({
+            "job_id": row.id, "workflow_id": row.workflow_id, "work_id": row.work_id,
+            "owner": row.owner, "status": status, "attempts": int(row.attempt or 0),
+            "code_hash": code, "input_hash": inputs,
+            "cache_key": rules.cache_key(rules.cache_namespace(spec, row.owner), code, inputs),
+            "result_hash": digest, "env_id": env_id, "backend": row.backend,
+            "cached_from": cached_from, "started_at": r.get("started_at"),
+            "finished_at": r.get("finished_at") or t,
+        })
+    _upsert(conn, rows)
+    if envs:
+        record_environments(conn, envs)
+    return len(rows)
+
+
+def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if conn.dialect.name == "postgresql":
+        ins: Any = pg_insert(provenance)
+    else:
+        ins = sqlite_insert(provenance)
+    keep = [c.name for c in provenance.columns if c.name != "job_id"]
+    stmt = ins.on_conflict_do_update(index_elements=["job_id"],
+                                     set_={c: getattr(ins.excluded, c) for c in keep})
+    for part in chunks(rows, 1000):
+        conn.execute(stmt, list(part))
+
+
+def record_environments(conn: Connection, envs: Mapping[str, Any]) -> None:
+    ins: Any = pg_insert(environments) if conn.dialect.name == "postgresql" else sqlite_insert(environments)
+    t = now()
+    conn.execute(ins.on_conflict_do_nothing(index_elements=["env_id"]),
+                 [{"env_id": k, "info": v, "created_at": t} for k, v in envs.items()])
+
+
+def cached_results(conn: Connection, claimed: Sequence[Mapping[str, Any]],
+                   specs: Mapping[int, Mapping[str, Any] | None], owners: Mapping[int, str | None],
+                   ) -> dict[int, dict[str, Any]]:
+    """Results to take instead of running: for the claimed jobs (``id, work_id, idx,
+    kwargs, file_id, attempt``) of works that memoize, the result of a succeeded job of
+    the same namespace with equal code and input digests. ``specs``/``owners`` by work id."""
+    mine = [j for j in claimed if rules.cache_enabled(specs.get(j["work_id"]) or {})]
+    if not mine:
+        return {}
+    parents = upstream_hashes(conn, [j["id"] for j in mine])
+    names = file_names(conn, (j.get("file_id") for j in mine))
+    codes: dict[int, str] = {}
+    keys: dict[int, str] = {}
+    for j in mine:
+        spec = specs.get(j["work_id"]) or {}
+        if j["work_id"] not in codes:
+            codes[j["work_id"]] = rules.code_hash(spec)
+        if any(p is None for p in parents.get(j["id"], ())):
+            continue  # an upstream value of unknown provenance: run it
+        fid = j.get("file_id")
+        inputs = rules.input_hash(spec, j.get("kwargs"), j["idx"],
+                                  names.get(fid) if fid is not None else None,
+                                  parents.get(j["id"], ()))
+        keys[j["id"]] = rules.cache_key(rules.cache_namespace(spec, owners.get(j["work_id"])),
+                                        codes[j["work_id"]], inputs)
+    hits: dict[str, Any] = {}
+    wanted = sorted(set(keys.values()))
+    for part in chunks(wanted):
+        q = (select(provenance.c.cache_key, provenance.c.result_hash, jobs.c.id, jobs.c.result,
+                    jobs.c.blob, jobs.c.inline)
+             .join(jobs, jobs.c.id == provenance.c.job_id)
+             .where(provenance.c.cache_key.in_(list(part)), provenance.c.status == FINISHED,
+                    jobs.c.status == FINISHED)
+             .order_by(jobs.c.id))
+        for found in conn.execute(q):
+            hits.setdefault(found.cache_key, found)
+    t = now()
+    out: dict[int, dict[str, Any]] = {}
+    for j in mine:
+        hit = hits.get(keys.get(j["id"], ""))
+        if hit is None or hit.id == j["id"]:
+            continue
+        out[j["id"]] = {"job_id": j["id"], "attempt": j["attempt"], "ok": True,
+                        "result": hit.result, "blob": hit.blob, "inline": hit.inline,
+                        "cached_from": hit.id, "result_hash": hit.result_hash,
+                        "wall_s": 0.0, "started_at": t, "finished_at": t, "exit_code": None}
+    return out
+
+
+# ------------------------------------------------------------------------ reading
+
+_COLUMNS = [c for c in provenance.columns]
+
+
+def _row(conn: Connection, r: Any, envs: dict[str, Any]) -> dict[str, Any]:
+    d = dict(r._mapping)
+    env_id = d.get("env_id")
+    d["cached"] = d.get("cached_from") is not None
+    d["environment"] = envs.get(env_id) if env_id else None
+    return d
+
+
+def _envs(conn: Connection, ids: Iterable[str | None]) -> dict[str, Any]:
+    want = sorted({i for i in ids if i})
+    if not want:
+        return {}
+    return dict(conn.execute(select(environments.c.env_id, environments.c.info)
+                             .where(environments.c.env_id.in_(want))).all())
+
+
+def job_provenance(conn: Connection, workflow_id: int, work: str, idx: int) -> dict[str, Any] | None:
+    """One job's provenance with its lineage: the upstream jobs (and their values) that
+    fed it, and the job a cached result came from. None when the job has no record."""
+    q = (select(*_COLUMNS, works.c.name.label("work"), jobs.c.idx, jobs.c.kwargs, jobs.c.result,
+                jobs.c.blob, jobs.c.status.label("job_status"))
+         .select_from(provenance.join(jobs, jobs.c.id == provenance.c.job_id)
+                      .join(works, works.c.id == provenance.c.work_id))
+         .where(works.c.workflow_id == workflow_id, works.c.name == work, jobs.c.idx == idx))
+    r = conn.execute(q).first()
+    if r is None:
+        return None
+    upstream = conn.execute(
+        select(job_deps.c.parent_id, jobs.c.idx, jobs.c.status, jobs.c.result, works.c.name,
+               provenance.c.result_hash)
+        .select_from(job_deps.join(jobs, jobs.c.id == job_deps.c.parent_id)
+                     .join(works, works.c.id == jobs.c.work_id)
+                     .outerjoin(provenance, provenance.c.job_id == job_deps.c.parent_id))
+        .where(job_deps.c.child_id == r.job_id).order_by(job_deps.c.parent_id)).all()
+    out = _row(conn, r, _envs(conn, [r.env_id]))
+    out["upstream"] = [{"job_id": u.parent_id, "work": u.name, "idx": u.idx, "status": u.status,
+                        "result": u.result, "result_hash": u.result_hash} for u in upstream]
+    if r.cached_from is not None:
+        src = conn.execute(select(jobs.c.workflow_id, jobs.c.idx, works.c.name)
+                           .join(works, works.c.id == jobs.c.work_id)
+                           .where(jobs.c.id == r.cached_from)).first()
+        out["cached_source"] = (None if src is None else
+                                {"job_id": r.cached_from, "workflow_id": src.workflow_id,
+                                 "work": src.name, "idx": src.idx})
+    return out
+
+
+def run_provenance(conn: Connection, workflow_id: int, offset: int = 0,
+                   limit: int | None = None) -> dict[str, Any]:
+    """The recorded jobs of a run (a page of them, in work and job order) with their
+    environments and upstream links, and per work how many jobs ran, were cached or failed."""
+    q = (select(*_COLUMNS, works.c.name.label("work"), jobs.c.idx, jobs.c.kwargs, jobs.c.result)
+         .select_from(provenance.join(jobs, jobs.c.id == provenance.c.job_id)
+                      .join(works, works.c.id == provenance.c.work_id))
+         .where(provenance.c.workflow_id == workflow_id)
+         .order_by(provenance.c.work_id, jobs.c.idx).offset(offset))
+    if limit is not None:
+        q = q.limit(limit)
+    rows = conn.execute(q).all()
+    envs = _envs(conn, (r.env_id for r in rows))
+    ids = [r.job_id for r in rows]
+    links: list[tuple[int, int]] = []
+    for part in chunks(ids):
+        links += [(p, c) for p, c in conn.execute(
+            select(job_deps.c.parent_id, job_deps.c.child_id).where(job_deps.c.child_id.in_(list(part))))]
+    jobs_out = []
+    for r in rows:
+        d = dict(r._mapping)
+        d["cached"] = r.cached_from is not None
+        jobs_out.append(d)
+    return {"workflow_id": workflow_id, "offset": offset, "jobs": jobs_out, "environments": envs,
+            "links": [{"parent": p, "child": c} for p, c in links],
+            "works": provenance_summary(conn, workflow_id)}
+
+
+def provenance_summary(conn: Connection, workflow_id: int) -> dict[str, dict[str, int]]:
+    """Per work of a run: jobs that ran (succeeded), were cached, failed; one grouped query."""
+    cached = provenance.c.cached_from.isnot(None)
+    q = (select(works.c.name, provenance.c.status, cached.label("cached"),
+                func.count().label("n"))
+         .join(works, works.c.id == provenance.c.work_id)
+         .where(provenance.c.workflow_id == workflow_id)
+         .group_by(works.c.name, provenance.c.status, cached))
+    out: dict[str, dict[str, int]] = {}
+    for name, status, is_cached, n in conn.execute(q):
+        s = out.setdefault(name, {"ran": 0, "cached": 0, "failed": 0})
+        key = "failed" if status != FINISHED else ("cached" if is_cached else "ran")
+        s[key] += int(n)
+    return out
+
+
+def rerun_request(conn: Connection, workflow_id: int) -> dict[str, Any] | None:
+    """What a re-run of a run submits: its whole template (works added while it ran
+    included) with every work memoizing, its parameters and name; None if no such run."""
+    from idds_jupyter.store.tables import workflows
+    from idds_jupyter.store.workflows import full_template
+
+    row = conn.execute(select(workflows.c.name, workflows.c.template, workflows.c.params,
+                              workflows.c.meta, workflows.c.owner, workflows.c.backend)
+                       .where(workflows.c.id == workflow_id)).first()
+    if row is None:
+        return None
+    whole = full_template(conn, workflow_id, row.template or {}, row.meta)
+    return {"template": rules.with_cache(whole), "params": dict(row.params or {}),
+            "name": row.name, "owner": row.owner, "backend": row.backend,
+            "cwd": (row.meta or {}).get("cwd")}

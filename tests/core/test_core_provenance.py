@@ -1,0 +1,170 @@
+"""Provenance and memoized re-runs, end to end on SQLite and on the real PostgreSQL.
+
+A 3-work DAG of function jobs (job-level links, 100 jobs each) whose functions live in a
+module of the test's own directory: the workers import it, the service hashes its source.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import config
+from sqlalchemy import func, select
+
+from idds_jupyter.agents.runner import Runner
+from idds_jupyter.core import Orchestrator
+from idds_jupyter.store import provenance as prov
+from idds_jupyter.store.tables import environments, jobs, provenance
+
+N = 100
+STEPS = '''
+import os
+
+def first(i):
+    return int(i)
+
+def middle(i):
+    return (int(i) + 1) * {factor}
+
+def last(i, fail_on=-1):
+    i = int(i)
+    if i == int(fail_on) and os.path.exists({flag!r}):
+        raise RuntimeError("told to fail")
+    return i + 1
+'''
+
+
+def dag(cache: bool = True, fail_on: int = -1) -> dict[str, Any]:
+    i = {"i": "{job_index}"}
+    one = {"work": "first", "pattern": "one_to_one"}
+    two = {"work": "middle", "pattern": "one_to_one"}
+    works: list[dict[str, Any]] = [
+        {"name": "first", "function": f"{MOD}:first", "n_jobs": N, "parameters": i},
+        {"name": "middle", "function": f"{MOD}:middle", "n_jobs": N, "job_deps": [one],
+         "parameters": i},
+        {"name": "last", "function": f"{MOD}:last", "n_jobs": N, "job_deps": [two],
+         "parameters": {**i, "fail_on": fail_on}},
+    ]
+    if cache:
+        for w in works:
+            w["cache"] = True
+    return {"name": "prov", "works": works}
+
+
+MOD = "provsteps"
+
+
+@pytest.fixture
+def steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The module ``provsteps`` in a directory of its own, on the workers' and the
+    service's path; ``write(factor)`` (re)writes it."""
+    src = tmp_path / "mods"
+    src.mkdir()
+    flag = tmp_path / "fail.flag"
+    monkeypatch.syspath_prepend(str(src))
+    monkeypatch.setenv("PYTHONPATH", f"{src}:{__import__('os').environ.get('PYTHONPATH', '')}")
+
+    def write(factor: int) -> None:
+        (src / f"{MOD}.py").write_text(STEPS.format(factor=factor, flag=str(flag)))
+
+    write(2)
+    write.flag = flag  # type: ignore[attr-defined]
+    return write
+
+
+def run(cfg: Any, template: Any = None, rerun_of: int | None = None) -> tuple[Orchestrator, int, str]:
+    """One run with a fresh Runner (fresh worker processes: the module as it is now)."""
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
+        if rerun_of is not None:
+            with orch.engine.connect() as conn:
+                req = prov.rerun_request(conn, rerun_of)
+            assert req is not None
+            wid = orch.submit(req["template"], req["params"], owner=req["owner"], cwd=req["cwd"])
+        else:
+            wid = orch.submit(template, owner="alice")
+        status = orch.wait(wid, timeout=180)
+    return orch, wid, status
+
+
+def counts(orch: Orchestrator, wid: int) -> dict[str, dict[str, int]]:
+    with orch.engine.connect() as conn:
+        return prov.provenance_summary(conn, wid)
+
+
+def results(orch: Orchestrator, wid: int) -> list[Any]:
+    with orch.engine.connect() as conn:
+        return [r for (r,) in conn.execute(select(jobs.c.result).where(jobs.c.workflow_id == wid)
+                                           .order_by(jobs.c.work_id, jobs.c.idx))]
+
+
+def test_edit_the_middle_work_reruns_it_and_the_last_first_is_cached(
+        tmp_path: Path, db_url: str, steps: Any) -> None:
+    cfg = config(tmp_path, db_url)
+    orch, wid, status = run(cfg, dag())
+    assert status == "finished"
+    assert counts(orch, wid) == {"first": {"ran": N, "cached": 0, "failed": 0},
+                                 "middle": {"ran": N, "cached": 0, "failed": 0},
+                                 "last": {"ran": N, "cached": 0, "failed": 0}}
+    # every job has its provenance: digests, environment, attempts, times
+    with orch.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(provenance)
+                            .where(provenance.c.workflow_id == wid)).scalar() == 3 * N
+        env = conn.execute(select(environments.c.info)).first()
+        one = prov.job_provenance(conn, wid, "last", 7)
+    assert env is not None and env.info["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert "sqlalchemy" in env.info["packages"]
+    assert one is not None and one["attempts"] == 1 and one["status"] == "finished"
+    assert len(one["code_hash"]) == len(one["input_hash"]) == len(one["result_hash"]) == 64
+    assert one["environment"]["host"] and one["backend"] == "local" and not one["cached"]
+    assert [(u["work"], u["idx"], u["result"]) for u in one["upstream"]] == [("middle", 7, 16)]
+
+    # unchanged: all from the cache
+    orch, same, status = run(cfg, dag())
+    assert status == "finished"
+    assert {w: c["cached"] for w, c in counts(orch, same).items()} == {
+        "first": N, "middle": N, "last": N}
+    assert results(orch, same) == results(orch, wid)
+
+    steps(3)  # the middle work's function edited
+    orch, again, status = run(cfg, dag())
+    assert status == "finished"
+    assert counts(orch, again) == {"first": {"ran": 0, "cached": N, "failed": 0},
+                                   "middle": {"ran": N, "cached": 0, "failed": 0},
+                                   "last": {"ran": N, "cached": 0, "failed": 0}}
+    assert results(orch, again)[N:2 * N] == [3 * (i + 1) for i in range(N)]
+    assert results(orch, again)[2 * N:] == [i + 1 for i in range(N)]
+    with orch.engine.connect() as conn:
+        cached = prov.job_provenance(conn, again, "first", 5)
+    assert cached is not None and cached["cached"]
+    assert cached["cached_source"]["workflow_id"] == same or cached["cached_source"]["workflow_id"] == wid
+
+
+def test_off_by_default_every_job_runs(tmp_path: Path, db_url: str, steps: Any) -> None:
+    cfg = config(tmp_path, db_url)
+    run(cfg, dag(cache=False))
+    orch, wid, status = run(cfg, dag(cache=False))
+    assert status == "finished"
+    assert {w: c["ran"] for w, c in counts(orch, wid).items()} == {"first": N, "middle": N, "last": N}
+
+
+def test_rerun_failed_runs_only_the_failed_jobs_and_their_downstream(
+        tmp_path: Path, db_url: str, steps: Any) -> None:
+    """Three middle jobs made to fail: their last jobs are cancelled. A re-run (the
+    failure fixed) runs those 3 and their 3 downstream jobs; the other 294 are cached."""
+    cfg = config(tmp_path, db_url)
+    # the run is not memoized itself: a re-run memoizes every work
+    flag: Path = steps.flag
+    flag.write_text("x")
+    orch, wid, status = run(cfg, dag(cache=False, fail_on=4))
+    assert status in ("subfinished", "failed")
+    assert counts(orch, wid)["last"] == {"ran": N - 1, "cached": 0, "failed": 1}
+    flag.unlink()
+    orch, again, status = run(cfg, rerun_of=wid)
+    assert status == "finished"
+    assert counts(orch, again) == {"first": {"ran": 0, "cached": N, "failed": 0},
+                                   "middle": {"ran": 0, "cached": N, "failed": 0},
+                                   "last": {"ran": 1, "cached": N - 1, "failed": 0}}

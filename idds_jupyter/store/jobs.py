@@ -151,13 +151,21 @@ def release_owned(conn: Connection, owner: str) -> int:
     return res.rowcount or 0
 
 
-def reclaim_expired(conn: Connection) -> int:
+def reclaim_expired(conn: Connection, alive: Sequence[str] = ()) -> int:
     """Jobs whose owner stopped heart-beating go back to ready (execution is at-least-once).
 
     Expired by the database's clock, never this process's: a reclaimer whose clock
-    runs ahead must not take the jobs of an owner that is alive and renewing.
+    runs ahead must not take the jobs of an owner that is alive and renewing. Nor are
+    the jobs of the owners in ``alive`` taken, whatever their expiry says: owners the
+    caller saw heart-beat lately (the Poller, on its own monotonic clock), so that a
+    jump of the clock itself (a host resumed from sleep, a stepped clock) does not
+    make healthy locks look expired.
     """
-    ids = [r[0] for r in conn.execute(_EXPIRED.on(conn))]
+    if alive:
+        rows = conn.execute(_EXPIRED_NOT_ALIVE.on(conn), {"alive": list(alive)})
+    else:
+        rows = conn.execute(_EXPIRED.on(conn))
+    ids = [r[0] for r in rows]
     for part in chunks(ids):
         conn.execute(_RECLAIM, {"ids": list(part)})
     return len(ids)
@@ -165,6 +173,8 @@ def reclaim_expired(conn: Connection) -> int:
 
 _EXPIRED = Locked(select(jobs.c.id).where(jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < db_now()),
                   skip_locked=True)
+_EXPIRED_NOT_ALIVE = Locked(_EXPIRED.plain.where(jobs.c.lock_owner.not_in(in_list("alive"))),
+                            skip_locked=True)
 _RECLAIM = (update(jobs)
             .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(IN_FLIGHT),
                    jobs.c.lock_expiry < db_now())

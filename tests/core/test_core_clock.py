@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 from helpers import config, wait_for
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.store.jobs import claim_ready
+from idds_jupyter.store.sql import db_now
 from idds_jupyter.store.tables import agents, jobs
 
 HERE = Path(__file__).parent
@@ -115,13 +116,56 @@ def test_skewed_clock_reclaims_nothing_healthy(tmp_path: Path, db_url: str, skew
     assert (done.attempt, done.success_count, done.release_count) == (1, 1, 1)
 
 
-@pytest.mark.parametrize("shift", [0.0, 120.0])
-def test_dead_owner_is_reclaimed_on_the_database_clock(tmp_path: Path, db_url: str,
-                                                       shift: float, monkeypatch: pytest.MonkeyPatch
-                                                       ) -> None:
+def test_locks_that_look_expired_of_a_live_owner_are_not_reclaimed(tmp_path: Path,
+                                                                     db_url: str) -> None:
+    """The clock itself jumps (a host resumed from sleep, a stepped clock: the database's
+    clock too, for SQLite it is the host's): every lock written before looks expired.
+    Emulated by moving the running job's lock expiry 120 s into the past again and again
+    while a second agents process polls, for longer than a lock's whole ttl. The owner
+    goes on heart-beating: its job is not reclaimed and runs once."""
+    cfg = config(tmp_path, db_url, lock_ttl=TTL, workers=1)
+    orch = Orchestrator(cfg)
+    wf, go, out = gated_once(tmp_path)
+    other: subprocess.Popen[bytes] | None = None
+    healthy = Runner(cfg, roles=("carrier",)).start()
+    try:
+        wid = orch.submit(wf)
+        wait_for(lambda: the_job(orch, wid).status == "running", timeout=60)
+        jid = the_job(orch, wid).id
+        other = skewed_agents(tmp_path, db_url, 0.0, "other")
+        wait_for(lambda: has_beaten(orch, healthy.owner), timeout=60)
+        back = update(jobs).where(jobs.c.id == jid).values(lock_expiry=db_now() - 120)
+        until = time.monotonic() + TTL + TTL / 3 + 2  # past the other's first-seen grace
+        while time.monotonic() < until:
+            with orch.engine.begin() as conn:
+                conn.execute(back)
+            time.sleep(0.1)
+        held = the_job(orch, wid)
+        assert (held.status, held.lock_owner, held.attempt) == ("running", healthy.owner, 1), (
+            f"a live owner's job was reclaimed: {held.status}, owner {held.lock_owner}, "
+            f"attempt {held.attempt}, error {held.error!r}")
+        go.touch()
+        assert orch.wait(wid, timeout=60) == "finished"
+        done = the_job(orch, wid)
+    finally:
+        go.touch()
+        if other is not None:
+            stop(other)
+        healthy.stop()
+        orch.engine.dispose()
+    assert out.read_text().splitlines() == ["once"], "the command ran more than once"
+    assert (done.attempt, done.success_count) == (1, 1)
+
+
+@pytest.mark.parametrize(("shift", "registered"), [(0.0, False), (120.0, False), (120.0, True)],
+                         ids=["no-skew", "ahead-unregistered", "ahead-registered"])
+def test_dead_owner_is_reclaimed_on_the_database_clock(tmp_path: Path, db_url: str, shift: float,
+                                                       registered: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """An owner claims the job for 4 s and dies without running it. Its lock ends 4 s later
     on the database's clock even when its own clock ran 120 s ahead (then the lock used
-    to last 124 s): a healthy runner reclaims it then, not before, and runs it once."""
+    to last 124 s): a healthy runner reclaims it then, not before, and runs it once.
+    ``registered``: the dead owner left its agents row, whose heartbeat no longer moves."""
     cfg = config(tmp_path, db_url, lock_ttl=1.0, workers=1)
     orch = Orchestrator(cfg)
     wf, go, out = gated_once(tmp_path)
@@ -130,6 +174,9 @@ def test_dead_owner_is_reclaimed_on_the_database_clock(tmp_path: Path, db_url: s
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + shift)  # the dead owner's clock
     with orch.engine.begin() as conn:
+        if registered:
+            conn.execute(agents.insert().values(id="dead-host:1:feedface", roles="carrier",
+                                                started_at=time.time(), heartbeat=time.time()))
         claimed = claim_ready(conn, "dead-host:1:feedface", ["local"], 10, ttl=4.0)
     monkeypatch.setattr(time, "time", real)
     claimed_at = time.monotonic()

@@ -6,6 +6,7 @@ import time
 from collections import defaultdict
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 
 from idds_jupyter.agents.agent import Agent, Context
 from idds_jupyter.agents.carrier import CarrierState
@@ -15,6 +16,8 @@ from idds_jupyter.bus.event import make_event
 from idds_jupyter.store.jobs import CANCELLED, reclaim_expired, renew_locks
 from idds_jupyter.store.sql import chunks, db_now
 from idds_jupyter.store.tables import agents, jobs
+
+_AGENTS = select(agents.c.id, agents.c.heartbeat)
 
 
 class Poller(Agent):
@@ -26,6 +29,9 @@ class Poller(Agent):
         self.state = state
         self._last_beat = 0.0
         self._last_prune = 0.0
+        # agent id -> (its heartbeat as last read, this process's monotonic time when it
+        # was seen to change): who is alive, measured without any wall clock
+        self._seen: dict[str, tuple[float, float]] = {}
 
     def step(self) -> bool:
         ttl = self.ctx.config.lock_ttl
@@ -36,11 +42,25 @@ class Poller(Agent):
                              .values(heartbeat=db_now()))
                 renew_locks(conn, self.ctx.owner, ttl)
             with self.ctx.engine.begin() as conn:
-                if reclaim_expired(conn):
+                if reclaim_expired(conn, self._alive(conn, ttl)):
                     self.ctx.publish([make_event(ev.JOBS_READY)])
         self._cancel_aborted()
         self._prune_events()
         return False
+
+    def _alive(self, conn: Connection, ttl: float) -> list[str]:
+        """The agents whose heartbeat changed within the last ``ttl`` s of this process's
+        monotonic clock (this one included). Their locks are not reclaimed even if they
+        look expired: a clock that jumps (the database's, a host's) moves every expiry
+        at once, but not the heart-beats an owner goes on writing. One never seen to
+        change (SIGKILLed) is alive only for ``ttl`` from when it was first seen."""
+        t = time.monotonic()
+        seen: dict[str, tuple[float, float]] = {}
+        for aid, beat in conn.execute(_AGENTS):
+            prev = self._seen.get(aid)
+            seen[aid] = (beat, t if prev is None or prev[0] != beat else prev[1])
+        self._seen = seen
+        return [aid for aid, (_, since) in seen.items() if t - since < ttl]
 
     def _prune_events(self) -> None:
         """The database bus keeps its rows an hour: enough for any late subscriber."""

@@ -266,8 +266,11 @@ class LandingHandler(tornado.web.RequestHandler):
             self.redirect(self.login_url())
             return
         self.set_header("Content-Type", "text/html; charset=utf-8")
+        # the XSRF token a page's scripts send with cookie-authenticated writes (X-XSRFToken)
+        xsrf = self.auth.xsrf_token(self).decode()
         self.write(
-            "<!doctype html><title>iDDS</title><h1>iDDS service</h1>"
+            f"<!doctype html><title>iDDS</title><meta name='idds-xsrf' content='{html.escape(xsrf)}'>"
+            "<h1>iDDS service</h1>"
             f"<p>Signed in as <b>{html.escape(user.name)}</b>{' (admin)' if user.admin else ''}.</p>"
             f"<p>REST API: <a href='{html.escape(self.api)}requests'>{html.escape(self.api)}</a></p>")
 

@@ -9,6 +9,7 @@ hub token.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -55,6 +56,15 @@ print("value", square(7))
 """
 
 
+TEMPLATE_CELL = """%%idds template --submit
+name: hub-template
+works:
+  - name: gen
+    function: idds_jupyter.worker.job:echo
+    kwargs_list: [{x: 1}, {x: 2}]
+"""
+
+
 @pytest.fixture(scope="module")
 def alice(hub: Hub) -> dict[str, Any]:
     hub.start_server("alice")
@@ -69,6 +79,11 @@ def test_alice_kernel_runs_work_on_the_shared_service(hub: Hub, alice: dict[str,
                  "os.environ['JUPYTERHUB_API_TOKEN'])")
     assert env.split() == [hub.service_url, "True"]
     assert "value 49" in ok(kc, WORK_CELL)
+    # the magics reach the same service: a template cell, submitted and waited for
+    ok(kc, "%load_ext idds_jupyter")
+    ok(kc, TEMPLATE_CELL)
+    out = ok(kc, "run = _\nprint(run.wait(timeout=60), run.info()['owner'])")
+    assert out.split() == ["finished", "alice"], out
     # the run is alice's, on the shared service
     runs = api(hub, alice["token"], "GET", "requests").json()
     print(runs)
@@ -162,12 +177,24 @@ def test_browser_signs_in_through_the_hubs_oauth(hub: Hub, alice: dict[str, Any]
     assert page.status_code == 200, page.text[:500]
     assert "Signed in as <b>alice</b>" in page.text
     assert any("/hub/api/oauth2/authorize" in h.url for h in page.history)
+    template = {"name": "for-the-browser", "works": [
+        {"name": "nap", "function": "idds_jupyter.worker.job:sleep", "kwargs_list": [{"seconds": 30}]}]}
+    mine = api(hub, alice["token"], "POST", "requests", json={"template": template}).json()["id"]
     r = s.get(hub.service_url + "idds/api/v1/requests", timeout=30)
     assert r.status_code == 200
     assert {x["owner"] for x in r.json()["requests"]} == {"alice"}
+    assert mine in {x["id"] for x in r.json()["requests"]}
     # a cookie-authenticated write needs the XSRF token
-    mine = r.json()["requests"][0]["id"]
-    assert s.post(hub.service_url + f"idds/api/v1/requests/{mine}/suspend", timeout=30).status_code == 403
+    unsent = s.post(hub.service_url + f"idds/api/v1/requests/{mine}/suspend", timeout=30)
+    assert unsent.status_code in (401, 403), (unsent.status_code, unsent.text)  # cookie not taken
+    # ... which the service's page gives its scripts
+    xsrf = re.search(r"name='idds-xsrf' content='([^']+)'", page.text)
+    assert xsrf is not None
+    sent = s.post(hub.service_url + f"idds/api/v1/requests/{mine}/suspend",
+                  headers={"X-XSRFToken": xsrf.group(1)}, timeout=30)
+    assert sent.status_code == 200, sent.text
+    assert s.post(hub.service_url + f"idds/api/v1/requests/{mine}/abort",
+                  headers={"X-XSRFToken": xsrf.group(1)}, timeout=30).status_code == 200
     # bob's browser does not see alice's runs
     sb = hub.login("bob")
     assert sb.get(hub.service_url, timeout=60).status_code == 200

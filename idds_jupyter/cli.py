@@ -76,12 +76,53 @@ def _print_status(st: dict[str, Any]) -> None:
         print("  loops: " + json.dumps(st.get("loop_info") or st.get("loops")))
 
 
+def _workflow_of(args: argparse.Namespace) -> Any:
+    """The template file, or a notebook (``.ipynb``) exported on the fly (idds_jupyter.export)."""
+    if not str(args.file).endswith(".ipynb"):
+        if getattr(args, "sweep", None):
+            raise ValueError("--sweep applies to a notebook (.ipynb); a template has kwargs_list")
+        return args.file
+    from idds_jupyter.export import export_template, parse_sweep
+
+    return export_template(args.file, mode=args.mode, sweep=parse_sweep(args.sweep or []),
+                           group=args.group)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A notebook as a workflow template (YAML), to a file or stdout."""
+    from idds_jupyter.export import export_template, parse_sweep, to_yaml
+    from idds_jupyter.model import TemplateError
+
+    try:
+        text = to_yaml(export_template(args.file, mode=args.mode, sweep=parse_sweep(args.sweep),
+                                       group=args.group, name=args.name))
+    except (TemplateError, ValueError, OSError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if args.output and args.output != "-":
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _export_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--mode", choices=["notebook", "cells"], default="notebook",
+                   help="a notebook: run it whole (papermill-style) or as a DAG of its cells")
+    s.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="a notebook, whole-notebook mode: one job per value (several: the product)")
+    s.add_argument("--group", choices=["cell", "heading"], default="cell",
+                   help="cells mode: one work per code cell, or per markdown heading")
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from idds_jupyter.model import TemplateError
 
     orch = _orch(args)
     try:
-        wid = orch.submit(args.file, _params(args.param), backend=args.backend)
+        wid = orch.submit(_workflow_of(args), _params(args.param), backend=args.backend)
     except (TemplateError, ValueError, OSError) as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 2
@@ -103,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with Runner(cfg) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
         try:
-            wid = orch.submit(args.file, _params(args.param), backend=args.backend)
+            wid = orch.submit(_workflow_of(args), _params(args.param), backend=args.backend)
         except (TemplateError, ValueError, OSError) as exc:
             print(f"error: {args.file}: {exc}", file=sys.stderr)
             return 2
@@ -324,14 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, helptext in (("submit", cmd_submit, "submit a YAML/JSON workflow template"),
                                  ("run", cmd_run, "run a template with embedded agents and wait")):
-        s = sub.add_parser(name, help=helptext)
+        s = sub.add_parser(name, help=helptext + " (or a notebook, .ipynb)")
         s.add_argument("file")
         s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+        _export_args(s)
         s.add_argument("--backend")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if name == "submit":
             s.add_argument("--wait", action="store_true", help="wait for the end, with a progress bar")
         s.set_defaults(func=func)
+
+    s = sub.add_parser("export", help="a notebook as a batch workflow template (YAML)")
+    s.add_argument("file", help="the notebook (.ipynb)")
+    s.add_argument("-o", "--output", help="the template file to write (default: stdout)")
+    s.add_argument("--name", help="the workflow's name (default: from the notebook's file name)")
+    _export_args(s)
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("runs", help="list workflows, newest first")
     s.add_argument("--limit", type=int, default=50)

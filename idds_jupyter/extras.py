@@ -26,6 +26,8 @@ EXTRAS = {
     "htcondor2": "htcondor",
     "classad2": "htcondor",
     "pandaclient": "panda",
+    "nbclient": "export",
+    "nbformat": "export",
 }
 
 

@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import HTML, display
 
-from idds_jupyter.kernel.analysis import cell_names
+from idds_jupyter.export.analysis import cell_names
 
 USAGE = """\
 %%idds work [--name N] [--map VAR] [--out VAR ...] [--cores N] [--backend B] [--retries N]

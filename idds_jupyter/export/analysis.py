@@ -1,4 +1,8 @@
-"""Which variables a cell reads from the notebook and which it assigns."""
+"""Which variables a cell reads from the notebook and which it assigns.
+
+Shared by ``%%idds work`` (what a cell captures from the kernel) and the notebook
+export (the dependencies between cells). Pure: no imports of this package.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +69,13 @@ def cell_names(body: str) -> tuple[list[str], list[str]]:
                         bind(alias.asname or alias.name.split(".")[0])
 
         visit_ImportFrom = visit_Import
+
+        def visit_AugAssign(self, node: ast.AugAssign) -> None:
+            # ``total += x`` reads ``total`` before it binds it again
+            t = node.target
+            if isinstance(t, ast.Name) and t.id not in bound and t.id not in reads:
+                reads.append(t.id)
+            self.generic_visit(node)
 
     Visitor().visit(tree)
     return reads, assigns

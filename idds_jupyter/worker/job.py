@@ -301,6 +301,7 @@ class _Alarm:
         self._old: Any = None
 
     def _fire(self, signum: int, frame: Any) -> None:
+        _kill_strays()  # what the function started ends with it
         raise TimeoutError(f"job exceeded its timeout of {self.timeout_s:g} s")
 
     def __enter__(self) -> _Alarm:
@@ -428,6 +429,31 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> Non
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
+
+
+def _kill_strays() -> None:
+    """In a pool worker (it leads its own session): SIGKILL every other process of the
+    session, i.e. what the job that just timed out started (Linux ``/proc``). Elsewhere
+    (a Dask worker, a process that does not lead its session) nothing."""
+    me = os.getpid()
+    if os.getsid(0) != me:
+        return
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == me:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(name), signal.SIGKILL)
 
 
 def kill_current_command(sig: int = signal.SIGKILL) -> None:

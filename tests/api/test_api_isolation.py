@@ -202,6 +202,55 @@ def test_sigkill_of_a_worker_leaves_no_orphan(tmp_path: Path) -> None:
         s.handle.stop()
 
 
+@pytest.mark.parametrize("how", ["abort", "timeout"])
+def test_abort_and_timeout_end_the_whole_process_group(tmp_path: Path, how: str) -> None:
+    """A shell job with a background child (same group) and a foreground one: abort (and a
+    timeout) end both; neither marker ever appears and no process of the job is left."""
+    fg, bg = tmp_path / f"fg-{how}", tmp_path / f"bg-{how}"
+    s = serve(tmp_path / "home")
+    try:
+        timeout = "timeout_s: 1" if how == "timeout" else ""
+        wid = submit(s.alice, f"""
+            name: group-{how}
+            works:
+              - name: w
+                {timeout}
+                command: "(sleep 2.61; touch {bg}) & sleep 2.63; touch {fg}"
+        """)
+        wait_for(lambda: [p for p, c in processes().items() if c == "sleep 2.63"],
+                 what="the job's sleep")
+        if how == "abort":
+            assert s.alice.post(f"/requests/{wid}/abort", {}).status in (200, 202)
+        st = s.alice.wait(wid)
+        assert st["status"] in ("aborted", "failed"), st
+        wait_for(lambda: not [p for p, c in processes().items() if c.startswith("sleep 2.6")],
+                 timeout=5, what="the job's processes gone")
+        time.sleep(3.0)
+        assert not fg.exists() and not bg.exists(), "a child of the ended job ran on"
+    finally:
+        s.handle.stop()
+
+
+def test_a_timed_out_function_leaves_no_process(tmp_path: Path) -> None:
+    """A function job that starts a process and overruns its timeout: the process ends with it."""
+    s = serve(tmp_path / "home")
+    client = Client(s.handle.url, s.alice.token)
+    try:
+        ns = _main("""
+            def overrun():
+                import subprocess, time
+                subprocess.Popen(["sleep", "7.41"])
+                time.sleep(30)
+        """)
+        with pytest.raises(TimeoutError):
+            work(ns["overrun"], client=client, timeout_s=1.5)()
+        wait_for(lambda: "sleep 7.41" not in processes().values(), timeout=5,
+                 what="the function's child gone")
+    finally:
+        client.shutdown()
+        s.handle.stop()
+
+
 # ----------------------------------------------------------------------------- isolation levels
 
 

@@ -20,6 +20,7 @@ errors answer 507 all the same (:mod:`idds_jupyter.api.faults`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -90,7 +91,7 @@ class Reserve:
     def present(self) -> bool:
         try:
             return os.stat(self.path).st_size >= self.size
-        except FileNotFoundError:
+        except OSError:
             return False
 
     def ensure(self) -> bool:
@@ -105,20 +106,35 @@ class Reserve:
                 st = os.statvfs(self.path.parent)
                 if st.f_bavail * st.f_frsize < 2 * self.size:
                     return False
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                try:
-                    os.posix_fallocate(fd, 0, self.size)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, self.path)
+                self._allocate()
             except OSError as exc:
-                Path(f"{self.path}.tmp").unlink(missing_ok=True)
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    log.warning("store: cannot allocate the disk reserve %s: %s", self.path, exc)
-                return False
+                with contextlib.suppress(OSError):
+                    Path(f"{self.path}.tmp").unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    return False
+                # not a full disk (a read-only directory...): no reserve, and no refusals
+                log.warning("store: no disk reserve for aborts on a full disk (%s): %s", self.path, exc)
+                self.size = 0
+                return True
             log.info("store: disk reserve %s of %d bytes in place", self.path, self.size)
             return True
+
+    def _allocate(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            except OSError as exc:  # a filesystem without fallocate: real zeros
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                block = b"\0" * 2**20
+                for offset in range(0, self.size, len(block)):
+                    os.write(fd, block[: self.size - offset])
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
 
     def check(self) -> None:
         """Before a submission: StorageFull while the reserve is given back and space has

@@ -203,6 +203,29 @@ def test_browser_signs_in_through_the_hubs_oauth(hub: Hub, alice: dict[str, Any]
     assert sb.get(hub.service_url + f"idds/api/v1/requests/{mine}", timeout=30).status_code == 404
 
 
+def test_the_labextensions_calls_from_alices_browser(hub: Hub, alice: dict[str, Any]) -> None:
+    """What JupyterLab's extension does in alice's browser: her server's own idds/api/v1
+    with the Jupyter cookie, writes with the _xsrf cookie's value in X-XSRFToken."""
+    s = hub.login("alice")
+    lab = s.get(f"{hub.url}/user/alice/lab", timeout=60)  # the server's OAuth with the hub
+    assert lab.status_code == 200, lab.url
+    own = f"{hub.url}/user/alice/idds/api/v1/"
+    runs = s.get(own + "requests", timeout=30)
+    assert runs.status_code == 200 and {r["owner"] for r in runs.json()["requests"]} == {"alice"}
+    template = {"name": "from-the-sidebar", "works": [
+        {"name": "echo", "function": "idds_jupyter.worker.job:echo", "kwargs_list": [{"x": 3}]}]}
+    assert s.post(own + "requests", json={"template": template}, timeout=30).status_code == 403  # no XSRF
+    xsrf = s.cookies.get("_xsrf", path="/user/alice/")
+    assert xsrf
+    r = s.post(own + "requests", json={"template": template}, headers={"X-XSRFToken": xsrf}, timeout=30)
+    assert r.status_code in (200, 201), r.text
+    got = api(hub, alice["token"], "GET", f"requests/{r.json()['id']}").json()
+    assert got["owner"] == "alice"
+    # bob's browser session cannot use alice's server at all
+    sb = hub.login("bob")
+    assert sb.get(own + "requests", timeout=30, allow_redirects=False).status_code in (302, 403)
+
+
 SLOW_CELL = """
 from idds_jupyter import work, workflow
 

@@ -273,6 +273,8 @@ class Workflow:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise TemplateError(None, "json", f"not valid JSON: {exc}") from None
+        except RecursionError:  # '[[[[...' thousands deep: the decoder's recursion
+            raise TemplateError(None, "json", "not valid JSON: nested too deeply") from None
         return cls.from_dict(data)
 
 

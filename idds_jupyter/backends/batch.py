@@ -254,6 +254,7 @@ class BatchBackend(Backend):
         http: HttpTransfer | None = None,
         submit_interval: float | None = None,
         submit_backlog: int = 100,
+        env_allow: tuple[str, ...] | list[str] = (),
     ) -> None:
         super().__init__()
         self.transfer = check_transfer(transfer)
@@ -266,6 +267,7 @@ class BatchBackend(Backend):
         self.poll_interval = float(poll_interval)
         self.log_dir = log_dir
         self.extra_env = dict(env or {})
+        self.env_allow = tuple(env_allow)  # more of this service's variables jobs may see
         self.python = python or sys.executable
         self.keep_dirs = keep_dirs
         self.lost_grace_s = float(lost_grace_s)
@@ -322,7 +324,8 @@ class BatchBackend(Backend):
         PYTHONPATH reaching idds_jupyter. The same for ``shared`` and ``http`` transfer
         (``http`` tasks get their own job token from :meth:`task_env`).
         """
-        return job_environment(self.extra_env, base=os.environ, pythonpath=PKG_ROOT)
+        return job_environment(self.extra_env, base=os.environ,
+                               allow=getattr(self, "env_allow", ()), pythonpath=PKG_ROOT)
 
     def task_log(self, batch: _Batch, index: int) -> str:
         """Where the scheduler writes task ``index``'s stdout/stderr."""

@@ -192,7 +192,8 @@ class HTCondorBackend(BatchBackend):
         d = batch.dir
         http = batch.transfer == "http"
         # http: the submit host's HOME means nothing on the execute node
-        keep = ("PYTHONPATH", "PATH", "LANG", "LC_ALL", "TZ") + (() if http else ("HOME",))
+        keep = (("PYTHONPATH", "PATH", "LANG", "LC_ALL", "TZ") + (() if http else ("HOME",))
+                + self.env_allow)
         env = {k: v for k, v in self.job_env(batch.transfer).items() if k in keep}
         env.update(self.extra_env)
         env["IDDS_BATCH_TASK"] = "$(ClusterId).$(ProcId)"

@@ -125,7 +125,8 @@ def open_backends(ctx: Context) -> CarrierState:
         elif name in ("slurm", "htcondor", "panda"):
             opts = {"shared_dir": str(cfg.batch_dir), "log_dir": str(cfg.log_dir),
                     "poll_interval": cfg.batch_poll_interval, "transfer": cfg.transfer,
-                    "http": http_transfer(cfg), "submit_interval": cfg.batch_submit_interval}
+                    "http": http_transfer(cfg), "submit_interval": cfg.batch_submit_interval,
+                    "env_allow": cfg.env_allow}
             if name == "slurm":
                 opts.update(partition=cfg.slurm_partition, account=cfg.slurm_account)
             elif name == "htcondor":

@@ -93,11 +93,12 @@ class Config:
                                      "the server's own")
     job_token_ttl: float = setting(86400.0, "Lifetime (s) of a job token, plus the job's walltime")
     # storage faults (docs/security.md)
-    api_lock_wait: float = setting(2.0, "Seconds an API request waits for a database lock "
-                                   "another process holds before answering 503 (the agents "
-                                   "wait 60 s)")
-    disk_reserve_mb: float = setting(32.0, "MB an SQLite store keeps beside it for aborts on a "
-                                     "full disk")
+    api_lock_wait: float = setting(3.0, "Seconds an API request waits for a database lock "
+                                   "another process holds before answering 503 with Retry-After "
+                                   "(the agents wait 60 s)")
+    disk_reserve_mb: float = setting(32.0, "MB an SQLite store keeps beside it (idds.db-reserve) for "
+                                     "aborts on a full disk; while it is used up, submissions "
+                                     "answer 507; 0: none")
     # Jobs and the service (docs/security.md, "Isolation levels")
     isolation: str = setting("none", "What jobs run as: none (the service's account: a "
                              "single-user laptop), account (job_account, which cannot read the "

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "canonical",
     "code_hash",
     "input_hash",
+    "input_hasher",
     "result_hash",
     "sha256_text",
     "with_cache",
@@ -85,20 +86,34 @@ def code_hash(spec: Mapping[str, Any]) -> str:
 def input_hash(spec: Mapping[str, Any], kwargs: Any, idx: int, file: str | None,
                parents: Iterable[str | None] = ()) -> str:
     """The input identity of one job (see the module doc)."""
+    return input_hasher(spec)(kwargs, idx, file, parents)
+
+
+def input_hasher(spec: Mapping[str, Any]) -> Callable[[Any, int, str | None, Iterable[str | None]], str]:
+    """:func:`input_hash` for the jobs of one work: the work's part is serialised once."""
     work = _work(spec)
     payload = work.get("payload") or {}
-    ident = {
+    prefix = canonical({
         "parameters": spec.get("parameters") or {},
         "job_parameters": spec.get("job_parameters") or {},
-        "kwargs": kwargs or {},
-        "idx": int(idx),
         "calls": payload.get("calls"),
-        "file": file,
         "env": work.get("env") or {},
         "cwd": spec.get("cwd"),
-        "parents": sorted(p or "" for p in parents),
-    }
-    return sha256_text(canonical(ident))
+    }).encode("utf-8", "surrogatepass")
+
+    def one(kwargs: Any, idx: int, file: str | None, parents: Iterable[str | None] = ()) -> str:
+        h = hashlib.sha256(prefix)
+        h.update(b"\0%d\0" % int(idx))
+        if kwargs:
+            h.update(canonical(kwargs).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+        if file is not None:
+            h.update(file.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+        h.update(",".join(sorted(p or "" for p in parents)).encode())
+        return h.hexdigest()
+
+    return one
 
 
 def cache_key(namespace: str, code: str, inputs: str) -> str:

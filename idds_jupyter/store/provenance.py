@@ -60,19 +60,26 @@ def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]]
     owner``. One upsert for the batch; environments the workers described are kept too."""
     if not ended:
         return 0
-    parents = upstream_hashes(conn, [row.id for row, _, _ in ended]) if linked else {}
-    names = file_names(conn, (row.file_id for row, _, _ in ended))
-    codes: dict[int, str] = {}
+    # a cached result carries the digests its lookup computed: nothing to compute again
+    todo = [row.id for row, r, _ in ended if not r.get("input_hash")]
+    parents = upstream_hashes(conn, todo) if linked and todo else {}
+    names = file_names(conn, (row.file_id for row, r, _ in ended if not r.get("input_hash")))
+    codes: dict[int, tuple[str, Any, str]] = {}
     envs: dict[str, Any] = {}
     t = now()
     rows = []
     for row, r, status in ended:
         spec = row.spec or {}
-        code = codes.get(row.work_id)
-        if code is None:
-            code = codes[row.work_id] = rules.code_hash(spec)
-        inputs = rules.input_hash(spec, row.kwargs, row.idx, names.get(row.file_id),
-                                  parents.get(row.id, ()))
+        if r.get("input_hash"):
+            code, inputs, key = r["code_hash"], r["input_hash"], r["cache_key"]
+        else:
+            per_work = codes.get(row.work_id)
+            if per_work is None:
+                per_work = codes[row.work_id] = (rules.code_hash(spec), rules.input_hasher(spec),
+                                                 rules.cache_namespace(spec, row.owner))
+            code, hasher, namespace = per_work
+            inputs = hasher(row.kwargs, row.idx, names.get(row.file_id), parents.get(row.id, ()))
+            key = rules.cache_key(namespace, code, inputs)
         ok = status == FINISHED
         cached_from = r.get("cached_from")
         digest = r.get("result_hash") if cached_from else None
@@ -85,8 +92,7 @@ def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]]
         rows.append({
             "job_id": row.id, "workflow_id": row.workflow_id, "work_id": row.work_id,
             "owner": row.owner, "status": status, "attempts": int(row.attempt or 0),
-            "code_hash": code, "input_hash": inputs,
-            "cache_key": rules.cache_key(rules.cache_namespace(spec, row.owner), code, inputs),
+            "code_hash": code, "input_hash": inputs, "cache_key": key,
             "result_hash": digest, "env_id": env_id, "backend": row.backend,
             "cached_from": cached_from, "started_at": r.get("started_at"),
             "finished_at": r.get("finished_at") or t,
@@ -127,38 +133,42 @@ def cached_results(conn: Connection, claimed: Sequence[Mapping[str, Any]],
         return {}
     parents = upstream_hashes(conn, [j["id"] for j in mine])
     names = file_names(conn, (j.get("file_id") for j in mine))
-    codes: dict[int, str] = {}
-    keys: dict[int, str] = {}
+    per_work: dict[int, tuple[str, Any, str]] = {}
+    keys: dict[int, tuple[str, str, str]] = {}  # job -> (code, input, cache key)
     for j in mine:
-        spec = specs.get(j["work_id"]) or {}
-        if j["work_id"] not in codes:
-            codes[j["work_id"]] = rules.code_hash(spec)
-        if any(p is None for p in parents.get(j["id"], ())):
+        w = j["work_id"]
+        if w not in per_work:
+            spec = specs.get(w) or {}
+            per_work[w] = (rules.code_hash(spec), rules.input_hasher(spec),
+                           rules.cache_namespace(spec, owners.get(w)))
+        code, hasher, namespace = per_work[w]
+        ups = parents.get(j["id"], ())
+        if any(p is None for p in ups):
             continue  # an upstream value of unknown provenance: run it
         fid = j.get("file_id")
-        inputs = rules.input_hash(spec, j.get("kwargs"), j["idx"],
-                                  names.get(fid) if fid is not None else None,
-                                  parents.get(j["id"], ()))
-        keys[j["id"]] = rules.cache_key(rules.cache_namespace(spec, owners.get(j["work_id"])),
-                                        codes[j["work_id"]], inputs)
+        inputs = hasher(j.get("kwargs"), j["idx"], names.get(fid) if fid is not None else None, ups)
+        keys[j["id"]] = (code, inputs, rules.cache_key(namespace, code, inputs))
     hits: dict[str, Any] = {}
-    wanted = sorted(set(keys.values()))
+    wanted = sorted({k for _, _, k in keys.values()})
     for part in chunks(wanted):
         q = (select(provenance.c.cache_key, provenance.c.result_hash, jobs.c.id, jobs.c.result,
                     jobs.c.blob, jobs.c.inline)
              .join(jobs, jobs.c.id == provenance.c.job_id)
+             # executions only: a cached row names the execution it took its result from
              .where(provenance.c.cache_key.in_(list(part)), provenance.c.status == FINISHED,
-                    jobs.c.status == FINISHED)
+                    provenance.c.cached_from.is_(None), jobs.c.status == FINISHED)
              .order_by(jobs.c.id))
         for found in conn.execute(q):
             hits.setdefault(found.cache_key, found)
     t = now()
     out: dict[int, dict[str, Any]] = {}
     for j in mine:
-        hit = hits.get(keys.get(j["id"], ""))
+        code, inputs, key = keys.get(j["id"], ("", "", ""))
+        hit = hits.get(key)
         if hit is None or hit.id == j["id"]:
             continue
         out[j["id"]] = {"job_id": j["id"], "attempt": j["attempt"], "ok": True,
+                        "code_hash": code, "input_hash": inputs, "cache_key": key,
                         "result": hit.result, "blob": hit.blob, "inline": hit.inline,
                         "cached_from": hit.id, "result_hash": hit.result_hash,
                         "wall_s": 0.0, "started_at": t, "finished_at": t, "exit_code": None}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import subprocess
@@ -228,6 +229,11 @@ def test_sqlite_disk_full_tmpfs_507_abort_works_nothing_lost(
         r = submit(alice, QUICK)
         assert r.status == 507, r
         assert "insufficient storage" in r.json["error"] and "disk" in r.json["error"], r
+        blob = os.urandom(256 * 2**10)  # an upload to the cache: ENOSPC writing its file
+        r = alice.call("PUT", f"/cache/{hashlib.sha256(blob).hexdigest()}", raw=blob)
+        assert r.status == 507, r
+        assert "insufficient storage" in r.json["error"], r
+        assert not [p for p in (home / "cache").rglob("*") if p.is_file()]  # no partial file left
         r = alice.post(f"/requests/{running}/abort", {})
         assert r.status == 200, r
         assert r.json["changed"] is True

@@ -292,8 +292,8 @@ def test_http_transfer_faat_map_and_command_job(batch_engine: Engine, tmp_path: 
         orch = handle.ctx.orch
         wid = orch.submit(Workflow(name="cmd-http", works=[
             Work(name="c", retries=1, kwargs_list=[{"n": 6}, {"n": 7}],
-                 command='[ "$IDDS_ATTEMPT" -ge 2 ] || exit 3; '
-                         'echo "{{\\"n\\": $(({n} * 7)), \\"cwd\\": \\"$(pwd)\\"}}"')]))
+                 command='[ "$IDDS_ATTEMPT" -ge 2 ] || exit 3; n={n}; '
+                         'echo "{{\\"n\\": $((n * 7)), \\"cwd\\": \\"$(pwd)\\"}}"')]))
         assert orch.wait(wid, timeout=150) == "finished", orch.status(wid)
         jobs = orch.jobs(wid, "c")
         assert [j["result"]["n"] for j in jobs] == [42, 49]

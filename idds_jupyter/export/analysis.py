@@ -26,13 +26,42 @@ def cell_names(body: str) -> tuple[list[str], list[str]]:
             bound.add(name)
             assigns.append(name)
 
+    def local_names(node: ast.AST) -> set[str]:
+        """Names a nested scope binds itself: its parameters, loop and comprehension
+        targets, names it assigns or imports (a read of those is no read of the cell's)."""
+        out: set[str] = set()
+        args = getattr(node, "args", None)
+        if isinstance(args, ast.arguments):
+            for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+                if a is not None:
+                    out.add(a.arg)
+        body = getattr(node, "body", None)
+        parts: list[ast.AST] = list(body) if isinstance(body, list) else ([body] if body else [])
+        parts += list(getattr(node, "generators", []) or [])
+        for part in parts:
+            for sub in ast.walk(part):
+                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store | ast.Del):
+                    out.add(sub.id)
+                elif isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    out.add(sub.name)
+                elif isinstance(sub, ast.alias):
+                    out.add(sub.asname or sub.name.split(".")[0])
+                elif isinstance(sub, ast.arg):
+                    out.add(sub.arg)
+        return out
+
     class Visitor(ast.NodeVisitor):
         def __init__(self) -> None:
-            self.depth = 0
+            self.scopes: list[set[str]] = []
+
+        @property
+        def depth(self) -> int:
+            return len(self.scopes)
 
         def visit_Name(self, node: ast.Name) -> None:
             if isinstance(node.ctx, ast.Load):
-                if node.id not in bound and node.id not in reads and not hasattr(builtins, node.id):
+                if node.id not in bound and node.id not in reads and not hasattr(builtins, node.id) \
+                        and not any(node.id in sc for sc in self.scopes):
                     reads.append(node.id)
             elif self.depth == 0:
                 bind(node.id)
@@ -40,22 +69,42 @@ def cell_names(body: str) -> tuple[list[str], list[str]]:
         def _scope(self, node: ast.AST, name: str | None = None) -> None:
             if name is not None and self.depth == 0:
                 bind(name)
-            self.depth += 1
+            self.scopes.append(local_names(node))
             self.generic_visit(node)
-            self.depth -= 1
+            self.scopes.pop()
 
         def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
             for d in node.decorator_list:
                 self.visit(d)
-            self._scope(node, node.name)
+            for default in (*node.args.defaults, *node.args.kw_defaults):
+                if default is not None:
+                    self.visit(default)
+            if self.depth == 0:
+                bind(node.name)
+            self.scopes.append(local_names(node))
+            for stmt in node.body:
+                self.visit(stmt)
+            self.scopes.pop()
 
         visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 
         def visit_ClassDef(self, node: ast.ClassDef) -> None:
-            self._scope(node, node.name)
+            for x in (*node.decorator_list, *node.bases, *node.keywords):
+                self.visit(x)
+            if self.depth == 0:
+                bind(node.name)
+            self.scopes.append(local_names(node))
+            for stmt in node.body:
+                self.visit(stmt)
+            self.scopes.pop()
 
         def visit_Lambda(self, node: ast.Lambda) -> None:
-            self._scope(node)
+            for default in (*node.args.defaults, *node.args.kw_defaults):
+                if default is not None:
+                    self.visit(default)
+            self.scopes.append(local_names(node))
+            self.visit(node.body)
+            self.scopes.pop()
 
         def visit_ListComp(self, node: ast.AST) -> None:
             self._scope(node)
@@ -73,7 +122,8 @@ def cell_names(body: str) -> tuple[list[str], list[str]]:
         def visit_AugAssign(self, node: ast.AugAssign) -> None:
             # ``total += x`` reads ``total`` before it binds it again
             t = node.target
-            if isinstance(t, ast.Name) and t.id not in bound and t.id not in reads:
+            if isinstance(t, ast.Name) and t.id not in bound and t.id not in reads \
+                    and not any(t.id in sc for sc in self.scopes):
                 reads.append(t.id)
             self.generic_visit(node)
 

@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from idds_jupyter.model import TemplateError
 
     cfg = _config(args)
-    with Runner(cfg) as runner:
+    with Runner(cfg, tune_gc=True) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
         try:
             wid = orch.submit(_workflow_of(args), _params(args.param), backend=args.backend)
@@ -166,7 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.cmd == "agents":
         print(f"idds-jupyter: agents {','.join(roles)} on {cfg.db_url} (bus {cfg.bus})", flush=True)
         try:
-            run_forever(Runner(cfg, roles=roles))
+            run_forever(Runner(cfg, roles=roles, tune_gc=True))
         except IsolationError as exc:  # jobs cannot run as configured: say why, no traceback
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -184,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     auth = _serve_auth(args, cfg)
     try:
         handle = start_server(cfg, ip=args.ip, port=args.port, base_url=args.base_url,
-                              roles=roles, connection_file=True, auth=auth,
+                              roles=roles, connection_file=True, auth=auth, tune_gc=True,
                               port_retries=0 if args.port_explicit else 50)
     except OSError as exc:
         print(f"error: cannot serve on {args.ip}:{args.port}: {exc}", file=sys.stderr)

@@ -39,7 +39,12 @@ ROLES = AGENT_ROLES
 
 class Runner:
     def __init__(self, config: Config | None = None, roles: Iterable[str] = ROLES,
-                 engine: Any = None, bus: Any = None) -> None:
+                 engine: Any = None, bus: Any = None, tune_gc: bool = False) -> None:
+        """``tune_gc``: the runner owns its process (``idds-jupyter serve``/``agents``/``run``)
+        and may tune the garbage collector for it (:func:`tune_gc`). Hosted in someone
+        else's process (the Jupyter server extension, a kernel) it leaves the interpreter's
+        settings alone."""
+        self.tune_gc = tune_gc
         self.config = config or Config.load()
         self.roles = tuple(roles)
         unknown = set(self.roles) - set(ROLES)
@@ -57,7 +62,7 @@ class Runner:
     def start(self) -> Runner:
         # Importing jsonschema (and its format checkers) takes seconds: do it now, in
         # the background, not in the first submission.
-        threading.Thread(target=_warm_up, name="idds-warm-up", daemon=True).start()
+        threading.Thread(target=_warm_up, args=(self.tune_gc,), name="idds-warm-up", daemon=True).start()
         if "steerer" in self.roles and not self._steerer_available():
             self.roles = tuple(r for r in self.roles if r != "steerer")
         upgrade(self.engine)
@@ -151,8 +156,22 @@ class Runner:
         self.stop()
 
 
-def _warm_up() -> None:
-    """Import the validators, then leave the service's startup heap out of the collector.
+def _warm_up(gc_tuning: bool = False) -> None:
+    """Import the validators (a first submission would wait for them); then, in a process
+    the runner owns, :func:`tune_gc`."""
+    from idds_jupyter.model import Workflow
+
+    Workflow.from_dict({"name": "warm-up", "works": []})
+    if gc_tuning:
+        tune_gc()
+
+
+def tune_gc() -> None:
+    """Leave the service's startup heap out of the collector, and collect less often.
+
+    Only for a process the service owns (the CLI's ``serve``, ``agents`` and ``run``):
+    these are interpreter-wide settings, never changed inside a host's process (the
+    Jupyter server, a kernel).
 
     A full collection walks every object: with Optuna, SQLAlchemy and tornado loaded
     that is tens of milliseconds during which no agent and no request runs (every
@@ -166,9 +185,6 @@ def _warm_up() -> None:
     """
     import gc
 
-    from idds_jupyter.model import Workflow
-
-    Workflow.from_dict({"name": "warm-up", "works": []})
     gc.collect()
     gc.freeze()
     gc.set_threshold(7000, 20, 20)

@@ -84,10 +84,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body_size = 0
         self._body_too_big = False
 
-    def check_xsrf_cookie(self) -> None:  # bearer tokens, no cookies: no XSRF exposure
-        return None
-
     async def prepare(self) -> None:
+        await self.host_checks()
         self.check_ids()
         if not self.public:
             user = await self.ctx.auth.authenticate(self, self.allow_query_token)
@@ -95,6 +93,18 @@ class ApiHandler(tornado.web.RequestHandler):
                 raise ApiError(401, "authentication required: send a valid token as 'Authorization: Bearer TOKEN'")
             self._user = user
         self.check_body_size()
+
+    async def host_checks(self) -> None:
+        """The hosting server's own checks, before anything of the API's.
+
+        Standalone there are none (tornado's ``prepare`` does nothing; bearer tokens are
+        no ambient credentials, so the app has no XSRF cookies). In the Jupyter server
+        the handler is combined with Jupyter's ``APIHandler``
+        (``idds_jupyter_server.handlers``), whose ``prepare`` comes next: the ``Host``
+        check, the identity provider, CORS headers, the XSRF check of cookie-authenticated
+        writes and the origin check.
+        """
+        await host_prepare(self, ApiHandler)
 
     def check_ids(self) -> None:
         """404 for an id no store can hold (``/logs/99999999999999999999999``), never a 500."""
@@ -150,13 +160,15 @@ class ApiHandler(tornado.web.RequestHandler):
 
     @property
     def user(self) -> User:
-        u = self.current_user
+        """The caller as the API knows it (name, admin); ``current_user`` is the host's."""
+        u = self._user
         if u is None:  # pragma: no cover - prepare() refuses first
             raise ApiError(401, "authentication required")
         return u
 
     # -------------------------------------------------------------- output
     def set_default_headers(self) -> None:
+        super().set_default_headers()  # the host's (Jupyter: its security headers, CORS)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
 
@@ -281,6 +293,13 @@ class ApiHandler(tornado.web.RequestHandler):
         self.ctx.remember_owner(workflow_id, owner)
 
 
+async def host_prepare(handler: tornado.web.RequestHandler, cls: type[Any]) -> None:
+    """Run the ``prepare`` that follows ``cls`` in ``handler``'s MRO (the host's checks)."""
+    out = super(cls, handler).prepare()
+    if out is not None:
+        await out
+
+
 def file_size(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -294,4 +313,4 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
         return f.read(length)
 
 
-__all__ = ["ApiError", "ApiHandler", "dumps", "file_size"]
+__all__ = ["ApiError", "ApiHandler", "dumps", "file_size", "host_prepare"]

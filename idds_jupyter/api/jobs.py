@@ -62,6 +62,7 @@ class JobApiHandler(ApiHandler):
     scope: JobScope
 
     async def prepare(self) -> None:
+        await self.host_checks()
         self.check_ids()
         token = request_token(self)
         if not token:

@@ -125,7 +125,7 @@ def _bind(ip: str, port: int, retries: int) -> list[socket.socket]:
 def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url: str = "/",
                  agents: bool = True, roles: Any = None, connection_file: bool = False,
                  port_retries: int = 0, user: str | None = None,
-                 auth: Any = None) -> ServerHandle:
+                 auth: Any = None, tune_gc: bool = False) -> ServerHandle:
     """Start agents (a :class:`~idds_jupyter.agents.runner.Runner`) and the API in this process.
 
     The IOLoop runs in a background thread; ``port=0`` picks a free port. When the
@@ -158,7 +158,7 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
     if agents:
         from idds_jupyter.agents.runner import ROLES, Runner
 
-        runner = Runner(config, roles=roles or ROLES, engine=engine, bus=bus)
+        runner = Runner(config, roles=roles or ROLES, engine=engine, bus=bus, tune_gc=tune_gc)
         runner.start()
     try:
         orch = Orchestrator(config, engine=engine, bus=bus,

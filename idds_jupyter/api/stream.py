@@ -27,7 +27,7 @@ import tornado.web
 import tornado.websocket
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from idds_jupyter.api.base import ApiError, dumps
+from idds_jupyter.api.base import ApiError, dumps, host_prepare
 from idds_jupyter.auth import User
 from idds_jupyter.bus import JOB_RESULT, WORK_TERMINAL, WORKFLOW_DIRTY, WORKFLOW_TERMINAL, Event
 from idds_jupyter.bus.local import LocalSubscription
@@ -179,6 +179,7 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         self._rechecking = False
 
     async def prepare(self) -> None:
+        await host_prepare(self, StreamHandler)  # the host's checks (Jupyter's: Host, identity)
         user = await self.ctx.auth.authenticate(self, True)
         if user is None:
             raise ApiError(401, "authentication required: send a valid token "

@@ -117,17 +117,17 @@ class IddsExtension(ExtensionApp):
         return True
 
     def initialize_handlers(self) -> None:
-        from idds_jupyter_server.handlers import jupyter_handlers
-
+        """The routes, through the extension's ``handlers`` (the server prepends its base_url)."""
         if self.shared is not None:  # client mode: the API is the shared service's, forwarded
             from idds_jupyter_server.forward import forward_handlers
 
-            self.server.web_app.add_handlers(
-                ".*$", forward_handlers(self.shared, self.server.web_app.settings["base_url"]))
+            self.handlers.extend(forward_handlers(self.shared, "/"))
             return
-        base_url = self.server.web_app.settings["base_url"]
-        # Full patterns (base_url included): added directly, not through self.handlers.
-        self.server.web_app.add_handlers(".*$", jupyter_handlers(self.ctx, base_url))
+        if self.ctx is None:  # the core did not start (the extension failed loading)
+            return
+        from idds_jupyter_server.handlers import jupyter_handlers
+
+        self.handlers.extend(jupyter_handlers(self.ctx))
         self._publish_connection()
 
     def _publish_connection(self) -> None:

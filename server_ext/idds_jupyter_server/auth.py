@@ -2,40 +2,47 @@
 
 A request is authenticated by the Jupyter server's identity provider (its
 token in ``Authorization: token …`` or ``?token=``, or its login cookie —
-then with the XSRF check browsers need), and authorized by its authorizer.
-An idds token is accepted too, for kernels of a server that has no token.
+then with Jupyter's XSRF check) and authorized by its authorizer, as every
+Jupyter handler is (``idds_jupyter_server.handlers``). An idds token is
+accepted too, for kernels of a server that has no token: :class:`IddsIdentity`
+adds it to the server's identity provider for the API's routes only.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import tornado.web
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
+from jupyter_server.auth.identity import User as JupyterUser
+from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 
 from idds_jupyter.api.base import ApiError
 from idds_jupyter.auth import Authenticator, TokenAuthenticator, User, request_token
 
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: the resource of jupyter_server's authorizer that the API's routes are
+RESOURCE = "idds"
 
 
-class JupyterAuthenticator(Authenticator):
-    def __init__(self, identity_provider: Any, authorizer: Any, fallback: TokenAuthenticator | None,
-                 admins: set[str] | None = None, owner: str | None = None) -> None:
-        """``owner`` names the user of a single-user server, whose default identity
-        provider makes up a new anonymous name per token request."""
-        self.identity_provider = identity_provider
-        self.owner = owner
-        self.authorizer = authorizer
+class IddsIdentity:
+    """The server's identity provider, plus idds tokens (a request Jupyter did not
+    take but that bears a valid idds token is that token's user, token-authenticated
+    — so no XSRF or origin check, as for Jupyter's own tokens).
+
+    Everything else (cookies, login, token settings) is the server's provider's.
+    """
+
+    def __init__(self, inner: Any, fallback: TokenAuthenticator | None) -> None:
+        self.inner = inner
         self.fallback = fallback
-        self.admins = admins or set()
 
-    async def authenticate(self, handler: tornado.web.RequestHandler,
-                           allow_query_token: bool = False) -> User | None:
-        user = self.identity_provider.get_user(handler)
-        if inspect.isawaitable(user):
-            user = await user
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get_user(self, handler: tornado.web.RequestHandler) -> JupyterUser | None:
+        user = await ensure_async(self.inner.get_user(handler))
+        # (what is_token_authenticated reads; it cannot be asked before current_user is set)
         token_auth = getattr(handler, "_token_authenticated", False)
         if (user is None or not token_auth) and self.fallback is not None \
                 and request_token(handler, allow_query_token=True):
@@ -43,19 +50,47 @@ class JupyterAuthenticator(Authenticator):
             # the kernels of such a server carry.
             found = await self.fallback.authenticate(handler, allow_query_token=True)
             if found is not None:
+                handler._idds_user = found  # type: ignore[attr-defined]
                 handler._idds_token = True  # type: ignore[attr-defined]  # see recheck()
-                return found
+                return JupyterUser(username=found.name)
+        return user
+
+    def is_token_authenticated(self, handler: tornado.web.RequestHandler) -> bool:
+        return bool(getattr(handler, "_idds_token", False) or self.inner.is_token_authenticated(handler))
+
+    def should_check_origin(self, handler: tornado.web.RequestHandler) -> bool:
+        return not self.is_token_authenticated(handler)
+
+
+class JupyterAuthenticator(Authenticator):
+    """The API's user of a request Jupyter authenticated (``handler.current_user``)."""
+
+    def __init__(self, identity_provider: Any, authorizer: Any, fallback: TokenAuthenticator | None,
+                 admins: set[str] | None = None, owner: str | None = None) -> None:
+        """``owner`` names the user of a single-user server, whose default identity
+        provider makes up a new anonymous name per token request."""
+        self.identity_provider = identity_provider
+        self.identity = IddsIdentity(identity_provider, fallback)
+        self.owner = owner
+        self.authorizer = authorizer
+        self.fallback = fallback
+        self.admins = admins or set()
+
+    async def authenticate(self, handler: tornado.web.RequestHandler,
+                           allow_query_token: bool = False) -> User | None:
+        """Map the Jupyter user to the API's; refuse (403, as Jupyter's own API) a request
+        without one, and one the authorizer does not allow, before its body is read."""
+        found = getattr(handler, "_idds_user", None)
+        if found is not None:
+            return found
+        user = handler.current_user
         if user is None:
-            # As Jupyter's own API: 403 for a request without valid credentials.
             raise ApiError(403, "forbidden: send the Jupyter token ('Authorization: token T') "
                                 "or log in to the Jupyter server")
-        if not token_auth and handler.request.method not in SAFE_METHODS:
-            # Cookie-authenticated writes come from a browser: require the XSRF token.
-            tornado.web.RequestHandler.check_xsrf_cookie(handler)
-        resource = "idds"
-        action = "read" if handler.request.method in SAFE_METHODS else "write"
-        if self.authorizer is not None and not self.authorizer.is_authorized(handler, user, action, resource):
-            raise tornado.web.HTTPError(403, f"user {user.username!r} is not authorized to {action} {resource}")
+        action = HTTP_METHOD_TO_AUTH_ACTION.get(str(handler.request.method).upper(), "write")
+        if self.authorizer is not None and not await ensure_async(
+                self.authorizer.is_authorized(handler, user, action, RESOURCE)):
+            raise tornado.web.HTTPError(403, f"user {user.username!r} is not authorized to {action} {RESOURCE}")
         name = str(user.username)
         if self.owner and type(self.identity_provider) in (IdentityProvider, PasswordIdentityProvider):
             name = self.owner  # single-user server: one owner, whatever the anonymous name
@@ -76,3 +111,6 @@ class JupyterAuthenticator(Authenticator):
         if getattr(handler, "_idds_token", False) and self.fallback is not None:
             return await self.fallback.recheck(handler)
         return None
+
+
+__all__ = ["RESOURCE", "IddsIdentity", "JupyterAuthenticator"]

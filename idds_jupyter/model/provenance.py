@@ -184,10 +184,14 @@ def _digest_function(text: str, qualname: str) -> str:
     if target is None:  # not found by name: the whole module identifies it
         return hashlib.sha256(text.encode()).hexdigest()
     used = {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
-    parts = [ast.get_source_segment(text, target) or ""]
-    parts += [ast.get_source_segment(text, n) or "" for n in tree.body if not isinstance(n, defs)]
-    parts += [ast.get_source_segment(text, top[name]) or ""
-              for name in sorted(used) if name in top and top[name] is not target]
+    lines = text.splitlines()
+
+    def source(node: ast.stmt) -> str:  # whole lines: one split of the file, not one per node
+        return "\n".join(lines[node.lineno - 1:node.end_lineno or node.lineno])
+
+    parts = [source(target)]
+    parts += [source(n) for n in tree.body if not isinstance(n, defs)]
+    parts += [source(top[name]) for name in sorted(used) if name in top and top[name] is not target]
     return sha256_text("\0".join(parts))
 
 

@@ -103,16 +103,24 @@ def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]]
     return len(rows)
 
 
+_FIELDS = [c.name for c in provenance.columns]
+_UPSERT: dict[str, str] = {}
+
+
 def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if conn.dialect.name == "postgresql":
-        ins: Any = pg_insert(provenance)
-    else:
-        ins = sqlite_insert(provenance)
-    keep = [c.name for c in provenance.columns if c.name != "job_id"]
-    stmt = ins.on_conflict_do_update(index_elements=["job_id"],
-                                     set_={c: getattr(ins.excluded, c) for c in keep})
-    for part in chunks(rows, 1000):
-        conn.execute(stmt, list(part))
+    """One multi-row upsert (a retried job's record replaces its earlier one), through the
+    driver: no per-row parameter processing by SQLAlchemy for thousands of rows."""
+    dialect = conn.dialect.name
+    sql = _UPSERT.get(dialect)
+    if sql is None:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = _UPSERT[dialect] = (
+            f"INSERT INTO provenance ({', '.join(_FIELDS)}) "
+            f"VALUES ({', '.join(mark for _ in _FIELDS)}) ON CONFLICT (job_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _FIELDS if c != "job_id"))
+    values = [tuple(r[c] for c in _FIELDS) for r in rows]
+    for part in chunks(values, 1000):
+        conn.exec_driver_sql(sql, list(part))
 
 
 def record_environments(conn: Connection, envs: Mapping[str, Any]) -> None:

@@ -19,7 +19,7 @@ from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import ended_events, make_event, outcome_events
 from idds_jupyter.config import Config
 from idds_jupyter.model import Workflow, WorkflowStatus
-from idds_jupyter.model.condition import set_limits
+from idds_jupyter.model.expression import set_limits
 from idds_jupyter.model.limits import RUNTIME
 from idds_jupyter.store import control, space
 from idds_jupyter.store.cache import record_blobs

@@ -4,8 +4,9 @@ Pure data and graph logic — no I/O, and no imports of the rest of idds_jupyter
 so every layer (store, agents, worker, kernel) can depend on it.
 """
 
-from .condition import FUNCTIONS, Condition, Expression, expression
+from .condition import Condition
 from .errors import ExpressionError, TemplateError
+from .expression import FUNCTIONS, Expression, expression
 from .loop import Loop
 from .parameter import (
     PARAMETER_TYPES,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .condition import Expression, expression
+from .expression import Expression, expression
 
 __all__ = ["Loop"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .condition import Expression, expression
 from .errors import ExpressionError, TemplateError
+from .expression import Expression, expression
 
 __all__ = [
     "PARAMETER_TYPES",

@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .condition import Expression, expression
 from .errors import ExpressionError
+from .expression import Expression, expression
 
 __all__ = ["BackendPolicy", "FACTS", "Rule"]
 

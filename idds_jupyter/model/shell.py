@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .condition import Expression
 from .errors import TemplateError
+from .expression import Expression
 from .parameter import (
     RawExpression,
     _format,

@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
-from .condition import FUNCTIONS, LITERAL_NAMES, Condition
+from .condition import Condition
 from .errors import ExpressionError, TemplateError
+from .expression import FUNCTIONS, LITERAL_NAMES
 from .loop import Loop
 from .parameter import Parameter, RawExpression, placeholders
 from .work import Work

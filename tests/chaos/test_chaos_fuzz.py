@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from idds_jupyter.model import Expression, ExpressionError, TemplateError, Workflow
-from idds_jupyter.model.condition import FUNCTIONS
+from idds_jupyter.model.expression import FUNCTIONS
 
 BUDGET_S = 0.100
 SETTINGS = settings(

@@ -18,7 +18,7 @@ from idds_jupyter.model import (
     WorkStatus,
     plan,
 )
-from idds_jupyter.model.condition import LIMITS, set_limits
+from idds_jupyter.model.expression import LIMITS, set_limits
 from idds_jupyter.model.limits import RUNTIME, LimitError, check_depth, count_jobs, load_yaml
 
 NS = {"big": "y" * 900_000, "nums": list(range(200_000)), "small": list(range(1000))}

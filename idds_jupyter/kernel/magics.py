@@ -16,13 +16,16 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import HTML, display
 
 from idds_jupyter.export.analysis import cell_names
+from idds_jupyter.kernel.export_magics import export_notebook, submit_notebook
 
 USAGE = """\
 %%idds work [--name N] [--map VAR] [--out VAR ...] [--cores N] [--backend B] [--retries N]
 %%idds workflow [--name N] [--submit]
 %%idds template [--name N] [--submit] [--form] [--param K=V ...]
 %idds runs | status ID | abort ID | retry ID | logs ID [WORK [JOB]] | dag ID | hpo ID | al ID
-%idds connect URL [--token T] | form NAME"""
+%idds connect URL [--token T] | form NAME
+%idds export NB.ipynb [--mode notebook|cells] [-o FILE] [--sweep K=V1,V2]
+%idds submit-notebook NB.ipynb [--mode notebook|cells] [-p K=V ...] [--sweep K=V1,V2]"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,7 +108,9 @@ class IddsMagics(Magics):
                 return handler(rest, cell)
             handler = {"runs": self._runs, "status": self._status, "abort": self._abort,
                        "retry": self._retry, "logs": self._logs, "dag": self._dag, "hpo": self._hpo,
-                       "al": self._al, "connect": self._connect, "form": self._form}.get(cmd)
+                       "al": self._al, "connect": self._connect, "form": self._form,
+                       "export": lambda a: export_notebook(self, a),
+                       "submit-notebook": lambda a: submit_notebook(self, a)}.get(cmd)
             if handler is None:
                 raise UsageError(f"%idds {cmd}: unknown command; %idds --help lists them")
             return handler(rest)

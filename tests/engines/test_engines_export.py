@@ -1,0 +1,51 @@
+"""Exported notebooks run unchanged on every engine (issue 21 item 4): both modes, the same
+values as the notebook executed with nbclient. The batch side has no Jupyter server: only
+the kernel's Python and the worker."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_support import Engine
+
+from idds_jupyter.agents.runner import Runner
+from idds_jupyter.config import Config
+from idds_jupyter.core import Orchestrator
+from idds_jupyter.export import export_template
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+
+import nbs  # noqa: E402
+
+CASES = [(nbs.branches, ["total", "tag", "pair"], {"n": 6}, False),
+         (nbs.mapped, ["total", "count", "first"], {"n": 4}, True)]
+
+
+def _cfg(engine: Engine, **kw: Any) -> Config:
+    opts = {"poll_interval": 0.5, "workers": 2, "batch_poll_interval": 0.5, "lock_ttl": 60.0,
+            **engine.options, **kw}
+    work = engine.workdir
+    return Config.load(None, home=work / "home", db_url=f"sqlite:///{work / 'idds.db'}",
+                       backend=engine.backend, **opts)
+
+
+@pytest.mark.parametrize("mode", ["notebook", "cells"])
+def test_exported_notebooks_give_the_notebooks_values(engine: Engine, mode: str) -> None:
+    d = engine.workdir / "nbs"
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = _cfg(engine)
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
+        for make, names, params, maps in CASES:
+            path = make(d)
+            expected, error = nbs.reference(path, names, params, maps=maps)
+            assert error is None
+            tmpl = export_template(str(path), mode)
+            wid = orch.submit(tmpl, params)
+            status = orch.wait(wid, timeout=300)
+            assert status == "finished", (path.name, orch.status(wid), orch.jobs(wid))
+            last = tmpl["works"][-1]["name"]
+            assert [j["result"]["values"] for j in orch.jobs(wid, last)] == [expected], path.name

@@ -41,6 +41,7 @@ docs: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check idds_jupyter server_ext tests bench notebooks/conftest.py
 	$(BIN)/mypy
+	cd labextension && npx eslint src && npx prettier --check src
 
 # What `pip install idds-jupyter` gives, without extras: the wheel in a clean venv runs a
 # workflow and serves the extension; a worker-node venv runs a job (ci/install_check.sh).

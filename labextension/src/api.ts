@@ -83,7 +83,11 @@ export class IddsApi {
     return url;
   }
 
-  async raw(path: string, init: RequestInit = {}, query?: Record<string, string | number | null | undefined>): Promise<Response> {
+  async raw(
+    path: string,
+    init: RequestInit = {},
+    query?: Record<string, string | number | null | undefined>
+  ): Promise<Response> {
     let resp: Response;
     try {
       resp = await ServerConnection.makeRequest(this.url(path, query), init, this.settings);
@@ -103,7 +107,11 @@ export class IddsApi {
     return resp;
   }
 
-  async json<T>(path: string, init: RequestInit = {}, query?: Record<string, string | number | null | undefined>): Promise<T> {
+  async json<T>(
+    path: string,
+    init: RequestInit = {},
+    query?: Record<string, string | number | null | undefined>
+  ): Promise<T> {
     const resp = await this.raw(path, init, query);
     return (await resp.json()) as T;
   }
@@ -133,9 +141,11 @@ export class IddsApi {
   }
 
   results(id: number, work: string, offset = 0, limit = 10000): Promise<IJobResult[]> {
-    return this.json<{ results: IJobResult[] }>(`requests/${id}/works/${encodeURIComponent(work)}/results`, {}, { offset, limit }).then(
-      r => r.results
-    );
+    return this.json<{ results: IJobResult[] }>(
+      `requests/${id}/works/${encodeURIComponent(work)}/results`,
+      {},
+      { offset, limit }
+    ).then(r => r.results);
   }
 
   async log(jobId: number, tail = 200): Promise<{ text: string; size: number }> {

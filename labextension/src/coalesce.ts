@@ -75,7 +75,13 @@ export class Coalescer<K = string> {
 }
 
 /** Reconnect delays: exponential from `base` ms to `max` ms, with ±`jitter` spread. */
-export function backoffDelay(attempt: number, base = 1000, max = 30000, jitter = 0.2, rand: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  base = 1000,
+  max = 30000,
+  jitter = 0.2,
+  rand: () => number = Math.random
+): number {
   const d = Math.min(max, base * Math.pow(2, Math.max(0, attempt)));
   return Math.round(d * (1 - jitter + 2 * jitter * rand()));
 }

@@ -38,7 +38,15 @@ function edgeClass(e: IGraphEdge): string {
   return c;
 }
 
-function NodeShape(props: { n: IGraphNode; x: number; y: number; w: number; h: number; selected: boolean; onSelect: (id: string) => void }): JSX.Element {
+function NodeShape(props: {
+  n: IGraphNode;
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+  selected: boolean;
+  onSelect: (id: string) => void;
+}): JSX.Element {
   const { n, x, y, w, h } = props;
   const left = x - w / 2;
   const top = y - h / 2;
@@ -99,7 +107,9 @@ function NodeShape(props: { n: IGraphNode; x: number; y: number; w: number; h: n
         <rect x={left + 6} y={top + h - 11} width={barW} height={5} className="idds-bar-track" />
         {parts.map(([s, c]) => {
           const bw = (barW * c) / total;
-          const el = <rect key={s} x={left + 6 + acc} y={top + h - 11} width={bw} height={5} className={`idds-fill-${s}`} />;
+          const el = (
+            <rect key={s} x={left + 6 + acc} y={top + h - 11} width={bw} height={5} className={`idds-fill-${s}`} />
+          );
           acc += bw;
           return el;
         })}
@@ -176,7 +186,16 @@ export function DagView(props: IDagViewProps): JSX.Element {
     const p = layout.nodes.get(n.id);
     if (p) {
       nodeEls.push(
-        <NodeShape key={n.id} n={n} x={p.x} y={p.y} w={p.width} h={p.height} selected={props.selected === n.id} onSelect={props.onSelect} />
+        <NodeShape
+          key={n.id}
+          n={n}
+          x={p.x}
+          y={p.y}
+          w={p.width}
+          h={p.height}
+          selected={props.selected === n.id}
+          onSelect={props.onSelect}
+        />
       );
     }
   }
@@ -215,7 +234,15 @@ export function DagView(props: IDagViewProps): JSX.Element {
         onClick={() => props.onSelect(null)}
       >
         <defs>
-          <marker id="idds-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+          <marker
+            id="idds-arrow"
+            viewBox="0 0 10 10"
+            refX="9"
+            refY="5"
+            markerWidth="7"
+            markerHeight="7"
+            orient="auto-start-reverse"
+          >
             <path d="M0,0L10,5L0,10z" className="idds-arrow" />
           </marker>
         </defs>

@@ -3,8 +3,9 @@
  * (DAG, jobs, logs), HPO and active-learning views, live over the server
  * extension's websocket.
  */
-import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, InputDialog, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { ILauncher } from '@jupyterlab/launcher';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { IddsApi } from './api';
@@ -35,12 +36,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Live workflow runs, DAG, HPO and active-learning views of idds-jupyter',
   autoStart: true,
   requires: [],
-  optional: [ICommandPalette, ISettingRegistry, ILayoutRestorer, ILabShell],
+  optional: [ICommandPalette, ISettingRegistry, ILayoutRestorer, ILauncher],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     registry: ISettingRegistry | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    launcher: ILauncher | null
   ) => {
     const api = new IddsApi();
     const stream = new LiveStream(api);
@@ -51,8 +53,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.shell.add(panel, 'left', { rank: 650 });
     stream.connect();
 
+    // One tracker per kind of view: the layout restorer re-opens each with its command.
     const tracker = new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter' });
-    const studies = new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-studies' });
+    const studies = {
+      hpo: new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-hpo' }),
+      al: new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-al' })
+    };
     const open = (key: string, make: () => MainAreaWidget, into = tracker): MainAreaWidget => {
       let w = into.find(x => x.id === key);
       if (!w) {
@@ -68,7 +74,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       void app.commands.execute(kind === 'hpo' ? CommandIDs.openHpo : CommandIDs.openAl, { id });
 
     app.commands.addCommand(CommandIDs.showRuns, {
-      label: 'Show Workflows',
+      label: args => (args.isLauncher ? 'Workflows' : 'Show Workflows'),
       caption: 'Show the runs of iDDS workflows',
       icon: workflowIcon,
       execute: () => app.shell.activateById(panel.id)
@@ -108,14 +114,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
           if (id === null) {
             return;
           }
-          return open(`idds-${kind}-${id}`, () => {
-            const w = new MainAreaWidget({ content: new StudyView(ctx, id, kind) });
-            w.title.label = `${kind === 'hpo' ? 'HPO' : 'AL'} #${id}`;
-            w.title.icon = workflowIcon;
-            w.title.closable = true;
-            w.addClass('idds-main');
-            return w;
-          }, studies);
+          return open(
+            `idds-${kind}-${id}`,
+            () => {
+              const w = new MainAreaWidget({ content: new StudyView(ctx, id, kind) });
+              w.title.label = `${kind === 'hpo' ? 'HPO' : 'AL'} #${id}`;
+              w.title.icon = workflowIcon;
+              w.title.closable = true;
+              w.addClass('idds-main');
+              return w;
+            },
+            studies[kind]
+          );
         }
       });
     };
@@ -124,17 +134,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     if (palette) {
       const category = 'iDDS Workflows';
-      for (const command of [CommandIDs.showRuns, CommandIDs.refresh, CommandIDs.openRun, CommandIDs.openHpo, CommandIDs.openAl]) {
+      for (const command of [
+        CommandIDs.showRuns,
+        CommandIDs.refresh,
+        CommandIDs.openRun,
+        CommandIDs.openHpo,
+        CommandIDs.openAl
+      ]) {
         palette.addItem({ command, category });
       }
     }
+    if (launcher) {
+      launcher.add({ command: CommandIDs.showRuns, category: 'Other', rank: 1, args: { isLauncher: true } });
+    }
     if (restorer) {
       restorer.add(panel, 'idds-workflows');
-      void restorer.restore(tracker, {
-        command: CommandIDs.openRun,
-        args: w => ({ id: Number(w.id.split('-').pop()) }),
-        name: w => w.id
-      });
+      const idOf = (w: MainAreaWidget): { id: number } => ({ id: Number(w.id.split('-').pop()) });
+      void restorer.restore(tracker, { command: CommandIDs.openRun, args: idOf, name: w => w.id });
+      void restorer.restore(studies.hpo, { command: CommandIDs.openHpo, args: idOf, name: w => w.id });
+      void restorer.restore(studies.al, { command: CommandIDs.openAl, args: idOf, name: w => w.id });
     }
     if (registry) {
       const apply = (s: ISettingRegistry.ISettings): void => {

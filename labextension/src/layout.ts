@@ -116,7 +116,12 @@ function dagreLayout(g: IInput, o: Required<ILayoutOptions>): ILayout {
     if (d && d.points) {
       edges.push({ index: i, source: e.source, target: e.target, points: d.points.map(p => ({ x: p.x, y: p.y })) });
     } else if (nodes.has(e.source) && nodes.has(e.target)) {
-      edges.push({ index: i, source: e.source, target: e.target, points: straight(nodes.get(e.source)!, nodes.get(e.target)!, o.direction) });
+      edges.push({
+        index: i,
+        source: e.source,
+        target: e.target,
+        points: straight(nodes.get(e.source)!, nodes.get(e.target)!, o.direction)
+      });
     }
   });
   const gg = dg.graph() as { width?: number; height?: number };

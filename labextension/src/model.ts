@@ -87,24 +87,8 @@ export interface IDag {
 /** Statuses at rest (a user retry may re-open failed ones). */
 export const TERMINAL_RUN = new Set(['finished', 'subfinished', 'failed', 'aborted']);
 export const DONE_JOB = ['finished', 'failed', 'cancelled'];
-export const JOB_STATUS_ORDER = [
-  'finished',
-  'failed',
-  'cancelled',
-  'running',
-  'submitted',
-  'ready',
-  'pending'
-];
-export const RUN_STATUSES = [
-  'new',
-  'running',
-  'suspended',
-  'finished',
-  'subfinished',
-  'failed',
-  'aborted'
-];
+export const JOB_STATUS_ORDER = ['finished', 'failed', 'cancelled', 'running', 'submitted', 'ready', 'pending'];
+export const RUN_STATUSES = ['new', 'running', 'suspended', 'finished', 'subfinished', 'failed', 'aborted'];
 
 export function isTerminal(status: string | null | undefined): boolean {
   return !!status && TERMINAL_RUN.has(status);
@@ -462,7 +446,10 @@ function loopStatus(nodes: IGraphNode[], loop: string): string | null {
 }
 
 /** Longest-path layer of every node (roots at 0); back edges of cycles are ignored. */
-export function longestPathLayers(ids: string[], edges: Array<{ source: string; target: string }>): Map<string, number> {
+export function longestPathLayers(
+  ids: string[],
+  edges: Array<{ source: string; target: string }>
+): Map<string, number> {
   const pos = new Map<string, number>();
   ids.forEach((id, i) => pos.set(id, i));
   const ups = new Map<string, string[]>();

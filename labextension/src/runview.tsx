@@ -7,7 +7,7 @@
  * only when the graph's shape changes. Timings (`performance.now()`) are kept
  * on the DOM node (`data-*-ms`) and in `window.__iddsTimings`.
  */
-import { Dialog, Notification, ReactWidget, showDialog } from '@jupyterlab/apputils';
+import { Dialog, Notification, ReactWidget, UseSignal, showDialog } from '@jupyterlab/apputils';
 import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
@@ -18,7 +18,7 @@ import { DagView } from './dag';
 import { ILayout, layoutGraph } from './layout';
 import { IMonitor, IRunGraph, aggregateCounts, isTerminal, runProgress, runToGraph, sumCounts } from './model';
 import type { IStreamEvent } from './stream';
-import { CountsBar, ErrorLine, StatusBadge, duration, useSignal } from './widgets';
+import { CountsBar, ErrorLine, StatusBadge, duration } from './widgets';
 
 export interface ITiming {
   run: number;
@@ -104,7 +104,8 @@ export class RunModel {
       this.hasConditions = dag.nodes.some(n => n.kind === 'condition');
       const graph = runToGraph(dag, status?.conditions ?? null);
       const tGraph = performance.now();
-      const shape = graph.nodes.map(n => n.id).join('\n') + '\n#' + graph.edges.map(e => `${e.source}>${e.target}`).join('\n');
+      const shape =
+        graph.nodes.map(n => n.id).join('\n') + '\n#' + graph.edges.map(e => `${e.source}>${e.target}`).join('\n');
       const s = this.ctx.settings;
       if (shape !== this.shape || !this.layout) {
         this.layout = layoutGraph(
@@ -265,9 +266,13 @@ function LogView(props: { model: RunModel; work: string; job: IJobRow; onClose: 
           if (!r) {
             setErr('this job has no log file');
           } else if (r.error || r.traceback) {
-            setText(`no log file; ${r.exc_type ? String(r.exc_type) + ': ' : ''}${r.error ?? ''}\n\n${r.traceback ?? ''}`);
+            setText(
+              `no log file; ${r.exc_type ? String(r.exc_type) + ': ' : ''}${r.error ?? ''}\n\n${r.traceback ?? ''}`
+            );
           } else {
-            setText(`no log file; result:\n${JSON.stringify(r.result, null, 2) ?? 'null'}${r.blob ? `\n(blob ${String(r.blob)})` : ''}`);
+            setText(
+              `no log file; result:\n${JSON.stringify(r.result, null, 2) ?? 'null'}${r.blob ? `\n(blob ${String(r.blob)})` : ''}`
+            );
           }
         })
         .catch(e => live && setErr((e as Error).message));
@@ -280,7 +285,8 @@ function LogView(props: { model: RunModel; work: string; job: IJobRow; onClose: 
     <div className="idds-log">
       <div className="idds-log-head">
         <span>
-          job {job.id} (#{job.idx}, attempt {job.attempt}){job.log ? ` — last ${model.ctx.settings.logTailLines} lines of its log` : ''}
+          job {job.id} (#{job.idx}, attempt {job.attempt})
+          {job.log ? ` — last ${model.ctx.settings.logTailLines} lines of its log` : ''}
         </span>
         <button className="jp-mod-styled" onClick={props.onClose}>
           Close
@@ -361,7 +367,12 @@ function WorkPanel(props: { model: RunModel; work: string }): JSX.Element {
       </div>
       <CountsBar counts={node.jobs} agg={node.agg} />
       <div className="idds-jobs-toolbar">
-        <select className="jp-mod-styled" aria-label="Filter jobs by status" value={status} onChange={e => setStatus(e.target.value)}>
+        <select
+          className="jp-mod-styled"
+          aria-label="Filter jobs by status"
+          value={status}
+          onChange={e => setStatus(e.target.value)}
+        >
           <option value="">all jobs</option>
           {['pending', 'ready', 'submitted', 'running', 'finished', 'failed', 'cancelled'].map(s => (
             <option key={s} value={s}>
@@ -372,7 +383,11 @@ function WorkPanel(props: { model: RunModel; work: string }): JSX.Element {
         <span className="idds-muted">
           {total ? `${offset + 1}–${Math.min(offset + limit, total)} of ${total}` : 'no jobs'}
         </span>
-        <button className="jp-mod-styled" disabled={offset === 0} onClick={() => setOffset(Math.max(0, offset - limit))}>
+        <button
+          className="jp-mod-styled"
+          disabled={offset === 0}
+          onClick={() => setOffset(Math.max(0, offset - limit))}
+        >
           ‹
         </button>
         <button className="jp-mod-styled" disabled={offset + limit >= total} onClick={() => setOffset(offset + limit)}>
@@ -423,7 +438,6 @@ function WorkPanel(props: { model: RunModel; work: string }): JSX.Element {
 
 function RunViewBody(props: { model: RunModel; openStudy: (kind: 'hpo' | 'al', id: number) => void }): JSX.Element {
   const { model } = props;
-  useSignal(model.changed);
   const rootRef = React.useRef<HTMLDivElement>(null);
   const fitToken = 0;
   const m = model.monitor;
@@ -436,7 +450,13 @@ function RunViewBody(props: { model: RunModel; openStudy: (kind: 'hpo' | 'al', i
   const st = m?.status ?? null;
   const prog = m ? runProgress(m) : aggregateCounts({});
   return (
-    <div className="idds-runview" ref={rootRef} data-run-id={model.id} data-status={st || ''} data-version={model.version}>
+    <div
+      className="idds-runview"
+      ref={rootRef}
+      data-run-id={model.id}
+      data-status={st || ''}
+      data-version={model.version}
+    >
       <div className="idds-runview-header">
         <span className="idds-runview-title">{m ? m.name : `run ${model.id}`}</span>
         <span className="idds-run-id">#{model.id}</span>
@@ -516,7 +536,11 @@ export class RunView extends ReactWidget {
   }
 
   render(): JSX.Element {
-    return <RunViewBody model={this.model} openStudy={this.openStudy} />;
+    return (
+      <UseSignal signal={this.model.changed}>
+        {() => <RunViewBody model={this.model} openStudy={this.openStudy} />}
+      </UseSignal>
+    );
   }
 
   dispose(): void {

@@ -9,8 +9,9 @@
  * runs still moving, at most 3 requests in flight; nothing is fetched while
  * the panel is hidden.
  */
-import { Dialog, Notification, ReactWidget, showDialog } from '@jupyterlab/apputils';
+import { Dialog, Notification, ReactWidget, UseSignal, showDialog } from '@jupyterlab/apputils';
 import { pauseIcon, redoIcon, refreshIcon, runIcon, stopIcon } from '@jupyterlab/ui-components';
+import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Message } from '@lumino/messaging';
 import * as React from 'react';
@@ -20,7 +21,7 @@ import { Coalescer } from './coalesce';
 import { IddsContext } from './context';
 import { IJobAggregate, IRun, RUN_STATUSES, isTerminal, runProgress } from './model';
 import type { IStreamEvent } from './stream';
-import { CountsBar, ErrorLine, StatusBadge, age, useSignal } from './widgets';
+import { CountsBar, ErrorLine, StatusBadge, age } from './widgets';
 import { workflowIcon } from './icons';
 
 const LIST = -1;
@@ -50,7 +51,8 @@ export class RunsModel {
   private coalescer: Coalescer<number>;
   private inFlight = 0;
   private stale = new Set<number>();
-  private poll: ReturnType<typeof setInterval> | null = null;
+  /** the fallback re-read (events are hints, the store is truth): lumino's Poll */
+  private poll: Poll;
   private active = false;
   private lastPoll = 0;
 
@@ -65,8 +67,23 @@ export class RunsModel {
       if (this.limit < st.pageSize) {
         this.limit = st.pageSize;
       }
-      this.restartPoll();
+      this.poll.frequency = { ...this.poll.frequency, interval: st.pollInterval * 1000 };
     }, this);
+    // While the panel shows and something moves (or the stream is down), re-read the
+    // list every pollInterval (not sooner than that after any other read); at rest,
+    // hidden, or the browser tab hidden: nothing.
+    this.poll = new Poll({
+      factory: async () => {
+        const moving = this.runs.some(r => !isTerminal(r.status));
+        const due = Date.now() - this.lastPoll >= this.ctx.settings.pollInterval * 1000 - 50;
+        if (due && (moving || this.ctx.stream.state !== 'open')) {
+          this.refresh();
+        }
+      },
+      frequency: { interval: ctx.settings.pollInterval * 1000, backoff: false },
+      standby: () => !this.active || 'when-hidden',
+      name: 'idds-jupyter:runs'
+    });
   }
 
   get changed(): ISignal<this, void> {
@@ -83,30 +100,7 @@ export class RunsModel {
     this.active = on;
     if (on) {
       this.refresh();
-      this.restartPoll();
-    } else if (this.poll) {
-      clearInterval(this.poll);
-      this.poll = null;
     }
-  }
-
-  private restartPoll(): void {
-    if (this.poll) {
-      clearInterval(this.poll);
-      this.poll = null;
-    }
-    if (!this.active) {
-      return;
-    }
-    // Events are hints: while something moves (or the stream is down), re-read now and then.
-    this.poll = setInterval(() => {
-      const moving = this.runs.some(r => !isTerminal(r.status));
-      const due = Date.now() - this.lastPoll >= this.ctx.settings.pollInterval * 1000;
-      if (due && (moving || this.ctx.stream.state !== 'open')) {
-        this.lastPoll = Date.now();
-        this.refresh();
-      }
-    }, 1000);
   }
 
   refresh(): void {
@@ -251,14 +245,17 @@ export class RunsModel {
 
   dispose(): void {
     this.coalescer.dispose();
-    if (this.poll) {
-      clearInterval(this.poll);
-    }
+    this.poll.dispose();
     Signal.clearData(this);
   }
 }
 
-function RunRow(props: { run: IRun; progress?: IProgress; model: RunsModel; onOpen: (id: number) => void }): JSX.Element {
+function RunRow(props: {
+  run: IRun;
+  progress?: IProgress;
+  model: RunsModel;
+  onOpen: (id: number) => void;
+}): JSX.Element {
   const { run, progress, model } = props;
   const st = run.status;
   const actions: Array<[Action, typeof stopIcon, string]> = [];
@@ -287,7 +284,11 @@ function RunRow(props: { run: IRun; progress?: IProgress; model: RunsModel; onOp
         <StatusBadge status={st} />
       </div>
       <div className="idds-run-body">
-        {progress ? <CountsBar counts={progress.counts} agg={progress.agg} /> : <div className="idds-progress idds-progress-empty" />}
+        {progress ? (
+          <CountsBar counts={progress.counts} agg={progress.agg} />
+        ) : (
+          <div className="idds-progress idds-progress-empty" />
+        )}
         <span className="idds-run-age" title={new Date(run.created_at * 1000).toLocaleString()}>
           {age(run.created_at)}
         </span>
@@ -305,14 +306,17 @@ function RunRow(props: { run: IRun; progress?: IProgress; model: RunsModel; onOp
           ))}
         </span>
       </div>
-      {run.error && isTerminal(st) ? <div className="idds-run-error" title={run.error}>{run.error}</div> : null}
+      {run.error && isTerminal(st) ? (
+        <div className="idds-run-error" title={run.error}>
+          {run.error}
+        </div>
+      ) : null}
     </li>
   );
 }
 
 function RunsList(props: { model: RunsModel; onOpen: (id: number) => void }): JSX.Element {
   const { model } = props;
-  useSignal(model.changed);
   const [name, setName] = React.useState(model.nameFilter);
   const runs = model.visible;
   const streamState = model.ctx.stream.state;
@@ -356,7 +360,8 @@ function RunsList(props: { model: RunsModel; onOpen: (id: number) => void }): JS
       <ErrorLine error={model.error} />
       {model.loaded && runs.length === 0 && !model.error ? (
         <div className="idds-empty">
-          No runs{model.statusFilter || model.nameFilter ? ' match the filters' : ' yet: submit a workflow from a notebook'}.
+          No runs
+          {model.statusFilter || model.nameFilter ? ' match the filters' : ' yet: submit a workflow from a notebook'}.
         </div>
       ) : null}
       <ul className="idds-runs">
@@ -403,7 +408,10 @@ export class RunsPanel extends ReactWidget {
   }
 
   render(): JSX.Element {
-    return <RunsList model={this.model} onOpen={this.onOpen} />;
+    // re-rendered on each change of the model
+    return (
+      <UseSignal signal={this.model.changed}>{() => <RunsList model={this.model} onOpen={this.onOpen} />}</UseSignal>
+    );
   }
 
   dispose(): void {

@@ -44,7 +44,10 @@ export function trialOf(result: unknown): { objective: number; params: Record<st
     for (const k of OBJECTIVE_KEYS) {
       if (isNum(r[k])) {
         const p = r.params;
-        return { objective: r[k] as number, params: p && typeof p === 'object' && !Array.isArray(p) ? { ...(p as object) } : {} };
+        return {
+          objective: r[k] as number,
+          params: p && typeof p === 'object' && !Array.isArray(p) ? { ...(p as object) } : {}
+        };
       }
     }
   }
@@ -151,7 +154,9 @@ export interface IIteration {
 }
 
 /** Works that are loop iterations (`loop[i].work`), or else every work with results, in order. */
-export function iterationWorks(works: IMonitorWork[]): Array<{ name: string; iteration: number; status: string; jobs: number }> {
+export function iterationWorks(
+  works: IMonitorWork[]
+): Array<{ name: string; iteration: number; status: string; jobs: number }> {
   const loops = works.filter(w => w.iteration !== null && w.iteration !== undefined && w.kind !== 'workflow');
   const jobsOf = (w: IMonitorWork): number => {
     let n = 0;

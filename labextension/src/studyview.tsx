@@ -6,7 +6,7 @@
  * Results of works at rest are cached: a refresh re-reads only the works still
  * running (and the run summary), so a long study does not re-download itself.
  */
-import { ReactWidget } from '@jupyterlab/apputils';
+import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
 import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
@@ -26,7 +26,7 @@ import {
   parcoordsDimensions,
   trialsOf
 } from './studies';
-import { ErrorLine, StatusBadge, useSignal } from './widgets';
+import { ErrorLine, StatusBadge } from './widgets';
 
 type Plotly = {
   react: (el: HTMLElement, data: unknown[], layout: unknown, config?: unknown) => Promise<unknown>;
@@ -124,7 +124,11 @@ export class StudyModel {
     try {
       const m = await this.ctx.api.monitor(this.id);
       const todo = m.works.filter(
-        w => w.kind !== 'workflow' && w.status !== 'skipped' && !this.atRest.has(w.name) && Object.keys(w.jobs || {}).length
+        w =>
+          w.kind !== 'workflow' &&
+          w.status !== 'skipped' &&
+          !this.atRest.has(w.name) &&
+          Object.keys(w.jobs || {}).length
       );
       // a few at a time: a study with many works does not fire all its requests at once
       for (let i = 0; i < todo.length; i += 4) {
@@ -156,7 +160,9 @@ export class StudyModel {
     if (!this.monitor) {
       return [];
     }
-    return trialsOf(this.monitor.works.filter(w => this.results.has(w.name)).map(w => [w.name, this.results.get(w.name)!]));
+    return trialsOf(
+      this.monitor.works.filter(w => this.results.has(w.name)).map(w => [w.name, this.results.get(w.name)!])
+    );
   }
 
   iterations(metric: string, direction: Direction): IIteration[] {
@@ -181,7 +187,6 @@ function fmt(v: unknown): string {
 
 function HpoBody(props: { model: StudyModel }): JSX.Element {
   const { model } = props;
-  useSignal(model.changed);
   const [direction, setDirection] = React.useState<Direction>(model.ctx.settings.hpoDirection);
   const [sortBy, setSortBy] = React.useState<'n' | 'objective'>('n');
   const trials = model.trials();
@@ -190,7 +195,10 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
   const bi = bestIndex(ys, direction);
   const dims = parcoordsDimensions(trials);
   const keys = dims.slice(0, -1).map(d => d.label);
-  const rows = sortBy === 'n' ? trials : [...trials].sort((a, b) => (direction === 'minimize' ? a.objective - b.objective : b.objective - a.objective));
+  const rows =
+    sortBy === 'n'
+      ? trials
+      : [...trials].sort((a, b) => (direction === 'minimize' ? a.objective - b.objective : b.objective - a.objective));
   const m = model.monitor;
   return (
     <div className="idds-study idds-hpo" data-run-id={model.id} data-trials={trials.length}>
@@ -205,7 +213,12 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
           </span>
         ) : null}
         <span className="idds-spacer" />
-        <select className="jp-mod-styled" aria-label="Direction" value={direction} onChange={e => setDirection(e.target.value as Direction)}>
+        <select
+          className="jp-mod-styled"
+          aria-label="Direction"
+          value={direction}
+          onChange={e => setDirection(e.target.value as Direction)}
+        >
           <option value="minimize">minimize</option>
           <option value="maximize">maximize</option>
         </select>
@@ -215,17 +228,38 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
       </div>
       <ErrorLine error={model.error} />
       {model.loaded && !trials.length ? (
-        <div className="idds-empty">No trial yet: trials are job results holding an "objective" (or "value", "loss") and "params".</div>
+        <div className="idds-empty">
+          No trial yet: trials are job results holding an "objective" (or "value", "loss") and "params".
+        </div>
       ) : null}
       {trials.length ? (
         <div className="idds-plots">
           <Plot
             className="idds-plot idds-plot-objective"
             data={[
-              { x: trials.map(t => t.n), y: ys, mode: 'markers', type: 'scatter', name: 'trial', text: trials.map(t => `${t.work} #${t.idx}`) },
-              { x: trials.map(t => t.n), y: best, mode: 'lines', type: 'scatter', name: 'best so far', line: { shape: 'hv' } }
+              {
+                x: trials.map(t => t.n),
+                y: ys,
+                mode: 'markers',
+                type: 'scatter',
+                name: 'trial',
+                text: trials.map(t => `${t.work} #${t.idx}`)
+              },
+              {
+                x: trials.map(t => t.n),
+                y: best,
+                mode: 'lines',
+                type: 'scatter',
+                name: 'best so far',
+                line: { shape: 'hv' }
+              }
             ]}
-            layout={{ title: { text: 'objective per trial' }, xaxis: { title: { text: 'trial' } }, yaxis: { title: { text: 'objective' } }, legend: { orientation: 'h' } }}
+            layout={{
+              title: { text: 'objective per trial' },
+              xaxis: { title: { text: 'trial' } },
+              yaxis: { title: { text: 'objective' } },
+              legend: { orientation: 'h' }
+            }}
           />
           <Plot
             className="idds-plot idds-plot-parcoords"
@@ -233,7 +267,11 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
               {
                 type: 'parcoords',
                 line: { color: ys, colorscale: 'Viridis', reversescale: direction === 'maximize', showscale: true },
-                dimensions: dims.map(d => ({ label: d.label, values: d.values, ...(d.tickvals ? { tickvals: d.tickvals, ticktext: d.ticktext } : {}) }))
+                dimensions: dims.map(d => ({
+                  label: d.label,
+                  values: d.values,
+                  ...(d.tickvals ? { tickvals: d.tickvals, ticktext: d.ticktext } : {})
+                }))
               }
             ]}
             layout={{ title: { text: 'parameters and objective', y: 0.98 }, margin: { l: 60, r: 60, t: 80, b: 30 } }}
@@ -282,7 +320,6 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
 
 function AlBody(props: { model: StudyModel }): JSX.Element {
   const { model } = props;
-  useSignal(model.changed);
   const [metric, setMetric] = React.useState('metric');
   const [direction, setDirection] = React.useState<Direction>('maximize');
   const its = model.iterations(metric, direction);
@@ -298,9 +335,19 @@ function AlBody(props: { model: StudyModel }): JSX.Element {
         <span className="idds-spacer" />
         <label>
           metric{' '}
-          <input className="jp-mod-styled idds-metric-name" value={metric} size={10} onChange={e => setMetric(e.target.value)} />
+          <input
+            className="jp-mod-styled idds-metric-name"
+            value={metric}
+            size={10}
+            onChange={e => setMetric(e.target.value)}
+          />
         </label>
-        <select className="jp-mod-styled" aria-label="Direction" value={direction} onChange={e => setDirection(e.target.value as Direction)}>
+        <select
+          className="jp-mod-styled"
+          aria-label="Direction"
+          value={direction}
+          onChange={e => setDirection(e.target.value as Direction)}
+        >
           <option value="maximize">higher is better</option>
           <option value="minimize">lower is better</option>
         </select>
@@ -325,9 +372,19 @@ function AlBody(props: { model: StudyModel }): JSX.Element {
                 name: 'jobs',
                 marker: { size: 5, opacity: 0.5 }
               },
-              { x: scored.map(i => i.iteration), y: scored.map(i => i.metric), mode: 'lines+markers', type: 'scatter', name: metric }
+              {
+                x: scored.map(i => i.iteration),
+                y: scored.map(i => i.metric),
+                mode: 'lines+markers',
+                type: 'scatter',
+                name: metric
+              }
             ]}
-            layout={{ title: { text: `${metric} per iteration` }, xaxis: { title: { text: 'iteration' }, dtick: 1 }, legend: { orientation: 'h' } }}
+            layout={{
+              title: { text: `${metric} per iteration` },
+              xaxis: { title: { text: 'iteration' }, dtick: 1 },
+              legend: { orientation: 'h' }
+            }}
           />
           <Plot
             className="idds-plot idds-plot-proposals"
@@ -386,7 +443,11 @@ export class StudyView extends ReactWidget {
   }
 
   render(): JSX.Element {
-    return this.kind === 'hpo' ? <HpoBody model={this.model} /> : <AlBody model={this.model} />;
+    return (
+      <UseSignal signal={this.model.changed}>
+        {() => (this.kind === 'hpo' ? <HpoBody model={this.model} /> : <AlBody model={this.model} />)}
+      </UseSignal>
+    );
   }
 
   dispose(): void {

@@ -1,20 +1,7 @@
-/** Small shared React pieces: status badge, job-count bar, progress, time formats, signal hook. */
-import { ISignal } from '@lumino/signaling';
+/** Small shared React pieces: status badge, job-count bar, progress, time formats. */
 import * as React from 'react';
 
 import { IJobAggregate, JobCounts, formatCount, orderedCounts } from './model';
-
-export function useSignal<T>(signal: ISignal<T, unknown>): number {
-  const [n, setN] = React.useState(0);
-  React.useEffect(() => {
-    const slot = (): void => setN(x => x + 1);
-    signal.connect(slot);
-    return () => {
-      signal.disconnect(slot);
-    };
-  }, [signal]);
-  return n;
-}
 
 export function StatusBadge(props: { status: string | null | undefined }): JSX.Element {
   const s = props.status || 'unknown';

@@ -226,6 +226,36 @@ test('the HPO view of a small study shows its trials, best so far and parallel c
   await shot(page, '06-hpo-view');
 });
 
+test('the launcher opens the Workflows view; run and HPO views are restored on reload', async ({ page }) => {
+  const runs: any[] = (await api(page, 'GET', 'requests?limit=50')).requests;
+  const study = runs.find(r => r.name === 'ui-hpo-study');
+  expect(study, 'the HPO test made a study').toBeTruthy();
+  const id = Number(study.id);
+  // the launcher's card (category Other) shows the Workflows sidebar
+  await page.sidebar.close('left');
+  await expect(page.locator('#idds-workflows')).toBeHidden();
+  await execute(page, 'launcher:create', {});
+  const card = page.locator('.jp-LauncherCard:visible').filter({ hasText: /^Workflows$/ });
+  await expect(card).toHaveCount(1); // in the visible launcher, one card
+  await card.click();
+  await expect(page.locator('#idds-workflows .idds-sidebar-header h2')).toBeVisible();
+  // open a run view and its HPO view, then reload: both come back, with their data
+  await execute(page, 'idds:open-run', { id });
+  await execute(page, 'idds:open-hpo', { id });
+  await expect(page.locator(`.idds-runview[data-run-id="${id}"]`)).toHaveCount(1);
+  await expect(page.locator(`.idds-hpo[data-run-id="${id}"]`)).toHaveAttribute('data-trials', '12');
+  // (galata's readiness check waits for a Launcher tab: the restored layout has none)
+  await page.reload({ waitForIsReady: false });
+  await page.locator('#jupyterlab-splash').waitFor({ state: 'detached' });
+  await expect(page.locator('.lm-TabBar-tabLabel', { hasText: `Run #${id}` })).toHaveCount(1);
+  await expect(page.locator('.lm-TabBar-tabLabel', { hasText: `HPO #${id}` })).toHaveCount(1);
+  await page.locator('.lm-TabBar-tab', { hasText: `Run #${id}` }).click();
+  await expect(page.locator(`.idds-runview[data-run-id="${id}"]`)).toHaveAttribute('data-status', 'finished');
+  await page.locator('.lm-TabBar-tab', { hasText: `HPO #${id}` }).click();
+  await expect(page.locator(`.idds-hpo[data-run-id="${id}"]`)).toHaveAttribute('data-trials', '12');
+  await shot(page, '07-restored-views');
+});
+
 test('suspend, resume, abort and retry failed from the sidebar, each after a confirmation', async ({ page }) => {
   const { id } = await api(page, 'POST', 'requests', {
     template: { name: 'ui-actions', works: [{ name: 'sleepy', function: 'idds_jupyter.worker.job:sleep', kwargs_list: Array(4).fill({ seconds: 30 }) }] }

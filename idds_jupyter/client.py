@@ -147,6 +147,7 @@ class Client:
     # ------------------------------------------------------------------ http
     @property
     def session(self) -> Any:
+        """This thread's HTTP session (``requests.Session``), made on first use."""
         s = getattr(self._local, "session", None)
         if s is None:
             import requests
@@ -176,10 +177,13 @@ class Client:
     busy_retry_s = 60.0
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
-        """One REST call; returns the response (``status_code``, ``content``, ``text``,
-        ``json()``, ``headers``) or raises :class:`IddsError`. A database busy answer
+        """One REST call.
+
+        Returns the response (``status_code``, ``content``, ``text``, ``json()``,
+        ``headers``) or raises :class:`IddsError`. A database busy answer
         (503 with ``Retry-After``: nothing was changed) is tried again after the wait it
-        names, for up to :attr:`busy_retry_s` seconds in all."""
+        names, for up to :attr:`busy_retry_s` seconds in all.
+        """
         waited = 0.0
         while True:
             try:
@@ -278,19 +282,23 @@ class Client:
         return dict(self._json("GET", f"requests/{int(workflow_id)}", params=params))
 
     def runs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Your runs (all runs for an admin), newest first, at most ``limit``."""
         out = self._json("GET", "requests", params={"limit": int(limit)})
         if isinstance(out, dict):  # tolerate {"requests": [...]} / {"runs": [...]}
             out = out.get("requests", out.get("runs", []))
         return list(out)
 
     def abort(self, workflow_id: int) -> dict[str, Any]:
+        """Abort a run: its running jobs are cancelled; it cannot be resumed."""
         return dict(self._json("POST", f"requests/{int(workflow_id)}/abort", {}))
 
     def retry(self, workflow_id: int) -> dict[str, Any]:
+        """Run the failed jobs of a run again."""
         return dict(self._json("POST", f"requests/{int(workflow_id)}/retry", {}))
 
     def add_works(self, workflow_id: int, works: list[dict[str, Any]],
                   blobs: dict[str, bytes] | None = None) -> list[str]:
+        """Add works to a running run (``blobs``: payloads they reference by sha256); returns their names."""
         body: dict[str, Any] = {"works": works}
         if blobs:
             body["blobs"] = _encode_blobs(blobs)
@@ -327,12 +335,16 @@ class Client:
             offset += len(got)
 
     def monitor(self, workflow_id: int) -> dict[str, Any]:
+        """A run's summary: status, job counts by status, timings."""
         return dict(self._json("GET", f"monitor/{int(workflow_id)}"))
 
     def provenance(self, workflow_id: int, work: str | None = None,
                    idx: int | None = None) -> dict[str, Any]:
-        """One job's provenance and lineage (``work`` and ``idx``), else the whole run's:
-        every recorded job (paged through), environments, links and per-work counts."""
+        """One job's provenance and lineage (``work`` and ``idx``), else the whole run's.
+
+        The whole run's: every recorded job (paged through), environments, links and
+        per-work counts.
+        """
         if work is not None:
             return dict(self._json(
                 "GET", f"monitor/{int(workflow_id)}/works/{quote(work, safe='')}/jobs/"
@@ -364,6 +376,7 @@ class Client:
 
     def jobs(self, workflow_id: int, work: str, offset: int = 0, limit: int = 100,
              status: str | None = None) -> dict[str, Any]:
+        """A page of the jobs of one work of a run, optionally only those in ``status``."""
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if status:
             params["status"] = status
@@ -376,10 +389,12 @@ class Client:
         return str(self.request("GET", f"logs/{int(job_id)}", params=params).text)
 
     def whoami(self) -> dict[str, Any]:
+        """The user the server takes this client for (and whether an admin)."""
         return dict(self._json("GET", "auth/whoami"))
 
     # --------------------------------------------------------------- catalog
     def add_dataset(self, name: str, files: list[Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Register a dataset (its files, optional metadata) in the catalog."""
         body: dict[str, Any] = {"name": name, "files": list(files)}
         if meta:
             body["meta"] = meta
@@ -390,6 +405,7 @@ class Client:
         return list(self._json("GET", "catalog/datasets")["datasets"])
 
     def dataset(self, name: str) -> dict[str, Any]:
+        """A dataset of the catalog, with its files and their availability."""
         return dict(self._json("GET", f"catalog/datasets/{quote(name, safe='')}"))
 
     def mark_available(self, name: str, files: list[str] | None = None) -> int:
@@ -399,10 +415,12 @@ class Client:
 
     # ----------------------------------------------------------------- cache
     def cache_has(self, sha: str) -> bool:
+        """Whether the server's cache holds the blob with sha256 ``sha``."""
         resp = self.request("HEAD", f"cache/{sha}", ok=(200, 404))
         return bool(resp.status_code == 200)
 
     def cache_put(self, data: bytes, sha: str | None = None) -> str:
+        """Upload ``data`` to the server's cache; returns its sha256."""
         import hashlib
 
         sha = sha or hashlib.sha256(data).hexdigest()
@@ -411,9 +429,11 @@ class Client:
         return sha
 
     def cache_get(self, sha: str) -> bytes:
+        """The bytes of a blob of the server's cache."""
         return bytes(self.request("GET", f"cache/{sha}").content)
 
     def cache_stats(self) -> dict[str, Any]:
+        """The cache's size, limit and number of blobs."""
         return dict(self._json("GET", "cache"))
 
     def upload(self, data: bytes, sha: str | None = None,
@@ -440,6 +460,7 @@ class Client:
     # ------------------------------------------------------------------ push
     @property
     def ws_url(self) -> str:
+        """The URL of the server's live event stream (websocket)."""
         base = self.url
         if base.startswith("https://"):
             base = "wss://" + base[len("https://"):]
@@ -483,8 +504,11 @@ class Client:
 
     def wait_run(self, workflow_id: int, timeout: float | None = None
                  ) -> tuple[str, dict[str, Any] | None]:
-        """Block until the workflow is terminal; returns its status, and its :meth:`status`
-        (``works=False``) when the wait read it (None when a pushed event said it ended)."""
+        """Block until the workflow is terminal.
+
+        Returns its status, and its :meth:`status` (``works=False``) when the wait read it
+        (None when a pushed event said it ended).
+        """
         got = self._wait_terminal(workflow_id, timeout)
         return str(got.get("status")), got.get("run")
 
@@ -678,6 +702,7 @@ class PushChannel:
 
     # -------------------------------------------------------------- control
     def start(self, timeout: float | None = None) -> None:
+        """Open the stream; raises :class:`IddsError` if it is not open within ``timeout`` s."""
         self._thread.start()
         if not self.connected.wait(self.CONNECT_TIMEOUT if timeout is None else timeout):
             self.stop()
@@ -685,6 +710,7 @@ class PushChannel:
                                f"{self.last_error or 'timed out'}")
 
     def stop(self) -> None:
+        """Close the stream and stop its thread."""
         self._stopping = True
         loop, conn = self._loop, self._conn
         if loop is not None:
@@ -694,6 +720,7 @@ class PushChannel:
             self._thread.join(timeout=5)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every event; returns a function that removes it."""
         with self._lock:
             self._listeners = [*self._listeners, listener]
 
@@ -716,6 +743,11 @@ class PushChannel:
 
     def wait_event(self, predicate: Callable[[dict[str, Any]], bool], timeout: float | None = None,
                    check: Callable[[], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+        """Wait for the first event that ``predicate`` accepts, and return it.
+
+        ``check`` (optional) reads the state from the server, for an event that came before
+        the wait began: a non-None answer ends the wait with it.
+        """
         w = _Waiter(predicate)
         with self._lock:
             self._waiters.append(w)

@@ -1,6 +1,8 @@
-"""Active learning: evaluate a batch of points (distributed), fit a Gaussian-process surrogate,
-propose the next batch where it is most uncertain (or by your acquisition), until a condition
-or the budget.
+"""Active learning as a workflow run.
+
+Evaluate a batch of points (distributed), fit a Gaussian-process surrogate, propose the
+next batch where it is most uncertain (or by your acquisition), until a condition or
+the budget.
 
 ::
 
@@ -111,6 +113,8 @@ class _NamedRun(Run):
 
 @dataclass
 class ALResult:
+    """The outcome of a loop: the points evaluated (``X``, ``y``), one record per iteration."""
+
     run_id: int
     X: list[list[float]]
     y: list[float]
@@ -119,6 +123,7 @@ class ALResult:
 
     @property
     def metrics(self) -> list[float]:
+        """The metric of each iteration, in order."""
         return [h["metric"] for h in self.history]
 
 
@@ -186,6 +191,7 @@ class ActiveLearning:
         return run
 
     def run(self, timeout: float | None = None) -> ALResult:
+        """Submit the loop and wait for its :class:`ALResult` (``timeout`` in seconds)."""
         run = self.submit()
         out = run.result(timeout)
         assert isinstance(out, ALResult)
@@ -229,6 +235,7 @@ class ActiveLearning:
         return ALResult(run_id=run.id, X=X, y=y, history=history, converged=converged)
 
     def widget(self) -> Any:
+        """A live widget of the running loop (its metric per iteration, its proposals)."""
         from idds_jupyter.kernel.widgets import ActiveLearningWidget
 
         if self.run_obj is None:

@@ -1,5 +1,6 @@
-"""The data carousel: a simulated tape staging files over time, processed file by file or
-dataset by dataset.
+"""The data carousel: a simulated tape staging files over time.
+
+The files are processed file by file, or dataset by dataset.
 
 A :class:`TapeStaging` describes the tape: a ``latency_s`` before the first file
 comes (mount, seek) and a ``throughput`` (files per second, or MB/s when file
@@ -39,8 +40,11 @@ def process_file(path: str | None = None, seconds: float = 0.1, file: str | None
 
 @dataclass
 class TapeStaging:
-    """A simulated tape: ``latency_s`` before the first file, then ``throughput`` files/s
-    (MB/s when ``sizes_mb`` are given), one file after the other."""
+    """A simulated tape.
+
+    ``latency_s`` before the first file, then ``throughput`` files/s (MB/s when
+    ``sizes_mb`` are given), one file after the other.
+    """
 
     latency_s: float = 1.0
     throughput: float = 10.0
@@ -64,6 +68,7 @@ class TapeStaging:
         return out
 
     def duration(self, n: int) -> float:
+        """Seconds until ``n`` files are staged."""
         return self.schedule(n)[-1] if n else 0.0
 
 
@@ -83,11 +88,13 @@ class StagingSource:
         self._thread = threading.Thread(target=self._run, name=f"idds-staging-{dataset}", daemon=True)
 
     def start(self, t0: float | None = None) -> StagingSource:
+        """Start staging (at ``t0``, by default now) in a background thread."""
         self.started_at = time.time() if t0 is None else t0
         self._thread.start()
         return self
 
     def wait(self, timeout: float | None = None) -> None:
+        """Wait until every file is staged; raises what the staging thread raised."""
         if not self.done.wait(timeout):
             raise TimeoutError(f"staging of {self.dataset} not done after {timeout} s")
         if self.error is not None:
@@ -131,6 +138,7 @@ class CarouselResult:
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (t, staged-but-unprocessed)
 
     def as_dict(self) -> dict[str, Any]:
+        """The figures as a JSON-ready dict."""
         return {"mode": self.mode, "workflow_id": self.workflow_id, "n_files": self.n_files,
                 "time_to_first_job_s": round(self.time_to_first_job, 3),
                 "total_time_s": round(self.total_time, 3), "staging_time_s": round(self.staging_time, 3),

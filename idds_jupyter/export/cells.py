@@ -132,9 +132,16 @@ def units(nb: Any, group: str = "cell") -> list[Unit]:
         tags = cell_tags(cell)
         if PARAMETERS_TAG in tags or INJECTED_TAG in tags or not "".join(cell.source).strip():
             continue
-        src = translate_cell(cell.source, no)
         map_var = _tag_value(tags, "idds:map")
         wname = _tag_value(tags, "idds:work")
+        text = "".join(cell.source)
+        if text.lstrip().startswith("%%idds work"):  # the magic's own meaning: a work, a map
+            first, _, body = text.lstrip().partition("\n")
+            opts = _idds_work_options(first, no)
+            map_var = opts.get("map") or map_var
+            wname = opts.get("name") or wname
+            text = body
+        src = translate_cell(text, no)
         if wname is not None:
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", wname):
                 raise ExportError(f"cell {no}: idds:work={wname!r} is not a work name "
@@ -174,6 +181,34 @@ def units(nb: Any, group: str = "cell") -> list[Unit]:
         if unit.map_var and unit.map_var not in reads:
             reads.insert(0, unit.map_var)
         unit.reads, unit.defines = reads, defines
+    return out
+
+
+def _idds_work_options(line: str, no: int) -> dict[str, str]:
+    """``--name N`` and ``--map VAR`` of a ``%%idds work`` line (the rest of its options,
+    resources and backend, are not carried over: say so in the work's template)."""
+    import shlex
+
+    words = shlex.split(line)[2:]
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        w = words[i]
+        key, eq, val = w.partition("=")
+        if key in ("--name", "--map"):
+            if not eq:
+                i += 1
+                if i >= len(words):
+                    raise ExportError(f"cell {no}: %%idds work {key} needs a value")
+                val = words[i]
+            out[key[2:]] = val
+        elif key in ("--out", "--cores", "--memory-mb", "--backend", "--retries"):
+            i += 0 if eq else 1
+        else:
+            raise ExportError(f"cell {no}: %%idds work: unknown option {w!r}")
+        i += 1
+    if "name" in out and out["name"] == "cell":
+        out.pop("name")
     return out
 
 

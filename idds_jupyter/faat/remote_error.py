@@ -38,6 +38,7 @@ class RemoteError(Exception):
         return (_rebuild, (self.message, self.__dict__.copy()))
 
     def where(self) -> str:
+        """Where the error happened: job, work and index, host."""
         bits = []
         if self.job_id is not None:
             bits.append(f"job {self.job_id}")

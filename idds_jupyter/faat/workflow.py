@@ -101,6 +101,7 @@ class Run:
 
     # --------------------------------------------------------- naming of works
     def next_work_name(self, base: str) -> str:
+        """A new work name in this run: ``base`` with a sequence number."""
         with self._names_lock:
             return f"{base}_{next(self._names)}"
 
@@ -121,10 +122,12 @@ class Run:
 
     @property
     def status(self) -> str:
+        """The run's status (``running``, ``finished``, ``failed``, ...)."""
         return str(self.info()["status"])
 
     @property
     def works(self) -> list[dict[str, Any]]:
+        """The run's works with their statuses and job counts."""
         return list(self.info().get("works") or [])
 
     @property
@@ -137,28 +140,37 @@ class Run:
         return out
 
     def monitor(self) -> dict[str, Any]:
+        """The run's summary: status, job counts by status, timings."""
         return self.client.monitor(self.id)
 
     # ---------------------------------------------------------------- control
     def abort(self) -> dict[str, Any]:
+        """Abort the run: its running jobs are cancelled; it cannot be resumed."""
         return self.client.abort(self.id)
 
     def retry_failed(self) -> dict[str, Any]:
+        """Run the failed jobs of the run again."""
         return self.client.retry(self.id)
 
     # ------------------------------------------------------------- provenance
     def provenance(self, work: str | None = None, job: int | None = None) -> dict[str, Any]:
-        """What produced a result: one job's record and lineage (code, input and result
-        digests, environment, attempts, times, the upstream jobs and values that fed it,
-        the job a cached result came from), or with no arguments the whole run's."""
+        """What produced a result: one job's record and lineage, or the whole run's.
+
+        One job's (``work`` and ``job``): code, input and result digests, environment,
+        attempts, times, the upstream jobs and values that fed it, the job a cached
+        result came from; with no arguments, the whole run's.
+        """
         if work is None:
             return self.client.provenance(self.id)
         return self.client.provenance(self.id, work, int(job or 0))
 
     def rerun(self, failed_only: bool = True) -> Run:
-        """A new run of this run's template with every work memoized: jobs whose code and
-        inputs are unchanged take their results (*cached*); the failed ones (and, with
-        ``failed_only=False``, the changed ones) and everything downstream run again."""
+        """A new run of this run's template with every work memoized.
+
+        Jobs whose code and inputs are unchanged take their results (*cached*); the
+        failed ones (and, with ``failed_only=False``, the changed ones) and everything
+        downstream run again.
+        """
         new = self.client.rerun(self.id, failed=failed_only, changed=not failed_only)
         return Run(self.client, new, self.name)
 
@@ -262,6 +274,7 @@ class WorkflowFunction:
         return self.fn(*args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the workflow and wait for its result (``submit(...).result()``)."""
         return self.submit(*args, **kwargs).result()
 
     def submit(self, *args: Any, **params: Any) -> Run:

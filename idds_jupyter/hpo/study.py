@@ -112,6 +112,7 @@ class StudyRun(Run):
     """The run of a study: its works are named by the study (``trial_<n>``), not numbered."""
 
     def next_work_name(self, base: str) -> str:
+        """The work's name as given (a study's works keep their names)."""
         return base
 
 
@@ -241,8 +242,11 @@ class Study:
         self._unlisten: Callable[[], None] | None = None
 
     def _steering(self, steer: str) -> str:
-        """Where the sampler runs: ``"client"`` (this process), ``"server"`` (the server's
-        Steerer), or ``"auto"`` (the server when it can)."""
+        """Where the sampler runs.
+
+        ``"client"`` (this process), ``"server"`` (the server's Steerer), or ``"auto"``
+        (the server when it can).
+        """
         if steer not in ("auto", "server", "client"):
             raise ValueError(f"steer must be 'auto', 'server' or 'client', got {steer!r}")
         why = None
@@ -259,6 +263,7 @@ class Study:
     # ----------------------------------------------------------------- config
     @property
     def client(self) -> Client:
+        """The client the study submits with (by default :func:`~idds_jupyter.client.get_client`)."""
         if self._client is None:
             from idds_jupyter.client import get_client
 
@@ -267,6 +272,7 @@ class Study:
 
     @property
     def run_id(self) -> int | None:
+        """The id of the study's run, once submitted."""
         return None if self.run is None else self.run.id
 
     def config(self) -> dict[str, Any]:
@@ -345,8 +351,10 @@ class Study:
             raise self._error
 
     def stop(self, abandon: bool = False) -> None:
-        """Ask no new points; the trials in flight finish (``abandon``: return without them,
-        leaving the run open for :meth:`load`)."""
+        """Ask no new points; the trials in flight finish.
+
+        ``abandon``: return without them, leaving the run open for :meth:`load`.
+        """
         self._stop.set()
         if abandon:
             self._abandon.set()
@@ -513,8 +521,11 @@ class Study:
             self._done.set()
 
     def _fill(self, pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
-        """Ask a point for every free slot; the new trials of a segment go out as ONE work
-        (one job per trial), so results arriving together cost one submission."""
+        """Ask a point for every free slot.
+
+        The new trials of a segment go out as ONE work (one job per trial), so results
+        arriving together cost one submission.
+        """
         batches: dict[str | None, list[_Pending]] = {}
         n = len(pending)
         while n < self.parallel + self.prefetch:
@@ -551,8 +562,11 @@ class Study:
         return {"objective": p.seg.objective, "params": p.params, "meta": meta, "extra": extra}
 
     def _launch(self, batch: list[_Pending]) -> list[JobFuture]:
-        """One work for trials of one segment: ``trial_<a>`` or ``trial_<a>_<b>`` (trials a..b,
-        consecutive) at their first rung, ``trial_<n>_r<k>`` for rung k of trial n."""
+        """One work for trials of one segment.
+
+        Named ``trial_<a>`` or ``trial_<a>_<b>`` (trials a..b, consecutive) at their first
+        rung, ``trial_<n>_r<k>`` for rung k of trial n.
+        """
         seg = batch[0].seg
         first, last = batch[0], batch[-1]
         if first.rung:
@@ -569,8 +583,10 @@ class Study:
 
     def _reattach(self, run_id: int, work: str, n: int, rows: list[dict[str, Any]],
                   retries: int) -> list[JobFuture]:
-        """Futures for the jobs of a trial work that was already submitted when the study was
-        loaded (resolved by the push channel, or at once for the jobs already ended)."""
+        """Futures for the jobs of a trial work already submitted when the study was loaded.
+
+        They are resolved by the push channel, or at once for the jobs already ended.
+        """
         futs = [JobFuture(self.client, run_id, work, i) for i in range(n)]
         sink = WorkSink(run_id, work, n, retries, futs)
         router(self.client).register(sink)
@@ -757,10 +773,12 @@ class Study:
 
     @property
     def best_params(self) -> dict[str, Any]:
+        """The parameters of the best trial over all segments."""
         return dict(self._best_overall()["params"])
 
     @property
     def best_segment(self) -> str | None:
+        """The segment of the best trial (None for a study without segments)."""
         return self._best_overall()["segment"]
 
     def _best_overall(self) -> dict[str, Any]:

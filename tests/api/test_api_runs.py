@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from api_helpers import DEMO_YAML, Served
 from apiclient import TERMINAL, Api
+from waiting import wait_for
 
 
 def _submit(api: Api, **extra: object) -> int:
@@ -124,16 +123,13 @@ def test_open_workflow_add_works_and_close(served: Served) -> None:
     assert r.status == 201 and r.json["names"] == ["second"], r
     r = alice.post(f"/requests/{wid}/works", {"works": [{"name": "bad", "command": "x {nope}"}]})
     assert r.status == 400 and "field" in r.json, r
-    deadline = time.monotonic() + 30
 
     def second_finished() -> bool:
         r = alice.get(f"/requests/{wid}/works/second/results")
         # the work exists before its jobs do: wait for its one job to finish
         return r.status == 200 and [j["status"] for j in r.json["results"]] == ["finished"]
 
-    while not second_finished():
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for(second_finished, 30, 0.2, message="the added work's job finished")
     assert alice.get(f"/requests/{wid}").json["status"] not in TERMINAL  # open: waits for close
     r = alice.post(f"/requests/{wid}/close", {"result": {"ok": True}})
     assert r.status == 200, r

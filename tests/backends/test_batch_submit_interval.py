@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from waiting import wait_for
+
 from idds_jupyter.backends.batch import QUEUED, BatchBackend, TaskState, _Batch
 
 
@@ -34,10 +36,7 @@ def _spec(job_id: int) -> dict[str, Any]:
 
 
 def _wait_for(pred: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "not in time"
-        time.sleep(0.01)
+    wait_for(pred, timeout, 0.01)
 
 
 def test_a_backlog_gathers_what_is_released_meanwhile(tmp_path: Path) -> None:

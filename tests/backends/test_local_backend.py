@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import holds_for, wait_for
 
 from idds_jupyter.backends import Backend, LocalBackend, make_backend
 
@@ -76,9 +77,9 @@ def test_status_queued_running(tmp_path: Path) -> None:
     b = LocalBackend(workers=1, batch=1)
     try:
         b.submit([spec(i, SLEEP, seconds=0.5) for i in range(4)])
-        time.sleep(0.3)
-        st = b.status([0, 1, 2, 3])
-        assert st[0] == "running" and st[3] == "queued"
+        st = wait_for(lambda: (s := b.status([0, 1, 2, 3]))[0] == "running" and s, 10,
+                      message="job 0 running")
+        assert st[3] == "queued"
         notes = b.results(0.5)
         assert {"job_id": 0, "attempt": 0, "started": True} in notes
         b.cancel([1, 2, 3])
@@ -129,8 +130,7 @@ def test_cancel_running_and_queued(tmp_path: Path) -> None:
         assert all(res[i]["ok"] for i in range(1, 8))
         assert time.monotonic() - t0 < 5
         assert pids != set(b.worker_pids()) and len(b.worker_pids()) == 2
-        time.sleep(3.2)
-        assert not marker.exists(), "cancelled command kept running"
+        holds_for(lambda: not marker.exists(), 3.2, message="cancelled command kept running")
     finally:
         b.close()
 
@@ -157,7 +157,7 @@ def test_close_kills_workers() -> None:
     b = LocalBackend(workers=2)
     pids = b.worker_pids()
     b.submit([spec(i, SLEEP, seconds=30) for i in range(2)])
-    time.sleep(0.3)
+    wait_for(lambda: set(b.status([0, 1]).values()) == {"running"}, 10, message="both jobs running")
     t0 = time.monotonic()
     b.close()
     assert time.monotonic() - t0 < 6

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
+
+from waiting import wait_for as shared_wait_for
 
 __all__ = ["NOOP", "config", "layered_dag", "run_to_end", "wait_for"]
 
@@ -31,8 +32,5 @@ def run_to_end(cfg: Config, wf: Workflow | str, params: dict[str, Any] | None = 
 
 
 def wait_for(pred: Any, timeout: float = 60, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(interval)
+    """The shared helper (tests/waiting.py) with the core tests' defaults."""
+    shared_wait_for(pred, timeout, interval)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from helpers import NOOP, config, layered_dag, run_to_end, wait_for
 from sqlalchemy import func, select
+from waiting import holds_for
 
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.core import Orchestrator
@@ -92,8 +93,8 @@ def test_abort_suspend_resume_retry(tmp_path: Path, db_url: str) -> None:
         assert orch.suspend(paused).changed
         assert not orch.suspend(paused).changed
         assert orch.status(paused)["status"] == "suspended"
-        time.sleep(1.5)
-        assert orch.status(paused)["status"] == "suspended"
+        holds_for(lambda: orch.status(paused)["status"] == "suspended", 1.5, 0.1,
+                  message="a suspended run stays suspended")
         assert orch.resume(paused).changed
         assert orch.wait(paused, timeout=30) == "finished"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import config, layered_dag, run_to_end, wait_for
 from sqlalchemy import select
+from waiting import holds_for
 
 from idds_jupyter.agents.runner import Runner
 from idds_jupyter.core import Orchestrator
@@ -35,8 +36,8 @@ def test_data_aware_jobs_start_as_their_files_arrive(tmp_path: Path, db_url: str
             Work(name="process", function=ECHO, input_dataset="tape:raw",
                  parameters={"path": "{file}"})]))
         wait_for(lambda: orch.job_counts(wid).get("pending", 0) == 6)
-        time.sleep(1.0)
-        assert orch.job_counts(wid) == {"pending": 6}  # nothing staged, nothing runs
+        holds_for(lambda: orch.job_counts(wid) == {"pending": 6}, 1.0,  # nothing staged, nothing runs
+                  message="jobs of unstaged files stay pending")
         assert orch.catalog.mark_available("tape:raw", names[:2]) == 2
         wait_for(lambda: orch.job_counts(wid).get("finished", 0) == 2)
         assert orch.job_counts(wid) == {"finished": 2, "pending": 4}

@@ -102,3 +102,17 @@ def test_sweep_is_the_product() -> None:
         {"seed": 1, "lr": 0.1}, {"seed": 1, "lr": "x"}, {"seed": 2, "lr": 0.1}, {"seed": 2, "lr": "x"}]
     with pytest.raises(ValueError, match="expected NAME=V1,V2"):
         parse_sweep(["seed"])
+
+
+def test_idds_work_cells_keep_their_meaning(tmp_path: Path) -> None:
+    path = nbs.write(tmp_path / "w.ipynb", nbs._code("data = [1, 2, 3]\nscale = 2"),
+                     nbs._code("%%idds work --name squares --map data --out sq\nsq = data * data * scale"),
+                     nbs._code("%%idds work --name total\ntotal = sum(sq)"))
+    tmpl = export_template(str(path), "cells")
+    squares, total = tmpl["works"][1], tmpl["works"][2]
+    assert squares["name"] == "squares" and squares["parameters"]["idds_map"] == "data"
+    assert squares["kwargs_list"] == "{data_scale.result.split.data}"
+    assert total["name"] == "total" and total["depends_on"] == ["squares"]
+    bad = nbs.write(tmp_path / "b.ipynb", nbs._code("%%idds work --bogus\nx = 1"))
+    with pytest.raises(ExportError, match="cell 1: %%idds work: unknown option '--bogus'"):
+        export_template(str(bad), "cells")

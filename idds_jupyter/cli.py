@@ -308,6 +308,83 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_counts(counts: dict[str, dict[str, int]]) -> None:
+    for work, c in counts.items():
+        print(f"  {work:<32} ran={c['ran']} cached={c['cached']} failed={c['failed']}")
+
+
+def cmd_provenance(args: argparse.Namespace) -> int:
+    """A run's provenance: per-work counts (ran / cached / failed), or ``-o`` an RO-Crate."""
+    from idds_jupyter.store import provenance as prov
+    from idds_jupyter.store.engine import make_engine
+
+    engine = make_engine(_config(args).db_url)
+    with engine.connect() as conn:
+        run = prov.run_info(conn, args.id)
+        if run is None:
+            print(f"error: no workflow with id {args.id}", file=sys.stderr)
+            return 2
+        record = prov.run_provenance(conn, args.id)
+    if args.output:
+        from idds_jupyter.export.provenance import write_crate
+
+        write_crate(run, record, args.output)
+        print(f"workflow {args.id}: {len(record['jobs'])} jobs, "
+              f"{len(record['environments'])} environment(s) -> {args.output} (RO-Crate)")
+        return 0
+    print(f"workflow {args.id} {run['name']!r}: {run['status']}")
+    _print_counts(record["works"])
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """A new run of a run's template with every work memoized (see docs/provenance.md)."""
+    from idds_jupyter.store import provenance as prov
+
+    if args.failed == args.changed:
+        print("error: rerun needs one of --failed or --changed", file=sys.stderr)
+        return 2
+
+    def submit(orch: Any) -> int | None:
+        with orch.engine.connect() as conn:
+            req = prov.rerun_request(conn, args.id)
+        if req is None:
+            print(f"error: no workflow with id {args.id}", file=sys.stderr)
+            return None
+        return int(orch.submit(req["template"], req["params"], owner=req["owner"],
+                               backend=req["backend"], cwd=req["cwd"]))
+
+    def report(orch: Any, wid: int) -> int:
+        with orch.engine.connect() as conn:
+            counts = prov.provenance_summary(conn, wid)
+        st = orch.status(wid, with_works=False)
+        print(f"workflow {wid} (re-run of {args.id}): {st['status']}")
+        _print_counts(counts)
+        return 0 if st["status"] == "finished" else 1
+
+    if args.embedded:
+        from idds_jupyter.agents.runner import Runner
+        from idds_jupyter.core import Orchestrator
+
+        cfg = _config(args)
+        with Runner(cfg) as runner:
+            orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+            wid = submit(orch)
+            if wid is None:
+                return 2
+            _progress_waiter(orch, wid, args.quiet)
+            return report(orch, wid)
+    orch = _orch(args)
+    wid = submit(orch)
+    if wid is None:
+        return 2
+    if not args.wait:
+        print(wid)
+        return 0
+    _progress_waiter(orch, wid, args.quiet)
+    return report(orch, wid)
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from idds_jupyter.store.engine import make_engine
     from idds_jupyter.store.migrate import current, upgrade
@@ -391,6 +468,22 @@ def build_parser() -> argparse.ArgumentParser:
         if op != "status":
             s.add_argument("--work", help="only this work of the workflow")
         s.set_defaults(func=lambda a, _op=op: _one(a, _op))
+    s = sub.add_parser("rerun", help="re-run a workflow: unchanged jobs from the cache, the failed "
+                                     "(--failed) or changed (--changed) ones and their downstream run")
+    s.add_argument("id", type=int)
+    s.add_argument("--failed", action="store_true", help="re-run the failed jobs and their downstream")
+    s.add_argument("--changed", action="store_true",
+                   help="re-run the jobs whose code or inputs changed and their downstream")
+    s.add_argument("--wait", action="store_true", help="wait for the end and print the counts")
+    s.add_argument("--embedded", action="store_true",
+                   help="run the agents in this process (like run) and wait")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_rerun)
+    s = sub.add_parser("provenance", help="a run's provenance: counts, or -o FILE an RO-Crate zip")
+    s.add_argument("id", type=int)
+    s.add_argument("-o", "--output", metavar="FILE.crate.zip",
+                   help="write an RO-Crate (Workflow Run Crate) of the run")
+    s.set_defaults(func=cmd_provenance)
     s = sub.add_parser("db", help="database schema")
     s.add_argument("action", choices=["upgrade", "current"])
     s.set_defaults(func=cmd_db)

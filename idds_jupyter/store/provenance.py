@@ -29,7 +29,7 @@ from idds_jupyter.store.sql import chunks, now
 from idds_jupyter.store.tables import environments, files, job_deps, jobs, provenance, works
 
 __all__ = ["cached_results", "job_provenance", "provenance_summary", "record",
-           "record_environments", "rerun_request", "run_provenance", "upstream_hashes"]
+           "record_environments", "rerun_request", "run_info", "run_provenance", "upstream_hashes"]
 
 FINISHED = "finished"
 
@@ -294,3 +294,17 @@ def rerun_request(conn: Connection, workflow_id: int) -> dict[str, Any] | None:
     return {"template": rules.with_cache(whole), "params": dict(row.params or {}),
             "name": row.name, "owner": row.owner, "backend": row.backend,
             "cwd": (row.meta or {}).get("cwd")}
+
+
+def run_info(conn: Connection, workflow_id: int) -> dict[str, Any] | None:
+    """A run as an export names it: id, name, status, owner, times, its whole template."""
+    from idds_jupyter.store.tables import workflows
+    from idds_jupyter.store.workflows import full_template
+
+    row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().first()
+    if row is None:
+        return None
+    return {"id": row["id"], "name": row["name"], "status": row["status"], "owner": row["owner"],
+            "created_at": row["created_at"], "finished_at": row["finished_at"],
+            "params": row["params"],
+            "template": dict(full_template(conn, workflow_id, row["template"] or {}, row["meta"]))}

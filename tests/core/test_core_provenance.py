@@ -6,6 +6,8 @@ module of the test's own directory: the workers import it, the service hashes it
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,7 +67,7 @@ def steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     src.mkdir()
     flag = tmp_path / "fail.flag"
     monkeypatch.syspath_prepend(str(src))
-    monkeypatch.setenv("PYTHONPATH", f"{src}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("PYTHONPATH", f"{src}:{os.environ.get('PYTHONPATH', '')}")
 
     def write(factor: int) -> None:
         (src / f"{MOD}.py").write_text(STEPS.format(factor=factor, flag=str(flag)))
@@ -168,3 +170,69 @@ def test_rerun_failed_runs_only_the_failed_jobs_and_their_downstream(
     assert counts(orch, again) == {"first": {"ran": 0, "cached": N, "failed": 0},
                                    "middle": {"ran": 0, "cached": N, "failed": 0},
                                    "last": {"ran": 1, "cached": N - 1, "failed": 0}}
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "idds_jupyter.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_rerun_failed_and_the_crate_read_by_rocrate(
+        tmp_path: Path, db_url: str, steps: Any) -> None:
+    """``idds-jupyter rerun ID --failed`` (agents in the command) runs the failed job and its
+    downstream only; ``idds-jupyter provenance ID -o run.crate.zip`` writes an RO-Crate
+    that the ``rocrate`` library opens, with one action per job and the run's profiles."""
+    from rocrate.rocrate import ROCrate
+
+    cfg = config(tmp_path, db_url)
+    flag: Path = steps.flag
+    flag.write_text("x")
+    # middle job 4 fails: the last work's job 4 is cancelled, never run
+    tmpl = dag(cache=False)
+    tmpl["works"][1]["function"] = f"{MOD}:last"  # fails when i == fail_on and the flag exists
+    tmpl["works"][1]["parameters"] = {"i": "{job_index}", "fail_on": 4}
+    orch, wid, status = run(cfg, tmpl)
+    assert status in ("subfinished", "failed")
+    assert counts(orch, wid) == {"first": {"ran": N, "cached": 0, "failed": 0},
+                                 "middle": {"ran": N - 1, "cached": 0, "failed": 1},
+                                 "last": {"ran": N - 1, "cached": 0, "failed": 0}}
+    flag.unlink()
+    env = dict(os.environ, IDDS_DB_URL=db_url, IDDS_HOME=str(tmp_path / "home"),
+               IDDS_POLL_INTERVAL="0.5", IDDS_WORKERS="2")
+    out = cli(env, "rerun", str(wid), "--failed", "--embedded", "-q")
+    print(out.stdout, out.stderr)
+    assert out.returncode == 0, out.stderr
+    again = int(out.stdout.split()[1])
+    assert counts(orch, again) == {"first": {"ran": 0, "cached": N, "failed": 0},
+                                   "middle": {"ran": 1, "cached": N - 1, "failed": 0},
+                                   "last": {"ran": 1, "cached": N - 1, "failed": 0}}
+    assert "middle" in out.stdout and "ran=1 cached=99 failed=0" in out.stdout
+
+    crate_zip = tmp_path / "run.crate.zip"
+    out = cli(env, "provenance", str(again), "-o", str(crate_zip))
+    print(out.stdout, out.stderr)
+    assert out.returncode == 0, out.stderr
+    crate = ROCrate(str(crate_zip))
+    conforms = {c["@id"] if isinstance(c, dict) else c.id
+                for c in crate.root_dataset["conformsTo"]}
+    assert {"https://w3id.org/ro/wfrun/process/0.5", "https://w3id.org/ro/wfrun/workflow/0.5"} <= conforms
+    assert crate.mainEntity is not None and crate.mainEntity.id == "workflow.json"
+    actions = crate.get_by_type("CreateAction")
+    assert len(actions) == 3 * N + 1  # one per job, one for the run
+    by_name = {a["name"]: a for a in actions}
+    ran = by_name["middle[4]"]
+    assert ran["instrument"]["name"] == "middle" and ran["instrument"]["identifier"]
+    assert ran["actionStatus"] == "http://schema.org/CompletedActionStatus" or \
+        getattr(ran["actionStatus"], "id", None) == "http://schema.org/CompletedActionStatus"
+    assert [o["name"] for o in ran["object"]] == ["input digest", f"result of job {_job_id(orch, again, 'first', 4)}"]
+    assert by_name["middle[5]"]["isBasedOn"] is not None  # cached: the job it took its result from
+    assert ran["environment"]["name"] == "environment"
+    assert len(crate.get_by_type("SoftwareApplication")) == 3
+
+
+def _job_id(orch: Orchestrator, wid: int, work: str, idx: int) -> int:
+    from idds_jupyter.store.tables import works
+
+    with orch.engine.connect() as conn:
+        return int(conn.execute(select(jobs.c.id).join(works, works.c.id == jobs.c.work_id).where(
+            jobs.c.workflow_id == wid, works.c.name == work, jobs.c.idx == idx)).scalar_one())

@@ -180,6 +180,7 @@ def test_browser_signs_in_through_the_hubs_oauth(hub: Hub, alice: dict[str, Any]
     template = {"name": "for-the-browser", "works": [
         {"name": "nap", "function": "idds_jupyter.worker.job:sleep", "kwargs_list": [{"seconds": 30}]}]}
     mine = api(hub, alice["token"], "POST", "requests", json={"template": template}).json()["id"]
+    wait_for(lambda: _status(hub, alice["token"], mine) == "running", 60, "the run to start")
     r = s.get(hub.service_url + "idds/api/v1/requests", timeout=30)
     assert r.status_code == 200
     assert {x["owner"] for x in r.json()["requests"]} == {"alice"}

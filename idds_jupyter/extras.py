@@ -28,6 +28,7 @@ EXTRAS = {
     "pandaclient": "panda",
     "nbclient": "export",
     "nbformat": "export",
+    "rocrate": "provenance",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
+def wait_for(predicate: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
              message: str = "condition") -> T:
     """Poll ``predicate`` every ``interval`` s until it returns a truthy value; return it.
 

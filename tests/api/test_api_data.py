@@ -22,6 +22,7 @@ from api_helpers import DEMO_YAML, Served
 from apiclient import Api
 from test_api_auth import SAMPLE, app_routes
 from tornado.httpclient import HTTPRequest
+from waiting import holds_for, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,8 +106,7 @@ def test_server_never_unpickles_a_body(served: Served, tmp_path: Path) -> None:
                     sent += 1
     assert sent >= 9 * len(bodies) * 3  # every POST/PUT route
     assert served.alice.get(f"/cache/{sample['sha256']}").body == payload  # stored as opaque bytes
-    time.sleep(0.5)
-    assert not marker.exists()
+    holds_for(lambda: not marker.exists(), 0.5, message="a body was executed")
     assert served.anon.get("/ping").status == 200
 
 
@@ -250,11 +250,12 @@ def test_cli_serve_writes_connection_file_and_tokens(tmp_path: Path) -> None:
     proc = subprocess.Popen([*cli, "serve", "--port", "0", "--base-url", "/x/"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not list(runtime.glob("idds-*.json")):
+
+        def connection_file() -> list[Path]:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+            return list(runtime.glob("idds-*.json"))
+
+        wait_for(connection_file, 60, 0.1, message="the server's connection file")
         cf = next(runtime.glob("idds-*.json"))
         assert cf.stat().st_mode & 0o777 == 0o600
         info = json.loads(cf.read_text())

@@ -14,26 +14,24 @@ from __future__ import annotations
 import hashlib
 import os
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from api_helpers import Served
 from apiclient import Api
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def _wait_dataset_job(api: Api, wid: int, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def scanned() -> dict[str, Any] | None:
         st = api.get(f"/requests/{wid}").json
         works = {w["name"]: w for w in st.get("works", [])}
-        if works.get("scan", {}).get("n_jobs"):
-            return st
-        assert time.monotonic() < deadline, st
-        time.sleep(0.2)
+        return st if works.get("scan", {}).get("n_jobs") else None
+
+    return wait_for(scanned, timeout, 0.2, message="the dataset's scan work has jobs")
 
 
 def test_catalog_dataset_of_another_user_is_not_there(served_db: Served, tmp_path: Path) -> None:
@@ -198,9 +196,7 @@ def test_messages_are_their_owners(served_db: Served) -> None:
     alice, bob = served_db.alice, served_db.bob
     wid, st = _run_command(alice, "true")
     assert st["status"] == "finished"
-    deadline = time.monotonic() + 30
-    while not [m for m in alice.get("/messages").json["messages"] if m["workflow_id"] == wid]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for(lambda: [m for m in alice.get("/messages").json["messages"] if m["workflow_id"] == wid],
+             30, 0.2, message="alice's run's messages")
     assert not [m for m in bob.get("/messages").json["messages"] if m["workflow_id"] == wid]
     assert [m for m in served_db.admin.get("/messages").json["messages"] if m["workflow_id"] == wid]

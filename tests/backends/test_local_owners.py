@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from idds_jupyter.backends import LocalBackend
 
@@ -53,10 +54,8 @@ def test_owners_get_their_own_workers_within_the_bound() -> None:
         bob_pids = {pid for pid, o in owners.items() if o == "bob"}
         assert not bob_pids & alice_pids
         # idle owners' workers are ended and replaced by unbound ones
-        deadline = time.monotonic() + 10
-        while any(b.worker_owners().values()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert set(b.worker_owners().values()) == {None}
+        wait_for(lambda: set(b.worker_owners().values()) == {None}, 10, 0.1,
+                 message="idle owners' workers replaced by unbound ones")
         assert not (set(b.worker_pids()) & (alice_pids | bob_pids))
         assert len(b.worker_pids()) == 2
     finally:

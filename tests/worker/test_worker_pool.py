@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import holds_for
 
 from idds_jupyter.worker.pool import encode_message, read_message
 
@@ -111,8 +112,7 @@ def test_sigterm_kills_running_command(pool: subprocess.Popen, tmp_path: Path) -
     assert read_message(pool.stdout) == {"started": [[1, 0]]}
     pool.send_signal(signal.SIGTERM)
     assert pool.wait(timeout=10) == 128 + signal.SIGTERM
-    time.sleep(1.3)
-    assert not marker.exists()
+    holds_for(lambda: not marker.exists(), 1.3, message="the killed command touched its file")
 
 
 def _alive(pid: int) -> bool:

@@ -236,3 +236,41 @@ def _job_id(orch: Orchestrator, wid: int, work: str, idx: int) -> int:
     with orch.engine.connect() as conn:
         return int(conn.execute(select(jobs.c.id).join(works, works.c.id == jobs.c.work_id).where(
             jobs.c.workflow_id == wid, works.c.name == work, jobs.c.idx == idx)).scalar_one())
+
+
+def test_upgrading_to_0007_keeps_runs_and_records_new_jobs(tmp_path: Path, db_url: str) -> None:
+    """0007 adds the provenance tables only: a run stored at 0006 is kept whole (and has no
+    record: never a cache source); jobs ending after the upgrade are recorded; 0007 goes
+    back down to 0006 and up again."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from idds_jupyter.store.engine import make_engine
+    from idds_jupyter.store.migrate import alembic_config, current, upgrade
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0006")
+    cfg = config(tmp_path, db_url)
+    before = Orchestrator(cfg, engine=engine, migrate=False).submit(
+        {"name": "old", "works": [{"name": "a", "function": "idds_jupyter.worker.job:noop",
+                                   "n_jobs": 3}]}, owner="alice")
+    with engine.connect() as conn:
+        old_jobs = conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.workflow_id == before)
+                                .order_by(jobs.c.id)).all()
+    upgrade(engine)
+    assert current(engine) == "0007"
+    assert {"provenance", "environments"} <= set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        assert conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.workflow_id == before)
+                            .order_by(jobs.c.id)).all() == old_jobs
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
+        assert orch.wait(before, timeout=120) == "finished"  # the old run goes on
+    with engine.connect() as conn:
+        assert prov.provenance_summary(conn, before) == {"a": {"ran": 3, "cached": 0, "failed": 0}}
+    command.downgrade(alembic_config(engine), "0006")
+    assert current(engine) == "0006"
+    assert "provenance" not in set(inspect(engine).get_table_names())
+    upgrade(engine)
+    assert current(engine) == "0007"
+    engine.dispose()

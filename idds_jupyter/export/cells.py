@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from idds_jupyter.export.analysis import cell_names
-from idds_jupyter.export.notebook import _esc, read_notebook, work_name
+from idds_jupyter.export.notebook import _esc, read_notebook, result_names, work_name
 from idds_jupyter.export.params import INJECTED_TAG, PARAMETERS_TAG, cell_tags, parameter_defaults
 from idds_jupyter.export.translate import translate_cell
 
@@ -287,12 +287,13 @@ def cells_template(path: str, nb: Any | None = None, group: str = "cell",
         for d in u.defines:
             producer[d] = u
     last = us[-1]
-    for d in last.defines:
+    for d in result_names(last.source):
         if d not in wanted[last.name]:
             wanted[last.name].append(d)
     works: list[dict[str, Any]] = []
     for u in us:
-        p: dict[str, Any] = {"idds_cell": u.label, "idds_source": _esc(u.source)}
+        p: dict[str, Any] = {"idds_cell": u.label, "idds_source": _esc(u.source),
+                             "idds_dir": _esc(os.path.dirname(os.path.abspath(path)))}
         if inputs[u.name]:
             p["idds_inputs"] = {n: "{" + src.name + ".result}" for n, src in inputs[u.name].items()}
         if wanted[u.name]:

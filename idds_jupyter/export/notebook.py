@@ -27,7 +27,8 @@ from idds_jupyter.export.analysis import cell_names
 from idds_jupyter.export.params import parameter_defaults
 from idds_jupyter.export.translate import translate_cell
 
-__all__ = ["RUN_NOTEBOOK", "last_cell_outputs", "notebook_template", "read_notebook", "work_name"]
+__all__ = ["RUN_NOTEBOOK", "last_cell_outputs", "notebook_template", "read_notebook",
+           "result_names", "work_name"]
 
 RUN_NOTEBOOK = "idds_jupyter.export.runtime:run_notebook"
 
@@ -53,13 +54,23 @@ def _esc(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
+def result_names(source: str) -> list[str]:
+    """The names a cell defines that make a result: not those its imports bind (modules)."""
+    import ast
+
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            imported |= {a.asname or a.name.split(".")[0] for a in node.names}
+    return [n for n in cell_names(source)[1] if n not in imported]
+
+
 def last_cell_outputs(nb: Any) -> list[str]:
     """The names the notebook's last code cell defines (after translating its magics)."""
     for i in range(len(nb.cells) - 1, -1, -1):
         cell = nb.cells[i]
         if cell.cell_type == "code" and "".join(cell.source).strip():
-            src = translate_cell(cell.source, i + 1)
-            return cell_names(src)[1]
+            return result_names(translate_cell(cell.source, i + 1))
     return []
 
 

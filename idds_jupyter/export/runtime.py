@@ -268,7 +268,7 @@ def _input(name: str, result: Any) -> Any:
 def run_cell(idds_source: str, idds_cell: str = "", idds_inputs: dict[str, Any] | None = None,
              idds_outputs: list[str] | None = None, idds_split: list[str] | None = None,
              idds_map: str | None = None, idds_item: dict[str, Any] | None = None,
-             **parameters: Any) -> dict[str, Any]:
+             idds_dir: str | None = None, **parameters: Any) -> dict[str, Any]:
     """Run one cell's source; return references to the values later cells read.
 
     :param idds_source: the (translated) Python source of the cell(s)
@@ -277,6 +277,7 @@ def run_cell(idds_source: str, idds_cell: str = "", idds_inputs: dict[str, Any] 
     :param idds_outputs: names to hand on (pickled into the value store)
     :param idds_split: names also handed on item by item, for a fanned-out cell
     :param idds_map: this job binds ``idds_map`` to the item ``idds_item`` refers to
+    :param idds_dir: the notebook's directory: the cell runs there, as in the notebook
     :param parameters: the notebook's parameters the cell reads
     """
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -289,13 +290,18 @@ def run_cell(idds_source: str, idds_cell: str = "", idds_inputs: dict[str, Any] 
     filename = f"<{where}>"
     linecache.cache[filename] = (len(idds_source), None, idds_source.splitlines(True), filename)
     code = compile(idds_source, filename, "exec")
+    here = os.getcwd()
     try:
+        if idds_dir and os.path.isdir(idds_dir):
+            os.chdir(idds_dir)
         exec(code, ns)
     except Exception as exc:
         # the cell's own traceback (from its first line on), as the notebook would show it
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next
                                                 if exc.__traceback__ else None))
         raise CellError(f"{where} failed: {type(exc).__name__}: {exc}\n{tb}") from None
+    finally:
+        os.chdir(here)
     refs: dict[str, Any] = {}
     values: dict[str, Any] = {}
     for name in idds_outputs or []:

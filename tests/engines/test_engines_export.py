@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 import nbs  # noqa: E402
 
 CASES = [(nbs.branches, ["total", "tag", "pair"], {"n": 6}, False),
-         (nbs.mapped, ["total", "count", "first"], {"n": 4}, True)]
+         (nbs.mapped, ["total", "count", "first"], {"n": 4}, True),
+         (nbs.magics, ["n_shapes", "result"], {}, False),
+         (nbs.files, ["median", "largest"], {}, False)]
 
 
 def _cfg(engine: Engine, **kw: Any) -> Config:
@@ -49,3 +51,10 @@ def test_exported_notebooks_give_the_notebooks_values(engine: Engine, mode: str)
             assert status == "finished", (path.name, orch.status(wid), orch.jobs(wid))
             last = tmpl["works"][-1]["name"]
             assert [j["result"]["values"] for j in orch.jobs(wid, last)] == [expected], path.name
+        # a failing cell: the job fails with the cell's number and its traceback
+        tmpl = export_template(str(nbs.failing(d)), mode)
+        wid = orch.submit(tmpl)
+        assert orch.wait(wid, timeout=300) in ("failed", "subfinished")
+        [failed] = [j for j in orch.jobs(wid) if j["status"] == "failed"]
+        assert "cell 3 failed: ZeroDivisionError: division by zero" in failed["error"]
+        assert "y = x / 0" in failed["error"]

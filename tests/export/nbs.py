@@ -100,3 +100,11 @@ def reference(path: Path, names: list[str], parameters: dict[str, Any] | None = 
             if line.startswith("VALUES"):
                 values = json.loads(line[len("VALUES"):])
     return values, error
+
+
+def files(d: Path) -> Path:
+    """Reads a data file beside the notebook by a relative path (cells run in its directory)."""
+    (d / "data.txt").write_text("3 1 4 1 5 9 2 6\n")
+    return write(d / "files.ipynb",
+                 _code("with open('data.txt') as fh:\n    numbers = [int(x) for x in fh.read().split()]"),
+                 _code("import statistics\nmedian = statistics.median(numbers)\nlargest = max(numbers)"))

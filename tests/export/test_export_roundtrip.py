@@ -15,11 +15,12 @@ CASES = [  # (notebook, names its last cell defines, parameters, notebook has a 
     (nbs.branches, ["total", "tag", "pair"], {"n": 9}),
     (nbs.mapped, ["total", "count", "first"], {"n": 7}),
     (nbs.magics, ["n_shapes", "result"], {}),
+    (nbs.files, ["median", "largest"], {}),
 ]
 
 
 @pytest.mark.parametrize("mode", ["notebook", "cells"])
-@pytest.mark.parametrize("make, names, params", CASES, ids=["branches", "mapped", "magics"])
+@pytest.mark.parametrize("make, names, params", CASES, ids=["branches", "mapped", "magics", "files"])
 def test_same_values_as_nbclient(tmp_path: Path, mode: str, make, names, params) -> None:
     path = make(tmp_path)
     maps = make is nbs.mapped

@@ -4,6 +4,7 @@ Pure data and graph logic — no I/O, and no imports of the rest of idds_jupyter
 so every layer (store, agents, worker, kernel) can depend on it.
 """
 
+from .analysis import BUILTIN_NAMES, EDGE_KINDS, JOB_NAMES, Analysis, analyze
 from .condition import Condition
 from .errors import ExpressionError, TemplateError
 from .expression import FUNCTIONS, Expression, expression
@@ -28,8 +29,9 @@ from .status import (
     WorkflowStatus,
     WorkStatus,
 )
+from .template import load_schema
 from .work import FUNCTION_REF, JOB_DEP_PATTERNS, POLICIES, JobDep, Work
-from .workflow import BUILTIN_NAMES, EDGE_KINDS, JOB_NAMES, Analysis, Workflow, analyze, load_schema
+from .workflow import Workflow
 
 __all__ = [
     "BUILTIN_NAMES",

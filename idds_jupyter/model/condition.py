@@ -41,3 +41,15 @@ class Condition:
     def targets(self) -> Sequence[str]:
         """All names this condition enables or disables."""
         return [*self.true, *self.false]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "expr": self.expr}
+        if self.true:
+            d["true"] = list(self.true)
+        if self.false:
+            d["false"] = list(self.false)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Condition:
+        return cls(name=d["name"], expr=d["expr"], true=list(d.get("true") or []), false=list(d.get("false") or []))

@@ -218,6 +218,29 @@ class Parameter:
     def field(self) -> str:
         return f"parameters.{self.name}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """This declaration as an item of a template's ``parameter_specs``."""
+        d: dict[str, Any] = {"name": self.name}
+        if self.default is not None:
+            d["default"] = self.default
+        if self.type is not None:
+            d["type"] = self.type
+        if self.description:
+            d["description"] = self.description
+        if self.required:
+            d["required"] = True
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Parameter:
+        return cls(
+            name=d["name"],
+            default=d.get("default"),
+            type=d.get("type"),
+            description=d.get("description", ""),
+            required=d.get("required", False),
+        )
+
     def check(self, value: Any) -> None:
         """Raise :class:`TemplateError` unless ``value`` already has the declared type."""
         if self.type is None or value is None:

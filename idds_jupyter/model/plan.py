@@ -31,13 +31,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .analysis import JOB_NAMES, Analysis, analyze
 from .errors import ExpressionError, TemplateError
 from .limits import RUNTIME
 from .parameter import placeholders, substitute
 from .shell import render_command
 from .status import FAILED_LIKE, WORK_MACHINE, WorkflowStatus, WorkStatus, scope_outcome
 from .work import JobDep, Work
-from .workflow import JOB_NAMES, Analysis, Workflow, analyze
+from .workflow import Workflow
 
 __all__ = ["Plan", "RunState", "WorkInstance", "WorkState", "plan", "render_job"]
 

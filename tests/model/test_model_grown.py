@@ -80,7 +80,7 @@ def test_a_condition_or_a_loop_is_never_independent() -> None:
 
 def test_growing_independent_works_analyses_only_the_new_ones(run: Workflow) -> None:
     """Each step's analysis is the one a whole analysis gives, without re-reading the old works."""
-    from idds_jupyter.model.workflow import _analyze, analyze
+    from idds_jupyter.model.analysis import _analyze, analyze
 
     wf = run.grown([_work(3)])  # the first growth analyses the whole run
     for i in range(4, 30):

@@ -222,10 +222,10 @@ def _first_comment(source: str) -> str:
     return ""
 
 
-def _name_units(us: list[Unit], group: str) -> None:
+def _name_units(us: list[Unit], group: str, params: set[str]) -> None:
     from idds_jupyter.model.workflow import _RESERVED
 
-    taken: set[str] = {u.name for u in us if u.explicit}
+    taken: set[str] = {u.name for u in us if u.explicit} | params
     for u in us:
         if u.explicit:
             continue
@@ -249,7 +249,7 @@ def cells_template(path: str, nb: Any | None = None, group: str = "cell",
     us = units(nb, group)
     if not us:
         raise ExportError(f"{path}: no code cell to export")
-    _name_units(us, group)
+    _name_units(us, group, set(defaults))
     producer: dict[str, Unit] = {}
     inputs: dict[str, dict[str, Unit]] = {}
     wanted: dict[str, list[str]] = {u.name: [] for u in us}

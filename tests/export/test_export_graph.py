@@ -116,3 +116,12 @@ def test_idds_work_cells_keep_their_meaning(tmp_path: Path) -> None:
     bad = nbs.write(tmp_path / "b.ipynb", nbs._code("%%idds work --bogus\nx = 1"))
     with pytest.raises(ExportError, match="cell 1: %%idds work: unknown option '--bogus'"):
         export_template(str(bad), "cells")
+
+
+def test_a_cell_rebinding_a_parameter_is_named_apart_from_it(tmp_path: Path) -> None:
+    path = nbs.write(tmp_path / "p.ipynb", nbs._code("seed = 1", "parameters"),
+                     nbs._code("seed = seed + 1"), nbs._code("x = seed"))
+    tmpl = export_template(str(path), "cells")
+    assert _deps(tmpl) == {"seed_2": [], "x": ["seed_2"]}
+    assert tmpl["works"][0]["parameters"]["seed"] == "{seed}"
+    assert tmpl["works"][1]["parameters"]["idds_inputs"] == {"seed": "{seed_2.result}"}

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from idds_jupyter.store.jobs import FAILED, FINISHED
-from idds_jupyter.store.tables import jobs, messages, workflows, works
+from idds_jupyter.store.provenance import provenance_summary
+from idds_jupyter.store.tables import jobs, messages, provenance, workflows, works
 from idds_jupyter.store.workflows import full_template
 
 MAX_PAGE = 10_000
@@ -61,6 +62,10 @@ def list_runs(engine: Engine, owner: str | None = None, status: str | None = Non
         return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+# a work with no job ended yet: none run, cached or failed (store.provenance)
+_NONE = {"ran": 0, "cached": 0, "failed": 0}
+
+
 def _percentile(conn: Connection, workflow_id: int, n: int, q: float) -> float | None:
     if n <= 0:
         return None
@@ -99,6 +104,8 @@ def summary(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
             jobs.c.submitted_at.is_not(None), jobs.c.finished_at.is_not(None))).scalar() or 0
         p50 = _percentile(conn, workflow_id, n_lat, 0.50)
         p95 = _percentile(conn, workflow_id, n_lat, 0.95)
+        # per work: jobs run, taken from the cache (memoized), failed (store.provenance)
+        ran_cached = provenance_summary(conn, workflow_id)
     totals: dict[str, int] = {}
     for counts in by_work.values():
         for st, n in counts.items():
@@ -108,7 +115,8 @@ def summary(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
     return {
         **dict(row),
         "jobs": totals,
-        "works": [{**dict(w), "jobs": by_work.get(w["id"], {})} for w in ws],
+        "works": [{**dict(w), "jobs": by_work.get(w["id"], {}),
+                   "provenance": ran_cached.get(w["name"], _NONE)} for w in ws],
         "metrics": {
             "finished": int(n_fin or 0),
             "failed": n_failed,
@@ -142,6 +150,7 @@ def dag(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
                                  works.c.status, works.c.loop, works.c.iteration, works.c.spec)
                           .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
         by_work = job_counts_by_work(conn, workflow_id)
+        ran_cached = provenance_summary(conn, workflow_id)
     nodes: list[dict[str, Any]] = []
     edges: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
@@ -155,7 +164,8 @@ def dag(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
         spec = w["spec"] or {}
         nodes.append({"name": w["name"], "template_name": w["template_name"], "kind": w["kind"],
                       "status": w["status"], "jobs": by_work.get(w["id"], {}), "loop": w["loop"],
-                      "iteration": w["iteration"]})
+                      "iteration": w["iteration"],
+                      "provenance": ran_cached.get(w["name"], _NONE)})
         for dep in spec.get("depends_on") or []:
             edge(str(dep), w["name"], "dep")
         for item in spec.get("job_deps") or []:
@@ -191,7 +201,9 @@ def jobs_page(engine: Engine, workflow_id: int, work: str, offset: int = 0, limi
         total = conn.execute(select(func.count()).where(*cond)).scalar() or 0
         rows = conn.execute(select(jobs.c.id, jobs.c.idx, jobs.c.status, jobs.c.attempt,
                                    jobs.c.wall_s, jobs.c.error, jobs.c.exit_code, jobs.c.log_path,
-                                   jobs.c.submitted_at, jobs.c.started_at, jobs.c.finished_at)
+                                   jobs.c.submitted_at, jobs.c.started_at, jobs.c.finished_at,
+                                   provenance.c.cached_from)
+                            .select_from(jobs.outerjoin(provenance, provenance.c.job_id == jobs.c.id))
                             .where(*cond).order_by(jobs.c.idx)
                             .limit(min(limit, MAX_PAGE)).offset(offset)).mappings().all()
     out = []
@@ -200,6 +212,7 @@ def jobs_page(engine: Engine, workflow_id: int, work: str, offset: int = 0, limi
         err = d.pop("error")
         d["error"] = err.strip().splitlines()[0] if err and err.strip() else None
         d["log"] = d.pop("log_path") is not None
+        d["cached"] = d["cached_from"] is not None  # memoized: the job it took its result from
         out.append(d)
     return {"work": work, "total": int(total), "offset": offset, "jobs": out}
 

@@ -109,6 +109,15 @@ def test_rerun_over_rest(served_db: Served) -> None:
         assert client.wait_workflow(new, 120) == "finished"
         assert client.provenance(new)["works"] == {"a": {"ran": 0, "cached": 5, "failed": 0},
                                                    "b": {"ran": 0, "cached": 5, "failed": 0}}
+        # every monitor view shows them as cached
+        mon = served_db.alice.get(f"/monitor/{new}").json
+        assert [w["provenance"] for w in mon["works"]] == [{"ran": 0, "cached": 5, "failed": 0}] * 2
+        nodes = served_db.alice.get(f"/monitor/{new}/dag").json["nodes"]
+        assert {n["name"]: n["provenance"]["cached"] for n in nodes} == {"a": 5, "b": 5}
+        page = served_db.alice.get(f"/monitor/{new}/works/b/jobs").json
+        assert [j["cached"] for j in page["jobs"]] == [True] * 5
+        first = served_db.alice.get(f"/monitor/{wid}/works/b/jobs").json
+        assert [j["cached"] for j in first["jobs"]] == [False] * 5
         job = client.provenance(new, "b", 2)
         assert [(u["work"], u["idx"]) for u in job["upstream"]] == [("a", 2)]
         assert job["cached"] and job["result"] == {"i": 2, "k": 1}

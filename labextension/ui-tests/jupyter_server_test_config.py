@@ -28,3 +28,5 @@ os.environ["IDDS_HOME"] = _home
 os.environ.setdefault("IDDS_WORKERS", "2")
 for _var in ("IDDS_URL", "IDDS_TOKEN", "IDDS_DB_URL"):
     os.environ.pop(_var, None)
+# The render-time test draws a run of 100,000 jobs in one work (the default limit is 50,000).
+c.IddsExtension.max_jobs_per_work = 100_000  # noqa: F821

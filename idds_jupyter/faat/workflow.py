@@ -164,6 +164,19 @@ class Run:
             return self.client.provenance(self.id)
         return self.client.provenance(self.id, work, int(job or 0))
 
+    def write_crate(self, path: str) -> str:
+        """Write this run's provenance as an RO-Crate zip at ``path`` (returned).
+
+        The client side of ``idds-jupyter provenance ID -o``; needs the ``provenance`` extra.
+        """
+        from idds_jupyter.export.provenance import write_crate
+
+        info = self.info()
+        run = {k: info.get(k) for k in ("id", "name", "status", "owner", "created_at", "finished_at")}
+        run["id"] = self.id
+        run["template"] = self.client.dag(self.id)  # the run's graph: works and their edges
+        return write_crate(run, self.client.provenance(self.id), path)
+
     def rerun(self, failed_only: bool = True) -> Run:
         """A new run of this run's template with every work memoized.
 

@@ -119,6 +119,31 @@ def cell_names(body: str) -> tuple[list[str], list[str]]:
 
         visit_ImportFrom = visit_Import
 
+        # Python evaluates the right-hand side (and a loop's iterable) before it binds the
+        # targets: ``x = x + 1`` reads the notebook's ``x``
+        def visit_Assign(self, node: ast.Assign) -> None:
+            self.visit(node.value)
+            for t in node.targets:
+                self.visit(t)
+
+        def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+            if node.value is not None:
+                self.visit(node.value)
+            self.visit(node.annotation)
+            self.visit(node.target)
+
+        def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+            self.visit(node.value)
+            self.visit(node.target)
+
+        def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+            self.visit(node.iter)
+            self.visit(node.target)
+            for stmt in (*node.body, *node.orelse):
+                self.visit(stmt)
+
+        visit_AsyncFor = visit_For
+
         def visit_AugAssign(self, node: ast.AugAssign) -> None:
             # ``total += x`` reads ``total`` before it binds it again
             t = node.target

@@ -125,3 +125,14 @@ def test_a_cell_rebinding_a_parameter_is_named_apart_from_it(tmp_path: Path) -> 
     assert _deps(tmpl) == {"seed_2": [], "x": ["seed_2"]}
     assert tmpl["works"][0]["parameters"]["seed"] == "{seed}"
     assert tmpl["works"][1]["parameters"]["idds_inputs"] == {"seed": "{seed_2.result}"}
+
+
+@pytest.mark.parametrize("src, reads, assigns", [
+    ("x = x + 1", ["x"], ["x"]),
+    ("y: int = y * 2", ["y"], ["y"]),
+    ("for i in items:\n    acc = i", ["items"], ["i", "acc"]),
+    ("if (n := n + 1) > 2:\n    pass", ["n"], ["n"]),
+])
+def test_the_right_hand_side_is_read_before_the_target_is_bound(src: str, reads: list[str],
+                                                                 assigns: list[str]) -> None:
+    assert cell_names(src) == (reads, assigns)

@@ -128,3 +128,28 @@ def test_rerun_over_rest(served_db: Served) -> None:
         client.shutdown()
 
 
+
+
+def test_a_named_namespace_is_shared_and_owner_scope_is_not(served_db: Served) -> None:
+    """``cache: "team"``: bob takes the results alice's jobs produced in that namespace;
+    ``cache: true`` (each owner's own) he does not."""
+    def tmpl(cache: Any) -> dict[str, Any]:
+        return {"name": "ns", "works": [{"name": "a", "function": "idds_jupyter.worker.job:echo",
+                                         "n_jobs": 4, "parameters": {"i": "{job_index}"},
+                                         "cache": cache}]}
+
+    admin = Client(served_db.handle.url, served_db.admin.token)
+    try:
+        def run_as(api: Any, cache: Any) -> dict[str, int]:
+            r = api.post("/requests", {"template": tmpl(cache)})
+            assert r.status == 201, r
+            assert admin.wait_workflow(r.json["id"], 120) == "finished"
+            return dict(admin.provenance(r.json["id"])["works"]["a"])
+
+        assert run_as(served_db.alice, "team") == {"ran": 4, "cached": 0, "failed": 0}
+        assert run_as(served_db.bob, "team") == {"ran": 0, "cached": 4, "failed": 0}
+        assert run_as(served_db.alice, True) == {"ran": 4, "cached": 0, "failed": 0}
+        assert run_as(served_db.bob, True) == {"ran": 4, "cached": 0, "failed": 0}
+        assert run_as(served_db.bob, True) == {"ran": 0, "cached": 4, "failed": 0}
+    finally:
+        admin.shutdown()

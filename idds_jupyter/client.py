@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from idds_jupyter.backoff import Backoff
+
 __all__ = ["Client", "IddsError", "PushChannel", "get_client", "find_server", "API_PREFIX"]
 
 API_PREFIX = "/idds/api/v1/"
@@ -791,7 +793,7 @@ class PushChannel:
         from tornado.websocket import websocket_connect
 
         loop = asyncio.get_running_loop()
-        backoff = 0.05
+        backoff = Backoff(0.05, maximum=5.0)
         first = True
         while not self._stopping:
             try:
@@ -804,7 +806,7 @@ class PushChannel:
                     conn.close()
                     break
                 await conn.write_message(json.dumps({"subscribe": self.subscription}))
-                backoff = 0.05
+                backoff.reset()
                 # ready once the service acknowledged the subscription ("subscribed")
                 ack_by = loop.time() + 5.0
                 ready = False
@@ -842,8 +844,7 @@ class PushChannel:
             self._conn = None
             if self._stopping:
                 break
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await asyncio.sleep(backoff.next())
 
     def _resync(self) -> None:
         with self._lock:

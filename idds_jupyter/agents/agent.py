@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
+from idds_jupyter.backoff import Backoff
 from idds_jupyter.bus import Bus, Coordinator, Event
 
 if TYPE_CHECKING:
@@ -75,17 +76,17 @@ class Agent(threading.Thread):
 
     def run(self) -> None:
         self.setup()
-        backoff = 0.1
+        backoff = Backoff(0.1, maximum=5.0)
         try:
             while not self.ctx.stop.is_set():
                 try:
                     busy = self.step()
-                    backoff = 0.1
+                    backoff.reset()
                 except Exception:
                     self.errors += 1
-                    log.exception("%s step failed; retrying in %.1fs", self.role, backoff)
-                    self.ctx.stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    delay = backoff.next()
+                    log.exception("%s step failed; retrying in %.1fs", self.role, delay)
+                    self.ctx.stop.wait(delay)
                     continue
                 if not busy:
                     self.wait(self.ctx.config.poll_interval)

@@ -51,6 +51,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from idds_jupyter.backoff import Backoff
 from idds_jupyter.worker.job import _base_result, _set_error, kill_current_command, run_job
 
 __all__ = ["HttpRefused", "JobClient", "api_base", "run_http"]
@@ -101,7 +102,7 @@ class JobClient:
         return f"{self.base}/jobs/{self.job_id}{path}"
 
     def _retry(self, what: str, fn: Any) -> Any:
-        delay = self.backoff
+        backoff = Backoff(self.backoff, maximum=max(30.0, self.backoff))
         for attempt in range(1, self.retries + 1):
             try:
                 return fn()
@@ -114,9 +115,9 @@ class JobClient:
                     http.client.HTTPException, _Truncated) as exc:
                 last = exc
             if attempt < self.retries:
+                delay = backoff.next()
                 sys.stderr.write(f"idds worker: {what}: {last}; retrying in {delay:g} s\n")
                 time.sleep(delay)
-                delay = min(30.0, delay * 2)
         raise ConnectionError(f"{what}: gave up after {self.retries} tries: {last}")
 
     def _open(self, req: urllib.request.Request) -> Any:

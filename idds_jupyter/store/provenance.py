@@ -270,7 +270,8 @@ def provenance_summary(conn: Connection, workflow_id: int) -> dict[str, dict[str
                 func.count().label("n"))
          .join(works, works.c.id == provenance.c.work_id)
          .where(provenance.c.workflow_id == workflow_id)
-         .group_by(works.c.name, provenance.c.status, cached))
+         .group_by(works.c.id, works.c.name, provenance.c.status, cached)
+         .order_by(works.c.id))  # in the works' order
     out: dict[str, dict[str, int]] = {}
     for name, status, is_cached, n in conn.execute(q):
         s = out.setdefault(name, {"ran": 0, "cached": 0, "failed": 0})

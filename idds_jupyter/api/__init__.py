@@ -56,6 +56,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/catalog/datasets", h.DatasetsHandler),
     ("/catalog/datasets/{dataset}", h.DatasetHandler),
     ("/catalog/datasets/{dataset}/available", h.DatasetAvailableHandler),
+    ("/catalog/datasets/{dataset}/staging", h.DatasetStagingHandler),
     ("/monitor/{id}", h.MonitorHandler),
     ("/monitor/{id}/dag", h.MonitorDagHandler),
     ("/monitor/{id}/works/{name}/jobs", h.MonitorJobsHandler),

@@ -634,6 +634,32 @@ class DatasetAvailableHandler(ApiHandler):
         self.send({"name": name, "released": released})
 
 
+class DatasetStagingHandler(ApiHandler):
+    async def post(self, name: str) -> None:
+        """Staging state of files not yet available (a data source such as Rucio reports it):
+        ``{"files": [...], "state": "queued|staging|stuck|failed", "error": str}``; ``failed``
+        fails the jobs waiting on those files with ``error``."""
+        from idds_jupyter.store.catalog import STAGING_STATES
+
+        body = self.json_body()
+        names = _files_field(body.get("files"), allow_null=True) or []
+        state, error = body.get("state"), body.get("error")
+        if state not in STAGING_STATES:
+            raise ApiError(400, f"field 'state' must be one of {', '.join(STAGING_STATES)}")
+        if error is not None and (not isinstance(error, str) or len(error) > 4096):
+            raise ApiError(400, "field 'error' must be a string (at most 4096 characters)")
+        try:
+            out = await self.run(_catalog(self).set_staging, name, names, state, error)
+        except LookupError as exc:
+            raise ApiError(404, str(exc).strip("'\"")) from None
+        if out.failed:
+            from idds_jupyter.bus.event import outcome_events
+
+            self.ctx.bus.publish(outcome_events(out.terminal_works, out.dirty_workflows,
+                                                out.ended_workflows))
+        self.send({"name": name, "state": state, "failed_jobs": out.failed})
+
+
 # --------------------------------------------------------------- monitor
 class MonitorHandler(ApiHandler):
     async def get(self, wid: str) -> None:

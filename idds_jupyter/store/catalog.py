@@ -10,13 +10,21 @@ does not exist (``LookupError``): no one learns what others hold.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
-from idds_jupyter.store.jobs import PENDING, READY
+from idds_jupyter.store.jobs import (
+    FAILED,
+    PENDING,
+    READY,
+    Outcome,
+    cancel_descendants,
+    count_on_works,
+)
 from idds_jupyter.store.sql import chunks, now
 from idds_jupyter.store.tables import datasets, files, jobs
 
@@ -74,11 +82,22 @@ class Catalog:
         with self.engine.begin() as conn:
             return mark_available(conn, self._dataset_id(conn, dataset), names)
 
+    def set_staging(self, dataset: str, names: Sequence[str], state: str,
+                    error: str | None = None) -> Outcome:
+        """Staging state of files not yet available (an external data source's view, e.g.
+        Rucio's locks): ``queued``, ``staging``, ``stuck``; ``failed`` also fails the jobs
+        waiting on them with ``error`` (their run goes on, or ends, as for any failed job)."""
+        if state not in STAGING_STATES:
+            raise ValueError(f"state must be one of {', '.join(STAGING_STATES)}, got {state!r}")
+        with self.engine.begin() as conn:
+            return set_staging(conn, self._dataset_id(conn, dataset), names, state, error)
+
     def files(self, dataset: str) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
             ds = self._dataset_id(conn, dataset)
             return [dict(r) for r in conn.execute(
-                select(files.c.id, files.c.name, files.c.status, files.c.size, files.c.available_at)
+                select(files.c.id, files.c.name, files.c.status, files.c.size, files.c.available_at,
+                       files.c.meta)
                 .where(files.c.dataset_id == ds).order_by(files.c.id)).mappings()]
 
     def datasets(self, every_owner: bool = False, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
@@ -118,3 +137,33 @@ def mark_available(conn: Connection, dataset_id: int, names: Sequence[str] | Non
                 .values(status=READY, release_count=jobs.c.release_count + 1))
             released += res.rowcount or 0
     return released
+
+
+#: staging states a data source may set on files not yet available (``failed`` fails their jobs)
+STAGING_STATES = ("queued", "staging", "stuck", "failed")
+
+
+def set_staging(conn: Connection, dataset_id: int, names: Sequence[str], state: str,
+                error: str | None = None) -> Outcome:
+    """Files not yet available take ``state``; ``failed``: the jobs waiting on them fail."""
+    out = Outcome()
+    for part in chunks(list(names)):
+        ids = [r[0] for r in conn.execute(
+            update(files).where(files.c.dataset_id == dataset_id, files.c.status != "available",
+                                files.c.name.in_(list(part)))
+            .values(status=state).returning(files.c.id)).all()]
+        if state != "failed" or not ids:
+            continue
+        rows = conn.execute(
+            update(jobs).where(jobs.c.file_id.in_(ids), jobs.c.status == PENDING)
+            .values(status=FAILED, error=error or "input file failed", finished_at=now())
+            .returning(jobs.c.id, jobs.c.work_id)).all()
+        per_work: dict[int, Counter[str]] = defaultdict(Counter)
+        for _, wid in rows:
+            per_work[wid]["failed"] += 1
+        out.failed += len(rows)
+        for wid, n in cancel_descendants(conn, [r[0] for r in rows]).items():
+            per_work[wid]["cancelled"] += n
+            out.cancelled += n
+        count_on_works(conn, per_work, out)
+    return out

@@ -1,0 +1,540 @@
+"""The data carousel against a real Rucio: datasets, staging rules and replica states.
+
+A work's ``input_dataset: rucio://SCOPE:NAME`` names a Rucio dataset. A
+:class:`RucioSource` (``rucio-clients``, the ``rucio`` extra) does for it what iDDS
+does for the carousel:
+
+1. lists the dataset's files from Rucio and registers them in the catalog, under the
+   dataset name ``rucio://SCOPE:NAME``; each catalog file is named by its **PFN at the
+   destination** (``file`` of the job that processes it, so processing code opens the
+   real file) and keeps its DID, size and Rucio state in its metadata;
+2. creates, or adopts when one already exists for the same account and expression, a
+   replication rule of the dataset to ``rse_expression`` (``lifetime``, ``activity``,
+   ``notify``), as a carousel asks Rucio to stage from tape;
+3. learns which files are on disk in two ways, as iDDS does: Rucio's messages over
+   STOMP (``transfer-done`` from Hermes: the fast path, :class:`StompListener`) and,
+   every ``poll_interval`` seconds, the rule's replica locks (the lazy fallback, so a
+   lost message only delays a job). A file whose lock is OK is marked available, which
+   releases the job bound to it;
+4. reports the per-file staging state to the catalog (``queued``, ``staging``,
+   ``stuck``; the run view's per-file state): a file whose lock stays STUCK for longer
+   than ``stuck_after`` seconds fails its job, with the Rucio state in the error. Rucio
+   keeps retrying it by its own terms; once its replica is AVAILABLE the file is marked
+   available again and ``retry`` of the run processes it.
+
+An unreachable Rucio (a restart, a network cut) is logged and polled again; nothing is
+lost, since Rucio's locks are the truth and the catalog only ever moves files forward.
+
+Outbound, :class:`StompNotifier` sends run and work events over the same kind of broker
+(as iDDS's Conductor does), for other services to follow the carousel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+log = logging.getLogger("idds_jupyter.data.rucio")
+
+__all__ = ["SCHEME", "RucioSettings", "RucioSource", "StompListener", "StompNotifier", "process_pfn",
+           "hermes_message", "is_rucio", "parse_rucio", "pfn_path", "rucio_client"]
+
+SCHEME = "rucio://"
+INSTALL_HINT = "pip install 'idds-jupyter[rucio]'"
+
+
+def is_rucio(uri: object) -> bool:
+    """Whether ``uri`` names a Rucio dataset (``rucio://SCOPE:NAME``)."""
+    return isinstance(uri, str) and uri.startswith(SCHEME)
+
+
+def parse_rucio(uri: str) -> tuple[str, str]:
+    """``rucio://SCOPE:NAME`` -> ``(SCOPE, NAME)``; a clear ``ValueError`` otherwise."""
+    if not is_rucio(uri):
+        raise ValueError(f"not a Rucio dataset {uri!r}: expected rucio://SCOPE:NAME")
+    scope, sep, name = uri[len(SCHEME):].partition(":")
+    if not sep or not scope or not name or "/" in scope:
+        raise ValueError(f"bad Rucio dataset {uri!r}: expected rucio://SCOPE:NAME")
+    return scope, name
+
+
+def pfn_path(pfn: str) -> str:
+    """The local path of a ``file://`` PFN (``file://localhost/data/x`` -> ``/data/x``);
+    any other string is returned as it is."""
+    if pfn.startswith("file://"):
+        rest = pfn[len("file://"):]
+        return "/" + rest.split("/", 1)[1] if not rest.startswith("/") else rest
+    return pfn
+
+
+@dataclass
+class RucioSettings:
+    """Where Rucio is and how to stage: the ``rucio_*`` settings of the configuration.
+
+    ``host``/``auth_host`` empty: the rucio client's own configuration (``RUCIO_CONFIG``,
+    ``/opt/rucio/etc/rucio.cfg``). ``auth_type``: ``userpass``, ``x509`` (``client_cert``,
+    ``client_key`` or ``x509_proxy``), ``oidc`` (an existing ``auth_token_file``) or
+    ``token`` (the same file).
+    """
+
+    host: str = ""
+    auth_host: str = ""
+    auth_type: str = "userpass"
+    account: str | None = None
+    vo: str | None = None
+    username: str | None = None
+    password: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    x509_proxy: str | None = None
+    auth_token_file: str | None = None
+    ca_cert: str | bool | None = None
+    # the staging rule
+    rse_expression: str = "DISK"
+    lifetime: int | None = 7 * 86400
+    activity: str | None = "Staging"
+    grouping: str = "DATASET"
+    source_replica_expression: str | None = None
+    scheme: str = "file"  # the protocol of the PFNs given to jobs
+    # how we learn of staged files
+    poll_interval: float = 10.0
+    stuck_after: float = 3600.0
+    stomp_brokers: tuple[str, ...] = ()  # host:port
+    stomp_destination: str = "/topic/rucio.events"
+    stomp_user: str | None = None
+    stomp_password: str | None = None
+    stomp_vhost: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> RucioSettings:
+        """From the core's :class:`~idds_jupyter.config.Config` (its ``rucio_*`` fields)."""
+        kw: dict[str, Any] = {}
+        for f in cls.__dataclass_fields__:
+            v = getattr(config, f"rucio_{f}", None)
+            if v is not None and v != "":
+                kw[f] = tuple(v) if f == "stomp_brokers" else v
+        kw.update(overrides)
+        return cls(**kw)
+
+
+def rucio_client(settings: RucioSettings) -> Any:
+    """A ``rucio.client.Client`` for these settings."""
+    os.environ.setdefault("RUCIO_CLIENT_MODE", "1")  # never the server's code paths
+    try:
+        from rucio.client import Client
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        raise ModuleNotFoundError(f"the Rucio data source needs rucio-clients: {INSTALL_HINT}") from exc
+    creds: dict[str, Any] = {}
+    if settings.auth_type == "userpass":
+        creds = {"username": settings.username, "password": settings.password}
+    elif settings.auth_type == "x509":
+        creds = {"client_cert": settings.client_cert, "client_key": settings.client_key}
+    elif settings.auth_type == "x509_proxy":
+        creds = {"client_proxy": settings.x509_proxy}
+    kw: dict[str, Any] = {"auth_type": settings.auth_type, "account": settings.account}
+    if settings.host:
+        kw["rucio_host"] = settings.host
+        kw["auth_host"] = settings.auth_host or settings.host
+    if settings.vo:
+        kw["vo"] = settings.vo
+    if settings.ca_cert is not None:
+        kw["ca_cert"] = settings.ca_cert
+    if any(v is not None for v in creds.values()):
+        kw["creds"] = creds
+    if settings.auth_token_file and settings.auth_type in ("oidc", "token"):
+        with open(settings.auth_token_file) as fh:
+            os.environ.setdefault("RUCIO_AUTH_TOKEN", fh.read().strip())
+    return Client(**{k: v for k, v in kw.items() if v is not None})
+
+
+def hermes_message(event_type: str, payload: Mapping[str, Any], created_at: str | None = None) -> str:
+    """A message body as Rucio's Hermes sends it to ActiveMQ (event type, payload, time)."""
+    return json.dumps({"event_type": event_type.lower(), "payload": dict(payload),
+                       "created_at": created_at or time.strftime("%Y-%m-%d %H:%M:%S.000000")})
+
+
+def _brokers(spec: Iterable[str]) -> list[tuple[str, int]]:
+    out = []
+    for b in spec:
+        host, _, port = b.rpartition(":")
+        out.append((host or "127.0.0.1", int(port or 61613)))
+    return out
+
+
+def _stomp_connection(brokers: Sequence[str], user: str | None, password: str | None,
+                      vhost: str | None) -> Any:
+    try:
+        import stomp
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        raise ModuleNotFoundError(f"STOMP messaging needs stomp.py: {INSTALL_HINT}") from exc
+    return stomp.Connection12(_brokers(brokers), vhost=vhost, heartbeats=(0, 0),
+                              reconnect_attempts_max=1)
+
+
+class StompListener:
+    """Rucio's messages from a STOMP broker (the fast path): each one is handed to
+    ``on_message(event_type, payload)`` in the broker connection's thread. A dropped
+    connection is reconnected by :meth:`ensure` (called from the poll loop): messages
+    sent meanwhile are lost, and the poll finds their files later."""
+
+    def __init__(self, brokers: Sequence[str], destination: str,
+                 on_message: Callable[[str, dict[str, Any]], None], user: str | None = None,
+                 password: str | None = None, vhost: str | None = None) -> None:
+        self.brokers, self.destination, self.on_message = list(brokers), destination, on_message
+        self.user, self.password, self.vhost = user, password, vhost
+        self.received = 0
+        self._conn: Any = None
+
+    def ensure(self) -> bool:
+        """Connected and subscribed (connects when not); False when the broker is down."""
+        if self._conn is not None and self._conn.is_connected():
+            return True
+        try:
+            conn = _stomp_connection(self.brokers, self.user, self.password, self.vhost)
+            conn.set_listener("idds", _Listener(self))
+            conn.connect(self.user, self.password, wait=True)
+            conn.subscribe(self.destination, id="idds-carousel", ack="auto")
+        except Exception as exc:
+            log.warning("STOMP broker %s not reachable: %s (polling goes on)", self.brokers, exc)
+            return False
+        self._conn = conn
+        return True
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # already gone
+                self._conn.disconnect()
+            self._conn = None
+
+
+class _Listener:
+    def __init__(self, owner: StompListener) -> None:
+        self.owner = owner
+
+    def on_message(self, frame: Any) -> None:
+        try:
+            msg = json.loads(frame.body)
+            event_type = str(msg.get("event_type") or frame.headers.get("event_type") or "").lower()
+            payload = msg.get("payload") or {}
+        except (ValueError, AttributeError):
+            log.warning("ignored a STOMP message that is not Rucio's JSON: %.200r", frame.body)
+            return
+        self.owner.received += 1
+        try:
+            self.owner.on_message(event_type, payload)
+        except Exception:
+            log.exception("handling Rucio message %s", event_type)
+
+    def on_error(self, frame: Any) -> None:
+        log.warning("STOMP error: %s", getattr(frame, "body", frame))
+
+
+class StompNotifier:
+    """Outbound notifications over STOMP (as iDDS's Conductor): run and work ended, files
+    processed — one JSON message each, sent to ``destination`` with the event's type in
+    the ``event_type`` header. Sending never raises: an unreachable broker is logged."""
+
+    def __init__(self, brokers: Sequence[str], destination: str, user: str | None = None,
+                 password: str | None = None, vhost: str | None = None) -> None:
+        self.brokers, self.destination = list(brokers), destination
+        self.user, self.password, self.vhost = user, password, vhost
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self.sent = 0
+
+    def send(self, event_type: str, payload: Mapping[str, Any]) -> bool:
+        body = json.dumps({"event_type": event_type, "payload": dict(payload),
+                           "created_at": time.time()}, default=str)
+        with self._lock:
+            for _ in range(2):
+                try:
+                    if self._conn is None or not self._conn.is_connected():
+                        conn = _stomp_connection(self.brokers, self.user, self.password, self.vhost)
+                        conn.connect(self.user, self.password, wait=True)
+                        self._conn = conn
+                    self._conn.send(destination=self.destination, body=body,
+                                    headers={"event_type": event_type, "persistent": "true"})
+                    self.sent += 1
+                    return True
+                except Exception as exc:
+                    log.warning("STOMP notification %s not sent: %s", event_type, exc)
+                    self._conn = None
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):  # already gone
+                    self._conn.disconnect()
+                self._conn = None
+
+
+@dataclass
+class _File:
+    did: str
+    pfn: str
+    size: int | None
+    state: str = "queued"  # queued | staging | available | stuck | failed
+    stuck_since: float | None = None
+    available_at: float | None = None
+
+
+@dataclass
+class PollResult:
+    """What one poll of the rule's locks found and did."""
+
+    available: list[str] = field(default_factory=list)  # DIDs newly available
+    released: int = 0
+    failed_jobs: int = 0
+    states: dict[str, int] = field(default_factory=dict)  # lock state -> files
+
+
+class RucioSource:
+    """One Rucio dataset feeding the catalog of an iDDS service (through its REST client).
+
+    ``start()`` registers the files, makes sure a staging rule exists and runs the
+    poll loop (and the STOMP listener, when brokers are configured) in a background
+    thread; ``stop()`` ends it. :meth:`poll` is one round of the lazy fallback, usable
+    on its own.
+    """
+
+    def __init__(self, client: Any, dataset: str, settings: RucioSettings | None = None,
+                 rucio: Any = None) -> None:
+        self.client = client
+        self.uri = dataset
+        self.scope, self.name = parse_rucio(dataset)
+        self.settings = settings or RucioSettings()
+        self._rucio = rucio
+        self.rule_id: str | None = None
+        self.files: dict[str, _File] = {}  # DID -> file
+        self._by_pfn: dict[str, str] = {}
+        self.dest_rses: set[str] = set()
+        self.messages = 0
+        self.polls = 0
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listener: StompListener | None = None
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def rucio(self) -> Any:
+        if self._rucio is None:
+            self._rucio = rucio_client(self.settings)
+        return self._rucio
+
+    def register(self) -> int:
+        """List the dataset's files in Rucio and register them in the catalog (their PFNs at
+        the destination as names); returns how many files. Idempotent."""
+        s = self.settings
+        listed = list(self.rucio.list_files(self.scope, self.name))
+        if not listed:
+            raise LookupError(f"Rucio dataset {self.scope}:{self.name} has no files")
+        self.dest_rses = {r["rse"] for r in self.rucio.list_rses(s.rse_expression)}
+        if not self.dest_rses:
+            raise LookupError(f"rse_expression {s.rse_expression!r} matches no RSE in Rucio")
+        dest = sorted(self.dest_rses)[0]
+        dids = [f"{f['scope']}:{f['name']}" for f in listed]
+        pfns: dict[str, str] = {}
+        for i in range(0, len(dids), 500):
+            pfns.update(self.rucio.lfns2pfns(dest, dids[i:i + 500], operation="read", scheme=s.scheme))
+        with self._lock:
+            for f, did in zip(listed, dids, strict=True):
+                if did not in self.files:
+                    self.files[did] = _File(did=did, pfn=pfns[did], size=f.get("bytes"))
+                    self._by_pfn[pfns[did]] = did
+        rows = [{"name": self.files[d].pfn, "size": self.files[d].size,
+                 "meta": {"did": d, "rse": dest}} for d in dids]
+        self.client.request("POST", "catalog/datasets", json_body={
+            "name": self.uri, "files": rows,
+            "meta": {"source": "rucio", "scope": self.scope, "name": self.name,
+                     "rse_expression": s.rse_expression}})
+        return len(rows)
+
+    def ensure_rule(self) -> str:
+        """The staging rule: adopted when the account already has one of the dataset to the
+        same expression, else created; returns its id."""
+        s = self.settings
+        account = self.rucio.account
+        for rule in self.rucio.list_did_rules(self.scope, self.name):
+            if rule.get("rse_expression") == s.rse_expression and rule.get("account") == account:
+                self.rule_id = str(rule["id"])
+                log.info("adopted rule %s of %s:%s", self.rule_id, self.scope, self.name)
+                return self.rule_id
+        kw: dict[str, Any] = {"lifetime": s.lifetime, "activity": s.activity, "grouping": s.grouping,
+                              "notify": "Y", "source_replica_expression": s.source_replica_expression}
+        ids = self.rucio.add_replication_rule([{"scope": self.scope, "name": self.name}], 1,
+                                              s.rse_expression,
+                                              **{k: v for k, v in kw.items() if v is not None})
+        self.rule_id = str(ids[0])
+        log.info("created rule %s of %s:%s to %s", self.rule_id, self.scope, self.name,
+                 s.rse_expression)
+        return self.rule_id
+
+    # ------------------------------------------------------------------ learning of files
+    def _path(self, suffix: str) -> str:
+        return f"catalog/datasets/{quote(self.uri, safe='')}/{suffix}"
+
+    def _mark_available(self, dids: Sequence[str]) -> int:
+        """Catalog: these files are on disk (their jobs may go)."""
+        with self._lock:
+            fresh = [d for d in dids if d in self.files and self.files[d].state != "available"]
+            pfns = [self.files[d].pfn for d in fresh]
+        if not fresh:
+            return 0
+        res = self.client.request("POST", self._path("available"), json_body={"files": pfns}).json()
+        t = time.time()
+        with self._lock:
+            for d in fresh:
+                self.files[d].state, self.files[d].available_at = "available", t
+        return int(res.get("released", 0))
+
+    def _set_state(self, dids: Sequence[str], state: str, error: str | None = None) -> int:
+        if not dids:
+            return 0
+        body: dict[str, Any] = {"files": [self.files[d].pfn for d in dids], "state": state}
+        if error:
+            body["error"] = error[:4000]
+        res = self.client.request("POST", self._path("staging"), json_body=body).json()
+        with self._lock:
+            for d in dids:
+                self.files[d].state = state
+        return int(res.get("failed_jobs", 0))
+
+    def on_message(self, event_type: str, payload: Mapping[str, Any]) -> None:
+        """A Rucio message (Hermes): ``transfer-done`` to a destination RSE marks its file
+        available at once; rule and lock messages wake the poll loop."""
+        self.messages += 1
+        if event_type in ("transfer-done", "transfer_done"):
+            did = f"{payload.get('scope')}:{payload.get('name')}"
+            rse = payload.get("dst-rse")
+            if did in self.files and (rse is None or rse in self.dest_rses):
+                self._mark_available([did])
+        elif (event_type in ("rule_ok", "rule_progress", "transfer-failed", "transfer-submission_failed")
+              and payload.get("rule_id") in (None, self.rule_id)):
+            self._wake.set()
+
+    def poll(self) -> PollResult:
+        """The lazy fallback: read the rule's locks; OK files become available, REPLICATING
+        ones staging, STUCK ones stuck (failed, with their jobs, past ``stuck_after``)."""
+        assert self.rule_id is not None, "ensure_rule() first"
+        out = PollResult()
+        now = time.time()
+        ok, staging, stuck = [], [], []
+        for lock in self.rucio.list_replica_locks(self.rule_id):
+            did = f"{lock['scope']}:{lock['name']}"
+            state = str(lock.get("state"))
+            out.states[state] = out.states.get(state, 0) + 1
+            f = self.files.get(did)
+            if f is None:
+                continue
+            if state == "OK":
+                ok.append(did)
+            elif state == "STUCK":
+                stuck.append(did)
+            elif state == "REPLICATING" and f.state == "queued":
+                staging.append(did)
+        self.polls += 1
+        out.released = self._mark_available(ok)
+        out.available = ok
+        self._set_state(staging, "staging")
+        with self._lock:
+            newly_stuck = [d for d in stuck if self.files[d].state in ("queued", "staging")]
+            for d in stuck:
+                if self.files[d].stuck_since is None:
+                    self.files[d].stuck_since = now
+            too_long = [d for d in stuck if self.files[d].state != "failed"
+                        and now - (self.files[d].stuck_since or now) >= self.settings.stuck_after]
+        self._set_state(newly_stuck, "stuck")
+        if too_long:
+            err = self._stuck_error(too_long)
+            out.failed_jobs = self._set_state(too_long, "failed", err)
+        for d in ok:
+            self.files[d].stuck_since = None
+        return out
+
+    def _stuck_error(self, dids: Sequence[str]) -> str:
+        detail = ""
+        try:
+            rule = self.rucio.get_replication_rule(self.rule_id)
+            detail = (f"; rule {self.rule_id} is {rule.get('state')}"
+                      f" ({rule.get('error') or 'no error text'}), locks OK/REPLICATING/STUCK "
+                      f"{rule.get('locks_ok_cnt')}/{rule.get('locks_replicating_cnt')}/"
+                      f"{rule.get('locks_stuck_cnt')}")
+        except Exception as exc:
+            detail = f"; rule {self.rule_id}: {exc}"
+        shown = ", ".join(dids[:5]) + (f" and {len(dids) - 5} more" if len(dids) > 5 else "")
+        return (f"Rucio replica lock STUCK at {'/'.join(sorted(self.dest_rses))} for more than "
+                f"{self.settings.stuck_after:g} s: {shown}{detail}")
+
+    # ------------------------------------------------------------------ the loop
+    def start(self) -> RucioSource:
+        """Register, ensure the rule, then poll (and listen) in a background thread."""
+        self.register()
+        self.ensure_rule()
+        s = self.settings
+        if s.stomp_brokers:
+            self.listener = StompListener(s.stomp_brokers, s.stomp_destination, self.on_message,
+                                          s.stomp_user, s.stomp_password, s.stomp_vhost)
+            self.listener.ensure()
+        self._thread = threading.Thread(target=self._run, name=f"idds-rucio-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.listener is not None:
+                    self.listener.ensure()
+                self.poll()
+                self.last_error = None
+            except Exception as exc:  # Rucio or the service unreachable: try again later
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("polling rule %s of %s: %s", self.rule_id, self.uri, self.last_error)
+            self._wake.wait(self.settings.poll_interval)
+            self._wake.clear()
+
+    def done(self) -> bool:
+        """Every file available."""
+        with self._lock:
+            return all(f.state == "available" for f in self.files.values())
+
+    def wake(self) -> None:
+        """Poll now (instead of at the next period)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.listener is not None:
+            self.listener.close()
+
+    def states(self) -> dict[str, str]:
+        """Per file (its DID): queued, staging, available, stuck or failed."""
+        with self._lock:
+            return {d: f.state for d, f in self.files.items()}
+
+    def pfn(self, did: str) -> str:
+        return self.files[did].pfn
+
+
+def process_pfn(file: str, seconds: float = 0.0, **_: Any) -> dict[str, Any]:
+    """The demo processing of one staged file (runs on workers): reads it at its PFN."""
+    path = pfn_path(file)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if seconds:
+        time.sleep(float(seconds))
+    return {"path": path, "bytes": len(data), "head": data[:64].decode("utf-8", "replace")}

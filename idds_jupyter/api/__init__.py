@@ -19,7 +19,11 @@ from idds_jupyter.api import provenance as ph
 from idds_jupyter.api.base import ApiError, ApiHandler
 from idds_jupyter.api.config import ConfigHandler
 from idds_jupyter.api.context import ApiContext, make_context
-from idds_jupyter.api.notebooks import ExecutedNotebookHandler
+from idds_jupyter.api.notebooks import (
+    ExecutedNotebookHandler,
+    NotebookExportHandler,
+    NotebookSubmitHandler,
+)
 from idds_jupyter.api.stream import StreamHandler
 
 API_PREFIX = "idds/api/v1"
@@ -65,6 +69,8 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/messages", h.MessagesHandler),
     ("/logs/{job_id}", h.LogHandler),
     ("/logs/{job_id}/notebook", ExecutedNotebookHandler),
+    ("/notebooks/export", NotebookExportHandler),
+    ("/notebooks/submit", NotebookSubmitHandler),
     # job-token routes of batch jobs with transfer: http (idds_jupyter.api.jobs)
     ("/jobs/{job_id}/spec", jh.JobSpecHandler),
     ("/jobs/{job_id}/blobs/{sha256}", jh.JobBlobHandler),

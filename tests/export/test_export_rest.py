@@ -85,3 +85,44 @@ def test_jobs_without_an_executed_notebook(served: Served, tmp_path: Path) -> No
     r = served.alice.get(f"/logs/{jid}/notebook")
     assert r.status == 404 and "has no executed notebook" in r.json["error"]
     assert served.alice.get("/logs/999999/notebook").status == 404
+
+
+def test_a_notebooks_content_is_exported_and_submitted(served: Served, tmp_path: Path) -> None:
+    """What the JupyterLab commands send: the notebook's JSON, a mode, parameters, a sweep."""
+    content = json.loads(nbs.branches(tmp_path).read_text())
+    r = served.alice.post("/notebooks/export", {"notebook": content, "name": "branches.ipynb",
+                                                "mode": "cells"})
+    assert r.status == 200, r
+    assert r.json["parameters"] == {"n": 4, "seed": 1, "label": "run"}  # the form's fields
+    assert [w["name"] for w in r.json["template"]["works"]] == ["evens", "odds", "join"]
+    assert "idds_source: |" in r.json["yaml"]
+    r = served.alice.post("/notebooks/submit", {"notebook": content, "name": "branches.ipynb",
+                                                "mode": "notebook", "params": {"n": 6},
+                                                "sweep": {"seed": [1, 2]}})
+    assert r.status == 201, r
+    assert r.json["works"] == 1
+    wid = r.json["id"]
+    assert served.alice.wait(wid, timeout=120)["status"] == "finished"
+    res = served.alice.get(f"/requests/{wid}/works/branches/results").json["results"]
+    want = [nbs.reference(tmp_path / "branches.ipynb", ["total", "tag", "pair"], {"n": 6, "seed": s})[0]
+            for s in (1, 2)]
+    assert [j["result"]["values"] for j in res] == want
+    assert served.bob.get(f"/requests/{wid}").status == 404
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"notebook": [], "name": "a.ipynb"}, 400, "field 'notebook' must be a notebook"),
+    ({"notebook": {"cells": []}, "name": "../x.ipynb"}, 400, "field 'name' must be a plain file name"),
+    ({"notebook": {"cells": []}, "mode": "dag"}, 400, "field 'mode' must be 'notebook' or 'cells'"),
+    ({"notebook": {"cells": []}, "sweep": {"a": list(range(1000)), "b": list(range(1000))}}, 413,
+     "the sweep makes 1000000 jobs, over max_jobs_per_submission (100000)"),
+    ({"notebook": {"cells": [{"cell_type": "code", "source": "x = !ls", "metadata": {},
+                              "outputs": [], "execution_count": None}],
+                   "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, "mode": "cells"},
+     400, "notebook.ipynb: cell 1, line 1: 'x = !ls'"),
+])
+def test_bad_notebook_requests_are_named(served: Served, body: dict, status: int, message: str) -> None:
+    r = served.alice.post("/notebooks/export", body)
+    assert r.status == status, r
+    assert message in r.json["error"]
+    assert served.anon.post("/notebooks/submit", body).status == 401

@@ -27,8 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from postgres import PostgresServer  # noqa: E402
 from rucio_server import Hermes, RucioServer, StompBroker  # noqa: E402
 
+from idds_jupyter.api.server import start_server  # noqa: E402
 from idds_jupyter.client import Client  # noqa: E402
+from idds_jupyter.config import Config  # noqa: E402
 from idds_jupyter.data.rucio import RucioSettings, RucioSource, parse_rucio, pfn_path  # noqa: E402
+from idds_jupyter.data.stomp import StompListener  # noqa: E402
 
 FN = "idds_jupyter.data.rucio:process_pfn"
 
@@ -51,6 +54,23 @@ def broker() -> Iterator[StompBroker]:
         yield b
     finally:
         b.stop()
+
+
+NOTIFY_DEST = "/topic/idds.notifications"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, broker: StompBroker) -> Iterator[Any]:
+    """The iDDS server (local workers), its outbound notifications also sent over STOMP."""
+    home = tmp_path_factory.mktemp("rucio-usecases")
+    notify = f"stomp://{broker.address}{NOTIFY_DEST}?vhost={broker.vhost}"
+    cfg = Config.load(None, home=home / "home", db_url=f"sqlite:///{home}/idds.db", workers=4,
+                      poll_interval=0.5, notify_urls=(notify,))
+    handle = start_server(cfg)
+    try:
+        yield handle
+    finally:
+        handle.stop()
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +180,12 @@ def test_rucio_50_tape_files_each_job_within_1s_of_its_transfer_done_message_fts
     assert {f["meta"]["did"] for f in listed} == {f"{scope}:{n}" for n in names}
 
 
-def test_rucio_messages_off_jobs_start_within_the_poll_period_fts_played_by_test(
-        rucio: RucioServer, client: Client) -> None:
+def test_rucio_messages_off_jobs_start_within_the_poll_period_fts_played_by_test_run_end_notified_over_stomp(
+        rucio: RucioServer, broker: StompBroker, client: Client) -> None:
+    notified: list[tuple[str, dict[str, Any]]] = []
+    follower = StompListener([broker.address], NOTIFY_DEST, lambda k, p: notified.append((k, p)),
+                             vhost=broker.vhost)  # another service following the carousel
+    assert follower.ensure()
     scope, ds = "test", "polled"
     names = rucio.make_dataset(scope, ds, 10)
     uri = f"rucio://{scope}:{ds}"
@@ -178,6 +202,11 @@ def test_rucio_messages_off_jobs_start_within_the_poll_period_fts_played_by_test
     print(f"by polling every {period} s: worst {max(gaps):.3f} s after its file")
     assert max(gaps) < period + 1.0, gaps
     assert src.messages == 0 and src.polls >= 2
+    deadline = time.time() + 10
+    while not any(p.get("workflow_id") == wid for _, p in notified) and time.time() < deadline:
+        time.sleep(0.05)
+    follower.close()
+    assert ("workflow.terminal", {"workflow_id": wid, "status": "finished"}) in notified
 
 
 def test_rucio_stuck_file_fails_its_job_naming_the_rucio_state_then_retry_succeeds_fts_played_by_test(

@@ -1,4 +1,5 @@
-"""Conductor: delivers outbound notifications (workflow ended, ...) to the bus and to webhooks."""
+"""Conductor: delivers outbound notifications (workflow ended, ...) to the bus, to webhooks and
+to STOMP brokers (``notify_urls`` entries ``stomp://HOST:PORT/DESTINATION``)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ class Conductor(Agent):
         self.ctx.publish([make_event(NOTIFICATION, None, kind=kind, **payload)])
         body = json.dumps({"kind": kind, **payload}).encode()
         for url in self.ctx.config.notify_urls:
+            if url.startswith("stomp://"):  # a message broker (idds_jupyter.data.stomp)
+                from idds_jupyter.data.stomp import notify_stomp
+
+                notify_stomp(url, kind, payload)
+                continue
             try:
                 req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
                 urllib.request.urlopen(req, timeout=5).close()

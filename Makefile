@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint docs venv install-check postgres-deps engines-deps labextension ui-deps bench clean hub hub-deps
+.PHONY: lab test lint docs venv install-check postgres-deps engines-deps labextension ui-deps bench clean hub hub-deps rucio-deps
 
 # PyTorch (the hpo-gp extra, for Optuna's GPSampler) is installed first, pinned to the CPU
 # build: a plain `torch` requirement would pull a CUDA build of several GB.
@@ -28,6 +28,11 @@ postgres-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql)
 
+# A real Rucio server for the data-carousel tests: its own venv (rucio, gunicorn, psycopg),
+# installed once outside the repo (ci/rucio.sh; tests/rucio_server.py starts it on loopback).
+rucio-deps:
+	bash ci/rucio.sh deps
+
 # Real workload engines on loopback for the backend tests: Slurm (Debian slurm-wlm + munge)
 # and HTCondor (minicondor in a Debian 13 chroot). Installs once; the tests start them.
 engines-deps:
@@ -49,7 +54,7 @@ install-check: $(STAMP)
 	bash ci/install_check.sh
 
 # pytest runs last so its summary line closes the log; the notebooks are tests too (nbval).
-test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps lint docs install-check
+test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps rucio-deps lint docs install-check
 	$(BIN)/pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-kernel-name idds
 
 bench: $(STAMP)

@@ -9,6 +9,7 @@ compute nodes) stays cheap and never pulls in the client::
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -42,6 +43,22 @@ def load_ipython_extension(ipython: Any) -> None:
     from idds_jupyter.kernel import load_ipython_extension as load
 
     load(ipython)
+
+
+def _register_display() -> None:
+    """Inside IPython, show runs and views as the kernel's live widgets.
+
+    See :mod:`idds_jupyter.kernel.display`; nothing heavy is imported until one is shown.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    if shell is not None:
+        from idds_jupyter.kernel.display import register
+
+        register(shell)
+
+
+_register_display()
 
 
 def __getattr__(name: str) -> Any:

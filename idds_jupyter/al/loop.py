@@ -40,6 +40,7 @@ from idds_jupyter.extras import needs_extras
 from idds_jupyter.faat.results import router
 from idds_jupyter.faat.work import WorkFunction
 from idds_jupyter.faat.workflow import Run
+from idds_jupyter.views import View
 
 if TYPE_CHECKING:
     from idds_jupyter.client import Client
@@ -234,10 +235,11 @@ class ActiveLearning:
                 batch = batch[: self.max_evaluations - len(y)]
         return ALResult(run_id=run.id, X=X, y=y, history=history, converged=converged)
 
-    def widget(self) -> Any:
-        """A live widget of the running loop (its metric per iteration, its proposals)."""
-        from idds_jupyter.kernel.widgets import ActiveLearningWidget
+    def widget(self) -> View:
+        """A live view of the running loop (its metric per iteration, its proposals).
 
+        A notebook displays it as a widget (:mod:`idds_jupyter.views`).
+        """
         if self.run_obj is None:
             raise RuntimeError("the loop has not started: call submit() or run()")
-        return ActiveLearningWidget(self.run_obj.client, self.run_obj.id).widget
+        return View("al", self.run_obj.client, self.run_obj.id)

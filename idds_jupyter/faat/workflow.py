@@ -86,19 +86,6 @@ class Run:
         status = (self.info_snapshot or {}).get("status", "?")
         return f"<Run {self.id} {self.name or ''} {status}>".replace("  ", " ")
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """In a notebook: a live widget (status, a progress bar per work, abort and retry)."""
-        try:
-            from idds_jupyter.kernel.widgets import RunWidget
-
-            widget = RunWidget(self.client, self.id).widget
-            bundle = widget._repr_mimebundle_(include=include, exclude=exclude)
-        except Exception:  # no widget support (plain Python): the text form
-            return {"text/plain": repr(self)}
-        bundle = dict(bundle or {})
-        bundle.setdefault("text/plain", repr(self))
-        return bundle
-
     # --------------------------------------------------------- naming of works
     def next_work_name(self, base: str) -> str:
         """A new work name in this run: ``base`` with a sequence number."""

@@ -91,6 +91,7 @@ from idds_jupyter.model.space import (
     tell,
     trial_work_name,
 )
+from idds_jupyter.views import View
 
 require_optuna()  # the ``hpo`` extra: without it, the one error naming how to install it
 import optuna  # noqa: E402
@@ -792,13 +793,14 @@ class Study:
         """JSON: trials per state and the best per segment (the run's result)."""
         return summary_of({name: seg.study for name, seg in self.segments.items()})
 
-    def widget(self) -> Any:
-        """The live HPO view of the run (objective per trial, parallel coordinates)."""
-        from idds_jupyter.kernel.widgets import HpoWidget
+    def widget(self) -> View:
+        """The live HPO view of the run (objective per trial, parallel coordinates).
 
+        A notebook displays it as a widget (:mod:`idds_jupyter.views`).
+        """
         if self.run is None:
             raise RuntimeError("the study has no run yet: call start() or optimize()")
-        return HpoWidget(self.client, self.run.id, direction=self.direction).widget
+        return View("hpo", self.client, self.run.id, {"direction": self.direction})
 
 
 def _first_result(client: Client, run_id: int, work: str) -> Any:

@@ -204,3 +204,28 @@ df = study.optimize(timeout={timeout})
 print(json.dumps({{"run": study.run_id, "n": len(df),
                   "complete": int((df["state"] == "COMPLETE").sum())}}))
 """
+
+
+class RestartablePostgres:
+    """A private real PostgreSQL (tests/postgres.py) that a test may stop and start again."""
+
+    def __init__(self) -> None:
+        from postgres import PostgresServer
+
+        self.pg = PostgresServer().start()
+        self.url = self.pg.url
+
+    def create_database(self, name: str) -> str:
+        return str(self.pg.create_database(name))
+
+    def stop_fast(self) -> None:
+        self.pg._run(self.pg.bindir / "pg_ctl", "-D", self.pg.dir / "data", "stop", "-m", "fast")
+
+    def start_again(self) -> None:
+        opts = (f"-p {self.pg.port} -k {self.pg.dir} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c max_connections=200")
+        self.pg._run(self.pg.bindir / "pg_ctl", "-D", self.pg.dir / "data", "-l", self.pg.dir / "log",
+                     "-o", opts, "-w", "start")
+
+    def close(self) -> None:
+        self.pg.stop()

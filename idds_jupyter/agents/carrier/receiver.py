@@ -112,16 +112,30 @@ class Receiver(Agent):
                     if j in self._told}
             self._chained.difference_update(told)
         out = Outcome()
-        with self.ctx.engine.begin() as conn:
+        try:
+            with self.ctx.engine.begin() as conn:
+                if started:
+                    mark_running(conn, self.ctx.owner, started)
+                if results:
+                    out = record_results(conn, self.ctx.owner, results)
+                if out.blobs:  # pickled values the workers wrote into the cache directory
+                    record_blobs(conn, out.blobs, kind="result")
+                    # readable by the run's owner (and that owner's jobs), by no one else
+                    grant_job_blobs(conn, [(r[k], int(r["job_id"])) for r in results
+                                           for k in ("blob", "error_blob") if r.get(k)])
+        except BaseException:
+            # Nothing was recorded (the database went away, say): keep the results for the
+            # next step. Dropped, their jobs would stay in flight for good, their locks
+            # renewed by this live agent, never reclaimed.
+            self._held = results + self._held
+            self._held_since, self._held_for = time.monotonic(), 0.0
+            for jid, att, at in started:
+                self._starts.setdefault(jid, (att, at))
             if started:
-                mark_running(conn, self.ctx.owner, started)
-            if results:
-                out = record_results(conn, self.ctx.owner, results)
-            if out.blobs:  # pickled values the workers wrote into the cache directory
-                record_blobs(conn, out.blobs, kind="result")
-                # readable by the run's owner (and that owner's jobs), by no one else
-                grant_job_blobs(conn, [(r[k], int(r["job_id"])) for r in results
-                                       for k in ("blob", "error_blob") if r.get(k)])
+                self._starts_since = time.monotonic() - STARTED_WITHIN_S
+            with self.state.lock:
+                self._told.update(told)
+            raise
         if results:
             with self.state.lock:
                 for r in results:

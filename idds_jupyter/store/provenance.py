@@ -35,13 +35,16 @@ FINISHED = "finished"
 
 
 def upstream_hashes(conn: Connection, job_ids: Sequence[int]) -> dict[int, list[str | None]]:
-    """The result digests of each job's parents (job-level links), by child id."""
+    """The result digests of each job's parents (job-level links), by child id (None: a
+    parent with no record). Through the driver: thousands of (child, digest) pairs."""
     out: dict[int, list[str | None]] = defaultdict(list)
+    pg = conn.dialect.name == "postgresql"
     for part in chunks(list(job_ids)):
-        q = (select(job_deps.c.child_id, provenance.c.result_hash)
-             .select_from(job_deps.outerjoin(provenance, provenance.c.job_id == job_deps.c.parent_id))
-             .where(job_deps.c.child_id.in_(list(part))))
-        for child, digest in conn.execute(q):
+        where = "d.child_id = ANY(%s)" if pg else f"d.child_id IN ({','.join('?' * len(part))})"
+        sql = ("SELECT d.child_id, p.result_hash FROM job_deps d LEFT OUTER JOIN provenance p "
+               f"ON p.job_id = d.parent_id WHERE {where}")
+        params = (list(part),) if pg else tuple(part)
+        for child, digest in conn.exec_driver_sql(sql, params):
             out[child].append(digest)
     return out
 
@@ -60,43 +63,44 @@ def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]]
     owner``. One upsert for the batch; environments the workers described are kept too."""
     if not ended:
         return 0
+    # by position: a Row's attribute access costs ten times its index
+    pos = {name: k for k, name in enumerate(ended[0][0]._fields)}
+    jid, wf, wk, own, att, spec_, kw, idx_, fid, be = (pos[n] for n in (
+        "id", "workflow_id", "work_id", "owner", "attempt", "spec", "kwargs", "idx", "file_id",
+        "backend"))
     # a cached result carries the digests its lookup computed: nothing to compute again
-    todo = [row.id for row, r, _ in ended if not r.get("input_hash")]
-    parents = upstream_hashes(conn, todo) if linked and todo else {}
-    names = file_names(conn, (row.file_id for row, r, _ in ended if not r.get("input_hash")))
+    todo = [(row, r, status) for row, r, status in ended if not r.get("input_hash")]
+    parents = upstream_hashes(conn, [row[jid] for row, _, _ in todo]) if linked and todo else {}
+    names = file_names(conn, (row[fid] for row, _, _ in todo))
     codes: dict[int, tuple[str, Any, str]] = {}
     envs: dict[str, Any] = {}
     t = now()
     rows = []
     for row, r, status in ended:
-        spec = row.spec or {}
         if r.get("input_hash"):
             code, inputs, key = r["code_hash"], r["input_hash"], r["cache_key"]
         else:
-            per_work = codes.get(row.work_id)
+            per_work = codes.get(row[wk])
             if per_work is None:
-                per_work = codes[row.work_id] = (rules.code_hash(spec), rules.input_hasher(spec),
-                                                 rules.cache_namespace(spec, row.owner))
+                spec = row[spec_] or {}
+                per_work = codes[row[wk]] = (rules.code_hash(spec), rules.input_hasher(spec),
+                                             rules.cache_namespace(spec, row[own]))
             code, hasher, namespace = per_work
-            inputs = hasher(row.kwargs, row.idx, names.get(row.file_id), parents.get(row.id, ()))
+            f = row[fid]
+            inputs = hasher(row[kw], row[idx_], names.get(f) if f is not None else None,
+                            parents.get(row[jid], ()))
             key = rules.cache_key(namespace, code, inputs)
-        ok = status == FINISHED
         cached_from = r.get("cached_from")
         digest = r.get("result_hash") if cached_from else None
-        if ok and digest is None:
+        if digest is None and status == FINISHED:
             digest = rules.result_hash(r.get("blob"), r.get("inline"), r.get("result"))
-        env = r.get("environment")
         env_id = r.get("env_id")
-        if isinstance(env, dict) and env_id:
-            envs[str(env_id)] = env
-        rows.append({
-            "job_id": row.id, "workflow_id": row.workflow_id, "work_id": row.work_id,
-            "owner": row.owner, "status": status, "attempts": int(row.attempt or 0),
-            "code_hash": code, "input_hash": inputs, "cache_key": key,
-            "result_hash": digest, "env_id": env_id, "backend": row.backend,
-            "cached_from": cached_from, "started_at": r.get("started_at"),
-            "finished_at": r.get("finished_at") or t,
-        })
+        if env_id and "environment" in r and isinstance(r["environment"], dict):
+            envs[str(env_id)] = r["environment"]
+        # in _FIELDS order (the provenance table's columns)
+        rows.append((row[jid], row[wf], row[wk], row[own], status, int(row[att] or 0), code,
+                     inputs, key, digest, env_id, row[be], cached_from, r.get("started_at"),
+                     r.get("finished_at") or t))
     _upsert(conn, rows)
     if envs:
         record_environments(conn, envs)
@@ -107,7 +111,7 @@ _FIELDS = [c.name for c in provenance.columns]
 _UPSERT: dict[str, str] = {}
 
 
-def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def _upsert(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """One multi-row upsert (a retried job's record replaces its earlier one), through the
     driver: no per-row parameter processing by SQLAlchemy for thousands of rows."""
     dialect = conn.dialect.name
@@ -118,8 +122,7 @@ def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
             f"INSERT INTO provenance ({', '.join(_FIELDS)}) "
             f"VALUES ({', '.join(mark for _ in _FIELDS)}) ON CONFLICT (job_id) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in _FIELDS if c != "job_id"))
-    values = [tuple(r[c] for c in _FIELDS) for r in rows]
-    for part in chunks(values, 1000):
+    for part in chunks(rows, 1000):
         conn.exec_driver_sql(sql, list(part))
 
 

@@ -152,6 +152,33 @@ class Config:
     expression_max_size: int = setting(1_000_000, "Size of any value an expression builds "
                                        "(characters + elements, deep)")
     expression_max_depth: int = setting(100, "Parse nesting of an expression")
+    # The data carousel against Rucio (docs/usecases.md, "Data carousel with Rucio"): works
+    # with input_dataset rucio://SCOPE:NAME are staged by the service when rucio_host is set
+    rucio_host: str = setting("", "Rucio server URL ('': the service stages no rucio:// dataset)")
+    rucio_auth_host: str = setting("", "Rucio auth server URL (default: rucio_host)")
+    rucio_auth_type: str = setting("userpass", "How the service authenticates to Rucio",
+                                   choices=("userpass", "x509", "x509_proxy", "oidc", "token"))
+    rucio_account: str = setting("", "Rucio account of the staging rules")
+    rucio_vo: str = setting("", "Rucio VO (multi-VO servers; '': the default)")
+    rucio_username: str = setting("", "Rucio userpass identity")
+    rucio_password: str = setting("", "Rucio userpass password", secret=True)
+    rucio_client_cert: str = setting("", "x509 certificate file (auth_type x509)")
+    rucio_client_key: str = setting("", "x509 key file (auth_type x509)")
+    rucio_x509_proxy: str = setting("", "x509 proxy file (auth_type x509_proxy)")
+    rucio_auth_token_file: str = setting("", "File holding an OIDC/Rucio token (auth_type oidc, "
+                                         "token)", secret=True)
+    rucio_rse_expression: str = setting("DISK", "RSE expression the staging rule copies to")
+    rucio_lifetime: int = setting(7 * 86400, "Lifetime (s) of the staging rule")
+    rucio_activity: str = setting("Staging", "Activity of the staging rule")
+    rucio_poll_interval: float = setting(10.0, "Seconds between polls of a rule's locks (the "
+                                         "fallback of the STOMP messages)")
+    rucio_stuck_after: float = setting(3600.0, "Seconds a file's lock may stay STUCK before its "
+                                       "job fails with the Rucio state")
+    rucio_stomp_brokers: tuple[str, ...] = setting((), "host:port of the STOMP brokers Rucio's "
+                                                   "Hermes sends to (none: polling only)")
+    rucio_stomp_destination: str = setting("/topic/rucio.events", "Topic or queue of Rucio's "
+                                           "messages")
+    rucio_stomp_vhost: str = setting("", "STOMP virtual host ('': the broker's host name)")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:

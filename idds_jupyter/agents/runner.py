@@ -58,6 +58,7 @@ class Runner:
         self.ctx = Context(engine=self.engine, bus=self.bus, config=self.config, owner=self.owner)
         self.agents: list[Agent] = []
         self.carrier: CarrierState | None = None
+        self.rucio: Any = None  # the RucioWatcher (data/rucio.py) when rucio_host is set
 
     def start(self) -> Runner:
         # Importing jsonschema (and its format checkers) takes seconds: do it now, in
@@ -96,6 +97,11 @@ class Runner:
             self.agents.append(Steerer(self.ctx, dispatch=self.dispatch))
         for a in self.agents:
             a.start()
+        if cfg.rucio_host and "transformer" in self.roles:  # rucio:// input datasets
+            from idds_jupyter.data.rucio import RucioSettings, RucioWatcher
+
+            self.rucio = RucioWatcher(self.engine, self.ctx.publish, RucioSettings.from_config(cfg),
+                                      stop=self.ctx.stop).start()
         log.info("agents %s started as %s", ",".join(self.roles), self.owner)
         return self
 
@@ -128,6 +134,8 @@ class Runner:
                 b.wake()
         for a in self.agents:
             a.join(timeout)
+        if self.rucio is not None:
+            self.rucio.stop(timeout)
         if self.carrier is not None:
             self.carrier.close()
         try:

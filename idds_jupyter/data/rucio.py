@@ -35,7 +35,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -44,7 +44,7 @@ from idds_jupyter.data.stomp import StompListener, StompNotifier, hermes_message
 
 log = logging.getLogger("idds_jupyter.data.rucio")
 
-__all__ = ["SCHEME", "RucioSettings", "RucioSource", "StompListener", "StompNotifier", "hermes_message",
+__all__ = ["SCHEME", "CatalogSink", "RestSink", "RucioSettings", "RucioSource", "RucioWatcher", "StompListener", "StompNotifier", "hermes_message",
            "is_rucio", "parse_rucio", "pfn_path", "process_pfn", "rucio_client"]
 
 SCHEME = "rucio://"
@@ -155,6 +155,59 @@ def rucio_client(settings: RucioSettings) -> Any:
     return Client(**{k: v for k, v in kw.items() if v is not None})
 
 
+class RestSink:
+    """The catalog of an iDDS service through its REST API (a :class:`~idds_jupyter.client.Client`):
+    a data source run in a notebook or a script."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @staticmethod
+    def _path(name: str, suffix: str) -> str:
+        return f"catalog/datasets/{quote(name, safe='')}/{suffix}"
+
+    def add_dataset(self, name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+        self.client.request("POST", "catalog/datasets", json_body={"name": name, "files": rows, "meta": meta})
+
+    def mark_available(self, name: str, names: list[str]) -> int:
+        res = self.client.request("POST", self._path(name, "available"), json_body={"files": names})
+        return int(res.json().get("released", 0))
+
+    def set_staging(self, name: str, names: list[str], state: str, error: str | None) -> int:
+        body: dict[str, Any] = {"files": names, "state": state}
+        if error:
+            body["error"] = error[:4000]
+        res = self.client.request("POST", self._path(name, "staging"), json_body=body)
+        return int(res.json().get("failed_jobs", 0))
+
+
+class CatalogSink:
+    """The catalog of one owner inside the service (:class:`RucioWatcher`): the store directly,
+    and the bus for the events that wake the agents."""
+
+    def __init__(self, catalog: Any, publish: Callable[[list[Any]], None]) -> None:
+        self.catalog, self.publish = catalog, publish
+
+    def add_dataset(self, name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+        self.catalog.add_dataset(name, rows, meta)
+
+    def mark_available(self, name: str, names: list[str]) -> int:
+        from idds_jupyter.bus.event import JOBS_READY, make_event
+
+        released = int(self.catalog.mark_available(name, names))
+        if released:
+            self.publish([make_event(JOBS_READY)])
+        return released
+
+    def set_staging(self, name: str, names: list[str], state: str, error: str | None) -> int:
+        from idds_jupyter.bus.event import outcome_events
+
+        out = self.catalog.set_staging(name, names, state, error)
+        if out.failed:
+            self.publish(outcome_events(out.terminal_works, out.dirty_workflows, out.ended_workflows))
+        return int(out.failed)
+
+
 @dataclass
 class _File:
     did: str
@@ -185,8 +238,12 @@ class RucioSource:
     """
 
     def __init__(self, client: Any, dataset: str, settings: RucioSettings | None = None,
-                 rucio: Any = None) -> None:
-        self.client = client
+                 rucio: Any = None, until_done: bool = False) -> None:
+        """``client``: an iDDS :class:`~idds_jupyter.client.Client` (or a sink:
+        :class:`RestSink`, :class:`CatalogSink`); ``until_done``: the loop ends once every
+        file is available."""
+        self.sink: Any = client if isinstance(client, RestSink | CatalogSink) else RestSink(client)
+        self.until_done = until_done
         self.uri = dataset
         self.scope, self.name = parse_rucio(dataset)
         self.settings = settings or RucioSettings()
@@ -233,10 +290,8 @@ class RucioSource:
                     self._by_pfn[pfns[did]] = did
         rows = [{"name": self.files[d].pfn, "size": self.files[d].size,
                  "meta": {"did": d, "rse": dest}} for d in dids]
-        self.client.request("POST", "catalog/datasets", json_body={
-            "name": self.uri, "files": rows,
-            "meta": {"source": "rucio", "scope": self.scope, "name": self.name,
-                     "rse_expression": s.rse_expression}})
+        self.sink.add_dataset(self.uri, rows, {"source": "rucio", "scope": self.scope,
+                                               "name": self.name, "rse_expression": s.rse_expression})
         return len(rows)
 
     def ensure_rule(self) -> str:
@@ -260,9 +315,6 @@ class RucioSource:
         return self.rule_id
 
     # ------------------------------------------------------------------ learning of files
-    def _path(self, suffix: str) -> str:
-        return f"catalog/datasets/{quote(self.uri, safe='')}/{suffix}"
-
     def _mark_available(self, dids: Sequence[str]) -> int:
         """Catalog: these files are on disk (their jobs may go)."""
         with self._lock:
@@ -270,24 +322,21 @@ class RucioSource:
             pfns = [self.files[d].pfn for d in fresh]
         if not fresh:
             return 0
-        res = self.client.request("POST", self._path("available"), json_body={"files": pfns}).json()
+        released = self.sink.mark_available(self.uri, pfns)
         t = time.time()
         with self._lock:
             for d in fresh:
                 self.files[d].state, self.files[d].available_at = "available", t
-        return int(res.get("released", 0))
+        return int(released)
 
     def _set_state(self, dids: Sequence[str], state: str, error: str | None = None) -> int:
         if not dids:
             return 0
-        body: dict[str, Any] = {"files": [self.files[d].pfn for d in dids], "state": state}
-        if error:
-            body["error"] = error[:4000]
-        res = self.client.request("POST", self._path("staging"), json_body=body).json()
+        failed = self.sink.set_staging(self.uri, [self.files[d].pfn for d in dids], state, error)
         with self._lock:
             for d in dids:
                 self.files[d].state = state
-        return int(res.get("failed_jobs", 0))
+        return int(failed)
 
     def on_message(self, event_type: str, payload: Mapping[str, Any]) -> None:
         """A Rucio message (Hermes): ``transfer-done`` to a destination RSE marks its file
@@ -379,6 +428,8 @@ class RucioSource:
             except Exception as exc:  # Rucio or the service unreachable: try again later
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("polling rule %s of %s: %s", self.rule_id, self.uri, self.last_error)
+            if self.until_done and self.done():
+                break
             self._wake.wait(self.settings.poll_interval)
             self._wake.clear()
 
@@ -406,6 +457,72 @@ class RucioSource:
 
     def pfn(self, did: str) -> str:
         return self.files[did].pfn
+
+
+class RucioWatcher:
+    """Inside the service (the agent runner starts it when ``rucio_host`` is set): every
+    work waiting on a ``rucio://`` dataset that its owner's catalog does not hold yet gets a
+    :class:`RucioSource` acting on that owner's catalog, so a template (or a FaaT work) that
+    names ``input_dataset: rucio://SCOPE:NAME`` is staged with nothing else to do. A
+    dataset registered by a data source of the user's own (a notebook) is left to it."""
+
+    def __init__(self, engine: Any, publish: Callable[[list[Any]], None], settings: RucioSettings,
+                 stop: threading.Event | None = None, scan_interval: float = 1.0) -> None:
+        self.engine, self.publish, self.settings = engine, publish, settings
+        self.stop_event = stop or threading.Event()
+        self.scan_interval = scan_interval
+        self.sources: dict[tuple[str, str], RucioSource] = {}
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="idds-rucio-watcher", daemon=True)
+
+    def start(self) -> RucioWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        self._thread.join(timeout)
+        for src in self.sources.values():
+            src.stop(timeout)
+
+    def waiting(self) -> set[tuple[str, str]]:
+        """(owner, rucio://…) of new works whose dataset the owner's catalog lacks."""
+        from sqlalchemy import String, cast, select
+
+        from idds_jupyter.store.catalog import Catalog
+        from idds_jupyter.store.tables import workflows, works
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(works.c.spec, workflows.c.owner)
+                .join(workflows, workflows.c.id == works.c.workflow_id)
+                .where(works.c.status == "new", cast(works.c.spec, String).like("%rucio://%"))).all()
+        out = set()
+        for spec, owner in rows:
+            uri = (spec or {}).get("input_dataset")
+            if not is_rucio(uri):
+                continue
+            key = (str(owner), str(uri))
+            if key not in self.sources and not Catalog(self.engine, owner=key[0]).exists(key[1]):
+                out.add(key)
+        return out
+
+    def _run(self) -> None:
+        from idds_jupyter.store.catalog import Catalog
+
+        while not self.stop_event.is_set():
+            try:
+                for owner, uri in sorted(self.waiting()):
+                    sink = CatalogSink(Catalog(self.engine, owner=owner), self.publish)
+                    src = RucioSource(sink, uri, self.settings, until_done=True)
+                    src.start()  # registers: the work's jobs are created at once
+                    self.sources[(owner, uri)] = src
+                    log.info("staging %s for %s (rule %s)", uri, owner, src.rule_id)
+                self.last_error = None
+            except Exception as exc:  # Rucio unreachable, a bad name: try again
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("rucio watcher: %s", self.last_error)
+            self.stop_event.wait(self.scan_interval)
 
 
 def process_pfn(file: str, seconds: float = 0.0, **_: Any) -> dict[str, Any]:

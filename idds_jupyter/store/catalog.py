@@ -103,7 +103,7 @@ class Catalog:
     def datasets(self, every_owner: bool = False, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         """The owner's datasets (``every_owner``: everyone's, for an admin), by name."""
         stmt = (select(datasets.c.id, datasets.c.name, datasets.c.owner, datasets.c.status,
-                       datasets.c.created_at)
+                       datasets.c.created_at, datasets.c.meta)
                 .order_by(datasets.c.owner, datasets.c.name).limit(limit).offset(offset))
         if not every_owner:
             stmt = stmt.where(datasets.c.owner == self.owner)

@@ -25,7 +25,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from postgres import PostgresServer  # noqa: E402
-from rucio_server import Hermes, RucioServer, StompBroker  # noqa: E402
+from rucio_server import PASSWORD, Hermes, RucioServer, StompBroker  # noqa: E402
 
 from idds_jupyter.api.server import start_server  # noqa: E402
 from idds_jupyter.client import Client  # noqa: E402
@@ -60,12 +60,18 @@ NOTIFY_DEST = "/topic/idds.notifications"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, broker: StompBroker) -> Iterator[Any]:
-    """The iDDS server (local workers), its outbound notifications also sent over STOMP."""
+def server(tmp_path_factory: pytest.TempPathFactory, broker: StompBroker,
+           rucio: RucioServer) -> Iterator[Any]:
+    """The iDDS server (local workers) configured with the Rucio server (it stages the
+    rucio:// datasets no one registered) and the broker; its outbound notifications also go
+    over STOMP."""
     home = tmp_path_factory.mktemp("rucio-usecases")
     notify = f"stomp://{broker.address}{NOTIFY_DEST}?vhost={broker.vhost}"
     cfg = Config.load(None, home=home / "home", db_url=f"sqlite:///{home}/idds.db", workers=4,
-                      poll_interval=0.5, notify_urls=(notify,))
+                      poll_interval=0.5, notify_urls=(notify,), rucio_host=rucio.url,
+                      rucio_account="root", rucio_username="ddmlab", rucio_password=PASSWORD,
+                      rucio_rse_expression="DISK", rucio_lifetime=3600, rucio_poll_interval=2.0,
+                      rucio_stomp_brokers=(broker.address,), rucio_stomp_vhost=broker.vhost)
     handle = start_server(cfg)
     try:
         yield handle
@@ -307,3 +313,30 @@ def test_rucio_file_level_vs_dataset_level_on_the_same_staging_fts_played_by_tes
           f"peak staged-but-unprocessed: {figures['file'][1]} vs {figures['dataset'][1]}")
     assert figures["file"][0] < figures["dataset"][0]
     assert figures["file"][1] < figures["dataset"][1]
+
+
+def test_template_input_dataset_rucio_is_staged_by_the_service_fts_and_hermes_played_by_test(
+        rucio: RucioServer, broker: StompBroker, client: Client) -> None:
+    """Only the template names the dataset: the service (rucio_host configured) lists its
+    files, binds the jobs, creates the rule and follows the messages."""
+    scope, ds = "test", "by-template"
+    names = rucio.make_dataset(scope, ds, 6)
+    uri = f"rucio://{scope}:{ds}"
+    wid = client.submit(template(uri))
+    wait_jobs_created(client, wid, 6, timeout=30)
+    deadline = time.time() + 10  # the rule follows the registration
+    while not (rules := list(rucio.client().list_did_rules(scope, ds))) and time.time() < deadline:
+        time.sleep(0.1)
+    assert [(r["rse_expression"], r["account"]) for r in rules] == [("DISK", "root")]
+    listed = {d["name"]: d for d in client.datasets()}
+    assert listed[uri]["meta"]["source"] == "rucio"  # the catalog lists Rucio-backed datasets
+    hermes = Hermes(broker)
+    try:
+        staged = fts_stage_one_by_one(rucio, scope, names, 0.05, hermes)
+    finally:
+        hermes.close()
+    assert client.wait_workflow(wid, 60) == "finished"
+    gaps = start_gaps(client, wid, staged, scope)
+    assert max(gaps) < 1.0, gaps  # by message: the service polls only every 2 s
+    states = {f["meta"]["did"]: f["status"] for f in client.dataset(uri)["files"]}
+    assert states == {f"{scope}:{n}": "available" for n in names}

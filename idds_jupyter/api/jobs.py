@@ -235,17 +235,17 @@ class JobResultHandler(JobApiHandler):
     def _limit(self) -> int:
         return int(self.ctx.cache.limit) + MAX_JSON_BODY + MAX_LOG
 
-    async def prepare(self) -> None:
-        self._chunks, self._size, self._too_big = [], 0, False
-        await super().prepare()
-        limit = self._limit()
-        length = self.request.headers.get("Content-Length")
     def body_limit(self) -> int:
         return self._limit()
 
     def body_limit_name(self) -> str:
         return "the cache's limit + 80 MiB"
 
+    async def prepare(self) -> None:
+        self._chunks, self._size, self._too_big = [], 0, False
+        await super().prepare()
+        limit = self._limit()
+        length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise ApiError(413, f"result body of {int(length)} bytes exceeds {limit} bytes",
                            limit=limit)

@@ -1,7 +1,8 @@
 """Transformer: a new work becomes jobs; readiness (dependencies, input files); backend choice.
 
 Jobs whose parents are all done and whose file is available are released at
-creation; the others wait with a pending counter the Trigger brings to zero.
+creation; the others wait with a pending counter the Trigger (:mod:`idds_jupyter.store.trigger`)
+brings to zero.
 """
 
 from __future__ import annotations

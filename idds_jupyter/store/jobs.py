@@ -1,11 +1,11 @@
-"""Bulk job operations: claim, record results, trigger (release), cancel, reclaim.
+"""Bulk job operations: claim, record results, finish works, reclaim.
 
 Every state change is a conditional statement over a set of rows (DESIGN §4):
 the ``WHERE status IN (...)`` guard comes from the job state machine, so a
 duplicated event, a stale result or a second agent changes nothing. Recording
-a result, releasing its children and counting it on the work happen in one
-transaction: a job is released exactly once even when the agent dies between
-two statements.
+a result, the Trigger releasing its children (:mod:`.trigger`) and counting it
+on the work happen in one transaction: a job is released exactly once even
+when the agent dies between two statements.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Float, bindparam, func, or_, select, text, update
+from sqlalchemy import Float, bindparam, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import (
@@ -26,7 +26,8 @@ from idds_jupyter.model.status import (
 from idds_jupyter.store.function_stats import function_key, record_durations
 from idds_jupyter.store.provenance import record as record_provenance
 from idds_jupyter.store.sql import Locked, chunks, db_now, in_list, is_postgres, now
-from idds_jupyter.store.tables import job_deps, jobs, workflows, works
+from idds_jupyter.store.tables import jobs, workflows, works
+from idds_jupyter.store.trigger import cancel_descendants, release_children
 from idds_jupyter.store.workflows import end_if_done, mark_dirty
 
 PENDING = JobStatus.PENDING.value
@@ -212,6 +213,10 @@ _SQLITE_FIRST_RESERVE = text("INSERT INTO sqlite_sequence (name, seq) SELECT 'jo
 def record_results(conn: Connection, owner: str | None, results: Sequence[dict[str, Any]]) -> Outcome:
     """Receiver + Trigger + Finisher for one batch of worker results, in the caller's transaction.
 
+    The results are recorded here, the finished jobs' children released and the
+    failed jobs' descendants cancelled by the Trigger (:mod:`.trigger`), the works
+    whose jobs are all done ended by the Finisher (:func:`finish_works`).
+
     A result counts only if its job is still in flight, locked by ``owner`` (when
     given) and at the same attempt: duplicates and late results are ignored.
     """
@@ -325,9 +330,7 @@ def finished_note(job: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any
 # and its workflow (whether it has job-level links)
 _CURRENT = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt, jobs.c.idx,
                           jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status, works.c.retries,
-                          works.c.name, works.c.spec, workflows.c.meta,
-                          # for the provenance record
-                          jobs.c.kwargs, jobs.c.file_id, jobs.c.backend, workflows.c.owner)
+                          works.c.name, works.c.spec, workflows.c.meta)
                    .join(works, works.c.id == jobs.c.work_id)
                    .join(workflows, workflows.c.id == jobs.c.workflow_id)
                    .where(jobs.c.id.in_(in_list())), of=jobs)
@@ -352,50 +355,6 @@ def _error_text(r: dict[str, Any]) -> str:
     if r.get("traceback"):
         parts.append(str(r["traceback"]))
     return "\n".join(parts)
-
-
-def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:
-    """Trigger: children's pending counters fall in one statement; those at zero are released."""
-    if not parent_ids:
-        return 0
-    for part in chunks(parent_ids):
-        conn.execute(_COUNT_DOWN, {"ids": list(part)})
-    released = 0
-    for part in chunks(parent_ids):
-        res = conn.execute(_RELEASE, {"ids": list(part)})
-        released += res.rowcount or 0
-    return released
-
-
-_CHILD_COUNTS = (select(job_deps.c.child_id, func.count().label("n"))
-                 .where(job_deps.c.parent_id.in_(in_list())).group_by(job_deps.c.child_id).subquery())
-_COUNT_DOWN = (update(jobs).where(jobs.c.id == _CHILD_COUNTS.c.child_id)
-               .values(pending=jobs.c.pending - _CHILD_COUNTS.c.n))
-_RELEASE = (update(jobs)
-            .where(jobs.c.id.in_(select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(in_list()))),
-                   jobs.c.status == PENDING, jobs.c.pending <= 0)
-            .values(status=READY, release_count=jobs.c.release_count + 1))
-
-
-def cancel_descendants(conn: Connection, failed_ids: Sequence[int]) -> dict[int, int]:
-    """Jobs downstream of a failed job are never released: cancel them, level by level."""
-    per_work: Counter[int] = Counter()
-    frontier = list(failed_ids)
-    while frontier:
-        nxt: list[int] = []
-        for part in chunks(frontier):
-            children = select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(part))
-            rows = conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(children), jobs.c.status == PENDING)
-                .values(status=CANCELLED, error="upstream job failed")
-                .returning(jobs.c.id, jobs.c.work_id)
-            ).all()
-            for jid, wid in rows:
-                nxt.append(jid)
-                per_work[wid] += 1
-        frontier = nxt
-    return dict(per_work)
 
 
 def count_on_works(conn: Connection, per_work: dict[int, Counter[str]], out: Outcome) -> None:

@@ -1,9 +1,10 @@
 """Carrier: the agents that move jobs between the store and the backends.
 
 Submitter (claims released jobs, sends them), Receiver (records results),
-Trigger (releases children), Finisher (ends works), Poller (heart-beats,
-reclaims, cancels) and Conductor (outbound notifications). Submitter, Receiver
-and Poller share the backends and the set of jobs this Carrier holds.
+Trigger (releases children: :mod:`idds_jupyter.store.trigger`, run in the
+Receiver's transaction), Finisher (ends works), Poller (heart-beats, reclaims,
+cancels) and Conductor (outbound notifications). Submitter, Receiver and Poller
+share the backends and the set of jobs this Carrier holds.
 """
 
 from __future__ import annotations

@@ -330,9 +330,7 @@ def finished_note(job: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any
 # and its workflow (whether it has job-level links)
 _CURRENT = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt, jobs.c.idx,
                           jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status, works.c.retries,
-                          works.c.name, works.c.spec, workflows.c.meta,
-                          # for the provenance record
-                          jobs.c.kwargs, jobs.c.file_id, jobs.c.backend, workflows.c.owner)
+                          works.c.name, works.c.spec, workflows.c.meta)
                    .join(works, works.c.id == jobs.c.work_id)
                    .join(workflows, workflows.c.id == jobs.c.workflow_id)
                    .where(jobs.c.id.in_(in_list())), of=jobs)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -49,6 +50,24 @@ def upstream_hashes(conn: Connection, job_ids: Sequence[int]) -> dict[int, list[
     return out
 
 
+def _job_facts(conn: Connection, job_ids: Sequence[int]
+               ) -> dict[int, tuple[Any, int | None, str | None, str | None]]:
+    """``(kwargs, file_id, backend, run owner)`` of jobs, through the driver (the results'
+    own read of the jobs stays as narrow as it was)."""
+    out: dict[int, tuple[Any, int | None, str | None, str | None]] = {}
+    pg = conn.dialect.name == "postgresql"
+    for part in chunks(list(job_ids)):
+        where = "j.id = ANY(%s)" if pg else f"j.id IN ({','.join('?' * len(part))})"
+        sql = ("SELECT j.id, j.kwargs, j.file_id, j.backend, w.owner FROM jobs j "
+               f"JOIN workflows w ON w.id = j.workflow_id WHERE {where}")
+        for jid, kwargs, file_id, backend, owner in conn.exec_driver_sql(
+                sql, (list(part),) if pg else tuple(part)):
+            if isinstance(kwargs, str | bytes):  # SQLite's JSON is text; PostgreSQL's decoded
+                kwargs = json.loads(kwargs)
+            out[jid] = (kwargs, file_id, backend, owner)
+    return out
+
+
 def file_names(conn: Connection, file_ids: Iterable[int | None]) -> dict[int, str]:
     ids = sorted({f for f in file_ids if f is not None})
     if not ids:
@@ -59,24 +78,24 @@ def file_names(conn: Connection, file_ids: Iterable[int | None]) -> dict[int, st
 def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]],
            linked: bool) -> int:
     """Provenance of ended jobs: ``(job row, worker result, status)`` each, where the job
-    row carries ``id, work_id, workflow_id, idx, attempt, kwargs, file_id, backend, spec,
-    owner``. One upsert for the batch; environments the workers described are kept too."""
+    row (a Row) carries ``id, work_id, workflow_id, idx, attempt, spec``. One upsert for the batch; environments the workers described are kept too."""
     if not ended:
         return 0
     # by position: a Row's attribute access costs ten times its index
     pos = {name: k for k, name in enumerate(ended[0][0]._fields)}
-    jid, wf, wk, own, att, spec_, kw, idx_, fid, be = (pos[n] for n in (
-        "id", "workflow_id", "work_id", "owner", "attempt", "spec", "kwargs", "idx", "file_id",
-        "backend"))
+    jid, wf, wk, att, spec_, idx_ = (pos[n] for n in (
+        "id", "workflow_id", "work_id", "attempt", "spec", "idx"))
+    facts = _job_facts(conn, [row[jid] for row, _, _ in ended])
     # a cached result carries the digests its lookup computed: nothing to compute again
-    todo = [(row, r, status) for row, r, status in ended if not r.get("input_hash")]
-    parents = upstream_hashes(conn, [row[jid] for row, _, _ in todo]) if linked and todo else {}
-    names = file_names(conn, (row[fid] for row, _, _ in todo))
+    todo = [row[jid] for row, r, _ in ended if not r.get("input_hash")]
+    parents = upstream_hashes(conn, todo) if linked and todo else {}
+    names = file_names(conn, (facts[j][1] for j in todo if j in facts))
     codes: dict[int, tuple[str, Any, str]] = {}
     envs: dict[str, Any] = {}
     t = now()
     rows = []
     for row, r, status in ended:
+        kwargs, file_id, backend, owner = facts.get(row[jid], (None, None, None, None))
         if r.get("input_hash"):
             code, inputs, key = r["code_hash"], r["input_hash"], r["cache_key"]
         else:
@@ -84,10 +103,9 @@ def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]]
             if per_work is None:
                 spec = row[spec_] or {}
                 per_work = codes[row[wk]] = (rules.code_hash(spec), rules.input_hasher(spec),
-                                             rules.cache_namespace(spec, row[own]))
+                                             rules.cache_namespace(spec, owner))
             code, hasher, namespace = per_work
-            f = row[fid]
-            inputs = hasher(row[kw], row[idx_], names.get(f) if f is not None else None,
+            inputs = hasher(kwargs, row[idx_], names.get(file_id) if file_id is not None else None,
                             parents.get(row[jid], ()))
             key = rules.cache_key(namespace, code, inputs)
         cached_from = r.get("cached_from")
@@ -98,8 +116,8 @@ def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]]
         if env_id and "environment" in r and isinstance(r["environment"], dict):
             envs[str(env_id)] = r["environment"]
         # in _FIELDS order (the provenance table's columns)
-        rows.append((row[jid], row[wf], row[wk], row[own], status, int(row[att] or 0), code,
-                     inputs, key, digest, env_id, row[be], cached_from, r.get("started_at"),
+        rows.append((row[jid], row[wf], row[wk], owner, status, int(row[att] or 0), code,
+                     inputs, key, digest, env_id, backend, cached_from, r.get("started_at"),
                      r.get("finished_at") or t))
     _upsert(conn, rows)
     if envs:

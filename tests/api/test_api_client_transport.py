@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from idds_jupyter.client import Client, _Direct
+from idds_jupyter.client import Client
+from idds_jupyter.client.transport import _Direct
 
 
 def test_plain_http_uses_the_direct_transport(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,7 +139,8 @@ def rucio_client(settings: RucioSettings) -> Any:
         creds = {"client_cert": settings.client_cert, "client_key": settings.client_key}
     elif settings.auth_type == "x509_proxy":
         creds = {"client_proxy": settings.x509_proxy}
-    kw: dict[str, Any] = {"auth_type": settings.auth_type, "account": settings.account}
+    kw: dict[str, Any] = {"auth_type": settings.auth_type, "account": settings.account,
+                          "logger": logging.getLogger("idds_jupyter.data.rucio.client")}
     if settings.host:
         kw["rucio_host"] = settings.host
         kw["auth_host"] = settings.auth_host or settings.host

@@ -220,6 +220,10 @@ class Work:
             raise err("n_jobs", f"must be a non-negative integer, got {self.n_jobs!r}")
         if self.input_dataset is not None and (not isinstance(self.input_dataset, str) or not self.input_dataset):
             raise err("input_dataset", f"must be a dataset name, got {self.input_dataset!r}")
+        if isinstance(self.input_dataset, str) and self.input_dataset.startswith("rucio://"):
+            scope, sep, dsname = self.input_dataset[len("rucio://"):].partition(":")
+            if not (sep and scope and dsname) or "/" in scope:
+                raise err("input_dataset", f"a Rucio dataset is rucio://SCOPE:NAME, got {self.input_dataset!r}")
         for fld in ("depends_on", "on_failure"):
             value = getattr(self, fld)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -150,6 +150,12 @@ def test_uri_parsing() -> None:
     for bad in ("data24:raw", "rucio://noscope", "rucio://:x", "rucio://a/b:x"):
         with pytest.raises(ValueError, match="rucio://SCOPE:NAME"):
             parse_rucio(bad)
+    # the template validator names the field before anything is submitted
+    from idds_jupyter.model.workflow import Workflow
+
+    with pytest.raises(ValueError, match=r"field 'input_dataset': a Rucio dataset is rucio://SCOPE:NAME"):
+        Workflow.from_dict({"name": "x", "works": [
+            {"name": "p", "function": FN, "input_dataset": "rucio://noscope"}]}).validate()
 
 
 def test_rucio_50_tape_files_each_job_within_1s_of_its_transfer_done_message_fts_and_hermes_played_by_test(

@@ -1,13 +1,17 @@
-"""The client's HTTP transport: one keep-alive connection per thread, errors as :class:`IddsError`.
+"""The client's HTTP transport: one keep-alive ``http.client`` connection per thread.
 
-Plain ``http.client`` for an ``http://`` server reached without a proxy (the
-usual local case, a millisecond less per call), else a ``requests.Session``
-(TLS, proxies, CA bundles). A database busy answer (503 with ``Retry-After``)
-is waited out and tried again.
+One stack for every case: plain HTTP (the usual local server), HTTPS (a
+JupyterHub service: the CA bundle of ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``/
+``SSL_CERT_FILE``, else certifi's, else the system's), and either through the
+proxy the environment names (``http_proxy``/``https_proxy``, ``no_proxy``
+honoured; HTTPS through a ``CONNECT`` tunnel). Errors are raised as
+:class:`IddsError`; a database busy answer (503 with ``Retry-After``) is waited
+out and tried again.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -15,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
 
 from idds_jupyter.client.errors import IddsError
 
@@ -26,6 +31,10 @@ API_PREFIX = "/idds/api/v1/"
 class Transport:
     """HTTP calls to ``{url}/idds/api/v1/``, bearer ``token``, one connection per thread."""
 
+    #: how long in all a call waits out "database busy" answers (503 with Retry-After: the
+    #: service stored nothing and asks to try again) before it raises them
+    busy_retry_s = 60.0
+
     def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.token = token
@@ -34,35 +43,12 @@ class Transport:
         self._local = threading.local()
 
     @property
-    def session(self) -> Any:
-        """This thread's HTTP session (``requests.Session``), made on first use."""
-        s = getattr(self._local, "session", None)
-        if s is None:
-            import requests
-
-            s = requests.Session()
-            # Read the proxy and CA settings of the environment once, not on every
-            # request (requests re-reads os.environ per call: a millisecond each).
-            s.proxies.update(requests.utils.get_environ_proxies(self.url))
-            ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            if ca:
-                s.verify = ca
-            s.trust_env = False
-            if self.token:
-                s.headers["Authorization"] = f"Bearer {self.token}"
-            self._local.session = s
-        return s
-
-    @property
-    def _direct(self) -> _Direct | None:
-        """The plain keep-alive connection of this thread, when the URL allows one."""
-        if not hasattr(self._local, "direct"):
-            self._local.direct = _Direct.for_url(self.api, self.token, self.timeout)
-        return self._local.direct
-
-    #: how long in all a call waits out "database busy" answers (503 with Retry-After: the
-    #: service stored nothing and asks to try again) before it raises them
-    busy_retry_s = 60.0
+    def connection(self) -> _Connection:
+        """This thread's keep-alive connection, made on first use."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _Connection.for_url(self.api, self.token, self.timeout)
+        return conn
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         """One REST call.
@@ -87,63 +73,31 @@ class Transport:
                       data: bytes | None = None, params: Mapping[str, Any] | None = None,
                       ok: Iterable[int] = (200, 201, 204),
                       headers: Mapping[str, str] | None = None) -> Any:
-        direct = self._direct
-        if direct is not None:
-            body = data
-            hdrs = dict(headers or {})
-            if json_body is not None:
-                body = json.dumps(json_body, separators=(",", ":")).encode()
-                hdrs.setdefault("Content-Type", "application/json")
-            elif data is not None:
-                hdrs.setdefault("Content-Type", "application/octet-stream")
-            try:
-                resp = direct.request(method, path.lstrip("/"), body, params, hdrs)
-            except OSError as exc:
-                raise IddsError(0, f"cannot reach the iDDS service at {self.url}: {exc}") from None
-            if resp.status_code not in tuple(ok):
-                raise IddsError(resp.status_code, _error_message(resp, method, path),
-                                _retry_after(resp))
-            return resp
-        return self._request_session(method, path, json_body=json_body, data=data, params=params,
-                                     ok=ok, headers=headers)
+        import http.client
 
-    def _request_session(self, method: str, path: str, *, json_body: Any, data: bytes | None,
-                         params: Mapping[str, Any] | None, ok: Iterable[int],
-                         headers: Mapping[str, str] | None) -> Any:
-        import requests
-
-        url = self.api + path.lstrip("/")
-        kw: dict[str, Any] = {"timeout": self.timeout}
+        body = data
+        hdrs = dict(headers or {})
         if json_body is not None:
-            kw["data"] = json.dumps(json_body, separators=(",", ":"))
-            kw["headers"] = {"Content-Type": "application/json"}
+            body = json.dumps(json_body, separators=(",", ":")).encode()
+            hdrs.setdefault("Content-Type", "application/json")
         elif data is not None:
-            kw["data"] = data
-            kw["headers"] = {"Content-Type": "application/octet-stream"}
-        if headers:
-            kw["headers"] = {**kw.get("headers", {}), **headers}
-        if params:
-            kw["params"] = params
+            hdrs.setdefault("Content-Type", "application/octet-stream")
         try:
-            resp = self.session.request(method, url, **kw)
-        except requests.ConnectionError as exc:
+            resp = self.connection.request(method, path.lstrip("/"), body, params, hdrs)
+        except OSError as exc:  # refused, timed out, TLS verification
             raise IddsError(0, f"cannot reach the iDDS service at {self.url}: {exc}") from None
-        except requests.RequestException as exc:
-            raise IddsError(0, f"{method} {url}: {exc}") from None
+        except http.client.HTTPException as exc:
+            raise IddsError(0, f"{method} {self.api}{path.lstrip('/')}: {exc!r}") from None
         if resp.status_code not in tuple(ok):
             raise IddsError(resp.status_code, _error_message(resp, method, path),
                             _retry_after(resp))
         return resp
 
     def close(self) -> None:
-        """Close this thread's connections."""
-        s = getattr(self._local, "session", None)
-        if s is not None:
-            s.close()
-            self._local.session = None
-        d = getattr(self._local, "direct", None)
-        if d is not None:
-            d.close()
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
 
 
 class _Response:
@@ -163,45 +117,76 @@ class _Response:
         return json.loads(self.content)
 
 
-class _Direct:
-    """One keep-alive ``http.client`` connection to a plain-HTTP server (one per thread)."""
+class _Connection:
+    """One keep-alive ``http.client`` connection to the service: direct, or through a proxy."""
 
-    def __init__(self, host: str, port: int, base: str, token: str, timeout: float) -> None:
-        self.host, self.port, self.base, self.timeout = host, port, base, timeout
+    def __init__(self, scheme: str, host: str, port: int, base: str, token: str, timeout: float,
+                 proxy: Any = None) -> None:
+        self.scheme, self.host, self.port, self.base, self.timeout = scheme, host, port, base, timeout
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.proxy = proxy  # urlsplit() of the proxy's URL, or None
+        self.proxy_auth: dict[str, str] = {}
+        if proxy is not None and proxy.username:
+            pair = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
+            self.proxy_auth = {"Proxy-Authorization": "Basic " + base64.b64encode(pair).decode()}
         self.conn: Any = None
 
     @classmethod
-    def for_url(cls, api: str, token: str, timeout: float) -> _Direct | None:
-        """None where ``requests`` must do it: HTTPS, or a proxy set for this host."""
-        from urllib.parse import urlsplit
+    def for_url(cls, api: str, token: str, timeout: float) -> _Connection:
+        """The connection for ``api``, through the proxy the environment names for its host."""
         from urllib.request import getproxies, proxy_bypass
 
         u = urlsplit(api)
-        if u.scheme != "http" or not u.hostname:
-            return None
-        if getproxies().get("http") and not proxy_bypass(u.hostname):
-            return None
-        return cls(u.hostname, u.port or 80, u.path, token, timeout)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise IddsError(0, f"not an http(s) URL: {api!r}")
+        proxy_url = getproxies().get(u.scheme)
+        proxy = None
+        if proxy_url and not proxy_bypass(u.hostname):
+            proxy = urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
+            if proxy.scheme != "http" or not proxy.hostname:
+                raise IddsError(0, f"unsupported proxy {proxy_url!r} for {u.hostname} "
+                                   "(an http:// proxy is needed; or list the host in no_proxy)")
+        port = u.port or (443 if u.scheme == "https" else 80)
+        return cls(u.scheme, u.hostname, port, u.path, token, timeout, proxy)
+
+    def _connect(self) -> Any:
+        import http.client
+
+        if self.scheme == "http":
+            if self.proxy is None:
+                return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            return http.client.HTTPConnection(self.proxy.hostname, self.proxy.port or 80,
+                                              timeout=self.timeout)
+        if self.proxy is None:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                               context=_tls_context())
+        conn = http.client.HTTPSConnection(self.proxy.hostname, self.proxy.port or 80,
+                                           timeout=self.timeout, context=_tls_context())
+        conn.set_tunnel(self.host, self.port, headers=self.proxy_auth)
+        return conn
 
     def request(self, method: str, path: str, body: bytes | None,
                 params: Mapping[str, Any] | None, headers: dict[str, str]) -> _Response:
         import http.client
-        from urllib.parse import urlencode
+        import ssl
 
         target = self.base + path
         if params:
             target += "?" + urlencode({k: v for k, v in params.items() if v is not None})
         hdrs = {**self.auth, **headers}
+        if self.proxy is not None and self.scheme == "http":  # a forwarding proxy: the whole URL
+            target = f"http://{self.host}:{self.port}{target}"
+            hdrs.update(self.proxy_auth)
         for attempt in (0, 1):
             fresh = self.conn is None
             if fresh:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self.conn = self._connect()
             try:
                 self.conn.request(method, target, body=body, headers=hdrs)
                 r = self.conn.getresponse()
                 content = r.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    ssl.SSLEOFError, ssl.SSLZeroReturnError):  # closed without a word (TLS too)
                 self.close()
                 if fresh or attempt:  # a reused connection the server had closed: once more
                     raise
@@ -219,6 +204,23 @@ class _Direct:
             with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = None
+
+
+def _tls_context() -> Any:
+    """Verification against the CA bundle the environment names, else certifi's, else the system's."""
+    import ssl
+
+    ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
+        or os.environ.get("SSL_CERT_FILE")
+    if ca and os.path.isdir(ca):
+        return ssl.create_default_context(capath=ca)
+    if not ca:
+        try:
+            import certifi
+        except ImportError:
+            return ssl.create_default_context()
+        ca = certifi.where()
+    return ssl.create_default_context(cafile=ca)
 
 
 def _retry_after(resp: Any) -> float | None:

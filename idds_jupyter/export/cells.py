@@ -223,7 +223,7 @@ def _first_comment(source: str) -> str:
 
 
 def _name_units(us: list[Unit], group: str, params: set[str]) -> None:
-    from idds_jupyter.model.workflow import _RESERVED
+    from idds_jupyter.model.analysis import RESERVED_NAMES
 
     taken: set[str] = {u.name for u in us if u.explicit} | params
     for u in us:
@@ -232,7 +232,7 @@ def _name_units(us: list[Unit], group: str, params: set[str]) -> None:
         text = (u.heading if group == "heading" and u.heading else "") or _first_comment(u.source) \
             or "_".join(u.defines[:3])
         base = work_name(text, fallback=f"cell_{u.cells[0]}") if text else f"cell_{u.cells[0]}"
-        if keyword.iskeyword(base) or base in _RESERVED:
+        if keyword.iskeyword(base) or base in RESERVED_NAMES:
             base = f"{base}_cell"
         name, k = base, 2
         while name in taken:

@@ -16,7 +16,6 @@ from typing import Any
 import yaml
 
 from . import template
-from .analysis import RESERVED_NAMES as _RESERVED  # noqa: F401 - export/cells.py reads it here
 from .analysis import analyze, grow_analysis
 from .condition import Condition
 from .errors import TemplateError

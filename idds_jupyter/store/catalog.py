@@ -20,13 +20,12 @@ from sqlalchemy.engine import Connection, Engine
 from idds_jupyter.store.jobs import (
     FAILED,
     PENDING,
-    READY,
     Outcome,
-    cancel_descendants,
     count_on_works,
 )
 from idds_jupyter.store.sql import chunks, now
 from idds_jupyter.store.tables import datasets, files, jobs
+from idds_jupyter.store.trigger import cancel_descendants, release_on_files
 
 
 class Catalog:
@@ -128,14 +127,7 @@ def mark_available(conn: Connection, dataset_id: int, names: Sequence[str] | Non
         ids = [r[0] for r in conn.execute(
             update(files).where(*where).values(status="available", available_at=now())
             .returning(files.c.id)).all()]
-        for idp in chunks(ids):
-            conn.execute(update(jobs).where(jobs.c.file_id.in_(list(idp)), jobs.c.status == PENDING)
-                         .values(pending=jobs.c.pending - 1))
-            res = conn.execute(
-                update(jobs).where(jobs.c.file_id.in_(list(idp)), jobs.c.status == PENDING,
-                                   jobs.c.pending <= 0)
-                .values(status=READY, release_count=jobs.c.release_count + 1))
-            released += res.rowcount or 0
+        released += release_on_files(conn, ids)
     return released
 
 

@@ -6,9 +6,11 @@ Trigger brings the counters down and releases (``pending`` → ``ready``) the jo
 at zero: one statement counts down all the children of a batch of finished
 parents, a second releases those at zero (DESIGN §4: bulk, not per-row). It runs
 in the transaction that records the parents' results (:func:`.jobs.record_results`,
-the Receiver's; :func:`.catalog.mark_available` does the same for files), so a job is released exactly once even when events are lost or an agent dies
-between two statements; the ``status = pending`` guard makes a second pass change
-nothing. A failed parent's descendants can never be released: they are cancelled.
+the Receiver's) or that marks input files available (:func:`.catalog.mark_available`
+calls :func:`release_on_files`), so a job is released exactly once even when
+events are lost or an agent dies between two statements; the ``status = pending``
+guard makes a second pass change nothing. A failed parent's descendants can never
+be released: they are cancelled.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from idds_jupyter.model.status import JobStatus
 from idds_jupyter.store.sql import chunks, in_list
 from idds_jupyter.store.tables import job_deps, jobs
 
-__all__ = ["cancel_descendants", "release_children"]
+__all__ = ["cancel_descendants", "release_children", "release_on_files"]
 
 PENDING = JobStatus.PENDING.value
 READY = JobStatus.READY.value
@@ -51,6 +53,20 @@ _RELEASE = (update(jobs)
             .where(jobs.c.id.in_(select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(in_list()))),
                    jobs.c.status == PENDING, jobs.c.pending <= 0)
             .values(status=READY, release_count=jobs.c.release_count + 1))
+
+
+def release_on_files(conn: Connection, file_ids: Sequence[int]) -> int:
+    """The jobs reading files just made available lose one pending; those at zero are released."""
+    released = 0
+    for part in chunks(file_ids):
+        conn.execute(update(jobs).where(jobs.c.file_id.in_(list(part)), jobs.c.status == PENDING)
+                     .values(pending=jobs.c.pending - 1))
+        res = conn.execute(
+            update(jobs).where(jobs.c.file_id.in_(list(part)), jobs.c.status == PENDING,
+                               jobs.c.pending <= 0)
+            .values(status=READY, release_count=jobs.c.release_count + 1))
+        released += res.rowcount or 0
+    return released
 
 
 def cancel_descendants(conn: Connection, failed_ids: Sequence[int]) -> dict[int, int]:

@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "secret-rucio-test"
 
 
+def pfn_local(pfn: str) -> str:
+    """The path of a file:// PFN (file://localhost/x/y -> /x/y)."""
+    from idds_jupyter.data.rucio import pfn_path
+
+    return pfn_path(pfn)
+
+
 def server_venv() -> Path:
     out = subprocess.run(["bash", str(ROOT / "ci" / "rucio.sh"), "path"], check=True,
                          capture_output=True, text=True).stdout.strip()
@@ -51,6 +58,18 @@ create_base_vo()
 create_root_account()
 """
 
+_DAEMONS = """
+from rucio.daemons.conveyor.submitter import submitter
+from rucio.daemons.conveyor.poller import poller
+from rucio.daemons.conveyor.finisher import finisher
+from rucio.daemons.hermes.hermes import hermes
+submitter(once=True, partition_wait_time=0, transfertools=['mock'], transfertype='single',
+          filter_transfertool=None)
+poller(once=True, older_than=0, partition_wait_time=0, transfertool='mock')
+finisher(once=True, partition_wait_time=0)
+hermes(once=True)
+"""
+
 
 class RucioServer:
     """``start()`` builds the schema and serves; ``stop()``/``serve()`` stop and restart the
@@ -64,6 +83,7 @@ class RucioServer:
         self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self._client: Any = None
+        self._hermes_configured = False
         self.server_cfg = self.dir / "server.cfg"
         self.client_cfg = self.dir / "client.cfg"
         self.rse_dir = {"TAPE": self.dir / "rse" / "tape", "DISK": self.dir / "rse" / "disk"}
@@ -202,13 +222,46 @@ class RucioServer:
         out = []
         for n in names:
             pfn = pfns[f"{scope}:{n}"]
-            path = Path(pfn.split("://", 1)[1].split("/", 1)[1] if "://" in pfn else pfn)
-            path = Path("/" + str(path).lstrip("/"))
+            path = Path(pfn_local(pfn))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content if content is not None else f"data of {n}\n".encode())
             out.append(pfn)
         c.update_replicas_states(rse, [{"scope": scope, "name": n, "state": "A"} for n in names])
         return out
+
+    def configure_hermes(self, broker_port: int, vhost: str,
+                         destination: str = "/topic/rucio.events") -> None:
+        """Rucio's own daemons for :meth:`run_daemons`: the conveyor with Rucio's mock transfer
+        tool, and Hermes delivering the messages table over STOMP to the broker."""
+        if self._hermes_configured:
+            return
+        self._hermes_configured = True
+        with open(self.server_cfg, "a") as fh:
+            fh.write("[conveyor]\ntransfertool = mock\nscheme = file\n"
+                     "[hermes]\nservices_list = activemq\n"
+                     f"[messaging-hermes]\nbrokers = 127.0.0.1\nport = {broker_port}\n"
+                     f"nonssl_port = {broker_port}\nuse_ssl = False\nusername = hermes\n"
+                     f"password = hermes\ndestination = {destination}\n"
+                     f"broker_virtual_host = {vhost}\nemail_from = rucio@localhost\n")
+
+    def run_daemons(self) -> str:
+        """One pass of Rucio's conveyor (submitter, poller, finisher with the mock transfer
+        tool: no bytes are copied, the requests go DONE, the replicas AVAILABLE, and
+        ``transfer-done`` messages are written) and of Hermes (which sends them over STOMP)."""
+        out = subprocess.run([str(self.venv / "bin" / "python"), "-c", _DAEMONS], env=self._env(),
+                             cwd=self.dir, capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"rucio daemons failed: {out.stderr[-3000:]}")
+        return out.stdout
+
+    def write_at_destination(self, scope: str, names: list[str], rse: str = "DISK") -> None:
+        """The bytes FTS would copy (Rucio's mock transfer tool copies none)."""
+        pfns = self.client().lfns2pfns(rse, [f"{scope}:{n}" for n in names], operation="write",
+                                       scheme="file")
+        for n in names:
+            path = Path(pfn_local(pfns[f"{scope}:{n}"]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"data of {n}\n".encode())
 
     def fts_transfer_failed(self, scope: str, names: list[str], rse: str = "DISK") -> None:
         """Play the transfer tool reporting a failed transfer: the replicas go UNAVAILABLE,

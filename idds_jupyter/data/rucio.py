@@ -255,6 +255,7 @@ class RucioSource:
         self.dest_rses: set[str] = set()
         self.messages = 0
         self.polls = 0
+        self.available_via: dict[str, int] = {}  # "message" | "poll" -> files learnt of so
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -316,13 +317,14 @@ class RucioSource:
         return self.rule_id
 
     # ------------------------------------------------------------------ learning of files
-    def _mark_available(self, dids: Sequence[str]) -> int:
+    def _mark_available(self, dids: Sequence[str], via: str = "poll") -> int:
         """Catalog: these files are on disk (their jobs may go)."""
         with self._lock:
             fresh = [d for d in dids if d in self.files and self.files[d].state != "available"]
             pfns = [self.files[d].pfn for d in fresh]
         if not fresh:
             return 0
+        self.available_via[via] = self.available_via.get(via, 0) + len(fresh)
         released = self.sink.mark_available(self.uri, pfns)
         t = time.time()
         with self._lock:
@@ -347,7 +349,7 @@ class RucioSource:
             did = f"{payload.get('scope')}:{payload.get('name')}"
             rse = payload.get("dst-rse")
             if did in self.files and (rse is None or rse in self.dest_rses):
-                self._mark_available([did])
+                self._mark_available([did], via="message")
         elif (event_type in ("rule_ok", "rule_progress", "transfer-failed", "transfer-submission_failed")
               and payload.get("rule_id") in (None, self.rule_id)):
             self._wake.set()

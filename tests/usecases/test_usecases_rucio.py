@@ -181,7 +181,7 @@ def test_rucio_50_tape_files_each_job_within_1s_of_its_transfer_done_message_fts
     gaps = start_gaps(client, wid, staged, scope)
     print(f"by message: first job {min(gaps):.3f} s, worst {max(gaps):.3f} s after its file")
     assert max(gaps) < 1.0, gaps
-    assert src.messages >= 50
+    assert src.messages >= 50 and src.available_via == {"message": 50}
     jobs = all_jobs(client, wid)
     assert sorted(j["status"] for j in jobs) == ["finished"] * 50
     assert all(int(j.get("attempt", 1)) <= 1 for j in jobs)  # every job once
@@ -346,3 +346,32 @@ def test_template_input_dataset_rucio_is_staged_by_the_service_fts_and_hermes_pl
     assert max(gaps) < 1.0, gaps  # by message: the service polls only every 2 s
     states = {f["meta"]["did"]: f["status"] for f in client.dataset(uri)["files"]}
     assert states == {f"{scope}:{n}": "available" for n in names}
+
+
+def test_rucio_conveyor_with_mock_transfer_tool_and_real_hermes_messages_release_the_jobs(
+        rucio: RucioServer, broker: StompBroker, client: Client) -> None:
+    """Rucio's own daemons do the staging: the conveyor (submitter, poller, finisher) with
+    Rucio's mock transfer tool (FTS cannot run here; it copies no bytes, so the test writes
+    them at the destination first) and Hermes, which delivers the finisher's
+    ``transfer-done`` messages over STOMP. Polling is off (60 s): the messages release the jobs."""
+    scope, ds = "test", "conveyor"
+    names = rucio.make_dataset(scope, ds, 5)
+    uri = f"rucio://{scope}:{ds}"
+    rucio.configure_hermes(broker.port, broker.vhost)
+    src = RucioSource(client, uri, settings(rucio, poll_interval=60, stomp_brokers=(broker.address,),
+                                            stomp_vhost=broker.vhost)).start()
+    try:
+        wid = client.submit(template(uri))
+        wait_jobs_created(client, wid, 5)
+        rucio.write_at_destination(scope, names)
+        t0 = time.time()
+        rucio.run_daemons()
+        assert client.wait_workflow(wid, 60) == "finished"
+        # well before the next poll (60 s): Rucio's messages did it — transfer-done marks its
+        # file; rule_ok (which Hermes may deliver before some of them) wakes a poll at once
+        assert time.time() - t0 < 30
+        assert sum(src.available_via.values()) == 5 and src.available_via.get("message", 0) >= 1, \
+            src.available_via
+        assert set(src.states().values()) == {"available"}
+    finally:
+        src.stop()

@@ -15,6 +15,7 @@ from helpers import NOOP, config, run_to_end
 from sqlalchemy import func, select
 
 from idds_jupyter.model import JobDep, Work, Workflow
+from idds_jupyter.store.jobs import release_children
 from idds_jupyter.store.tables import job_deps, jobs
 
 SLEEP = "idds_jupyter.worker.job:sleep"
@@ -77,3 +78,12 @@ def test_child_starts_after_both_uneven_parents(tmp_path: Path, db_url: str) -> 
                             .where(jobs.c.id.in_(list(ends)))).all()
     assert sorted(kids) == [(1, 1)] * 5
     assert (n, ok, max_ok, min_rel, max_rel) == (11, 11, 1, 1, 1)
+    # The Trigger counts what it released (the agents' wake-up hint): nothing for no
+    # parents, and nothing for parents whose children were released already (a
+    # duplicated result). mutmut: `return 0` -> `return 1` survived without this.
+    with orch.engine.begin() as conn:
+        assert release_children(conn, []) == 0
+        assert release_children(conn, sorted({p_id for _, p_id, _, _, _ in edges})) == 0
+        assert conn.execute(select(func.max(jobs.c.release_count))
+                            .where(jobs.c.workflow_id == wid)).scalar() == 1
+

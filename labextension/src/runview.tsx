@@ -16,6 +16,7 @@ import { Coalescer } from './coalesce';
 import { IddsContext } from './context';
 import { DagView } from './dag';
 import { ILayout, layoutGraph } from './layout';
+import { Lineage } from './lineage';
 import { IMonitor, IRunGraph, aggregateCounts, isTerminal, runProgress, runToGraph, sumCounts } from './model';
 import type { IStreamEvent } from './stream';
 import { CountsBar, ErrorLine, StatusBadge, duration } from './widgets';
@@ -244,6 +245,7 @@ function Metrics(props: { m: IMonitor }): JSX.Element {
 function LogView(props: { model: RunModel; work: string; job: IJobRow; onClose: () => void }): JSX.Element {
   const [text, setText] = React.useState<string | null>(null);
   const [err, setErr] = React.useState<string | null>(null);
+  const [lineage, setLineage] = React.useState(false);
   const { model, job, work } = props;
   React.useEffect(() => {
     let live = true;
@@ -288,11 +290,20 @@ function LogView(props: { model: RunModel; work: string; job: IJobRow; onClose: 
           job {job.id} (#{job.idx}, attempt {job.attempt})
           {job.log ? ` — last ${model.ctx.settings.logTailLines} lines of its log` : ''}
         </span>
+        <button className="jp-mod-styled idds-lineage-tab" onClick={() => setLineage(!lineage)}>
+          {lineage ? 'Log' : 'Lineage'}
+        </button>
         <button className="jp-mod-styled" onClick={props.onClose}>
           Close
         </button>
       </div>
-      {err ? <div className="idds-muted">{err}</div> : <pre className="idds-log-text">{text ?? 'loading…'}</pre>}
+      {lineage ? (
+        <Lineage api={model.ctx.api} runId={model.id} work={work} idx={job.idx} version={`${job.status}${job.attempt}`} />
+      ) : err ? (
+        <div className="idds-muted">{err}</div>
+      ) : (
+        <pre className="idds-log-text">{text ?? 'loading…'}</pre>
+      )}
     </div>
   );
 }

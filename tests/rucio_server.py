@@ -64,9 +64,10 @@ from rucio.daemons.conveyor.poller import poller
 from rucio.daemons.conveyor.finisher import finisher
 from rucio.daemons.hermes.hermes import hermes
 submitter(once=True, partition_wait_time=0, transfertools=['mock'], transfertype='single',
-          filter_transfertool=None)
-poller(once=True, older_than=0, partition_wait_time=0, transfertool='mock')
-finisher(once=True, partition_wait_time=0)
+          filter_transfertool=None, bulk=10000)
+poller(once=True, older_than=0, partition_wait_time=0, transfertool='mock', db_bulk=10000,
+       fts_bulk=10000)
+finisher(once=True, partition_wait_time=0, bulk=10000, db_bulk=10000)
 hermes(once=True)
 """
 

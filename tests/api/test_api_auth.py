@@ -16,7 +16,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from idds_jupyter.api import PARAMS, handlers, make_app, openapi_path
 
 SAMPLE = {"id": "1", "job_id": "1", "token_id": "1", "action": "abort", "name": "a",
-          "sha256": "0" * 64, "dataset": "ds"}
+          "sha256": "0" * 64, "dataset": "ds", "idx": "0"}
 
 
 def implemented_methods(cls: type[Any]) -> list[str]:

@@ -52,7 +52,7 @@ class WorkFunction:
                  backend: str | None = None, cores: int | None = None,
                  memory_mb: int | None = None, retries: int = 0, timeout_s: float | None = None,
                  env: Mapping[str, str] | None = None, client: Client | None = None,
-                 cache: bool | str = False) -> None:
+                 cache: bool | str = False, input_dataset: str | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"@work decorates a function, got {type(fn).__name__}")
         functools.update_wrapper(self, fn)
@@ -68,6 +68,8 @@ class WorkFunction:
         # memoization: a call whose function and arguments match an earlier success of
         # this owner (or of the named shared namespace) takes its result (off by default)
         self.cache = cache
+        # data-aware: one job per file of this dataset (a catalog name or rucio://SCOPE:NAME)
+        self.input_dataset = input_dataset
 
     def __repr__(self) -> str:
         return f"<work {self.name} of {getattr(self.fn, '__qualname__', self.fn)!r}>"
@@ -88,7 +90,12 @@ class WorkFunction:
         return self.fn(*args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run one job remotely and return its value (re-raising its exception)."""
+        """Run one job remotely and return its value (re-raising its exception).
+
+        With an ``input_dataset``: one job per file (:meth:`over_dataset`).
+        """
+        if self.input_dataset is not None and not args:
+            return self.over_dataset(**kwargs)
         client, sink, _ = self._launch([(args, kwargs)], with_futures=False)
         return self._collect(client, sink, None)[0]
 
@@ -120,6 +127,34 @@ class WorkFunction:
         _, _, futures = self._launch(calls, with_futures=True)
         assert futures is not None
         return futures
+
+    def over_dataset(self, dataset: str | None = None, timeout: float | None = None,
+                     **kwargs: Any) -> list[Any]:
+        """One job per file of ``dataset`` (default: the decorator's ``input_dataset``).
+
+        Each job calls the function with ``file=`` its file (for ``rucio://SCOPE:NAME``, the
+        file's PFN once Rucio staged it) and ``kwargs``, as soon as that file is available.
+        Returns the values in file order, or raises the first failed job's error.
+        """
+        ds = dataset or self.input_dataset
+        if not ds:
+            raise TypeError(f"{self.name}: over_dataset() needs a dataset (or @work(input_dataset=...))")
+        client = self._client()
+        inline: dict[str, bytes] = {}
+        payload = serialize.bound_payload(client, self.fn, kwargs, defer=inline)
+        name = f"{self.name}_0"
+        d = self.work_dict(name, payload, 0)
+        del d["n_jobs"]
+        d["input_dataset"] = ds
+        wf_id = client.submit({"name": self.name, "works": [d]}, blobs=inline)
+        client.wait_workflow(wf_id, timeout)
+        values: list[Any] = []
+        for job in client.work_results(wf_id, name):
+            ok, value = decode_job(client, job, wf_id, name)
+            if not ok:
+                raise value
+            values.append(value)
+        return values
 
     # ------------------------------------------------------------- internals
     def work_dict(self, name: str, payload: dict[str, str], n: int) -> dict[str, Any]:
@@ -225,8 +260,12 @@ def _calls(iterables: tuple[Iterable[Any], ...],
 def work(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          backend: str | None = None, cores: int | None = None, memory_mb: int | None = None,
          retries: int = 0, timeout_s: float | None = None, env: Mapping[str, str] | None = None,
-         client: Client | None = None, cache: bool | str = False) -> Any:
+         client: Client | None = None, cache: bool | str = False,
+         input_dataset: str | None = None) -> Any:
     """Decorate a function to run as a Work (bare ``@work`` or ``@work(...)``).
+
+    ``input_dataset`` (a catalog dataset, or ``rucio://SCOPE:NAME``): a call runs one job
+    per file, each as soon as its file is available (:meth:`WorkFunction.over_dataset`).
 
     ``cache=True`` memoizes its jobs: a call whose code (the function with its closures
     and globals) and arguments match a succeeded job of the same owner is not run but
@@ -236,7 +275,7 @@ def work(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     def wrap(f: Callable[..., Any]) -> WorkFunction:
         return WorkFunction(f, name=name, backend=backend, cores=cores, memory_mb=memory_mb,
                             retries=retries, timeout_s=timeout_s, env=env, client=client,
-                            cache=cache)
+                            cache=cache, input_dataset=input_dataset)
 
     if fn is not None:
         return wrap(fn)

@@ -375,3 +375,27 @@ def test_rucio_conveyor_with_mock_transfer_tool_and_real_hermes_messages_release
         assert set(src.states().values()) == {"available"}
     finally:
         src.stop()
+
+
+def test_faat_work_input_dataset_rucio_one_call_per_staged_file_fts_played_by_test(
+        rucio: RucioServer, client: Client) -> None:
+    """FaaT: ``@work(input_dataset="rucio://…")`` — a call runs the function once per file
+    of the dataset, with ``file=`` its PFN, staged by the service (rucio_host configured)."""
+    from idds_jupyter.faat.work import work
+
+    scope, ds = "test", "faat"
+    names = rucio.make_dataset(scope, ds, 4)
+
+    @work(input_dataset=f"rucio://{scope}:{ds}", client=client)
+    def first_line(file: str, upper: bool = False) -> str:
+        path = file.split("://", 1)[1]
+        path = "/" + path.split("/", 1)[1] if not path.startswith("/") else path
+        with open(path) as fh:
+            line = fh.readline().strip()
+        return line.upper() if upper else line
+
+    staged = threading.Timer(1.0, rucio.fts_transfer_done, args=(scope, names))
+    staged.start()
+    values = first_line(upper=True)
+    staged.join()
+    assert sorted(values) == sorted(f"DATA OF {n}".upper() for n in names)

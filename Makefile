@@ -55,7 +55,7 @@ install-check: $(STAMP)
 
 # pytest runs last so its summary line closes the log; the notebooks are tests too (nbval).
 test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps rucio-deps lint docs install-check
-	$(BIN)/pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-kernel-name idds
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests notebooks --nbval-lax --nbval-kernel-name idds
 
 bench: $(STAMP)
 	$(BIN)/python bench/dag_release.py --jobs 100000 --engine dask

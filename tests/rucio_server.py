@@ -126,6 +126,14 @@ class RucioServer:
         return env
 
     def start(self) -> RucioServer:
+        """Schema, REST server, RSEs; on failure nothing is left running."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RucioServer:
         self._write_config()
         for d in self.rse_dir.values():
             d.mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,14 @@ FN = "idds_jupyter.data.rucio:process_pfn"
 @pytest.fixture(scope="module")
 def rucio() -> Iterator[RucioServer]:
     pg = PostgresServer().start()
-    srv = RucioServer(pg.create_database("rucio")).start()
+    srv: RucioServer | None = None
     try:
+        srv = RucioServer(pg.create_database("rucio"))
+        srv.start()
         yield srv
     finally:
-        srv.stop()
+        if srv is not None:
+            srv.stop()
         pg.stop()
 
 
@@ -394,8 +397,14 @@ def test_faat_work_input_dataset_rucio_one_call_per_staged_file_fts_played_by_te
             line = fh.readline().strip()
         return line.upper() if upper else line
 
-    staged = threading.Timer(1.0, rucio.fts_transfer_done, args=(scope, names))
+    def fts() -> None:  # once the service's rule exists, the transfers finish
+        deadline = time.time() + 30
+        while not list(rucio.client().list_did_rules(scope, ds)) and time.time() < deadline:
+            time.sleep(0.1)
+        rucio.fts_transfer_done(scope, names)
+
+    staged = threading.Thread(target=fts)
     staged.start()
-    values = first_line(upper=True)
+    values = first_line.over_dataset(timeout=60, upper=True)  # what first_line(upper=True) does
     staged.join()
     assert sorted(values) == sorted(f"DATA OF {n}".upper() for n in names)

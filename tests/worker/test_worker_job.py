@@ -34,7 +34,10 @@ def spec(job_id: int = 1, **kw: Any) -> dict[str, Any]:
 
 
 def check_shape(res: dict[str, Any]) -> None:
-    assert set(res) == KEYS
+    # provenance: every result names the worker's environment (env_id); the first one of a
+    # process also carries its description
+    assert set(res) - {"environment"} == KEYS | {"env_id"}
+    assert isinstance(res["env_id"], str) and res["env_id"]
     json.dumps(res, allow_nan=False)
     assert res["finished_at"] >= res["started_at"] > 0
     assert res["wall_s"] >= 0

@@ -367,10 +367,13 @@ def test_rucio_conveyor_with_mock_transfer_tool_and_real_hermes_messages_release
         wid = client.submit(template(uri))
         wait_jobs_created(client, wid, 5)
         rucio.write_at_destination(scope, names)
-        for _ in range(3):  # a pass may leave requests for the next one (submitted, not yet polled)
+        # a pass may leave requests for the next one (submitted, not yet polled): passes until
+        # the rule is OK, then one more so that Hermes sends what the last finisher wrote
+        deadline = time.time() + 60
+        while rucio.client().get_replication_rule(src.rule_id)["state"] != "OK":
+            assert time.time() < deadline, "Rucio's conveyor did not bring the rule to OK in 60 s"
             rucio.run_daemons()
-            if rucio.client().get_replication_rule(src.rule_id)["state"] == "OK":
-                break
+        rucio.run_daemons()
         t0 = time.time()
         assert client.wait_workflow(wid, 60) == "finished"
         # well before the next poll (60 s): Rucio's messages did it — transfer-done marks its

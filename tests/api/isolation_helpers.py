@@ -129,11 +129,24 @@ def uid_of(pid: int) -> int:
     raise LookupError(pid)
 
 
-def my_workers() -> dict[int, str]:
-    """The local-backend worker processes this (test) process started."""
+def my_workers(home: Path) -> dict[int, str]:
+    """The local-backend worker processes of the server on ``home`` (this test's): children
+    of this process whose working directory is under ``home`` (its log directory, or an
+    account's job area under isolation). Workers of other servers this process started
+    (another test's, still exiting, or its pool left running) are not counted."""
     me = os.getpid()
-    return {pid: cmd for pid, cmd in processes().items()
-            if "idds_jupyter.worker --pool" in cmd and (proc_stat(pid) or (0,))[0] == me}
+    top = os.path.realpath(home)
+    out = {}
+    for pid, cmd in processes().items():
+        if "idds_jupyter.worker --pool" not in cmd or (proc_stat(pid) or (0,))[0] != me:
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue  # gone meanwhile
+        if cwd == top or cwd.startswith(top + os.sep):
+            out[pid] = cmd
+    return out
 
 
 def wait_for(pred: Any, timeout: float = 30, what: str = "condition") -> Any:

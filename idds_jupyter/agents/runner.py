@@ -181,15 +181,10 @@ def tune_gc() -> None:
     these are interpreter-wide settings, never changed inside a host's process (the
     Jupyter server, a kernel).
 
-    A full collection walks every object: with Optuna, SQLAlchemy and tornado loaded
-    that is tens of milliseconds during which no agent and no request runs (every
-    trial in flight waits). Frozen, the objects made at startup are never walked
-    again; only those made since are.
-
-    The youngest generation is collected after 7,000 net allocations, not 700: a
-    transaction makes and frees hundreds of objects. At 700, three 200-trial HPO
-    studies met 70 collections of the young generations and a full one, 17.5 ms in
-    all of pauses that every thread waits out; at 7,000, one of 1.1 ms.
+    A full collection walks every object and stops every agent and request while it
+    runs; the startup heap is frozen out of it, and the young generation is collected
+    less often because a transaction makes and frees hundreds of objects (the measured
+    pauses are in docs/operations.md).
     """
     import gc
 

@@ -19,6 +19,7 @@ This module imports nothing of the service (it runs where only the worker runs).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import linecache
@@ -33,6 +34,8 @@ __all__ = ["CellError", "NotebookCellError", "map_cell", "map_cells_in_kernel", 
            "run_notebook", "value_dir"]
 
 _INLINE_JSON_MAX = 4096
+#: pickles up to this size travel in their reference (the job's result), not in the store
+_INLINE_PICKLE_MAX = 65536
 _MARK = "__IDDS_EXPORT_VALUES__"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -206,9 +209,13 @@ def _save_executed(nb: Any) -> str | None:
     ctx = _job()
     if ctx is None or not ctx.log_dir:
         return None
-    os.makedirs(ctx.log_dir, exist_ok=True)
     path = os.path.join(ctx.log_dir, f"job-{ctx.job_id}.{ctx.attempt}.ipynb")
-    fd, tmp = tempfile.mkstemp(dir=ctx.log_dir, prefix=".nb-")
+    try:
+        os.makedirs(ctx.log_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=ctx.log_dir, prefix=".nb-")
+    except OSError as exc:  # e.g. a batch job of another account: the run's values still count
+        print(f"the executed notebook is not kept: {ctx.log_dir}: {exc}", file=sys.stderr)
+        return None
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         nbformat.write(nb, fh)
     os.replace(tmp, path)
@@ -217,20 +224,34 @@ def _save_executed(nb: Any) -> str | None:
 
 # ------------------------------------------------------------------ cell-graph mode
 def _put(value: Any) -> dict[str, Any]:
-    """Pickle ``value`` into the value store; its reference (and its JSON when small)."""
+    """Pickle ``value``; its reference (and its JSON when small).
+
+    A small pickle (at most :data:`_INLINE_PICKLE_MAX` bytes) travels in the reference
+    itself (``pickle``: base64), so the downstream job needs no path the upstream job
+    wrote: batch jobs running as another account, or on another node, get it through
+    their spec. A larger one goes into the value store (:func:`value_dir`).
+    """
     import cloudpickle
 
     data = cloudpickle.dumps(value)
     sha = hashlib.sha256(data).hexdigest()
-    root = value_dir()
-    path = os.path.join(root, sha[:2], sha)
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
     ref: dict[str, Any] = {"sha256": sha}
+    if len(data) <= _INLINE_PICKLE_MAX:
+        ref["pickle"] = base64.b64encode(data).decode("ascii")
+    else:
+        root = value_dir()
+        path = os.path.join(root, sha[:2], sha)
+        if not os.path.exists(path):
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+            except OSError as exc:
+                raise OSError(f"the value store {root} is not writable here ({exc}); set "
+                              "IDDS_EXPORT_VALUES to a directory every job can write and "
+                              "read") from None
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
     try:
         text = json.dumps(value, allow_nan=False)
         if len(text) <= _INLINE_JSON_MAX:
@@ -248,11 +269,15 @@ def _get(ref: Any, name: str) -> Any:
     sha = str(ref["sha256"])
     if not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise CellError(f"value of {name!r}: bad reference {sha[:80]!r}")
-    path = os.path.join(value_dir(), sha[:2], sha)
-    with open(path, "rb") as fh:
-        data = fh.read()
+    if "pickle" in ref:
+        where = "its reference"
+        data = base64.b64decode(str(ref["pickle"]))
+    else:
+        where = os.path.join(value_dir(), sha[:2], sha)
+        with open(where, "rb") as fh:
+            data = fh.read()
     if hashlib.sha256(data).hexdigest() != sha:
-        raise CellError(f"value of {name!r}: {path} does not match its digest")
+        raise CellError(f"value of {name!r}: {where} does not match its digest")
     return cloudpickle.loads(data)
 
 

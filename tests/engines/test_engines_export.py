@@ -48,7 +48,8 @@ def test_exported_notebooks_give_the_notebooks_values(engine: Engine, mode: str)
             tmpl = export_template(str(path), mode)
             wid = orch.submit(tmpl, params)
             status = orch.wait(wid, timeout=300)
-            assert status == "finished", (path.name, orch.status(wid), orch.jobs(wid))
+            assert status == "finished", (path.name, mode, [(j["idx"], j["status"], j["error"])
+                                                            for j in orch.jobs(wid)])
             last = tmpl["works"][-1]["name"]
             assert [j["result"]["values"] for j in orch.jobs(wid, last)] == [expected], path.name
         # a failing cell: the job fails with the cell's number and its traceback

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import math
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tornado.web
+from tornado.concurrent import future_set_result_unless_cancelled
 from tornado.ioloop import IOLoop
 
 from idds_jupyter.api.faults import storage_fault
@@ -60,16 +63,48 @@ def _nan_to_none(data: Any) -> Any:
     return data
 
 
+# A request refused in ``prepare`` whose declared body is at most this (no body, or a
+# small one with a Content-Length) has its body read and dropped before the answer, so
+# the answer reaches the client on a connection that stays usable; a bigger, chunked
+# or ``Expect: 100-continue`` body is never read: its connection closes with the answer.
+DRAIN_MAX = 64 * 2**10
+DRAIN_TIMEOUT = 10.0  # seconds a small refused body may take to come in
+
+
+def _draining(prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``prepare`` that, when it refuses the request, first drains a small body."""
+    @functools.wraps(prepare)
+    async def wrapper(self: ApiHandler) -> None:
+        try:
+            out = prepare(self)
+            if out is not None:
+                await out
+        except Exception:
+            await self.drain_refused_body()
+            raise
+    wrapper._drains = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
     """JSON handlers of ``/idds/api/v1``: every request is authenticated first (see ``public``).
 
     Bodies are streamed (``stream_request_body``): ``prepare`` runs once the headers
     are in, so a request is authenticated, and its ``Content-Length`` checked against
-    :meth:`body_limit`, before a byte of its body is read; a refused request's
-    connection is closed with the answer, its body unread. The body is then kept
-    up to the limit (chunked bodies are cut there by the connection).
+    :meth:`body_limit`, before a byte of its body is read. A refused request with no
+    body or a small one (``DRAIN_MAX``) has it read and dropped, then is answered on a
+    connection that stays open (a client reusing it, or still sending, gets the
+    answer, not a reset); a bigger one's connection is closed with the answer, its
+    body unread. The body is then kept up to the limit (chunked bodies are cut there
+    by the connection).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("prepare")
+        if own is not None and not getattr(own, "_drains", False):
+            cls.prepare = _draining(own)  # type: ignore[method-assign]
 
     ctx: ApiContext
     public = False  # True only for ping
@@ -83,7 +118,9 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body_chunks: list[bytes] = []
         self._body_size = 0
         self._body_too_big = False
+        self._draining = False
 
+    @_draining
     async def prepare(self) -> None:
         await self.host_checks()
         self.check_ids()
@@ -135,6 +172,31 @@ class ApiHandler(tornado.web.RequestHandler):
         conn = self.request.connection
         if conn is not None and hasattr(conn, "set_max_body_size"):
             conn.set_max_body_size(limit + 2**20)
+
+    async def drain_refused_body(self) -> None:
+        """Read and drop the body of a request ``prepare`` refuses, when it is small.
+
+        tornado closes a connection answered before its body was read; the client gets
+        no ``Connection: close`` and may reuse it, or the unread bytes make the close a
+        reset that can overtake the answer. So a request with no body, or a declared
+        one of at most ``DRAIN_MAX`` bytes, is read to its end (within
+        ``DRAIN_TIMEOUT``) before the refusal is answered, on a connection kept alive.
+        """
+        body_future = getattr(self.request, "_body_future", None)
+        prepared = self._prepared_future
+        if self._finished or prepared is None or prepared.done() or body_future is None or body_future.done():
+            return
+        headers = self.request.headers
+        if "Transfer-Encoding" in headers or headers.get("Expect", "").lower() == "100-continue":
+            return
+        length = headers.get("Content-Length", "0").strip()
+        if not length.isdigit() or int(length) > DRAIN_MAX:
+            return
+        self._draining = True
+        self.data_received = lambda chunk: None  # dropped, whatever the route
+        future_set_result_unless_cancelled(prepared, None)  # tornado: read the body now
+        with contextlib.suppress(Exception):  # gone or too slow: the answer closes the connection
+            await asyncio.wait_for(asyncio.shield(body_future), DRAIN_TIMEOUT)
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)

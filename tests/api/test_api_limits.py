@@ -336,3 +336,21 @@ def test_grown_run_counts_the_jobs_it_has(limited: tuple[ServerHandle, dict[str,
     assert r.status == 413, r
     assert r.json["setting"] == "max_jobs_per_submission" and "has 8 already" in r.json["error"]
     assert erin.post(f"/requests/{wid}/close", {}).status == 200
+
+
+def test_a_refused_small_body_is_read_and_the_connection_stays_usable(served: Served) -> None:
+    """A small body refused before it was read is drained: the answer, then the next
+    request on the same connection (a client reusing it never meets a reset)."""
+    sock = socket.create_connection(("127.0.0.1", served.handle.port), timeout=10)
+    body = b'{"workflow": {}}'
+    req = (b"POST /idds/api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body))
+    try:
+        for _ in range(3):  # the body comes after the refusal's headers were read
+            sock.sendall(req)
+            time.sleep(0.2)
+            sock.sendall(body)
+            status, answer = read_answer(sock)
+            assert status == 401 and "authentication required" in answer["error"]
+    finally:
+        sock.close()

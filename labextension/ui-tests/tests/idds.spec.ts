@@ -239,11 +239,23 @@ test('the launcher opens the Workflows view; run and HPO views are restored on r
   await expect(card).toHaveCount(1); // in the visible launcher, one card
   await card.click();
   await expect(page.locator('#idds-workflows .idds-sidebar-header h2')).toBeVisible();
-  // open a run view and its HPO view, then reload: both come back, with their data
+  // open a run view and its HPO view, then reload: both come back, with their data.
+  // JupyterLab saves the layout to the workspace a while after it changes (debounced):
+  // reloading before that save would find the layout of before (a Launcher), so the
+  // reload waits for the workspace saved with both views in its main area.
+  const layoutSaved = page.waitForResponse(resp => {
+    const req = resp.request();
+    if (req.method() !== 'PUT' || !/\/api\/workspaces\//.test(req.url())) {
+      return false;
+    }
+    const main = JSON.stringify(req.postDataJSON()?.data?.['layout-restorer:data']?.main ?? null);
+    return main.includes('idds-jupyter:') && main.includes('idds-jupyter-hpo:');
+  }, { timeout: 60000 });
   await execute(page, 'idds:open-run', { id });
   await execute(page, 'idds:open-hpo', { id });
   await expect(page.locator(`.idds-runview[data-run-id="${id}"]`)).toHaveCount(1);
   await expect(page.locator(`.idds-hpo[data-run-id="${id}"]`)).toHaveAttribute('data-trials', '12');
+  await layoutSaved;
   // (galata's readiness check waits for a Launcher tab: the restored layout has none)
   await page.reload({ waitForIsReady: false });
   await page.locator('#jupyterlab-splash').waitFor({ state: 'detached' });

@@ -48,7 +48,13 @@ function value(v: unknown): string {
   return text === undefined ? '' : text.length > 80 ? `${text.slice(0, 77)}…` : text;
 }
 
-export function Lineage(props: { api: IddsApi; runId: number; work: string; idx: number; version: string }): JSX.Element {
+export function Lineage(props: {
+  api: IddsApi;
+  runId: number;
+  work: string;
+  idx: number;
+  version: string;
+}): JSX.Element {
   const { api, runId, work, idx, version } = props;
   const [prov, setProv] = React.useState<IJobProvenance | null>(null);
   const [err, setErr] = React.useState<string | null>(null);

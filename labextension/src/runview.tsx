@@ -298,7 +298,13 @@ function LogView(props: { model: RunModel; work: string; job: IJobRow; onClose: 
         </button>
       </div>
       {lineage ? (
-        <Lineage api={model.ctx.api} runId={model.id} work={work} idx={job.idx} version={`${job.status}${job.attempt}`} />
+        <Lineage
+          api={model.ctx.api}
+          runId={model.id}
+          work={work}
+          idx={job.idx}
+          version={`${job.status}${job.attempt}`}
+        />
       ) : err ? (
         <div className="idds-muted">{err}</div>
       ) : (

@@ -45,6 +45,7 @@ docs: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check idds_jupyter server_ext tests bench notebooks/conftest.py
+	$(BIN)/ruff format --check idds_jupyter server_ext tests bench notebooks/conftest.py
 	$(BIN)/mypy
 	cd labextension && npx eslint src && npx prettier --check src
 

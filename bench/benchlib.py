@@ -23,7 +23,9 @@ from idds_jupyter.store.tables import jobs
 
 
 @contextlib.contextmanager
-def idds_server(in_process: bool, workers: int, prefix: str = "idds-bench-") -> Iterator[tuple[str, str]]:
+def idds_server(
+    in_process: bool, workers: int, prefix: str = "idds-bench-"
+) -> Iterator[tuple[str, str]]:
     """A fresh standalone server with ``workers`` local workers; yields ``(url, token)``.
 
     ``in_process`` runs it in this process (``start_server``); otherwise it is
@@ -43,14 +45,24 @@ def idds_server(in_process: bool, workers: int, prefix: str = "idds-bench-") -> 
             finally:
                 handle.stop()
             return
-        env = {**os.environ, "IDDS_HOME": str(home), "IDDS_WORKERS": str(workers),
-               "IDDS_DB_URL": f"sqlite:///{home}/idds.db", "JUPYTER_RUNTIME_DIR": str(runtime)}
+        env = {
+            **os.environ,
+            "IDDS_HOME": str(home),
+            "IDDS_WORKERS": str(workers),
+            "IDDS_DB_URL": f"sqlite:///{home}/idds.db",
+            "JUPYTER_RUNTIME_DIR": str(runtime),
+        }
         for var in ("IDDS_URL", "IDDS_TOKEN"):
             env.pop(var, None)
         exe = Path(sys.executable).parent / "idds-jupyter"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "idds_jupyter.cli"]
-        proc = subprocess.Popen([*cmd, "serve", "--port", "0"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [*cmd, "serve", "--port", "0"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             assert proc.stdout is not None
             for line in proc.stdout:  # "connection file ..." once it listens
@@ -95,8 +107,15 @@ def time_dag(orch: Orchestrator, wf: Workflow) -> DagRun:
     wall = time.perf_counter() - t0
     with engine.begin() as conn:  # the first job's end, as the store recorded it
         n, ok, max_rel, max_succ, first_end = conn.execute(
-            select(func.count(), func.sum(jobs.c.success_count), func.max(jobs.c.release_count),
-                   func.max(jobs.c.success_count), func.min(jobs.c.finished_at))
-            .where(jobs.c.workflow_id == wid)).one()
+            select(
+                func.count(),
+                func.sum(jobs.c.success_count),
+                func.max(jobs.c.release_count),
+                func.max(jobs.c.success_count),
+                func.min(jobs.c.finished_at),
+            ).where(jobs.c.workflow_id == wid)
+        ).one()
     t_first = (first_end - t0_epoch) if first_end is not None else float("nan")
-    return DagRun(wid, status, wall, t_first, int(n), int(ok or 0), int(max_rel or 0), int(max_succ or 0))
+    return DagRun(
+        wid, status, wall, t_first, int(n), int(ok or 0), int(max_rel or 0), int(max_succ or 0)
+    )

@@ -50,9 +50,13 @@ class PeakRSS(threading.Thread):
 
 def run_idds(n: int, levels: int, workers: int, db_url: str | None, home: Path) -> float:
 
-
-    cfg = Config.load(None, home=home, db_url=db_url or f"sqlite:///{home / 'idds.db'}",
-                      workers=workers, poll_interval=1.0)
+    cfg = Config.load(
+        None,
+        home=home,
+        db_url=db_url or f"sqlite:///{home / 'idds.db'}",
+        workers=workers,
+        poll_interval=1.0,
+    )
     wf = layered_dag(n, levels)
     rss = PeakRSS()
     rss.start()
@@ -62,11 +66,17 @@ def run_idds(n: int, levels: int, workers: int, db_url: str | None, home: Path) 
     rss.join()
     status, wall, t_first = r.status, r.wall, r.first
     n_jobs, n_success, max_rel, max_succ = r.n_jobs, r.succeeded, r.max_release, r.max_success
-    print(f"idds  : status={status} jobs={n_jobs} succeeded={n_success} "
-          f"max release_count={max_rel} max success_count={max_succ}")
-    print(f"idds  : {wall:.2f} s, {n_jobs / wall:,.0f} jobs/s, first job done after {t_first * 1000:.0f} ms")
-    print(f"idds  : peak RSS agents process {rss.peak_self / 2**20:.0f} MiB, "
-          f"with workers {rss.peak_total / 2**20:.0f} MiB  (db {cfg.db_url.split(':')[0]})")
+    print(
+        f"idds  : status={status} jobs={n_jobs} succeeded={n_success} "
+        f"max release_count={max_rel} max success_count={max_succ}"
+    )
+    print(
+        f"idds  : {wall:.2f} s, {n_jobs / wall:,.0f} jobs/s, first job done after {t_first * 1000:.0f} ms"
+    )
+    print(
+        f"idds  : peak RSS agents process {rss.peak_self / 2**20:.0f} MiB, "
+        f"with workers {rss.peak_total / 2**20:.0f} MiB  (db {cfg.db_url.split(':')[0]})"
+    )
     if status != "finished" or n_success != n_jobs or max_rel != 1 or max_succ != 1:
         raise SystemExit("idds run did not finish every job exactly once")
     return n_jobs / wall
@@ -89,26 +99,40 @@ def run_dask(n: int, levels: int, workers: int) -> float:
                 up = sizes[i - 1]
                 dsk[f"L{i}-{j}"] = (_noop, f"L{i - 1}-{j % up}", f"L{i - 1}-{(j + 1) % up}")
     last = [f"L{levels - 1}-{j}" for j in range(sizes[-1])]
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         t0 = time.perf_counter()
         client.get(dsk, last, sync=True)
         wall = time.perf_counter() - t0
-    print(f"dask  : {wall:.2f} s, {len(dsk) / wall:,.0f} jobs/s  (LocalCluster, {workers} worker processes)")
+    print(
+        f"dask  : {wall:.2f} s, {len(dsk) / wall:,.0f} jobs/s  (LocalCluster, {workers} worker processes)"
+    )
     return len(dsk) / wall
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
-    ap.add_argument("--engine", choices=["idds", "dask"], default="idds",
-                    help="dask: also run the same DAG on Dask and print the ratio")
+    ap.add_argument(
+        "--engine",
+        choices=["idds", "dask"],
+        default="idds",
+        help="dask: also run the same DAG on Dask and print the ratio",
+    )
     args = ap.parse_args()
-    print(f"DAG: {args.jobs:,} no-op jobs in {args.levels} levels, each job depends on 2 jobs "
-          f"of the level above; {args.workers} workers; {os.cpu_count()} cores")
+    print(
+        f"DAG: {args.jobs:,} no-op jobs in {args.levels} levels, each job depends on 2 jobs "
+        f"of the level above; {args.workers} workers; {os.cpu_count()} cores"
+    )
     with tempfile.TemporaryDirectory(prefix="idds-bench-") as tmp:
         ours = run_idds(args.jobs, args.levels, args.workers, args.db, Path(tmp))
     if args.engine == "dask":

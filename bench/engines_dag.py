@@ -187,10 +187,19 @@ def _proc_stat() -> tuple[int, int] | None:
 
 def start_engine(script: str, restart: bool = False) -> dict[str, str]:
     if restart:
-        subprocess.run(["bash", str(CI / script), "stop"], capture_output=True, timeout=300,
-                       stdin=subprocess.DEVNULL)
-    proc = subprocess.run(["bash", str(CI / script), "start"], capture_output=True, text=True,
-                          timeout=900, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["bash", str(CI / script), "stop"],
+            capture_output=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+    proc = subprocess.run(
+        ["bash", str(CI / script), "start"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"ci/engines/{script} start failed:\n{proc.stderr[-3000:]}")
     out = {}
@@ -205,22 +214,40 @@ def engine_settings(engine: str, env: dict[str, str]) -> str:
     """What the engine was configured with (slots, scheduler settings), for the record."""
     try:
         if engine == "slurm":
-            node = subprocess.run(["scontrol", "show", "node"], capture_output=True, text=True,
-                                  timeout=30).stdout
-            cpus = next((w.split("=", 1)[1] for w in node.split() if w.startswith("CPUTot=")),
-                        "?")
-            conf = subprocess.run(["scontrol", "show", "config"], capture_output=True,
-                                  text=True, timeout=30).stdout
-            sched = next((ln.split("=", 1)[1].strip() for ln in conf.splitlines()
-                          if ln.startswith("SchedulerParameters")), "?")
+            node = subprocess.run(
+                ["scontrol", "show", "node"], capture_output=True, text=True, timeout=30
+            ).stdout
+            cpus = next((w.split("=", 1)[1] for w in node.split() if w.startswith("CPUTot=")), "?")
+            conf = subprocess.run(
+                ["scontrol", "show", "config"], capture_output=True, text=True, timeout=30
+            ).stdout
+            sched = next(
+                (
+                    ln.split("=", 1)[1].strip()
+                    for ln in conf.splitlines()
+                    if ln.startswith("SchedulerParameters")
+                ),
+                "?",
+            )
             return f"node CPUs={cpus}; SchedulerParameters={sched}"
         if engine == "htcondor":
-            out = subprocess.run(["chroot", env.get("CONDOR_ROOT", "/"), "/usr/bin/env", "-i",
-                                  "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "condor_config_val",
-                                  "NUM_CPUS", "CLAIM_WORKLIFE", "NEGOTIATOR_INTERVAL"],
-                                 capture_output=True, text=True, timeout=30).stdout.split()
-            return (f"NUM_CPUS={out[0]}, CLAIM_WORKLIFE={out[1]}, "
-                    f"NEGOTIATOR_INTERVAL={out[2]}")
+            out = subprocess.run(
+                [
+                    "chroot",
+                    env.get("CONDOR_ROOT", "/"),
+                    "/usr/bin/env",
+                    "-i",
+                    "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                    "condor_config_val",
+                    "NUM_CPUS",
+                    "CLAIM_WORKLIFE",
+                    "NEGOTIATOR_INTERVAL",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.split()
+            return f"NUM_CPUS={out[0]}, CLAIM_WORKLIFE={out[1]}, NEGOTIATOR_INTERVAL={out[2]}"
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         pass
     return ""
@@ -234,9 +261,17 @@ def noop_spec(i: int) -> dict[str, Any]:
 
 
 def run_core(engine: str, n: int, levels: int, home: Path, options: dict[str, Any]) -> Figures:
-    cfg = Config.load(None, home=home, db_url=f"sqlite:///{home / 'idds.db'}", backend=engine,
-                      backends=(engine,), workers=options.pop("workers", 2), poll_interval=1.0,
-                      batch_poll_interval=1.0, **options)
+    cfg = Config.load(
+        None,
+        home=home,
+        db_url=f"sqlite:///{home / 'idds.db'}",
+        backend=engine,
+        backends=(engine,),
+        workers=options.pop("workers", 2),
+        poll_interval=1.0,
+        batch_poll_interval=1.0,
+        **options,
+    )
     wf = layered_dag(n, levels)
     with Meter() as m, Runner(cfg) as runner:
         r = time_dag(Orchestrator(cfg, engine=runner.engine, bus=runner.bus), wf)
@@ -244,8 +279,9 @@ def run_core(engine: str, n: int, levels: int, home: Path, options: dict[str, An
     if status != "finished" or n_ok != n_jobs:
         raise SystemExit(f"{engine}: the DAG ended {status} with {n_ok}/{n_jobs} jobs succeeded")
     if r.max_release != 1 or r.max_success != 1:
-        raise SystemExit(f"{engine}: a job was released {r.max_release} or succeeded "
-                         f"{r.max_success} times")
+        raise SystemExit(
+            f"{engine}: a job was released {r.max_release} or succeeded {r.max_success} times"
+        )
     return m.mark(Figures(wall, t_first, n_jobs))
 
 
@@ -288,8 +324,9 @@ def raw_dask(n: int, levels: int, address: str) -> Figures:
     for i, size in enumerate(sizes):
         for j in range(size):
             up = sizes[i - 1] if i else 0
-            dsk[f"L{i}-{j}"] = (_noop,) if i == 0 else \
-                (_noop, f"L{i - 1}-{j % up}", f"L{i - 1}-{(j + 1) % up}")
+            dsk[f"L{i}-{j}"] = (
+                (_noop,) if i == 0 else (_noop, f"L{i - 1}-{j % up}", f"L{i - 1}-{(j + 1) % up}")
+            )
     last = [f"L{levels - 1}-{j}" for j in range(sizes[-1])]
     first_level = [f"L0-{j}" for j in range(sizes[0])] if levels > 1 else []
     with Client(address) as client, Meter() as m:
@@ -316,8 +353,9 @@ def _first_end(d: Path, names: list[str]) -> float | None:
     return min(ends) if ends else None
 
 
-def _wait_results(d: Path, n: int, t0: float, t0_epoch: float, timeout: float,
-                  what: str) -> Figures:
+def _wait_results(
+    d: Path, n: int, t0: float, t0_epoch: float, timeout: float, what: str
+) -> Figures:
     """Wait for result-0.json … result-(n-1).json, cheaply: tasks end in about index order,
     so each look stats only the lowest indexes still missing (listing a directory of 3 n
     files five times a second cost as much CPU as the core's own work)."""
@@ -350,14 +388,31 @@ def raw_slurm(n: int, work: Path, timeout: float) -> Figures:
     argv = worker_command(sys.executable, str(d), "$SLURM_ARRAY_TASK_ID")
     script.write_text(f"#!/bin/sh\nexec {' '.join(argv)}\n")
     script.chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
     with Meter() as m:
         t0, t0_epoch = time.perf_counter(), time.time()
-        out = subprocess.run(["sbatch", "--parsable", f"--array=0-{n - 1}",
-                              "--job-name=raw-bench", f"--output={d}/task-%a.log",
-                              f"--chdir={d}", "--export=ALL", "--no-requeue", str(script)],
-                             capture_output=True, text=True, check=True, env=env).stdout.strip()
+        out = subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                f"--array=0-{n - 1}",
+                "--job-name=raw-bench",
+                f"--output={d}/task-%a.log",
+                f"--chdir={d}",
+                "--export=ALL",
+                "--no-requeue",
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout.strip()
         try:
             f = _wait_results(d, n, t0, t0_epoch, timeout, "slurm array")
         finally:
@@ -377,13 +432,20 @@ def raw_htcondor(n: int, work: Path, schedd: str, token: str, timeout: float) ->
     coll = htc.Collector(schedd)
     sd = htc.Schedd(coll.locate(htc.DaemonType.Schedd))
     pp = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    sub = htc.Submit({
-        "universe": "vanilla", "executable": sys.executable, "transfer_executable": "false",
-        "arguments": " ".join(worker_command(sys.executable, str(d), "$(idx)")[1:]),
-        "initialdir": str(d), "output": f"{d}/task-$(idx).log", "error": f"{d}/task-$(idx).log",
-        "log": f"{d}/events.log", "should_transfer_files": "NO",
-        "environment": f"\"PYTHONPATH='{pp}'\"",
-    })
+    sub = htc.Submit(
+        {
+            "universe": "vanilla",
+            "executable": sys.executable,
+            "transfer_executable": "false",
+            "arguments": " ".join(worker_command(sys.executable, str(d), "$(idx)")[1:]),
+            "initialdir": str(d),
+            "output": f"{d}/task-$(idx).log",
+            "error": f"{d}/task-$(idx).log",
+            "log": f"{d}/events.log",
+            "should_transfer_files": "NO",
+            "environment": f"\"PYTHONPATH='{pp}'\"",
+        }
+    )
     with Meter() as m:
         t0, t0_epoch = time.perf_counter(), time.time()
         result = sd.submit(sub, itemdata=iter([{"idx": str(i)} for i in range(n)]))
@@ -420,8 +482,11 @@ class Row:
         return (self.core.cpu - self.raw.cpu) / self.raw.cpu * 100 if self.raw.cpu else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "overhead_pct": round(self.overhead, 2),
-                "cpu_overhead_pct": round(self.cpu_overhead, 2)}
+        return {
+            **asdict(self),
+            "overhead_pct": round(self.overhead, 2),
+            "cpu_overhead_pct": round(self.cpu_overhead, 2),
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Row:
@@ -434,52 +499,76 @@ def _s(x: float | None, fmt: str = ".2f") -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    head = (f"{'engine':9s} {'jobs':>6s} | {'core s':>7s} {'jobs/s':>6s} {'1st job':>8s} "
-            f"{'cpu/job':>8s} | {'alone s':>7s} {'jobs/s':>6s} {'1st job':>8s} {'cpu/job':>8s} | "
-            f"{'overhead':>8s} {'in cpu':>7s}")
+    head = (
+        f"{'engine':9s} {'jobs':>6s} | {'core s':>7s} {'jobs/s':>6s} {'1st job':>8s} "
+        f"{'cpu/job':>8s} | {'alone s':>7s} {'jobs/s':>6s} {'1st job':>8s} {'cpu/job':>8s} | "
+        f"{'overhead':>8s} {'in cpu':>7s}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         c, a = r.core, r.raw
-        print(f"{r.engine:9s} {r.jobs:>6,d} | {c.wall:7.1f} {c.rate:6.1f} {_s(c.first):>6s} s "
-              f"{_s(1000 * c.cpu / c.n, '.1f'):>5s} ms | {a.wall:7.1f} {a.rate:6.1f} "
-              f"{_s(a.first):>6s} s {_s(1000 * a.cpu / a.n, '.1f'):>5s} ms | "
-              f"{r.overhead:+7.1f}% {_s(r.cpu_overhead, '+.1f'):>6s}%")
+        print(
+            f"{r.engine:9s} {r.jobs:>6,d} | {c.wall:7.1f} {c.rate:6.1f} {_s(c.first):>6s} s "
+            f"{_s(1000 * c.cpu / c.n, '.1f'):>5s} ms | {a.wall:7.1f} {a.rate:6.1f} "
+            f"{_s(a.first):>6s} s {_s(1000 * a.cpu / a.n, '.1f'):>5s} ms | "
+            f"{r.overhead:+7.1f}% {_s(r.cpu_overhead, '+.1f'):>6s}%"
+        )
     print()
-    print("core = the DAG through the orchestration core; alone = the same number of no-op jobs "
-          "on the engine without it;\ncpu/job = CPU of everything the run used (this process, "
-          "its commands, the engine's daemons and jobs) per job;\noverhead = core wall time vs "
-          "alone wall time; in cpu = the same for CPU time. Machine busy % during each run "
-          "(other load shows here):")
+    print(
+        "core = the DAG through the orchestration core; alone = the same number of no-op jobs "
+        "on the engine without it;\ncpu/job = CPU of everything the run used (this process, "
+        "its commands, the engine's daemons and jobs) per job;\noverhead = core wall time vs "
+        "alone wall time; in cpu = the same for CPU time. Machine busy % during each run "
+        "(other load shows here):"
+    )
     for r in rows:
-        print(f"  {r.engine}: busy core {_s(r.core.busy, '.0f')} %, alone {_s(r.raw.busy, '.0f')}"
-              f" %; alone = {r.alone}; {r.settings or 'default settings'} ({r.when})")
+        print(
+            f"  {r.engine}: busy core {_s(r.core.busy, '.0f')} %, alone {_s(r.raw.busy, '.0f')}"
+            f" %; alone = {r.alone}; {r.settings or 'default settings'} ({r.when})"
+        )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="local / Dask worker processes")
-    ap.add_argument("--engine", default="all",
-                    help="comma-separated list of local, dask, slurm, htcondor; or all")
-    ap.add_argument("--alone-first", action="store_true",
-                    help="run the engine alone before the core (default: the core first)")
-    ap.add_argument("--restart-engines", action="store_true",
-                    help="stop Slurm / HTCondor first, so that they run this checkout's "
-                         "ci/engines configuration")
-    ap.add_argument("--results", type=Path,
-                    help="merge each engine's row into this JSON file and print all its rows")
+    ap.add_argument(
+        "--engine",
+        default="all",
+        help="comma-separated list of local, dask, slurm, htcondor; or all",
+    )
+    ap.add_argument(
+        "--alone-first",
+        action="store_true",
+        help="run the engine alone before the core (default: the core first)",
+    )
+    ap.add_argument(
+        "--restart-engines",
+        action="store_true",
+        help="stop Slurm / HTCondor first, so that they run this checkout's "
+        "ci/engines configuration",
+    )
+    ap.add_argument(
+        "--results",
+        type=Path,
+        help="merge each engine's row into this JSON file and print all its rows",
+    )
     ap.add_argument("--timeout", type=float, default=7200, help="per run, seconds")
     args = ap.parse_args()
     engines = ENGINES if args.engine == "all" else [e.strip() for e in args.engine.split(",")]
     for e in engines:
         if e not in ENGINES:
             ap.error(f"unknown engine {e!r} (choose from {', '.join(ENGINES)} or all)")
-    print(f"DAG: {args.jobs:,} no-op jobs in {args.levels} levels (each waits for 2 jobs of the "
-          f"level above); {os.cpu_count()} cores; load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    print(
+        f"DAG: {args.jobs:,} no-op jobs in {args.levels} levels (each waits for 2 jobs of the "
+        f"level above); {os.cpu_count()} cores; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     rows: list[Row] = []
     for engine in engines:
         print(f"{engine}:", flush=True)
@@ -489,11 +578,21 @@ def main() -> None:
             figs, note, env = measure(engine, args, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        row = Row(engine, args.jobs, args.levels, figs[0], figs[1], note,
-                  engine_settings(engine, env), time.strftime("%Y-%m-%d %H:%M"))
+        row = Row(
+            engine,
+            args.jobs,
+            args.levels,
+            figs[0],
+            figs[1],
+            note,
+            engine_settings(engine, env),
+            time.strftime("%Y-%m-%d %H:%M"),
+        )
         rows.append(row)
-        print(f"{engine}: overhead {row.overhead:+.1f} % (wall), {row.cpu_overhead:+.1f} % "
-              f"(cpu)", flush=True)
+        print(
+            f"{engine}: overhead {row.overhead:+.1f} % (wall), {row.cpu_overhead:+.1f} % (cpu)",
+            flush=True,
+        )
         if args.results:
             _merge(args.results, row)
     if args.results:
@@ -503,17 +602,20 @@ def main() -> None:
     print_table(rows)
 
 
-def measure(engine: str, args: argparse.Namespace,
-            work: Path) -> tuple[tuple[Figures, Figures], str, dict[str, str]]:
+def measure(
+    engine: str, args: argparse.Namespace, work: Path
+) -> tuple[tuple[Figures, Figures], str, dict[str, str]]:
     """The core and the engine alone on ``engine``: figures, what "alone" was, the engine's env."""
     global ENGINE_CPU
     n, levels, first = args.jobs, args.levels, args.alone_first
     env: dict[str, str] = {}
     ENGINE_CPU = None
     if engine == "local":  # the workers are this process's children: counted when reaped
-        figs = _pair(lambda: run_core("local", n, levels, work / "home",
-                                      {"workers": args.workers}),
-                     lambda: raw_local(n, args.workers), first)
+        figs = _pair(
+            lambda: run_core("local", n, levels, work / "home", {"workers": args.workers}),
+            lambda: raw_local(n, args.workers),
+            first,
+        )
         return figs, f"LocalBackend fed all jobs at once ({args.workers} worker processes)", env
     if engine == "dask":
         # the workers' "failed to communicate with scheduler" tracebacks when the cluster
@@ -521,36 +623,58 @@ def measure(engine: str, args: argparse.Namespace,
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
         from distributed import LocalCluster
 
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster:
+        with LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster:
             addr = cluster.scheduler_address
             ENGINE_CPU = EngineCPU(engine)
             ENGINE_CPU.add([p.pid for p in psutil.Process().children(recursive=True)])
-            figs = _pair(lambda: run_core("dask", n, levels, work / "home",
-                                          {"dask_address": addr}),
-                         lambda: raw_dask(n, levels, addr), first)
-        return figs, (f"same DAG as plain Dask tasks, no wrapper (LocalCluster, {args.workers} "
-                      f"worker processes)"), env
+            figs = _pair(
+                lambda: run_core("dask", n, levels, work / "home", {"dask_address": addr}),
+                lambda: raw_dask(n, levels, addr),
+                first,
+            )
+        return (
+            figs,
+            (
+                f"same DAG as plain Dask tasks, no wrapper (LocalCluster, {args.workers} "
+                f"worker processes)"
+            ),
+            env,
+        )
     if engine == "slurm":
         env = start_engine("slurm.sh", args.restart_engines)
         os.environ["SLURM_CONF"] = env["SLURM_CONF"]
         ENGINE_CPU = EngineCPU(engine)
         ENGINE_CPU.add(_slurm_pids(Path(env["SLURM_CONF"]).parent))
-        figs = _pair(lambda: run_core("slurm", n, levels, work / "home",
-                                      {"shared_dir": str(work / "batch")}),
-                     lambda: raw_slurm(n, work, args.timeout), first)
+        figs = _pair(
+            lambda: run_core(
+                "slurm", n, levels, work / "home", {"shared_dir": str(work / "batch")}
+            ),
+            lambda: raw_slurm(n, work, args.timeout),
+            first,
+        )
         return figs, "ONE sbatch --array of the worker wrapper", env
     env = start_engine("htcondor.sh", args.restart_engines)
     ENGINE_CPU = EngineCPU(engine)
     ENGINE_CPU.add(_chroot_pids(env.get("CONDOR_ROOT", "")))
     (work / "home").mkdir()
     (work / "home").chmod(0o777)
-    figs = _pair(lambda: run_core("htcondor", n, levels, work / "home",
-                                  {"shared_dir": str(work / "batch"),
-                                   "condor_schedd": env["CONDOR_SCHEDD"],
-                                   "condor_token": env["CONDOR_TOKEN"]}),
-                 lambda: raw_htcondor(n, work, env["CONDOR_SCHEDD"], env["CONDOR_TOKEN"],
-                                      args.timeout), first)
+    figs = _pair(
+        lambda: run_core(
+            "htcondor",
+            n,
+            levels,
+            work / "home",
+            {
+                "shared_dir": str(work / "batch"),
+                "condor_schedd": env["CONDOR_SCHEDD"],
+                "condor_token": env["CONDOR_TOKEN"],
+            },
+        ),
+        lambda: raw_htcondor(n, work, env["CONDOR_SCHEDD"], env["CONDOR_TOKEN"], args.timeout),
+        first,
+    )
     return figs, "ONE HTCondor cluster (one submit, N itemdata rows) of the worker wrapper", env
 
 
@@ -577,11 +701,14 @@ def _chroot_pids(root: str) -> list[int]:
 def _pair(core: Any, alone: Any, alone_first: bool) -> tuple[Figures, Figures]:
     """Run both (in the order asked), printing each one's figures as soon as it ends."""
     out: dict[str, Figures] = {}
-    for what in (("alone", "core ") if alone_first else ("core ", "alone")):
+    for what in ("alone", "core ") if alone_first else ("core ", "alone"):
         f = out[what] = (alone if what == "alone" else core)()
-        print(f"  {what} {f.wall:8.1f} s {f.rate:7.1f} jobs/s first {_s(f.first)} s; cpu "
-              f"{_s(f.cpu_here, '.1f')} s here + {_s(f.cpu_engine, '.1f')} s engine; machine "
-              f"busy {_s(f.busy, '.0f')} %", flush=True)
+        print(
+            f"  {what} {f.wall:8.1f} s {f.rate:7.1f} jobs/s first {_s(f.first)} s; cpu "
+            f"{_s(f.cpu_here, '.1f')} s here + {_s(f.cpu_engine, '.1f')} s engine; machine "
+            f"busy {_s(f.busy, '.0f')} %",
+            flush=True,
+        )
     return out["core "], out["alone"]
 
 

@@ -51,8 +51,12 @@ def _latency(call: Callable[[int], Any], n: int, warmup: int = 20) -> dict[str, 
         lat.append((time.perf_counter() - t0) * 1000)
         if out != i:
             raise AssertionError(f"call {i} returned {out!r}")
-    return {"p50_ms": statistics.median(lat), "p99_ms": _percentile(lat, 0.99),
-            "mean_ms": statistics.fmean(lat), "max_ms": max(lat)}
+    return {
+        "p50_ms": statistics.median(lat),
+        "p99_ms": _percentile(lat, 0.99),
+        "mean_ms": statistics.fmean(lat),
+        "max_ms": max(lat),
+    }
 
 
 def _throughput(run_map: Callable[[list[int]], list[Any]], m: int) -> dict[str, float]:
@@ -97,8 +101,12 @@ def bench_dask(n_calls: int, n_map: int, workers: int) -> dict[str, Any]:
     from dask.distributed import Client as DaskClient
     from dask.distributed import LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, DaskClient(cluster) as dc:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        DaskClient(cluster) as dc,
+    ):
 
         def call(i: int) -> Any:
             return dc.submit(trivial, i, pure=False).result()
@@ -116,9 +124,12 @@ def bench_dask(n_calls: int, n_map: int, workers: int) -> dict[str, Any]:
 
 
 def report(idds: dict[str, Any], dask: dict[str, Any] | None) -> str:
-    rows = [("p50 round trip (ms)", "p50_ms", False), ("p99 round trip (ms)", "p99_ms", False),
-            ("mean round trip (ms)", "mean_ms", False),
-            ("map throughput (tasks/s)", "map_tasks_per_s", True)]
+    rows = [
+        ("p50 round trip (ms)", "p50_ms", False),
+        ("p99 round trip (ms)", "p99_ms", False),
+        ("mean round trip (ms)", "mean_ms", False),
+        ("map throughput (tasks/s)", "map_tasks_per_s", True),
+    ]
     out = [f"{'':28s}{'idds-jupyter':>14s}{'dask':>12s}{'idds/dask':>11s}{'target':>10s}{'ok':>5s}"]
     for label, key, higher in rows:
         a = idds[key]
@@ -128,8 +139,10 @@ def report(idds: dict[str, Any], dask: dict[str, Any] | None) -> str:
         ok = "" if target is None else ("yes" if (a >= target if higher else a <= target) else "NO")
         tgt = "" if target is None else (f">={target:g}" if higher else f"<={target:g}")
         out.append(f"{label:28s}{a:14.2f}{b:12.2f}{ratio:11.2f}{tgt:>10s}{ok:>5s}")
-    out.append(f"idds-jupyter: map of {idds.get('n_map')} in {idds['map_s']:.2f} s; "
-               f"blobs added by the timed runs: {idds['blobs_added']}; server: {idds['server']}")
+    out.append(
+        f"idds-jupyter: map of {idds.get('n_map')} in {idds['map_s']:.2f} s; "
+        f"blobs added by the timed runs: {idds['blobs_added']}; server: {idds['server']}"
+    )
     if dask:
         out.append(f"dask: map of {idds.get('n_map')} in {dask['map_s']:.2f} s")
     return "\n".join(out)
@@ -140,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=1000, help="round trips timed (default 1000)")
     p.add_argument("--map", type=int, default=10_000, help="items of the map (default 10000)")
     p.add_argument("--workers", type=int, default=2, help="worker processes on both sides")
-    p.add_argument("--in-process", action="store_true", help="server in this process (start_server)")
+    p.add_argument(
+        "--in-process", action="store_true", help="server in this process (start_server)"
+    )
     p.add_argument("--no-dask", action="store_true", help="skip the Dask baseline")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON too")
     args = p.parse_args(argv)

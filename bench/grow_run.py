@@ -25,14 +25,18 @@ from idds_jupyter.core import Orchestrator
 
 
 def _work(i: int) -> dict[str, Any]:
-    return {"name": f"call_{i}", "function": "idds_jupyter.worker.job:noop",
-            "kwargs_list": [{"params": {"x": i / 7}, "meta": {"trial": i}}]}
+    return {
+        "name": f"call_{i}",
+        "function": "idds_jupyter.worker.job:noop",
+        "kwargs_list": [{"params": {"x": i / 7}, "meta": {"trial": i}}],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
-                   default=[100, 1000, 3000, 10000])
+    p.add_argument(
+        "--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[100, 1000, 3000, 10000]
+    )
     p.add_argument("--sample", type=int, default=50, help="additions timed at each size")
     p.add_argument("--db", default="sqlite", help="sqlite (a temporary file) or a database URL")
     args = p.parse_args(argv)
@@ -43,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
             wid = orch.submit({"name": "grow", "works": []}, open=True)
             n = 0
-            print(f"adding works one at a time to an open run ({url.split(':')[0]}); "
-                  f"p50 and p90 of {args.sample} additions at each size")
+            print(
+                f"adding works one at a time to an open run ({url.split(':')[0]}); "
+                f"p50 and p90 of {args.sample} additions at each size"
+            )
             for size in args.sizes:
                 while n < size - args.sample:
                     orch.add_works(wid, [_work(n)])
@@ -57,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                     times.append((time.perf_counter() - t0) * 1e3)
                     n += 1
                 times.sort()
-                print(f"  work {size:6d}: add_works p50 {statistics.median(times):6.3f} ms   "
-                      f"p90 {times[int(0.9 * (len(times) - 1))]:6.3f} ms", flush=True)
+                print(
+                    f"  work {size:6d}: add_works p50 {statistics.median(times):6.3f} ms   "
+                    f"p90 {times[int(0.9 * (len(times) - 1))]:6.3f} ms",
+                    flush=True,
+                )
             orch.close(wid)
     return 0
 

@@ -63,17 +63,37 @@ def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:
         set_client(client)
         try:
             # warm up: the server's first request, the workers' imports, the push channel
-            Study(fn, {"x": uniform(0, 1)}, max_trials=2 * args.parallel, parallel=args.parallel,
-                  sampler="random", seed=0, name="warmup", client=client).optimize(timeout=120)
-            runs = [(steer, p) for steer in args.steer
-                    for p in (args.prefetch if steer == "client" else [0])]
+            Study(
+                fn,
+                {"x": uniform(0, 1)},
+                max_trials=2 * args.parallel,
+                parallel=args.parallel,
+                sampler="random",
+                seed=0,
+                name="warmup",
+                client=client,
+            ).optimize(timeout=120)
+            runs = [
+                (steer, p)
+                for steer in args.steer
+                for p in (args.prefetch if steer == "client" else [0])
+            ]
             for steer, prefetch in runs:
                 walls, last = [], None
                 spans: list[tuple[int, float, float]] = []  # (run, epoch start, epoch end)
                 for _ in range(args.repeat):
-                    study = Study(fn, {"x": uniform(0, 1)}, max_trials=args.trials,
-                                  parallel=args.parallel, sampler=args.sampler, seed=1,
-                                  name="overhead", prefetch=prefetch, steer=steer, client=client)
+                    study = Study(
+                        fn,
+                        {"x": uniform(0, 1)},
+                        max_trials=args.trials,
+                        parallel=args.parallel,
+                        sampler=args.sampler,
+                        seed=1,
+                        name="overhead",
+                        prefetch=prefetch,
+                        steer=steer,
+                        client=client,
+                    )
                     e0, t0 = time.time(), time.perf_counter()
                     df = study.optimize(timeout=600)
                     walls.append(time.perf_counter() - t0)
@@ -81,32 +101,43 @@ def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:
                     spans.append((study.run_id, e0, e0 + walls[-1]))
                     complete = int((df["state"] == "COMPLETE").sum())
                     if complete != args.trials:
-                        raise SystemExit(f"{steer} prefetch={prefetch}: {complete} of "
-                                         f"{args.trials} trials completed")
+                        raise SystemExit(
+                            f"{steer} prefetch={prefetch}: {complete} of "
+                            f"{args.trials} trials completed"
+                        )
                     last = study
                 assert last is not None and last.run_id is not None
                 median = sorted(range(len(walls)), key=walls.__getitem__)[len(walls) // 2]
-                out.append({"engine": f"idds-jupyter {steer} prefetch={prefetch}",
-                            "trials": args.trials, **_figures(walls, ideal, args.trials),
-                            "best": last.best_value,
-                            "works": len(client.status(last.run_id)["works"]),
-                            "breakdown_ms": _breakdown(client, *spans[median], args)})
+                out.append(
+                    {
+                        "engine": f"idds-jupyter {steer} prefetch={prefetch}",
+                        "trials": args.trials,
+                        **_figures(walls, ideal, args.trials),
+                        "best": last.best_value,
+                        "works": len(client.status(last.run_id)["works"]),
+                        "breakdown_ms": _breakdown(client, *spans[median], args),
+                    }
+                )
         finally:
             set_client(None)
             client.shutdown()
     return out
 
 
-def _breakdown(client: Any, run_id: int, t0: float, t1: float,
-               args: argparse.Namespace) -> dict[str, float]:
+def _breakdown(
+    client: Any, run_id: int, t0: float, t1: float, args: argparse.Namespace
+) -> dict[str, float]:
     """Where one run's overhead went (see the module's docstring), in ms of wall time."""
     runs: list[tuple[float, float]] = []
     for w in client.status(run_id)["works"]:
         offset = 0
         while True:
             page = client.jobs(run_id, w["name"], offset=offset, limit=500)
-            runs += [(j["started_at"], j["finished_at"]) for j in page["jobs"]
-                     if j["status"] == "finished" and j["started_at"] and j["finished_at"]]
+            runs += [
+                (j["started_at"], j["finished_at"])
+                for j in page["jobs"]
+                if j["status"] == "finished" and j["started_at"] and j["finished_at"]
+            ]
             offset += len(page["jobs"])
             if not page["jobs"] or offset >= page["total"]:
                 break
@@ -117,9 +148,13 @@ def _breakdown(client: Any, run_id: int, t0: float, t1: float,
     start = sum(s - t0 for s in starts)
     tail = sum(t1 - e for e in ends)
     idle = n * (t1 - t0) - busy
-    return {"start": 1e3 * start / n, "gaps": 1e3 * (idle - start - tail) / n,
-            "tail": 1e3 * tail / n, "end": 1e3 * (t1 - max(ends)),
-            "jobs": 1e3 * (busy - len(runs) * args.duration) / n}
+    return {
+        "start": 1e3 * start / n,
+        "gaps": 1e3 * (idle - start - tail) / n,
+        "tail": 1e3 * tail / n,
+        "end": 1e3 * (t1 - max(ends)),
+        "jobs": 1e3 * (busy - len(runs) * args.duration) / n,
+    }
 
 
 def bench_optuna(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,11 +169,17 @@ def bench_optuna(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.repeat):
         st = optuna.create_study(sampler=make_sampler(args.sampler, 1, space))
         t0 = time.perf_counter()
-        st.optimize(lambda t: objective(t.suggest_float("x", 0, 1), args.duration),
-                    n_trials=args.trials, n_jobs=args.parallel)
+        st.optimize(
+            lambda t: objective(t.suggest_float("x", 0, 1), args.duration),
+            n_trials=args.trials,
+            n_jobs=args.parallel,
+        )
         walls.append(time.perf_counter() - t0)
-    return {"engine": "optuna n_jobs (threads, local)", "trials": args.trials,
-            **_figures(walls, ideal, args.trials)}
+    return {
+        "engine": "optuna n_jobs (threads, local)",
+        "trials": args.trials,
+        **_figures(walls, ideal, args.trials),
+    }
 
 
 def _figures(walls: list[float], ideal: float, trials: int) -> dict[str, Any]:
@@ -146,9 +187,13 @@ def _figures(walls: list[float], ideal: float, trials: int) -> dict[str, Any]:
     import statistics
 
     wall = statistics.median(walls)
-    return {"wall_s": wall, "ideal_s": ideal, "overhead_pct": 100 * (wall - ideal) / ideal,
-            "runs_overhead_pct": [100 * (w - ideal) / ideal for w in walls],
-            "trials_per_s": trials / wall}
+    return {
+        "wall_s": wall,
+        "ideal_s": ideal,
+        "overhead_pct": 100 * (wall - ideal) / ideal,
+        "runs_overhead_pct": [100 * (w - ideal) / ideal for w in walls],
+        "trials_per_s": trials / wall,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,13 +203,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=8)
     p.add_argument("--sampler", default="random")
     p.add_argument("--workers", type=int, default=None, help="server workers (default: parallel)")
-    p.add_argument("--prefetch", type=lambda v: [int(x) for x in v.split(",")], default=None,
-                   help="extra trials queued at the backend beyond the parallel ones; a comma "
-                        "list runs the study once per value (default: 0 and --parallel)")
-    p.add_argument("--steer", type=lambda v: v.split(","), default=["client", "server"],
-                   help="where the sampler runs: client, server, or both (default)")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="runs of each study; the median is reported (default 3)")
+    p.add_argument(
+        "--prefetch",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=None,
+        help="extra trials queued at the backend beyond the parallel ones; a comma "
+        "list runs the study once per value (default: 0 and --parallel)",
+    )
+    p.add_argument(
+        "--steer",
+        type=lambda v: v.split(","),
+        default=["client", "server"],
+        help="where the sampler runs: client, server, or both (default)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each study; the median is reported (default 3)",
+    )
     p.add_argument("--in-process", action="store_true")
     p.add_argument("--no-optuna", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -179,18 +236,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{args.trials} trials of a {args.duration} s objective, parallel={args.parallel}, "
-          f"sampler={args.sampler}, {args.workers} workers; "
-          f"ideal {args.trials * args.duration / args.parallel:.2f} s; median of {args.repeat} runs")
+    print(
+        f"{args.trials} trials of a {args.duration} s objective, parallel={args.parallel}, "
+        f"sampler={args.sampler}, {args.workers} workers; "
+        f"ideal {args.trials * args.duration / args.parallel:.2f} s; median of {args.repeat} runs"
+    )
     for r in results:
         works = f"   {r['works']} works" if "works" in r else ""
         runs = r["runs_overhead_pct"]
-        print(f"  {r['engine']:40s} wall {r['wall_s']:7.2f} s   overhead {r['overhead_pct']:6.1f} % "
-              f"({min(runs):.1f} .. {max(runs):.1f})   {r['trials_per_s']:6.1f} trials/s{works}")
+        print(
+            f"  {r['engine']:40s} wall {r['wall_s']:7.2f} s   overhead {r['overhead_pct']:6.1f} % "
+            f"({min(runs):.1f} .. {max(runs):.1f})   {r['trials_per_s']:6.1f} trials/s{works}"
+        )
         if "breakdown_ms" in r:
             b = r["breakdown_ms"]
-            print(f"  {'':40s} ms: start {b['start']:.0f} + gaps {b['gaps']:.0f} + tail "
-                  f"{b['tail']:.0f} (end {b['end']:.0f}) + jobs {b['jobs']:.0f}")
+            print(
+                f"  {'':40s} ms: start {b['start']:.0f} + gaps {b['gaps']:.0f} + tail "
+                f"{b['tail']:.0f} (end {b['end']:.0f}) + jobs {b['jobs']:.0f}"
+            )
     # Judged without prefetch: with it more than `parallel` trials are handed out at once
     # (queued at the backend), which is not what `parallel` promises.
     # A study steers from the server by default; from the client only when it must (pruning,
@@ -199,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in strict:
         ok = r["overhead_pct"] <= TARGET_OVERHEAD_PCT
         kind = "the default" if " server " in r["engine"] else "for pruning, sampler objects"
-        print(f"target overhead <= {TARGET_OVERHEAD_PCT:.0f} % ({r['engine']}, {kind}): "
-              f"{'met' if ok else 'NOT met'} ({r['overhead_pct']:.1f} %)")
+        print(
+            f"target overhead <= {TARGET_OVERHEAD_PCT:.0f} % ({r['engine']}, {kind}): "
+            f"{'met' if ok else 'NOT met'} ({r['overhead_pct']:.1f} %)"
+        )
     return 0
 
 

@@ -27,8 +27,18 @@ _LAZY = {
     "get_client": "idds_jupyter.client",
 }
 
-__all__ = ["Client", "IddsError", "JobFuture", "RemoteError", "Run", "get_client", "get_run", "runs",
-           "work", "workflow"]
+__all__ = [
+    "Client",
+    "IddsError",
+    "JobFuture",
+    "RemoteError",
+    "Run",
+    "get_client",
+    "get_run",
+    "runs",
+    "work",
+    "workflow",
+]
 
 if TYPE_CHECKING:
     from idds_jupyter.client import Client, IddsError, get_client

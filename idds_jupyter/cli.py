@@ -24,9 +24,13 @@ def _params(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return Config.load(getattr(args, "config", None), db_url=getattr(args, "db", None),
-                       bus=getattr(args, "bus", None), backend=getattr(args, "backend", None),
-                       isolation=getattr(args, "isolation", None))
+    return Config.load(
+        getattr(args, "config", None),
+        db_url=getattr(args, "db", None),
+        bus=getattr(args, "bus", None),
+        backend=getattr(args, "backend", None),
+        isolation=getattr(args, "isolation", None),
+    )
 
 
 def _orch(args: argparse.Namespace) -> Any:
@@ -36,7 +40,11 @@ def _orch(args: argparse.Namespace) -> Any:
 
     cfg = _config(args)
     engine = make_engine(cfg.db_url)
-    bus = make_bus(cfg.bus, engine=engine) if cfg.bus in ("db",) or cfg.bus.startswith("zmq") else None
+    bus = (
+        make_bus(cfg.bus, engine=engine)
+        if cfg.bus in ("db",) or cfg.bus.startswith("zmq")
+        else None
+    )
     return Orchestrator(cfg, engine=engine, bus=bus)
 
 
@@ -84,8 +92,9 @@ def _workflow_of(args: argparse.Namespace) -> Any:
         return args.file
     from idds_jupyter.export import export_template, parse_sweep
 
-    return export_template(args.file, mode=args.mode, sweep=parse_sweep(args.sweep or []),
-                           group=args.group)
+    return export_template(
+        args.file, mode=args.mode, sweep=parse_sweep(args.sweep or []), group=args.group
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -94,8 +103,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from idds_jupyter.model import TemplateError
 
     try:
-        text = to_yaml(export_template(args.file, mode=args.mode, sweep=parse_sweep(args.sweep),
-                                       group=args.group, name=args.name))
+        text = to_yaml(
+            export_template(
+                args.file,
+                mode=args.mode,
+                sweep=parse_sweep(args.sweep),
+                group=args.group,
+                name=args.name,
+            )
+        )
     except (TemplateError, ValueError, OSError) as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 2
@@ -109,12 +125,25 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--mode", choices=["notebook", "cells"], default="notebook",
-                   help="a notebook: run it whole (papermill-style) or as a DAG of its cells")
-    s.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help="a notebook, whole-notebook mode: one job per value (several: the product)")
-    s.add_argument("--group", choices=["cell", "heading"], default="cell",
-                   help="cells mode: one work per code cell, or per markdown heading")
+    s.add_argument(
+        "--mode",
+        choices=["notebook", "cells"],
+        default="notebook",
+        help="a notebook: run it whole (papermill-style) or as a DAG of its cells",
+    )
+    s.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="a notebook, whole-notebook mode: one job per value (several: the product)",
+    )
+    s.add_argument(
+        "--group",
+        choices=["cell", "heading"],
+        default="cell",
+        help="cells mode: one work per code cell, or per markdown heading",
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -183,9 +212,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     auth = _serve_auth(args, cfg)
     try:
-        handle = start_server(cfg, ip=args.ip, port=args.port, base_url=args.base_url,
-                              roles=roles, connection_file=True, auth=auth, tune_gc=True,
-                              port_retries=0 if args.port_explicit else 50)
+        handle = start_server(
+            cfg,
+            ip=args.ip,
+            port=args.port,
+            base_url=args.base_url,
+            roles=roles,
+            connection_file=True,
+            auth=auth,
+            tune_gc=True,
+            port_retries=0 if args.port_explicit else 50,
+        )
     except OSError as exc:
         print(f"error: cannot serve on {args.ip}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -216,8 +253,10 @@ def _serve_auth(args: argparse.Namespace, cfg: Config) -> Any:
     if hub:
         address = hub_service_address()
         if address is None:
-            raise SystemExit("error: --auth hub needs JUPYTERHUB_API_TOKEN and JUPYTERHUB_SERVICE_PREFIX "
-                             "(run as a JupyterHub service)")
+            raise SystemExit(
+                "error: --auth hub needs JUPYTERHUB_API_TOKEN and JUPYTERHUB_SERVICE_PREFIX "
+                "(run as a JupyterHub service)"
+            )
         ip, port, prefix = address
         if not args.port_explicit:
             args.ip, args.port, args.port_explicit = ip, port, True
@@ -231,7 +270,9 @@ def _serve_auth(args: argparse.Namespace, cfg: Config) -> Any:
         if cfg.oidc_issuer:
             from idds_jupyter.auth.oidc import OIDCAuthenticator
 
-            inner = OIDCAuthenticator.from_config(cfg, fallback=fallback, executor=fallback.executor)
+            inner = OIDCAuthenticator.from_config(
+                cfg, fallback=fallback, executor=fallback.executor
+            )
         if hub:
             from idds_jupyter.auth.hub import HubAuthenticator
 
@@ -255,25 +296,39 @@ def cmd_token(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: --expires: {exc}", file=sys.stderr)
             return 2
-        row, token = tokens.create_token(engine, args.user, args.name or "", admin=args.admin,
-                                         expires_in=lifetime)
+        row, token = tokens.create_token(
+            engine, args.user, args.name or "", admin=args.admin, expires_in=lifetime
+        )
         print(token)
-        until = (time.strftime(", expires %Y-%m-%d %H:%M:%S", time.localtime(row["expires_at"]))
-                 if row["expires_at"] else "")
-        print(f"token {row['id']} for user {row['user']!r}{' (admin)' if row['admin'] else ''}{until}",
-              file=sys.stderr)
+        until = (
+            time.strftime(", expires %Y-%m-%d %H:%M:%S", time.localtime(row["expires_at"]))
+            if row["expires_at"]
+            else ""
+        )
+        print(
+            f"token {row['id']} for user {row['user']!r}{' (admin)' if row['admin'] else ''}{until}",
+            file=sys.stderr,
+        )
         return 0
     if args.action == "list":
         for r in tokens.list_tokens(engine, args.user, include_revoked=args.all):
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
-            used = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_used_at"]))
-                    if r["last_used_at"] else "never")
+            used = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_used_at"]))
+                if r["last_used_at"]
+                else "never"
+            )
             state = "revoked" if r["revoked_at"] else ("admin" if r["admin"] else "user")
             if r["expires_at"] and not r["revoked_at"] and r["expires_at"] <= time.time():
                 state = "expired"
-            until = (time.strftime("  expires %Y-%m-%d %H:%M:%S", time.localtime(r["expires_at"]))
-                     if r["expires_at"] else "")
-            print(f"{r['id']:>5}  {r['user']:<16} {state:<8} {created}  last used {used}{until}  {r['name']}")
+            until = (
+                time.strftime("  expires %Y-%m-%d %H:%M:%S", time.localtime(r["expires_at"]))
+                if r["expires_at"]
+                else ""
+            )
+            print(
+                f"{r['id']:>5}  {r['user']:<16} {state:<8} {created}  last used {used}{until}  {r['name']}"
+            )
         return 0
     if tokens.revoke_token(engine, args.id):
         print(f"token {args.id} revoked")
@@ -329,8 +384,10 @@ def cmd_provenance(args: argparse.Namespace) -> int:
         from idds_jupyter.export.provenance import write_crate
 
         write_crate(run, record, args.output)
-        print(f"workflow {args.id}: {len(record['jobs'])} jobs, "
-              f"{len(record['environments'])} environment(s) -> {args.output} (RO-Crate)")
+        print(
+            f"workflow {args.id}: {len(record['jobs'])} jobs, "
+            f"{len(record['environments'])} environment(s) -> {args.output} (RO-Crate)"
+        )
         return 0
     print(f"workflow {args.id} {run['name']!r}: {run['status']}")
     _print_counts(record["works"])
@@ -351,8 +408,15 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         if req is None:
             print(f"error: no workflow with id {args.id}", file=sys.stderr)
             return None
-        return int(orch.submit(req["template"], req["params"], owner=req["owner"],
-                               backend=req["backend"], cwd=req["cwd"]))
+        return int(
+            orch.submit(
+                req["template"],
+                req["params"],
+                owner=req["owner"],
+                backend=req["backend"],
+                cwd=req["cwd"],
+            )
+        )
 
     def report(orch: Any, wid: int) -> int:
         with orch.engine.connect() as conn:
@@ -400,7 +464,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="idds-jupyter", description=__doc__)
     p.add_argument("--config", help="YAML config file (also IDDS_CONFIG)")
-    p.add_argument("--db", help="database URL (also IDDS_DB_URL); default: SQLite in the Jupyter data dir")
+    p.add_argument(
+        "--db", help="database URL (also IDDS_DB_URL); default: SQLite in the Jupyter data dir"
+    )
     p.add_argument("--bus", help="event bus: local, none, db, zmq://HOST:PUB:SUB (also IDDS_BUS)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -409,15 +475,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", help="default backend (local, dask)")
     s.add_argument("--only", action="append", choices=AGENT_ROLES)
     s.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=None,
-                   help="port (default 8765, or the next free one; 0 = any free port)")
+    s.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default 8765, or the next free one; 0 = any free port)",
+    )
     s.add_argument("--base-url", default="/", help="URL prefix of the API (default /)")
-    s.add_argument("--auth", choices=["auto", "token", "hub"], default="auto",
-                   help="who may call: token (the service's tokens), hub (JupyterHub users, and "
-                        "tokens); auto: hub when a JupyterHub started this process")
-    s.add_argument("--isolation", choices=["none", "account", "uid"],
-                   help="what local jobs run as: none (this account), account (job_account), "
-                        "uid (the owner's OS account); also IDDS_ISOLATION (docs/security.md)")
+    s.add_argument(
+        "--auth",
+        choices=["auto", "token", "hub"],
+        default="auto",
+        help="who may call: token (the service's tokens), hub (JupyterHub users, and "
+        "tokens); auto: hub when a JupyterHub started this process",
+    )
+    s.add_argument(
+        "--isolation",
+        choices=["none", "account", "uid"],
+        help="what local jobs run as: none (this account), account (job_account), "
+        "uid (the owner's OS account); also IDDS_ISOLATION (docs/security.md)",
+    )
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("token", help="API tokens: create, list, revoke")
     tsub = s.add_subparsers(dest="action", required=True)
@@ -425,8 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--user", required=True)
     t.add_argument("--admin", action="store_true", help="may see and control every user's runs")
     t.add_argument("--name", default="", help="a label for the token")
-    t.add_argument("--expires", metavar="DURATION",
-                   help="lifetime: seconds or 30m, 1h, 7d, 2w (default: until revoked)")
+    t.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="lifetime: seconds or 30m, 1h, 7d, 2w (default: until revoked)",
+    )
     t = tsub.add_parser("list", help="list tokens (never their secrets)")
     t.add_argument("--user", help="only this user's tokens")
     t.add_argument("--all", action="store_true", help="include revoked tokens")
@@ -435,13 +515,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_token)
     s = sub.add_parser("agents", help="run agents; --only ROLE to split roles over processes")
     s.add_argument("--backend")
-    s.add_argument("--isolation", choices=["none", "account", "uid"],
-                   help="what local jobs run as (see serve --isolation)")
+    s.add_argument(
+        "--isolation",
+        choices=["none", "account", "uid"],
+        help="what local jobs run as (see serve --isolation)",
+    )
     s.add_argument("--only", action="append", choices=AGENT_ROLES)
     s.set_defaults(func=cmd_serve)
 
-    for name, func, helptext in (("submit", cmd_submit, "submit a YAML/JSON workflow template"),
-                                 ("run", cmd_run, "run a template with embedded agents and wait")):
+    for name, func, helptext in (
+        ("submit", cmd_submit, "submit a YAML/JSON workflow template"),
+        ("run", cmd_run, "run a template with embedded agents and wait"),
+    ):
         s = sub.add_parser(name, help=helptext + " (or a notebook, .ipynb)")
         s.add_argument("file")
         s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
@@ -449,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--backend")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if name == "submit":
-            s.add_argument("--wait", action="store_true", help="wait for the end, with a progress bar")
+            s.add_argument(
+                "--wait", action="store_true", help="wait for the end, with a progress bar"
+            )
         s.set_defaults(func=func)
 
     s = sub.add_parser("export", help="a notebook as a batch workflow template (YAML)")
@@ -463,26 +550,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(func=cmd_runs)
     for op in ("status", "abort", "suspend", "resume", "retry"):
-        s = sub.add_parser(op, help=f"{op} a workflow" + (" (or --work NAME)" if op != "status" else ""))
+        s = sub.add_parser(
+            op, help=f"{op} a workflow" + (" (or --work NAME)" if op != "status" else "")
+        )
         s.add_argument("id", type=int)
         if op != "status":
             s.add_argument("--work", help="only this work of the workflow")
         s.set_defaults(func=lambda a, _op=op: _one(a, _op))
-    s = sub.add_parser("rerun", help="re-run a workflow: unchanged jobs from the cache, the failed "
-                                     "(--failed) or changed (--changed) ones and their downstream run")
+    s = sub.add_parser(
+        "rerun",
+        help="re-run a workflow: unchanged jobs from the cache, the failed "
+        "(--failed) or changed (--changed) ones and their downstream run",
+    )
     s.add_argument("id", type=int)
-    s.add_argument("--failed", action="store_true", help="re-run the failed jobs and their downstream")
-    s.add_argument("--changed", action="store_true",
-                   help="re-run the jobs whose code or inputs changed and their downstream")
+    s.add_argument(
+        "--failed", action="store_true", help="re-run the failed jobs and their downstream"
+    )
+    s.add_argument(
+        "--changed",
+        action="store_true",
+        help="re-run the jobs whose code or inputs changed and their downstream",
+    )
     s.add_argument("--wait", action="store_true", help="wait for the end and print the counts")
-    s.add_argument("--embedded", action="store_true",
-                   help="run the agents in this process (like run) and wait")
+    s.add_argument(
+        "--embedded", action="store_true", help="run the agents in this process (like run) and wait"
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_rerun)
     s = sub.add_parser("provenance", help="a run's provenance: counts, or -o FILE an RO-Crate zip")
     s.add_argument("id", type=int)
-    s.add_argument("-o", "--output", metavar="FILE.crate.zip",
-                   help="write an RO-Crate (Workflow Run Crate) of the run")
+    s.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.crate.zip",
+        help="write an RO-Crate (Workflow Run Crate) of the run",
+    )
     s.set_defaults(func=cmd_provenance)
     s = sub.add_parser("db", help="database schema")
     s.add_argument("action", choices=["upgrade", "current"])
@@ -495,8 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "serve":
         args.port_explicit = args.port is not None
         args.port = 8765 if args.port is None else args.port
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     if args.cmd == "retry":
         args.func = lambda a: _one(a, "retry")
     try:

@@ -25,9 +25,15 @@ from idds_jupyter.store.engine import default_home, default_url
 AGENT_ROLES = ("clerk", "transformer", "carrier", "steerer")
 
 
-def setting(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
-            env: str | None = None, choices: tuple[str, ...] | None = None,
-            secret: bool = False) -> Any:
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    env: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    secret: bool = False,
+) -> Any:
     """A :class:`Config` field with what documents it (help, environment variable, choices),
     so that YAML, the environment, the extension's traitlets and docs/configuration.md share
     one definition. ``secret``: never shown back (``GET /config``) but as set or not."""
@@ -46,90 +52,142 @@ class Config:
     (``c.IddsExtension.<name>``); docs/configuration.md is generated from these fields.
     """
 
-    home: Path = setting(factory=default_home,
-                         help="Directory of the embedded store, cache and logs (default: "
-                              "idds in the Jupyter data dir)")
+    home: Path = setting(
+        factory=default_home,
+        help="Directory of the embedded store, cache and logs (default: "
+        "idds in the Jupyter data dir)",
+    )
     db_url: str = setting("", "Database URL (SQLAlchemy); empty: SQLite idds.db in home")
     bus: str = setting("local", "Event bus: local, none, db, zmq://HOST:PUB:SUB")
     backend: str = setting("local", "The default backend of works that name none")
-    backends: tuple[str, ...] = setting(("local",), "The backends this Carrier serves (the "
-                                        "default backend and those of backend_policy are added)")
+    backends: tuple[str, ...] = setting(
+        ("local",),
+        "The backends this Carrier serves (the "
+        "default backend and those of backend_policy are added)",
+    )
     workers: int = setting(0, "Local worker processes; 0 = one per core")
-    dask_address: str | None = setting(None, "Dask scheduler address (dask backend); none: a "
-                                       "LocalCluster")
+    dask_address: str | None = setting(
+        None, "Dask scheduler address (dask backend); none: a LocalCluster"
+    )
     lock_ttl: float = setting(60.0, "Seconds before a silent owner's jobs are reclaimed")
     poll_interval: float = setting(2.0, "Seconds between fallback polls when no event arrives")
-    settle: float = setting(0.02, "Seconds the Clerk and the Conductor wait after a wake-up, so "
-                            "that what ends together is handled in one transaction")
+    settle: float = setting(
+        0.02,
+        "Seconds the Clerk and the Conductor wait after a wake-up, so "
+        "that what ends together is handled in one transaction",
+    )
     backend_policy: tuple[dict[str, Any], ...] = setting(
-        (), "Rules choosing the backend of works that name none (a list; env: YAML or JSON "
-            "text); docs/backends.md")
+        (),
+        "Rules choosing the backend of works that name none (a list; env: YAML or JSON "
+        "text); docs/backends.md",
+    )
     batch: int = setting(1000, "Jobs per claim and per result transaction")
     notify_urls: tuple[str, ...] = setting((), "URLs notified of run events")
     # batch-system backends (slurm, htcondor, panda): see docs/backends.md
-    shared_dir: str | None = setting(None, "Directory seen by every execute node at the same "
-                                     "path (batch backends); default: home/batch")
+    shared_dir: str | None = setting(
+        None,
+        "Directory seen by every execute node at the same "
+        "path (batch backends); default: home/batch",
+    )
     slurm_partition: str | None = setting(None, "Slurm partition of the jobs (sbatch --partition)")
     slurm_account: str | None = setting(None, "Slurm account of the jobs (sbatch --account)")
-    condor_schedd: str | None = setting(None, "host:port of the HTCondor schedd (default: the "
-                                        "local one)")
-    condor_token: str | None = setting(None, "IDTOKEN file (or token text) for the schedd",
-                                       secret=True)
+    condor_schedd: str | None = setting(
+        None, "host:port of the HTCondor schedd (default: the local one)"
+    )
+    condor_token: str | None = setting(
+        None, "IDTOKEN file (or token text) for the schedd", secret=True
+    )
     panda_url: str | None = setting(None, "PanDA server base URL (PANDA_URL / PANDA_URL_SSL)")
     panda_queue: str | None = setting(None, "computingSite / PanDA queue of the jobs")
     panda_url_ssl: str | None = setting(None, "PANDA_URL_SSL when it differs from panda_url")
     panda_cloud: str | None = setting(None, "Cloud of the PanDA jobs")
-    panda_token: str | None = setting(None, "OIDC id token (text or file) for PanDA "
-                                      "(PANDA_AUTH_ID_TOKEN)", secret=True)
+    panda_token: str | None = setting(
+        None, "OIDC id token (text or file) for PanDA (PANDA_AUTH_ID_TOKEN)", secret=True
+    )
     panda_vo: str | None = setting(None, "Auth VO of the PanDA token (PANDA_AUTH_VO), the jobs' VO")
     batch_poll_interval: float = setting(1.0, "Seconds between scheduler polls (batch backends)")
     batch_submit_interval: float | None = setting(
-        None, "Least seconds between two submissions while jobs already wait in the scheduler "
-              "(none: the backend's own default)")
-    transfer: str = setting("shared", "How batch jobs get their blobs and send back results: "
-                            "shared (the cache by path, a shared filesystem) or http (this "
-                            "service's API, with a per-job token)", choices=("shared", "http"))
-    server_url: str | None = setting(None, "URL jobs reach the API at (transfer http); default: "
-                                     "the server's own")
+        None,
+        "Least seconds between two submissions while jobs already wait in the scheduler "
+        "(none: the backend's own default)",
+    )
+    transfer: str = setting(
+        "shared",
+        "How batch jobs get their blobs and send back results: "
+        "shared (the cache by path, a shared filesystem) or http (this "
+        "service's API, with a per-job token)",
+        choices=("shared", "http"),
+    )
+    server_url: str | None = setting(
+        None, "URL jobs reach the API at (transfer http); default: the server's own"
+    )
     job_token_ttl: float = setting(86400.0, "Lifetime (s) of a job token, plus the job's walltime")
     # storage faults (docs/security.md)
-    api_lock_wait: float = setting(3.0, "Seconds an API request waits for a database lock "
-                                   "another process holds before answering 503 with Retry-After "
-                                   "(the agents wait 60 s)")
-    disk_reserve_mb: float = setting(32.0, "MB an SQLite store keeps beside it (idds.db-reserve) for "
-                                     "aborts on a full disk; while it is used up, submissions "
-                                     "answer 507; 0: none")
+    api_lock_wait: float = setting(
+        3.0,
+        "Seconds an API request waits for a database lock "
+        "another process holds before answering 503 with Retry-After "
+        "(the agents wait 60 s)",
+    )
+    disk_reserve_mb: float = setting(
+        32.0,
+        "MB an SQLite store keeps beside it (idds.db-reserve) for "
+        "aborts on a full disk; while it is used up, submissions "
+        "answer 507; 0: none",
+    )
     # Jobs and the service (docs/security.md, "Isolation levels")
-    isolation: str = setting("none", "What jobs run as: none (the service's account: a "
-                             "single-user laptop), account (job_account, which cannot read the "
-                             "service's state), uid (each owner's OS account, user_map)",
-                             choices=("none", "account", "uid"))
+    isolation: str = setting(
+        "none",
+        "What jobs run as: none (the service's account: a "
+        "single-user laptop), account (job_account, which cannot read the "
+        "service's state), uid (each owner's OS account, user_map)",
+        choices=("none", "account", "uid"),
+    )
     job_account: str = setting("idds-job", "OS account of the jobs (isolation account)")
-    user_map: dict[str, str] = setting(factory=dict, help="iDDS user -> OS account (isolation "
-                                       "uid; default: the same name); env: alice=os_alice,bob=b")
-    env_allow: tuple[str, ...] = setting((), "More variables of the service's environment that "
-                                         "jobs see")
-    pool_idle_s: float = setting(60.0, "Seconds a local worker bound to an owner may stay idle "
-                                 "before it is ended")
-    jobs_dir: str | None = setting(None, "Per-account job areas under isolation; default: "
-                                   "home/jobs")
-    allow_origin: str = setting("", "Standalone server: another origin whose pages may open the "
-                                "live stream (*: any); the extension uses Jupyter's settings")
+    user_map: dict[str, str] = setting(
+        factory=dict,
+        help="iDDS user -> OS account (isolation "
+        "uid; default: the same name); env: alice=os_alice,bob=b",
+    )
+    env_allow: tuple[str, ...] = setting(
+        (), "More variables of the service's environment that jobs see"
+    )
+    pool_idle_s: float = setting(
+        60.0, "Seconds a local worker bound to an owner may stay idle before it is ended"
+    )
+    jobs_dir: str | None = setting(
+        None, "Per-account job areas under isolation; default: home/jobs"
+    )
+    allow_origin: str = setting(
+        "",
+        "Standalone server: another origin whose pages may open the "
+        "live stream (*: any); the extension uses Jupyter's settings",
+    )
     allow_origin_pat: str = setting("", "Standalone server: a regex of such origins")
     # Shared JupyterHub deployment (docs/deploy-jupyterhub.md)
-    service_url: str = setting("/services/idds/", "The shared service's URL as the kernels of a "
-                               "hub's single-user servers reach it: a path on the hub's public "
-                               "URL, or a full URL")
+    service_url: str = setting(
+        "/services/idds/",
+        "The shared service's URL as the kernels of a "
+        "hub's single-user servers reach it: a path on the hub's public "
+        "URL, or a full URL",
+    )
     hub_admin_groups: tuple[str, ...] = setting((), "Hub groups whose members are iDDS admins")
-    hub_client: str = setting("auto", "In a hub's single-user server: auto (use the shared "
-                              "service when it answers), on (always), off (an embedded core)",
-                              choices=("auto", "on", "off"))
+    hub_client: str = setting(
+        "auto",
+        "In a hub's single-user server: auto (use the shared "
+        "service when it answers), on (always), off (an embedded core)",
+        choices=("auto", "on", "off"),
+    )
     # OIDC access tokens (JWT) of clients outside the hub (docs/deploy-jupyterhub.md, "OIDC")
-    oidc_issuer: str = setting("", "OIDC issuer whose access tokens (JWT) the service accepts "
-                               "('': none); its keys from the issuer's discovery document")
+    oidc_issuer: str = setting(
+        "",
+        "OIDC issuer whose access tokens (JWT) the service accepts "
+        "('': none); its keys from the issuer's discovery document",
+    )
     oidc_audience: str = setting("", "The audience (aud) an OIDC access token must name")
-    oidc_jwks_url: str = setting("", "The issuer's JWKS URL (default: jwks_uri of its "
-                                 ".well-known/openid-configuration)")
+    oidc_jwks_url: str = setting(
+        "", "The issuer's JWKS URL (default: jwks_uri of its .well-known/openid-configuration)"
+    )
     oidc_username_claim: str = setting("preferred_username", "The OIDC claim naming the user")
     oidc_groups_claim: str = setting("groups", "The OIDC claim listing the user's groups")
     oidc_admin_groups: tuple[str, ...] = setting((), "OIDC groups whose members are iDDS admins")
@@ -139,25 +197,34 @@ class Config:
     max_json_depth: int = setting(64, "Nesting of a JSON body or a YAML template")
     max_template_nodes: int = setting(1_000_000, "Values of a YAML template, aliases expanded")
     max_yaml_aliases: int = setting(100, "Alias uses (*name) in a YAML template")
-    max_jobs_per_work: int = setting(50_000, "Jobs one work may declare (n_jobs, kwargs_list, "
-                                     ".map)")
-    max_jobs_per_submission: int = setting(100_000, "Jobs of a submission (and of a run grown "
-                                           "by add_works)")
-    max_active_jobs_per_user: int = setting(200_000, "Quota: unfinished jobs of a user's "
-                                            "unfinished runs (admins exempt; 0: none)")
-    max_submissions_per_minute: int = setting(600, "Quota: POST /requests per user, sliding "
-                                              "window (admins exempt; 0: none)")
-    expression_max_steps: int = setting(10_000_000, "Evaluation steps of one expression "
-                                        "(conditions, loop until)")
-    expression_max_size: int = setting(1_000_000, "Size of any value an expression builds "
-                                       "(characters + elements, deep)")
+    max_jobs_per_work: int = setting(
+        50_000, "Jobs one work may declare (n_jobs, kwargs_list, .map)"
+    )
+    max_jobs_per_submission: int = setting(
+        100_000, "Jobs of a submission (and of a run grown by add_works)"
+    )
+    max_active_jobs_per_user: int = setting(
+        200_000, "Quota: unfinished jobs of a user's unfinished runs (admins exempt; 0: none)"
+    )
+    max_submissions_per_minute: int = setting(
+        600, "Quota: POST /requests per user, sliding window (admins exempt; 0: none)"
+    )
+    expression_max_steps: int = setting(
+        10_000_000, "Evaluation steps of one expression (conditions, loop until)"
+    )
+    expression_max_size: int = setting(
+        1_000_000, "Size of any value an expression builds (characters + elements, deep)"
+    )
     expression_max_depth: int = setting(100, "Parse nesting of an expression")
     # The data carousel against Rucio (docs/usecases.md, "Data carousel with Rucio"): works
     # with input_dataset rucio://SCOPE:NAME are staged by the service when rucio_host is set
     rucio_host: str = setting("", "Rucio server URL ('': the service stages no rucio:// dataset)")
     rucio_auth_host: str = setting("", "Rucio auth server URL (default: rucio_host)")
-    rucio_auth_type: str = setting("userpass", "How the service authenticates to Rucio",
-                                   choices=("userpass", "x509", "x509_proxy", "oidc", "token"))
+    rucio_auth_type: str = setting(
+        "userpass",
+        "How the service authenticates to Rucio",
+        choices=("userpass", "x509", "x509_proxy", "oidc", "token"),
+    )
     rucio_account: str = setting("", "Rucio account of the staging rules")
     rucio_vo: str = setting("", "Rucio VO (multi-VO servers; '': the default)")
     rucio_username: str = setting("", "Rucio userpass identity")
@@ -165,19 +232,24 @@ class Config:
     rucio_client_cert: str = setting("", "x509 certificate file (auth_type x509)")
     rucio_client_key: str = setting("", "x509 key file (auth_type x509)")
     rucio_x509_proxy: str = setting("", "x509 proxy file (auth_type x509_proxy)")
-    rucio_auth_token_file: str = setting("", "File holding an OIDC/Rucio token (auth_type oidc, "
-                                         "token)", secret=True)
+    rucio_auth_token_file: str = setting(
+        "", "File holding an OIDC/Rucio token (auth_type oidc, token)", secret=True
+    )
     rucio_rse_expression: str = setting("DISK", "RSE expression the staging rule copies to")
     rucio_lifetime: int = setting(7 * 86400, "Lifetime (s) of the staging rule")
     rucio_activity: str = setting("Staging", "Activity of the staging rule")
-    rucio_poll_interval: float = setting(10.0, "Seconds between polls of a rule's locks (the "
-                                         "fallback of the STOMP messages)")
-    rucio_stuck_after: float = setting(3600.0, "Seconds a file's lock may stay STUCK before its "
-                                       "job fails with the Rucio state")
-    rucio_stomp_brokers: tuple[str, ...] = setting((), "host:port of the STOMP brokers Rucio's "
-                                                   "Hermes sends to (none: polling only)")
-    rucio_stomp_destination: str = setting("/topic/rucio.events", "Topic or queue of Rucio's "
-                                           "messages")
+    rucio_poll_interval: float = setting(
+        10.0, "Seconds between polls of a rule's locks (the fallback of the STOMP messages)"
+    )
+    rucio_stuck_after: float = setting(
+        3600.0, "Seconds a file's lock may stay STUCK before its job fails with the Rucio state"
+    )
+    rucio_stomp_brokers: tuple[str, ...] = setting(
+        (), "host:port of the STOMP brokers Rucio's Hermes sends to (none: polling only)"
+    )
+    rucio_stomp_destination: str = setting(
+        "/topic/rucio.events", "Topic or queue of Rucio's messages"
+    )
     rucio_stomp_vhost: str = setting("", "STOMP virtual host ('': the broker's host name)")
 
     @classmethod
@@ -197,8 +269,11 @@ class Config:
         cfg = replace(cfg, **_coerce(env))
         cfg = replace(cfg, **_coerce({k: v for k, v in overrides.items() if v is not None}))
         if not cfg.db_url:
-            cfg.db_url = (f"sqlite:///{Path(cfg.home) / 'idds.db'}"
-                          if (path or "home" in env or "home" in overrides) else default_url())
+            cfg.db_url = (
+                f"sqlite:///{Path(cfg.home) / 'idds.db'}"
+                if (path or "home" in env or "home" in overrides)
+                else default_url()
+            )
         if cfg.backend not in cfg.backends:
             cfg.backends = (*cfg.backends, cfg.backend)
         for name in cfg.policy.backends:  # a backend a rule sends work to is served too
@@ -264,8 +339,10 @@ def _describe(f: Field[Any]) -> Setting:
     elif base.startswith("dict["):
         kind = "dict"
     else:
-        raise TypeError(f"Config.{f.name}: a setting's type must be str, int, float, bool, Path, "
-                        f"tuple[str, ...], tuple[dict, ...] or dict (optional or not), got {f.type}")
+        raise TypeError(
+            f"Config.{f.name}: a setting's type must be str, int, float, bool, Path, "
+            f"tuple[str, ...], tuple[dict, ...] or dict (optional or not), got {f.type}"
+        )
     if f.default is not MISSING:
         default = f.default
     elif f.default_factory in (dict, list, tuple):
@@ -273,9 +350,16 @@ def _describe(f: Field[Any]) -> Setting:
     else:
         default = MISSING
     meta = f.metadata
-    return Setting(name=f.name, env=meta.get("env") or f"IDDS_{f.name.upper()}", kind=kind,
-                   optional=optional, default=default, help=meta.get("help", ""),
-                   choices=meta.get("choices"), secret=bool(meta.get("secret")))
+    return Setting(
+        name=f.name,
+        env=meta.get("env") or f"IDDS_{f.name.upper()}",
+        kind=kind,
+        optional=optional,
+        default=default,
+        help=meta.get("help", ""),
+        choices=meta.get("choices"),
+        secret=bool(meta.get("secret")),
+    )
 
 
 def settings() -> list[Setting]:
@@ -320,9 +404,16 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     for k, v in data.items():
         if k in ("workers", "batch") or k.startswith(("max_", "expression_max_")):
             out[k] = int(v)
-        elif k in ("lock_ttl", "poll_interval", "batch_poll_interval", "job_token_ttl",
-                   "api_lock_wait", "disk_reserve_mb",
-                   "settle", "batch_submit_interval"):
+        elif k in (
+            "lock_ttl",
+            "poll_interval",
+            "batch_poll_interval",
+            "job_token_ttl",
+            "api_lock_wait",
+            "disk_reserve_mb",
+            "settle",
+            "batch_submit_interval",
+        ):
             out[k] = float(v)
         elif k == "home":
             out[k] = Path(v)
@@ -333,8 +424,11 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
             out[k] = tuple(rules)
         elif k == "user_map":  # env: "alice=alice_os,bob=bob_os" (or YAML/JSON)
             if isinstance(v, str):
-                v = (dict(p.split("=", 1) for p in v.split(",") if p) if "=" in v
-                     else yaml.safe_load(v))
+                v = (
+                    dict(p.split("=", 1) for p in v.split(",") if p)
+                    if "=" in v
+                    else yaml.safe_load(v)
+                )
             if not isinstance(v, dict):
                 raise ValueError(f"user_map must map iDDS users to OS accounts, got {v!r}")
             out[k] = {str(a): str(b) for a, b in v.items()}

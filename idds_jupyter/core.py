@@ -40,8 +40,15 @@ from idds_jupyter.store.works import (
     taken_job,
 )
 
-TERMINAL = {s.value for s in (WorkflowStatus.FINISHED, WorkflowStatus.SUBFINISHED,
-                              WorkflowStatus.FAILED, WorkflowStatus.ABORTED)}
+TERMINAL = {
+    s.value
+    for s in (
+        WorkflowStatus.FINISHED,
+        WorkflowStatus.SUBFINISHED,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.ABORTED,
+    )
+}
 
 
 # job ids an Orchestrator reserves at a time for add_jobs (unused ones are left as gaps)
@@ -62,8 +69,9 @@ class Dispatch(Protocol):
 
     def room(self) -> Claim: ...
 
-    def claimed(self, conn: Any, claim: Claim, new_works: Sequence[NewWork] = ()
-                ) -> dict[str, list[dict[str, Any]]]: ...
+    def claimed(
+        self, conn: Any, claim: Claim, new_works: Sequence[NewWork] = ()
+    ) -> dict[str, list[dict[str, Any]]]: ...
 
     def ahead(self, claim: Claim) -> dict[str, list[dict[str, Any]]] | None: ...
 
@@ -75,13 +83,24 @@ class Dispatch(Protocol):
 
 
 class Orchestrator:
-    def __init__(self, config: Config | None = None, engine: Any = None, bus: Bus | None = None,
-                 migrate: bool = True, dispatch: Dispatch | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        engine: Any = None,
+        bus: Bus | None = None,
+        migrate: bool = True,
+        dispatch: Dispatch | None = None,
+    ) -> None:
         self.config = config or Config.load()
         # the expression budget of this process's conditions (docs/operations.md, "Limits")
-        set_limits(self.config.expression_max_steps, self.config.expression_max_size,
-                   self.config.expression_max_depth)
-        RUNTIME.max_jobs_per_work = int(self.config.max_jobs_per_work)  # sweeps resolved at run time
+        set_limits(
+            self.config.expression_max_steps,
+            self.config.expression_max_size,
+            self.config.expression_max_depth,
+        )
+        RUNTIME.max_jobs_per_work = int(
+            self.config.max_jobs_per_work
+        )  # sweeps resolved at run time
         self.engine = engine or make_engine(self.config.db_url)
         self.bus = bus or NullBus()
         self.dispatch = dispatch
@@ -96,9 +115,16 @@ class Orchestrator:
         self.reserve = space.reserve_for(self.engine, self.config.disk_reserve_mb)
 
     # -------------------------------------------------------------- submit
-    def submit(self, workflow: Workflow | Mapping[str, Any] | str, params: Mapping[str, Any] | None = None,
-               owner: str = "local", backend: str | None = None, cwd: str | None = None,
-               open: bool = False, blobs: Sequence[tuple[str, int]] = ()) -> int:
+    def submit(
+        self,
+        workflow: Workflow | Mapping[str, Any] | str,
+        params: Mapping[str, Any] | None = None,
+        owner: str = "local",
+        backend: str | None = None,
+        cwd: str | None = None,
+        open: bool = False,
+        blobs: Sequence[tuple[str, int]] = (),
+    ) -> int:
         """Validate and store a workflow; returns its id. Nothing is stored if it is invalid.
 
         Command jobs run in ``cwd``, by default the directory this is called from.
@@ -108,20 +134,30 @@ class Orchestrator:
         if self.reserve is not None:  # a full disk: StorageFull now, not a half-written run
             self.reserve.check()
         with self.engine.begin() as conn:
-            first = submit_planned(conn, wf, params, owner=owner, backend=backend,
-                                   cwd=cwd or os.getcwd(), open=open)
+            first = submit_planned(
+                conn, wf, params, owner=owner, backend=backend, cwd=cwd or os.getcwd(), open=open
+            )
             wid = first.workflow_id
             record_blobs(conn, blobs, kind="payload", owner=owner)
             applied, out, claimed = self._plan_now(conn, wid, backend, first)
         self._send(claimed)
         # "open": a body will grow it (a @workflow, an HPO study the Steerer may drive)
-        self.bus.publish([make_event(ev.WORKFLOW_NEW, str(wid), open=open),
-                          *self._plan_events(wid, applied, out, claimed)])
+        self.bus.publish(
+            [
+                make_event(ev.WORKFLOW_NEW, str(wid), open=open),
+                *self._plan_events(wid, applied, out, claimed),
+            ]
+        )
         return wid
 
-    def add_works(self, workflow_id: int, works_: list[dict[str, Any]],
-                  blobs: Sequence[tuple[str, int]] = (), owner: str | None = None,
-                  declared: dict[str, int] | None = None) -> list[str]:
+    def add_works(
+        self,
+        workflow_id: int,
+        works_: list[dict[str, Any]],
+        blobs: Sequence[tuple[str, int]] = (),
+        owner: str | None = None,
+        declared: dict[str, int] | None = None,
+    ) -> list[str]:
         """Append works to a running workflow (Function-as-a-Task bodies grow their run).
 
         Planned in the same transaction, as a submission is: a ``@work`` call
@@ -140,8 +176,9 @@ class Orchestrator:
         self.bus.publish(self._plan_events(workflow_id, applied, out, claimed))
         return grown.names
 
-    def add_jobs(self, workflow_id: int, work: str, start: int,
-                 kwargs_list: list[dict[str, Any]]) -> None:
+    def add_jobs(
+        self, workflow_id: int, work: str, start: int, kwargs_list: list[dict[str, Any]]
+    ) -> None:
         """Jobs ``start``, … of a work declared bigger (an HPO study's next trials): one
         insert, claimed and sent as the transaction commits. Raises
         :class:`~idds_jupyter.store.works.WorkEnded` when the work or its run has ended.
@@ -169,8 +206,11 @@ class Orchestrator:
         with self.engine.begin() as conn:
             taking = self.dispatch.room() if self.dispatch is not None else None
             released = append_jobs(conn, workflow_id, work, start, kwargs_list, taking)
-            claimed = (self.dispatch.claimed(conn, taking)
-                       if self.dispatch is not None and taking is not None and taking.jobs else {})
+            claimed = (
+                self.dispatch.claimed(conn, taking)
+                if self.dispatch is not None and taking is not None and taking.jobs
+                else {}
+            )
             if claimed:
                 more = self._more_job_ids(conn)
         self._keep_job_ids(more)
@@ -183,8 +223,9 @@ class Orchestrator:
         if released > sum(len(v) for v in claimed.values()):
             self.bus.publish([make_event(ev.JOBS_READY)])
 
-    def _send_ahead(self, workflow_id: int, work: str, start: int,
-                    kwargs_list: list[dict[str, Any]]) -> tuple[list[int], Claim] | None:
+    def _send_ahead(
+        self, workflow_id: int, work: str, start: int, kwargs_list: list[dict[str, Any]]
+    ) -> tuple[list[int], Claim] | None:
         """Send jobs of a work jobs were added to before under reserved ids, all of them
         taken; None (nothing sent) when there are not enough ids, room or known specs."""
         target = self._appended.get((workflow_id, work))
@@ -199,8 +240,10 @@ class Orchestrator:
             if len(self._job_ids) < n:
                 return None
             ids, self._job_ids = self._job_ids[:n], self._job_ids[n:]
-        claim.jobs = [taken_job(j, workflow_id, work_id, start + i, kw, None, backend)
-                      for i, (j, kw) in enumerate(zip(ids, kwargs_list, strict=True))]
+        claim.jobs = [
+            taken_job(j, workflow_id, work_id, start + i, kw, None, backend)
+            for i, (j, kw) in enumerate(zip(ids, kwargs_list, strict=True))
+        ]
         specs = self.dispatch.ahead(claim)
         if specs is None:  # the ids go back unused
             with self._ids_lock:
@@ -221,8 +264,9 @@ class Orchestrator:
             with self._ids_lock:
                 self._job_ids += ids
 
-    def _plan_now(self, conn: Any, wid: int, backend: str | None, applied: Applied | None = None
-                  ) -> tuple[Applied, Outcome, dict[str, list[dict[str, Any]]]]:
+    def _plan_now(
+        self, conn: Any, wid: int, backend: str | None, applied: Applied | None = None
+    ) -> tuple[Applied, Outcome, dict[str, list[dict[str, Any]]]]:
         """Plan in the caller's transaction; one new work of jobs is expanded and claimed too.
 
         A run of one work (a function call, a map) needs no Clerk or Transformer
@@ -235,8 +279,16 @@ class Orchestrator:
             applied = plan_workflow(conn, wid)
         if applied.new_job_works == 1:
             claim = self.dispatch.room() if self.dispatch is not None else None
-            expand_workflow(conn, wid, backend, self.config.backend, out, self.config.policy,
-                            applied.new_works, claim)
+            expand_workflow(
+                conn,
+                wid,
+                backend,
+                self.config.backend,
+                out,
+                self.config.policy,
+                applied.new_works,
+                claim,
+            )
             if claim is not None and claim.jobs:
                 assert self.dispatch is not None
                 claimed = self.dispatch.claimed(conn, claim, applied.new_works)
@@ -247,8 +299,9 @@ class Orchestrator:
             self.dispatch.send(claimed)
 
     @staticmethod
-    def _plan_events(wid: int, applied: Any, out: Outcome,
-                     claimed: dict[str, list[dict[str, Any]]]) -> list[Any]:
+    def _plan_events(
+        wid: int, applied: Any, out: Outcome, claimed: dict[str, list[dict[str, Any]]]
+    ) -> list[Any]:
         events = []
         if applied.new_job_works > 1:
             events.append(make_event(ev.WORK_NEW, str(wid)))
@@ -257,8 +310,14 @@ class Orchestrator:
         ended = [*out.ended_workflows, *([(wid, applied.status)] if applied.status else [])]
         return events + outcome_events(out.terminal_works, out.dirty_workflows, ended)
 
-    def close(self, workflow_id: int, result: Any = None, result_blob: str | None = None,
-              error: str | None = None, traceback: str | None = None) -> str:
+    def close(
+        self,
+        workflow_id: int,
+        result: Any = None,
+        result_blob: str | None = None,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> str:
         """End an open workflow's body; returns the workflow's status."""
         settled = Outcome()
         with self.engine.begin() as conn:
@@ -268,29 +327,61 @@ class Orchestrator:
             self.dispatch.hurry()  # its last results may be told and not yet recorded
         # ended: its end says it all; else views, the Clerk and a Steerer learn it closed,
         # and that it goes on (its status): a caller waiting for its end need not look
-        self.bus.publish([*outcome_events(settled.terminal_works, set(), []),
-                          *(ended_events([(workflow_id, status)]) if ended
-                            else [make_event(ev.WORKFLOW_DIRTY, str(workflow_id), status=status)])])
+        self.bus.publish(
+            [
+                *outcome_events(settled.terminal_works, set(), []),
+                *(
+                    ended_events([(workflow_id, status)])
+                    if ended
+                    else [make_event(ev.WORKFLOW_DIRTY, str(workflow_id), status=status)]
+                ),
+            ]
+        )
         return status
 
     def owner(self, workflow_id: int) -> str | None:
         with self.engine.begin() as conn:
-            return conn.execute(select(workflows.c.owner)
-                                .where(workflows.c.id == workflow_id)).scalar()
+            return conn.execute(
+                select(workflows.c.owner).where(workflows.c.id == workflow_id)
+            ).scalar()
 
-    def work_results(self, workflow_id: int, work: str, offset: int = 0,
-                     limit: int | None = None) -> list[dict[str, Any]]:
+    def work_results(
+        self, workflow_id: int, work: str, offset: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Per job of one work instance, in job order: status, JSON result, blob digests, error."""
-        stmt = (select(jobs.c.idx, jobs.c.id, jobs.c.status, jobs.c.result, jobs.c.blob,
-                       jobs.c.inline, jobs.c.error, jobs.c.log_path, jobs.c.attempt)
-                .where(jobs.c.work_id.in_(select(works.c.id).where(
-                    works.c.workflow_id == workflow_id, works.c.name == work)))
-                .order_by(jobs.c.idx).offset(offset))
+        stmt = (
+            select(
+                jobs.c.idx,
+                jobs.c.id,
+                jobs.c.status,
+                jobs.c.result,
+                jobs.c.blob,
+                jobs.c.inline,
+                jobs.c.error,
+                jobs.c.log_path,
+                jobs.c.attempt,
+            )
+            .where(
+                jobs.c.work_id.in_(
+                    select(works.c.id).where(
+                        works.c.workflow_id == workflow_id, works.c.name == work
+                    )
+                )
+            )
+            .order_by(jobs.c.idx)
+            .offset(offset)
+        )
         if limit is not None:
             stmt = stmt.limit(limit)
         with self.engine.begin() as conn:
-            if conn.execute(select(works.c.id).where(works.c.workflow_id == workflow_id,
-                                                     works.c.name == work)).first() is None:
+            if (
+                conn.execute(
+                    select(works.c.id).where(
+                        works.c.workflow_id == workflow_id, works.c.name == work
+                    )
+                ).first()
+                is None
+            ):
                 raise UnknownRun(f"workflow {workflow_id} has no work named {work!r}")
             rows = conn.execute(stmt).mappings().all()
         out = []
@@ -298,15 +389,23 @@ class Orchestrator:
             failed = r["status"] == "failed"
             error = r["error"] or None
             first, _, rest = (error or "").partition("\n")
-            out.append({
-                "idx": r["idx"], "job_id": r["id"], "status": r["status"], "result": r["result"],
-                "blob": None if failed else r["blob"], "error_blob": r["blob"] if failed else None,
-                "inline": None if failed else r["inline"],
-                "error_inline": r["inline"] if failed else None,
-                "error": first or None, "traceback": rest or None,
-                "exc_type": first.split(":", 1)[0] if failed and ":" in first else None,
-                "log_path": r["log_path"], "attempt": r["attempt"],
-            })
+            out.append(
+                {
+                    "idx": r["idx"],
+                    "job_id": r["id"],
+                    "status": r["status"],
+                    "result": r["result"],
+                    "blob": None if failed else r["blob"],
+                    "error_blob": r["blob"] if failed else None,
+                    "inline": None if failed else r["inline"],
+                    "error_inline": r["inline"] if failed else None,
+                    "error": first or None,
+                    "traceback": rest or None,
+                    "exc_type": first.split(":", 1)[0] if failed and ":" in first else None,
+                    "log_path": r["log_path"],
+                    "attempt": r["attempt"],
+                }
+            )
         return out
 
     # ------------------------------------------------------------- inspect
@@ -314,7 +413,11 @@ class Orchestrator:
         """The run, and (``with_works``) each work with its job counts: O(works), which a
         waiter that only wants the run's state and result does not pay."""
         with self.engine.begin() as conn:
-            row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().first()
+            row = (
+                conn.execute(select(workflows).where(workflows.c.id == workflow_id))
+                .mappings()
+                .first()
+            )
             if row is None:
                 raise UnknownRun(f"no workflow with id {workflow_id}")
             ws, by_work = self._works_of(conn, workflow_id) if with_works else ([], {})
@@ -322,10 +425,16 @@ class Orchestrator:
         body = {k: meta.get(k) for k in ("open", "result", "result_blob", "traceback") if k in meta}
         out = {
             "body": body,
-            "id": row["id"], "name": row["name"], "owner": row["owner"], "status": row["status"],
-            "params": row["params"], "error": row["error"],
-            "created_at": row["created_at"], "finished_at": row["finished_at"],
-            "conditions": meta.get("conditions", {}), "loops": meta.get("loops", {}),
+            "id": row["id"],
+            "name": row["name"],
+            "owner": row["owner"],
+            "status": row["status"],
+            "params": row["params"],
+            "error": row["error"],
+            "created_at": row["created_at"],
+            "finished_at": row["finished_at"],
+            "conditions": meta.get("conditions", {}),
+            "loops": meta.get("loops", {}),
             "loop_info": meta.get("loop_info", {}),
         }
         if with_works:
@@ -334,17 +443,42 @@ class Orchestrator:
 
     @staticmethod
     def _works_of(conn: Any, workflow_id: int) -> tuple[list[Any], dict[int, dict[str, int]]]:
-        ws = conn.execute(
-            select(works.c.id, works.c.name, works.c.kind, works.c.status, works.c.n_jobs,
-                   works.c.n_finished, works.c.n_failed, works.c.n_cancelled, works.c.iteration,
-                   works.c.loop, works.c.reason)
-            .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
+        ws = (
+            conn.execute(
+                select(
+                    works.c.id,
+                    works.c.name,
+                    works.c.kind,
+                    works.c.status,
+                    works.c.n_jobs,
+                    works.c.n_finished,
+                    works.c.n_failed,
+                    works.c.n_cancelled,
+                    works.c.iteration,
+                    works.c.loop,
+                    works.c.reason,
+                )
+                .where(works.c.workflow_id == workflow_id)
+                .order_by(works.c.id)
+            )
+            .mappings()
+            .all()
+        )
         return list(ws), job_counts_by_work(conn, workflow_id)
 
     def runs(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        stmt = select(workflows.c.id, workflows.c.name, workflows.c.owner, workflows.c.status,
-                      workflows.c.created_at, workflows.c.finished_at).order_by(
-                          workflows.c.id.desc()).limit(limit)
+        stmt = (
+            select(
+                workflows.c.id,
+                workflows.c.name,
+                workflows.c.owner,
+                workflows.c.status,
+                workflows.c.created_at,
+                workflows.c.finished_at,
+            )
+            .order_by(workflows.c.id.desc())
+            .limit(limit)
+        )
         if owner is not None:
             stmt = stmt.where(workflows.c.owner == owner)
         with self.engine.begin() as conn:
@@ -352,23 +486,45 @@ class Orchestrator:
 
     def job_counts(self, workflow_id: int) -> dict[str, int]:
         with self.engine.begin() as conn:
-            return dict(conn.execute(select(jobs.c.status, func.count())
-                                     .where(jobs.c.workflow_id == workflow_id)
-                                     .group_by(jobs.c.status)).all())
+            return dict(
+                conn.execute(
+                    select(jobs.c.status, func.count())
+                    .where(jobs.c.workflow_id == workflow_id)
+                    .group_by(jobs.c.status)
+                ).all()
+            )
 
     def jobs(self, workflow_id: int, work: str | None = None) -> list[dict[str, Any]]:
-        stmt = select(jobs.c.id, jobs.c.work_id, jobs.c.idx, jobs.c.status, jobs.c.attempt,
-                      jobs.c.result, jobs.c.error, jobs.c.wall_s, jobs.c.log_path).where(
-                          jobs.c.workflow_id == workflow_id).order_by(jobs.c.work_id, jobs.c.idx)
+        stmt = (
+            select(
+                jobs.c.id,
+                jobs.c.work_id,
+                jobs.c.idx,
+                jobs.c.status,
+                jobs.c.attempt,
+                jobs.c.result,
+                jobs.c.error,
+                jobs.c.wall_s,
+                jobs.c.log_path,
+            )
+            .where(jobs.c.workflow_id == workflow_id)
+            .order_by(jobs.c.work_id, jobs.c.idx)
+        )
         if work is not None:
-            stmt = stmt.where(jobs.c.work_id.in_(select(works.c.id).where(
-                works.c.workflow_id == workflow_id, works.c.name == work)))
+            stmt = stmt.where(
+                jobs.c.work_id.in_(
+                    select(works.c.id).where(
+                        works.c.workflow_id == workflow_id, works.c.name == work
+                    )
+                )
+            )
         with self.engine.begin() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
     # ------------------------------------------------------------- control
-    def _control(self, op: Callable[..., control.ControlResult], workflow_id: int,
-                 work: str | None) -> control.ControlResult:
+    def _control(
+        self, op: Callable[..., control.ControlResult], workflow_id: int, work: str | None
+    ) -> control.ControlResult:
         try:
             with self.engine.begin() as conn:
                 res = op(conn, workflow_id, work)
@@ -379,7 +535,10 @@ class Orchestrator:
                 raise
             with self.engine.begin() as conn:
                 res = op(conn, workflow_id, work)
-        events = [make_event(ev.CONTROL, str(workflow_id)), make_event(ev.WORKFLOW_DIRTY, str(workflow_id))]
+        events = [
+            make_event(ev.CONTROL, str(workflow_id)),
+            make_event(ev.WORKFLOW_DIRTY, str(workflow_id)),
+        ]
         if res.cancel_jobs:
             events.append(make_event(ev.JOBS_CANCEL, str(workflow_id)))
         events.append(make_event(ev.JOBS_READY))
@@ -399,17 +558,22 @@ class Orchestrator:
         return self._control(control.retry_failed, workflow_id, work)
 
     # ---------------------------------------------------------------- wait
-    def wait(self, workflow_id: int, timeout: float | None = None,
-             progress: Callable[[dict[str, int]], None] | None = None,
-             interval: float = 0.25) -> str:
+    def wait(
+        self,
+        workflow_id: int,
+        timeout: float | None = None,
+        progress: Callable[[dict[str, int]], None] | None = None,
+        interval: float = 0.25,
+    ) -> str:
         """Block until the workflow is terminal; returns its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         sub = self.bus.subscribe([ev.WORKFLOW_TERMINAL, ev.WORK_TERMINAL])
         try:
             while True:
                 with self.engine.begin() as conn:
-                    status = conn.execute(select(workflows.c.status)
-                                          .where(workflows.c.id == workflow_id)).scalar()
+                    status = conn.execute(
+                        select(workflows.c.status).where(workflows.c.id == workflow_id)
+                    ).scalar()
                 if status is None:
                     raise UnknownRun(f"no workflow with id {workflow_id}")
                 if progress is not None:

@@ -45,8 +45,10 @@ def explain(err: ModuleNotFoundError, what: str | None = None) -> ModuleNotFound
     if install_hint(extra) in str(err):  # already explained further down
         return err
     subject = f"{what} needs" if what else "this needs"
-    return ModuleNotFoundError(f"{subject} the {root!r} package, which is not installed: "
-                               f"{install_hint(extra)}", name=err.name)
+    return ModuleNotFoundError(
+        f"{subject} the {root!r} package, which is not installed: {install_hint(extra)}",
+        name=err.name,
+    )
 
 
 @contextmanager

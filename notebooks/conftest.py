@@ -15,8 +15,11 @@ from idds_jupyter.api.server import start_server
 from idds_jupyter.config import Config
 
 _home = Path(tempfile.mkdtemp(prefix="idds-notebooks-"))
-_handle: Any = start_server(Config.load(None, home=_home, db_url=f"sqlite:///{_home / 'idds.db'}",
-                                        workers=2, poll_interval=0.5))
+_handle: Any = start_server(
+    Config.load(
+        None, home=_home, db_url=f"sqlite:///{_home / 'idds.db'}", workers=2, poll_interval=0.5
+    )
+)
 os.environ["IDDS_URL"] = _handle.url
 os.environ["IDDS_TOKEN"] = _handle.token
 

@@ -54,7 +54,9 @@ class PostgresServer:
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c max_connections=200"
         )
-        self._run(self.bindir / "pg_ctl", "-D", data, "-l", self.dir / "log", "-o", opts, "-w", "start")
+        self._run(
+            self.bindir / "pg_ctl", "-D", data, "-l", self.dir / "log", "-o", opts, "-w", "start"
+        )
         return self
 
     def stop(self) -> None:
@@ -70,8 +72,9 @@ class PostgresServer:
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"

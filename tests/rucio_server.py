@@ -37,8 +37,9 @@ def pfn_local(pfn: str) -> str:
 
 
 def server_venv() -> Path:
-    out = subprocess.run(["bash", str(ROOT / "ci" / "rucio.sh"), "path"], check=True,
-                         capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(
+        ["bash", str(ROOT / "ci" / "rucio.sh"), "path"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     venv = Path(out)
     if not (venv / "bin" / "gunicorn").exists() or not (venv / ".installed").exists():
         raise RuntimeError(f"no Rucio server venv at {venv}: run `bash ci/rucio.sh deps` first")
@@ -104,7 +105,8 @@ class RucioServer:
             "[loggers]\nkeys = root\n[handlers]\nkeys = console\n[formatters]\nkeys = generic\n"
             "[logger_root]\nlevel = WARN\nhandlers = console\n"
             "[handler_console]\nclass = StreamHandler\nargs = (sys.stderr,)\nlevel = NOTSET\n"
-            "formatter = generic\n[formatter_generic]\nformat = %(levelname)s %(message)s\n")
+            "formatter = generic\n[formatter_generic]\nformat = %(levelname)s %(message)s\n"
+        )
         (self.dir / "logs").mkdir(exist_ok=True)
         self.server_cfg.write_text(
             f"[common]\nlogdir = {self.dir}/logs\nloglevel = WARNING\n"
@@ -113,11 +115,13 @@ class RucioServer:
             "userpass_email = ddmlab@example.org\n"
             f"[alembic]\ncfg = {alembic}\n"
             "[policy]\npermission = generic\nschema = generic\nlfn2pfn_algorithm_default = hash\n"
-            "[core]\nuse_temp_tables = False\n")
+            "[core]\nuse_temp_tables = False\n"
+        )
         self.client_cfg.write_text(
             f"[client]\nrucio_host = {self.url}\nauth_host = {self.url}\nauth_type = userpass\n"
             f"username = ddmlab\npassword = {PASSWORD}\naccount = root\n"
-            f"auth_token_file_path = {self.dir}/token\nrequest_retries = 1\n")
+            f"auth_token_file_path = {self.dir}/token\nrequest_retries = 1\n"
+        )
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUCIO_")}
@@ -137,8 +141,13 @@ class RucioServer:
         self._write_config()
         for d in self.rse_dir.values():
             d.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(self.venv / "bin" / "python"), "-c", _BOOTSTRAP], env=self._env(),
-                       check=True, capture_output=True, cwd=self.dir)
+        subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", _BOOTSTRAP],
+            env=self._env(),
+            check=True,
+            capture_output=True,
+            cwd=self.dir,
+        )
         self.serve()
         self._setup_rses()
         return self
@@ -147,14 +156,29 @@ class RucioServer:
         """Start (or restart) the REST server on the same port, and wait for ``/ping``."""
         log = open(self.dir / "gunicorn.log", "ab")  # noqa: SIM115 -- the child's log
         self.proc = subprocess.Popen(
-            [str(self.venv / "bin" / "gunicorn"), "-b", f"127.0.0.1:{self.port}", "-w",
-             str(self.workers), "--timeout", "60", "rucio.web.rest.flaskapi.v1.main:application"],
-            env=self._env(), cwd=self.dir, stdout=log, stderr=log, start_new_session=True)
+            [
+                str(self.venv / "bin" / "gunicorn"),
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "-w",
+                str(self.workers),
+                "--timeout",
+                "60",
+                "rucio.web.rest.flaskapi.v1.main:application",
+            ],
+            env=self._env(),
+            cwd=self.dir,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"rucio server exited: {(self.dir / 'gunicorn.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"rucio server exited: {(self.dir / 'gunicorn.log').read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as r:
                     if r.status == 200:
@@ -192,20 +216,38 @@ class RucioServer:
         os.environ["RUCIO_CLIENT_MODE"] = "1"
         from rucio.client import Client
 
-        return Client(rucio_host=self.url, auth_host=self.url, account="root", auth_type="userpass",
-                      creds={"username": "ddmlab", "password": PASSWORD})
+        return Client(
+            rucio_host=self.url,
+            auth_host=self.url,
+            account="root",
+            auth_type="userpass",
+            creds={"username": "ddmlab", "password": PASSWORD},
+        )
 
     def _setup_rses(self) -> None:
         c = self.client()
         for rse, kind in (("TAPE", "TAPE"), ("DISK", "DISK")):
             c.add_rse(rse, rse_type=kind, deterministic=True)
-            c.add_protocol(rse, {
-                "scheme": "file", "hostname": "localhost", "port": 0,
-                "prefix": str(self.rse_dir[rse]) + "/",
-                "impl": "rucio.rse.protocols.posix.Default",
-                "domains": {"lan": {"read": 1, "write": 1, "delete": 1},
-                            "wan": {"read": 1, "write": 1, "delete": 1, "third_party_copy_read": 1,
-                                    "third_party_copy_write": 1}}})
+            c.add_protocol(
+                rse,
+                {
+                    "scheme": "file",
+                    "hostname": "localhost",
+                    "port": 0,
+                    "prefix": str(self.rse_dir[rse]) + "/",
+                    "impl": "rucio.rse.protocols.posix.Default",
+                    "domains": {
+                        "lan": {"read": 1, "write": 1, "delete": 1},
+                        "wan": {
+                            "read": 1,
+                            "write": 1,
+                            "delete": 1,
+                            "third_party_copy_read": 1,
+                            "third_party_copy_write": 1,
+                        },
+                    },
+                },
+            )
             c.set_local_account_limit("root", rse, 10**15)
         c.add_distance("TAPE", "DISK", {"distance": 1})
 
@@ -221,8 +263,9 @@ class RucioServer:
         c.attach_dids(scope, name, [{"scope": scope, "name": n} for n in names])
         return names
 
-    def fts_transfer_done(self, scope: str, names: list[str], content: bytes | None = None,
-                          rse: str = "DISK") -> list[str]:
+    def fts_transfer_done(
+        self, scope: str, names: list[str], content: bytes | None = None, rse: str = "DISK"
+    ) -> list[str]:
         """Play the transfer tool (FTS, which cannot run here): the bytes land at the
         destination PFNs, and the replicas are declared AVAILABLE through Rucio's API, as
         the conveyor's finisher does when FTS reports ``transfer-done``. Returns the PFNs."""
@@ -238,35 +281,45 @@ class RucioServer:
         c.update_replicas_states(rse, [{"scope": scope, "name": n, "state": "A"} for n in names])
         return out
 
-    def configure_hermes(self, broker_port: int, vhost: str,
-                         destination: str = "/topic/rucio.events") -> None:
+    def configure_hermes(
+        self, broker_port: int, vhost: str, destination: str = "/topic/rucio.events"
+    ) -> None:
         """Rucio's own daemons for :meth:`run_daemons`: the conveyor with Rucio's mock transfer
         tool, and Hermes delivering the messages table over STOMP to the broker."""
         if self._hermes_configured:
             return
         self._hermes_configured = True
         with open(self.server_cfg, "a") as fh:
-            fh.write("[conveyor]\ntransfertool = mock\nscheme = file\n"
-                     "[hermes]\nservices_list = activemq\n"
-                     f"[messaging-hermes]\nbrokers = 127.0.0.1\nport = {broker_port}\n"
-                     f"nonssl_port = {broker_port}\nuse_ssl = False\nusername = hermes\n"
-                     f"password = hermes\ndestination = {destination}\n"
-                     f"broker_virtual_host = {vhost}\nemail_from = rucio@localhost\n")
+            fh.write(
+                "[conveyor]\ntransfertool = mock\nscheme = file\n"
+                "[hermes]\nservices_list = activemq\n"
+                f"[messaging-hermes]\nbrokers = 127.0.0.1\nport = {broker_port}\n"
+                f"nonssl_port = {broker_port}\nuse_ssl = False\nusername = hermes\n"
+                f"password = hermes\ndestination = {destination}\n"
+                f"broker_virtual_host = {vhost}\nemail_from = rucio@localhost\n"
+            )
 
     def run_daemons(self) -> str:
         """One pass of Rucio's conveyor (submitter, poller, finisher with the mock transfer
         tool: no bytes are copied, the requests go DONE, the replicas AVAILABLE, and
         ``transfer-done`` messages are written) and of Hermes (which sends them over STOMP)."""
-        out = subprocess.run([str(self.venv / "bin" / "python"), "-c", _DAEMONS], env=self._env(),
-                             cwd=self.dir, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", _DAEMONS],
+            env=self._env(),
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"rucio daemons failed: {out.stderr[-3000:]}")
         return out.stdout
 
     def write_at_destination(self, scope: str, names: list[str], rse: str = "DISK") -> None:
         """The bytes FTS would copy (Rucio's mock transfer tool copies none)."""
-        pfns = self.client().lfns2pfns(rse, [f"{scope}:{n}" for n in names], operation="write",
-                                       scheme="file")
+        pfns = self.client().lfns2pfns(
+            rse, [f"{scope}:{n}" for n in names], operation="write", scheme="file"
+        )
         for n in names:
             path = Path(pfn_local(pfns[f"{scope}:{n}"]))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +329,8 @@ class RucioServer:
         """Play the transfer tool reporting a failed transfer: the replicas go UNAVAILABLE,
         their locks (and the rule) STUCK."""
         self.client().update_replicas_states(
-            rse, [{"scope": scope, "name": n, "state": "U"} for n in names])
+            rse, [{"scope": scope, "name": n, "state": "U"} for n in names]
+        )
 
 
 class StompBroker:
@@ -295,9 +349,12 @@ class StompBroker:
 
     def start(self, timeout: float = 20.0) -> StompBroker:
         exe = Path(sys.executable).parent / "coilmq"
-        self.proc = subprocess.Popen([str(exe), "-b", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(exe), "-b", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -324,14 +381,28 @@ class Hermes:
         self.conn = stomp.Connection12([("127.0.0.1", broker.port)], vhost=broker.vhost)
         self.conn.connect(wait=True)
 
-    def transfer_done(self, scope: str, name: str, dst_rse: str = "DISK", dst_url: str = "") -> None:
+    def transfer_done(
+        self, scope: str, name: str, dst_rse: str = "DISK", dst_url: str = ""
+    ) -> None:
         from idds_jupyter.data.rucio import hermes_message
 
-        body = hermes_message("transfer-done", {
-            "scope": scope, "name": name, "dst-rse": dst_rse, "dst-url": dst_url,
-            "src-rse": "TAPE", "activity": "Staging", "transfer-tool": "fts3 (played by the test)"})
-        self.conn.send(destination=self.destination, body=body,
-                       headers={"event_type": "transfer-done", "persistent": "true"})
+        body = hermes_message(
+            "transfer-done",
+            {
+                "scope": scope,
+                "name": name,
+                "dst-rse": dst_rse,
+                "dst-url": dst_url,
+                "src-rse": "TAPE",
+                "activity": "Staging",
+                "transfer-tool": "fts3 (played by the test)",
+            },
+        )
+        self.conn.send(
+            destination=self.destination,
+            body=body,
+            headers={"event_type": "transfer-done", "persistent": "true"},
+        )
 
     def close(self) -> None:
         self.conn.disconnect()

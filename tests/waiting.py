@@ -16,8 +16,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
-             message: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T | None],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
     """Poll ``predicate`` every ``interval`` s until it returns a truthy value; return it.
 
     Raises ``AssertionError`` naming ``message`` (and the last value) after ``timeout`` s.
@@ -32,8 +36,12 @@ def wait_for(predicate: Callable[[], T | None], timeout: float = 30.0, interval:
         time.sleep(interval)
 
 
-def holds_for(predicate: Callable[[], Any], duration: float, interval: float = 0.05,
-              message: str = "condition") -> None:
+def holds_for(
+    predicate: Callable[[], Any],
+    duration: float,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> None:
     """Check ``predicate`` every ``interval`` s for ``duration`` s: it must hold each time."""
     deadline = time.monotonic() + duration
     while True:

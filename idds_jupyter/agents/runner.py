@@ -38,8 +38,14 @@ ROLES = AGENT_ROLES
 
 
 class Runner:
-    def __init__(self, config: Config | None = None, roles: Iterable[str] = ROLES,
-                 engine: Any = None, bus: Any = None, tune_gc: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        roles: Iterable[str] = ROLES,
+        engine: Any = None,
+        bus: Any = None,
+        tune_gc: bool = False,
+    ) -> None:
         """``tune_gc``: the runner owns its process (``idds-jupyter serve``/``agents``/``run``)
         and may tune the garbage collector for it (:func:`tune_gc`). Hosted in someone
         else's process (the Jupyter server extension, a kernel) it leaves the interpreter's
@@ -63,7 +69,9 @@ class Runner:
     def start(self) -> Runner:
         # Importing jsonschema (and its format checkers) takes seconds: do it now, in
         # the background, not in the first submission.
-        threading.Thread(target=_warm_up, args=(self.tune_gc,), name="idds-warm-up", daemon=True).start()
+        threading.Thread(
+            target=_warm_up, args=(self.tune_gc,), name="idds-warm-up", daemon=True
+        ).start()
         if "steerer" in self.roles and not self._steerer_available():
             self.roles = tuple(r for r in self.roles if r != "steerer")
         upgrade(self.engine)
@@ -80,9 +88,16 @@ class Runner:
             private_dir(cfg.log_dir)
             private_dir(cfg.cache_dir)
         with self.engine.begin() as conn:
-            conn.execute(agents.insert().values(
-                id=self.owner, roles=",".join(self.roles), host=socket.gethostname(),
-                pid=os.getpid(), started_at=db_now(), heartbeat=db_now()))
+            conn.execute(
+                agents.insert().values(
+                    id=self.owner,
+                    roles=",".join(self.roles),
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=db_now(),
+                    heartbeat=db_now(),
+                )
+            )
         if "clerk" in self.roles:
             self.agents.append(Clerk(self.ctx))
         if "transformer" in self.roles:
@@ -100,8 +115,9 @@ class Runner:
         if cfg.rucio_host and "transformer" in self.roles:  # rucio:// input datasets
             from idds_jupyter.data.rucio import RucioSettings, RucioWatcher
 
-            self.rucio = RucioWatcher(self.engine, self.ctx.publish, RucioSettings.from_config(cfg),
-                                      stop=self.ctx.stop).start()
+            self.rucio = RucioWatcher(
+                self.engine, self.ctx.publish, RucioSettings.from_config(cfg), stop=self.ctx.stop
+            ).start()
         log.info("agents %s started as %s", ",".join(self.roles), self.owner)
         return self
 
@@ -112,9 +128,11 @@ class Runner:
             return True
         if set(self.roles) != set(ROLES):
             raise ModuleNotFoundError(f"the steerer role needs Optuna: {HPO_INSTALL_HINT}")
-        log.warning("steerer role not started: Optuna is not installed (%s); "
-                    "studies steered by the server wait until a runner with it starts",
-                    HPO_INSTALL_HINT)
+        log.warning(
+            "steerer role not started: Optuna is not installed (%s); "
+            "studies steered by the server wait until a runner with it starts",
+            HPO_INSTALL_HINT,
+        )
         return False
 
     @property

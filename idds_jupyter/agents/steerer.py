@@ -165,8 +165,13 @@ class Steerer(Agent):
         if self._orch is None:
             from idds_jupyter.core import Orchestrator
 
-            self._orch = Orchestrator(self.ctx.config, engine=self.ctx.engine, bus=self.ctx.bus,
-                                      migrate=False, dispatch=self.dispatch)
+            self._orch = Orchestrator(
+                self.ctx.config,
+                engine=self.ctx.engine,
+                bus=self.ctx.bus,
+                migrate=False,
+                dispatch=self.dispatch,
+            )
         return self._orch
 
     # Events unmerged (no Coordinator): each job.result event carries its jobs' JSON
@@ -287,8 +292,9 @@ class Steerer(Agent):
         """The open studies of every running run, leases renewed; forget the ended ones
         and those another runner took over."""
         with self.ctx.engine.begin() as conn:
-            rows = conn.execute(select(workflows.c.id, workflows.c.params)
-                                .where(workflows.c.status.in_(_RUNNING))).all()
+            rows = conn.execute(
+                select(workflows.c.id, workflows.c.params).where(workflows.c.status.in_(_RUNNING))
+            ).all()
         ids = {r.id for r in rows if steered(r.params)}
         for wid in set(self.studies) - ids:
             self.studies.pop(wid, None)
@@ -299,9 +305,14 @@ class Steerer(Agent):
         if not ids:
             return
         with self.ctx.engine.begin() as conn:
-            rows = conn.execute(for_update(conn, select(
-                workflows.c.id, workflows.c.params, workflows.c.meta, workflows.c.status)
-                .where(workflows.c.id.in_(sorted(ids))))).all()
+            rows = conn.execute(
+                for_update(
+                    conn,
+                    select(
+                        workflows.c.id, workflows.c.params, workflows.c.meta, workflows.c.status
+                    ).where(workflows.c.id.in_(sorted(ids))),
+                )
+            ).all()
             live = {a for (a,) in conn.execute(select(agents.c.id))}
             mine = []
             t = conn.execute(_DB_NOW).scalar_one()  # leases expire on the database's clock
@@ -311,8 +322,11 @@ class Steerer(Agent):
                     continue
                 lease = meta.get("steerer") or {}
                 holder = lease.get("owner")
-                if (holder not in (None, self.ctx.owner) and holder in live
-                        and float(lease.get("expiry") or 0) > t):
+                if (
+                    holder not in (None, self.ctx.owner)
+                    and holder in live
+                    and float(lease.get("expiry") or 0) > t
+                ):
                     self.studies.pop(r.id, None)  # steered elsewhere
                     continue
                 meta["steerer"] = {"owner": self.ctx.owner, "expiry": t + LEASE_S}
@@ -328,8 +342,9 @@ class Steerer(Agent):
             study = self._build(wid, cfg)
         except Exception as exc:  # a configuration this server cannot run: say so, once
             log.exception("study run %d cannot be steered", wid)
-            self.orch.close(wid, error=f"the server cannot steer this study: "
-                                       f"{type(exc).__name__}: {exc}")
+            self.orch.close(
+                wid, error=f"the server cannot steer this study: {type(exc).__name__}: {exc}"
+            )
             return
         self.studies[wid] = study
         self._notes.setdefault(wid, [])  # advanced now, unread: it was read just above
@@ -340,18 +355,31 @@ class Steerer(Agent):
         for i, (key, obj) in enumerate(cfg["objectives"].items()):
             name = key or None
             space = space_from_json(cfg["spaces"][key])
-            smp = make_sampler(cfg["sampler"], None if seed is None else seed + i, space,
-                               cfg.get("sampler_options"))
-            st = optuna.create_study(direction=cfg["direction"], sampler=smp,
-                                     study_name=f"{cfg['name']}.{key or 'main'}")
+            smp = make_sampler(
+                cfg["sampler"],
+                None if seed is None else seed + i,
+                space,
+                cfg.get("sampler_options"),
+            )
+            st = optuna.create_study(
+                direction=cfg["direction"], sampler=smp, study_name=f"{cfg['name']}.{key or 'main'}"
+            )
             segments[name] = _Segment(name, space, st, dict(obj["work"]))
         study = _Study(wid, cfg, segments)
         with self.ctx.engine.begin() as conn:
             rows = conn.execute(
-                select(works.c.name, jobs.c.idx, jobs.c.status, jobs.c.result, jobs.c.kwargs,
-                       jobs.c.error)
+                select(
+                    works.c.name,
+                    jobs.c.idx,
+                    jobs.c.status,
+                    jobs.c.result,
+                    jobs.c.kwargs,
+                    jobs.c.error,
+                )
                 .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
-                .where(jobs.c.workflow_id == wid).order_by(works.c.id, jobs.c.idx)).all()
+                .where(jobs.c.workflow_id == wid)
+                .order_by(works.c.id, jobs.c.idx)
+            ).all()
         done: dict[str | None, list[optuna.trial.FrozenTrial]] = {}
         waiting: list[tuple[_Segment, int, dict[str, Any], str, int]] = []
         for r in rows:
@@ -376,13 +404,17 @@ class Steerer(Agent):
                 study.failures.append(f"{r.name}: {r.error or 'no objective in its result'}")
                 study.failed.append({"work": r.name, "idx": int(r.idx), "params": params})
             done.setdefault(seg.name, []).append(
-                frozen_trial(seg.space, params, value, number, r.name, resumed=True))
+                frozen_trial(seg.space, params, value, number, r.name, resumed=True)
+            )
         for i, seg in enumerate(segments.values()):
             if seg.name in done:
                 seg.study.add_trials(done[seg.name])
                 seg.study.sampler = make_sampler(
-                    cfg["sampler"], None if seed is None else resumed_seed(seed, i, seg.allocated),
-                    seg.space, cfg.get("sampler_options"))
+                    cfg["sampler"],
+                    None if seed is None else resumed_seed(seed, i, seg.allocated),
+                    seg.space,
+                    cfg.get("sampler_options"),
+                )
         for seg, number, params, work, idx in waiting:
             seg.study.enqueue_trial(params, skip_if_exists=False)
             trial = seg.study.ask(seg.space)
@@ -403,14 +435,31 @@ class Steerer(Agent):
         if read:
             names = sorted({w for w, _ in study.pending})
             with self.ctx.engine.begin() as conn:
-                wf = conn.execute(select(workflows.c.status, workflows.c.meta)
-                                  .where(workflows.c.id == wid)).first()
-                ended += [dict(r) for r in conn.execute(
-                    select(works.c.name.label("work"), jobs.c.idx, jobs.c.status, jobs.c.result,
-                           jobs.c.error)
-                    .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
-                    .where(jobs.c.workflow_id == wid, jobs.c.status.in_(_FINAL),
-                           works.c.name.in_(names))).mappings()] if names else []
+                wf = conn.execute(
+                    select(workflows.c.status, workflows.c.meta).where(workflows.c.id == wid)
+                ).first()
+                ended += (
+                    [
+                        dict(r)
+                        for r in conn.execute(
+                            select(
+                                works.c.name.label("work"),
+                                jobs.c.idx,
+                                jobs.c.status,
+                                jobs.c.result,
+                                jobs.c.error,
+                            )
+                            .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+                            .where(
+                                jobs.c.workflow_id == wid,
+                                jobs.c.status.in_(_FINAL),
+                                works.c.name.in_(names),
+                            )
+                        ).mappings()
+                    ]
+                    if names
+                    else []
+                )
             lease = ((wf.meta or {}).get("steerer") or {}) if wf is not None else {}
             if wf is None or wf.status not in _RUNNING or lease.get("owner") != self.ctx.owner:
                 self.studies.pop(wid, None)  # aborted, ended, or steered elsewhere
@@ -429,14 +478,17 @@ class Steerer(Agent):
                 continue
             msg = f"{t.work}: {error or 'no objective in its result'}"
             study.failures.append(msg)
-            study.failed.append({"work": t.work, "idx": int(r.get("idx") or 0),
-                                 "params": dict(t.trial.params)})
+            study.failed.append(
+                {"work": t.work, "idx": int(r.get("idx") or 0), "params": dict(t.trial.params)}
+            )
             t.trial.set_user_attr("error", str(error or "")[:500])
             tell(t.seg.study, t.trial, None, TrialState.FAIL)
             limit = study.cfg.get("max_failures")
             if limit is not None and len(study.failures) > int(limit) and study.error is None:
-                study.error = (f"study {study.cfg['name']}: {len(study.failures)} trials failed; "
-                               f"the last: {msg}")
+                study.error = (
+                    f"study {study.cfg['name']}: {len(study.failures)} trials failed; "
+                    f"the last: {msg}"
+                )
         new, more = self._ask(study) if not study.closed and study.error is None else ([], [])
         if new or more:
             try:
@@ -457,8 +509,9 @@ class Steerer(Agent):
             if not study.closed:  # the client stopping the study closed it already
                 self.orch.close(wid, result=study.summary(), error=study.error)
 
-    def _rehome(self, study: _Study, work: str, start: int,
-                kwargs_list: list[dict[str, Any]]) -> None:
+    def _rehome(
+        self, study: _Study, work: str, start: int, kwargs_list: list[dict[str, Any]]
+    ) -> None:
         """Trials that could not join their work (it was aborted alone): a new work for them
         and the trials still to come of their segment."""
         moved = [study.pending.pop((work, start + i)) for i in range(len(kwargs_list))]
@@ -470,14 +523,22 @@ class Steerer(Agent):
             study.pending[(block.name, i)] = t
         self._add_block(study, seg, block, kwargs_list)
 
-    def _add_block(self, study: _Study, seg: _Segment, block: _Block,
-                   kwargs_list: list[dict[str, Any]]) -> None:
+    def _add_block(
+        self, study: _Study, seg: _Segment, block: _Block, kwargs_list: list[dict[str, Any]]
+    ) -> None:
         """A segment's new trial work, with its first trials, declared with all to come."""
-        self.orch.add_works(study.id, [{**seg.work, "name": block.name, "kwargs_list": kwargs_list}],
-                            declared={block.name: block.size})
+        self.orch.add_works(
+            study.id,
+            [{**seg.work, "name": block.name, "kwargs_list": kwargs_list}],
+            declared={block.name: block.size},
+        )
 
-    def _ask(self, study: _Study) -> tuple[list[tuple[_Segment, _Block, list[dict[str, Any]]]],
-                                           list[tuple[str, int, list[dict[str, Any]]]]]:
+    def _ask(
+        self, study: _Study
+    ) -> tuple[
+        list[tuple[_Segment, _Block, list[dict[str, Any]]]],
+        list[tuple[str, int, list[dict[str, Any]]]],
+    ]:
         """Points for the free slots: ``(new works: (segment, block, kwargs), jobs added to a
         work: (name, first job index, kwargs))``. A segment's trials are the jobs of one
         work declared with all trials to come; each turn adds the new ones to it."""
@@ -507,16 +568,23 @@ class Steerer(Agent):
             seg = batch[0].seg
             block = seg.block
             if block is None or block.room < len(batch):  # a new work for all trials to come
-                block = _new_block(seg, batch[0].number,
-                                   max(len(batch), max_trials - batch[0].number))
+                block = _new_block(
+                    seg, batch[0].number, max(len(batch), max_trials - batch[0].number)
+                )
             start = block.filled
             grows = start == 0  # the work itself is new: it goes out with these trials
             kwargs_list = []
             for t in batch:
                 t.work = block.name
                 study.pending[(block.name, t.number - block.first)] = t
-                meta = {"trial": t.number, "segment": seg.name, "final": True,
-                        "key": study.cfg.get("key"), "step": None, "budget": None}
+                meta = {
+                    "trial": t.number,
+                    "segment": seg.name,
+                    "final": True,
+                    "key": study.cfg.get("key"),
+                    "step": None,
+                    "budget": None,
+                }
                 kwargs_list.append({"params": t.trial.params, "meta": meta})  # a copy
             block.filled += len(batch)
             if grows:

@@ -32,10 +32,16 @@ class Transformer(Agent):
                 if not rows:
                     break
                 row = rows[0]
-                wf_backend = conn.execute(select(workflows.c.backend)
-                                          .where(workflows.c.id == row.workflow_id)).scalar()
-                backend = choose_backend(row.spec or {}, wf_backend, self.ctx.config.backend,
-                                         self.ctx.config.policy, conn)
+                wf_backend = conn.execute(
+                    select(workflows.c.backend).where(workflows.c.id == row.workflow_id)
+                ).scalar()
+                backend = choose_backend(
+                    row.spec or {},
+                    wf_backend,
+                    self.ctx.config.backend,
+                    self.ctx.config.policy,
+                    conn,
+                )
                 try:
                     expand_work(conn, row, backend, out)
                 except NotYet:

@@ -50,7 +50,9 @@ __all__ = ["ActiveLearning", "ALResult", "fit_and_propose", "ACQUISITIONS"]
 ACQUISITIONS = ("uncertainty", "straddle")
 
 
-def _scores(kind: str | Callable[..., Any], mu: Any, sigma: Any, X: Any, threshold: float | None) -> Any:
+def _scores(
+    kind: str | Callable[..., Any], mu: Any, sigma: Any, X: Any, threshold: float | None
+) -> Any:
     import numpy as np
 
     if callable(kind):
@@ -61,13 +63,24 @@ def _scores(kind: str | Callable[..., Any], mu: Any, sigma: Any, X: Any, thresho
         if threshold is None:
             raise ValueError("the straddle acquisition needs a threshold")
         return 1.96 * sigma - np.abs(mu - threshold)
-    raise ValueError(f"unknown acquisition {kind!r}; use one of {', '.join(ACQUISITIONS)} or a function")
+    raise ValueError(
+        f"unknown acquisition {kind!r}; use one of {', '.join(ACQUISITIONS)} or a function"
+    )
 
 
-def fit_and_propose(X: list[list[float]], y: list[float], bounds: list[tuple[float, float]],
-                    batch_size: int, acquisition: str | Callable[..., Any],
-                    metric: Callable[..., float] | None, threshold: float | None, iteration: int,
-                    n_candidates: int, seed: int | None, kernel: Any = None) -> dict[str, Any]:
+def fit_and_propose(
+    X: list[list[float]],
+    y: list[float],
+    bounds: list[tuple[float, float]],
+    batch_size: int,
+    acquisition: str | Callable[..., Any],
+    metric: Callable[..., float] | None,
+    threshold: float | None,
+    iteration: int,
+    n_candidates: int,
+    seed: int | None,
+    kernel: Any = None,
+) -> dict[str, Any]:
     """Fit the surrogate on ``(X, y)``, score random candidates, pick the next batch (a job)."""
     with needs_extras("active learning (its surrogate)"):
         import numpy as np
@@ -80,9 +93,12 @@ def fit_and_propose(X: list[list[float]], y: list[float], bounds: list[tuple[flo
     lo = np.array([b[0] for b in bounds], dtype=float)
     hi = np.array([b[1] for b in bounds], dtype=float)
     if kernel is None:
-        kernel = ConstantKernel(1.0) * RBF(length_scale=0.2 * (hi - lo)) + WhiteKernel(1e-5, (1e-9, 1e-1))
-    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=2,
-                                  random_state=seed)
+        kernel = ConstantKernel(1.0) * RBF(length_scale=0.2 * (hi - lo)) + WhiteKernel(
+            1e-5, (1e-9, 1e-1)
+        )
+    gp = GaussianProcessRegressor(
+        kernel=kernel, normalize_y=True, n_restarts_optimizer=2, random_state=seed
+    )
     with warnings.catch_warnings():  # hyper-parameters at their bounds: fine for this use
         warnings.simplefilter("ignore", ConvergenceWarning)
         gp.fit(Xa, ya)
@@ -99,10 +115,15 @@ def fit_and_propose(X: list[list[float]], y: list[float], bounds: list[tuple[flo
         if len(picked) == batch_size:
             break
     value = float(metric(mu, sigma, cand)) if metric is not None else float(np.mean(sigma))
-    return {"iteration": iteration, "metric": value, "n_points": len(ya),
-            "mean_sigma": float(np.mean(sigma)), "max_score": float(scores[order[0]]),
-            "proposal": [[float(v) for v in cand[i]] for i in picked],
-            "kernel": str(gp.kernel_)}
+    return {
+        "iteration": iteration,
+        "metric": value,
+        "n_points": len(ya),
+        "mean_sigma": float(np.mean(sigma)),
+        "max_score": float(scores[order[0]]),
+        "proposal": [[float(v) for v in cand[i]] for i in picked],
+        "kernel": str(gp.kernel_),
+    }
 
 
 class _NamedRun(Run):
@@ -131,23 +152,37 @@ class ALResult:
 class ActiveLearning:
     """An active-learning loop as a workflow run (see the module documentation)."""
 
-    def __init__(self, function: Callable[..., Any], bounds: Sequence[tuple[float, float]],
-                 batch_size: int = 8, initial: int = 16, max_iterations: int = 10,
-                 acquisition: str | Callable[..., Any] = "uncertainty",
-                 metric: Callable[..., float] | None = None, threshold: float | None = None,
-                 until: Callable[[dict[str, Any]], bool] | None = None,
-                 max_evaluations: int | None = None, n_candidates: int = 2000,
-                 seed: int | None = None, kernel: Any = None, name: str = "active_learning",
-                 client: Client | None = None) -> None:
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        bounds: Sequence[tuple[float, float]],
+        batch_size: int = 8,
+        initial: int = 16,
+        max_iterations: int = 10,
+        acquisition: str | Callable[..., Any] = "uncertainty",
+        metric: Callable[..., float] | None = None,
+        threshold: float | None = None,
+        until: Callable[[dict[str, Any]], bool] | None = None,
+        max_evaluations: int | None = None,
+        n_candidates: int = 2000,
+        seed: int | None = None,
+        kernel: Any = None,
+        name: str = "active_learning",
+        client: Client | None = None,
+    ) -> None:
         if isinstance(function, WorkFunction):
             function = function.fn
         if not callable(function):
             raise TypeError("function must be callable (or a @work function)")
         if not bounds or any(len(b) != 2 or b[0] >= b[1] for b in bounds):
-            raise ValueError(f"bounds must be a list of (low, high) with low < high, got {bounds!r}")
+            raise ValueError(
+                f"bounds must be a list of (low, high) with low < high, got {bounds!r}"
+            )
         if isinstance(acquisition, str) and acquisition not in ACQUISITIONS:
-            raise ValueError(f"unknown acquisition {acquisition!r}; use one of "
-                             f"{', '.join(ACQUISITIONS)} or a function")
+            raise ValueError(
+                f"unknown acquisition {acquisition!r}; use one of "
+                f"{', '.join(ACQUISITIONS)} or a function"
+            )
         if acquisition == "straddle" and threshold is None:
             raise ValueError("the straddle acquisition needs a threshold")
         self.function = function
@@ -180,11 +215,19 @@ class ActiveLearning:
 
             client = get_client()
         router(client)  # the push channel is up before anything can end
-        params = {"active_learning": {"bounds": self.bounds, "batch_size": self.batch_size,
-                                      "initial": self.initial, "max_iterations": self.max_iterations,
-                                      "acquisition": self.acquisition if isinstance(self.acquisition, str)
-                                      else getattr(self.acquisition, "__name__", "custom"),
-                                      "threshold": self.threshold, "seed": self.seed}}
+        params = {
+            "active_learning": {
+                "bounds": self.bounds,
+                "batch_size": self.batch_size,
+                "initial": self.initial,
+                "max_iterations": self.max_iterations,
+                "acquisition": self.acquisition
+                if isinstance(self.acquisition, str)
+                else getattr(self.acquisition, "__name__", "custom"),
+                "threshold": self.threshold,
+                "seed": self.seed,
+            }
+        }
         wid = client.submit({"name": self.name, "works": []}, params, open=True)
         run = _NamedRun(client, wid, self.name)
         run._start_body(self._body, (), {})
@@ -219,8 +262,19 @@ class ActiveLearning:
             X += batch
             y += [float(v) for v in values]
             fit = WorkFunction(fit_and_propose, name=f"iteration_{it}")
-            res = fit(X, y, self.bounds, self.batch_size, self.acquisition, self.metric,
-                      self.threshold, it, self.n_candidates, self.seed, self.kernel)
+            res = fit(
+                X,
+                y,
+                self.bounds,
+                self.batch_size,
+                self.acquisition,
+                self.metric,
+                self.threshold,
+                it,
+                self.n_candidates,
+                self.seed,
+                self.kernel,
+            )
             history.append(res)
             state = {**res, "X": X, "y": y}
             if self.until is not None and self.until(state):

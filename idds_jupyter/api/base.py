@@ -73,6 +73,7 @@ DRAIN_TIMEOUT = 10.0  # seconds a small refused body may take to come in
 
 def _draining(prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``prepare`` that, when it refuses the request, first drains a small body."""
+
     @functools.wraps(prepare)
     async def wrapper(self: ApiHandler) -> None:
         try:
@@ -82,6 +83,7 @@ def _draining(prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
         except Exception:
             await self.drain_refused_body()
             raise
+
     wrapper._drains = True  # type: ignore[attr-defined]
     return wrapper
 
@@ -127,7 +129,10 @@ class ApiHandler(tornado.web.RequestHandler):
         if not self.public:
             user = await self.ctx.auth.authenticate(self, self.allow_query_token)
             if user is None:
-                raise ApiError(401, "authentication required: send a valid token as 'Authorization: Bearer TOKEN'")
+                raise ApiError(
+                    401,
+                    "authentication required: send a valid token as 'Authorization: Bearer TOKEN'",
+                )
             self._user = user
         self.check_body_size()
 
@@ -148,8 +153,11 @@ class ApiHandler(tornado.web.RequestHandler):
         for i in self._ids:
             raw = self.path_args[i] if i < len(self.path_args) else ""
             if len(raw) > 19 or int(raw or 0) > MAX_ID:
-                raise ApiError(404, f"no object with id {raw[:40]}{'...' if len(raw) > 40 else ''}: "
-                                    f"ids are at most {MAX_ID}")
+                raise ApiError(
+                    404,
+                    f"no object with id {raw[:40]}{'...' if len(raw) > 40 else ''}: "
+                    f"ids are at most {MAX_ID}",
+                )
 
     # ---------------------------------------------------------------- body
     def body_limit(self) -> int:
@@ -167,8 +175,13 @@ class ApiHandler(tornado.web.RequestHandler):
         limit = self.body_limit()
         length = self.request.headers.get("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > limit:
-            raise ApiError(413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes "
-                                f"({self.body_limit_name()})", limit=limit, setting=self.body_limit_name())
+            raise ApiError(
+                413,
+                f"request body of {int(length)} bytes exceeds the limit of {limit} bytes "
+                f"({self.body_limit_name()})",
+                limit=limit,
+                setting=self.body_limit_name(),
+            )
         conn = self.request.connection
         if conn is not None and hasattr(conn, "set_max_body_size"):
             conn.set_max_body_size(limit + 2**20)
@@ -184,7 +197,13 @@ class ApiHandler(tornado.web.RequestHandler):
         """
         body_future = getattr(self.request, "_body_future", None)
         prepared = self._prepared_future
-        if self._finished or prepared is None or prepared.done() or body_future is None or body_future.done():
+        if (
+            self._finished
+            or prepared is None
+            or prepared.done()
+            or body_future is None
+            or body_future.done()
+        ):
             return
         headers = self.request.headers
         if "Transfer-Encoding" in headers or headers.get("Expect", "").lower() == "100-continue":
@@ -210,8 +229,12 @@ class ApiHandler(tornado.web.RequestHandler):
         """The request body (streamed in, up to the limit)."""
         if self._body_too_big:
             limit = self.body_limit()
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes ({self.body_limit_name()})",
-                           limit=limit, setting=self.body_limit_name())
+            raise ApiError(
+                413,
+                f"request body exceeds the limit of {limit} bytes ({self.body_limit_name()})",
+                limit=limit,
+                setting=self.body_limit_name(),
+            )
         if self._body_chunks:
             self.request.body = b"".join(self._body_chunks)
             self._body_chunks = []
@@ -245,8 +268,11 @@ class ApiHandler(tornado.web.RequestHandler):
         if isinstance(exc, ApiError):
             body: dict[str, Any] = {"error": exc.message, **exc.extra}
         elif isinstance(exc, tornado.web.HTTPError):
-            body = {"error": exc.log_message % exc.args if exc.log_message and exc.args
-                    else exc.log_message or self._reason}
+            body = {
+                "error": exc.log_message % exc.args
+                if exc.log_message and exc.args
+                else exc.log_message or self._reason
+            }
         elif (fault := storage_fault(exc)) is not None:  # 503 busy, 507 disk full
             self.set_status(fault.status)
             if fault.retry_after is not None:
@@ -262,8 +288,12 @@ class ApiHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """A storage fault (busy database, full disk) is one warning line, not a traceback."""
         if not isinstance(value, tornado.web.HTTPError) and storage_fault(value) is not None:
-            tornado.web.app_log.warning("%s %s: %s", self.request.method, self.request.path,
-                                        str(value).splitlines()[0] if str(value) else type(value).__name__)
+            tornado.web.app_log.warning(
+                "%s %s: %s",
+                self.request.method,
+                self.request.path,
+                str(value).splitlines()[0] if str(value) else type(value).__name__,
+            )
             return
         super().log_exception(typ, value, tb)
 
@@ -279,14 +309,20 @@ class ApiHandler(tornado.web.RequestHandler):
                 raise ApiError(400, "request body is empty: expected a JSON object")
             return {}
         depth = int(self.ctx.config.max_json_depth)
-        too_deep = ApiError(400, f"request body is nested deeper than {depth} levels (max_json_depth)",
-                            limit=depth, setting="max_json_depth")
+        too_deep = ApiError(
+            400,
+            f"request body is nested deeper than {depth} levels (max_json_depth)",
+            limit=depth,
+            setting="max_json_depth",
+        )
         try:
             data = json.loads(raw.decode("utf-8"))
         except RecursionError:  # far deeper than any limit: the parser gave up first
             raise too_deep from None
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, f"request body is not valid JSON: {str(exc).splitlines()[0]}") from None
+            raise ApiError(
+                400, f"request body is not valid JSON: {str(exc).splitlines()[0]}"
+            ) from None
         if not isinstance(data, dict):
             raise ApiError(400, f"request body must be a JSON object, not {type(data).__name__}")
         try:
@@ -302,7 +338,9 @@ class ApiHandler(tornado.web.RequestHandler):
         try:
             v = int(raw)
         except ValueError:
-            raise ApiError(400, f"query argument {name!r} must be an integer, got {raw!r}") from None
+            raise ApiError(
+                400, f"query argument {name!r} must be an integer, got {raw!r}"
+            ) from None
         if v < minimum:
             raise ApiError(400, f"query argument {name!r} must be >= {minimum}, got {v}")
         if maximum is not None and v > maximum:
@@ -318,13 +356,16 @@ class ApiHandler(tornado.web.RequestHandler):
         try:
             return parse_bool(raw)
         except ValueError:
-            raise ApiError(400, f"query argument {name!r} must be true or false, got {raw!r}") from None
+            raise ApiError(
+                400, f"query argument {name!r} must be true or false, got {raw!r}"
+            ) from None
 
     # ---------------------------------------------------------- execution
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking code (database, files) in the executor: the IOLoop never blocks."""
         return await IOLoop.current().run_in_executor(
-            self.ctx.executor, functools.partial(fn, *args, **kwargs))
+            self.ctx.executor, functools.partial(fn, *args, **kwargs)
+        )
 
     async def send_file(self, path: Path, missing: str) -> None:
         """Stream a cache file in 1 MiB reads off the IOLoop; 404 ``missing`` if it is not there."""

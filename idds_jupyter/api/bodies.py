@@ -38,9 +38,18 @@ def _limit(limits: BodyLimits) -> None:  # runs in the child, before exec
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
 
 
-def launch_body(engine: Engine, url: str, owner: str, workflow_id: int, body: str, args: str,
-                sandbox: str | None, log_dir: Path, limits: BodyLimits | None = None,
-                close: object = None) -> subprocess.Popen[bytes]:
+def launch_body(
+    engine: Engine,
+    url: str,
+    owner: str,
+    workflow_id: int,
+    body: str,
+    args: str,
+    sandbox: str | None,
+    log_dir: Path,
+    limits: BodyLimits | None = None,
+    close: object = None,
+) -> subprocess.Popen[bytes]:
     """Start the body of open workflow ``workflow_id``; returns the process (watched in a thread)."""
     from idds_jupyter.store.tokens import create_token, revoke_token
 
@@ -53,16 +62,26 @@ def launch_body(engine: Engine, url: str, owner: str, workflow_id: int, body: st
     if sandbox:
         argv.append(sandbox)
     lim = limits or BodyLimits()
-    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=log_dir, preexec_fn=lambda: _limit(lim))  # noqa: PLW1509
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=log_dir,
+        preexec_fn=lambda: _limit(lim),
+    )  # noqa: PLW1509
     out.close()
 
     def watch() -> None:
         code = proc.wait()
         revoke_token(engine, int(row["id"]))
         if code != 0 and callable(close):
-            close(workflow_id, f"the workflow body process ended with exit code {code} "
-                               f"(log: {log_dir / f'body-{workflow_id}.log'})")
+            close(
+                workflow_id,
+                f"the workflow body process ended with exit code {code} "
+                f"(log: {log_dir / f'body-{workflow_id}.log'})",
+            )
 
     threading.Thread(target=watch, name=f"idds-body-{workflow_id}", daemon=True).start()
     return proc

@@ -62,9 +62,15 @@ class ApiContext:
             self._engine.dispose()
 
 
-def make_context(config: Config, orch: Orchestrator | None = None, bus: Bus | None = None,
-                 auth: Authenticator | None = None, cache: Cache | None = None,
-                 executor: ThreadPoolExecutor | None = None, **kw: Any) -> ApiContext:
+def make_context(
+    config: Config,
+    orch: Orchestrator | None = None,
+    bus: Bus | None = None,
+    auth: Authenticator | None = None,
+    cache: Cache | None = None,
+    executor: ThreadPoolExecutor | None = None,
+    **kw: Any,
+) -> ApiContext:
     """An ApiContext with defaults: a store on ``config.db_url``, token auth, a 16-thread executor.
 
     The requests use an engine of their own on the store (``orch``'s database when one
@@ -83,14 +89,26 @@ def make_context(config: Config, orch: Orchestrator | None = None, bus: Bus | No
         bus = bus or make_bus(config.bus, engine=engine)
         orch = Orchestrator(config, engine=engine, bus=bus)
     else:
-        orch = Orchestrator(orch.config, engine=engine, bus=bus or orch.bus, migrate=False,
-                            dispatch=orch.dispatch)
+        orch = Orchestrator(
+            orch.config, engine=engine, bus=bus or orch.bus, migrate=False, dispatch=orch.dispatch
+        )
     bus = bus or orch.bus
-    cache = Cache(cache.root, engine, cache.limit) if cache is not None else Cache(config.cache_dir, engine)
+    cache = (
+        Cache(cache.root, engine, cache.limit)
+        if cache is not None
+        else Cache(config.cache_dir, engine)
+    )
     executor = executor or ThreadPoolExecutor(16, thread_name_prefix="idds-api")
-    return ApiContext(orch=orch, cache=cache, bus=bus,
-                      auth=auth or TokenAuthenticator(orch.engine, executor), executor=executor,
-                      config=config, _engine=engine, **kw)
+    return ApiContext(
+        orch=orch,
+        cache=cache,
+        bus=bus,
+        auth=auth or TokenAuthenticator(orch.engine, executor),
+        executor=executor,
+        config=config,
+        _engine=engine,
+        **kw,
+    )
 
 
 __all__ = ["ApiContext", "make_context"]

@@ -28,12 +28,21 @@ class Fault:
     retry_after: int | None = None
 
 
-BUSY = Fault(503, "database busy, retry: another process holds a lock on the store; "
-                  "nothing was changed", RETRY_AFTER_S)
-UNAVAILABLE = Fault(503, "database unavailable, retry: the store cannot be reached; "
-                         "nothing was changed", RETRY_AFTER_S)
-FULL = Fault(507, "insufficient storage: the disk of the store is full; nothing was stored "
-                  "(aborts still work). Free some space and retry")
+BUSY = Fault(
+    503,
+    "database busy, retry: another process holds a lock on the store; nothing was changed",
+    RETRY_AFTER_S,
+)
+UNAVAILABLE = Fault(
+    503,
+    "database unavailable, retry: the store cannot be reached; nothing was changed",
+    RETRY_AFTER_S,
+)
+FULL = Fault(
+    507,
+    "insufficient storage: the disk of the store is full; nothing was stored "
+    "(aborts still work). Free some space and retry",
+)
 
 # PostgreSQL SQLSTATEs: lock_not_available (lock_timeout), query_canceled (statement_timeout),
 # deadlock_detected, serialization_failure; class 08: connection exceptions; 57P0x: shutdown

@@ -107,11 +107,21 @@ class TokensHandler(ApiHandler):
                 lifetime = tokens.parse_duration(expires_in)
             except ValueError as exc:
                 raise ApiError(400, f"field 'expires_in': {exc}") from None
-        row, token = await self.run(tokens.create_token, self.ctx.orch.engine, user, name, admin,
-                                    expires_in=lifetime)
-        self.send({"id": row["id"], "token": token, "user": row["user"], "name": row["name"],
-                   "admin": row["admin"], "created_at": row["created_at"],
-                   "expires_at": row["expires_at"]}, 201)
+        row, token = await self.run(
+            tokens.create_token, self.ctx.orch.engine, user, name, admin, expires_in=lifetime
+        )
+        self.send(
+            {
+                "id": row["id"],
+                "token": token,
+                "user": row["user"],
+                "name": row["name"],
+                "admin": row["admin"],
+                "created_at": row["created_at"],
+                "expires_at": row["expires_at"],
+            },
+            201,
+        )
 
 
 class TokenHandler(ApiHandler):
@@ -144,16 +154,28 @@ def parse_template(body: dict[str, Any], config: Any = None) -> dict[str, Any]:
             raise ApiError(400, "field 'yaml' must be a string of YAML text")
         from idds_jupyter.model.limits import LimitError, load_yaml
 
-        kw = {} if config is None else {
-            "max_nodes": config.max_template_nodes, "max_depth": config.max_json_depth,
-            "max_aliases": config.max_yaml_aliases}
+        kw = (
+            {}
+            if config is None
+            else {
+                "max_nodes": config.max_template_nodes,
+                "max_depth": config.max_json_depth,
+                "max_aliases": config.max_yaml_aliases,
+            }
+        )
         try:
-            tmpl = load_yaml(text, what="field 'yaml'", **kw)  # safe: no Python objects from YAML tags
+            tmpl = load_yaml(
+                text, what="field 'yaml'", **kw
+            )  # safe: no Python objects from YAML tags
         except yaml.YAMLError as exc:
             raise ApiError(400, f"field 'yaml' is not valid YAML: {_first_line(exc)}") from None
         except LimitError as exc:
-            raise ApiError(413 if exc.limit == "max_template_nodes" else 400, str(exc),
-                           limit=exc.value, setting=exc.limit) from None
+            raise ApiError(
+                413 if exc.limit == "max_template_nodes" else 400,
+                str(exc),
+                limit=exc.value,
+                setting=exc.limit,
+            ) from None
         if not isinstance(tmpl, dict):
             raise ApiError(400, "field 'yaml' must hold a mapping (a workflow template)")
         return tmpl
@@ -192,11 +214,17 @@ def inline_blobs(handler: ApiHandler, body: dict[str, Any]) -> Callable[[], list
                     raise ValueError
                 data = base64.b64decode(text, validate=True)
             except (CacheError, ValueError, binascii.Error):
-                raise ApiError(400, f"field 'blobs': {str(sha)[:80]!r} must be a sha256 digest "
-                                    "mapped to base64 bytes") from None
+                raise ApiError(
+                    400,
+                    f"field 'blobs': {str(sha)[:80]!r} must be a sha256 digest "
+                    "mapped to base64 bytes",
+                ) from None
             if len(data) > MAX_INLINE_BLOB:
-                raise ApiError(413, f"field 'blobs': blob {sha} of {len(data)} bytes is over "
-                                    f"{MAX_INLINE_BLOB} bytes; upload it with PUT cache/{{sha256}}")
+                raise ApiError(
+                    413,
+                    f"field 'blobs': blob {sha} of {len(data)} bytes is over "
+                    f"{MAX_INLINE_BLOB} bytes; upload it with PUT cache/{{sha256}}",
+                )
             total += len(data)
             decoded.append((sha, data))
         if total > MAX_INLINE_TOTAL:
@@ -241,8 +269,11 @@ def check_readable(cache: Cache, digests: set[str], owner: str | None, what: str
     missing = digests - cache.readable_many(digests, owner)
     if missing:
         sha = min(missing)
-        raise ApiError(400, f"{what}: blob {sha} is not in the cache; upload it first "
-                            "(PUT cache/{sha256}) or send it inline")
+        raise ApiError(
+            400,
+            f"{what}: blob {sha} is not in the cache; upload it first "
+            "(PUT cache/{sha256}) or send it inline",
+        )
 
 
 def payload_check(handler: ApiHandler, obj: Any, body: dict[str, Any]) -> Callable[[], None]:
@@ -263,10 +294,14 @@ class RequestsHandler(ApiHandler):
         if self.user.admin:
             owner = self.get_query_argument("owner", None) or None
         runs = await self.run(
-            monitor.list_runs, self.ctx.orch.engine, owner=owner,
+            monitor.list_runs,
+            self.ctx.orch.engine,
+            owner=owner,
             status=self.get_query_argument("status", None),
             name=self.get_query_argument("name", None),
-            limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE), offset=self.int_arg("offset", 0))
+            limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE),
+            offset=self.int_arg("offset", 0),
+        )
         self.send({"requests": runs})
 
     async def post(self) -> None:
@@ -322,21 +357,33 @@ class RequestsHandler(ApiHandler):
             try:
                 digests[key] = check_sha(value if isinstance(value, str) else "")
             except CacheError:
-                raise ApiError(400, f"field 'faat.{key}' must be the sha256 of a cache blob") from None
+                raise ApiError(
+                    400, f"field 'faat.{key}' must be the sha256 of a cache blob"
+                ) from None
             owner = None if self.user.admin else self.user.name
-            if not await self.run(lambda v=value, o=owner: self.ctx.cache.readable(v, o)
-                                  and self.ctx.cache.has(v)):
-                raise ApiError(400, f"field 'faat.{key}': blob {value} is not in the cache; upload it first")
+            if not await self.run(
+                lambda v=value, o=owner: self.ctx.cache.readable(v, o) and self.ctx.cache.has(v)
+            ):
+                raise ApiError(
+                    400, f"field 'faat.{key}': blob {value} is not in the cache; upload it first"
+                )
         name = spec.get("name") or "workflow"
         params = body.get("params") or {}
         if not isinstance(name, str) or not isinstance(params, dict):
             raise ApiError(400, "field 'faat.name' must be a string and 'params' an object")
         if not self.ctx.self_url:
-            raise ApiError(501, "this server does not run workflow bodies (no public URL configured)")
+            raise ApiError(
+                501, "this server does not run workflow bodies (no public URL configured)"
+            )
         await self.run(limits.quota(self, 0))
         try:
-            wid = await self.run(self.ctx.orch.submit, {"name": name, "works": []}, params,
-                                 owner=self.user.name, open=True)
+            wid = await self.run(
+                self.ctx.orch.submit,
+                {"name": name, "works": []},
+                params,
+                owner=self.user.name,
+                open=True,
+            )
         except TemplateError as exc:
             raise _template_error(exc) from None
 
@@ -345,9 +392,19 @@ class RequestsHandler(ApiHandler):
             if (status.get("body") or {}).get("open"):
                 self.ctx.orch.close(workflow_id, error=reason)
 
-        await self.run(launch_body, self.ctx.orch.engine, self.ctx.self_url, self.user.name, wid,
-                       str(digests["body"]), str(digests["args"]), digests["sandbox"],
-                       self.ctx.config.log_dir / "bodies", None, failed)
+        await self.run(
+            launch_body,
+            self.ctx.orch.engine,
+            self.ctx.self_url,
+            self.user.name,
+            wid,
+            str(digests["body"]),
+            str(digests["args"]),
+            digests["sandbox"],
+            self.ctx.config.log_dir / "bodies",
+            None,
+            failed,
+        )
         self.send({"id": wid}, 201)
 
 
@@ -368,7 +425,9 @@ def _work_field(body: dict[str, Any]) -> str | None:
     return work
 
 
-async def apply_control(handler: ApiHandler, wid: int, action: str, work: str | None) -> dict[str, Any]:
+async def apply_control(
+    handler: ApiHandler, wid: int, action: str, work: str | None
+) -> dict[str, Any]:
     if action not in ACTIONS:
         raise ApiError(400, f"unknown action {action!r}: expected one of {', '.join(ACTIONS)}")
     await handler.check_owner(wid)
@@ -399,7 +458,9 @@ class RequestWorksHandler(ApiHandler):
 
         def add() -> list[str]:
             # the run's jobs so far count toward max_jobs_per_submission
-            limits.check_jobs(self.ctx.config, works, limits.run_jobs(self.ctx.orch.engine, int(wid)))
+            limits.check_jobs(
+                self.ctx.config, works, limits.run_jobs(self.ctx.orch.engine, int(wid))
+            )
             grow()
             readable()
             return self.ctx.orch.add_works(int(wid), works, blobs(), self.user.name)
@@ -429,9 +490,14 @@ class RequestCloseHandler(ApiHandler):
                 raise ApiError(400, f"field {key!r} must be a string")
         await self.check_owner(int(wid))
         try:
-            res = await self.run(self.ctx.orch.close, int(wid), result=body.get("result"),
-                                 result_blob=blob, error=body.get("error"),
-                                 traceback=body.get("traceback"))
+            res = await self.run(
+                self.ctx.orch.close,
+                int(wid),
+                result=body.get("result"),
+                result_blob=blob,
+                error=body.get("error"),
+                traceback=body.get("traceback"),
+            )
         except UnknownRun as exc:
             raise ApiError(404, str(exc)) from None
         except (ValueError, TypeError) as exc:
@@ -478,8 +544,12 @@ class CacheBlobHandler(ApiHandler):
         if self.request.method == "PUT":
             length = self.request.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > self.ctx.cache.limit:
-                raise ApiError(413, f"blob of {int(length)} bytes exceeds the cache limit of "
-                                    f"{self.ctx.cache.limit} bytes", limit=self.ctx.cache.limit)
+                raise ApiError(
+                    413,
+                    f"blob of {int(length)} bytes exceeds the cache limit of "
+                    f"{self.ctx.cache.limit} bytes",
+                    limit=self.ctx.cache.limit,
+                )
 
     def data_received(self, chunk: bytes) -> None:
         if self._too_big:
@@ -492,14 +562,18 @@ class CacheBlobHandler(ApiHandler):
 
     async def put(self, sha: str) -> None:
         if self._too_big:
-            raise ApiError(413, f"blob exceeds the cache limit of {self.ctx.cache.limit} bytes",
-                           limit=self.ctx.cache.limit)
+            raise ApiError(
+                413,
+                f"blob exceeds the cache limit of {self.ctx.cache.limit} bytes",
+                limit=self.ctx.cache.limit,
+            )
         data = b"".join(self._chunks)
         self._chunks = []
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha:
-            raise ApiError(400, f"content does not match its name: expected {sha}, got {actual}",
-                           sha256=actual)
+            raise ApiError(
+                400, f"content does not match its name: expected {sha}, got {actual}", sha256=actual
+            )
         try:
             _, created = await self.run(self.ctx.cache.put, data, sha, owner=self.user.name)
         except CacheError as exc:
@@ -522,8 +596,9 @@ class CacheBlobHandler(ApiHandler):
             raise ApiError(404, f"no blob {sha}")
 
 
-async def send_blob(handler: ApiHandler, cache: Cache, sha: str, missing: str,
-                    head: bool = False) -> None:
+async def send_blob(
+    handler: ApiHandler, cache: Cache, sha: str, missing: str, head: bool = False
+) -> None:
     """Stream blob ``sha`` in 1 MiB reads off the IOLoop; 404 ``missing`` unless the cache
     holds an intact one (a regular file inside it, never through a symlink, whose bytes
     match their digest: see :func:`idds_jupyter.store.cache.open_blob`)."""
@@ -569,11 +644,19 @@ def _files_field(value: Any, allow_null: bool = False) -> list[Any] | None:
     for f in value:
         if isinstance(f, str) and f:
             continue
-        if (isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"]
-                and (f.get("size") is None or isinstance(f.get("size"), int)) and not allow_null):
+        if (
+            isinstance(f, dict)
+            and isinstance(f.get("name"), str)
+            and f["name"]
+            and (f.get("size") is None or isinstance(f.get("size"), int))
+            and not allow_null
+        ):
             continue
-        raise ApiError(400, f"field 'files': bad entry {str(f)[:80]!r}: expected a file name"
-                       + ("" if allow_null else " or {\"name\": str, \"size\": int}"))
+        raise ApiError(
+            400,
+            f"field 'files': bad entry {str(f)[:80]!r}: expected a file name"
+            + ("" if allow_null else ' or {"name": str, "size": int}'),
+        )
     return value
 
 
@@ -592,8 +675,12 @@ class DatasetsHandler(ApiHandler):
         """The caller's datasets (an admin's: every owner's, or ``?owner=``'s)."""
         every = self.user.admin and not self.get_query_argument("owner", None)
         cat = _catalog(self)
-        rows = await self.run(cat.datasets, every, self.int_arg("limit", 1000, 1, monitor.MAX_PAGE),
-                              self.int_arg("offset", 0))
+        rows = await self.run(
+            cat.datasets,
+            every,
+            self.int_arg("limit", 1000, 1, monitor.MAX_PAGE),
+            self.int_arg("offset", 0),
+        )
         self.send({"datasets": rows})
 
     async def post(self) -> None:
@@ -655,8 +742,9 @@ class DatasetStagingHandler(ApiHandler):
         if out.failed:
             from idds_jupyter.bus.event import outcome_events
 
-            self.ctx.bus.publish(outcome_events(out.terminal_works, out.dirty_workflows,
-                                                out.ended_workflows))
+            self.ctx.bus.publish(
+                outcome_events(out.terminal_works, out.dirty_workflows, out.ended_workflows)
+            )
         self.send({"name": name, "state": state, "failed_jobs": out.failed})
 
 
@@ -682,10 +770,15 @@ class MonitorDagHandler(ApiHandler):
 class MonitorJobsHandler(ApiHandler):
     async def get(self, wid: str, name: str) -> None:
         await self.check_owner(int(wid))
-        out = await self.run(monitor.jobs_page, self.ctx.orch.engine, int(wid), name,
-                             offset=self.int_arg("offset", 0),
-                             limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE),
-                             status=self.get_query_argument("status", None))
+        out = await self.run(
+            monitor.jobs_page,
+            self.ctx.orch.engine,
+            int(wid),
+            name,
+            offset=self.int_arg("offset", 0),
+            limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE),
+            status=self.get_query_argument("status", None),
+        )
         if out is None:
             raise ApiError(404, f"workflow {wid} has no work named {name!r}")
         self.send(out)
@@ -695,10 +788,16 @@ class MonitorJobsHandler(ApiHandler):
 class MessagesHandler(ApiHandler):
     async def get(self) -> None:
         owner = None if self.user.admin else self.user.name
-        rows = await self.run(monitor.list_messages, self.ctx.orch.engine, owner,
-                              since=self.int_arg("since", 0),
-                              limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE))
-        self.send({"messages": rows, "last_id": rows[-1]["id"] if rows else self.int_arg("since", 0)})
+        rows = await self.run(
+            monitor.list_messages,
+            self.ctx.orch.engine,
+            owner,
+            since=self.int_arg("since", 0),
+            limit=self.int_arg("limit", 100, 1, monitor.MAX_PAGE),
+        )
+        self.send(
+            {"messages": rows, "last_id": rows[-1]["id"] if rows else self.int_arg("since", 0)}
+        )
 
     async def post(self) -> None:
         body = self.json_body()
@@ -707,7 +806,9 @@ class MessagesHandler(ApiHandler):
             raise ApiError(400, "field 'workflow_id' must be an integer")
         action = body.get("action")
         if action not in ACTIONS:
-            raise ApiError(400, f"field 'action' must be one of {', '.join(ACTIONS)}, got {str(action)[:40]!r}")
+            raise ApiError(
+                400, f"field 'action' must be one of {', '.join(ACTIONS)}, got {str(action)[:40]!r}"
+            )
         self.send(await apply_control(self, wid, str(action), _work_field(body)))
 
 

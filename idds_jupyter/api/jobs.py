@@ -66,11 +66,14 @@ class JobApiHandler(ApiHandler):
         self.check_ids()
         token = request_token(self)
         if not token:
-            raise ApiError(401, "authentication required: send the job's token as "
-                                "'Authorization: Bearer TOKEN'")
+            raise ApiError(
+                401,
+                "authentication required: send the job's token as 'Authorization: Bearer TOKEN'",
+            )
         if not is_job_token(token):
-            raise ApiError(401, "this route takes a job token (minted for one job attempt), "
-                                "not a user token")
+            raise ApiError(
+                401, "this route takes a job token (minted for one job attempt), not a user token"
+            )
         tokens = await self.run(self.ctx.job_tokens)
         try:
             claim = tokens.verify(token)
@@ -83,11 +86,17 @@ class JobApiHandler(ApiHandler):
         if scope is None:
             raise ApiError(404, f"no job with id {jid}")
         if scope.attempt != claim.attempt:
-            raise ApiError(403, f"this job token is for attempt {claim.attempt} of job {jid}, "
-                                f"which is now at attempt {scope.attempt}")
+            raise ApiError(
+                403,
+                f"this job token is for attempt {claim.attempt} of job {jid}, "
+                f"which is now at attempt {scope.attempt}",
+            )
         if scope.status not in IN_FLIGHT:
-            raise ApiError(403, f"job {jid} is {scope.status}: the token of its attempt "
-                                f"{claim.attempt} no longer holds")
+            raise ApiError(
+                403,
+                f"job {jid} is {scope.status}: the token of its attempt "
+                f"{claim.attempt} no longer holds",
+            )
         self.claim, self.scope = claim, scope
         self.check_body_size()
 
@@ -97,10 +106,16 @@ class JobSpecHandler(JobApiHandler):
     async def get(self, job_id: str) -> None:
         spec = await self.run(_read_json, self.ctx.cache.root, self.claim.spec_sha)
         if spec is None:
-            raise ApiError(404, f"the spec of job {job_id} attempt {self.claim.attempt} is gone "
-                                "(its backend dropped it: the attempt is over)")
-        if not isinstance(spec, dict) or spec.get("job_id") != self.claim.job_id \
-                or spec.get("attempt") != self.claim.attempt:
+            raise ApiError(
+                404,
+                f"the spec of job {job_id} attempt {self.claim.attempt} is gone "
+                "(its backend dropped it: the attempt is over)",
+            )
+        if (
+            not isinstance(spec, dict)
+            or spec.get("job_id") != self.claim.job_id
+            or spec.get("attempt") != self.claim.attempt
+        ):
             raise ApiError(500, f"the spec blob of job {job_id} is for another job or attempt")
         self.send(spec)
 
@@ -125,11 +140,15 @@ class JobBlobHandler(JobApiHandler):
         except CacheError:
             raise ApiError(400, f"not a sha256 hex digest: {sha[:80]!r}") from None
         if sha not in self.scope.blobs and sha != self.claim.spec_sha:
-            raise ApiError(403, f"blob {sha} is not an input of job {job_id}: a job token opens "
-                                "only its work's function, calls and sandbox")
+            raise ApiError(
+                403,
+                f"blob {sha} is not an input of job {job_id}: a job token opens "
+                "only its work's function, calls and sandbox",
+            )
         # a job acts as its run's owner: it reads only what that owner may read
-        if sha != self.claim.spec_sha and not await self.run(self.ctx.cache.readable, sha,
-                                                             self.scope.owner):
+        if sha != self.claim.spec_sha and not await self.run(
+            self.ctx.cache.readable, sha, self.scope.owner
+        ):
             raise ApiError(404, f"no blob {sha}")
         from idds_jupyter.api.handlers import send_blob
 
@@ -142,8 +161,7 @@ def _opt(d: dict[str, Any], key: str, kinds: tuple[type, ...], what: str) -> Any
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, kinds):
-        raise ApiError(400, f"result field {key!r} must be {what} or null, "
-                            f"not {type(v).__name__}")
+        raise ApiError(400, f"result field {key!r} must be {what} or null, not {type(v).__name__}")
     return v
 
 
@@ -153,15 +171,21 @@ def check_result(data: Any, claim: JobClaim) -> dict[str, Any]:
         raise ApiError(400, f"part 'result' must be a JSON object, not {type(data).__name__}")
     for key, want in (("job_id", claim.job_id), ("attempt", claim.attempt)):
         if key in data and data[key] != want:
-            raise ApiError(400, f"result field {key!r} is {data[key]!r}, but this token is for "
-                                f"{key} {want}")
+            raise ApiError(
+                400, f"result field {key!r} is {data[key]!r}, but this token is for {key} {want}"
+            )
     if not isinstance(data.get("ok"), bool):
         raise ApiError(400, "result field 'ok' must be true or false")
-    out: dict[str, Any] = {"job_id": claim.job_id, "attempt": claim.attempt, "ok": data["ok"],
-                           "result": data.get("result")}
+    out: dict[str, Any] = {
+        "job_id": claim.job_id,
+        "attempt": claim.attempt,
+        "ok": data["ok"],
+        "result": data.get("result"),
+    }
     summary = data.get("summary")
-    if summary is not None and not (isinstance(summary, dict)
-                                    and all(isinstance(v, str) for v in summary.values())):
+    if summary is not None and not (
+        isinstance(summary, dict) and all(isinstance(v, str) for v in summary.values())
+    ):
         raise ApiError(400, "result field 'summary' must be an object of strings or null")
     out["summary"] = summary
     for key in _STR_FIELDS:
@@ -186,8 +210,11 @@ def check_result(data: Any, claim: JobClaim) -> dict[str, Any]:
         v = _opt(data, key, (str,), "base64 text")
         if v is not None:
             if len(v) > MAX_INLINE_TEXT:
-                raise ApiError(413, f"result field {key!r} of {len(v)} characters is over "
-                                    f"{MAX_INLINE_TEXT}: send the value as a 'blob' part")
+                raise ApiError(
+                    413,
+                    f"result field {key!r} of {len(v)} characters is over "
+                    f"{MAX_INLINE_TEXT}: send the value as a 'blob' part",
+                )
             try:
                 base64.b64decode(v, validate=True)
             except (binascii.Error, ValueError):
@@ -199,8 +226,11 @@ def check_result(data: Any, claim: JobClaim) -> dict[str, Any]:
 def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, bytes], list[str]]:
     """Parts of a ``multipart/form-data`` body by name (files and fields alike)."""
     if not content_type.startswith("multipart/form-data"):
-        raise ApiError(415, "the result must be sent as multipart/form-data (parts 'result', "
-                            f"and optionally 'blob', 'error_blob', 'log'), not {content_type!r}")
+        raise ApiError(
+            415,
+            "the result must be sent as multipart/form-data (parts 'result', "
+            f"and optionally 'blob', 'error_blob', 'log'), not {content_type!r}",
+        )
     boundary = b""
     for field in content_type.split(";"):
         k, _, v = field.strip().partition("=")
@@ -247,8 +277,9 @@ class JobResultHandler(JobApiHandler):
         limit = self._limit()
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise ApiError(413, f"result body of {int(length)} bytes exceeds {limit} bytes",
-                           limit=limit)
+            raise ApiError(
+                413, f"result body of {int(length)} bytes exceeds {limit} bytes", limit=limit
+            )
         conn = self.request.connection
         if conn is not None and hasattr(conn, "set_max_body_size"):
             conn.set_max_body_size(limit)
@@ -270,8 +301,9 @@ class JobResultHandler(JobApiHandler):
         ctype = self.request.headers.get("Content-Type", "")
         # parsing, hashing and writing: all in the executor, never on the IOLoop
         await self.run(self._accept, ctype, body)
-        self.send({"job_id": self.claim.job_id, "attempt": self.claim.attempt, "accepted": True},
-                   201)
+        self.send(
+            {"job_id": self.claim.job_id, "attempt": self.claim.attempt, "accepted": True}, 201
+        )
 
     def _accept(self, ctype: str, body: bytes) -> None:
         parts, dup = _parse_multipart(ctype, body)
@@ -280,8 +312,11 @@ class JobResultHandler(JobApiHandler):
             raise ApiError(400, f"multipart part(s) sent more than once: {', '.join(sorted(dup))}")
         unknown = set(parts) - {"result", "blob", "error_blob", "log"}
         if unknown:
-            raise ApiError(400, f"unknown multipart part(s) {', '.join(sorted(unknown))}: "
-                                "expected 'result', 'blob', 'error_blob', 'log'")
+            raise ApiError(
+                400,
+                f"unknown multipart part(s) {', '.join(sorted(unknown))}: "
+                "expected 'result', 'blob', 'error_blob', 'log'",
+            )
         if "result" not in parts:
             raise ApiError(400, "part 'result' (the result JSON) is missing")
         raw = parts.pop("result")
@@ -290,8 +325,9 @@ class JobResultHandler(JobApiHandler):
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, f"part 'result' is not valid JSON: "
-                                f"{str(exc).splitlines()[0]}") from None
+            raise ApiError(
+                400, f"part 'result' is not valid JSON: {str(exc).splitlines()[0]}"
+            ) from None
         self._store(check_result(data, self.claim), parts)
 
     def _store(self, result: dict[str, Any], parts: dict[str, bytes]) -> None:
@@ -305,20 +341,31 @@ class JobResultHandler(JobApiHandler):
                     continue
                 # a blob named, not sent: the run's owner must hold it already (a job may not
                 # claim another user's blob as its result and so be granted it)
-                size = file_size(cache.path(named)) if cache.has(named) \
-                    and cache.readable(named, self.scope.owner) else None
+                size = (
+                    file_size(cache.path(named))
+                    if cache.has(named) and cache.readable(named, self.scope.owner)
+                    else None
+                )
                 if size is None:
-                    raise ApiError(400, f"result field {key!r} names blob {named}, which was "
-                                        f"neither sent (part {key!r}) nor is in the cache")
+                    raise ApiError(
+                        400,
+                        f"result field {key!r} names blob {named}, which was "
+                        f"neither sent (part {key!r}) nor is in the cache",
+                    )
                 result[f"{key}_size"] = size
                 continue
             if len(data) > cache.limit:
-                raise ApiError(413, f"part {key!r} of {len(data)} bytes exceeds the cache limit "
-                                    f"of {cache.limit} bytes", limit=cache.limit)
+                raise ApiError(
+                    413,
+                    f"part {key!r} of {len(data)} bytes exceeds the cache limit "
+                    f"of {cache.limit} bytes",
+                    limit=cache.limit,
+                )
             actual = hashlib.sha256(data).hexdigest()
             if named is not None and named != actual:
-                raise ApiError(400, f"part {key!r} has sha256 {actual}, but the result names "
-                                    f"{named}")
+                raise ApiError(
+                    400, f"part {key!r} has sha256 {actual}, but the result names {named}"
+                )
             write_blob(cache.root, data, actual)  # opaque bytes: stored, never unpickled
             result[key] = actual
             result[f"{key}_size"] = len(data)
@@ -333,5 +380,3 @@ class JobResultHandler(JobApiHandler):
             os.replace(tmp, path)
             result["log_path"] = str(path)
         write_inbox(self.ctx.config.result_inbox, result)
-
-

@@ -46,33 +46,50 @@ def check_jobs(config: Config, new_works: Any, existing: int = 0) -> int:
     counts = count_jobs(new_works)
     for name, n in counts.items():
         if per_work and n > per_work:
-            raise ApiError(413, f"work {name!r} declares {n} jobs, over the limit of {per_work} jobs "
-                                f"per work (max_jobs_per_work)", work=name, limit=per_work,
-                           setting="max_jobs_per_work")
+            raise ApiError(
+                413,
+                f"work {name!r} declares {n} jobs, over the limit of {per_work} jobs "
+                f"per work (max_jobs_per_work)",
+                work=name,
+                limit=per_work,
+                setting="max_jobs_per_work",
+            )
     total = sum(counts.values())
     if per_run and existing + total > per_run:
         grown = f" (the run has {existing} already)" if existing else ""
-        raise ApiError(413, f"the submission declares {existing + total} jobs{grown}, over the limit of "
-                            f"{per_run} jobs per submission (max_jobs_per_submission)",
-                       limit=per_run, setting="max_jobs_per_submission")
+        raise ApiError(
+            413,
+            f"the submission declares {existing + total} jobs{grown}, over the limit of "
+            f"{per_run} jobs per submission (max_jobs_per_submission)",
+            limit=per_run,
+            setting="max_jobs_per_submission",
+        )
     return total
 
 
 def run_jobs(engine: Engine, workflow_id: int) -> int:
     """Jobs the works of a run hold now."""
     with engine.connect() as conn:
-        n = conn.execute(select(func.coalesce(func.sum(works.c.n_jobs), 0))
-                         .where(works.c.workflow_id == workflow_id)).scalar()
+        n = conn.execute(
+            select(func.coalesce(func.sum(works.c.n_jobs), 0)).where(
+                works.c.workflow_id == workflow_id
+            )
+        ).scalar()
     return int(n or 0)
 
 
 def active_jobs(engine: Engine, owner: str) -> int:
     """Unfinished jobs of ``owner``'s unfinished runs (works' counters: no scan of jobs)."""
     left = works.c.n_jobs - works.c.n_finished - works.c.n_failed - works.c.n_cancelled
-    q = (select(func.coalesce(func.sum(left), 0))
-         .select_from(works.join(workflows, workflows.c.id == works.c.workflow_id))
-         .where(workflows.c.status.in_(_OPEN_RUNS), workflows.c.owner == owner,
-                works.c.status.in_(_OPEN_WORKS)))
+    q = (
+        select(func.coalesce(func.sum(left), 0))
+        .select_from(works.join(workflows, workflows.c.id == works.c.workflow_id))
+        .where(
+            workflows.c.status.in_(_OPEN_RUNS),
+            workflows.c.owner == owner,
+            works.c.status.in_(_OPEN_WORKS),
+        )
+    )
     with engine.connect() as conn:
         n = conn.execute(q).scalar()
     return max(int(n or 0), 0)
@@ -114,9 +131,14 @@ def quota(handler: ApiHandler, new_jobs: int, submission: bool = True) -> Callab
     if submission and per_min > 0:
         wait = handler.ctx.submissions.admit(user.name, per_min)
         if wait is not None:
-            raise ApiError(429, f"user {user.name!r} made {per_min} submissions in the last minute, the "
-                                f"quota (max_submissions_per_minute); retry in {wait:.0f} s",
-                           limit=per_min, setting="max_submissions_per_minute", retry_after=round(wait, 1))
+            raise ApiError(
+                429,
+                f"user {user.name!r} made {per_min} submissions in the last minute, the "
+                f"quota (max_submissions_per_minute); retry in {wait:.0f} s",
+                limit=per_min,
+                setting="max_submissions_per_minute",
+                retry_after=round(wait, 1),
+            )
     most = int(cfg.max_active_jobs_per_user)
     if most <= 0:
         return _nothing
@@ -125,9 +147,14 @@ def quota(handler: ApiHandler, new_jobs: int, submission: bool = True) -> Callab
     def check() -> None:
         have = active_jobs(engine, user.name)
         if have + new_jobs > most:
-            raise ApiError(429, f"user {user.name!r} has {have} unfinished jobs; {new_jobs} more would be "
-                                f"over the quota of {most} (max_active_jobs_per_user)",
-                           limit=most, setting="max_active_jobs_per_user", active=have)
+            raise ApiError(
+                429,
+                f"user {user.name!r} has {have} unfinished jobs; {new_jobs} more would be "
+                f"over the quota of {most} (max_active_jobs_per_user)",
+                limit=most,
+                setting="max_active_jobs_per_user",
+                active=have,
+            )
 
     return check
 

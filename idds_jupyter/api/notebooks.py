@@ -23,8 +23,13 @@ from typing import Any
 from idds_jupyter.api.base import ApiError, ApiHandler
 from idds_jupyter.store import monitor
 
-__all__ = ["MAX_NOTEBOOK", "ExecutedNotebookHandler", "NotebookExportHandler",
-           "NotebookSubmitHandler", "notebook_path"]
+__all__ = [
+    "MAX_NOTEBOOK",
+    "ExecutedNotebookHandler",
+    "NotebookExportHandler",
+    "NotebookSubmitHandler",
+    "notebook_path",
+]
 
 #: an executed notebook larger than this is not served (outputs of plots add up)
 MAX_NOTEBOOK = 256 * 2**20
@@ -48,8 +53,11 @@ def _read(path: Path) -> bytes | None:
         if not stat.S_ISREG(st.st_mode):
             return None
         if st.st_size > MAX_NOTEBOOK:
-            raise ApiError(413, f"the executed notebook is {st.st_size} bytes, over the "
-                                f"limit of {MAX_NOTEBOOK} bytes for serving it")
+            raise ApiError(
+                413,
+                f"the executed notebook is {st.st_size} bytes, over the "
+                f"limit of {MAX_NOTEBOOK} bytes for serving it",
+            )
         return fh.read()
 
 
@@ -62,8 +70,11 @@ class ExecutedNotebookHandler(ApiHandler):
         path = notebook_path(row["log_path"])
         data = None if path is None else await self.run(_read, path)
         if data is None:
-            raise ApiError(404, f"job {jid} has no executed notebook (only jobs of a notebook "
-                                "exported in whole-notebook mode have one, once they ran)")
+            raise ApiError(
+                404,
+                f"job {jid} has no executed notebook (only jobs of a notebook "
+                "exported in whole-notebook mode have one, once they ran)",
+            )
         self.set_header("Content-Type", "application/x-ipynb+json")
         if self.get_query_argument("download", "") not in ("", "0", "false"):
             assert path is not None
@@ -97,7 +108,9 @@ def _export_request(handler: ApiHandler, body: dict[str, Any]) -> dict[str, Any]
     """Checked fields of an export/submit body: notebook, name, mode, group, sweep."""
     nb = body.get("notebook")
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise ApiError(400, "field 'notebook' must be a notebook (nbformat 4 JSON object with 'cells')")
+        raise ApiError(
+            400, "field 'notebook' must be a notebook (nbformat 4 JSON object with 'cells')"
+        )
     name = body.get("name") or "notebook.ipynb"
     if not isinstance(name, str) or not re.fullmatch(r"[\w .,+-]{1,120}\.ipynb", name):
         raise ApiError(400, "field 'name' must be a plain file name ending in .ipynb (no '/')")
@@ -117,15 +130,23 @@ def _export_request(handler: ApiHandler, body: dict[str, Any]) -> dict[str, Any]
 
         n = math.prod(len(v) for v in sweep.values()) if sweep else 0
         if n > limit:  # counted before the product is made
-            raise ApiError(413, f"the sweep makes {n} jobs, over max_jobs_per_submission "
-                                f"({limit})", limit=limit, setting="max_jobs_per_submission")
+            raise ApiError(
+                413,
+                f"the sweep makes {n} jobs, over max_jobs_per_submission ({limit})",
+                limit=limit,
+                setting="max_jobs_per_submission",
+            )
         keys = list(sweep)
-        items = [dict(zip(keys, combo, strict=True))
-                 for combo in itertools.product(*(sweep[k] for k in keys))]
+        items = [
+            dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(sweep[k] for k in keys))
+        ]
     elif isinstance(sweep, list) and all(isinstance(x, dict) for x in sweep):
         items = sweep
     else:
-        raise ApiError(400, "field 'sweep' must map names to lists of values, or be a list of objects")
+        raise ApiError(
+            400, "field 'sweep' must map names to lists of values, or be a list of objects"
+        )
     return {"notebook": nb, "name": name, "mode": mode, "group": group, "sweep": items}
 
 
@@ -145,13 +166,19 @@ def _export(home: Path, owner: str, req: dict[str, Any]) -> tuple[dict[str, Any]
     try:
         nb = read_notebook(str(path))
         defaults = parameter_defaults(nb)
-        tmpl = export_template(str(path), req["mode"], sweep=req["sweep"] or None,
-                               group=req["group"], name=req["name"][: -len(".ipynb")])
+        tmpl = export_template(
+            str(path),
+            req["mode"],
+            sweep=req["sweep"] or None,
+            group=req["group"],
+            name=req["name"][: -len(".ipynb")],
+        )
     except (TemplateError, ValueError, RecursionError, MemoryError) as exc:
         raise ApiError(400, f"{req['name']}: {_first(exc)}") from None
     except Exception as exc:  # nbformat's errors on a broken notebook
-        raise ApiError(400, f"{req['name']} is not a readable notebook: {type(exc).__name__}: "
-                            f"{_first(exc)}") from None
+        raise ApiError(
+            400, f"{req['name']} is not a readable notebook: {type(exc).__name__}: {_first(exc)}"
+        ) from None
     return tmpl, defaults
 
 

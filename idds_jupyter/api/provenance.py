@@ -31,9 +31,13 @@ def _job(engine: Any, wid: int, work: str, idx: int) -> dict[str, Any] | None:
 class RunProvenanceHandler(ApiHandler):
     async def get(self, wid: str) -> None:
         await self.check_owner(int(wid))
-        out = await self.run(_run_page, self.ctx.orch.engine, int(wid),
-                             self.int_arg("offset", 0),
-                             self.int_arg("limit", 1000, 1, monitor.MAX_PAGE))
+        out = await self.run(
+            _run_page,
+            self.ctx.orch.engine,
+            int(wid),
+            self.int_arg("offset", 0),
+            self.int_arg("limit", 1000, 1, monitor.MAX_PAGE),
+        )
         self.send(out)
 
 
@@ -42,8 +46,11 @@ class JobProvenanceHandler(ApiHandler):
         await self.check_owner(int(wid))
         out = await self.run(_job, self.ctx.orch.engine, int(wid), name, int(idx))
         if out is None:
-            raise ApiError(404, f"no provenance recorded for job {idx} of work {name!r} "
-                                f"of workflow {wid} (not ended yet?)")
+            raise ApiError(
+                404,
+                f"no provenance recorded for job {idx} of work {name!r} "
+                f"of workflow {wid} (not ended yet?)",
+            )
         self.send(out)
 
 
@@ -74,8 +81,15 @@ class RerunHandler(ApiHandler):
 
         def submit() -> int:
             quota()
-            return int(self.ctx.orch.submit(tmpl, req["params"], owner=self.user.name,
-                                            backend=req["backend"], cwd=req["cwd"]))
+            return int(
+                self.ctx.orch.submit(
+                    tmpl,
+                    req["params"],
+                    owner=self.user.name,
+                    backend=req["backend"],
+                    cwd=req["cwd"],
+                )
+            )
 
         try:
             new = await self.run(submit)

@@ -41,7 +41,9 @@ def runtime_dir() -> Path:
 
         return Path(jupyter_runtime_dir())
     except ImportError:  # pragma: no cover
-        return Path(os.environ.get("JUPYTER_RUNTIME_DIR") or "~/.local/share/jupyter/runtime").expanduser()
+        return Path(
+            os.environ.get("JUPYTER_RUNTIME_DIR") or "~/.local/share/jupyter/runtime"
+        ).expanduser()
 
 
 def local_user() -> str:
@@ -122,10 +124,19 @@ def _bind(ip: str, port: int, retries: int) -> list[socket.socket]:
     raise AssertionError("unreachable")
 
 
-def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url: str = "/",
-                 agents: bool = True, roles: Any = None, connection_file: bool = False,
-                 port_retries: int = 0, user: str | None = None,
-                 auth: Any = None, tune_gc: bool = False) -> ServerHandle:
+def start_server(
+    config: Config,
+    ip: str = "127.0.0.1",
+    port: int = 0,
+    base_url: str = "/",
+    agents: bool = True,
+    roles: Any = None,
+    connection_file: bool = False,
+    port_retries: int = 0,
+    user: str | None = None,
+    auth: Any = None,
+    tune_gc: bool = False,
+) -> ServerHandle:
     """Start agents (a :class:`~idds_jupyter.agents.runner.Runner`) and the API in this process.
 
     The IOLoop runs in a background thread; ``port=0`` picks a free port. When the
@@ -161,8 +172,9 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
         runner = Runner(config, roles=roles or ROLES, engine=engine, bus=bus, tune_gc=tune_gc)
         runner.start()
     try:
-        orch = Orchestrator(config, engine=engine, bus=bus,
-                            dispatch=runner.dispatch if runner is not None else None)
+        orch = Orchestrator(
+            config, engine=engine, bus=bus, dispatch=runner.dispatch if runner is not None else None
+        )
         executor = ThreadPoolExecutor(16, thread_name_prefix="idds-api")
         cache = Cache(config.cache_dir, engine)
         ctx = make_context(config, orch=orch, bus=bus, cache=cache, executor=executor)
@@ -204,9 +216,20 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
     conn_path: Path | None = None
     if connection_file:
         conn_path = runtime_dir() / f"idds-{actual}.json"
-        _write_private(conn_path, json.dumps({"url": url, "token": token, "pid": os.getpid(),
-                                              "user": user, "api": url_join(api_base(base_url)) + "/"},
-                                             indent=2) + "\n")
+        _write_private(
+            conn_path,
+            json.dumps(
+                {
+                    "url": url,
+                    "token": token,
+                    "pid": os.getpid(),
+                    "user": user,
+                    "api": url_join(api_base(base_url)) + "/",
+                },
+                indent=2,
+            )
+            + "\n",
+        )
 
     def stop() -> None:
         loop: IOLoop = state["loop"]
@@ -227,8 +250,9 @@ def start_server(config: Config, ip: str = "127.0.0.1", port: int = 0, base_url:
         if conn_path is not None:
             conn_path.unlink(missing_ok=True)
 
-    return ServerHandle(url=url, token=token, port=actual, user=user, connection_file=conn_path,
-                        ctx=ctx, _stop=stop)
+    return ServerHandle(
+        url=url, token=token, port=actual, user=user, connection_file=conn_path, ctx=ctx, _stop=stop
+    )
 
 
 __all__ = ["ServerHandle", "local_user", "runtime_dir", "serve_token", "start_server"]

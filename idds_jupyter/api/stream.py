@@ -92,7 +92,9 @@ class EventBridge:
             self._waiting.append(events)
             return
         ids = {int(e.key) for e in events if e.key is not None and e.key.isdigit()}
-        unknown = {i for i in ids if i not in self.ctx.owner_cache}  # no iteration: other threads add
+        unknown = {
+            i for i in ids if i not in self.ctx.owner_cache
+        }  # no iteration: other threads add
         if not unknown:
             self._deliver(events)
             return
@@ -104,7 +106,8 @@ class EventBridge:
 
         try:
             found = await self.loop.run_in_executor(
-                self.ctx.executor, monitor.owners, self.ctx.orch.engine, unknown)
+                self.ctx.executor, monitor.owners, self.ctx.orch.engine, unknown
+            )
         except Exception:
             log.exception("live stream: owner lookup failed")
             found = {}
@@ -144,8 +147,9 @@ def without_redundant(events: list[Event]) -> list[Event]:
     return [e for e in events if not (e.type == WORK_TERMINAL and e.key in ended)]
 
 
-def origin_allowed(origin: str | None, host: str | None, allow_origin: str = "",
-                   allow_origin_pat: str = "") -> bool:
+def origin_allowed(
+    origin: str | None, host: str | None, allow_origin: str = "", allow_origin_pat: str = ""
+) -> bool:
     """Jupyter's rule for websockets (``WebSocketMixin.check_origin``): no Origin or Host
     (not a browser) or the same host, else only the configured origin or pattern."""
     if allow_origin == "*":
@@ -182,8 +186,11 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         await host_prepare(self, StreamHandler)  # the host's checks (Jupyter's: Host, identity)
         user = await self.ctx.auth.authenticate(self, True)
         if user is None:
-            raise ApiError(401, "authentication required: send a valid token "
-                                "('Authorization: Bearer TOKEN' or ?token=TOKEN)")
+            raise ApiError(
+                401,
+                "authentication required: send a valid token "
+                "('Authorization: Bearer TOKEN' or ?token=TOKEN)",
+            )
         self._user = user
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -200,11 +207,18 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         """Bearer tokens are not ambient credentials, but a page of another origin that got
         one (a token in its URL) must still not open a stream unless configured to."""
         cfg = self.ctx.config
-        ok = origin_allowed(origin, self.request.headers.get("Host"),
-                            getattr(cfg, "allow_origin", ""), getattr(cfg, "allow_origin_pat", ""))
+        ok = origin_allowed(
+            origin,
+            self.request.headers.get("Host"),
+            getattr(cfg, "allow_origin", ""),
+            getattr(cfg, "allow_origin_pat", ""),
+        )
         if not ok:
-            log.warning("live stream: blocked a cross-origin websocket from %s (Host %s)",
-                        origin, self.request.headers.get("Host"))
+            log.warning(
+                "live stream: blocked a cross-origin websocket from %s (Host %s)",
+                origin,
+                self.request.headers.get("Host"),
+            )
         return ok
 
     def open(self, *args: Any, **kwargs: Any) -> None:
@@ -240,13 +254,19 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             sub = data["subscribe"] if isinstance(data, dict) else None
             if sub == "*":
                 self.ids = None
-            elif isinstance(sub, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in sub):
+            elif isinstance(sub, list) and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in sub
+            ):
                 self.ids = set(sub)
             else:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
-            self._send({"type": "error",
-                        "error": 'expected {"subscribe": [workflow ids]} or {"subscribe": "*"}'})
+            self._send(
+                {
+                    "type": "error",
+                    "error": 'expected {"subscribe": [workflow ids]} or {"subscribe": "*"}',
+                }
+            )
             return
         self._send({"type": "subscribed", "ids": "*" if self.ids is None else sorted(self.ids)})
 
@@ -280,5 +300,11 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             bridge.conns.discard(self)
 
 
-__all__ = ["POLICY_VIOLATION", "STREAM_TYPES", "EventBridge", "StreamHandler", "origin_allowed",
-           "without_redundant"]
+__all__ = [
+    "POLICY_VIOLATION",
+    "STREAM_TYPES",
+    "EventBridge",
+    "StreamHandler",
+    "origin_allowed",
+    "without_redundant",
+]

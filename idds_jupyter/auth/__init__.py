@@ -45,7 +45,9 @@ class Authenticator(abc.ABC):
     recheck_s = 5.0
 
     @abc.abstractmethod
-    async def authenticate(self, handler: RequestHandler, allow_query_token: bool = False) -> User | None:
+    async def authenticate(
+        self, handler: RequestHandler, allow_query_token: bool = False
+    ) -> User | None:
         """The caller of ``handler``'s request, or None when it is not authenticated."""
 
     async def recheck(self, handler: RequestHandler) -> str | None:
@@ -93,7 +95,11 @@ class TokenAuthenticator(Authenticator):
         from idds_jupyter.store.tokens import hash_token
 
         hit = self._verified.get(hash_token(token))
-        if hit is not None and hit[1] > time.monotonic() and (hit[2] is None or hit[2] > time.time()):
+        if (
+            hit is not None
+            and hit[1] > time.monotonic()
+            and (hit[2] is None or hit[2] > time.time())
+        ):
             return hit[0]
         return None
 
@@ -144,7 +150,9 @@ class TokenAuthenticator(Authenticator):
         """Drop cached verifications (after a revocation in this process)."""
         self._verified.clear()
 
-    async def authenticate(self, handler: RequestHandler, allow_query_token: bool = False) -> User | None:
+    async def authenticate(
+        self, handler: RequestHandler, allow_query_token: bool = False
+    ) -> User | None:
         token = request_token(handler, allow_query_token)
         if not token:
             return None
@@ -165,9 +173,17 @@ class StaticAuthenticator(Authenticator):
         self.user = user
         self.identify = identify
 
-    async def authenticate(self, handler: RequestHandler, allow_query_token: bool = False) -> User | None:
+    async def authenticate(
+        self, handler: RequestHandler, allow_query_token: bool = False
+    ) -> User | None:
         return self.identify(handler) if self.identify is not None else self.user
 
 
-__all__ = ["Authenticator", "StaticAuthenticator", "TokenAuthenticator", "TokenExpired", "User",
-           "request_token"]
+__all__ = [
+    "Authenticator",
+    "StaticAuthenticator",
+    "TokenAuthenticator",
+    "TokenExpired",
+    "User",
+    "request_token",
+]

@@ -92,9 +92,13 @@ class HubAuthenticator(Authenticator):
     """Hub users (tokens and OAuth cookie); a token is first offered to ``fallback`` (the
     service's own tokens, OIDC access tokens)."""
 
-    def __init__(self, fallback: Authenticator | None = None,
-                 admin_groups: set[str] | frozenset[str] = frozenset(),
-                 cache_max_age: float = 60.0, hub_auth: Any = None) -> None:
+    def __init__(
+        self,
+        fallback: Authenticator | None = None,
+        admin_groups: set[str] | frozenset[str] = frozenset(),
+        cache_max_age: float = 60.0,
+        hub_auth: Any = None,
+    ) -> None:
         if hub_auth is None:
             from jupyterhub.services.auth import HubOAuth
 
@@ -140,7 +144,8 @@ class HubAuthenticator(Authenticator):
         admin = False
         try:
             resp = await AsyncHTTPClient().fetch(
-                url, headers={"Authorization": f"token {self.hub.api_token}"}, request_timeout=10)
+                url, headers={"Authorization": f"token {self.hub.api_token}"}, request_timeout=10
+            )
             import json
 
             admin = bool(json.loads(resp.body).get("admin"))
@@ -159,11 +164,16 @@ class HubAuthenticator(Authenticator):
         if model.get("kind", "user") == "service":
             return User(f"service:{name}", admin=False)
         groups = set(model.get("groups") or ())
-        admin = bool(model.get("admin")) or bool(groups & self.admin_groups) \
+        admin = (
+            bool(model.get("admin"))
+            or bool(groups & self.admin_groups)
             or await self._is_hub_admin(name)
+        )
         return User(name, admin=admin)
 
-    async def authenticate(self, handler: RequestHandler, allow_query_token: bool = False) -> User | None:
+    async def authenticate(
+        self, handler: RequestHandler, allow_query_token: bool = False
+    ) -> User | None:
         token = request_token(handler, allow_query_token)
         if token:
             if self.fallback is not None:
@@ -171,14 +181,17 @@ class HubAuthenticator(Authenticator):
                 if found is not None:
                     handler._idds_auth = "idds"  # type: ignore[attr-defined]
                     return found
-            model = await self.hub.user_for_token(token, session_id=self.hub.get_session_id(handler),
-                                                  sync=False)
+            model = await self.hub.user_for_token(
+                token, session_id=self.hub.get_session_id(handler), sync=False
+            )
             if model is None:
                 return None
             if not self._allowed(model):
                 raise tornado.web.HTTPError(
-                    403, f"hub token of {model.get('name')!r} lacks the scope "
-                         f"{' or '.join(sorted(self._required()))}")
+                    403,
+                    f"hub token of {model.get('name')!r} lacks the scope "
+                    f"{' or '.join(sorted(self._required()))}",
+                )
             handler._token_authenticated = True  # type: ignore[attr-defined]
             handler._idds_auth = "hub"  # type: ignore[attr-defined]
             return await self._user(model)
@@ -187,7 +200,9 @@ class HubAuthenticator(Authenticator):
         if model is None:
             return None
         if not self._allowed(model):
-            raise tornado.web.HTTPError(403, f"hub user {model.get('name')!r} may not use this service")
+            raise tornado.web.HTTPError(
+                403, f"hub user {model.get('name')!r} may not use this service"
+            )
         if handler.request.method not in SAFE_METHODS:
             self.check_xsrf(handler)
         handler._idds_auth = "cookie"  # type: ignore[attr-defined]
@@ -202,11 +217,17 @@ class HubAuthenticator(Authenticator):
     def check_xsrf(self, handler: RequestHandler) -> None:
         """A cookie-authenticated write must carry the hub-style XSRF token (``_xsrf`` or
         ``X-XSRFToken``), which a page of this service gets from :meth:`xsrf_token`."""
-        sent = (handler.get_argument("_xsrf", None) or handler.request.headers.get("X-Xsrftoken")
-                or handler.request.headers.get("X-Csrftoken"))
+        sent = (
+            handler.get_argument("_xsrf", None)
+            or handler.request.headers.get("X-Xsrftoken")
+            or handler.request.headers.get("X-Csrftoken")
+        )
         if not sent or sent.encode() != self.xsrf_token(handler):
-            raise tornado.web.HTTPError(403, "XSRF token missing or wrong: a cookie-authenticated "
-                                             "write needs '_xsrf' (or send a token instead)")
+            raise tornado.web.HTTPError(
+                403,
+                "XSRF token missing or wrong: a cookie-authenticated "
+                "write needs '_xsrf' (or send a token instead)",
+            )
 
     def xsrf_token(self, handler: RequestHandler) -> bytes:
         from jupyterhub._xsrf_utils import get_xsrf_token
@@ -238,8 +259,10 @@ class HubAuthenticator(Authenticator):
         from idds_jupyter.api import api_base, url_join
 
         root = url_join(base_url).rstrip("/") + "/"
-        return [(root + "oauth_callback", OAuthCallbackHandler, {"hub_auth": self.hub}),
-                (root + "?", LandingHandler, {"auth": self, "api": api_base(base_url) + "/"})]
+        return [
+            (root + "oauth_callback", OAuthCallbackHandler, {"hub_auth": self.hub}),
+            (root + "?", LandingHandler, {"auth": self, "api": api_base(base_url) + "/"}),
+        ]
 
 
 def _hub_handler_base() -> Any:
@@ -272,7 +295,8 @@ class LandingHandler(tornado.web.RequestHandler):
             f"<!doctype html><title>iDDS</title><meta name='idds-xsrf' content='{html.escape(xsrf)}'>"
             "<h1>iDDS service</h1>"
             f"<p>Signed in as <b>{html.escape(user.name)}</b>{' (admin)' if user.admin else ''}.</p>"
-            f"<p>REST API: <a href='{html.escape(self.api)}requests'>{html.escape(self.api)}</a></p>")
+            f"<p>REST API: <a href='{html.escape(self.api)}requests'>{html.escape(self.api)}</a></p>"
+        )
 
     def login_url(self) -> str:
         """The hub's authorize URL with a fresh state cookie and PKCE (as HubOAuthenticated)."""
@@ -284,7 +308,9 @@ class LandingHandler(tornado.web.RequestHandler):
         if hub.pkce_enabled:
             verifier, challenge, method = hub.generate_pkce_code_challenge()
             params.update(code_challenge=challenge, code_challenge_method=method)
-        params["state"] = hub.set_state_cookie(self, next_url=self.request.uri, code_verifier=verifier)
+        params["state"] = hub.set_state_cookie(
+            self, next_url=self.request.uri, code_verifier=verifier
+        )
         return str(url_concat(hub.login_url, params))
 
 

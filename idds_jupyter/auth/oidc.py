@@ -33,7 +33,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("idds_jupyter.auth.oidc")
 
 #: asymmetric algorithms only: a token signed with a shared secret or not at all is refused
-ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA")
+ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "EdDSA",
+)
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -43,11 +54,20 @@ def looks_like_jwt(token: str) -> bool:
 class OIDCAuthenticator(Authenticator):
     """JWT access tokens of one issuer; everything else to ``fallback``."""
 
-    def __init__(self, issuer: str, audience: str, *, jwks_url: str = "",
-                 username_claim: str = "preferred_username", groups_claim: str = "groups",
-                 admin_groups: set[str] | frozenset[str] = frozenset(),
-                 fallback: Authenticator | None = None, executor: Executor | None = None,
-                 leeway: float = 30.0, cache_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        jwks_url: str = "",
+        username_claim: str = "preferred_username",
+        groups_claim: str = "groups",
+        admin_groups: set[str] | frozenset[str] = frozenset(),
+        fallback: Authenticator | None = None,
+        executor: Executor | None = None,
+        leeway: float = 30.0,
+        cache_s: float = 300.0,
+    ) -> None:
         if not issuer or not audience:
             raise ValueError("OIDC needs oidc_issuer and oidc_audience")
         self.issuer = issuer
@@ -63,11 +83,19 @@ class OIDCAuthenticator(Authenticator):
         self._jwks: Any = None
 
     @classmethod
-    def from_config(cls, cfg: Config, fallback: Authenticator | None = None,
-                    executor: Executor | None = None) -> OIDCAuthenticator:
-        return cls(cfg.oidc_issuer, cfg.oidc_audience, jwks_url=cfg.oidc_jwks_url,
-                   username_claim=cfg.oidc_username_claim, groups_claim=cfg.oidc_groups_claim,
-                   admin_groups=set(cfg.oidc_admin_groups), fallback=fallback, executor=executor)
+    def from_config(
+        cls, cfg: Config, fallback: Authenticator | None = None, executor: Executor | None = None
+    ) -> OIDCAuthenticator:
+        return cls(
+            cfg.oidc_issuer,
+            cfg.oidc_audience,
+            jwks_url=cfg.oidc_jwks_url,
+            username_claim=cfg.oidc_username_claim,
+            groups_claim=cfg.oidc_groups_claim,
+            admin_groups=set(cfg.oidc_admin_groups),
+            fallback=fallback,
+            executor=executor,
+        )
 
     # What the host app asks of its authenticator (a hub fallback's OAuth pages, streams).
     @property
@@ -105,17 +133,28 @@ class OIDCAuthenticator(Authenticator):
             raise ApiError(401, f"invalid OIDC token: {exc}") from None
         alg = header.get("alg")
         if alg not in ALGORITHMS:
-            raise ApiError(401, f"invalid OIDC token: algorithm {alg!r} is not accepted "
-                                f"(signed tokens only: {', '.join(ALGORITHMS[:3])}, ...)")
+            raise ApiError(
+                401,
+                f"invalid OIDC token: algorithm {alg!r} is not accepted "
+                f"(signed tokens only: {', '.join(ALGORITHMS[:3])}, ...)",
+            )
         try:
             key = self._client().get_signing_key_from_jwt(token)
-            claims = jwt.decode(token, key.key, algorithms=[alg], audience=self.audience,
-                                issuer=self.issuer, leeway=self.leeway,
-                                options={"require": ["exp", "iss", "aud"]})
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
         except jwt.ExpiredSignatureError:
             raise ApiError(401, "invalid OIDC token: expired") from None
         except jwt.PyJWKClientError as exc:
-            raise ApiError(401, f"invalid OIDC token: no key of the issuer verifies it ({exc})") from None
+            raise ApiError(
+                401, f"invalid OIDC token: no key of the issuer verifies it ({exc})"
+            ) from None
         except jwt.InvalidTokenError as exc:
             raise ApiError(401, f"invalid OIDC token: {exc}") from None
         except OSError as exc:
@@ -130,7 +169,9 @@ class OIDCAuthenticator(Authenticator):
         admin = bool(self.admin_groups & {str(g).strip("/") for g in groups})
         return User(name, admin=admin)
 
-    async def authenticate(self, handler: RequestHandler, allow_query_token: bool = False) -> User | None:
+    async def authenticate(
+        self, handler: RequestHandler, allow_query_token: bool = False
+    ) -> User | None:
         token = request_token(handler, allow_query_token)
         if token and looks_like_jwt(token):
             loop = asyncio.get_running_loop()

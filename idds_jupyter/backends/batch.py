@@ -174,8 +174,12 @@ def safe_path_flags(python: str) -> tuple[str, ...]:
     try:
         if os.path.realpath(python) == os.path.realpath(sys.executable):
             return ("-P",) if sys.version_info >= (3, 11) else ()
-        ok = subprocess.run([python, "-P", "-c", ""], capture_output=True, timeout=30,
-                            stdin=subprocess.DEVNULL).returncode == 0
+        ok = (
+            subprocess.run(
+                [python, "-P", "-c", ""], capture_output=True, timeout=30, stdin=subprocess.DEVNULL
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return ()
     return ("-P",) if ok else ()
@@ -324,8 +328,12 @@ class BatchBackend(Backend):
         PYTHONPATH reaching idds_jupyter. The same for ``shared`` and ``http`` transfer
         (``http`` tasks get their own job token from :meth:`task_env`).
         """
-        return job_environment(self.extra_env, base=os.environ,
-                               allow=getattr(self, "env_allow", ()), pythonpath=PKG_ROOT)
+        return job_environment(
+            self.extra_env,
+            base=os.environ,
+            allow=getattr(self, "env_allow", ()),
+            pythonpath=PKG_ROOT,
+        )
 
     def task_log(self, batch: _Batch, index: int) -> str:
         """Where the scheduler writes task ``index``'s stdout/stderr."""
@@ -334,16 +342,25 @@ class BatchBackend(Backend):
     def task_env(self, batch: _Batch, index: int) -> dict[str, str]:
         """What a ``transfer: http`` task needs in its environment: URL, job id, token."""
         job = batch.jobs[index]
-        return {"IDDS_SERVER_URL": batch.server_url, "IDDS_JOB_ID": str(job.job_id),
-                "IDDS_JOB_TOKEN": job.token or ""}
+        return {
+            "IDDS_SERVER_URL": batch.server_url,
+            "IDDS_JOB_ID": str(job.job_id),
+            "IDDS_JOB_TOKEN": job.token or "",
+        }
 
-    def _failed(self, job: BatchJob, error: str, exit_code: int | None = None,
-                exc_type: str = "BatchJobFailed") -> dict[str, Any]:
+    def _failed(
+        self,
+        job: BatchJob,
+        error: str,
+        exit_code: int | None = None,
+        exc_type: str = "BatchJobFailed",
+    ) -> dict[str, Any]:
         tb = None
         if job.batch is not None:
             tb = _tail(self.task_log(job.batch, job.index)) or None
-        return failed_result(job.job_id, job.attempt, error, exc_type=exc_type,
-                             traceback=tb, exit_code=exit_code)
+        return failed_result(
+            job.job_id, job.attempt, error, exc_type=exc_type, traceback=tb, exit_code=exit_code
+        )
 
     def _task_name(self, job: BatchJob) -> str:
         b = job.batch
@@ -429,8 +446,9 @@ class BatchBackend(Backend):
             self._cond.notify_all()
         self._thread.join(timeout=30)
         with self._lock:
-            tasks = [(b, i) for b in self._batches.values() if b.engine_id
-                     for i in sorted(b.outstanding)]
+            tasks = [
+                (b, i) for b in self._batches.values() if b.engine_id for i in sorted(b.outstanding)
+            ]
             batches = list(self._batches.values())
             self._jobs.clear()
             self._pending.clear()
@@ -512,13 +530,17 @@ class BatchBackend(Backend):
         """``transfer: http``: each job's spec becomes a cache blob, each job gets its token."""
         http = self.http
         if http is None:
-            raise RuntimeError("transfer 'http' needs the service's job-token and cache set-up "
-                               "(the Carrier passes it; a backend made by hand needs http=)")
+            raise RuntimeError(
+                "transfer 'http' needs the service's job-token and cache set-up "
+                "(the Carrier passes it; a backend made by hand needs http=)"
+            )
         url = (http.server_url() or "").strip()
         if not url:
-            raise RuntimeError("transfer 'http' needs the URL jobs reach the API at: set "
-                               "server_url (IDDS_SERVER_URL), or run the API server in this "
-                               "process (idds-jupyter serve / the Jupyter extension)")
+            raise RuntimeError(
+                "transfer 'http' needs the URL jobs reach the API at: set "
+                "server_url (IDDS_SERVER_URL), or run the API server in this "
+                "process (idds-jupyter serve / the Jupyter extension)"
+            )
         batch.server_url = url
         wall = float(batch.resources.get("walltime_s") or 0)
         for job in batch.jobs:
@@ -600,8 +622,9 @@ class BatchBackend(Backend):
                 if self._jobs.get(job.job_id) is job:
                     del self._jobs[job.job_id]
                     self._mark_done_locked(job.job_id)
-                    report.append(failed_result(job.job_id, job.attempt, error,
-                                                exc_type="BatchSubmitError"))
+                    report.append(
+                        failed_result(job.job_id, job.attempt, error, exc_type="BatchSubmitError")
+                    )
         self._queue.push(report)
 
     def _mark_done_locked(self, jid: int) -> None:
@@ -646,22 +669,35 @@ class BatchBackend(Backend):
                     res = read_inbox(self.http.inbox, job.job_id, job.attempt)  # type: ignore[union-attr]
                 elif f"result-{i}.json" in names:
                     res = _read_result(os.path.join(b.dir, f"result-{i}.json"))
-                    if res is not None and (res.get("job_id") != job.job_id
-                                            or res.get("attempt", 0) != job.attempt):
-                        res = self._failed(job, f"{self._task_name(job)}: result file is for "
-                                                f"job {res.get('job_id')} attempt {res.get('attempt')}")
+                    if res is not None and (
+                        res.get("job_id") != job.job_id or res.get("attempt", 0) != job.attempt
+                    ):
+                        res = self._failed(
+                            job,
+                            f"{self._task_name(job)}: result file is for "
+                            f"job {res.get('job_id')} attempt {res.get('attempt')}",
+                        )
                 if res is None:
                     if ts.state == RUNNING and not job.started:
                         job.started = True
-                        out.append({"job_id": job.job_id, "attempt": job.attempt,
-                                    "started": True, "started_at": time.time()})
+                        out.append(
+                            {
+                                "job_id": job.job_id,
+                                "attempt": job.attempt,
+                                "started": True,
+                                "started_at": time.time(),
+                            }
+                        )
                     if ts.state in (QUEUED, RUNNING):
                         job.state = ts.state
                         job.missing_since = 0.0
                         continue
                     if ts.state == FAILED:
-                        res = self._failed(job, f"{self._task_name(job)} {ts.detail}".rstrip(),
-                                           exit_code=ts.exit_code)
+                        res = self._failed(
+                            job,
+                            f"{self._task_name(job)} {ts.detail}".rstrip(),
+                            exit_code=ts.exit_code,
+                        )
                     else:  # DONE without a result file, or unknown: allow for lag, then fail
                         if not job.missing_since:
                             job.missing_since = now
@@ -674,10 +710,14 @@ class BatchBackend(Backend):
                         if now - job.missing_since < limit:
                             continue
                         what = "posting its result" if http else "writing its result file"
-                        why = (f"ended ({ts.detail}) without {what}"
-                               if ts.state == DONE else "is unknown to the scheduler (lost)")
-                        res = self._failed(job, f"{self._task_name(job)} {why}",
-                                           exit_code=ts.exit_code)
+                        why = (
+                            f"ended ({ts.detail}) without {what}"
+                            if ts.state == DONE
+                            else "is unknown to the scheduler (lost)"
+                        )
+                        res = self._failed(
+                            job, f"{self._task_name(job)} {why}", exit_code=ts.exit_code
+                        )
                 with self._lock:
                     if self._jobs.get(job.job_id) is not job:
                         b.outstanding.discard(i)

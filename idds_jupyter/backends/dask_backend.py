@@ -104,8 +104,14 @@ class DaskBackend(Backend):
             raise RuntimeError("backend is closed")
         # the job sees the allow-listed environment, not the Dask worker's
         # (idds_jupyter.worker.env; a LocalCluster's workers inherit this process's)
-        specs = [{**s, "scrub_env": True, **({} if s.get("log_dir") or not self.log_dir
-                                               else {"log_dir": self.log_dir})} for s in specs]
+        specs = [
+            {
+                **s,
+                "scrub_env": True,
+                **({} if s.get("log_dir") or not self.log_dir else {"log_dir": self.log_dir}),
+            }
+            for s in specs
+        ]
         if self.batch == 1:
             keys = [f"idds-{s['job_id']}-{s.get('attempt', 0)}" for s in specs]
             groups = [[s] for s in specs]
@@ -150,7 +156,9 @@ class DaskBackend(Backend):
                 results = value if isinstance(value, list) else [value]
             elif status == "cancelled":
                 results = [
-                    failed_result(s["job_id"], s.get("attempt", 0), "cancelled", exc_type="Cancelled")
+                    failed_result(
+                        s["job_id"], s.get("attempt", 0), "cancelled", exc_type="Cancelled"
+                    )
                     for s in task.specs
                 ]
             else:

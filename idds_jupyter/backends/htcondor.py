@@ -143,8 +143,11 @@ class HTCondorBackend(BatchBackend):
             if self._schedd is None:
                 htc = self.htcondor
                 if self.schedd_address or self.schedd_name:
-                    coll = htc.Collector(self.schedd_address) if self.schedd_address \
+                    coll = (
+                        htc.Collector(self.schedd_address)
+                        if self.schedd_address
                         else htc.Collector()
+                    )
                     ad = coll.locate(htc.DaemonType.Schedd, self.schedd_name)
                     self._schedd = htc.Schedd(ad)
                 else:
@@ -167,8 +170,11 @@ class HTCondorBackend(BatchBackend):
     def _ids(self, job_ids: list[int]) -> list[str]:
         with self._lock:
             jobs = [self._jobs.get(j) for j in job_ids]
-        return [self.task_id(j.batch, j.index) for j in jobs
-                if j is not None and j.batch is not None and j.batch.engine_id]
+        return [
+            self.task_id(j.batch, j.index)
+            for j in jobs
+            if j is not None and j.batch is not None and j.batch.engine_id
+        ]
 
     def hold(self, job_ids: list[int], reason: str = "held by idds") -> None:
         """Put these jobs on hold (with ``fail_held`` they then come back failed)."""
@@ -182,7 +188,8 @@ class HTCondorBackend(BatchBackend):
         """Procs of this backend the schedd still holds idle/running/held (one query; tests)."""
         ads = self.schedd().query(
             constraint=f'IddsBackend == "{self.tag}" && JobStatus =!= 3 && JobStatus =!= 4',
-            projection=["ClusterId", "ProcId"])
+            projection=["ClusterId", "ProcId"],
+        )
         return len(list(ads))
 
     # ------------------------------------------------------------------ hooks
@@ -192,14 +199,20 @@ class HTCondorBackend(BatchBackend):
         d = batch.dir
         http = batch.transfer == "http"
         # http: the submit host's HOME means nothing on the execute node
-        keep = (("PYTHONPATH", "PATH", "LANG", "LC_ALL", "TZ") + (() if http else ("HOME",))
-                + self.env_allow)
+        keep = (
+            ("PYTHONPATH", "PATH", "LANG", "LC_ALL", "TZ")
+            + (() if http else ("HOME",))
+            + self.env_allow
+        )
         env = {k: v for k, v in self.job_env(batch.transfer).items() if k in keep}
         env.update(self.extra_env)
         env["IDDS_BATCH_TASK"] = "$(ClusterId).$(ProcId)"
         if http:
-            env.update(IDDS_SERVER_URL=batch.server_url, IDDS_JOB_ID="$(jobid)",
-                       IDDS_JOB_TOKEN="$(jobtoken)")
+            env.update(
+                IDDS_SERVER_URL=batch.server_url,
+                IDDS_JOB_ID="$(jobid)",
+                IDDS_JOB_TOKEN="$(jobtoken)",
+            )
         desc: dict[str, str] = {
             "universe": "vanilla",
             "executable": self.python,
@@ -215,9 +228,13 @@ class HTCondorBackend(BatchBackend):
             "+IddsBatch": f'"{batch.key}"',
         }
         if http:  # the proc starts in the execute node's scratch dir; its output comes back
-            desc.update({"arguments": " ".join(http_worker_argv(self.python)[1:]),
-                         "should_transfer_files": "YES",
-                         "when_to_transfer_output": "ON_EXIT"})
+            desc.update(
+                {
+                    "arguments": " ".join(http_worker_argv(self.python)[1:]),
+                    "should_transfer_files": "YES",
+                    "when_to_transfer_output": "ON_EXIT",
+                }
+            )
         res = batch.resources
         if res.get("cores"):
             desc["request_cpus"] = str(res["cores"])
@@ -232,8 +249,10 @@ class HTCondorBackend(BatchBackend):
         desc.update(self.submit_options)
         sub = htc.Submit(desc)
         if http:
-            items = [{"idx": str(i), "jobid": str(j.job_id), "jobtoken": j.token or ""}
-                     for i, j in enumerate(batch.jobs)]
+            items = [
+                {"idx": str(i), "jobid": str(j.job_id), "jobtoken": j.token or ""}
+                for i, j in enumerate(batch.jobs)
+            ]
         else:
             items = [{"idx": str(i)} for i in range(len(batch.jobs))]
         result = self.schedd().submit(sub, itemdata=iter(items))
@@ -290,10 +309,10 @@ class HTCondorBackend(BatchBackend):
         return states
 
     def _cancel_tasks(self, tasks: list[tuple[_Batch, int]]) -> None:
-        self._act("Remove", [self.task_id(b, i) for b, i in tasks if b.engine_id],
-                  "cancelled by idds")
+        self._act(
+            "Remove", [self.task_id(b, i) for b, i in tasks if b.engine_id], "cancelled by idds"
+        )
 
     def _close_engine(self) -> None:
         if self._token_dir:
             shutil.rmtree(self._token_dir, ignore_errors=True)
-

@@ -37,8 +37,15 @@ import stat
 import threading
 from dataclasses import dataclass
 
-__all__ = ["ISOLATION_LEVELS", "IsolationError", "RunAs", "run_as", "unreachable",
-           "kill_session", "JobArea"]
+__all__ = [
+    "ISOLATION_LEVELS",
+    "IsolationError",
+    "RunAs",
+    "run_as",
+    "unreachable",
+    "kill_session",
+    "JobArea",
+]
 
 ISOLATION_LEVELS = ("none", "account", "uid")
 
@@ -98,8 +105,10 @@ def unreachable(path: str, acct: RunAs) -> str | None:
             except OSError as exc:
                 return f"{d}: {exc.strerror}"
             if not _searchable(st, acct.uid, gids):
-                return (f"account {acct.name!r} cannot enter {d} (mode "
-                        f"{stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}) on the way to {p}")
+                return (
+                    f"account {acct.name!r} cannot enter {d} (mode "
+                    f"{stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}) on the way to {p}"
+                )
     return None
 
 
@@ -119,7 +128,7 @@ def kill_session(sid: int) -> list[int]:
                 data = fh.read()
         except OSError:
             continue
-        fields = data[data.rfind(b")") + 2:].split()
+        fields = data[data.rfind(b")") + 2 :].split()
         if len(fields) > 3 and int(fields[3]) == sid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(name), signal.SIGKILL)
@@ -218,8 +227,9 @@ class JobArea:
         return dst
 
 
-def _read_in(base: str, parts: tuple[str, ...], remove: bool = False,
-             limit: int = 1 << 34) -> bytes:
+def _read_in(
+    base: str, parts: tuple[str, ...], remove: bool = False, limit: int = 1 << 34
+) -> bytes:
     """The bytes of regular file ``base/parts...``: no component below ``base`` (the
     account's area, which the account may change at will) is followed if a symlink."""
     for p in parts:

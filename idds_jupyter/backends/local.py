@@ -69,7 +69,7 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except BlockingIOError:
             select.select([], [fd], [], 1.0)
 
@@ -83,8 +83,14 @@ class _Chunk:
 
 
 class _Worker:
-    def __init__(self, slot: int, env: dict[str, str], cwd: str | None,
-                 owner: str | None = None, acct: RunAs | None = None) -> None:
+    def __init__(
+        self,
+        slot: int,
+        env: dict[str, str],
+        cwd: str | None,
+        owner: str | None = None,
+        acct: RunAs | None = None,
+    ) -> None:
         self.slot = slot
         #: the owner whose jobs it runs (None: not bound yet, has run nothing)
         self.owner = owner
@@ -158,8 +164,9 @@ class LocalBackend(Backend):
     ) -> None:
         super().__init__()
         if isolation not in ISOLATION_LEVELS:
-            raise IsolationError(f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, "
-                             f"got {isolation!r}")
+            raise IsolationError(
+                f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, got {isolation!r}"
+            )
         self.n_workers = max(1, int(workers or os.cpu_count() or 1))
         self.batch = max(1, int(batch))
         self.log_dir = log_dir
@@ -176,10 +183,13 @@ class LocalBackend(Backend):
         self._account: RunAs | None = None
         if isolation != "none":
             if os.geteuid() != 0:
-                raise IsolationError(f"isolation {isolation!r}: the service must run as root to "
-                                 "start jobs under another account")
-            root = jobs_dir or (os.path.join(os.path.dirname(os.path.abspath(log_dir)), "jobs")
-                                if log_dir else None)
+                raise IsolationError(
+                    f"isolation {isolation!r}: the service must run as root to "
+                    "start jobs under another account"
+                )
+            root = jobs_dir or (
+                os.path.join(os.path.dirname(os.path.abspath(log_dir)), "jobs") if log_dir else None
+            )
             if not root:
                 raise IsolationError(f"isolation {isolation!r} needs a jobs_dir (or a log_dir)")
             self._area = JobArea(root)
@@ -206,9 +216,12 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------ workers
 
     def _worker_env(self, acct: RunAs | None) -> dict[str, str]:
-        env = job_environment(self._env_extra, allow=self._env_allow,
-                              user=acct.name if acct is not None else None,
-                              pythonpath=_PKG_ROOT)
+        env = job_environment(
+            self._env_extra,
+            allow=self._env_allow,
+            user=acct.name if acct is not None else None,
+            pythonpath=_PKG_ROOT,
+        )
         if acct is not None and self._area is not None:
             env["TMPDIR"] = os.path.join(self._area.dir(acct), "tmp")
         return env
@@ -216,13 +229,18 @@ class LocalBackend(Backend):
     def _check_reach(self, acct: RunAs) -> None:
         """Fail clearly when the account cannot reach the interpreter, the package or its area."""
         assert self._area is not None
-        for path in (sys.executable, os.path.join(_PKG_ROOT, "idds_jupyter", "__init__.py"),
-                     os.path.join(self._area.root, "x")):
+        for path in (
+            sys.executable,
+            os.path.join(_PKG_ROOT, "idds_jupyter", "__init__.py"),
+            os.path.join(self._area.root, "x"),
+        ):
             why = unreachable(path, acct)
             if why:
-                raise IsolationError(f"isolation {self.isolation!r}: {why}; make the directories "
-                                 "on the way searchable by others (chmod o+x) or install the "
-                                 "service elsewhere")
+                raise IsolationError(
+                    f"isolation {self.isolation!r}: {why}; make the directories "
+                    "on the way searchable by others (chmod o+x) or install the "
+                    "service elsewhere"
+                )
 
     def _acct_for(self, owner: str) -> RunAs | None:
         """The account the owner's jobs run as (ValueError when there is none)."""
@@ -286,8 +304,14 @@ class LocalBackend(Backend):
                     return
                 reaped = False
                 for w in self._workers:
-                    if (w is not None and w.alive and not w.retired and w.owner is not None
-                            and not w.chunks and now - w.idle_since >= self.idle_s):
+                    if (
+                        w is not None
+                        and w.alive
+                        and not w.retired
+                        and w.owner is not None
+                        and not w.chunks
+                        and now - w.idle_since >= self.idle_s
+                    ):
                         self._retire_locked(w)
                         reaped = True
                 if reaped:
@@ -399,8 +423,11 @@ class LocalBackend(Backend):
                 sha = r.get(key)
                 if not sha:
                     continue
-                err = (area.take_blob(acct, str(sha), cache_dir) if cache_dir
-                       else "the job has no result directory")
+                err = (
+                    area.take_blob(acct, str(sha), cache_dir)
+                    if cache_dir
+                    else "the job has no result directory"
+                )
                 if err:
                     r.pop(key, None)
                     r.update(ok=False, error=err, exc_type="ResultError")
@@ -457,9 +484,7 @@ class LocalBackend(Backend):
                 else:
                     del self._jobs[jid]
                     self._done[jid] = None
-                    report.append(
-                        failed_result(jid, att, why, exc_type="WorkerDied", exit_code=rc)
-                    )
+                    report.append(failed_result(jid, att, why, exc_type="WorkerDied", exit_code=rc))
             sends: list[tuple[_Worker, list[dict[str, Any]]]] = []
             if not closing:
                 # the pool is whole again before failures are reported
@@ -504,14 +529,21 @@ class LocalBackend(Backend):
                 del self._pending[owner]
         return sends
 
-    def _acquire_locked(self, owner: str, ws: list[_Worker],
-                        mine: dict[str, list[_Worker]]) -> _Worker | None:
+    def _acquire_locked(
+        self, owner: str, ws: list[_Worker], mine: dict[str, list[_Worker]]
+    ) -> _Worker | None:
         """One more worker for ``owner``: an unbound one, a new one in a free slot, or, when
         another owner holds more workers than this one, a new one instead of its idlest."""
         acct = self._acct_for(owner)
         for w in self._workers:
-            if (w is not None and w.alive and not w.retired and w.owner is None
-                    and w.acct == acct and not w.chunks):
+            if (
+                w is not None
+                and w.alive
+                and not w.retired
+                and w.owner is None
+                and w.acct == acct
+                and not w.chunks
+            ):
                 w.owner = owner
                 return w
         for slot, w in enumerate(self._workers):
@@ -538,8 +570,11 @@ class LocalBackend(Backend):
             jid = spec["job_id"]
             entry = self._jobs.pop(jid, None)
             self._done[jid] = None
-            self._undelivered.append(failed_result(
-                jid, entry[0] if entry else spec.get("attempt", 0), why, exc_type="WorkerError"))
+            self._undelivered.append(
+                failed_result(
+                    jid, entry[0] if entry else spec.get("attempt", 0), why, exc_type="WorkerError"
+                )
+            )
 
     def _deliver(self) -> None:
         if self._undelivered:
@@ -547,8 +582,9 @@ class LocalBackend(Backend):
                 out, self._undelivered = self._undelivered, []
             self._queue.push(out)
 
-    def _fill_locked(self, pending: deque[dict[str, Any]], workers: list[_Worker]
-                     ) -> list[tuple[_Worker, list[dict[str, Any]]]]:
+    def _fill_locked(
+        self, pending: deque[dict[str, Any]], workers: list[_Worker]
+    ) -> list[tuple[_Worker, list[dict[str, Any]]]]:
         slots = sum(max(0, CHUNKS_PER_WORKER - len(w.chunks)) for w in workers)
         if not slots:
             return []
@@ -624,8 +660,9 @@ class LocalBackend(Backend):
                 jid = int(orig["job_id"])
                 if isinstance(ready, str):
                     self._done[jid] = None
-                    failed.append(failed_result(jid, orig.get("attempt", 0), ready,
-                                                exc_type="WorkerError"))
+                    failed.append(
+                        failed_result(jid, orig.get("attempt", 0), ready, exc_type="WorkerError")
+                    )
                     continue
                 spec = ready
                 jobs[jid] = [spec.get("attempt", 0), None, None, spec, orig]

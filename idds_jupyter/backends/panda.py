@@ -81,8 +81,16 @@ from idds_jupyter.backends.batch import (
 
 __all__ = ["PandaBackend", "panda_state", "error_detail"]
 
-_QUEUED = {"pending", "defined", "assigned", "activated", "waiting", "sent", "throttled",
-           "scouting"}
+_QUEUED = {
+    "pending",
+    "defined",
+    "assigned",
+    "activated",
+    "waiting",
+    "sent",
+    "throttled",
+    "scouting",
+}
 _RUNNING = {"starting", "running", "holding", "transferring", "merging"}
 _DONE = {"finished"}
 _FAILED = {"failed", "cancelled", "closed"}
@@ -95,13 +103,15 @@ MAX_STATUS = 5000
 _call_lock = threading.RLock()
 _import_lock = threading.Lock()
 _GLOBALS = ("baseURL", "baseURLSSL", "server_base_path", "server_base_path_ssl")
-_ERRORS = (("pilotErrorCode", "pilotErrorDiag", "pilot"),
-           ("exeErrorCode", "exeErrorDiag", "exe"),
-           ("supErrorCode", "supErrorDiag", "sup"),
-           ("ddmErrorCode", "ddmErrorDiag", "ddm"),
-           ("brokerageErrorCode", "brokerageErrorDiag", "brokerage"),
-           ("jobDispatcherErrorCode", "jobDispatcherErrorDiag", "dispatcher"),
-           ("taskBufferErrorCode", "taskBufferErrorDiag", "taskbuffer"))
+_ERRORS = (
+    ("pilotErrorCode", "pilotErrorDiag", "pilot"),
+    ("exeErrorCode", "exeErrorDiag", "exe"),
+    ("supErrorCode", "supErrorDiag", "sup"),
+    ("ddmErrorCode", "ddmErrorDiag", "ddm"),
+    ("brokerageErrorCode", "brokerageErrorDiag", "brokerage"),
+    ("jobDispatcherErrorCode", "jobDispatcherErrorDiag", "dispatcher"),
+    ("taskBufferErrorCode", "taskBufferErrorDiag", "taskbuffer"),
+)
 
 
 def panda_state(status: str) -> str:
@@ -168,15 +178,20 @@ def _import_client(url: str, url_ssl: str) -> Any:
         mod = sys.modules.get("pandaclient.Client")
         if mod is not None:
             return mod
-        want = {"PANDA_URL": url, "PANDA_URL_SSL": url_ssl, "PANDACACHE_URL": url_ssl,
-                "PANDA_BEHIND_REAL_LB": "1"}
+        want = {
+            "PANDA_URL": url,
+            "PANDA_URL_SSL": url_ssl,
+            "PANDACACHE_URL": url_ssl,
+            "PANDA_BEHIND_REAL_LB": "1",
+        }
         saved = {k: os.environ.get(k) for k in want}
         os.environ.update(want)
         try:
             from pandaclient import Client
         except ImportError as exc:
-            raise ImportError("the panda backend needs panda-client: "
-                              "pip install 'idds-jupyter[panda]'") from exc
+            raise ImportError(
+                "the panda backend needs panda-client: pip install 'idds-jupyter[panda]'"
+            ) from exc
         finally:
             for k, old in saved.items():
                 if old is None:
@@ -245,11 +260,14 @@ class PandaBackend(BatchBackend):
             options.setdefault("poll_interval", cfg.batch_poll_interval)
             options.setdefault("transfer", cfg.transfer)
         if not url:
-            raise ValueError("panda backend: no PanDA server URL; set panda_url "
-                             "(IDDS_PANDA_URL) or pass url=")
+            raise ValueError(
+                "panda backend: no PanDA server URL; set panda_url (IDDS_PANDA_URL) or pass url="
+            )
         if token and not vo:
-            raise ValueError("panda backend: an OIDC token needs its VO; set panda_vo "
-                             "(IDDS_PANDA_VO) or pass vo=")
+            raise ValueError(
+                "panda backend: an OIDC token needs its VO; set panda_vo "
+                "(IDDS_PANDA_VO) or pass vo="
+            )
         self.url = url.rstrip("/")
         self.url_ssl = (url_ssl or url).rstrip("/")
         self.queue = queue or None
@@ -320,11 +338,14 @@ class PandaBackend(BatchBackend):
             try:
                 status, data = fn(*args)
             except SystemExit as exc:  # panda-client exits on some auth problems
-                raise RuntimeError(f"{what}: panda-client exited ({exc.code}): "
-                                   f"{_tail_text(out.getvalue())}") from None
+                raise RuntimeError(
+                    f"{what}: panda-client exited ({exc.code}): {_tail_text(out.getvalue())}"
+                ) from None
         if status != 0 or data is None:
-            raise RuntimeError(f"{what} failed (status {status}) at {self.url_ssl}: "
-                               f"{_tail_text(out.getvalue()) or data!r}")
+            raise RuntimeError(
+                f"{what} failed (status {status}) at {self.url_ssl}: "
+                f"{_tail_text(out.getvalue()) or data!r}"
+            )
         return data
 
     def task_id(self, batch: _Batch, index: int) -> str:
@@ -390,14 +411,18 @@ class PandaBackend(BatchBackend):
         res = batch.resources
         queue = res.get("queue") or res.get("site") or self.queue
         if not queue:
-            raise RuntimeError("no PanDA queue for the jobs: set panda_queue (IDDS_PANDA_QUEUE) "
-                               "or the works' resources.queue")
+            raise RuntimeError(
+                "no PanDA queue for the jobs: set panda_queue (IDDS_PANDA_QUEUE) "
+                "or the works' resources.queue"
+            )
         defid = int(time.time() * 1000) % 2_000_000_000
         specs = [self._job_spec(batch, i, defid, str(queue)) for i in range(len(batch.jobs))]
         data = self._call("submitJobs", self._client.submitJobs, specs)
         if not isinstance(data, list) or len(data) != len(specs):
-            raise RuntimeError(f"submitJobs gave {len(data) if isinstance(data, list) else data!r}"
-                               f" answers for {len(specs)} jobs")
+            raise RuntimeError(
+                f"submitJobs gave {len(data) if isinstance(data, list) else data!r}"
+                f" answers for {len(specs)} jobs"
+            )
         ids: list[int | None] = []
         jobset = None
         for item in data:
@@ -406,11 +431,17 @@ class PandaBackend(BatchBackend):
                 ids.append(int(pid) if pid not in (None, "NULL") else None)
             except (TypeError, ValueError):
                 ids.append(None)
-            if jobset is None and isinstance(item, list | tuple) and len(item) > 2 \
-                    and isinstance(item[2], dict):
+            if (
+                jobset is None
+                and isinstance(item, list | tuple)
+                and len(item) > 2
+                and isinstance(item[2], dict)
+            ):
                 jobset = item[2].get("jobsetID")
         if not any(i is not None for i in ids):
-            raise RuntimeError(f"the PanDA server stored none of the {len(specs)} jobs: {data!r}"[:2000])
+            raise RuntimeError(
+                f"the PanDA server stored none of the {len(specs)} jobs: {data!r}"[:2000]
+            )
         batch.data["ids"] = ids
         batch.data["queue"] = queue
         first = next(i for i in ids if i is not None)
@@ -424,11 +455,13 @@ class PandaBackend(BatchBackend):
             for i in sorted(b.outstanding):
                 pid = ids[i] if i < len(ids) else None
                 if pid is None:
-                    states[(b.key, i)] = TaskState(FAILED, "rejected by the PanDA server at submission")
+                    states[(b.key, i)] = TaskState(
+                        FAILED, "rejected by the PanDA server at submission"
+                    )
                 else:
                     wanted.append((pid, b, i))
         for start in range(0, len(wanted), MAX_STATUS):
-            chunk = wanted[start:start + MAX_STATUS]
+            chunk = wanted[start : start + MAX_STATUS]
             data = self._call("getJobStatus", self._client.getJobStatus, [p for p, _, _ in chunk])
             if not isinstance(data, list):
                 raise RuntimeError(f"getJobStatus gave {type(data).__name__}")
@@ -452,7 +485,7 @@ class PandaBackend(BatchBackend):
             if i < len(pids) and pids[i] is not None:
                 ids.append(int(pids[i]))
         for start in range(0, len(ids), MAX_STATUS):
-            self._call("killJobs", self._client.killJobs, ids[start:start + MAX_STATUS])
+            self._call("killJobs", self._client.killJobs, ids[start : start + MAX_STATUS])
 
 
 def _tail_text(text: str, lines: int = 15) -> str:

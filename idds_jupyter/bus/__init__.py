@@ -93,4 +93,3 @@ __all__ = [
     "make_bus",
     "make_event",
 ]
-

@@ -173,7 +173,9 @@ class DbBus(Bus):
         self.batch = batch
         self.gap_grace_s = gap_grace_s
         self._side = (
-            _sqlite_side_engine(engine, publish_timeout) if engine.dialect.name == "sqlite" else None
+            _sqlite_side_engine(engine, publish_timeout)
+            if engine.dialect.name == "sqlite"
+            else None
         )
         self._write_engine = self._side or engine
         self._read_engine = self._side or engine
@@ -200,9 +202,7 @@ class DbBus(Bus):
             self.dropped += len(rows)
             log.warning("event bus dropped %d events: %s", len(rows), exc)
 
-    def subscribe(
-        self, types: Iterable[str], poll_interval: float | None = None
-    ) -> DbSubscription:
+    def subscribe(self, types: Iterable[str], poll_interval: float | None = None) -> DbSubscription:
         return DbSubscription(
             self,
             normalize_types(types),
@@ -218,9 +218,7 @@ class DbBus(Bus):
         """
         t = events_table.c
         newest = select(func.max(t.id)).scalar_subquery()
-        stmt = delete(events_table).where(
-            t.created_at < time.time() - older_than_s, t.id < newest
-        )
+        stmt = delete(events_table).where(t.created_at < time.time() - older_than_s, t.id < newest)
         with self._write_engine.begin() as conn:
             return int(conn.execute(stmt).rowcount or 0)
 

@@ -56,7 +56,12 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         """The wire form (JSON only: the bus never pickles)."""
-        return {"type": self.type, "key": self.key, "priority": self.priority, "payload": self.payload}
+        return {
+            "type": self.type,
+            "key": self.key,
+            "priority": self.priority,
+            "payload": self.payload,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
@@ -84,13 +89,16 @@ def make_event(type: str, key: object = None, **payload: Any) -> Event:
     )
 
 
-def outcome_events(works_ended: list[tuple[int, int, str, str]], dirty: Iterable[int],
-                   ended: list[tuple[int, str]]) -> list[Event]:
+def outcome_events(
+    works_ended: list[tuple[int, int, str, str]], dirty: Iterable[int], ended: list[tuple[int, str]]
+) -> list[Event]:
     """What a transaction of the store changed: works that ended, as (workflow id, work id,
     status, work name) — one ``work.terminal`` each, keyed by the workflow and naming the
     work (a caller waits on its name) —, workflows to re-plan, and workflows that ended."""
-    events = [make_event(WORK_TERMINAL, str(wf), work=w, name=name, status=status)
-              for wf, w, status, name in works_ended]
+    events = [
+        make_event(WORK_TERMINAL, str(wf), work=w, name=name, status=status)
+        for wf, w, status, name in works_ended
+    ]
     events += [make_event(WORKFLOW_DIRTY, str(wf)) for wf in dirty]
     return events + ended_events(ended)
 

@@ -174,7 +174,9 @@ class ZmqSubscription(Subscription):
             interval = min(interval * 2, 0.05)
         sock.setsockopt(zmq.UNSUBSCRIBE, probe)
         if not ok:
-            log.warning("zmq bus: no broker answered at %s within %.1fs", self._bus.sub_address, timeout)
+            log.warning(
+                "zmq bus: no broker answered at %s within %.1fs", self._bus.sub_address, timeout
+            )
         return ok
 
     def _decode(self, messages: list[list[bytes]]) -> list[Event]:

@@ -21,5 +21,16 @@ from idds_jupyter.client.errors import IddsError
 from idds_jupyter.client.push import Listener, PushChannel
 from idds_jupyter.client.transport import API_PREFIX, Transport
 
-__all__ = ["API_PREFIX", "INLINE_BLOB", "TERMINAL", "Client", "IddsError", "Listener", "PushChannel",
-           "Transport", "find_server", "get_client", "set_client"]
+__all__ = [
+    "API_PREFIX",
+    "INLINE_BLOB",
+    "TERMINAL",
+    "Client",
+    "IddsError",
+    "Listener",
+    "PushChannel",
+    "Transport",
+    "find_server",
+    "get_client",
+    "set_client",
+]

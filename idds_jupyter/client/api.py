@@ -28,8 +28,9 @@ INLINE_BLOB = 256 * 1024  # blobs up to this size ride along with a submission
 class Client:
     """REST client of one iDDS service, with a lazily started push channel."""
 
-    def __init__(self, url: str | None = None, token: str | None = None,
-                 timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = 60.0
+    ) -> None:
         if url is None:
             url, found_token = find_server()
             token = found_token if token is None else token
@@ -61,8 +62,13 @@ class Client:
         return resp.json()
 
     # ------------------------------------------------------------------ runs
-    def submit(self, template: Mapping[str, Any], params: Mapping[str, Any] | None = None,
-               open: bool = False, **extra: Any) -> int:
+    def submit(
+        self,
+        template: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+        open: bool = False,
+        **extra: Any,
+    ) -> int:
         """Submit a workflow template; returns the new workflow id."""
         blobs: dict[str, bytes] | None = extra.pop("blobs", None)
         body: dict[str, Any] = {"template": dict(template), "params": dict(params or {})}
@@ -76,11 +82,14 @@ class Client:
             self.uploaded.update(blobs)
         return wid
 
-    def submit_faat(self, body_sha: str, args_sha: str, name: str,
-                    params: Mapping[str, Any] | None = None) -> int:
+    def submit_faat(
+        self, body_sha: str, args_sha: str, name: str, params: Mapping[str, Any] | None = None
+    ) -> int:
         """Submit a FaaT workflow whose body runs on the server (``where="server"``)."""
-        req = {"faat": {"body": body_sha, "args": args_sha, "name": name},
-               "params": dict(params or {})}
+        req = {
+            "faat": {"body": body_sha, "args": args_sha, "name": name},
+            "params": dict(params or {}),
+        }
         return int(self._json("POST", "requests", req)["id"])
 
     def status(self, workflow_id: int, works: bool = True) -> dict[str, Any]:
@@ -103,8 +112,9 @@ class Client:
         """Run the failed jobs of a run again."""
         return dict(self._json("POST", f"requests/{int(workflow_id)}/retry", {}))
 
-    def add_works(self, workflow_id: int, works: list[dict[str, Any]],
-                  blobs: dict[str, bytes] | None = None) -> list[str]:
+    def add_works(
+        self, workflow_id: int, works: list[dict[str, Any]], blobs: dict[str, bytes] | None = None
+    ) -> list[str]:
         """Add works to a running run (``blobs``: payloads they reference by sha256); returns their names."""
         body: dict[str, Any] = {"works": works}
         if blobs:
@@ -114,8 +124,15 @@ class Client:
             self.uploaded.update(blobs)
         return list(out.get("names", [w.get("name") for w in works]))
 
-    def close(self, workflow_id: int, *, result: Any = None, result_blob: str | None = None,
-              error: str | None = None, traceback: str | None = None) -> dict[str, Any]:
+    def close(
+        self,
+        workflow_id: int,
+        *,
+        result: Any = None,
+        result_blob: str | None = None,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> dict[str, Any]:
         """End the body of an open workflow (it finishes when its works are done)."""
         body: dict[str, Any] = {}
         if result is not None:
@@ -128,14 +145,18 @@ class Client:
             body["traceback"] = traceback
         return dict(self._json("POST", f"requests/{int(workflow_id)}/close", body) or {})
 
-    def work_results(self, workflow_id: int, work: str, offset: int = 0,
-                     limit: int | None = None) -> list[dict[str, Any]]:
+    def work_results(
+        self, workflow_id: int, work: str, offset: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Job results of one work, in job order (all of them when ``limit`` is None)."""
         out: list[dict[str, Any]] = []
         page = limit or 5000
         while True:
-            got = self._json("GET", f"requests/{int(workflow_id)}/works/{work}/results",
-                             params={"offset": offset, "limit": page})["results"]
+            got = self._json(
+                "GET",
+                f"requests/{int(workflow_id)}/works/{work}/results",
+                params={"offset": offset, "limit": page},
+            )["results"]
             out.extend(got)
             if limit is not None or len(got) < page:
                 return out
@@ -145,22 +166,32 @@ class Client:
         """A run's summary: status, job counts by status, timings."""
         return dict(self._json("GET", f"monitor/{int(workflow_id)}"))
 
-    def provenance(self, workflow_id: int, work: str | None = None,
-                   idx: int | None = None) -> dict[str, Any]:
+    def provenance(
+        self, workflow_id: int, work: str | None = None, idx: int | None = None
+    ) -> dict[str, Any]:
         """One job's provenance and lineage (``work`` and ``idx``), else the whole run's.
 
         The whole run's: every recorded job (paged through), environments, links and
         per-work counts.
         """
         if work is not None:
-            return dict(self._json(
-                "GET", f"monitor/{int(workflow_id)}/works/{quote(work, safe='')}/jobs/"
-                       f"{int(idx or 0)}/provenance"))
+            return dict(
+                self._json(
+                    "GET",
+                    f"monitor/{int(workflow_id)}/works/{quote(work, safe='')}/jobs/"
+                    f"{int(idx or 0)}/provenance",
+                )
+            )
         out: dict[str, Any] = {}
         offset = 0
         while True:
-            page = dict(self._json("GET", f"monitor/{int(workflow_id)}/provenance",
-                                   params={"offset": offset, "limit": 5000}))
+            page = dict(
+                self._json(
+                    "GET",
+                    f"monitor/{int(workflow_id)}/provenance",
+                    params={"offset": offset, "limit": 5000},
+                )
+            )
             if not out:
                 out = page
             else:
@@ -174,21 +205,37 @@ class Client:
 
     def rerun(self, workflow_id: int, failed: bool = True, changed: bool = False) -> int:
         """A new run of a run's template, every work memoized (see ``POST requests/{id}/rerun``)."""
-        return int(self._json("POST", f"requests/{int(workflow_id)}/rerun",
-                              {"failed": bool(failed), "changed": bool(changed)})["id"])
+        return int(
+            self._json(
+                "POST",
+                f"requests/{int(workflow_id)}/rerun",
+                {"failed": bool(failed), "changed": bool(changed)},
+            )["id"]
+        )
 
     def dag(self, workflow_id: int) -> dict[str, Any]:
         """Work instances (nodes, with job counts) and dependency/branch edges of a run."""
         return dict(self._json("GET", f"monitor/{int(workflow_id)}/dag"))
 
-    def jobs(self, workflow_id: int, work: str, offset: int = 0, limit: int = 100,
-             status: str | None = None) -> dict[str, Any]:
+    def jobs(
+        self,
+        workflow_id: int,
+        work: str,
+        offset: int = 0,
+        limit: int = 100,
+        status: str | None = None,
+    ) -> dict[str, Any]:
         """A page of the jobs of one work of a run, optionally only those in ``status``."""
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if status:
             params["status"] = status
-        return dict(self._json("GET", f"monitor/{int(workflow_id)}/works/{quote(work, safe='')}/jobs",
-                               params=params))
+        return dict(
+            self._json(
+                "GET",
+                f"monitor/{int(workflow_id)}/works/{quote(work, safe='')}/jobs",
+                params=params,
+            )
+        )
 
     def log(self, job_id: int, tail: int | None = None) -> str:
         """A job's output (the last ``tail`` lines when given)."""
@@ -200,7 +247,9 @@ class Client:
         return dict(self._json("GET", "auth/whoami"))
 
     # --------------------------------------------------------------- catalog
-    def add_dataset(self, name: str, files: list[Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    def add_dataset(
+        self, name: str, files: list[Any], meta: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Register a dataset (its files, optional metadata) in the catalog."""
         body: dict[str, Any] = {"name": name, "files": list(files)}
         if meta:
@@ -217,7 +266,9 @@ class Client:
 
     def mark_available(self, name: str, files: list[str] | None = None) -> int:
         """Files of a dataset are staged: jobs waiting on them are released; returns how many."""
-        res = self._json("POST", f"catalog/datasets/{quote(name, safe='')}/available", {"files": files})
+        res = self._json(
+            "POST", f"catalog/datasets/{quote(name, safe='')}/available", {"files": files}
+        )
         return int(res["released"])
 
     # ----------------------------------------------------------------- cache
@@ -243,8 +294,9 @@ class Client:
         """The cache's size, limit and number of blobs."""
         return dict(self._json("GET", "cache"))
 
-    def upload(self, data: bytes, sha: str | None = None,
-               defer: dict[str, bytes] | None = None) -> str:
+    def upload(
+        self, data: bytes, sha: str | None = None, defer: dict[str, bytes] | None = None
+    ) -> str:
         """Make sure the server has ``data``; returns its sha256. One upload per unique blob.
 
         Digests known to be on the server are remembered; large blobs are checked
@@ -270,9 +322,9 @@ class Client:
         """The URL of the server's live event stream (websocket)."""
         base = self.url
         if base.startswith("https://"):
-            base = "wss://" + base[len("https://"):]
+            base = "wss://" + base[len("https://") :]
         elif base.startswith("http://"):
-            base = "ws://" + base[len("http://"):]
+            base = "ws://" + base[len("http://") :]
         from urllib.parse import quote
 
         return f"{base}{API_PREFIX}stream?token={quote(self.token)}"
@@ -294,9 +346,12 @@ class Client:
         """Call ``listener(message)`` (in the push thread) for every pushed message."""
         return self.push.add_listener(listener)
 
-    def wait_event(self, predicate: Callable[[dict[str, Any]], bool],
-                   timeout: float | None = None,
-                   check: Callable[[], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    def wait_event(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float | None = None,
+        check: Callable[[], dict[str, Any] | None] | None = None,
+    ) -> dict[str, Any]:
         """Block until a pushed message satisfies ``predicate``; returns it.
 
         ``check`` is called after subscribing (and after every reconnection): if it
@@ -309,8 +364,9 @@ class Client:
         """Block until the workflow is terminal (pushed ``workflow.terminal``); returns its status."""
         return str(self._wait_terminal(workflow_id, timeout).get("status"))
 
-    def wait_run(self, workflow_id: int, timeout: float | None = None
-                 ) -> tuple[str, dict[str, Any] | None]:
+    def wait_run(
+        self, workflow_id: int, timeout: float | None = None
+    ) -> tuple[str, dict[str, Any] | None]:
         """Block until the workflow is terminal.
 
         Returns its status, and its :meth:`status` (``works=False``) when the wait read it
@@ -335,14 +391,17 @@ class Client:
             if str(m.get("key")) != key:
                 return False
             return m.get("type") == "workflow.terminal" or (
-                m.get("type") == "workflow.dirty" and m.get("status") in (None, *TERMINAL))
+                m.get("type") == "workflow.dirty" and m.get("status") in (None, *TERMINAL)
+            )
 
         while True:  # every wait checks the status once after subscribing (no lost event)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 msg = self.wait_event(match, left, check)
             except TimeoutError:
-                raise TimeoutError(f"workflow {workflow_id} not finished after {timeout} s") from None
+                raise TimeoutError(
+                    f"workflow {workflow_id} not finished after {timeout} s"
+                ) from None
             if msg.get("type") != "workflow.dirty":
                 return msg
 

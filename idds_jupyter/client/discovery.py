@@ -47,13 +47,19 @@ def find_server(runtime_dir: str | None = None) -> tuple[str, str]:
     if url:
         token = os.environ.get("IDDS_TOKEN")
         if token is None:
-            raise IddsError(0, "IDDS_URL is set but IDDS_TOKEN is not: set both, or neither to use "
-                               "the connection file of a running server")
+            raise IddsError(
+                0,
+                "IDDS_URL is set but IDDS_TOKEN is not: set both, or neither to use "
+                "the connection file of a running server",
+            )
         return url, token
     rdir = runtime_dir or _runtime_dir()
     if rdir is None:
-        raise IddsError(0, "no iDDS server: IDDS_URL/IDDS_TOKEN are not set and jupyter_core is "
-                           "not installed to find a connection file")
+        raise IddsError(
+            0,
+            "no iDDS server: IDDS_URL/IDDS_TOKEN are not set and jupyter_core is "
+            "not installed to find a connection file",
+        )
     files = sorted(glob.glob(os.path.join(rdir, "idds-*.json")), key=_mtime, reverse=True)
     stale = 0
     for path in files:
@@ -68,9 +74,12 @@ def find_server(runtime_dir: str | None = None) -> tuple[str, str]:
         if info.get("url") and info.get("token") is not None:
             return str(info["url"]), str(info["token"])
     extra = f" ({stale} stale file(s) of stopped servers)" if stale else ""
-    raise IddsError(0, f"no iDDS server: IDDS_URL/IDDS_TOKEN are not set and no connection file "
-                       f"idds-*.json of a running server is in {rdir}{extra}; start one with "
-                       f"'idds-jupyter serve' or 'jupyter lab'")
+    raise IddsError(
+        0,
+        f"no iDDS server: IDDS_URL/IDDS_TOKEN are not set and no connection file "
+        f"idds-*.json of a running server is in {rdir}{extra}; start one with "
+        f"'idds-jupyter serve' or 'jupyter lab'",
+    )
 
 
 def _mtime(path: str) -> float:

@@ -68,8 +68,11 @@ class PushChannel:
         self._thread.start()
         if not self.connected.wait(self.CONNECT_TIMEOUT if timeout is None else timeout):
             self.stop()
-            raise IddsError(0, f"cannot open the result stream {self.client.ws_url.split('?')[0]}: "
-                               f"{self.last_error or 'timed out'}")
+            raise IddsError(
+                0,
+                f"cannot open the result stream {self.client.ws_url.split('?')[0]}: "
+                f"{self.last_error or 'timed out'}",
+            )
 
     def stop(self) -> None:
         """Close the stream and stop its thread."""
@@ -103,8 +106,12 @@ class PushChannel:
 
         return remove
 
-    def wait_event(self, predicate: Callable[[dict[str, Any]], bool], timeout: float | None = None,
-                   check: Callable[[], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    def wait_event(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float | None = None,
+        check: Callable[[], dict[str, Any] | None] | None = None,
+    ) -> dict[str, Any]:
         """Wait for the first event that ``predicate`` accepts, and return it.
 
         ``check`` (optional) reads the state from the server, for an event that came before
@@ -116,6 +123,7 @@ class PushChannel:
         remove_hook: Callable[[], None] | None = None
         try:
             if check is not None:
+
                 def recheck() -> None:
                     got = check()
                     if got is not None and w.message is None:
@@ -157,10 +165,15 @@ class PushChannel:
         first = True
         while not self._stopping:
             try:
-                req = HTTPRequest(self.client.ws_url, connect_timeout=10, request_timeout=None,
-                                  headers={"Authorization": f"Bearer {self.client.token}"})
-                conn = await websocket_connect(req, ping_interval=20, ping_timeout=20,
-                                               max_message_size=1 << 30)
+                req = HTTPRequest(
+                    self.client.ws_url,
+                    connect_timeout=10,
+                    request_timeout=None,
+                    headers={"Authorization": f"Bearer {self.client.token}"},
+                )
+                conn = await websocket_connect(
+                    req, ping_interval=20, ping_timeout=20, max_message_size=1 << 30
+                )
                 self._conn = conn
                 if self._stopping:
                     conn.close()
@@ -177,7 +190,9 @@ class PushChannel:
                     except TimeoutError:
                         raw, msg = "", {"type": "subscribed"}  # a service that sends no ack
                     if raw is None:
-                        self.last_error = f"stream closed ({conn.close_code} {conn.close_reason or ''})".strip()
+                        self.last_error = (
+                            f"stream closed ({conn.close_code} {conn.close_reason or ''})".strip()
+                        )
                         break
                     if raw:
                         try:

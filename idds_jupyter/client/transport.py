@@ -69,10 +69,17 @@ class Transport:
             time.sleep(pause)
             waited += pause
 
-    def _request_once(self, method: str, path: str, *, json_body: Any = None,
-                      data: bytes | None = None, params: Mapping[str, Any] | None = None,
-                      ok: Iterable[int] = (200, 201, 204),
-                      headers: Mapping[str, str] | None = None) -> Any:
+    def _request_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        ok: Iterable[int] = (200, 201, 204),
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         import http.client
 
         body = data
@@ -89,8 +96,9 @@ class Transport:
         except http.client.HTTPException as exc:
             raise IddsError(0, f"{method} {self.api}{path.lstrip('/')}: {exc!r}") from None
         if resp.status_code not in tuple(ok):
-            raise IddsError(resp.status_code, _error_message(resp, method, path),
-                            _retry_after(resp))
+            raise IddsError(
+                resp.status_code, _error_message(resp, method, path), _retry_after(resp)
+            )
         return resp
 
     def close(self) -> None:
@@ -103,7 +111,9 @@ class Transport:
 class _Response:
     """What callers read of a response (the names ``requests`` uses)."""
 
-    def __init__(self, status: int, reason: str, headers: Mapping[str, str], content: bytes) -> None:
+    def __init__(
+        self, status: int, reason: str, headers: Mapping[str, str], content: bytes
+    ) -> None:
         self.status_code = status
         self.reason = reason
         self.headers = headers
@@ -120,9 +130,23 @@ class _Response:
 class _Connection:
     """One keep-alive ``http.client`` connection to the service: direct, or through a proxy."""
 
-    def __init__(self, scheme: str, host: str, port: int, base: str, token: str, timeout: float,
-                 proxy: Any = None) -> None:
-        self.scheme, self.host, self.port, self.base, self.timeout = scheme, host, port, base, timeout
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        base: str,
+        token: str,
+        timeout: float,
+        proxy: Any = None,
+    ) -> None:
+        self.scheme, self.host, self.port, self.base, self.timeout = (
+            scheme,
+            host,
+            port,
+            base,
+            timeout,
+        )
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.proxy = proxy  # urlsplit() of the proxy's URL, or None
         self.proxy_auth: dict[str, str] = {}
@@ -144,8 +168,11 @@ class _Connection:
         if proxy_url and not proxy_bypass(u.hostname):
             proxy = urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
             if proxy.scheme != "http" or not proxy.hostname:
-                raise IddsError(0, f"unsupported proxy {proxy_url!r} for {u.hostname} "
-                                   "(an http:// proxy is needed; or list the host in no_proxy)")
+                raise IddsError(
+                    0,
+                    f"unsupported proxy {proxy_url!r} for {u.hostname} "
+                    "(an http:// proxy is needed; or list the host in no_proxy)",
+                )
         port = u.port or (443 if u.scheme == "https" else 80)
         return cls(u.scheme, u.hostname, port, u.path, token, timeout, proxy)
 
@@ -155,18 +182,27 @@ class _Connection:
         if self.scheme == "http":
             if self.proxy is None:
                 return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            return http.client.HTTPConnection(self.proxy.hostname, self.proxy.port or 80,
-                                              timeout=self.timeout)
+            return http.client.HTTPConnection(
+                self.proxy.hostname, self.proxy.port or 80, timeout=self.timeout
+            )
         if self.proxy is None:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                               context=_tls_context())
-        conn = http.client.HTTPSConnection(self.proxy.hostname, self.proxy.port or 80,
-                                           timeout=self.timeout, context=_tls_context())
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=_tls_context()
+            )
+        conn = http.client.HTTPSConnection(
+            self.proxy.hostname, self.proxy.port or 80, timeout=self.timeout, context=_tls_context()
+        )
         conn.set_tunnel(self.host, self.port, headers=self.proxy_auth)
         return conn
 
-    def request(self, method: str, path: str, body: bytes | None,
-                params: Mapping[str, Any] | None, headers: dict[str, str]) -> _Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+    ) -> _Response:
         import http.client
         import ssl
 
@@ -185,8 +221,13 @@ class _Connection:
                 self.conn.request(method, target, body=body, headers=hdrs)
                 r = self.conn.getresponse()
                 content = r.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-                    ssl.SSLEOFError, ssl.SSLZeroReturnError):  # closed without a word (TLS too)
+            except (
+                http.client.RemoteDisconnected,
+                ConnectionResetError,
+                BrokenPipeError,
+                ssl.SSLEOFError,
+                ssl.SSLZeroReturnError,
+            ):  # closed without a word (TLS too)
                 self.close()
                 if fresh or attempt:  # a reused connection the server had closed: once more
                     raise
@@ -210,8 +251,11 @@ def _tls_context() -> Any:
     """Verification against the CA bundle the environment names, else certifi's, else the system's."""
     import ssl
 
-    ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
+    ca = (
+        os.environ.get("REQUESTS_CA_BUNDLE")
+        or os.environ.get("CURL_CA_BUNDLE")
         or os.environ.get("SSL_CERT_FILE")
+    )
     if ca and os.path.isdir(ca):
         return ssl.create_default_context(capath=ca)
     if not ca:

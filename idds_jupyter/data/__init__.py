@@ -11,5 +11,11 @@ from idds_jupyter.data.carousel import (
 )
 from idds_jupyter.data.rubin import rubin_dag
 
-__all__ = ["CarouselResult", "StagingSource", "TapeStaging", "process_file", "rubin_dag",
-           "run_carousel"]
+__all__ = [
+    "CarouselResult",
+    "StagingSource",
+    "TapeStaging",
+    "process_file",
+    "rubin_dag",
+    "run_carousel",
+]

@@ -31,8 +31,9 @@ from typing import Any
 __all__ = ["TapeStaging", "StagingSource", "CarouselResult", "run_carousel", "process_file"]
 
 
-def process_file(path: str | None = None, seconds: float = 0.1, file: str | None = None,
-                 **_: Any) -> dict[str, Any]:
+def process_file(
+    path: str | None = None, seconds: float = 0.1, file: str | None = None, **_: Any
+) -> dict[str, Any]:
     """The demo processing of one file (runs on workers): takes ``seconds``."""
     time.sleep(float(seconds))
     return {"path": path or file, "seconds": seconds}
@@ -52,8 +53,10 @@ class TapeStaging:
 
     def __post_init__(self) -> None:
         if self.latency_s < 0 or self.throughput <= 0:
-            raise ValueError(f"latency_s must be >= 0 and throughput > 0, got "
-                             f"{self.latency_s} and {self.throughput}")
+            raise ValueError(
+                f"latency_s must be >= 0 and throughput > 0, got "
+                f"{self.latency_s} and {self.throughput}"
+            )
 
     def schedule(self, n: int) -> list[float]:
         """When each of ``n`` files is on disk, in seconds from the start of staging."""
@@ -85,7 +88,9 @@ class StagingSource:
         self.started_at: float | None = None
         self.done = threading.Event()
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"idds-staging-{dataset}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"idds-staging-{dataset}", daemon=True
+        )
 
     def start(self, t0: float | None = None) -> StagingSource:
         """Start staging (at ``t0``, by default now) in a background thread."""
@@ -139,10 +144,15 @@ class CarouselResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict."""
-        return {"mode": self.mode, "workflow_id": self.workflow_id, "n_files": self.n_files,
-                "time_to_first_job_s": round(self.time_to_first_job, 3),
-                "total_time_s": round(self.total_time, 3), "staging_time_s": round(self.staging_time, 3),
-                "peak_staged_unprocessed": self.peak_unprocessed}
+        return {
+            "mode": self.mode,
+            "workflow_id": self.workflow_id,
+            "n_files": self.n_files,
+            "time_to_first_job_s": round(self.time_to_first_job, 3),
+            "total_time_s": round(self.total_time, 3),
+            "staging_time_s": round(self.staging_time, 3),
+            "peak_staged_unprocessed": self.peak_unprocessed,
+        }
 
 
 def _all_jobs(client: Any, wid: int, work: str) -> list[dict[str, Any]]:
@@ -154,18 +164,32 @@ def _all_jobs(client: Any, wid: int, work: str) -> list[dict[str, Any]]:
             return out
 
 
-def run_carousel(client: Any, files: Sequence[str], tape: TapeStaging, mode: str = "file",
-                 process_s: float = 0.1, dataset: str | None = None,
-                 function: str = "idds_jupyter.data.carousel:process_file",
-                 timeout: float = 600.0) -> CarouselResult:
+def run_carousel(
+    client: Any,
+    files: Sequence[str],
+    tape: TapeStaging,
+    mode: str = "file",
+    process_s: float = 0.1,
+    dataset: str | None = None,
+    function: str = "idds_jupyter.data.carousel:process_file",
+    timeout: float = 600.0,
+) -> CarouselResult:
     """Stage ``files`` with ``tape`` and process them file by file or as a whole dataset."""
     if mode not in ("file", "dataset"):
         raise ValueError(f"mode must be 'file' or 'dataset', got {mode!r}")
     name = dataset or f"tape:{mode}-{time.time_ns()}"
     client.add_dataset(name, list(files))
-    template = {"name": f"carousel-{mode}", "works": [
-        {"name": "process", "function": function, "input_dataset": name,
-         "parameters": {"path": "{file}", "seconds": process_s}}]}
+    template = {
+        "name": f"carousel-{mode}",
+        "works": [
+            {
+                "name": "process",
+                "function": function,
+                "input_dataset": name,
+                "parameters": {"path": "{file}", "seconds": process_s},
+            }
+        ],
+    }
     source = StagingSource(client, name, files, tape)
     wid = None
     if mode == "file":  # bound to the dataset before anything is staged
@@ -181,8 +205,10 @@ def run_carousel(client: Any, files: Sequence[str], tape: TapeStaging, mode: str
     source.wait(timeout)
     if status != "finished":
         st = client.status(wid)
-        raise RuntimeError(f"carousel run {wid} ended {status}: {st.get('error')} "
-                           f"{[(w['name'], w.get('reason'), w.get('jobs')) for w in st['works']]}")
+        raise RuntimeError(
+            f"carousel run {wid} ended {status}: {st.get('error')} "
+            f"{[(w['name'], w.get('reason'), w.get('jobs')) for w in st['works']]}"
+        )
     jobs = _all_jobs(client, wid, "process")
     starts = [j["started_at"] for j in jobs if j.get("started_at")]
     ends = sorted(j["finished_at"] for j in jobs if j.get("finished_at"))
@@ -193,10 +219,16 @@ def run_carousel(client: Any, files: Sequence[str], tape: TapeStaging, mode: str
         n += d
         peak = max(peak, n)
         timeline.append((t, n))
-    return CarouselResult(mode=mode, workflow_id=wid, n_files=len(files),
-                          time_to_first_job=min(starts) - t0, total_time=max(ends) - t0,
-                          staging_time=max(source.staged_at.values()) - t0, peak_unprocessed=peak,
-                          timeline=timeline)
+    return CarouselResult(
+        mode=mode,
+        workflow_id=wid,
+        n_files=len(files),
+        time_to_first_job=min(starts) - t0,
+        total_time=max(ends) - t0,
+        staging_time=max(source.staged_at.values()) - t0,
+        peak_unprocessed=peak,
+        timeline=timeline,
+    )
 
 
 def _wait_jobs_created(client: Any, wid: int, n: int, timeout: float) -> None:

@@ -49,13 +49,25 @@ def _fan_out(n_child: int, n_parent: int) -> list[list[int]]:
     return [[c * n_parent // n_child] for c in range(n_child)]
 
 
-def rubin_dag(n_jobs: int = 10_000, shape: str = "pipeline", function: str = NOOP,
-              parameters: dict[str, Any] | None = None, name: str = "rubin",
-              levels: int = 5, fan_in: int = 2) -> Workflow:
+def rubin_dag(
+    n_jobs: int = 10_000,
+    shape: str = "pipeline",
+    function: str = NOOP,
+    parameters: dict[str, Any] | None = None,
+    name: str = "rubin",
+    levels: int = 5,
+    fan_in: int = 2,
+) -> Workflow:
     """A job-level DAG of exactly ``n_jobs`` jobs (``shape``: ``"pipeline"`` or ``"layered"``)."""
     if shape == "layered":
-        return layered_dag(n_jobs, levels=levels, function=function, parameters=parameters,
-                           fan_in=fan_in, name=name)
+        return layered_dag(
+            n_jobs,
+            levels=levels,
+            function=function,
+            parameters=parameters,
+            fan_in=fan_in,
+            name=name,
+        )
     if shape != "pipeline":
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     v = max(16, int(n_jobs / (sum(_RATIOS) + 1 / 16)))
@@ -77,7 +89,10 @@ def rubin_dag(n_jobs: int = 10_000, shape: str = "pipeline", function: str = NOO
         work("makeWarp", warp, [JobDep("calibrate", "explicit", map=_fan_in(warp, calib, 4))]),
         work("assembleCoadd", coadd, [JobDep("makeWarp", "explicit", map=_fan_in(coadd, warp, 4))]),
         work("detection", det, [JobDep("assembleCoadd", "explicit", map=_fan_out(det, coadd))]),
-        work("mergeDetections", merge,
-             [JobDep("detection", "explicit", map=_fan_in(merge, det, max(1, -(-det // merge))))]),
+        work(
+            "mergeDetections",
+            merge,
+            [JobDep("detection", "explicit", map=_fan_in(merge, det, max(1, -(-det // merge))))],
+        ),
     ]
     return Workflow(name=name, works=works)

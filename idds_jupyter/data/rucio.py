@@ -44,8 +44,22 @@ from idds_jupyter.data.stomp import StompListener, StompNotifier, hermes_message
 
 log = logging.getLogger("idds_jupyter.data.rucio")
 
-__all__ = ["SCHEME", "CatalogSink", "RestSink", "RucioSettings", "RucioSource", "RucioWatcher", "StompListener", "StompNotifier", "hermes_message",
-           "is_rucio", "parse_rucio", "pfn_path", "process_pfn", "rucio_client"]
+__all__ = [
+    "SCHEME",
+    "CatalogSink",
+    "RestSink",
+    "RucioSettings",
+    "RucioSource",
+    "RucioWatcher",
+    "StompListener",
+    "StompNotifier",
+    "hermes_message",
+    "is_rucio",
+    "parse_rucio",
+    "pfn_path",
+    "process_pfn",
+    "rucio_client",
+]
 
 SCHEME = "rucio://"
 INSTALL_HINT = "pip install 'idds-jupyter[rucio]'"
@@ -60,7 +74,7 @@ def parse_rucio(uri: str) -> tuple[str, str]:
     """``rucio://SCOPE:NAME`` -> ``(SCOPE, NAME)``; a clear ``ValueError`` otherwise."""
     if not is_rucio(uri):
         raise ValueError(f"not a Rucio dataset {uri!r}: expected rucio://SCOPE:NAME")
-    scope, sep, name = uri[len(SCHEME):].partition(":")
+    scope, sep, name = uri[len(SCHEME) :].partition(":")
     if not sep or not scope or not name or "/" in scope:
         raise ValueError(f"bad Rucio dataset {uri!r}: expected rucio://SCOPE:NAME")
     return scope, name
@@ -70,7 +84,7 @@ def pfn_path(pfn: str) -> str:
     """The local path of a ``file://`` PFN (``file://localhost/data/x`` -> ``/data/x``);
     any other string is returned as it is."""
     if pfn.startswith("file://"):
-        rest = pfn[len("file://"):]
+        rest = pfn[len("file://") :]
         return "/" + rest.split("/", 1)[1] if not rest.startswith("/") else rest
     return pfn
 
@@ -131,7 +145,9 @@ def rucio_client(settings: RucioSettings) -> Any:
     try:
         from rucio.client import Client
     except ImportError as exc:  # pragma: no cover - the extra is missing
-        raise ModuleNotFoundError(f"the Rucio data source needs rucio-clients: {INSTALL_HINT}") from exc
+        raise ModuleNotFoundError(
+            f"the Rucio data source needs rucio-clients: {INSTALL_HINT}"
+        ) from exc
     creds: dict[str, Any] = {}
     if settings.auth_type == "userpass":
         creds = {"username": settings.username, "password": settings.password}
@@ -139,8 +155,11 @@ def rucio_client(settings: RucioSettings) -> Any:
         creds = {"client_cert": settings.client_cert, "client_key": settings.client_key}
     elif settings.auth_type == "x509_proxy":
         creds = {"client_proxy": settings.x509_proxy}
-    kw: dict[str, Any] = {"auth_type": settings.auth_type, "account": settings.account,
-                          "logger": logging.getLogger("idds_jupyter.data.rucio.client")}
+    kw: dict[str, Any] = {
+        "auth_type": settings.auth_type,
+        "account": settings.account,
+        "logger": logging.getLogger("idds_jupyter.data.rucio.client"),
+    }
     if settings.host:
         kw["rucio_host"] = settings.host
         kw["auth_host"] = settings.auth_host or settings.host
@@ -168,7 +187,9 @@ class RestSink:
         return f"catalog/datasets/{quote(name, safe='')}/{suffix}"
 
     def add_dataset(self, name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-        self.client.request("POST", "catalog/datasets", json_body={"name": name, "files": rows, "meta": meta})
+        self.client.request(
+            "POST", "catalog/datasets", json_body={"name": name, "files": rows, "meta": meta}
+        )
 
     def mark_available(self, name: str, names: list[str]) -> int:
         res = self.client.request("POST", self._path(name, "available"), json_body={"files": names})
@@ -205,7 +226,9 @@ class CatalogSink:
 
         out = self.catalog.set_staging(name, names, state, error)
         if out.failed:
-            self.publish(outcome_events(out.terminal_works, out.dirty_workflows, out.ended_workflows))
+            self.publish(
+                outcome_events(out.terminal_works, out.dirty_workflows, out.ended_workflows)
+            )
         return int(out.failed)
 
 
@@ -238,8 +261,14 @@ class RucioSource:
     on its own.
     """
 
-    def __init__(self, client: Any, dataset: str, settings: RucioSettings | None = None,
-                 rucio: Any = None, until_done: bool = False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        dataset: str,
+        settings: RucioSettings | None = None,
+        rucio: Any = None,
+        until_done: bool = False,
+    ) -> None:
         """``client``: an iDDS :class:`~idds_jupyter.client.Client` (or a sink:
         :class:`RestSink`, :class:`CatalogSink`); ``until_done``: the loop ends once every
         file is available."""
@@ -284,16 +313,28 @@ class RucioSource:
         dids = [f"{f['scope']}:{f['name']}" for f in listed]
         pfns: dict[str, str] = {}
         for i in range(0, len(dids), 500):
-            pfns.update(self.rucio.lfns2pfns(dest, dids[i:i + 500], operation="read", scheme=s.scheme))
+            pfns.update(
+                self.rucio.lfns2pfns(dest, dids[i : i + 500], operation="read", scheme=s.scheme)
+            )
         with self._lock:
             for f, did in zip(listed, dids, strict=True):
                 if did not in self.files:
                     self.files[did] = _File(did=did, pfn=pfns[did], size=f.get("bytes"))
                     self._by_pfn[pfns[did]] = did
-        rows = [{"name": self.files[d].pfn, "size": self.files[d].size,
-                 "meta": {"did": d, "rse": dest}} for d in dids]
-        self.sink.add_dataset(self.uri, rows, {"source": "rucio", "scope": self.scope,
-                                               "name": self.name, "rse_expression": s.rse_expression})
+        rows = [
+            {"name": self.files[d].pfn, "size": self.files[d].size, "meta": {"did": d, "rse": dest}}
+            for d in dids
+        ]
+        self.sink.add_dataset(
+            self.uri,
+            rows,
+            {
+                "source": "rucio",
+                "scope": self.scope,
+                "name": self.name,
+                "rse_expression": s.rse_expression,
+            },
+        )
         return len(rows)
 
     def ensure_rule(self) -> str:
@@ -306,14 +347,23 @@ class RucioSource:
                 self.rule_id = str(rule["id"])
                 log.info("adopted rule %s of %s:%s", self.rule_id, self.scope, self.name)
                 return self.rule_id
-        kw: dict[str, Any] = {"lifetime": s.lifetime, "activity": s.activity, "grouping": s.grouping,
-                              "notify": "Y", "source_replica_expression": s.source_replica_expression}
-        ids = self.rucio.add_replication_rule([{"scope": self.scope, "name": self.name}], 1,
-                                              s.rse_expression,
-                                              **{k: v for k, v in kw.items() if v is not None})
+        kw: dict[str, Any] = {
+            "lifetime": s.lifetime,
+            "activity": s.activity,
+            "grouping": s.grouping,
+            "notify": "Y",
+            "source_replica_expression": s.source_replica_expression,
+        }
+        ids = self.rucio.add_replication_rule(
+            [{"scope": self.scope, "name": self.name}],
+            1,
+            s.rse_expression,
+            **{k: v for k, v in kw.items() if v is not None},
+        )
         self.rule_id = str(ids[0])
-        log.info("created rule %s of %s:%s to %s", self.rule_id, self.scope, self.name,
-                 s.rse_expression)
+        log.info(
+            "created rule %s of %s:%s to %s", self.rule_id, self.scope, self.name, s.rse_expression
+        )
         return self.rule_id
 
     # ------------------------------------------------------------------ learning of files
@@ -350,8 +400,12 @@ class RucioSource:
             rse = payload.get("dst-rse")
             if did in self.files and (rse is None or rse in self.dest_rses):
                 self._mark_available([did], via="message")
-        elif (event_type in ("rule_ok", "rule_progress", "transfer-failed", "transfer-submission_failed")
-              and payload.get("rule_id") in (None, self.rule_id)):
+        elif event_type in (
+            "rule_ok",
+            "rule_progress",
+            "transfer-failed",
+            "transfer-submission_failed",
+        ) and payload.get("rule_id") in (None, self.rule_id):
             self._wake.set()
 
     def poll(self) -> PollResult:
@@ -383,8 +437,12 @@ class RucioSource:
             for d in stuck:
                 if self.files[d].stuck_since is None:
                     self.files[d].stuck_since = now
-            too_long = [d for d in stuck if self.files[d].state != "failed"
-                        and now - (self.files[d].stuck_since or now) >= self.settings.stuck_after]
+            too_long = [
+                d
+                for d in stuck
+                if self.files[d].state != "failed"
+                and now - (self.files[d].stuck_since or now) >= self.settings.stuck_after
+            ]
         self._set_state(newly_stuck, "stuck")
         if too_long:
             err = self._stuck_error(too_long)
@@ -397,15 +455,19 @@ class RucioSource:
         detail = ""
         try:
             rule = self.rucio.get_replication_rule(self.rule_id)
-            detail = (f"; rule {self.rule_id} is {rule.get('state')}"
-                      f" ({rule.get('error') or 'no error text'}), locks OK/REPLICATING/STUCK "
-                      f"{rule.get('locks_ok_cnt')}/{rule.get('locks_replicating_cnt')}/"
-                      f"{rule.get('locks_stuck_cnt')}")
+            detail = (
+                f"; rule {self.rule_id} is {rule.get('state')}"
+                f" ({rule.get('error') or 'no error text'}), locks OK/REPLICATING/STUCK "
+                f"{rule.get('locks_ok_cnt')}/{rule.get('locks_replicating_cnt')}/"
+                f"{rule.get('locks_stuck_cnt')}"
+            )
         except Exception as exc:
             detail = f"; rule {self.rule_id}: {exc}"
         shown = ", ".join(dids[:5]) + (f" and {len(dids) - 5} more" if len(dids) > 5 else "")
-        return (f"Rucio replica lock STUCK at {'/'.join(sorted(self.dest_rses))} for more than "
-                f"{self.settings.stuck_after:g} s: {shown}{detail}")
+        return (
+            f"Rucio replica lock STUCK at {'/'.join(sorted(self.dest_rses))} for more than "
+            f"{self.settings.stuck_after:g} s: {shown}{detail}"
+        )
 
     # ------------------------------------------------------------------ the loop
     def start(self) -> RucioSource:
@@ -414,10 +476,18 @@ class RucioSource:
         self.ensure_rule()
         s = self.settings
         if s.stomp_brokers:
-            self.listener = StompListener(s.stomp_brokers, s.stomp_destination, self.on_message,
-                                          s.stomp_user, s.stomp_password, s.stomp_vhost)
+            self.listener = StompListener(
+                s.stomp_brokers,
+                s.stomp_destination,
+                self.on_message,
+                s.stomp_user,
+                s.stomp_password,
+                s.stomp_vhost,
+            )
             self.listener.ensure()
-        self._thread = threading.Thread(target=self._run, name=f"idds-rucio-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"idds-rucio-{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -469,8 +539,14 @@ class RucioWatcher:
     names ``input_dataset: rucio://SCOPE:NAME`` is staged with nothing else to do. A
     dataset registered by a data source of the user's own (a notebook) is left to it."""
 
-    def __init__(self, engine: Any, publish: Callable[[list[Any]], None], settings: RucioSettings,
-                 stop: threading.Event | None = None, scan_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        publish: Callable[[list[Any]], None],
+        settings: RucioSettings,
+        stop: threading.Event | None = None,
+        scan_interval: float = 1.0,
+    ) -> None:
         self.engine, self.publish, self.settings = engine, publish, settings
         self.stop_event = stop or threading.Event()
         self.scan_interval = scan_interval
@@ -499,7 +575,8 @@ class RucioWatcher:
             rows = conn.execute(
                 select(works.c.spec, workflows.c.owner)
                 .join(workflows, workflows.c.id == works.c.workflow_id)
-                .where(works.c.status == "new", cast(works.c.spec, String).like("%rucio://%"))).all()
+                .where(works.c.status == "new", cast(works.c.spec, String).like("%rucio://%"))
+            ).all()
         out = set()
         for spec, owner in rows:
             uri = (spec or {}).get("input_dataset")

@@ -27,10 +27,17 @@ __all__ = ["StompListener", "StompNotifier", "hermes_message", "notify_stomp"]
 INSTALL_HINT = "pip install 'idds-jupyter[rucio]'"
 
 
-def hermes_message(event_type: str, payload: Mapping[str, Any], created_at: str | None = None) -> str:
+def hermes_message(
+    event_type: str, payload: Mapping[str, Any], created_at: str | None = None
+) -> str:
     """A message body as Rucio's Hermes sends it to ActiveMQ (event type, payload, time)."""
-    return json.dumps({"event_type": event_type.lower(), "payload": dict(payload),
-                       "created_at": created_at or time.strftime("%Y-%m-%d %H:%M:%S.000000")})
+    return json.dumps(
+        {
+            "event_type": event_type.lower(),
+            "payload": dict(payload),
+            "created_at": created_at or time.strftime("%Y-%m-%d %H:%M:%S.000000"),
+        }
+    )
 
 
 def _brokers(spec: Iterable[str]) -> list[tuple[str, int]]:
@@ -41,14 +48,16 @@ def _brokers(spec: Iterable[str]) -> list[tuple[str, int]]:
     return out
 
 
-def _stomp_connection(brokers: Sequence[str], user: str | None, password: str | None,
-                      vhost: str | None) -> Any:
+def _stomp_connection(
+    brokers: Sequence[str], user: str | None, password: str | None, vhost: str | None
+) -> Any:
     try:
         import stomp
     except ImportError as exc:  # pragma: no cover - the extra is missing
         raise ModuleNotFoundError(f"STOMP messaging needs stomp.py: {INSTALL_HINT}") from exc
-    return stomp.Connection12(_brokers(brokers), vhost=vhost, heartbeats=(0, 0),
-                              reconnect_attempts_max=1)
+    return stomp.Connection12(
+        _brokers(brokers), vhost=vhost, heartbeats=(0, 0), reconnect_attempts_max=1
+    )
 
 
 class StompListener:
@@ -57,9 +66,15 @@ class StompListener:
     connection is reconnected by :meth:`ensure` (called from the poll loop): messages
     sent meanwhile are lost, and the poll finds their files later."""
 
-    def __init__(self, brokers: Sequence[str], destination: str,
-                 on_message: Callable[[str, dict[str, Any]], None], user: str | None = None,
-                 password: str | None = None, vhost: str | None = None) -> None:
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        destination: str,
+        on_message: Callable[[str, dict[str, Any]], None],
+        user: str | None = None,
+        password: str | None = None,
+        vhost: str | None = None,
+    ) -> None:
         self.brokers, self.destination, self.on_message = list(brokers), destination, on_message
         self.user, self.password, self.vhost = user, password, vhost
         self.received = 0
@@ -114,8 +129,14 @@ class StompNotifier:
     processed — one JSON message each, sent to ``destination`` with the event's type in
     the ``event_type`` header. Sending never raises: an unreachable broker is logged."""
 
-    def __init__(self, brokers: Sequence[str], destination: str, user: str | None = None,
-                 password: str | None = None, vhost: str | None = None) -> None:
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        destination: str,
+        user: str | None = None,
+        password: str | None = None,
+        vhost: str | None = None,
+    ) -> None:
         self.brokers, self.destination = list(brokers), destination
         self.user, self.password, self.vhost = user, password, vhost
         self._conn: Any = None
@@ -123,8 +144,10 @@ class StompNotifier:
         self.sent = 0
 
     def send(self, event_type: str, payload: Mapping[str, Any]) -> bool:
-        body = json.dumps({"event_type": event_type, "payload": dict(payload),
-                           "created_at": time.time()}, default=str)
+        body = json.dumps(
+            {"event_type": event_type, "payload": dict(payload), "created_at": time.time()},
+            default=str,
+        )
         with self._lock:
             for _ in range(2):
                 try:
@@ -132,8 +155,11 @@ class StompNotifier:
                         conn = _stomp_connection(self.brokers, self.user, self.password, self.vhost)
                         conn.connect(self.user, self.password, wait=True)
                         self._conn = conn
-                    self._conn.send(destination=self.destination, body=body,
-                                    headers={"event_type": event_type, "persistent": "true"})
+                    self._conn.send(
+                        destination=self.destination,
+                        body=body,
+                        headers={"event_type": event_type, "persistent": "true"},
+                    )
                     self.sent += 1
                     return True
                 except Exception as exc:
@@ -162,8 +188,12 @@ def notify_stomp(url: str, kind: str, payload: Mapping[str, Any]) -> bool:
             u = urlsplit(url)
             q = {k: v[0] for k, v in parse_qs(u.query).items()}
             dest = unquote(u.path) or "/topic/idds.notifications"
-            notifier = StompNotifier([f"{u.hostname or '127.0.0.1'}:{u.port or 61613}"], dest,
-                                     q.get("user") or u.username, q.get("password") or u.password,
-                                     q.get("vhost"))
+            notifier = StompNotifier(
+                [f"{u.hostname or '127.0.0.1'}:{u.port or 61613}"],
+                dest,
+                q.get("user") or u.username,
+                q.get("password") or u.password,
+                q.get("vhost"),
+            )
             _NOTIFIERS[url] = notifier
     return notifier.send(kind, payload)

@@ -17,9 +17,14 @@ __all__ = ["MODES", "export_template", "parse_sweep", "to_yaml"]
 MODES = ("notebook", "cells")
 
 
-def export_template(path: str, mode: str = "notebook", sweep: list[dict[str, Any]] | None = None,
-                    group: str = "cell", name: str | None = None,
-                    kernel: str | None = None) -> dict[str, Any]:
+def export_template(
+    path: str,
+    mode: str = "notebook",
+    sweep: list[dict[str, Any]] | None = None,
+    group: str = "cell",
+    name: str | None = None,
+    kernel: str | None = None,
+) -> dict[str, Any]:
     """The workflow template of the notebook at ``path``, checked against the schema."""
     from idds_jupyter.model import Workflow
 
@@ -31,8 +36,10 @@ def export_template(path: str, mode: str = "notebook", sweep: list[dict[str, Any
         from idds_jupyter.export.cells import cells_template
 
         if sweep:
-            raise ValueError("--sweep is for whole-notebook mode; in cell-graph mode tag a "
-                             "cell idds:map=VAR to fan it out")
+            raise ValueError(
+                "--sweep is for whole-notebook mode; in cell-graph mode tag a "
+                "cell idds:map=VAR to fan it out"
+            )
         tmpl = cells_template(path, group=group, name=name)
     else:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -52,8 +59,11 @@ def parse_sweep(items: list[str]) -> list[dict[str, Any]]:
         if not sep or not key.strip():
             raise ValueError(f"--sweep {item!r}: expected NAME=V1,V2,...")
         axes.append([parse_assignments([f"{key.strip()}={v}"]) for v in values.split(",")])
-    return [dict(kv for d in combo for kv in d.items()) for combo in itertools.product(*axes)] \
-        if axes else []
+    return (
+        [dict(kv for d in combo for kv in d.items()) for combo in itertools.product(*axes)]
+        if axes
+        else []
+    )
 
 
 def to_yaml(tmpl: dict[str, Any]) -> str:
@@ -68,5 +78,11 @@ def to_yaml(tmpl: dict[str, Any]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
     _Dumper.add_representer(str, _str)
-    return yaml.dump(tmpl, Dumper=_Dumper, sort_keys=False, default_flow_style=None,
-                     allow_unicode=True, width=100)
+    return yaml.dump(
+        tmpl,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=None,
+        allow_unicode=True,
+        width=100,
+    )

@@ -60,8 +60,12 @@ def cell_names(body: str) -> tuple[list[str], list[str]]:
 
         def visit_Name(self, node: ast.Name) -> None:
             if isinstance(node.ctx, ast.Load):
-                if node.id not in bound and node.id not in reads and not hasattr(builtins, node.id) \
-                        and not any(node.id in sc for sc in self.scopes):
+                if (
+                    node.id not in bound
+                    and node.id not in reads
+                    and not hasattr(builtins, node.id)
+                    and not any(node.id in sc for sc in self.scopes)
+                ):
                     reads.append(node.id)
             elif self.depth == 0:
                 bind(node.id)
@@ -147,8 +151,12 @@ def cell_names(body: str) -> tuple[list[str], list[str]]:
         def visit_AugAssign(self, node: ast.AugAssign) -> None:
             # ``total += x`` reads ``total`` before it binds it again
             t = node.target
-            if isinstance(t, ast.Name) and t.id not in bound and t.id not in reads \
-                    and not any(t.id in sc for sc in self.scopes):
+            if (
+                isinstance(t, ast.Name)
+                and t.id not in bound
+                and t.id not in reads
+                and not any(t.id in sc for sc in self.scopes)
+            ):
                 reads.append(t.id)
             self.generic_visit(node)
 

@@ -71,9 +71,28 @@ def _tag_value(tags: list[str], key: str) -> str | None:
 
 
 #: methods taken to change their object in place (a call of another method is a read)
-_MUTATORS = frozenset({"append", "extend", "insert", "remove", "pop", "clear", "update", "add",
-                       "discard", "sort", "reverse", "setdefault", "popitem", "fit",
-                       "partial_fit", "write", "close", "seed"})
+_MUTATORS = frozenset(
+    {
+        "append",
+        "extend",
+        "insert",
+        "remove",
+        "pop",
+        "clear",
+        "update",
+        "add",
+        "discard",
+        "sort",
+        "reverse",
+        "setdefault",
+        "popitem",
+        "fit",
+        "partial_fit",
+        "write",
+        "close",
+        "seed",
+    }
+)
 
 
 def _base(node: ast.AST) -> str | None:
@@ -92,9 +111,12 @@ def _mutated(tree: ast.Module, modules: set[str]) -> list[str]:
         elif isinstance(stmt, ast.AugAssign | ast.AnnAssign):
             if isinstance(stmt.target, ast.Attribute | ast.Subscript):
                 found.append(stmt.target)
-        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) \
-                and isinstance(stmt.value.func, ast.Attribute) \
-                and stmt.value.func.attr in _MUTATORS:
+        elif (
+            isinstance(stmt, ast.Expr)
+            and isinstance(stmt.value, ast.Call)
+            and isinstance(stmt.value.func, ast.Attribute)
+            and stmt.value.func.attr in _MUTATORS
+        ):
             found.append(stmt.value.func.value)
     out: list[str] = []
     for node in found:
@@ -144,15 +166,22 @@ def units(nb: Any, group: str = "cell") -> list[Unit]:
         src = translate_cell(text, no)
         if wname is not None:
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", wname):
-                raise ExportError(f"cell {no}: idds:work={wname!r} is not a work name "
-                                  "(letters, digits, '_', starting with a letter)")
+                raise ExportError(
+                    f"cell {no}: idds:work={wname!r} is not a work name "
+                    "(letters, digits, '_', starting with a letter)"
+                )
             unit = tagged.get(wname)
             if unit is None:
                 unit = tagged[wname] = Unit(cells=[], name=wname, explicit=True)
                 out.append(unit)
             unit.cells.append(no)
             unit.source += src
-        elif group == "heading" and current is not None and map_var is None and current.map_var is None:
+        elif (
+            group == "heading"
+            and current is not None
+            and map_var is None
+            and current.map_var is None
+        ):
             current.cells.append(no)
             current.source += src
         else:
@@ -229,8 +258,11 @@ def _name_units(us: list[Unit], group: str, params: set[str]) -> None:
     for u in us:
         if u.explicit:
             continue
-        text = (u.heading if group == "heading" and u.heading else "") or _first_comment(u.source) \
+        text = (
+            (u.heading if group == "heading" and u.heading else "")
+            or _first_comment(u.source)
             or "_".join(u.defines[:3])
+        )
         base = work_name(text, fallback=f"cell_{u.cells[0]}") if text else f"cell_{u.cells[0]}"
         if keyword.iskeyword(base) or base in RESERVED_NAMES:
             base = f"{base}_cell"
@@ -241,8 +273,9 @@ def _name_units(us: list[Unit], group: str, params: set[str]) -> None:
         u.name = name
 
 
-def cells_template(path: str, nb: Any | None = None, group: str = "cell",
-                   name: str | None = None) -> dict[str, Any]:
+def cells_template(
+    path: str, nb: Any | None = None, group: str = "cell", name: str | None = None
+) -> dict[str, Any]:
     """The template (a dict) of cell-graph mode for the notebook at ``path``."""
     nb = nb if nb is not None else read_notebook(path)
     defaults = parameter_defaults(nb)
@@ -265,11 +298,18 @@ def cells_template(path: str, nb: Any | None = None, group: str = "cell",
                 if src is None:
                     raise ExportError(
                         f"{u.label}: idds:map={r}: no earlier cell defines {r!r}"
-                        + (" (a parameter cannot be mapped over directly: bind it in a cell, "
-                           f"e.g. '{r}_items = list({r})')" if r in defaults else ""))
+                        + (
+                            " (a parameter cannot be mapped over directly: bind it in a cell, "
+                            f"e.g. '{r}_items = list({r})')"
+                            if r in defaults
+                            else ""
+                        )
+                    )
                 if src.map_var is not None:
-                    raise ExportError(f"{u.label}: idds:map={r}: {r!r} comes from {src.label}, "
-                                      "itself fanned out; nested fan-out is not supported")
+                    raise ExportError(
+                        f"{u.label}: idds:map={r}: {r!r} comes from {src.label}, "
+                        "itself fanned out; nested fan-out is not supported"
+                    )
                 map_from[u.name] = src
                 if r not in split[src.name]:
                     split[src.name].append(r)
@@ -292,8 +332,11 @@ def cells_template(path: str, nb: Any | None = None, group: str = "cell",
             wanted[last.name].append(d)
     works: list[dict[str, Any]] = []
     for u in us:
-        p: dict[str, Any] = {"idds_cell": u.label, "idds_source": _esc(u.source),
-                             "idds_dir": _esc(os.path.dirname(os.path.abspath(path)))}
+        p: dict[str, Any] = {
+            "idds_cell": u.label,
+            "idds_source": _esc(u.source),
+            "idds_dir": _esc(os.path.dirname(os.path.abspath(path))),
+        }
         if inputs[u.name]:
             p["idds_inputs"] = {n: "{" + src.name + ".result}" for n, src in inputs[u.name].items()}
         if wanted[u.name]:

@@ -27,8 +27,14 @@ from idds_jupyter.export.analysis import cell_names
 from idds_jupyter.export.params import parameter_defaults
 from idds_jupyter.export.translate import translate_cell
 
-__all__ = ["RUN_NOTEBOOK", "last_cell_outputs", "notebook_template", "read_notebook",
-           "result_names", "work_name"]
+__all__ = [
+    "RUN_NOTEBOOK",
+    "last_cell_outputs",
+    "notebook_template",
+    "read_notebook",
+    "result_names",
+    "work_name",
+]
 
 RUN_NOTEBOOK = "idds_jupyter.export.runtime:run_notebook"
 
@@ -74,9 +80,14 @@ def last_cell_outputs(nb: Any) -> list[str]:
     return []
 
 
-def notebook_template(path: str, nb: Any | None = None, sweep: list[dict[str, Any]] | None = None,
-                      name: str | None = None, kernel: str | None = None,
-                      timeout_s: float | None = None) -> dict[str, Any]:
+def notebook_template(
+    path: str,
+    nb: Any | None = None,
+    sweep: list[dict[str, Any]] | None = None,
+    name: str | None = None,
+    kernel: str | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
     """The template (a dict) of whole-notebook mode for the notebook at ``path``."""
     nb = nb if nb is not None else read_notebook(path)
     path = os.path.abspath(path)

@@ -77,17 +77,21 @@ def parameter_defaults(nb: Any) -> dict[str, Any]:
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue  # a docstring
         else:
-            raise ParameterError(f"cell {idx + 1} (parameters), line {node.lineno}: only "
-                                 f"'name = value' assignments of literals may be parameters")
+            raise ParameterError(
+                f"cell {idx + 1} (parameters), line {node.lineno}: only "
+                f"'name = value' assignments of literals may be parameters"
+            )
         if not isinstance(target, ast.Name):
-            raise ParameterError(f"cell {idx + 1} (parameters), line {node.lineno}: "
-                                 f"assign one plain name per line")
+            raise ParameterError(
+                f"cell {idx + 1} (parameters), line {node.lineno}: assign one plain name per line"
+            )
         try:
             val = ast.literal_eval(value)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             raise ParameterError(
                 f"cell {idx + 1} (parameters), line {node.lineno}: the default of "
-                f"{target.id!r} is not a literal ({ast.unparse(value)[:60]})") from None
+                f"{target.id!r} is not a literal ({ast.unparse(value)[:60]})"
+            ) from None
         out[target.id] = _jsonable(val, target.id, idx)
     return out
 
@@ -101,8 +105,10 @@ def _jsonable(v: Any, name: str, idx: int) -> Any:
         return [_jsonable(x, name, idx) for x in v]
     if isinstance(v, dict) and all(isinstance(k, str) for k in v):
         return {k: _jsonable(x, name, idx) for k, x in v.items()}
-    raise ParameterError(f"cell {idx + 1} (parameters): the default of {name!r} "
-                         f"({type(v).__name__}) is not a JSON value")
+    raise ParameterError(
+        f"cell {idx + 1} (parameters): the default of {name!r} "
+        f"({type(v).__name__}) is not a JSON value"
+    )
 
 
 # ------------------------------------------------------------- papermill's Python translator
@@ -126,8 +132,11 @@ def translate_value(val: Any) -> str:
             return "float('nan')"
         return "float('-inf')" if val < 0 else "float('inf')"
     if isinstance(val, dict):
-        return "{" + ", ".join(f"{_escaped_str(str(k))}: {translate_value(v)}"
-                               for k, v in val.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{_escaped_str(str(k))}: {translate_value(v)}" for k, v in val.items())
+            + "}"
+        )
     if isinstance(val, list | tuple):
         return "[" + ", ".join(translate_value(v) for v in val) + "]"
     return _escaped_str(str(val))

@@ -30,8 +30,15 @@ import tempfile
 import traceback
 from typing import Any
 
-__all__ = ["CellError", "NotebookCellError", "map_cell", "map_cells_in_kernel", "run_cell",
-           "run_notebook", "value_dir"]
+__all__ = [
+    "CellError",
+    "NotebookCellError",
+    "map_cell",
+    "map_cells_in_kernel",
+    "run_cell",
+    "run_notebook",
+    "value_dir",
+]
 
 _INLINE_JSON_MAX = 4096
 #: pickles up to this size travel in their reference (the job's result), not in the store
@@ -111,9 +118,13 @@ def _error_of(nb: Any) -> tuple[int, str] | None:
     return None
 
 
-def run_notebook(idds_notebook: str, idds_outputs: list[str] | None = None,
-                 idds_kernel: str | None = None, idds_timeout_s: float | None = None,
-                 **parameters: Any) -> dict[str, Any]:
+def run_notebook(
+    idds_notebook: str,
+    idds_outputs: list[str] | None = None,
+    idds_kernel: str | None = None,
+    idds_timeout_s: float | None = None,
+    **parameters: Any,
+) -> dict[str, Any]:
     """Execute ``idds_notebook`` with ``parameters`` injected; return the last cell's values.
 
     :param idds_outputs: the names the notebook's last code cell defines (the result)
@@ -135,8 +146,12 @@ def run_notebook(idds_notebook: str, idds_outputs: list[str] | None = None,
     nb.cells.append(extra)
     kernel = idds_kernel or (nb.metadata.get("kernelspec") or {}).get("name") or "python3"
     cwd = os.path.dirname(os.path.abspath(idds_notebook))
-    client = NotebookClient(nb, kernel_name=kernel, timeout=idds_timeout_s or None,
-                            resources={"metadata": {"path": cwd}})
+    client = NotebookClient(
+        nb,
+        kernel_name=kernel,
+        timeout=idds_timeout_s or None,
+        resources={"metadata": {"path": cwd}},
+    )
     failure: BaseException | None = None
     try:
         client.execute(cwd=cwd)
@@ -150,7 +165,7 @@ def run_notebook(idds_notebook: str, idds_outputs: list[str] | None = None,
         text = out.get("text", "") if out.get("output_type") == "stream" else ""
         for line in str(text).splitlines():
             if line.startswith(_MARK):
-                values = json.loads(line[len(_MARK):])
+                values = json.loads(line[len(_MARK) :])
     path = _save_executed(nb)
     if path:
         print(f"executed notebook: {path}")  # also makes sure the job has a log
@@ -177,15 +192,18 @@ def map_cells_in_kernel(nb: Any) -> list[tuple[Any, str]]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        var = next((t.split("=", 1)[1].strip() for t in cell_tags(cell)
-                    if t.startswith("idds:map=")), None)
+        var = next(
+            (t.split("=", 1)[1].strip() for t in cell_tags(cell) if t.startswith("idds:map=")), None
+        )
         if not var:
             continue
         src = translate_cell(cell.source, i + 1)
         outs = [n for n in cell_names(src)[1] if n != var]
         kept.append((cell, cell.source))
-        cell.source = (f"__import__('idds_jupyter.export.runtime', fromlist=['_']).map_cell("
-                       f"{src!r}, {var!r}, {outs!r}, globals())")
+        cell.source = (
+            f"__import__('idds_jupyter.export.runtime', fromlist=['_']).map_cell("
+            f"{src!r}, {var!r}, {outs!r}, globals())"
+        )
     return kept
 
 
@@ -246,9 +264,11 @@ def _put(value: Any) -> dict[str, Any]:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
             except OSError as exc:
-                raise OSError(f"the value store {root} is not writable here ({exc}); set "
-                              "IDDS_EXPORT_VALUES to a directory every job can write and "
-                              "read") from None
+                raise OSError(
+                    f"the value store {root} is not writable here ({exc}); set "
+                    "IDDS_EXPORT_VALUES to a directory every job can write and "
+                    "read"
+                ) from None
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
@@ -290,10 +310,17 @@ def _input(name: str, result: Any) -> Any:
     return _get(result["refs"][name], name)
 
 
-def run_cell(idds_source: str, idds_cell: str = "", idds_inputs: dict[str, Any] | None = None,
-             idds_outputs: list[str] | None = None, idds_split: list[str] | None = None,
-             idds_map: str | None = None, idds_item: dict[str, Any] | None = None,
-             idds_dir: str | None = None, **parameters: Any) -> dict[str, Any]:
+def run_cell(
+    idds_source: str,
+    idds_cell: str = "",
+    idds_inputs: dict[str, Any] | None = None,
+    idds_outputs: list[str] | None = None,
+    idds_split: list[str] | None = None,
+    idds_map: str | None = None,
+    idds_item: dict[str, Any] | None = None,
+    idds_dir: str | None = None,
+    **parameters: Any,
+) -> dict[str, Any]:
     """Run one cell's source; return references to the values later cells read.
 
     :param idds_source: the (translated) Python source of the cell(s)
@@ -322,8 +349,11 @@ def run_cell(idds_source: str, idds_cell: str = "", idds_inputs: dict[str, Any] 
         exec(code, ns)
     except Exception as exc:
         # the cell's own traceback (from its first line on), as the notebook would show it
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next
-                                                if exc.__traceback__ else None))
+        tb = "".join(
+            traceback.format_exception(
+                type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None
+            )
+        )
         raise CellError(f"{where} failed: {type(exc).__name__}: {exc}\n{tb}") from None
     finally:
         os.chdir(here)
@@ -335,8 +365,10 @@ def run_cell(idds_source: str, idds_cell: str = "", idds_inputs: dict[str, Any] 
         try:
             refs[name] = _put(ns[name])
         except Exception as exc:
-            print(f"{where}: {name!r} cannot be handed on ({type(exc).__name__}: {exc})",
-                  file=sys.stderr)
+            print(
+                f"{where}: {name!r} cannot be handed on ({type(exc).__name__}: {exc})",
+                file=sys.stderr,
+            )
             continue
         values[name] = refs[name].pop("json", {"__repr__": repr(ns[name])[:200]})
     out: dict[str, Any] = {"refs": refs, "values": values}

@@ -28,22 +28,32 @@ class MagicError(ValueError):
     """IPython syntax with no clear batch meaning; the message names the cell."""
 
 
-_DROP = {"matplotlib", "load_ext", "autoreload", "config", "pip", "conda", "reload_ext",
-         "precision", "pylab"}
+_DROP = {
+    "matplotlib",
+    "load_ext",
+    "autoreload",
+    "config",
+    "pip",
+    "conda",
+    "reload_ext",
+    "precision",
+    "pylab",
+}
 _ASSIGN_MAGIC = re.compile(r"^\s*[\w.,\s\[\]]+=\s*[!%]")
 
 
 def _refuse(cell_no: int, lineno: int, line: str, why: str) -> MagicError:
-    return MagicError(f"cell {cell_no}, line {lineno}: {line.strip()[:80]!r}: {why}; "
-                      "rewrite it in Python or leave this cell out of the export")
+    return MagicError(
+        f"cell {cell_no}, line {lineno}: {line.strip()[:80]!r}: {why}; "
+        "rewrite it in Python or leave this cell out of the export"
+    )
 
 
 def _cell_magic(cell_no: int, first: str, body: str) -> str:
     parts = first[2:].split()
     name, args = (parts[0] if parts else ""), parts[1:]
     if name in ("bash", "sh") and not args:
-        return (f"__import__('subprocess').run([{name!r}], input={body!r}, text=True, "
-                "check=True)\n")
+        return f"__import__('subprocess').run([{name!r}], input={body!r}, text=True, check=True)\n"
     if name == "writefile" and args:
         mode = "a" if args[0] in ("-a", "--append") else "w"
         target = args[-1]
@@ -76,10 +86,14 @@ def translate_cell(source: str | list[str], cell_no: int) -> str:
         elif stripped.startswith("%"):
             out.append(indent + _line_magic(cell_no, i, stripped))
         elif _ASSIGN_MAGIC.match(line) and not stripped.startswith("#"):
-            raise _refuse(cell_no, i, line, "capturing a magic's or a shell's output has "
-                          "no batch equivalent")
-        elif stripped.endswith("?") and not stripped.startswith("#") and \
-                re.fullmatch(r"[\w.]+\?\??", stripped):
+            raise _refuse(
+                cell_no, i, line, "capturing a magic's or a shell's output has no batch equivalent"
+            )
+        elif (
+            stripped.endswith("?")
+            and not stripped.startswith("#")
+            and re.fullmatch(r"[\w.]+\?\??", stripped)
+        ):
             raise _refuse(cell_no, i, line, "help (?) has no batch equivalent")
         else:
             out.append(line)

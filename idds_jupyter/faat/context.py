@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = ["current_run"]
 
-_CURRENT: contextvars.ContextVar[Run | None] = contextvars.ContextVar("idds_current_run", default=None)
+_CURRENT: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "idds_current_run", default=None
+)
 
 
 def current_run() -> Run | None:

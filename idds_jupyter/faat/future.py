@@ -44,8 +44,9 @@ def decode_value(client: Client, job: dict[str, Any]) -> Any:
     return job.get("result")
 
 
-def decode_job(client: Client, job: dict[str, Any], workflow_id: int | None = None,
-               work: str | None = None) -> tuple[bool, Any]:
+def decode_job(
+    client: Client, job: dict[str, Any], workflow_id: int | None = None, work: str | None = None
+) -> tuple[bool, Any]:
     """``(True, value)`` for a finished job, ``(False, exception)`` otherwise."""
     if job.get("status") == "finished":
         try:
@@ -55,13 +56,19 @@ def decode_job(client: Client, job: dict[str, Any], workflow_id: int | None = No
     return False, error_from_job(job, client.cache_get, workflow_id=workflow_id, work=work)
 
 
-def _undecodable(exc: Exception, job: dict[str, Any], workflow_id: int | None,
-                 work: str | None) -> BaseException:
+def _undecodable(
+    exc: Exception, job: dict[str, Any], workflow_id: int | None, work: str | None
+) -> BaseException:
     from idds_jupyter.faat.remote_error import RemoteError
 
-    err = RemoteError(f"the result of the job could not be loaded here: {type(exc).__name__}: {exc}",
-                      job_id=job.get("job_id"), log_path=job.get("log_path"),
-                      workflow_id=workflow_id, work=work, idx=job.get("idx"))
+    err = RemoteError(
+        f"the result of the job could not be loaded here: {type(exc).__name__}: {exc}",
+        job_id=job.get("job_id"),
+        log_path=job.get("log_path"),
+        workflow_id=workflow_id,
+        work=work,
+        idx=job.get("idx"),
+    )
     err.__cause__ = exc
     return err
 
@@ -69,8 +76,9 @@ def _undecodable(exc: Exception, job: dict[str, Any], workflow_id: int | None,
 class JobFuture(concurrent.futures.Future[Any]):
     """The result of one call of a ``@work`` function (a job of a work of a workflow)."""
 
-    def __init__(self, client: Client, workflow_id: int | None = None, work: str | None = None,
-                 idx: int = 0) -> None:
+    def __init__(
+        self, client: Client, workflow_id: int | None = None, work: str | None = None, idx: int = 0
+    ) -> None:
         super().__init__()
         self.client = client
         self.workflow_id = workflow_id
@@ -94,8 +102,13 @@ class JobFuture(concurrent.futures.Future[Any]):
         self.job_id = job.get("job_id")
         self.log_path = job.get("log_path")
         self.attempt = job.get("attempt")
-        needs_fetch = (job.get("status") == "finished" and not job.get("inline") and job.get("blob")) or (
-            job.get("status") != "finished" and not job.get("error_inline") and job.get("error_blob"))
+        needs_fetch = (
+            job.get("status") == "finished" and not job.get("inline") and job.get("blob")
+        ) or (
+            job.get("status") != "finished"
+            and not job.get("error_inline")
+            and job.get("error_blob")
+        )
         if needs_fetch:  # never block the push thread on a download
             _pool().submit(self._finish, job)
         else:

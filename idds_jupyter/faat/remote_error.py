@@ -18,10 +18,18 @@ __all__ = ["RemoteError", "error_from_job"]
 class RemoteError(Exception):
     """A job failed remotely and its exception could not be rebuilt here (or as a cause)."""
 
-    def __init__(self, message: str, *, exc_type: str | None = None, traceback: str | None = None,
-                 job_id: int | None = None, log_path: str | None = None,
-                 workflow_id: int | None = None, work: str | None = None,
-                 idx: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        exc_type: str | None = None,
+        traceback: str | None = None,
+        job_id: int | None = None,
+        log_path: str | None = None,
+        workflow_id: int | None = None,
+        work: str | None = None,
+        idx: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.exc_type = exc_type
@@ -79,15 +87,24 @@ def _unpickle(job: dict[str, Any], fetch: Callable[[str], bytes] | None) -> Any:
     return None
 
 
-def error_from_job(job: dict[str, Any], fetch: Callable[[str], bytes] | None = None, *,
-                   workflow_id: int | None = None, work: str | None = None) -> BaseException:
+def error_from_job(
+    job: dict[str, Any],
+    fetch: Callable[[str], bytes] | None = None,
+    *,
+    workflow_id: int | None = None,
+    work: str | None = None,
+) -> BaseException:
     """The exception to raise for a failed job result (a pushed message or a REST row)."""
     message = job.get("error") or f"job {job.get('status') or 'failed'}"
     remote = RemoteError(
-        str(message), exc_type=job.get("exc_type"), traceback=job.get("traceback"),
-        job_id=job.get("job_id"), log_path=job.get("log_path"),
+        str(message),
+        exc_type=job.get("exc_type"),
+        traceback=job.get("traceback"),
+        job_id=job.get("job_id"),
+        log_path=job.get("log_path"),
         workflow_id=workflow_id if workflow_id is not None else job.get("workflow_id"),
-        work=work if work is not None else job.get("work"), idx=job.get("idx"),
+        work=work if work is not None else job.get("work"),
+        idx=job.get("idx"),
     )
     try:
         original = _unpickle(job, fetch)

@@ -34,8 +34,14 @@ _ORPHAN_JOBS = 200_000
 class WorkSink:
     """Collects the results of the ``n`` jobs of one work (in job order)."""
 
-    def __init__(self, workflow_id: int, work: str, n: int, retries: int = 0,
-                 futures: list[JobFuture] | None = None) -> None:
+    def __init__(
+        self,
+        workflow_id: int,
+        work: str,
+        n: int,
+        retries: int = 0,
+        futures: list[JobFuture] | None = None,
+    ) -> None:
         self.workflow_id = int(workflow_id)
         self.work = work
         self.n = n
@@ -89,8 +95,10 @@ class WorkSink:
             self.offer(job, final=True)
         for idx in range(self.n):
             if self.slots[idx] is None:
-                self.offer({"idx": idx, "status": "cancelled", "error": reason,
-                            "exc_type": "Cancelled"}, final=True)
+                self.offer(
+                    {"idx": idx, "status": "cancelled", "error": reason, "exc_type": "Cancelled"},
+                    final=True,
+                )
 
     def _complete(self) -> None:
         self.done.set()
@@ -99,8 +107,10 @@ class WorkSink:
 
     def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
         if not self.done.wait(timeout):
-            raise TimeoutError(f"work {self.work} of workflow {self.workflow_id}: "
-                               f"{self.pending} of {self.n} jobs still pending after {timeout} s")
+            raise TimeoutError(
+                f"work {self.work} of workflow {self.workflow_id}: "
+                f"{self.pending} of {self.n} jobs still pending after {timeout} s"
+            )
         return [s for s in self.slots if s is not None]
 
 
@@ -194,8 +204,9 @@ class ResultRouter:
             self._orphans.setdefault(wf, []).append(job)
             self._orphans.move_to_end(wf)
             self._n_orphans += 1
-            while self._orphans and (len(self._orphans) > _ORPHAN_WORKFLOWS
-                                     or self._n_orphans > _ORPHAN_JOBS):
+            while self._orphans and (
+                len(self._orphans) > _ORPHAN_WORKFLOWS or self._n_orphans > _ORPHAN_JOBS
+            ):
                 _, dropped = self._orphans.popitem(last=False)
                 self._n_orphans -= len(dropped)
         return None
@@ -234,8 +245,9 @@ class ResultRouter:
                 self._checking[wf] = False
 
     def _later(self, sink: WorkSink, reason: str) -> None:
-        threading.Thread(target=self._fetch_and_finalize, args=(sink, reason),
-                         name="idds-finalize", daemon=True).start()
+        threading.Thread(
+            target=self._fetch_and_finalize, args=(sink, reason), name="idds-finalize", daemon=True
+        ).start()
 
     def _fetch_and_finalize(self, sink: WorkSink, reason: str) -> None:
         try:

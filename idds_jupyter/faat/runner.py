@@ -50,15 +50,21 @@ def run_body(workflow_id: int, body: str, args: str, sandbox: str | None = None)
         fn = serialize.loads(client.cache_get(body))
         fargs, fkwargs = serialize.loads(client.cache_get(args))
     except Exception as exc:
-        client.close(workflow_id, error=f"cannot load the workflow body: {type(exc).__name__}: {exc}",
-                     traceback=traceback.format_exc())
+        client.close(
+            workflow_id,
+            error=f"cannot load the workflow body: {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
         return 2
     with run.active():
         try:
             value = fn(*fargs, **fkwargs)
         except BaseException as exc:
-            client.close(workflow_id, error=f"{type(exc).__name__}: {' '.join(str(exc).split())}",
-                         traceback=traceback.format_exc())
+            client.close(
+                workflow_id,
+                error=f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+                traceback=traceback.format_exc(),
+            )
             return 1
     close_with_result(client, workflow_id, value)
     return 0
@@ -67,7 +73,9 @@ def run_body(workflow_id: int, body: str, args: str, sandbox: str | None = None)
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) not in (3, 4):
-        sys.stderr.write("usage: python -m idds_jupyter.faat.runner WORKFLOW_ID BODY_SHA ARGS_SHA [SANDBOX_SHA]\n")
+        sys.stderr.write(
+            "usage: python -m idds_jupyter.faat.runner WORKFLOW_ID BODY_SHA ARGS_SHA [SANDBOX_SHA]\n"
+        )
         return 2
     return run_body(int(argv[0]), argv[1], argv[2], argv[3] if len(argv) == 4 else None)
 

@@ -241,17 +241,27 @@ def sandbox(modules: Iterable[tuple[str, str]] | None = None) -> tuple[bytes, st
     return out
 
 
-def payload(client: Client, fn: Callable[..., Any],
-            calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-            with_sandbox: bool = True, defer: dict[str, bytes] | None = None) -> dict[str, str]:
+def payload(
+    client: Client,
+    fn: Callable[..., Any],
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    with_sandbox: bool = True,
+    defer: dict[str, bytes] | None = None,
+) -> dict[str, str]:
     """Upload what a FaaT work needs; returns its ``payload`` dict of digests."""
-    out = {"function": upload(client, pack_function(fn), defer),
-           "calls": upload(client, pack_calls(calls), defer)}
+    out = {
+        "function": upload(client, pack_function(fn), defer),
+        "calls": upload(client, pack_calls(calls), defer),
+    }
     return _with_sandbox(client, out) if with_sandbox else out
 
 
-def bound_payload(client: Client, fn: Callable[..., Any], kwargs: Mapping[str, Any],
-                  defer: dict[str, bytes] | None = None) -> dict[str, str]:
+def bound_payload(
+    client: Client,
+    fn: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    defer: dict[str, bytes] | None = None,
+) -> dict[str, str]:
     """The payload of jobs that all call ``fn(**kwargs, **their JSON kwargs)``: ONE blob,
     ``(fn, (), kwargs)``, for jobs whose own arguments the server writes (as JSON), such
     as the trials of an HPO study it steers."""

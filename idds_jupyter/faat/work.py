@@ -48,11 +48,21 @@ def _safe_name(name: str) -> str:
 class WorkFunction:
     """A function decorated with ``@work``."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
-                 backend: str | None = None, cores: int | None = None,
-                 memory_mb: int | None = None, retries: int = 0, timeout_s: float | None = None,
-                 env: Mapping[str, str] | None = None, client: Client | None = None,
-                 cache: bool | str = False, input_dataset: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        backend: str | None = None,
+        cores: int | None = None,
+        memory_mb: int | None = None,
+        retries: int = 0,
+        timeout_s: float | None = None,
+        env: Mapping[str, str] | None = None,
+        client: Client | None = None,
+        cache: bool | str = False,
+        input_dataset: str | None = None,
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"@work decorates a function, got {type(fn).__name__}")
         functools.update_wrapper(self, fn)
@@ -105,8 +115,12 @@ class WorkFunction:
         assert futures is not None
         return futures[0]
 
-    def map(self, *iterables: Iterable[Any], kwargs_list: Iterable[Mapping[str, Any]] | None = None,
-            timeout: float | None = None) -> list[Any]:
+    def map(
+        self,
+        *iterables: Iterable[Any],
+        kwargs_list: Iterable[Mapping[str, Any]] | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
         """Call the function on every item (``zip`` of the iterables, or every kwargs dict).
 
         One Work with one job per item; returns the values in order, or raises the
@@ -118,8 +132,9 @@ class WorkFunction:
         client, sink, _ = self._launch(calls, with_futures=False)
         return self._collect(client, sink, timeout)
 
-    def map_async(self, *iterables: Iterable[Any],
-                  kwargs_list: Iterable[Mapping[str, Any]] | None = None) -> list[JobFuture]:
+    def map_async(
+        self, *iterables: Iterable[Any], kwargs_list: Iterable[Mapping[str, Any]] | None = None
+    ) -> list[JobFuture]:
         """Like :meth:`map` but returns one future per item at once."""
         calls = _calls(iterables, kwargs_list)
         if not calls:
@@ -128,8 +143,9 @@ class WorkFunction:
         assert futures is not None
         return futures
 
-    def over_dataset(self, dataset: str | None = None, timeout: float | None = None,
-                     **kwargs: Any) -> list[Any]:
+    def over_dataset(
+        self, dataset: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> list[Any]:
         """One job per file of ``dataset`` (default: the decorator's ``input_dataset``).
 
         Each job calls the function with ``file=`` its file (for ``rucio://SCOPE:NAME``, the
@@ -138,7 +154,9 @@ class WorkFunction:
         """
         ds = dataset or self.input_dataset
         if not ds:
-            raise TypeError(f"{self.name}: over_dataset() needs a dataset (or @work(input_dataset=...))")
+            raise TypeError(
+                f"{self.name}: over_dataset() needs a dataset (or @work(input_dataset=...))"
+            )
         client = self._client()
         inline: dict[str, bytes] = {}
         payload = serialize.bound_payload(client, self.fn, kwargs, defer=inline)
@@ -189,8 +207,9 @@ class WorkFunction:
 
         return get_client()
 
-    def _launch(self, calls: list[Call], with_futures: bool
-                ) -> tuple[Client, WorkSink, list[JobFuture] | None]:
+    def _launch(
+        self, calls: list[Call], with_futures: bool
+    ) -> tuple[Client, WorkSink, list[JobFuture] | None]:
         run = current_run()
         client = self._client()
         results = router(client)
@@ -246,8 +265,9 @@ def _name_futures(futures: list[JobFuture] | None, wf_id: int, name: str) -> Non
             f.work = name
 
 
-def _calls(iterables: tuple[Iterable[Any], ...],
-           kwargs_list: Iterable[Mapping[str, Any]] | None) -> list[Call]:
+def _calls(
+    iterables: tuple[Iterable[Any], ...], kwargs_list: Iterable[Mapping[str, Any]] | None
+) -> list[Call]:
     if kwargs_list is not None:
         if iterables:
             raise TypeError("map() takes either iterables or kwargs_list, not both")
@@ -257,11 +277,21 @@ def _calls(iterables: tuple[Iterable[Any], ...],
     return [(tuple(args), {}) for args in zip(*iterables, strict=False)]
 
 
-def work(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-         backend: str | None = None, cores: int | None = None, memory_mb: int | None = None,
-         retries: int = 0, timeout_s: float | None = None, env: Mapping[str, str] | None = None,
-         client: Client | None = None, cache: bool | str = False,
-         input_dataset: str | None = None) -> Any:
+def work(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    backend: str | None = None,
+    cores: int | None = None,
+    memory_mb: int | None = None,
+    retries: int = 0,
+    timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+    client: Client | None = None,
+    cache: bool | str = False,
+    input_dataset: str | None = None,
+) -> Any:
     """Decorate a function to run as a Work (bare ``@work`` or ``@work(...)``).
 
     ``input_dataset`` (a catalog dataset, or ``rucio://SCOPE:NAME``): a call runs one job
@@ -272,10 +302,21 @@ def work(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     takes that result (shown as *cached*); ``cache="name"`` shares a namespace. Off by
     default: a function with side effects should run each time.
     """
+
     def wrap(f: Callable[..., Any]) -> WorkFunction:
-        return WorkFunction(f, name=name, backend=backend, cores=cores, memory_mb=memory_mb,
-                            retries=retries, timeout_s=timeout_s, env=env, client=client,
-                            cache=cache, input_dataset=input_dataset)
+        return WorkFunction(
+            f,
+            name=name,
+            backend=backend,
+            cores=cores,
+            memory_mb=memory_mb,
+            retries=retries,
+            timeout_s=timeout_s,
+            env=env,
+            client=client,
+            cache=cache,
+            input_dataset=input_dataset,
+        )
 
     if fn is not None:
         return wrap(fn)

@@ -67,8 +67,13 @@ def _one_line(exc: BaseException) -> str:
 class Run:
     """One workflow run: its id, live status, result and control."""
 
-    def __init__(self, client: Client, workflow_id: int, name: str | None = None,
-                 info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        workflow_id: int,
+        name: str | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.client = client
         self.id = int(workflow_id)
         self.name = name if name is not None else (info or {}).get("name")
@@ -159,7 +164,9 @@ class Run:
         from idds_jupyter.export.provenance import write_crate
 
         info = self.info()
-        run = {k: info.get(k) for k in ("id", "name", "status", "owner", "created_at", "finished_at")}
+        run = {
+            k: info.get(k) for k in ("id", "name", "status", "owner", "created_at", "finished_at")
+        }
         run["id"] = self.id
         run["template"] = self.client.dag(self.id)  # the run's graph: works and their edges
         return write_crate(run, self.client.provenance(self.id), path)
@@ -193,10 +200,14 @@ class Run:
                 raise RemoteError(f"workflow {self.id} was aborted", workflow_id=self.id)
             return self._value
         info = self.info()
-        body = {**info, **(info.get("body") or {})}  # what close() recorded: result, blob, traceback
+        body = {
+            **info,
+            **(info.get("body") or {}),
+        }  # what close() recorded: result, blob, traceback
         if info.get("error"):
-            raise RemoteError(str(info["error"]), traceback=body.get("traceback"),
-                              workflow_id=self.id)
+            raise RemoteError(
+                str(info["error"]), traceback=body.get("traceback"), workflow_id=self.id
+            )
         if status == "aborted":
             raise RemoteError(f"workflow {self.id} was aborted", workflow_id=self.id)
         sha = body.get("result_blob")
@@ -205,15 +216,18 @@ class Run:
         return body.get("result")
 
     # ------------------------------------------------------------- local body
-    def _start_body(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> None:
+    def _start_body(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self._local = True
-        self._thread = threading.Thread(target=self._run_body, args=(fn, args, kwargs),
-                                        name=f"idds-run-{self.id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_body, args=(fn, args, kwargs), name=f"idds-run-{self.id}", daemon=True
+        )
         self._thread.start()
 
-    def _run_body(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> None:
+    def _run_body(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         token = _CURRENT.set(self)
         try:
             try:
@@ -221,8 +235,9 @@ class Run:
             except BaseException as exc:
                 self._error = exc
                 with contextlib.suppress(Exception):
-                    self.client.close(self.id, error=_one_line(exc),
-                                      traceback="".join(tb.format_exception(exc)))
+                    self.client.close(
+                        self.id, error=_one_line(exc), traceback="".join(tb.format_exception(exc))
+                    )
                 return
             self._value = value
             try:
@@ -251,8 +266,14 @@ def close_with_result(client: Client, workflow_id: int, value: Any) -> None:
 class WorkflowFunction:
     """A function decorated with ``@workflow``."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, where: str = "local",
-                 client: Client | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        where: str = "local",
+        client: Client | None = None,
+    ) -> None:
         if where not in _WHERE:
             raise ValueError(f"@workflow: where must be one of {', '.join(_WHERE)}, got {where!r}")
         functools.update_wrapper(self, fn)
@@ -285,14 +306,14 @@ class WorkflowFunction:
         from idds_jupyter.faat.results import router
 
         router(client)  # the push channel is up before anything can end
-        wf_id = client.submit({"name": self.name, "works": []},
-                              serialize.json_params(params), open=True)
+        wf_id = client.submit(
+            {"name": self.name, "works": []}, serialize.json_params(params), open=True
+        )
         run = Run(client, wf_id, self.name)
         run._start_body(self.fn, args, params)
         return run
 
-    def _submit_server(self, client: Client, args: tuple[Any, ...],
-                       params: dict[str, Any]) -> Run:
+    def _submit_server(self, client: Client, args: tuple[Any, ...], params: dict[str, Any]) -> Run:
         body = serialize.upload(client, serialize.pack_function(self.fn))
         argblob = serialize.upload(client, serialize.dumps((args, params)))
         faat: dict[str, Any] = {"body": body, "args": argblob, "name": self.name}
@@ -304,9 +325,16 @@ class WorkflowFunction:
         return Run(client, wf_id, self.name)
 
 
-def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-             where: str = "local", client: Client | None = None) -> Any:
+def workflow(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    where: str = "local",
+    client: Client | None = None,
+) -> Any:
     """Decorate a function whose body is a workflow (bare ``@workflow`` or ``@workflow(...)``)."""
+
     def wrap(f: Callable[..., Any]) -> WorkflowFunction:
         return WorkflowFunction(f, name=name, where=where, client=client)
 

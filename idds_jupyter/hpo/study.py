@@ -160,23 +160,37 @@ def _objective_parts(objective: Any) -> tuple[Callable[..., Any] | str, dict[str
         return objective.fn, {k: v for k, v in opts.items() if v not in (None, 0, {})}
     if isinstance(objective, str) or callable(objective):
         return objective, {}
-    raise TypeError(f"the objective must be a function, a @work function or a command string, "
-                    f"got {type(objective).__name__}")
+    raise TypeError(
+        f"the objective must be a function, a @work function or a command string, "
+        f"got {type(objective).__name__}"
+    )
 
 
 class Study:
     """A distributed HPO study (see the module documentation)."""
 
-    def __init__(self, objective: Any, space: Mapping[str, Any] | None = None,
-                 direction: str = "minimize", max_trials: int = 100, parallel: int = 4,
-                 sampler: str | optuna.samplers.BaseSampler = "tpe",
-                 segments: Mapping[str, Mapping[str, Any] | None] | Sequence[str] | None = None,
-                 seed: int | None = None, *, name: str = "study",
-                 pruner: optuna.pruners.BasePruner | None = None,
-                 budgets: Sequence[float] | None = None, budget_arg: str = "budget",
-                 key: str | None = None, sampler_options: Mapping[str, Any] | None = None,
-                 max_failures: int | None = None, prefetch: int = 0, steer: str = "auto",
-                 client: Client | None = None) -> None:
+    def __init__(
+        self,
+        objective: Any,
+        space: Mapping[str, Any] | None = None,
+        direction: str = "minimize",
+        max_trials: int = 100,
+        parallel: int = 4,
+        sampler: str | optuna.samplers.BaseSampler = "tpe",
+        segments: Mapping[str, Mapping[str, Any] | None] | Sequence[str] | None = None,
+        seed: int | None = None,
+        *,
+        name: str = "study",
+        pruner: optuna.pruners.BasePruner | None = None,
+        budgets: Sequence[float] | None = None,
+        budget_arg: str = "budget",
+        key: str | None = None,
+        sampler_options: Mapping[str, Any] | None = None,
+        max_failures: int | None = None,
+        prefetch: int = 0,
+        steer: str = "auto",
+        client: Client | None = None,
+    ) -> None:
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
         if int(max_trials) < 1 or int(parallel) < 1:
@@ -220,8 +234,9 @@ class Study:
             seg_spaces = {str(sname): dict(base) for sname in segments}
         for seg, sp in seg_spaces.items():
             if not sp:
-                raise ValueError(f"the search space{'' if seg is None else f' of segment {seg!r}'} "
-                                 f"is empty")
+                raise ValueError(
+                    f"the search space{'' if seg is None else f' of segment {seg!r}'} is empty"
+                )
         self.segments: dict[str | None, _Segment] = {}
         for i, (seg, sp) in enumerate(seg_spaces.items()):
             obj = objective.get(seg) if isinstance(objective, Mapping) else objective
@@ -230,10 +245,21 @@ class Study:
             fn, opts = _objective_parts(obj)
             seg_seed = None if seed is None else seed + i
             smp = make_sampler(sampler, seg_seed, sp, self.sampler_options)
-            prn = pruner if pruner is not None else (
-                optuna.pruners.MedianPruner(n_startup_trials=4) if self.budgets else optuna.pruners.NopPruner())
-            st = optuna.create_study(direction=direction, sampler=smp, pruner=prn,  # type: ignore[arg-type]
-                                     study_name=f"{self.name}.{seg or 'main'}")
+            prn = (
+                pruner
+                if pruner is not None
+                else (
+                    optuna.pruners.MedianPruner(n_startup_trials=4)
+                    if self.budgets
+                    else optuna.pruners.NopPruner()
+                )
+            )
+            st = optuna.create_study(
+                direction=direction,  # type: ignore[arg-type]
+                sampler=smp,
+                pruner=prn,
+                study_name=f"{self.name}.{seg or 'main'}",
+            )
             self.segments[seg] = _Segment(seg, sp, fn, opts, st)
             if isinstance(smp, optuna.samplers.GridSampler):
                 self.max_trials = min(self.max_trials, grid_size(sp))
@@ -278,18 +304,33 @@ class Study:
 
     def config(self) -> dict[str, Any]:
         """The JSON description of the study, kept as the run's parameters."""
-        smp = self.sampler_spec if isinstance(self.sampler_spec, str) else type(self.sampler_spec).__name__
-        return {"name": self.name, "direction": self.direction, "max_trials": self.max_trials,
-                "parallel": self.parallel, "sampler": smp, "seed": self.seed,
-                "segments": [s for s in self.segments if s is not None] or None,
-                "spaces": {s or "": space_to_json(g.space) for s, g in self.segments.items()},
-                "budgets": self.budgets or None, "budget_arg": self.budget_arg, "key": self.key,
-                "prefetch": self.prefetch, "steer": self.steer, "max_failures": self.max_failures,
-                "sampler_options": self.sampler_options if self.steer == "server" else None}
+        smp = (
+            self.sampler_spec
+            if isinstance(self.sampler_spec, str)
+            else type(self.sampler_spec).__name__
+        )
+        return {
+            "name": self.name,
+            "direction": self.direction,
+            "max_trials": self.max_trials,
+            "parallel": self.parallel,
+            "sampler": smp,
+            "seed": self.seed,
+            "segments": [s for s in self.segments if s is not None] or None,
+            "spaces": {s or "": space_to_json(g.space) for s, g in self.segments.items()},
+            "budgets": self.budgets or None,
+            "budget_arg": self.budget_arg,
+            "key": self.key,
+            "prefetch": self.prefetch,
+            "steer": self.steer,
+            "max_failures": self.max_failures,
+            "sampler_options": self.sampler_options if self.steer == "server" else None,
+        }
 
     @classmethod
-    def load(cls, run_id: int, objective: Any, client: Client | None = None,
-             **overrides: Any) -> Study:
+    def load(
+        cls, run_id: int, objective: Any, client: Client | None = None, **overrides: Any
+    ) -> Study:
         """The study of run ``run_id``, rebuilt from its finished trials, ready to :meth:`resume`."""
         if client is None:
             from idds_jupyter.client import get_client
@@ -302,13 +343,23 @@ class Study:
         spaces = {k: space_from_json(v) for k, v in cfg["spaces"].items()}
         segs = cfg.get("segments")
         kw: dict[str, Any] = {
-            "direction": cfg["direction"], "max_trials": cfg["max_trials"], "parallel": cfg["parallel"],
-            "sampler": cfg["sampler"] if cfg["sampler"] in ("tpe", "gp", "cmaes", "random", "grid")
-            else "tpe", "seed": cfg.get("seed"), "name": cfg["name"], "budgets": cfg.get("budgets"),
-            "budget_arg": cfg.get("budget_arg", "budget"), "key": cfg.get("key"),
-            "prefetch": cfg.get("prefetch", 0), "steer": cfg.get("steer") or "client",
-            "max_failures": cfg.get("max_failures"), "sampler_options": cfg.get("sampler_options"),
-            "client": client}
+            "direction": cfg["direction"],
+            "max_trials": cfg["max_trials"],
+            "parallel": cfg["parallel"],
+            "sampler": cfg["sampler"]
+            if cfg["sampler"] in ("tpe", "gp", "cmaes", "random", "grid")
+            else "tpe",
+            "seed": cfg.get("seed"),
+            "name": cfg["name"],
+            "budgets": cfg.get("budgets"),
+            "budget_arg": cfg.get("budget_arg", "budget"),
+            "key": cfg.get("key"),
+            "prefetch": cfg.get("prefetch", 0),
+            "steer": cfg.get("steer") or "client",
+            "max_failures": cfg.get("max_failures"),
+            "sampler_options": cfg.get("sampler_options"),
+            "client": client,
+        }
         kw.update(overrides)
         if segs:
             study = cls(objective, None, segments={s: spaces[s] for s in segs}, **kw)
@@ -335,10 +386,14 @@ class Study:
             return self._start_steered()
         router(client)  # the push channel is up before any trial can end
         if self.run is None:
-            wid = client.submit({"name": self.name, "works": []}, {"study": self.config()}, open=True)
+            wid = client.submit(
+                {"name": self.name, "works": []}, {"study": self.config()}, open=True
+            )
             self.run = StudyRun(client, wid, self.name)
         self._done.clear()
-        self._thread = threading.Thread(target=self._drive, name=f"idds-hpo-{self.run.id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._drive, name=f"idds-hpo-{self.run.id}", daemon=True
+        )
         self._thread.start()
         return self.run
 
@@ -378,15 +433,21 @@ class Study:
             for seg in self.segments.values():
                 extra = {"segment": seg.name} if self._pass_segment else {}
                 payload = serialize.bound_payload(
-                    client, run_trial, {"objective": seg.objective, "extra": extra}, defer=inline)
-                work = WorkFunction(run_trial, name="trial", **seg.options).work_dict("trial", payload, 1)
+                    client, run_trial, {"objective": seg.objective, "extra": extra}, defer=inline
+                )
+                work = WorkFunction(run_trial, name="trial", **seg.options).work_dict(
+                    "trial", payload, 1
+                )
                 del work["name"], work["n_jobs"]
                 cfg["objectives"][seg.name or ""] = {"work": work}
-            wid = client.submit({"name": self.name, "works": []}, {"study": cfg}, open=True,
-                                blobs=inline)
+            wid = client.submit(
+                {"name": self.name, "works": []}, {"study": cfg}, open=True, blobs=inline
+            )
             self.run = StudyRun(client, wid, self.name)
         self._done.clear()
-        self._thread = threading.Thread(target=self._watch, name=f"idds-hpo-{self.run.id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, name=f"idds-hpo-{self.run.id}", daemon=True
+        )
         self._thread.start()
         return self.run
 
@@ -398,8 +459,10 @@ class Study:
                 status, info = self.client.wait_run(self.run.id, STEERER_WAIT_S)
             except TimeoutError:
                 if not self.client.status(self.run.id).get("works"):
-                    msg = (f"study {self.name}: no trial was started in {STEERER_WAIT_S:.0f} s; is a "
-                           f"Steerer running (agent role 'steerer')? steer='client' needs none")
+                    msg = (
+                        f"study {self.name}: no trial was started in {STEERER_WAIT_S:.0f} s; is a "
+                        f"Steerer running (agent role 'steerer')? steer='client' needs none"
+                    )
                     with contextlib.suppress(Exception):
                         self.client.close(self.run.id, error=msg)
                     raise RuntimeError(msg) from None
@@ -445,9 +508,14 @@ class Study:
         """The trial jobs no push told us about (lost, or failed): read from their works."""
         assert self.run is not None
         body = {**info, **(info.get("body") or {})}
-        failed = {(f.get("work"), f.get("idx")): f.get("params")
-                  for f in (body.get("result") or {}).get("failed") or ()} \
-            if isinstance(body.get("result"), dict) else {}
+        failed = (
+            {
+                (f.get("work"), f.get("idx")): f.get("params")
+                for f in (body.get("result") or {}).get("failed") or ()
+            }
+            if isinstance(body.get("result"), dict)
+            else {}
+        )
         for w in info.get("works") or ():
             parsed = parse_trial_work(str(w["name"]))
             if parsed is None or parsed[0] not in self.segments:
@@ -461,11 +529,22 @@ class Study:
                 if row.get("status") == "finished":
                     self._record(w["name"], idx, row.get("result"))
                 else:
-                    self._record(w["name"], idx, None, str(row.get("error") or row.get("status")),
-                                 failed.get((w["name"], idx)))
+                    self._record(
+                        w["name"],
+                        idx,
+                        None,
+                        str(row.get("error") or row.get("status")),
+                        failed.get((w["name"], idx)),
+                    )
 
-    def _record(self, work: str, idx: int, result: Any, error: str | None = None,
-                params: dict[str, Any] | None = None) -> None:
+    def _record(
+        self,
+        work: str,
+        idx: int,
+        result: Any,
+        error: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
         """Trial ``idx`` of ``work`` ended on the server: add it to its segment's study."""
         parsed = parse_trial_work(work)
         if parsed is None or parsed[0] not in self.segments:
@@ -483,8 +562,11 @@ class Study:
             error = error or f"no objective in its result: {result!r}"[:500]
             attrs["error"] = error[:500]
             self.errors.append(f"{work}: {error}")
-        seg.study.add_trial(frozen_trial(seg.space, res.get("params") or params, value,
-                                         parsed[1] + idx, work, **attrs))
+        seg.study.add_trial(
+            frozen_trial(
+                seg.space, res.get("params") or params, value, parsed[1] + idx, work, **attrs
+            )
+        )
         seg.allocated = max(seg.allocated, parsed[1] + idx + 1)
 
     # ----------------------------------------------------------- the driver
@@ -507,8 +589,9 @@ class Study:
                         self._fill(pending)
                     if not pending:
                         break
-                    done, _ = concurrent.futures.wait(list(pending), timeout=0.5,
-                                                      return_when=concurrent.futures.FIRST_COMPLETED)
+                    done, _ = concurrent.futures.wait(
+                        list(pending), timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED
+                    )
                     for f in done:
                         self._finished(pending.pop(f), f, pending)
             close_with_result(self.client, self.run.id, self.summary())
@@ -516,8 +599,11 @@ class Study:
             self._error = exc
             if not self._abandon.is_set():
                 with contextlib.suppress(Exception):
-                    self.client.close(self.run.id, error=f"{type(exc).__name__}: {exc}",
-                                      traceback="".join(tb.format_exception(exc)))
+                    self.client.close(
+                        self.run.id,
+                        error=f"{type(exc).__name__}: {exc}",
+                        traceback="".join(tb.format_exception(exc)),
+                    )
         finally:
             self._done.set()
 
@@ -542,7 +628,8 @@ class Study:
             rung = 0 if self.budgets else None
             trial.set_user_attr("trial", number)
             batches.setdefault(seg.name, []).append(
-                _Pending(seg, number, rung, trial, dict(trial.params), ""))
+                _Pending(seg, number, rung, trial, dict(trial.params), "")
+            )
             n += 1
         for batch in batches.values():
             pending.update(zip(self._launch(batch), batch, strict=True))
@@ -558,8 +645,14 @@ class Study:
             budget = self.budgets[p.rung]
             extra[self.budget_arg] = budget
             final = p.rung == len(self.budgets) - 1
-        meta = {"trial": p.number, "segment": p.seg.name, "final": final, "key": self.key,
-                "step": p.rung, "budget": budget}
+        meta = {
+            "trial": p.number,
+            "segment": p.seg.name,
+            "final": final,
+            "key": self.key,
+            "step": p.rung,
+            "budget": budget,
+        }
         return {"objective": p.seg.objective, "params": p.params, "meta": meta, "extra": extra}
 
     def _launch(self, batch: list[_Pending]) -> list[JobFuture]:
@@ -582,8 +675,9 @@ class Study:
         fn = WorkFunction(run_trial, name=name, **seg.options)
         return fn.map_async(kwargs_list=[self._call(p) for p in batch])
 
-    def _reattach(self, run_id: int, work: str, n: int, rows: list[dict[str, Any]],
-                  retries: int) -> list[JobFuture]:
+    def _reattach(
+        self, run_id: int, work: str, n: int, rows: list[dict[str, Any]], retries: int
+    ) -> list[JobFuture]:
         """Futures for the jobs of a trial work already submitted when the study was loaded.
 
         They are resolved by the push channel, or at once for the jobs already ended.
@@ -595,8 +689,12 @@ class Study:
             sink.offer(row)
         return futs
 
-    def _finished(self, p: _Pending, fut: concurrent.futures.Future[Any],
-                  pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
+    def _finished(
+        self,
+        p: _Pending,
+        fut: concurrent.futures.Future[Any],
+        pending: dict[concurrent.futures.Future[Any], _Pending],
+    ) -> None:
         p.seg.in_flight = max(0, p.seg.in_flight - 1)
         exc = fut.exception()
         if exc is not None:
@@ -627,7 +725,9 @@ class Study:
         p.report()
         return p.trial
 
-    def _advance(self, p: _Pending, pending: dict[concurrent.futures.Future[Any], _Pending]) -> None:
+    def _advance(
+        self, p: _Pending, pending: dict[concurrent.futures.Future[Any], _Pending]
+    ) -> None:
         """A rung finished: report it, then prune the trial or launch its next rung."""
         trial = self._trial_of(p)
         if trial.should_prune():
@@ -648,7 +748,9 @@ class Study:
         tell(p.seg.study, trial, None, TrialState.FAIL)
         if self.max_failures is not None and len(self.errors) > self.max_failures:
             self._stop.set()
-            raise RuntimeError(f"study {self.name}: {len(self.errors)} trials failed; the last: {msg}")
+            raise RuntimeError(
+                f"study {self.name}: {len(self.errors)} trials failed; the last: {msg}"
+            )
 
     # ----------------------------------------------------------------- resume
     def _attach(self, run_id: int, info: dict[str, Any]) -> None:
@@ -673,11 +775,20 @@ class Study:
             a, b = parsed[1], parsed[2]
             rung = parsed[3] if parsed[3] is not None else (0 if self.budgets else None)
             n = b - a + 1
-            rows = client.work_results(run_id, w["name"]) if w.get("n_jobs") or w["status"] != "new" else []
+            rows = (
+                client.work_results(run_id, w["name"])
+                if w.get("n_jobs") or w["status"] != "new"
+                else []
+            )
             by_idx = {int(r["idx"]): r for r in rows}
-            waiting = [i for i in range(n) if (by_idx.get(i) or {}).get("status") not in _FINAL_JOBS]
-            futs = (self._reattach(run_id, w["name"], n, rows, int(seg.options.get("retries") or 0))
-                    if waiting else [])
+            waiting = [
+                i for i in range(n) if (by_idx.get(i) or {}).get("status") not in _FINAL_JOBS
+            ]
+            futs = (
+                self._reattach(run_id, w["name"], n, rows, int(seg.options.get("retries") or 0))
+                if waiting
+                else []
+            )
             for i in range(n):
                 number = a + i
                 row = by_idx.get(i) or {}
@@ -690,7 +801,9 @@ class Study:
                 state.setdefault((seg.name, number), {})[rung] = entry
                 seg.next_number = max(seg.next_number, number + 1)
         completed: dict[str | None, list[optuna.trial.FrozenTrial]] = {}
-        for (seg_name, number), rungs in sorted(state.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        for (seg_name, number), rungs in sorted(
+            state.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])
+        ):
             seg = self.segments[seg_name]
             seg.allocated += 1
             order = sorted(rungs, key=lambda r: -1 if r is None else r)
@@ -702,15 +815,29 @@ class Study:
                 if kind == "done":
                     p.params = dict(val.get("params") or {})
                     if "objective" in val:
-                        frozen = frozen_trial(seg.space, p.params, float(val["objective"]), p.number,
-                                              p.work, dict(p.intermediates), resumed=True)
+                        frozen = frozen_trial(
+                            seg.space,
+                            p.params,
+                            float(val["objective"]),
+                            p.number,
+                            p.work,
+                            dict(p.intermediates),
+                            resumed=True,
+                        )
                         break
                     p.intermediates.append((int(val.get("step") or 0), float(val["intermediate"])))
                     if r == order[-1]:
                         self._continue.append(p)  # its next rung was never launched
                 elif kind == "failed":
-                    frozen = frozen_trial(seg.space, p.params, None, p.number, p.work,
-                                          dict(p.intermediates), resumed=True)
+                    frozen = frozen_trial(
+                        seg.space,
+                        p.params,
+                        None,
+                        p.number,
+                        p.work,
+                        dict(p.intermediates),
+                        resumed=True,
+                    )
                     break
                 else:
                     self._resume.append((val, p))
@@ -726,7 +853,9 @@ class Study:
                 seg.study.sampler.reseed_rng()
             else:
                 seed = resumed_seed(self.seed, i, seg.allocated)
-                seg.study.sampler = make_sampler(self.sampler_spec, seed, seg.space, self.sampler_options)
+                seg.study.sampler = make_sampler(
+                    self.sampler_spec, seed, seg.space, self.sampler_options
+                )
 
     # ---------------------------------------------------------------- results
     def dataframe(self) -> pd.DataFrame:
@@ -738,27 +867,39 @@ class Study:
         """
         import pandas as pd
 
-        trials = [(seg.name, t) for seg in self.segments.values()
-                  for t in seg.study.get_trials(deepcopy=False)]
+        trials = [
+            (seg.name, t)
+            for seg in self.segments.values()
+            for t in seg.study.get_trials(deepcopy=False)
+        ]
         if not trials:
             return pd.DataFrame(columns=["segment", "trial", "state", "value"])
         params = sorted({k for _, t in trials for k in t.params})
         attrs = sorted({k for _, t in trials for k in t.user_attrs})
         cols: dict[str, list[Any]] = {
-            "segment": [s for s, _ in trials], "number": [t.number for _, t in trials],
+            "segment": [s for s, _ in trials],
+            "number": [t.number for _, t in trials],
             "value": [t.value for _, t in trials],
             "datetime_start": [t.datetime_start for _, t in trials],
             "datetime_complete": [t.datetime_complete for _, t in trials],
-            "duration": [t.datetime_complete - t.datetime_start
-                         if t.datetime_start and t.datetime_complete else None for _, t in trials]}
+            "duration": [
+                t.datetime_complete - t.datetime_start
+                if t.datetime_start and t.datetime_complete
+                else None
+                for _, t in trials
+            ],
+        }
         for k in params:
             cols[f"params_{k}"] = [t.params.get(k) for _, t in trials]
         for k in attrs:
-            cols[k if k in ("trial", "work") else f"user_attrs_{k}"] = [t.user_attrs.get(k)
-                                                                       for _, t in trials]
+            cols[k if k in ("trial", "work") else f"user_attrs_{k}"] = [
+                t.user_attrs.get(k) for _, t in trials
+            ]
         cols["state"] = [t.state.name for _, t in trials]
         out = pd.DataFrame(cols)
-        if "trial" in out and not (len(self.segments) == 1 and out["trial"].is_monotonic_increasing):
+        if "trial" in out and not (
+            len(self.segments) == 1 and out["trial"].is_monotonic_increasing
+        ):
             out = out.sort_values(["segment", "trial"], na_position="first", kind="stable")
         return out.reset_index(drop=True)
 

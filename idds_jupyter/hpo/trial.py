@@ -35,8 +35,11 @@ def objective_value(out: Any, key: str | None = None) -> tuple[float, dict[str, 
     if hasattr(out, "item") and callable(out.item):  # numpy scalars
         return objective_value(out.item(), key)
     if isinstance(out, Mapping):
-        metrics = {str(k): float(v) for k, v in out.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        metrics = {
+            str(k): float(v)
+            for k, v in out.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         keys = (key,) if key else OBJECTIVE_KEYS
         for k in keys:
             if k in metrics:
@@ -44,10 +47,13 @@ def objective_value(out: Any, key: str | None = None) -> tuple[float, dict[str, 
                 return value, metrics
         if not key and len(metrics) == 1:
             return metrics.popitem()[1], {}
-        raise KeyError(f"the objective returned a dict without a number under "
-                       f"{' or '.join(repr(k) for k in keys)}: {sorted(out)}")
-    raise TypeError(f"the objective must return a number or a dict holding one, "
-                    f"got {type(out).__name__}")
+        raise KeyError(
+            f"the objective returned a dict without a number under "
+            f"{' or '.join(repr(k) for k in keys)}: {sorted(out)}"
+        )
+    raise TypeError(
+        f"the objective must return a number or a dict holding one, got {type(out).__name__}"
+    )
 
 
 def _run_command(template: str, params: Mapping[str, Any]) -> Any:
@@ -58,24 +64,32 @@ def _run_command(template: str, params: Mapping[str, Any]) -> Any:
     cmd = format_command(template, params)
     proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"objective command exited with {proc.returncode}: {cmd}\n"
-                           f"{proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"objective command exited with {proc.returncode}: {cmd}\n{proc.stderr[-2000:]}"
+        )
     lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
     if not lines:
         raise ValueError(f"objective command printed nothing: {cmd}")
     return json.loads(lines[-1])
 
 
-def run_trial(objective: Callable[..., Any] | str, params: dict[str, Any],
-              meta: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_trial(
+    objective: Callable[..., Any] | str,
+    params: dict[str, Any],
+    meta: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Evaluate one trial (or one rung of it); returns the trial's JSON result."""
     kwargs = {**params, **(extra or {})}
     out = _run_command(objective, kwargs) if isinstance(objective, str) else objective(**kwargs)
     value, metrics = objective_value(out, meta.get("key"))
     if math.isnan(value):
         raise ValueError(f"the objective returned NaN for {params}")
-    res: dict[str, Any] = {"params": params, "trial": meta.get("trial"),
-                           "segment": meta.get("segment")}
+    res: dict[str, Any] = {
+        "params": params,
+        "trial": meta.get("trial"),
+        "segment": meta.get("segment"),
+    }
     if meta.get("final", True):
         res["objective"] = value
     else:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def run_cell(inputs: dict[str, Any], body: str, outputs: list[str], name: str = "<%%idds work>") -> dict[str, Any]:
+def run_cell(
+    inputs: dict[str, Any], body: str, outputs: list[str], name: str = "<%%idds work>"
+) -> dict[str, Any]:
     """Execute ``body`` with ``inputs`` as its globals; return the ``outputs`` it assigned."""
     ns: dict[str, Any] = {"__name__": "__idds_cell__", "__builtins__": __builtins__}
     ns.update(inputs)

@@ -21,7 +21,10 @@ def widget(view: Any) -> Any:
     from idds_jupyter.kernel.widgets import ActiveLearningWidget, DagWidget, HpoWidget, RunWidget
 
     factories: dict[str, Callable[..., Any]] = {
-        "run": RunWidget, "dag": DagWidget, "hpo": HpoWidget, "al": ActiveLearningWidget,
+        "run": RunWidget,
+        "dag": DagWidget,
+        "hpo": HpoWidget,
+        "al": ActiveLearningWidget,
     }
     return factories[view.kind](view.client, view.run_id, **view.options).widget
 

@@ -66,6 +66,8 @@ def submit_notebook(magics: Any, argv: list[str]) -> Any:
     params = mod._params(a.param)
     extra = {"backend": a.backend} if a.backend else {}
     wid = magics._call(magics.client.submit, tmpl, params, **extra)
-    print(f"submitted {a.notebook} as run {wid} ({a.mode} mode, "
-          f"{len(tmpl['works'])} work{'s' if len(tmpl['works']) != 1 else ''})")
+    print(
+        f"submitted {a.notebook} as run {wid} ({a.mode} mode, "
+        f"{len(tmpl['works'])} work{'s' if len(tmpl['works']) != 1 else ''})"
+    )
     return Run(magics.client, wid, name=tmpl["name"])

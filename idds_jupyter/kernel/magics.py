@@ -76,7 +76,9 @@ class IddsMagics(Magics):
             try:
                 self._client = get_client()
             except (IddsError, LookupError, OSError, ValueError) as exc:
-                raise UsageError(f"no iDDS server reachable: {exc} (use %idds connect URL)") from None
+                raise UsageError(
+                    f"no iDDS server reachable: {exc} (use %idds connect URL)"
+                ) from None
         return self._client
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -101,16 +103,30 @@ class IddsMagics(Magics):
         try:
             handler: Any
             if cell is not None:
-                handler = {"work": self._work, "workflow": self._workflow,
-                           "template": self._template}.get(cmd)
+                handler = {
+                    "work": self._work,
+                    "workflow": self._workflow,
+                    "template": self._template,
+                }.get(cmd)
                 if handler is None:
-                    raise UsageError(f"%%idds {cmd}: unknown cell command; expected work, workflow or template")
+                    raise UsageError(
+                        f"%%idds {cmd}: unknown cell command; expected work, workflow or template"
+                    )
                 return handler(rest, cell)
-            handler = {"runs": self._runs, "status": self._status, "abort": self._abort,
-                       "retry": self._retry, "logs": self._logs, "dag": self._dag, "hpo": self._hpo,
-                       "al": self._al, "connect": self._connect, "form": self._form,
-                       "export": lambda a: export_notebook(self, a),
-                       "submit-notebook": lambda a: submit_notebook(self, a)}.get(cmd)
+            handler = {
+                "runs": self._runs,
+                "status": self._status,
+                "abort": self._abort,
+                "retry": self._retry,
+                "logs": self._logs,
+                "dag": self._dag,
+                "hpo": self._hpo,
+                "al": self._al,
+                "connect": self._connect,
+                "form": self._form,
+                "export": lambda a: export_notebook(self, a),
+                "submit-notebook": lambda a: submit_notebook(self, a),
+            }.get(cmd)
             if handler is None:
                 raise UsageError(f"%idds {cmd}: unknown command; %idds --help lists them")
             return handler(rest)
@@ -123,7 +139,9 @@ class IddsMagics(Magics):
         p = _parser("work", "Run this cell as a Work; the variables it assigns come back.")
         p.add_argument("--name", default="cell")
         p.add_argument("--map", dest="map_var", help="one job per item of this variable")
-        p.add_argument("--out", action="append", default=None, help="only these variables come back")
+        p.add_argument(
+            "--out", action="append", default=None, help="only these variables come back"
+        )
         p.add_argument("--cores", type=int)
         p.add_argument("--memory-mb", type=int)
         p.add_argument("--backend")
@@ -139,14 +157,24 @@ class IddsMagics(Magics):
         from idds_jupyter.faat.work import work
         from idds_jupyter.kernel.cell import run_cell
 
-        fn = work(run_cell, name=a.name, backend=a.backend, cores=a.cores,
-                  memory_mb=a.memory_mb, retries=a.retries)
+        fn = work(
+            run_cell,
+            name=a.name,
+            backend=a.backend,
+            cores=a.cores,
+            memory_mb=a.memory_mb,
+            retries=a.retries,
+        )
         if a.map_var:
             if a.map_var not in ns:
-                raise UsageError(f"%%idds work --map {a.map_var}: no variable {a.map_var!r} in the notebook")
+                raise UsageError(
+                    f"%%idds work --map {a.map_var}: no variable {a.map_var!r} in the notebook"
+                )
             items = list(ns[a.map_var])
-            calls = [{"inputs": {**inputs, a.map_var: item}, "body": cell, "outputs": outputs}
-                     for item in items]
+            calls = [
+                {"inputs": {**inputs, a.map_var: item}, "body": cell, "outputs": outputs}
+                for item in items
+            ]
             results = self._call(fn.map, kwargs_list=calls)
             for name in outputs:
                 ns[name] = [r.get(name) for r in results]
@@ -156,7 +184,9 @@ class IddsMagics(Magics):
 
     # -------------------------------------------------------- cell: workflow
     def _workflow(self, argv: list[str], cell: str) -> Any:
-        p = _parser("workflow", "Define a workflow whose body is this cell (its @work calls become works).")
+        p = _parser(
+            "workflow", "Define a workflow whose body is this cell (its @work calls become works)."
+        )
         p.add_argument("--name", default="workflow")
         p.add_argument("--submit", action="store_true")
         p.add_argument("--where", choices=["local", "server"], default="local")
@@ -164,7 +194,9 @@ class IddsMagics(Magics):
         try:
             code = compile(cell, f"<%%idds workflow {a.name}>", "exec")
         except SyntaxError as exc:
-            raise UsageError(f"%%idds workflow: syntax error on line {exc.lineno}: {exc.msg}") from None
+            raise UsageError(
+                f"%%idds workflow: syntax error on line {exc.lineno}: {exc.msg}"
+            ) from None
         from idds_jupyter.faat.workflow import workflow
 
         ns = self.ns
@@ -228,7 +260,9 @@ class IddsMagics(Magics):
         p.add_argument("--limit", type=int, default=20)
         a = p.parse_args(argv)
         runs = self._call(self.client.runs, limit=a.limit)
-        rows = "".join(f"<tr><td>{r['id']}</td><td>{r['name']}</td><td>{r['status']}</td></tr>" for r in runs)
+        rows = "".join(
+            f"<tr><td>{r['id']}</td><td>{r['name']}</td><td>{r['status']}</td></tr>" for r in runs
+        )
         display(HTML(f"<table><tr><th>id</th><th>name</th><th>status</th></tr>{rows}</table>"))
 
     def _status(self, argv: list[str]) -> Any:
@@ -310,7 +344,9 @@ class IddsMagics(Magics):
     def _form(self, argv: list[str]) -> Any:
         if not argv or argv[0] not in self.templates:
             known = ", ".join(sorted(self.templates)) or "none yet"
-            raise UsageError(f"%idds form: no template named {argv[0] if argv else ''!r} (known: {known})")
+            raise UsageError(
+                f"%idds form: no template named {argv[0] if argv else ''!r} (known: {known})"
+            )
         return template_form(self, load_template(self.templates[argv[0]], argv[0]))
 
 
@@ -341,8 +377,11 @@ def load_template(text: str, name: str | None) -> Any:
         return Workflow.from_dict(data)
     except TemplateError as exc:
         line = error_line(text, exc.work, exc.field)
-        raise UsageError(f"template {data['name']!r}, line {line}: {exc}" if line
-                         else f"template {data['name']!r}: {exc}") from None
+        raise UsageError(
+            f"template {data['name']!r}, line {line}: {exc}"
+            if line
+            else f"template {data['name']!r}: {exc}"
+        ) from None
 
 
 def error_line(text: str, work: str | None, field: str | None) -> int | None:
@@ -363,7 +402,11 @@ def error_line(text: str, work: str | None, field: str | None) -> int | None:
             if not isinstance(item, yaml.MappingNode):
                 continue
             fields = {k.value: (k, v) for k, v in item.value}
-            if work is not None and "name" in fields and fields["name"][1].value == work.split(".")[-1]:
+            if (
+                work is not None
+                and "name" in fields
+                and fields["name"][1].value == work.split(".")[-1]
+            ):
                 if leaf in fields:
                     return int(fields[leaf][0].start_mark.line) + 1
                 return int(item.start_mark.line) + 1
@@ -395,8 +438,12 @@ def template_form(magics: IddsMagics, wf: Any) -> Any:
     out = W.Output()
 
     def submit(_b: Any) -> None:
-        params = {n: (f.value if not isinstance(f, W.Text) else yaml.safe_load(f.value) if f.value else "")
-                  for n, f in fields.items()}
+        params = {
+            n: (
+                f.value if not isinstance(f, W.Text) else yaml.safe_load(f.value) if f.value else ""
+            )
+            for n, f in fields.items()
+        }
         with out:
             out.clear_output()
             try:

@@ -16,9 +16,18 @@ from typing import Any
 import ipywidgets as W
 
 STATUS_COLORS = {
-    "new": "#9e9e9e", "pending": "#9e9e9e", "ready": "#90caf9", "submitted": "#64b5f6",
-    "running": "#1e88e5", "suspended": "#ffb300", "finished": "#43a047", "subfinished": "#c0ca33",
-    "failed": "#e53935", "cancelled": "#8d6e63", "aborted": "#6d4c41", "skipped": "#e0e0e0",
+    "new": "#9e9e9e",
+    "pending": "#9e9e9e",
+    "ready": "#90caf9",
+    "submitted": "#64b5f6",
+    "running": "#1e88e5",
+    "suspended": "#ffb300",
+    "finished": "#43a047",
+    "subfinished": "#c0ca33",
+    "failed": "#e53935",
+    "cancelled": "#8d6e63",
+    "aborted": "#6d4c41",
+    "skipped": "#e0e0e0",
 }
 TERMINAL = {"finished", "subfinished", "failed", "aborted"}
 DONE_JOBS = ("finished", "failed", "cancelled")
@@ -42,7 +51,9 @@ class LiveView:
             self._remove = self.client.on_message(self._on_message)
         except Exception as exc:  # no stream: the view still shows the state it fetched
             self.error = f"live updates off: {exc}"
-        threading.Thread(target=self._loop, name=f"idds-view-{self.workflow_id}", daemon=True).start()
+        threading.Thread(
+            target=self._loop, name=f"idds-view-{self.workflow_id}", daemon=True
+        ).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -83,12 +94,15 @@ class RunWidget(LiveView):
         self.header = W.HTML()
         self.bars = W.VBox()
         self.abort_button = W.Button(description="Abort", button_style="danger", icon="stop")
-        self.retry_button = W.Button(description="Retry failed", button_style="warning", icon="redo")
+        self.retry_button = W.Button(
+            description="Retry failed", button_style="warning", icon="redo"
+        )
         self.message = W.HTML()
         self.abort_button.on_click(lambda _b: self._control("abort"))
         self.retry_button.on_click(lambda _b: self._control("retry"))
-        self.widget = W.VBox([self.header, self.bars,
-                              W.HBox([self.abort_button, self.retry_button]), self.message])
+        self.widget = W.VBox(
+            [self.header, self.bars, W.HBox([self.abort_button, self.retry_button]), self.message]
+        )
         self._bars: dict[str, W.IntProgress] = {}
         self.status: dict[str, Any] = {}
         self.refresh()
@@ -106,8 +120,10 @@ class RunWidget(LiveView):
         st = self.client.status(self.workflow_id)
         self.status = st
         color = STATUS_COLORS.get(st["status"], "#000")
-        self.header.value = (f"<b>{st['name']}</b> &nbsp; run {st['id']} &nbsp; "
-                             f"<span style='color:{color}'><b>{st['status']}</b></span>")
+        self.header.value = (
+            f"<b>{st['name']}</b> &nbsp; run {st['id']} &nbsp; "
+            f"<span style='color:{color}'><b>{st['status']}</b></span>"
+        )
         children = []
         for w in st["works"]:
             if w.get("kind") in ("workflow",):
@@ -117,14 +133,21 @@ class RunWidget(LiveView):
             done = sum(int(jobs.get(s, 0)) for s in DONE_JOBS)
             bar = self._bars.get(w["name"])
             if bar is None:
-                bar = W.IntProgress(min=0, description=w["name"][:24],
-                                    style={"description_width": "initial"})
+                bar = W.IntProgress(
+                    min=0, description=w["name"][:24], style={"description_width": "initial"}
+                )
                 self._bars[w["name"]] = bar
             bar.max = total
             bar.value = min(done, total)
-            bar.bar_style = {"finished": "success", "failed": "danger", "subfinished": "warning",
-                             "aborted": "danger"}.get(w["status"], "info")
-            bar.description_tooltip = ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or w["status"]
+            bar.bar_style = {
+                "finished": "success",
+                "failed": "danger",
+                "subfinished": "warning",
+                "aborted": "danger",
+            }.get(w["status"], "info")
+            bar.description_tooltip = (
+                ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or w["status"]
+            )
             children.append(W.HBox([bar, W.HTML(f"{done}/{total} &nbsp; {w['status']}")]))
         self.bars.children = tuple(children)
         over = st["status"] in TERMINAL
@@ -144,7 +167,11 @@ def layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
     def depth(n: str, seen: frozenset[str]) -> int:
         if n in layer:
             return layer[n]
-        d = 0 if not ups[n] else 1 + max((depth(u, seen | {n}) for u in ups[n] if u not in seen), default=-1)
+        d = (
+            0
+            if not ups[n]
+            else 1 + max((depth(u, seen | {n}) for u in ups[n] if u not in seen), default=-1)
+        )
         layer[n] = d
         return d
 
@@ -160,10 +187,16 @@ class DagWidget(LiveView):
         import plotly.graph_objects as go
 
         super().__init__(client, workflow_id)
-        self.figure = go.FigureWidget(layout={
-            "height": 360, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "showlegend": False,
-            "xaxis": {"visible": False}, "yaxis": {"visible": False, "autorange": "reversed"},
-            "title": {"text": f"run {workflow_id}", "font": {"size": 13}}})
+        self.figure = go.FigureWidget(
+            layout={
+                "height": 360,
+                "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+                "showlegend": False,
+                "xaxis": {"visible": False},
+                "yaxis": {"visible": False, "autorange": "reversed"},
+                "title": {"text": f"run {workflow_id}", "font": {"size": 13}},
+            }
+        )
         self.widget = self.figure
         self.refresh()
         self.start()
@@ -180,10 +213,13 @@ class DagWidget(LiveView):
             rows.setdefault(lay[n], []).append(n)
         pos = {n: (i - (len(r) - 1) / 2, y) for y, r in rows.items() for i, n in enumerate(r)}
         traces = []
-        for kind, style in (("dep", {"color": "#9e9e9e"}), ("job_dep", {"color": "#616161", "dash": "dot"}),
-                            ("true", {"color": "#43a047", "dash": "dash"}),
-                            ("false", {"color": "#e53935", "dash": "dash"}),
-                            ("on_failure", {"color": "#fb8c00", "dash": "dashdot"})):
+        for kind, style in (
+            ("dep", {"color": "#9e9e9e"}),
+            ("job_dep", {"color": "#616161", "dash": "dot"}),
+            ("true", {"color": "#43a047", "dash": "dash"}),
+            ("false", {"color": "#e53935", "dash": "dash"}),
+            ("on_failure", {"color": "#fb8c00", "dash": "dashdot"}),
+        ):
             xs: list[float | None] = []
             ys: list[float | None] = []
             for a, b, k in edges:
@@ -196,13 +232,28 @@ class DagWidget(LiveView):
         texts = []
         for n in nodes:
             jobs = by_name[n].get("jobs") or {}
-            texts.append(f"{n}<br>{by_name[n].get('status')}<br>"
-                         + ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())))
-        traces.append(go.Scatter(
-            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text",
-            text=nodes, textposition="top center", hovertext=texts, hoverinfo="text",
-            marker={"size": 22, "line": {"width": 1, "color": "#424242"},
-                    "color": [STATUS_COLORS.get(by_name[n].get("status", ""), "#000") for n in nodes]}))
+            texts.append(
+                f"{n}<br>{by_name[n].get('status')}<br>"
+                + ", ".join(f"{k} {v}" for k, v in sorted(jobs.items()))
+            )
+        traces.append(
+            go.Scatter(
+                x=[pos[n][0] for n in nodes],
+                y=[pos[n][1] for n in nodes],
+                mode="markers+text",
+                text=nodes,
+                textposition="top center",
+                hovertext=texts,
+                hoverinfo="text",
+                marker={
+                    "size": 22,
+                    "line": {"width": 1, "color": "#424242"},
+                    "color": [
+                        STATUS_COLORS.get(by_name[n].get("status", ""), "#000") for n in nodes
+                    ],
+                },
+            )
+        )
         with self.figure.batch_update():
             self.figure.data = []
             for t in traces:
@@ -221,7 +272,9 @@ def trials_of(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif isinstance(res, dict):
             for key in ("objective", "value", "loss"):
                 if isinstance(res.get(key), (int, float)):
-                    out.append({"objective": float(res[key]), "params": dict(res.get("params") or {})})
+                    out.append(
+                        {"objective": float(res[key]), "params": dict(res.get("params") or {})}
+                    )
                     break
     return out
 
@@ -229,17 +282,23 @@ def trials_of(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class HpoWidget(LiveView):
     """Objective per trial with the best so far, and parallel coordinates of the parameters."""
 
-    def __init__(self, client: Any, workflow_id: int, work: str | None = None,
-                 direction: str = "minimize") -> None:
+    def __init__(
+        self, client: Any, workflow_id: int, work: str | None = None, direction: str = "minimize"
+    ) -> None:
         import plotly.graph_objects as go
 
         super().__init__(client, workflow_id)
         self.work = work
         self.direction = direction
         self.trials: list[dict[str, Any]] = []
-        self.scatter = go.FigureWidget(layout={"height": 300, "margin": {"t": 30},
-                                               "title": {"text": "objective per trial"},
-                                               "xaxis": {"title": "trial"}})
+        self.scatter = go.FigureWidget(
+            layout={
+                "height": 300,
+                "margin": {"t": 30},
+                "title": {"text": "objective per trial"},
+                "xaxis": {"title": "trial"},
+            }
+        )
         self.parcoords = go.FigureWidget(layout={"height": 300, "margin": {"t": 30}})
         self.widget = W.VBox([self.scatter, self.parcoords])
         self.refresh()
@@ -249,8 +308,11 @@ class HpoWidget(LiveView):
         import plotly.graph_objects as go
 
         st = self.client.status(self.workflow_id)
-        names = [w["name"] for w in st["works"] if (self.work is None or w["name"] == self.work)
-                 and w.get("kind") != "workflow"]
+        names = [
+            w["name"]
+            for w in st["works"]
+            if (self.work is None or w["name"] == self.work) and w.get("kind") != "workflow"
+        ]
         results: list[dict[str, Any]] = []
         for name in names:
             results += self.client.work_results(self.workflow_id, name)
@@ -262,15 +324,19 @@ class HpoWidget(LiveView):
             self.scatter.data = []
             self.scatter.add_trace(go.Scatter(y=ys, mode="markers", name="trial"))
             self.scatter.add_trace(go.Scatter(y=best, mode="lines", name="best so far"))
-        keys = sorted({k for t in self.trials for k, v in t["params"].items()
-                       if isinstance(v, (int, float))})
+        keys = sorted(
+            {k for t in self.trials for k, v in t["params"].items() if isinstance(v, (int, float))}
+        )
         with self.parcoords.batch_update():
             self.parcoords.data = []
             if self.trials:
-                dims = [{"label": k, "values": [t["params"].get(k) for t in self.trials]} for k in keys]
+                dims = [
+                    {"label": k, "values": [t["params"].get(k) for t in self.trials]} for k in keys
+                ]
                 dims.append({"label": "objective", "values": ys})
-                self.parcoords.add_trace(go.Parcoords(line={"color": ys, "colorscale": "Viridis"},
-                                                      dimensions=dims))
+                self.parcoords.add_trace(
+                    go.Parcoords(line={"color": ys, "colorscale": "Viridis"}, dimensions=dims)
+                )
         return st["status"] in TERMINAL
 
 
@@ -283,9 +349,14 @@ class ActiveLearningWidget(LiveView):
         super().__init__(client, workflow_id)
         self.metric = metric
         self.points: list[tuple[int, float]] = []
-        self.figure = go.FigureWidget(layout={"height": 300, "margin": {"t": 30},
-                                              "title": {"text": f"{metric} per iteration"},
-                                              "xaxis": {"title": "iteration"}})
+        self.figure = go.FigureWidget(
+            layout={
+                "height": 300,
+                "margin": {"t": 30},
+                "title": {"text": f"{metric} per iteration"},
+                "xaxis": {"title": "iteration"},
+            }
+        )
         self.widget = self.figure
         self.refresh()
         self.start()
@@ -310,6 +381,12 @@ class ActiveLearningWidget(LiveView):
         self.points = sorted(points)
         with self.figure.batch_update():
             self.figure.data = []
-            self.figure.add_trace(go.Scatter(x=[p[0] for p in self.points], y=[p[1] for p in self.points],
-                                             mode="lines+markers", name=self.metric))
+            self.figure.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in self.points],
+                    y=[p[1] for p in self.points],
+                    mode="lines+markers",
+                    name=self.metric,
+                )
+            )
         return st["status"] in TERMINAL

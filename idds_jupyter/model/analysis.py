@@ -109,18 +109,31 @@ def grow_analysis(old: Workflow, new: Workflow, added: Sequence[Work]) -> None:
 
 
 def _memo_key(wf: Workflow, qual: str) -> tuple[Any, ...]:
-    return (qual, id(wf.works), len(wf.works), id(wf.conditions), len(wf.conditions),
-            id(wf.loops), len(wf.loops))
+    return (
+        qual,
+        id(wf.works),
+        len(wf.works),
+        id(wf.conditions),
+        len(wf.conditions),
+        id(wf.loops),
+        len(wf.loops),
+    )
 
 
 def _declare(kinds: dict[str, str], declared: list[str], name: Any, kind: str, qual: str) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise TemplateError(qual + str(name), "name", f"{kind} name must be an identifier (letters, digits, '_'), got {name!r}")
+        raise TemplateError(
+            qual + str(name),
+            "name",
+            f"{kind} name must be an identifier (letters, digits, '_'), got {name!r}",
+        )
     if keyword.iskeyword(name) or name in RESERVED_NAMES:
         raise TemplateError(qual + name, "name", f"{name!r} is a reserved name")
     if name in kinds:
         raise TemplateError(
-            qual + name, "name", f"duplicate name {name!r} (works, conditions and loops share one namespace)"
+            qual + name,
+            "name",
+            f"duplicate name {name!r} (works, conditions and loops share one namespace)",
         )
     kinds[name] = kind
     declared.append(name)
@@ -143,16 +156,27 @@ def _grown_analysis(old: Analysis, added: Sequence[Work]) -> Analysis | None:
     try:
         for w in added:
             for value in (w.parameters, w.command, w.kwargs_list):
-                if value is not None and any(n in kinds for e in placeholders(value) for n in e.names):
+                if value is not None and any(
+                    n in kinds for e in placeholders(value) for n in e.names
+                ):
                     return None
     except ExpressionError:
         return None
     new = [w.name for w in added]
     empty: Edges = {n: {} for n in new}
     return Analysis(
-        kinds=kinds, works={**old.works, **{w.name: w for w in added}}, conditions={}, loops={},
-        declared=declared, body_of={}, edges={**old.edges, **empty}, scoped={**old.scoped, **empty},
-        sched={**old.sched, **empty}, inner={}, order=[*old.order, *new], body_order={},
+        kinds=kinds,
+        works={**old.works, **{w.name: w for w in added}},
+        conditions={},
+        loops={},
+        declared=declared,
+        body_of={},
+        edges={**old.edges, **empty},
+        scoped={**old.scoped, **empty},
+        sched={**old.sched, **empty},
+        inner={},
+        order=[*old.order, *new],
+        body_order={},
         handlers=old.handlers,
     )
 
@@ -199,7 +223,9 @@ def _declare_elements(wf: Workflow, qual: str) -> tuple[dict[str, str], list[str
     return kinds, declared
 
 
-def _unknown(kinds: Mapping[str, str], qual: str, who: str, fld: str, name: str, what: str = "work") -> TemplateError:
+def _unknown(
+    kinds: Mapping[str, str], qual: str, who: str, fld: str, name: str, what: str = "work"
+) -> TemplateError:
     hint = difflib.get_close_matches(name, list(kinds), n=1)
     more = f" (did you mean {hint[0]!r}?)" if hint else ""
     return TemplateError(qual + who, fld, f"unknown {what} {name!r}{more}")
@@ -210,16 +236,32 @@ def _loop_bodies(wf: Workflow, kinds: Mapping[str, str], qual: str) -> dict[str,
     body_of: dict[str, str] = {}
     for lp in wf.loops:
         if not isinstance(lp.works, list) or not lp.works:
-            raise TemplateError(qual + lp.name, "works", "a loop needs a non-empty list of body works")
-        if isinstance(lp.max_iterations, bool) or not isinstance(lp.max_iterations, int) or lp.max_iterations < 1:
-            raise TemplateError(qual + lp.name, "max_iterations", f"must be a positive integer, got {lp.max_iterations!r}")
+            raise TemplateError(
+                qual + lp.name, "works", "a loop needs a non-empty list of body works"
+            )
+        if (
+            isinstance(lp.max_iterations, bool)
+            or not isinstance(lp.max_iterations, int)
+            or lp.max_iterations < 1
+        ):
+            raise TemplateError(
+                qual + lp.name,
+                "max_iterations",
+                f"must be a positive integer, got {lp.max_iterations!r}",
+            )
         for m in lp.works:
             if m not in kinds:
                 raise _unknown(kinds, qual, lp.name, "works", m)
             if kinds[m] == "loop":
-                raise TemplateError(qual + lp.name, "works", f"loop {m!r} cannot be a loop body member (nest loops in a sub-workflow)")
+                raise TemplateError(
+                    qual + lp.name,
+                    "works",
+                    f"loop {m!r} cannot be a loop body member (nest loops in a sub-workflow)",
+                )
             if m in body_of:
-                raise TemplateError(qual + lp.name, "works", f"{m!r} is already in the body of loop {body_of[m]!r}")
+                raise TemplateError(
+                    qual + lp.name, "works", f"{m!r} is already in the body of loop {body_of[m]!r}"
+                )
             body_of[m] = lp.name
     return body_of
 
@@ -252,7 +294,9 @@ class _EdgeBuilder:
             if n in self.kinds:
                 self.add(down, n, kind, fld)
 
-    def add_work_edges(self, works: Sequence[Work], by_name: Mapping[str, Work]) -> dict[str, list[str]]:
+    def add_work_edges(
+        self, works: Sequence[Work], by_name: Mapping[str, Work]
+    ) -> dict[str, list[str]]:
         """Edges of ``depends_on``, placeholders reading other elements, ``job_deps`` and
         ``on_failure`` (the handler depends on the work); returns the failure handlers of each work."""
         handlers: dict[str, list[str]] = {}
@@ -267,7 +311,11 @@ class _EdgeBuilder:
                     raise self.unknown(w.name, f"job_deps[{i}].work", jd.work)
                 parent = by_name.get(jd.work)
                 if parent is None or parent.workflow is not None:
-                    raise TemplateError(self.qual + w.name, f"job_deps[{i}].work", f"{jd.work!r} is not a work with jobs")
+                    raise TemplateError(
+                        self.qual + w.name,
+                        f"job_deps[{i}].work",
+                        f"{jd.work!r} is not a work with jobs",
+                    )
                 self.add(w.name, jd.work, "job_dep", "job_deps")
             for h in w.on_failure:
                 if h not in by_name:
@@ -277,7 +325,11 @@ class _EdgeBuilder:
         return handlers
 
     def _add_placeholder_edges(self, w: Work) -> None:
-        for fld_name, value in (("parameters", w.parameters), ("command", w.command), ("kwargs_list", w.kwargs_list)):
+        for fld_name, value in (
+            ("parameters", w.parameters),
+            ("command", w.command),
+            ("kwargs_list", w.kwargs_list),
+        ):
             if value is None:
                 continue
             try:
@@ -309,7 +361,9 @@ class _EdgeBuilder:
                 names = lp.expression.names
             except ExpressionError as exc:
                 raise TemplateError(self.qual + lp.name, "until", str(exc)) from None
-            self.add_references(lp.name, (n for n in names if body_of.get(n) != lp.name), "ref", "until")
+            self.add_references(
+                lp.name, (n for n in names if body_of.get(n) != lp.name), "ref", "until"
+            )
             for d in lp.depends_on:
                 if d not in self.kinds:
                     raise self.unknown(lp.name, "depends_on", d)
@@ -322,17 +376,27 @@ def _check_loop_boundaries(edges: Edges, body_of: Mapping[str, str], qual: str) 
         for up, kind in ups.items():
             lo_down, lo_up = body_of.get(down), body_of.get(up)
             if kind in ("true", "false", "on_failure") and lo_down != lo_up:
-                inside = f"{down!r} is in loop {lo_down!r}" if lo_down else f"{down!r} is outside any loop"
+                inside = (
+                    f"{down!r} is in loop {lo_down!r}"
+                    if lo_down
+                    else f"{down!r} is outside any loop"
+                )
                 where = f"{up!r} in loop {lo_up!r}" if lo_up else f"{up!r} outside any loop"
                 fld = "on_failure" if kind == "on_failure" else kind
-                raise TemplateError(qual + up, fld, f"cannot cross a loop boundary: {inside}, {where}")
+                raise TemplateError(
+                    qual + up, fld, f"cannot cross a loop boundary: {inside}, {where}"
+                )
             if kind == "job_dep" and lo_up is not None and lo_up != lo_down:
                 raise TemplateError(
-                    qual + down, "job_deps", f"{up!r} is in loop {lo_up!r}: job dependencies cannot reach into a loop"
+                    qual + down,
+                    "job_deps",
+                    f"{up!r} is in loop {lo_up!r}: job dependencies cannot reach into a loop",
                 )
 
 
-def _scoped_edges(declared: list[str], edges: Edges, body_of: Mapping[str, str], qual: str) -> Edges:
+def _scoped_edges(
+    declared: list[str], edges: Edges, body_of: Mapping[str, str], qual: str
+) -> Edges:
     """The edges with a member of another loop reached through that loop."""
     scoped: Edges = {}
     for name in declared:
@@ -341,12 +405,19 @@ def _scoped_edges(declared: list[str], edges: Edges, body_of: Mapping[str, str],
             lo = body_of.get(up)
             _merge(scoped[name], lo if lo is not None and lo != body_of.get(name) else up, kind)
             if lo is not None and lo == name:
-                raise TemplateError(qual + name, "depends_on", f"dependency cycle: {name} -> {up} -> {name}")
+                raise TemplateError(
+                    qual + name, "depends_on", f"dependency cycle: {name} -> {up} -> {name}"
+                )
     return scoped
 
 
-def _schedules(declared: list[str], scoped: Edges, body_of: Mapping[str, str],
-               loops: Mapping[str, Loop], qual: str) -> tuple[Edges, dict[str, Edges]]:
+def _schedules(
+    declared: list[str],
+    scoped: Edges,
+    body_of: Mapping[str, str],
+    loops: Mapping[str, Loop],
+    qual: str,
+) -> tuple[Edges, dict[str, Edges]]:
     """The top-level schedule (each loop standing for its body, taking on the body's outside
     dependencies) and, for each loop, the edges inside one iteration."""
     sched: Edges = {n: dict(scoped[n]) for n in declared if n not in body_of}
@@ -358,13 +429,17 @@ def _schedules(declared: list[str], scoped: Edges, body_of: Mapping[str, str],
                 if body_of.get(up) == lp_name:
                     inner[lp_name][m][up] = kind
                 elif up == lp_name:
-                    raise TemplateError(qual + m, "depends_on", f"dependency cycle: {m} -> {lp_name} -> {m}")
+                    raise TemplateError(
+                        qual + m, "depends_on", f"dependency cycle: {m} -> {lp_name} -> {m}"
+                    )
                 else:
                     _merge(sched[lp_name], up, kind)
     return sched, inner
 
 
-def _toposort(nodes: list[str], ups: Mapping[str, Mapping[str, str]], index: Mapping[str, int], qual: str) -> list[str]:
+def _toposort(
+    nodes: list[str], ups: Mapping[str, Mapping[str, str]], index: Mapping[str, int], qual: str
+) -> list[str]:
     """Kahn's algorithm, ties broken by declaration order so plans are deterministic."""
     node_set = set(nodes)
     indeg = {n: sum(1 for u in ups[n] if u in node_set) for n in nodes}
@@ -385,11 +460,17 @@ def _toposort(nodes: list[str], ups: Mapping[str, Mapping[str, str]], index: Map
                 heapq.heappush(heap, (index[d], d))
     if len(out) < len(nodes):
         cycle = _find_cycle([n for n in nodes if indeg[n] > 0], ups, node_set)
-        raise TemplateError(qual + cycle[0], "depends_on", "dependency cycle: " + " -> ".join(cycle) + " (each depends on the next)")
+        raise TemplateError(
+            qual + cycle[0],
+            "depends_on",
+            "dependency cycle: " + " -> ".join(cycle) + " (each depends on the next)",
+        )
     return out
 
 
-def _find_cycle(candidates: list[str], ups: Mapping[str, Mapping[str, str]], node_set: set[str]) -> list[str]:
+def _find_cycle(
+    candidates: list[str], ups: Mapping[str, Mapping[str, str]], node_set: set[str]
+) -> list[str]:
     color: dict[str, int] = {}
     stack: list[str] = []
 

@@ -52,4 +52,9 @@ class Condition:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Condition:
-        return cls(name=d["name"], expr=d["expr"], true=list(d.get("true") or []), false=list(d.get("false") or []))
+        return cls(
+            name=d["name"],
+            expr=d["expr"],
+            true=list(d.get("true") or []),
+            false=list(d.get("false") or []),
+        )

@@ -17,7 +17,9 @@ class TemplateError(ValueError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = f"work {self.work!r}, field {self.field!r}" if self.work else f"field {self.field!r}"
+        where = (
+            f"work {self.work!r}, field {self.field!r}" if self.work else f"field {self.field!r}"
+        )
         return f"{where}: {self.message}"
 
     def __reduce__(self) -> tuple[type[TemplateError], tuple[str | None, str, str]]:

@@ -20,7 +20,15 @@ from typing import Any
 
 from .errors import ExpressionError
 
-__all__ = ["FUNCTIONS", "LIMITS", "LITERAL_NAMES", "Expression", "ExpressionLimits", "expression", "set_limits"]
+__all__ = [
+    "FUNCTIONS",
+    "LIMITS",
+    "LITERAL_NAMES",
+    "Expression",
+    "ExpressionLimits",
+    "expression",
+    "set_limits",
+]
 
 #: Functions an expression may call, and only by these names.
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -73,7 +81,9 @@ class ExpressionLimits:
 LIMITS = ExpressionLimits()
 
 
-def set_limits(max_steps: int | None = None, max_size: int | None = None, max_depth: int | None = None) -> None:
+def set_limits(
+    max_steps: int | None = None, max_size: int | None = None, max_depth: int | None = None
+) -> None:
     """Set this process's expression budget (``None`` keeps a value)."""
     if max_steps is not None:
         LIMITS.max_steps = int(max_steps)
@@ -128,7 +138,9 @@ class Expression:
             raise ExpressionError(repr(text), "expression must be a string")
         self.text = text
         if len(text) > _MAX_LENGTH:
-            raise ExpressionError(text[:80] + "...", f"expression longer than {_MAX_LENGTH} characters")
+            raise ExpressionError(
+                text[:80] + "...", f"expression longer than {_MAX_LENGTH} characters"
+            )
         self._lead = len(text) - len(text.lstrip())
         try:
             tree = ast.parse(text.strip(), mode="eval")
@@ -136,13 +148,18 @@ class Expression:
             pos = exc.offset - 1 + self._lead if exc.offset else None
             raise ExpressionError(text, f"syntax error: {exc.msg}", pos) from None
         except (RecursionError, MemoryError):
-            raise ExpressionError(text, f"expression nested too deeply (limit expression_max_depth = "
-                                        f"{LIMITS.max_depth})") from None
+            raise ExpressionError(
+                text,
+                f"expression nested too deeply (limit expression_max_depth = {LIMITS.max_depth})",
+            ) from None
         self._tree: ast.expr = tree.body
         names: set[str] = set()
         if _tree_depth(self._tree) > LIMITS.max_depth:
-            raise ExpressionError(text, f"expression nested more than {LIMITS.max_depth} levels deep "
-                                        f"(limit expression_max_depth = {LIMITS.max_depth})")
+            raise ExpressionError(
+                text,
+                f"expression nested more than {LIMITS.max_depth} levels deep "
+                f"(limit expression_max_depth = {LIMITS.max_depth})",
+            )
         self._check(self._tree, names)
         self.names: frozenset[str] = frozenset(names)
 
@@ -225,11 +242,15 @@ class Expression:
             func = node.func
             if not isinstance(func, ast.Name) or func.id not in FUNCTIONS:
                 what = ast.unparse(func)
-                raise self._refuse(node, f"call of {what!r} is not allowed (allowed: {', '.join(FUNCTIONS)})")
+                raise self._refuse(
+                    node, f"call of {what!r} is not allowed (allowed: {', '.join(FUNCTIONS)})"
+                )
             allowed_kw = _KEYWORDS.get(func.id, frozenset())
             for kw in node.keywords:
                 if kw.arg is None or kw.arg not in allowed_kw:
-                    raise self._refuse(node, f"keyword argument {kw.arg or '**'!r} is not allowed for {func.id}()")
+                    raise self._refuse(
+                        node, f"keyword argument {kw.arg or '**'!r} is not allowed for {func.id}()"
+                    )
                 self._check(kw.value, names)
             for arg in node.args:
                 if isinstance(arg, ast.Starred):
@@ -253,7 +274,14 @@ class Expression:
             raise ExpressionError(self.text, "expression nested too deeply") from None
         except MemoryError:
             raise ExpressionError(self.text, "out of memory") from None
-        except (TypeError, ValueError, ArithmeticError, KeyError, IndexError, AttributeError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            ArithmeticError,
+            KeyError,
+            IndexError,
+            AttributeError,
+        ) as exc:
             raise ExpressionError(self.text, f"{type(exc).__name__}: {exc}") from None
 
     def _fail(self, node: ast.AST, reason: str) -> ExpressionError:
@@ -262,15 +290,19 @@ class Expression:
     def _charge(self, b: _Budget, node: ast.AST, units: int) -> None:
         b.steps -= units
         if b.steps < 0:
-            raise self._fail(node, f"expression exceeds its budget of {b.limits.max_steps} steps "
-                                   f"(limit expression_max_steps)")
+            raise self._fail(
+                node,
+                f"expression exceeds its budget of {b.limits.max_steps} steps "
+                f"(limit expression_max_steps)",
+            )
 
     def _sized(self, b: _Budget, node: ast.AST, value: Any, what: str) -> int:
         """The size of ``value``, refused (naming ``what``) when over the size limit."""
         n = b.size(value)
         if n > b.limits.max_size:
-            raise self._fail(node, f"{what} is of size over {b.limits.max_size} "
-                                   f"(limit expression_max_size)")
+            raise self._fail(
+                node, f"{what} is of size over {b.limits.max_size} (limit expression_max_size)"
+            )
         return n
 
     def _eval(self, node: ast.expr, ns: Mapping[str, Any], b: _Budget) -> Any:
@@ -288,29 +320,46 @@ class Expression:
             base = self._eval(node.value, ns, b)
             if not isinstance(base, Mapping):
                 raise self._fail(
-                    node, f"cannot read {ast.unparse(node)!r}: {ast.unparse(node.value)!r} is {_kind(base)}, not a mapping"
+                    node,
+                    f"cannot read {ast.unparse(node)!r}: {ast.unparse(node.value)!r} is {_kind(base)}, not a mapping",
                 )
             try:
                 return base[node.attr]
             except KeyError:
-                raise self._fail(node, f"no key {node.attr!r} in {ast.unparse(node.value)!r} (reading {ast.unparse(node)!r})") from None
+                raise self._fail(
+                    node,
+                    f"no key {node.attr!r} in {ast.unparse(node.value)!r} (reading {ast.unparse(node)!r})",
+                ) from None
         if isinstance(node, ast.Subscript):
             base = self._eval(node.value, ns, b)
-            key = self._eval(node.slice, ns, b) if not isinstance(node.slice, ast.Slice) else self._slice(node.slice, ns, b)
+            key = (
+                self._eval(node.slice, ns, b)
+                if not isinstance(node.slice, ast.Slice)
+                else self._slice(node.slice, ns, b)
+            )
             if isinstance(base, Mapping):
                 try:
                     return base[key]
                 except (KeyError, TypeError):
-                    raise self._fail(node, f"no key {key!r} in {ast.unparse(node.value)!r} (reading {ast.unparse(node)!r})") from None
+                    raise self._fail(
+                        node,
+                        f"no key {key!r} in {ast.unparse(node.value)!r} (reading {ast.unparse(node)!r})",
+                    ) from None
             if isinstance(base, str | list | tuple):
                 if isinstance(key, bool) or not isinstance(key, int | slice):
-                    raise self._fail(node, f"index of {ast.unparse(node.value)!r} must be an integer, got {_kind(key)}")
+                    raise self._fail(
+                        node,
+                        f"index of {ast.unparse(node.value)!r} must be an integer, got {_kind(key)}",
+                    )
                 if isinstance(key, slice):
                     self._charge(b, node, len(base))
                 try:
                     return base[key]
                 except IndexError:
-                    raise self._fail(node, f"index {key!r} out of range for {ast.unparse(node.value)!r} of length {len(base)}") from None
+                    raise self._fail(
+                        node,
+                        f"index {key!r} out of range for {ast.unparse(node.value)!r} of length {len(base)}",
+                    ) from None
             raise self._fail(node, f"cannot index {ast.unparse(node.value)!r}: it is {_kind(base)}")
         if isinstance(node, ast.BoolOp):
             if isinstance(node.op, ast.And):
@@ -352,11 +401,18 @@ class Expression:
         if isinstance(node, ast.BinOp):
             return self._binop(node, self._eval(node.left, ns, b), self._eval(node.right, ns, b), b)
         if isinstance(node, ast.IfExp):
-            return self._eval(node.body, ns, b) if self._eval(node.test, ns, b) else self._eval(node.orelse, ns, b)
+            return (
+                self._eval(node.body, ns, b)
+                if self._eval(node.test, ns, b)
+                else self._eval(node.orelse, ns, b)
+            )
         if isinstance(node, ast.List | ast.Tuple | ast.Dict):
             if isinstance(node, ast.Dict):
-                built: Any = {self._eval(k, ns, b): self._eval(v, ns, b)
-                              for k, v in zip(node.keys, node.values, strict=True) if k is not None}
+                built: Any = {
+                    self._eval(k, ns, b): self._eval(v, ns, b)
+                    for k, v in zip(node.keys, node.values, strict=True)
+                    if k is not None
+                }
             else:
                 items = [self._eval(e, ns, b) for e in node.elts]
                 built = items if isinstance(node, ast.List) else tuple(items)
@@ -372,23 +428,40 @@ class Expression:
                 for a in args:
                     if isinstance(a, int) and not isinstance(a, bool) and a.bit_length() > 10_000:
                         raise self._fail(node, "integer too large to convert to str")
-            if fn is round and len(args) > 1 and isinstance(args[1], int) and abs(args[1]) > _MAX_NDIGITS:
-                raise self._fail(node, f"round(): ndigits {args[1]} out of range (limit {_MAX_NDIGITS})")
+            if (
+                fn is round
+                and len(args) > 1
+                and isinstance(args[1], int)
+                and abs(args[1]) > _MAX_NDIGITS
+            ):
+                raise self._fail(
+                    node, f"round(): ndigits {args[1]} out of range (limit {_MAX_NDIGITS})"
+                )
             if fn is not len:  # len() reads nothing; the others read their arguments
                 given = [*args, *kwargs.values()]
                 # str() and sorted() build from them, and sum() of lists concatenates
-                builds = fn is str or fn is sorted or (fn is sum and len(args) > 1 and _is_seq(args[1]))
-                size = self._sized(b, node, given, f"the argument of {name}()") if builds else b.size(given)
+                builds = (
+                    fn is str or fn is sorted or (fn is sum and len(args) > 1 and _is_seq(args[1]))
+                )
+                size = (
+                    self._sized(b, node, given, f"the argument of {name}()")
+                    if builds
+                    else b.size(given)
+                )
                 n = len(args[0]) if fn is sorted and args and hasattr(args[0], "__len__") else 0
                 self._charge(b, node, size * max(1, n.bit_length()))
             try:
                 return fn(*args, **kwargs)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise self._fail(node, f"{name}(): {exc}") from None
-        raise self._fail(node, f"{type(node).__name__} is not allowed")  # pragma: no cover - refused by _check
+        raise self._fail(
+            node, f"{type(node).__name__} is not allowed"
+        )  # pragma: no cover - refused by _check
 
     def _slice(self, node: ast.Slice, ns: Mapping[str, Any], b: _Budget) -> slice:
-        parts = [None if p is None else self._eval(p, ns, b) for p in (node.lower, node.upper, node.step)]
+        parts = [
+            None if p is None else self._eval(p, ns, b) for p in (node.lower, node.upper, node.step)
+        ]
         return slice(*parts)
 
     def _binop(self, node: ast.BinOp, left: Any, right: Any, b: _Budget) -> Any:
@@ -400,8 +473,11 @@ class Expression:
         elif op is ast.Add and _is_seq(left) and _is_seq(right):
             n = b.size(left) + b.size(right)
             if n > b.limits.max_size:
-                raise self._fail(node, f"concatenation result of size {n} is over {b.limits.max_size} "
-                                       f"(limit expression_max_size)")
+                raise self._fail(
+                    node,
+                    f"concatenation result of size {n} is over {b.limits.max_size} "
+                    f"(limit expression_max_size)",
+                )
             self._charge(b, node, n)
         elif op is ast.Mod and isinstance(left, str):
             self._guard_format(node, left, right, b)
@@ -427,8 +503,11 @@ class Expression:
                 # deep: ['x' * 10**6] * 10**6 is a list of a million megabyte strings
                 n = (b.size(seq) - 2) * count + 2  # the brackets or quotes once
                 if n > b.limits.max_size:
-                    raise self._fail(node, f"repetition result of size {n} is over "
-                                           f"{b.limits.max_size} (limit expression_max_size)")
+                    raise self._fail(
+                        node,
+                        f"repetition result of size {n} is over "
+                        f"{b.limits.max_size} (limit expression_max_size)",
+                    )
                 self._charge(b, node, n)
         both_int = isinstance(left, int) and isinstance(right, int)
         if both_int and left.bit_length() + right.bit_length() > _MAX_POWER_BITS:
@@ -445,8 +524,10 @@ class Expression:
             if n > b.limits.max_size:
                 break
         if n > b.limits.max_size:
-            raise self._fail(node, f"%-formatting result of size over {b.limits.max_size} "
-                                   f"(limit expression_max_size)")
+            raise self._fail(
+                node,
+                f"%-formatting result of size over {b.limits.max_size} (limit expression_max_size)",
+            )
         self._charge(b, node, n)
 
 
@@ -478,7 +559,9 @@ class _Budget:
             items = [*v.keys(), *v.values()] if isinstance(v, dict) else v
             total += 3 * len(items) + 2  # a separator and a short value each
             # only strings, containers and ints can be long: the rest costs no Python loop
-            for x in [x for x in items if type(x) in _LONG or (type(x) is int and not -_BIG < x < _BIG)]:
+            for x in [
+                x for x in items if type(x) in _LONG or (type(x) is int and not -_BIG < x < _BIG)
+            ]:
                 if type(x) is str:
                     total += len(x)
                 elif type(x) is int:

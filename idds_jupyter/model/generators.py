@@ -10,9 +10,14 @@ from .workflow import Workflow
 NOOP = "idds_jupyter.worker.job:noop"
 
 
-def layered_dag(n_jobs: int, levels: int = 3, function: str = NOOP,
-                parameters: dict[str, Any] | None = None, fan_in: int = 2,
-                name: str = "layered") -> Workflow:
+def layered_dag(
+    n_jobs: int,
+    levels: int = 3,
+    function: str = NOOP,
+    parameters: dict[str, Any] | None = None,
+    fan_in: int = 2,
+    name: str = "layered",
+) -> Workflow:
     """``levels`` works sharing ``n_jobs`` jobs; each job waits for ``fan_in`` jobs of the level above.
 
     Job ``i`` of a level depends on jobs ``i .. i+fan_in-1`` (modulo the level's
@@ -24,6 +29,13 @@ def layered_dag(n_jobs: int, levels: int = 3, function: str = NOOP,
     works = []
     for i, size in enumerate(sizes):
         deps = [JobDep(work=f"L{i - 1}", pattern="window", size=fan_in)] if i else []
-        works.append(Work(name=f"L{i}", function=function, n_jobs=size, job_deps=deps,
-                          parameters=dict(parameters or {})))
+        works.append(
+            Work(
+                name=f"L{i}",
+                function=function,
+                n_jobs=size,
+                job_deps=deps,
+                parameters=dict(parameters or {}),
+            )
+        )
     return Workflow(name=name, works=works)

@@ -49,8 +49,14 @@ class LimitError(ValueError):
         super().__init__(f"{message} (limit {limit} = {value})")
 
 
-def load_yaml(text: str, *, max_nodes: int = 1_000_000, max_depth: int = 64,
-              max_aliases: int = 100, what: str = "YAML") -> Any:
+def load_yaml(
+    text: str,
+    *,
+    max_nodes: int = 1_000_000,
+    max_depth: int = 64,
+    max_aliases: int = 100,
+    what: str = "YAML",
+) -> Any:
     """``yaml.safe_load(text)`` once the text is known to stay within the limits."""
     sizes: dict[str, int] = {}  # anchor -> values it stands for (aliases expanded)
     stack: list[list[Any]] = []  # open collections: [anchor, values so far]
@@ -60,12 +66,18 @@ def load_yaml(text: str, *, max_nodes: int = 1_000_000, max_depth: int = 64,
         if isinstance(event, yaml.AliasEvent):
             aliases += 1
             if aliases > max_aliases:
-                raise LimitError("max_yaml_aliases", max_aliases,
-                                 f"{what} uses more than {max_aliases} aliases (*name)")
+                raise LimitError(
+                    "max_yaml_aliases",
+                    max_aliases,
+                    f"{what} uses more than {max_aliases} aliases (*name)",
+                )
             if event.anchor not in sizes:
                 if any(a == event.anchor for a, _ in stack):
-                    raise LimitError("max_template_nodes", max_nodes,
-                                     f"{what} has a recursive alias *{event.anchor}")
+                    raise LimitError(
+                        "max_template_nodes",
+                        max_nodes,
+                        f"{what} has a recursive alias *{event.anchor}",
+                    )
                 continue  # undefined: safe_load says so
             n = sizes[event.anchor]
         elif isinstance(event, yaml.ScalarEvent):
@@ -76,7 +88,9 @@ def load_yaml(text: str, *, max_nodes: int = 1_000_000, max_depth: int = 64,
             stack.append([event.anchor, 1])
             in_open += 1
             if len(stack) > max_depth:
-                raise LimitError("max_json_depth", max_depth, f"{what} is nested deeper than {max_depth} levels")
+                raise LimitError(
+                    "max_json_depth", max_depth, f"{what} is nested deeper than {max_depth} levels"
+                )
             continue
         elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
             anchor, n = stack.pop()
@@ -91,8 +105,11 @@ def load_yaml(text: str, *, max_nodes: int = 1_000_000, max_depth: int = 64,
         else:
             done += n
         if done + in_open > max_nodes:
-            raise LimitError("max_template_nodes", max_nodes,
-                             f"{what} holds more than {max_nodes} values (aliases expanded)")
+            raise LimitError(
+                "max_template_nodes",
+                max_nodes,
+                f"{what} holds more than {max_nodes} values (aliases expanded)",
+            )
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
 
 
@@ -108,7 +125,9 @@ def check_depth(data: Any, max_depth: int, what: str = "request body") -> None:
         else:
             continue
         if depth > max_depth:
-            raise LimitError("max_json_depth", max_depth, f"{what} is nested deeper than {max_depth} levels")
+            raise LimitError(
+                "max_json_depth", max_depth, f"{what} is nested deeper than {max_depth} levels"
+            )
         todo.extend((c, depth + 1) for c in children if isinstance(c, Mapping | list | tuple))
 
 
@@ -123,7 +142,11 @@ def count_jobs(works: Any) -> dict[str, int]:
             continue
         name = str(w.get("name") or f"#{i}")
         kl, n = w.get("kwargs_list"), w.get("n_jobs")
-        if w.get("workflow") is not None or w.get("input_dataset") is not None or isinstance(kl, str):
+        if (
+            w.get("workflow") is not None
+            or w.get("input_dataset") is not None
+            or isinstance(kl, str)
+        ):
             count = 0
         elif isinstance(kl, list):
             count = len(kl)

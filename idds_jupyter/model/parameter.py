@@ -171,7 +171,9 @@ def substitute_partial(text: str, namespace: Mapping[str, Any], defer: Collectio
         if isinstance(part, str):
             out.append(escape(part))
         elif any(name in defer or name not in namespace for name in part.names):
-            out.append("{" + part.text + (RAW_SUFFIX if isinstance(part, RawExpression) else "") + "}")
+            out.append(
+                "{" + part.text + (RAW_SUFFIX if isinstance(part, RawExpression) else "") + "}"
+            )
         else:
             out.append(escape(_format(part.evaluate(namespace))))
     return "".join(out)
@@ -246,12 +248,18 @@ class Parameter:
         if self.type is None or value is None:
             return
         if self.type not in PARAMETER_TYPES:
-            raise TemplateError(None, self.field, f"unknown type {self.type!r} (one of {', '.join(PARAMETER_TYPES)})")
+            raise TemplateError(
+                None,
+                self.field,
+                f"unknown type {self.type!r} (one of {', '.join(PARAMETER_TYPES)})",
+            )
         ok = isinstance(value, PARAMETER_TYPES[self.type])
         if self.type in ("int", "float") and isinstance(value, bool):
             ok = False
         if not ok:
-            raise TemplateError(None, self.field, f"expected {self.type}, got {type(value).__name__} {value!r}")
+            raise TemplateError(
+                None, self.field, f"expected {self.type}, got {type(value).__name__} {value!r}"
+            )
 
     def coerce(self, value: Any = _MISSING) -> Any:
         """Convert ``value`` (or the default) to the declared type, or raise :class:`TemplateError`.
@@ -265,7 +273,11 @@ class Parameter:
         if self.type is None or value is None:
             return value
         if self.type not in PARAMETER_TYPES:
-            raise TemplateError(None, self.field, f"unknown type {self.type!r} (one of {', '.join(PARAMETER_TYPES)})")
+            raise TemplateError(
+                None,
+                self.field,
+                f"unknown type {self.type!r} (one of {', '.join(PARAMETER_TYPES)})",
+            )
         try:
             converted = _convert(self.type, value)
         except (TypeError, ValueError):

@@ -123,7 +123,9 @@ class Plan:
     @property
     def empty(self) -> bool:
         """True when there is nothing to do."""
-        return not (self.create or self.conditions or self.loops or self.status_updates or self.status)
+        return not (
+            self.create or self.conditions or self.loops or self.status_updates or self.status
+        )
 
 
 def plan(workflow: Workflow, state: RunState) -> Plan:
@@ -197,7 +199,17 @@ class _Scope:
         return f"{self.prefix}{lp}[{max(n - 1, 0)}].{name}"
 
     def iteration_scope(self, loop: str, i: int, force_skip: str | None = None) -> _Scope:
-        return _Scope(self.planner, self.wf, self.an, self.prefix, self.params, self.parent, loop, i, force_skip)
+        return _Scope(
+            self.planner,
+            self.wf,
+            self.an,
+            self.prefix,
+            self.params,
+            self.parent,
+            loop,
+            i,
+            force_skip,
+        )
 
     def edges(self, name: str) -> dict[str, str]:
         return self.an.sched[name] if name in self.an.sched else self.an.scoped[name]
@@ -465,7 +477,9 @@ class _Planner:
 
     def handled(self, sc: _Scope, name: str) -> bool:
         handlers = sc.an.handlers.get(name)
-        return bool(handlers) and all(self.work_status(sc.inst(h)) == WorkStatus.FINISHED for h in handlers or ())
+        return bool(handlers) and all(
+            self.work_status(sc.inst(h)) == WorkStatus.FINISHED for h in handlers or ()
+        )
 
     # -- works -----------------------------------------------------------------------
     def process_work(self, sc: _Scope, name: str) -> None:
@@ -541,11 +555,19 @@ class _Planner:
             if isinstance(value, tuple):
                 value = list(value)
             if not isinstance(value, list) or not all(isinstance(x, Mapping) for x in value):
-                raise TemplateError(wi.name, "kwargs_list", f"{w.kwargs_list!r} must give a list of dicts, got {_short(value)}")
+                raise TemplateError(
+                    wi.name,
+                    "kwargs_list",
+                    f"{w.kwargs_list!r} must give a list of dicts, got {_short(value)}",
+                )
             most = RUNTIME.max_jobs_per_work
             if most and len(value) > most:
-                raise TemplateError(wi.name, "kwargs_list", f"{w.kwargs_list!r} gives {len(value)} jobs, over "
-                                                            f"the limit of {most} (max_jobs_per_work)")
+                raise TemplateError(
+                    wi.name,
+                    "kwargs_list",
+                    f"{w.kwargs_list!r} gives {len(value)} jobs, over "
+                    f"the limit of {most} (max_jobs_per_work)",
+                )
             kl = [dict(_plain(x)) for x in value]
         elif w.kwargs_list is not None:
             kl = [dict(substitute(item, ns)) for item in w.kwargs_list]
@@ -587,7 +609,9 @@ class _Planner:
         st = self.run_scope(ssc, an.order)
         self.set_container(inst, WorkStatus.RUNNING if st is None else _TO_WORK[st])
 
-    def set_container(self, inst: str, target: WorkStatus, info: dict[str, Any] | None = None) -> None:
+    def set_container(
+        self, inst: str, target: WorkStatus, info: dict[str, Any] | None = None
+    ) -> None:
         """Record the derived status of a sub-workflow or loop instance and report changes."""
         ws = self.state.works.get(inst)
         if ws is None:
@@ -610,7 +634,9 @@ class _Planner:
             self.out.status_updates[inst] = target
             if info is not None and WORK_MACHINE.is_terminal(target):
                 self.out.loop_info[inst] = info
-        elif WORK_MACHINE.allowed(stored, WorkStatus.RUNNING) and WORK_MACHINE.allowed(WorkStatus.RUNNING, target):
+        elif WORK_MACHINE.allowed(stored, WorkStatus.RUNNING) and WORK_MACHINE.allowed(
+            WorkStatus.RUNNING, target
+        ):
             self.out.status_updates[inst] = WorkStatus.RUNNING
 
     # -- conditions ------------------------------------------------------------------
@@ -646,7 +672,9 @@ class _Planner:
             if n == 0:
                 self.out.loops[inst] = 1
             self.loop_n[inst] = max(n, 1)
-            self.run_scope(sc.iteration_scope(name, 0, force_skip=f"loop {inst!r} skipped: {reason}"), body)
+            self.run_scope(
+                sc.iteration_scope(name, 0, force_skip=f"loop {inst!r} skipped: {reason}"), body
+            )
             self.finish_loop(inst, WorkStatus.SKIPPED, max(n, 1), False)
             return
         if n == 0:

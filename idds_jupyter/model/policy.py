@@ -46,7 +46,9 @@ class BackendPolicy:
         for i, r in enumerate(rules):
             where = f"backend_policy[{i}]"
             if not isinstance(r, Mapping) or set(r) != {"when", "backend"}:
-                raise ValueError(f"{where}: a rule is a mapping with exactly 'when' and 'backend', got {r!r}")
+                raise ValueError(
+                    f"{where}: a rule is a mapping with exactly 'when' and 'backend', got {r!r}"
+                )
             if not isinstance(r["backend"], str) or not r["backend"]:
                 raise ValueError(f"{where}.backend: must be a backend name, got {r['backend']!r}")
             try:
@@ -55,8 +57,9 @@ class BackendPolicy:
                 raise ValueError(f"{where}.when: {exc}") from None
             unknown = sorted(when.names - set(FACTS))
             if unknown:
-                raise ValueError(f"{where}.when: unknown name {unknown[0]!r}; "
-                                 f"a rule may use {', '.join(FACTS)}")
+                raise ValueError(
+                    f"{where}.when: unknown name {unknown[0]!r}; a rule may use {', '.join(FACTS)}"
+                )
             self.rules.append(Rule(when, r["backend"]))
 
     def __bool__(self) -> bool:

@@ -83,23 +83,32 @@ def code_hash(spec: Mapping[str, Any]) -> str:
     return sha256_text(canonical(ident))
 
 
-def input_hash(spec: Mapping[str, Any], kwargs: Any, idx: int, file: str | None,
-               parents: Iterable[str | None] = ()) -> str:
+def input_hash(
+    spec: Mapping[str, Any],
+    kwargs: Any,
+    idx: int,
+    file: str | None,
+    parents: Iterable[str | None] = (),
+) -> str:
     """The input identity of one job (see the module doc)."""
     return input_hasher(spec)(kwargs, idx, file, parents)
 
 
-def input_hasher(spec: Mapping[str, Any]) -> Callable[[Any, int, str | None, Iterable[str | None]], str]:
+def input_hasher(
+    spec: Mapping[str, Any],
+) -> Callable[[Any, int, str | None, Iterable[str | None]], str]:
     """:func:`input_hash` for the jobs of one work: the work's part is serialised once."""
     work = _work(spec)
     payload = work.get("payload") or {}
-    prefix = canonical({
-        "parameters": spec.get("parameters") or {},
-        "job_parameters": spec.get("job_parameters") or {},
-        "calls": payload.get("calls"),
-        "env": work.get("env") or {},
-        "cwd": spec.get("cwd"),
-    }).encode("utf-8", "surrogatepass")
+    prefix = canonical(
+        {
+            "parameters": spec.get("parameters") or {},
+            "job_parameters": spec.get("job_parameters") or {},
+            "calls": payload.get("calls"),
+            "env": work.get("env") or {},
+            "cwd": spec.get("cwd"),
+        }
+    ).encode("utf-8", "surrogatepass")
 
     def one(kwargs: Any, idx: int, file: str | None, parents: Iterable[str | None] = ()) -> str:
         h = hashlib.sha256(prefix)
@@ -192,7 +201,7 @@ def _digest_function(text: str, qualname: str) -> str:
     lines = text.splitlines()
 
     def source(node: ast.stmt) -> str:  # whole lines: one split of the file, not one per node
-        return "\n".join(lines[node.lineno - 1:node.end_lineno or node.lineno])
+        return "\n".join(lines[node.lineno - 1 : node.end_lineno or node.lineno])
 
     parts = [source(target)]
     parts += [source(n) for n in tree.body if not isinstance(n, defs)]

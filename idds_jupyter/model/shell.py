@@ -53,9 +53,21 @@ __all__ = ["check_command", "format_command", "quote", "render_command"]
 
 # frames of the shell lexer
 _TOP, _CMD, _SQ, _DQ, _BQ, _PARAM, _ARITH, _ANSI = (
-    "top", "$(…)", "'…'", '"…"', "backticks", "${…}", "$((…))", "$'…'")
-_WHAT = {_BQ: "inside backticks", _PARAM: "inside ${…}", _ARITH: "inside $((…))",
-         _ANSI: "inside $'…'"}
+    "top",
+    "$(…)",
+    "'…'",
+    '"…"',
+    "backticks",
+    "${…}",
+    "$((…))",
+    "$'…'",
+)
+_WHAT = {
+    _BQ: "inside backticks",
+    _PARAM: "inside ${…}",
+    _ARITH: "inside $((…))",
+    _ANSI: "inside $'…'",
+}
 _BREAK = set(" \t\n;&|<>()")
 #: bash evaluates the operands of these as arithmetic or variable names (a[$(cmd)] runs cmd)
 _EVALUATES = frozenset({"[[", "let", "declare", "typeset", "local", "read"})
@@ -329,8 +341,9 @@ def check_command(text: str) -> None:
         raise ValueError("unterminated quote or substitution in a command with placeholders")
 
 
-def render_command(command: str | list[Any], namespace: Mapping[str, Any],
-                   defer: Collection[str] | None = None) -> str | list[str]:
+def render_command(
+    command: str | list[Any], namespace: Mapping[str, Any], defer: Collection[str] | None = None
+) -> str | list[str]:
     """Substitute the placeholders of a ``command``: quoted in a string, as text in a list.
 
     With ``defer`` (names known only per job) placeholders reading those names,
@@ -362,11 +375,15 @@ def render_command(command: str | list[Any], namespace: Mapping[str, Any],
                 ctx = layout.contexts[k]
                 k += 1
                 if ctx.startswith("!"):
-                    raise TemplateError(None, "command", f"{_refusal(ctx[1:], part)}: {command[:200]!r}")
+                    raise TemplateError(
+                        None, "command", f"{_refusal(ctx[1:], part)}: {command[:200]!r}"
+                    )
             else:
                 assert lex is not None
                 ctx = _context(lex, part, command, None)
-        if defer is not None and (keep_rest or any(n in defer or n not in namespace for n in part.names)):
+        if defer is not None and (
+            keep_rest or any(n in defer or n not in namespace for n in part.names)
+        ):
             out.append("{" + part.text + ("!raw" if raw else "") + "}")
             if lex is not None:
                 lex.placed()
@@ -381,7 +398,9 @@ def render_command(command: str | list[Any], namespace: Mapping[str, Any],
         if not raw and not _BARE.fullmatch(text):
             quoted.append(part.text)
         out.append(text if defer is None else escape(text))
-    evaluates = layout.evaluates if layout is not None else lex.evaluates if lex is not None else None
+    evaluates = (
+        layout.evaluates if layout is not None else lex.evaluates if lex is not None else None
+    )
     if evaluates and quoted:
         raise TemplateError(None, "command", _evaluated(quoted[0], evaluates))
     return "".join(out)
@@ -447,17 +466,23 @@ class _Field:
 
 
 def _evaluated(expr: str, construct: str) -> str:
-    return (f"the value of {{{expr}}} is not a plain word and the command uses {construct}, "
-            "where bash evaluates text as arithmetic (running any $(…) in it) even inside quotes; "
-            "pass the value to a script as an argument, or use a list command")
+    return (
+        f"the value of {{{expr}}} is not a plain word and the command uses {construct}, "
+        "where bash evaluates text as arithmetic (running any $(…) in it) even inside quotes; "
+        "pass the value to a script as an argument, or use a list command"
+    )
 
 
 def _refusal(reason: str, part: Expression | _Field) -> str:
-    return (f"{reason} in {{{part.text}}}: values are quoted as one shell word "
-            "(see docs/templates.md, 'Commands and quoting')")
+    return (
+        f"{reason} in {{{part.text}}}: values are quoted as one shell word "
+        "(see docs/templates.md, 'Commands and quoting')"
+    )
 
 
-def _context(lex: _Lexer, part: Expression | _Field, command: str, error: type[Exception] | None) -> str:
+def _context(
+    lex: _Lexer, part: Expression | _Field, command: str, error: type[Exception] | None
+) -> str:
     """The context of ``part`` from the running lexer; refusals as ``error`` (ValueError for
     the validator) or, with None, as a TemplateError naming the command."""
     try:
@@ -465,4 +490,6 @@ def _context(lex: _Lexer, part: Expression | _Field, command: str, error: type[E
     except ValueError as exc:
         if error is not None:
             raise error(_refusal(str(exc), part)) from None
-        raise TemplateError(None, "command", f"{_refusal(str(exc), part)}: {command[:200]!r}") from None
+        raise TemplateError(
+            None, "command", f"{_refusal(str(exc), part)}: {command[:200]!r}"
+        ) from None

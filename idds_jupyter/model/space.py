@@ -28,10 +28,27 @@ if TYPE_CHECKING:  # Optuna is the ``hpo`` extra: imported when a function needs
         IntDistribution,
     )
 
-__all__ = ["uniform", "loguniform", "integer", "categorical", "as_space", "space_to_json",
-           "space_from_json", "make_sampler", "SAMPLERS", "grid_of", "trial_work_name",
-           "parse_trial_work", "frozen_trial", "resumed_seed", "tell", "best_of", "summary_of",
-           "HPO_INSTALL_HINT", "require_optuna"]
+__all__ = [
+    "uniform",
+    "loguniform",
+    "integer",
+    "categorical",
+    "as_space",
+    "space_to_json",
+    "space_from_json",
+    "make_sampler",
+    "SAMPLERS",
+    "grid_of",
+    "trial_work_name",
+    "parse_trial_work",
+    "frozen_trial",
+    "resumed_seed",
+    "tell",
+    "best_of",
+    "summary_of",
+    "HPO_INSTALL_HINT",
+    "require_optuna",
+]
 
 Space = dict[str, "BaseDistribution"]
 
@@ -46,16 +63,27 @@ def require_optuna() -> ModuleType:
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(
             f"hyper-parameter optimisation needs Optuna, which is not installed: {HPO_INSTALL_HINT}",
-            name="optuna") from e
+            name="optuna",
+        ) from e
     return optuna
 
 
 def _dists() -> Any:
     return require_optuna().distributions
 
+
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
-_ALIASES = {"tpe": "tpe", "gp": "gp", "bayes": "gp", "gaussian-process": "gp", "cmaes": "cmaes",
-            "cma-es": "cmaes", "cma": "cmaes", "random": "random", "grid": "grid"}
+_ALIASES = {
+    "tpe": "tpe",
+    "gp": "gp",
+    "bayes": "gp",
+    "gaussian-process": "gp",
+    "cmaes": "cmaes",
+    "cma-es": "cmaes",
+    "cma": "cmaes",
+    "random": "random",
+    "grid": "grid",
+}
 
 
 def uniform(low: float, high: float, step: float | None = None) -> FloatDistribution:
@@ -84,7 +112,9 @@ def as_space(space: Mapping[str, Any] | None, where: str = "space") -> Space:
         return {}
     base = _dists().BaseDistribution
     if not isinstance(space, Mapping):
-        raise TypeError(f"{where} must map parameter names to distributions, got {type(space).__name__}")
+        raise TypeError(
+            f"{where} must map parameter names to distributions, got {type(space).__name__}"
+        )
     out: Space = {}
     for name, dist in space.items():
         if not isinstance(name, str) or not name.isidentifier():
@@ -92,8 +122,10 @@ def as_space(space: Mapping[str, Any] | None, where: str = "space") -> Space:
         if isinstance(dist, list | tuple):
             dist = categorical(dist)
         if not isinstance(dist, base):
-            raise TypeError(f"{where}[{name!r}] must be a distribution (uniform, loguniform, integer, "
-                            f"categorical or an optuna distribution), got {dist!r}")
+            raise TypeError(
+                f"{where}[{name!r}] must be a distribution (uniform, loguniform, integer, "
+                f"categorical or an optuna distribution), got {dist!r}"
+            )
         out[name] = dist
     return out
 
@@ -121,8 +153,10 @@ def grid_of(space: Space) -> dict[str, list[Any]]:
             n = int(round((d.high - d.low) / d.step))
             grid[name] = [d.low + i * d.step for i in range(n + 1)]
         else:
-            raise ValueError(f"grid sampler: parameter {name!r} ({d}) has no finite grid; "
-                             f"give it a step, make it categorical, or pass optuna.samplers.GridSampler")
+            raise ValueError(
+                f"grid sampler: parameter {name!r} ({d}) has no finite grid; "
+                f"give it a step, make it categorical, or pass optuna.samplers.GridSampler"
+            )
     return grid
 
 
@@ -133,16 +167,22 @@ def grid_size(space: Space) -> int:
     return n
 
 
-def make_sampler(sampler: str | optuna.samplers.BaseSampler, seed: int | None, space: Space,
-                 options: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    sampler: str | optuna.samplers.BaseSampler,
+    seed: int | None,
+    space: Space,
+    options: Mapping[str, Any] | None = None,
+) -> optuna.samplers.BaseSampler:
     """An Optuna sampler from a name (with ``seed`` and ``options``), or a copy of an instance."""
     optuna = require_optuna()
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return copy.deepcopy(sampler)
     kind = _ALIASES.get(str(sampler).lower())
     if kind is None:
-        raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)} "
-                         f"or an optuna sampler instance")
+        raise ValueError(
+            f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)} "
+            f"or an optuna sampler instance"
+        )
     opts = dict(options or {})
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **opts)
@@ -150,27 +190,33 @@ def make_sampler(sampler: str | optuna.samplers.BaseSampler, seed: int | None, s
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "gp":
         if importlib.util.find_spec("torch") is None:
-            raise ImportError("the Gaussian-process sampler (optuna.samplers.GPSampler) needs "
-                              "PyTorch: pip install 'idds-jupyter[hpo-gp]' (or pip install torch)")
+            raise ImportError(
+                "the Gaussian-process sampler (optuna.samplers.GPSampler) needs "
+                "PyTorch: pip install 'idds-jupyter[hpo-gp]' (or pip install torch)"
+            )
         return optuna.samplers.GPSampler(seed=seed, **opts)
     if kind == "cmaes":
         if importlib.util.find_spec("cmaes") is None:
-            raise ImportError("the CMA-ES sampler needs the cmaes package: pip install cmaes "
-                              "(or idds-jupyter[hpo])")
+            raise ImportError(
+                "the CMA-ES sampler needs the cmaes package: pip install cmaes "
+                "(or idds-jupyter[hpo])"
+            )
         return optuna.samplers.CmaEsSampler(seed=seed, **opts)
     return optuna.samplers.GridSampler(grid_of(space), seed=seed)
-
 
 
 # -- trials as works ---------------------------------------------------------------------
 # A study's works are named after its trials, by the client's driver and by the server's
 # Steerer alike: ``[<segment>_]trial_<n>`` (one trial), ``..._trial_<a>_<b>`` (trials a..b,
 # one job each), ``..._trial_<n>_r<k>`` (rung k of a budgeted trial).
-_TRIAL_WORK = re.compile(r"^(?:(?P<seg>\w+?)_)?trial_(?P<n>\d+)(?:_(?P<last>\d+)|_r(?P<rung>\d+))?$")
+_TRIAL_WORK = re.compile(
+    r"^(?:(?P<seg>\w+?)_)?trial_(?P<n>\d+)(?:_(?P<last>\d+)|_r(?P<rung>\d+))?$"
+)
 
 
-def trial_work_name(segment: str | None, first: int, last: int | None = None,
-                    rung: int | None = None) -> str:
+def trial_work_name(
+    segment: str | None, first: int, last: int | None = None, rung: int | None = None
+) -> str:
     base = f"trial_{first}" if segment is None else f"{segment}_trial_{first}"
     if rung:
         return f"{base}_r{rung}"
@@ -187,9 +233,15 @@ def parse_trial_work(name: str) -> tuple[str | None, int, int, int | None] | Non
     return m.group("seg"), first, last, int(m.group("rung")) if m.group("rung") else None
 
 
-def frozen_trial(space: Space, params: Mapping[str, Any] | None, value: float | None,
-                 number: int, work: str, intermediates: Mapping[int, float] | None = None,
-                 **attrs: Any) -> optuna.trial.FrozenTrial:
+def frozen_trial(
+    space: Space,
+    params: Mapping[str, Any] | None,
+    value: float | None,
+    number: int,
+    work: str,
+    intermediates: Mapping[int, float] | None = None,
+    **attrs: Any,
+) -> optuna.trial.FrozenTrial:
     """A trial that ran elsewhere, to hand to ``study.add_trials``: complete with ``value``,
     else pruned (it reported intermediate values) or failed."""
     optuna = require_optuna()
@@ -197,12 +249,19 @@ def frozen_trial(space: Space, params: Mapping[str, Any] | None, value: float | 
 
     params = dict(params or {})
     dists = {k: space[k] for k in params if k in space}
-    state = TrialState.COMPLETE if value is not None else (
-        TrialState.PRUNED if intermediates else TrialState.FAIL)
+    state = (
+        TrialState.COMPLETE
+        if value is not None
+        else (TrialState.PRUNED if intermediates else TrialState.FAIL)
+    )
     return optuna.trial.create_trial(
-        params={k: params[k] for k in dists}, distributions=dists, value=value, state=state,
+        params={k: params[k] for k in dists},
+        distributions=dists,
+        value=value,
+        state=state,
         intermediate_values=dict(intermediates or {}) or None,
-        user_attrs={"trial": number, "work": work, **attrs})
+        user_attrs={"trial": number, "work": work, **attrs},
+    )
 
 
 def resumed_seed(seed: int, index: int, allocated: int) -> int:
@@ -211,8 +270,9 @@ def resumed_seed(seed: int, index: int, allocated: int) -> int:
     return ((seed + index) * 1_000_003 + allocated) % 2**31
 
 
-def tell(study: optuna.Study, trial: optuna.trial.Trial, value: float | None,
-         state: Any = None) -> None:
+def tell(
+    study: optuna.Study, trial: optuna.trial.Trial, value: float | None, state: Any = None
+) -> None:
     """``study.tell`` outside ``study.optimize`` (the grid sampler calls ``study.stop()``
     when it is exhausted, which Optuna allows only inside its loop)."""
     tl = study._thread_local
@@ -234,8 +294,11 @@ def best_of(studies: Mapping[str | None, optuna.Study]) -> dict[str | None, dict
     for name, study in studies.items():
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             b = study.best_trial
-            out[name] = {"value": b.value, "params": dict(b.params),
-                         "trial": b.user_attrs.get("trial", b.number)}
+            out[name] = {
+                "value": b.value,
+                "params": dict(b.params),
+                "trial": b.user_attrs.get("trial", b.number),
+            }
     return out
 
 

@@ -79,7 +79,9 @@ def normalize(d: Mapping[str, Any]) -> dict[str, Any]:
         fixed = []
         for c in conds:
             if isinstance(c, Mapping):
-                c = {("true" if k is True else "false" if k is False else k): v for k, v in c.items()}
+                c = {
+                    ("true" if k is True else "false" if k is False else k): v for k, v in c.items()
+                }
             fixed.append(c)
         out["conditions"] = fixed
     works = out.get("works")
@@ -118,7 +120,11 @@ def schema_check(d: Mapping[str, Any]) -> None:
     i = 0
     while i < len(path):
         key = path[i]
-        if key in ("works", "conditions", "loops") and i + 1 < len(path) and isinstance(path[i + 1], int):
+        if (
+            key in ("works", "conditions", "loops")
+            and i + 1 < len(path)
+            and isinstance(path[i + 1], int)
+        ):
             idx = path[i + 1]
             item = node[key][idx] if isinstance(node, Mapping) else None
             name = item.get("name") if isinstance(item, Mapping) else None
@@ -169,13 +175,26 @@ def _raw_names(w: Work, chosen: set[str]) -> set[str]:
     items = w.kwargs_list or []
     local = set(w.parameters) | {k for item in items for k in item}
     ok = chosen - local
-    ok |= {k for k, v in w.parameters.items() if _names(v) <= chosen and not any(k in item for item in items)}
-    ok |= {k for k in local - set(w.parameters) if all(k in it and _names(it[k]) <= chosen for it in items)}
+    ok |= {
+        k
+        for k, v in w.parameters.items()
+        if _names(v) <= chosen and not any(k in item for item in items)
+    }
+    ok |= {
+        k
+        for k in local - set(w.parameters)
+        if all(k in it and _names(it[k]) <= chosen for it in items)
+    }
     return ok
 
 
-def validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
-             only: Sequence[Work] | None = None, trusted: frozenset[str] | None = None) -> None:
+def validate(
+    wf: Workflow,
+    qual: str,
+    params: Mapping[str, Any] | None,
+    only: Sequence[Work] | None = None,
+    trusted: frozenset[str] | None = None,
+) -> None:
     """Check ``wf``; with ``only`` (works of ``wf``), the per-work checks cover just those.
 
     Nothing here is O(all works) then: a run that grows one work at a time stays
@@ -203,7 +222,9 @@ def validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
             _validate_sub_workflow(w, who, raw_ok)
     for i, c in enumerate(wf.conditions):
         for n in names.unbound(c.expression.names):
-            raise TemplateError(qual + c.name, f"conditions[{i}].expr", f"unknown name {n!r} in {c.expr!r}")
+            raise TemplateError(
+                qual + c.name, f"conditions[{i}].expr", f"unknown name {n!r} in {c.expr!r}"
+            )
     for lp in wf.loops:
         for n in names.unbound(lp.expression.names):
             raise TemplateError(qual + lp.name, "until", f"unknown name {n!r} in {lp.until!r}")
@@ -212,11 +233,15 @@ def validate(wf: Workflow, qual: str, params: Mapping[str, Any] | None,
 def _check_parameter_specs(wf: Workflow, qual: str) -> None:
     """The parameters are a mapping; each declared once, its default of its declared type."""
     if not isinstance(wf.parameters, dict):
-        raise TemplateError(qual.rstrip(".") or None, "parameters", "must be a mapping of names to default values")
+        raise TemplateError(
+            qual.rstrip(".") or None, "parameters", "must be a mapping of names to default values"
+        )
     seen: set[str] = set()
     for spec in wf.parameter_specs:
         if spec.name in seen:
-            raise TemplateError(qual.rstrip(".") or None, f"parameters.{spec.name}", "declared twice")
+            raise TemplateError(
+                qual.rstrip(".") or None, f"parameters.{spec.name}", "declared twice"
+            )
         seen.add(spec.name)
         if spec.name in wf.parameters:
             spec.check(wf.parameters[spec.name])
@@ -234,8 +259,14 @@ class _Names:
         self.bound = bound
 
     def unbound(self, names: Iterable[str], local: Container[str] = ()) -> list[str]:
-        return sorted(n for n in names if n not in local and n not in self.bound
-                      and n not in self.an.kinds and n not in BUILTIN_NAMES)
+        return sorted(
+            n
+            for n in names
+            if n not in local
+            and n not in self.bound
+            and n not in self.an.kinds
+            and n not in BUILTIN_NAMES
+        )
 
 
 def _check_placeholders(w: Work, who: str, names: _Names) -> None:
@@ -246,13 +277,19 @@ def _check_placeholders(w: Work, who: str, names: _Names) -> None:
     if isinstance(kl, list):
         for item in kl:
             local |= set(item)
-    for fld_name, value in (("parameters", w.parameters), ("command", w.command), ("kwargs_list", w.kwargs_list)):
+    for fld_name, value in (
+        ("parameters", w.parameters),
+        ("command", w.command),
+        ("kwargs_list", w.kwargs_list),
+    ):
         if value is None or dynamic_keys and fld_name != "kwargs_list":
             continue
         also = () if fld_name == "kwargs_list" else local
         for e in placeholders(value):
             for n in names.unbound(e.names, also):
-                raise TemplateError(who, fld_name, f"unbound parameter {n!r} in placeholder {{{e.text}}}")
+                raise TemplateError(
+                    who, fld_name, f"unbound parameter {n!r} in placeholder {{{e.text}}}"
+                )
 
 
 def _check_job_deps(w: Work, who: str, an: Analysis) -> None:
@@ -260,16 +297,28 @@ def _check_job_deps(w: Work, who: str, an: Analysis) -> None:
     for i, jd in enumerate(w.job_deps):
         parent = an.works[jd.work]
         n_child, n_parent = w.fixed_job_count(), parent.fixed_job_count()
-        if jd.pattern == "one_to_one" and n_child is not None and n_parent is not None and n_child != n_parent:
+        if (
+            jd.pattern == "one_to_one"
+            and n_child is not None
+            and n_parent is not None
+            and n_child != n_parent
+        ):
             raise TemplateError(
-                who, f"job_deps[{i}]",
+                who,
+                f"job_deps[{i}]",
                 f"one_to_one with {jd.work!r} needs equal job counts, got {n_child} and {n_parent}",
             )
         if jd.pattern == "explicit" and jd.map is not None:
             if n_child is not None and len(jd.map) != n_child:
-                raise TemplateError(who, f"job_deps[{i}].map", f"has {len(jd.map)} rows for {n_child} jobs")
+                raise TemplateError(
+                    who, f"job_deps[{i}].map", f"has {len(jd.map)} rows for {n_child} jobs"
+                )
             if n_parent is not None and any(p >= n_parent for row in jd.map for p in row):
-                raise TemplateError(who, f"job_deps[{i}].map", f"parent index out of range: {jd.work!r} has {n_parent} jobs")
+                raise TemplateError(
+                    who,
+                    f"job_deps[{i}].map",
+                    f"parent index out of range: {jd.work!r} has {n_parent} jobs",
+                )
 
 
 def _check_raw(w: Work, who: str, raw_ok: set[str]) -> None:
@@ -279,18 +328,24 @@ def _check_raw(w: Work, who: str, raw_ok: set[str]) -> None:
     for e in placeholders(w.command):
         bad = sorted(e.names - raw_ok) if isinstance(e, RawExpression) else []
         if bad:
-            raise TemplateError(who, "command", (
-                f"{{{e.text}!raw}} reads {bad[0]!r}: raw (unquoted) insertion is allowed only for "
-                "workflow parameters the submitter chose, never for job results, files, "
-                "run-time sweeps or values built from them; drop '!raw' to have it quoted"))
+            raise TemplateError(
+                who,
+                "command",
+                (
+                    f"{{{e.text}!raw}} reads {bad[0]!r}: raw (unquoted) insertion is allowed only for "
+                    "workflow parameters the submitter chose, never for job results, files, "
+                    "run-time sweeps or values built from them; drop '!raw' to have it quoted"
+                ),
+            )
 
 
 def _validate_sub_workflow(w: Work, who: str, raw_ok: set[str]) -> None:
     """A sub-workflow is validated as its own scope, trusting the parameters built from chosen values."""
     assert w.workflow is not None
     inner_params = {**w.workflow.defaults(), **{k: None for k in w.parameters}}
-    inner_ok = frozenset(k for k in inner_params
-                         if k not in w.parameters or _names(w.parameters[k]) <= raw_ok)
+    inner_ok = frozenset(
+        k for k in inner_params if k not in w.parameters or _names(w.parameters[k]) <= raw_ok
+    )
     if inner_ok >= set(inner_params):
         inner_ok |= {"params"}
     validate(w.workflow, who + ".", inner_params, trusted=inner_ok)

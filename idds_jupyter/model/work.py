@@ -63,11 +63,15 @@ class JobDep:
     def _explicit(self, n_child: int, n_parent: int) -> Iterator[tuple[int, int]]:
         mapping = self.map or []
         if len(mapping) != n_child:
-            raise ValueError(f"job_deps on {self.work!r}: explicit map has {len(mapping)} rows for {n_child} child jobs")
+            raise ValueError(
+                f"job_deps on {self.work!r}: explicit map has {len(mapping)} rows for {n_child} child jobs"
+            )
         for c, parents in enumerate(mapping):
             for p in parents:
                 if not 0 <= p < n_parent:
-                    raise ValueError(f"job_deps on {self.work!r}: parent index {p} out of range 0..{n_parent - 1}")
+                    raise ValueError(
+                        f"job_deps on {self.work!r}: parent index {p} out of range 0..{n_parent - 1}"
+                    )
                 yield p, c
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +130,11 @@ class Work:
     @property
     def kind(self) -> str:
         """``"command"``, ``"function"`` (also a payload) or ``"workflow"`` (``"invalid"`` if not one)."""
-        set_ = [k for k in ("command", "function", "workflow", "payload") if getattr(self, k) is not None]
+        set_ = [
+            k
+            for k in ("command", "function", "workflow", "payload")
+            if getattr(self, k) is not None
+        ]
         if len(set_) != 1:
             return "invalid"
         return "function" if set_[0] == "payload" else set_[0]
@@ -143,7 +151,9 @@ class Work:
             return self.n_jobs
         return 1
 
-    def job_count(self, kwargs_list_resolved: list[Any] | None = None, n_files: int | None = None) -> int:
+    def job_count(
+        self, kwargs_list_resolved: list[Any] | None = None, n_files: int | None = None
+    ) -> int:
         """How many jobs this work expands to, given the run-time sweep and dataset size."""
         if self.workflow is not None:
             return 0
@@ -152,12 +162,16 @@ class Work:
         if isinstance(self.kwargs_list, list):
             return len(self.kwargs_list)
         if self.kwargs_list is not None:
-            raise ValueError(f"work {self.name!r}: kwargs_list {self.kwargs_list!r} must be resolved first")
+            raise ValueError(
+                f"work {self.name!r}: kwargs_list {self.kwargs_list!r} must be resolved first"
+            )
         if self.n_jobs is not None:
             return self.n_jobs
         if self.input_dataset is not None:
             if n_files is None:
-                raise ValueError(f"work {self.name!r}: number of files of {self.input_dataset!r} needed")
+                raise ValueError(
+                    f"work {self.name!r}: number of files of {self.input_dataset!r} needed"
+                )
             return n_files
         return 1
 
@@ -179,14 +193,25 @@ class Work:
 
         if not isinstance(self.name, str) or not self.name:
             raise err("name", f"must be a non-empty string, got {self.name!r}")
-        kinds = [k for k in ("command", "function", "workflow", "payload") if getattr(self, k) is not None]
+        kinds = [
+            k
+            for k in ("command", "function", "workflow", "payload")
+            if getattr(self, k) is not None
+        ]
         if not kinds:
             raise err("command", "one of command, function or workflow is required")
         if len(kinds) > 1:
-            raise err(kinds[1], f"only one of command, function or workflow may be set (got {' and '.join(kinds)})")
+            raise err(
+                kinds[1],
+                f"only one of command, function or workflow may be set (got {' and '.join(kinds)})",
+            )
         if self.payload is not None:
-            if not isinstance(self.payload, dict) or not isinstance(self.payload.get("function"), str):
-                raise err("payload", "must be a mapping with the sha256 digest of the function blob")
+            if not isinstance(self.payload, dict) or not isinstance(
+                self.payload.get("function"), str
+            ):
+                raise err(
+                    "payload", "must be a mapping with the sha256 digest of the function blob"
+                )
             for key, sha in self.payload.items():
                 if key not in ("function", "calls", "sandbox"):
                     raise err(f"payload.{key}", "unknown key; expected function, calls, sandbox")
@@ -194,18 +219,34 @@ class Work:
                     raise err(f"payload.{key}", f"must be a sha256 hex digest, got {sha!r}")
         if isinstance(self.command, list):
             if not self.command or not all(isinstance(a, str) for a in self.command):
-                raise err("command", "a list command (argv, no shell) must be a non-empty list of strings")
+                raise err(
+                    "command", "a list command (argv, no shell) must be a non-empty list of strings"
+                )
         elif self.command is not None and not isinstance(self.command, str):
-            raise err("command", f"must be a string (shell) or a list of strings (argv), got {type(self.command).__name__}")
-        if self.function is not None and (not isinstance(self.function, str) or not FUNCTION_REF.match(self.function)):
-            raise err("function", f"must look like 'package.module:qualname', got {self.function!r}")
+            raise err(
+                "command",
+                f"must be a string (shell) or a list of strings (argv), got {type(self.command).__name__}",
+            )
+        if self.function is not None and (
+            not isinstance(self.function, str) or not FUNCTION_REF.match(self.function)
+        ):
+            raise err(
+                "function", f"must look like 'package.module:qualname', got {self.function!r}"
+            )
         if self.workflow is not None and type(self.workflow).__name__ != "Workflow":
             raise err("workflow", f"must be a Workflow, got {type(self.workflow).__name__}")
-        if not isinstance(self.parameters, dict) or not all(isinstance(k, str) for k in self.parameters):
+        if not isinstance(self.parameters, dict) or not all(
+            isinstance(k, str) for k in self.parameters
+        ):
             raise err("parameters", "must be a mapping of names to values")
-        sweeps = [k for k in ("kwargs_list", "n_jobs", "input_dataset") if getattr(self, k) is not None]
+        sweeps = [
+            k for k in ("kwargs_list", "n_jobs", "input_dataset") if getattr(self, k) is not None
+        ]
         if len(sweeps) > 1:
-            raise err(sweeps[1], f"only one of kwargs_list, n_jobs, input_dataset may be set (got {' and '.join(sweeps)})")
+            raise err(
+                sweeps[1],
+                f"only one of kwargs_list, n_jobs, input_dataset may be set (got {' and '.join(sweeps)})",
+            )
         if self.workflow is not None and sweeps:
             raise err(sweeps[0], "a sub-workflow work has no jobs of its own")
         kl = self.kwargs_list
@@ -213,17 +254,27 @@ class Work:
             if isinstance(kl, str):
                 parts = _parts(who, "kwargs_list", kl)
                 if len(parts) != 1 or isinstance(parts[0], str):
-                    raise err("kwargs_list", f"a string kwargs_list must be exactly one placeholder like '{{gen.result}}', got {kl!r}")
+                    raise err(
+                        "kwargs_list",
+                        f"a string kwargs_list must be exactly one placeholder like '{{gen.result}}', got {kl!r}",
+                    )
             elif not isinstance(kl, list) or not all(isinstance(item, dict) for item in kl):
-                raise err("kwargs_list", "must be a list of dicts (one per job) or a single placeholder")
+                raise err(
+                    "kwargs_list", "must be a list of dicts (one per job) or a single placeholder"
+                )
         if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs < 0):
             raise err("n_jobs", f"must be a non-negative integer, got {self.n_jobs!r}")
-        if self.input_dataset is not None and (not isinstance(self.input_dataset, str) or not self.input_dataset):
+        if self.input_dataset is not None and (
+            not isinstance(self.input_dataset, str) or not self.input_dataset
+        ):
             raise err("input_dataset", f"must be a dataset name, got {self.input_dataset!r}")
         if isinstance(self.input_dataset, str) and self.input_dataset.startswith("rucio://"):
-            scope, sep, dsname = self.input_dataset[len("rucio://"):].partition(":")
+            scope, sep, dsname = self.input_dataset[len("rucio://") :].partition(":")
             if not (sep and scope and dsname) or "/" in scope:
-                raise err("input_dataset", f"a Rucio dataset is rucio://SCOPE:NAME, got {self.input_dataset!r}")
+                raise err(
+                    "input_dataset",
+                    f"a Rucio dataset is rucio://SCOPE:NAME, got {self.input_dataset!r}",
+                )
         for fld in ("depends_on", "on_failure"):
             value = getattr(self, fld)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -241,12 +292,18 @@ class Work:
         if not isinstance(self.resources, dict):
             raise err("resources", "must be a mapping")
         if self.timeout_s is not None and (
-            isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, int | float) or self.timeout_s <= 0
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, int | float)
+            or self.timeout_s <= 0
         ):
             raise err("timeout_s", f"must be a positive number, got {self.timeout_s!r}")
-        if not isinstance(self.env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
+        if not isinstance(self.env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
+        ):
             raise err("env", "must map names to strings")
-        if not isinstance(self.cache, bool | str) or (isinstance(self.cache, str) and not self.cache.strip()):
+        if not isinstance(self.cache, bool | str) or (
+            isinstance(self.cache, str) and not self.cache.strip()
+        ):
             raise err("cache", f"must be true, false or a namespace name, got {self.cache!r}")
         for fld in ("command", "parameters"):
             value = getattr(self, fld)
@@ -275,7 +332,11 @@ class Work:
         if self.parameters:
             d["parameters"] = dict(self.parameters)
         if self.kwargs_list is not None:
-            d["kwargs_list"] = self.kwargs_list if isinstance(self.kwargs_list, str) else [dict(k) for k in self.kwargs_list]
+            d["kwargs_list"] = (
+                self.kwargs_list
+                if isinstance(self.kwargs_list, str)
+                else [dict(k) for k in self.kwargs_list]
+            )
         for key in ("n_jobs", "input_dataset", "backend", "timeout_s"):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
@@ -348,7 +409,11 @@ def _check_job_dep(who: str, i: int, jd: Any) -> None:
     if not isinstance(jd.work, str) or not jd.work:
         raise TemplateError(who, f"{fld}.work", "must name a work")
     if jd.pattern not in JOB_DEP_PATTERNS:
-        raise TemplateError(who, f"{fld}.pattern", f"must be one of {', '.join(JOB_DEP_PATTERNS)}, got {jd.pattern!r}")
+        raise TemplateError(
+            who,
+            f"{fld}.pattern",
+            f"must be one of {', '.join(JOB_DEP_PATTERNS)}, got {jd.pattern!r}",
+        )
     if not _is_int(jd.size) or jd.size < 1:
         raise TemplateError(who, f"{fld}.size", f"must be a positive integer, got {jd.size!r}")
     if jd.pattern == "explicit":
@@ -359,4 +424,6 @@ def _check_job_dep(who: str, i: int, jd: Any) -> None:
         ):
             raise TemplateError(who, f"{fld}.map", "must be a list of lists of parent job indices")
     elif jd.map is not None:
-        raise TemplateError(who, f"{fld}.map", f"map is only used by the explicit pattern, not {jd.pattern!r}")
+        raise TemplateError(
+            who, f"{fld}.map", f"map is only used by the explicit pattern, not {jd.pattern!r}"
+        )

@@ -106,21 +106,41 @@ class Workflow:
         an = analyze(self)
         nodes: list[dict[str, Any]] = []
         for w in self.works:
-            node: dict[str, Any] = {"name": w.name, "kind": "work", "type": w.kind, "loop": an.body_of.get(w.name)}
+            node: dict[str, Any] = {
+                "name": w.name,
+                "kind": "work",
+                "type": w.kind,
+                "loop": an.body_of.get(w.name),
+            }
             node["jobs"] = w.fixed_job_count()
             if w.workflow is not None:
                 node["graph"] = w.workflow.graph()
             nodes.append(node)
         for c in self.conditions:
-            nodes.append({"name": c.name, "kind": "condition", "expr": c.expr, "loop": an.body_of.get(c.name)})
+            nodes.append(
+                {
+                    "name": c.name,
+                    "kind": "condition",
+                    "expr": c.expr,
+                    "loop": an.body_of.get(c.name),
+                }
+            )
         for lp in self.loops:
             nodes.append(
-                {"name": lp.name, "kind": "loop", "until": lp.until, "max_iterations": lp.max_iterations, "loop": None}
+                {
+                    "name": lp.name,
+                    "kind": "loop",
+                    "until": lp.until,
+                    "max_iterations": lp.max_iterations,
+                    "loop": None,
+                }
             )
         edges: list[dict[str, str]] = []
         for target in an.declared:
             for source, kind in an.edges[target].items():
-                edges.append({"source": source, "target": target, "kind": "dep" if kind == "ref" else kind})
+                edges.append(
+                    {"source": source, "target": target, "kind": "dep" if kind == "ref" else kind}
+                )
         for lp in self.loops:
             for member in lp.works:
                 edges.append({"source": lp.name, "target": member, "kind": "loop"})
@@ -144,11 +164,15 @@ class Workflow:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, validate: bool = True, semantic: bool = True) -> Workflow:
+    def from_dict(
+        cls, d: Mapping[str, Any], *, validate: bool = True, semantic: bool = True
+    ) -> Workflow:
         """Build from the template format: JSON Schema first, then semantic validation
         (``semantic=False``: left to the caller, who validates with the run's parameters)."""
         if not isinstance(d, Mapping):
-            raise TemplateError(None, "workflow", f"a workflow template must be a mapping, got {type(d).__name__}")
+            raise TemplateError(
+                None, "workflow", f"a workflow template must be a mapping, got {type(d).__name__}"
+            )
         if validate:
             d = template.normalize(d)
             template.schema_check(d)
@@ -165,8 +189,9 @@ class Workflow:
             wf.validate()
         return wf
 
-    def grown(self, new_works: Sequence[Mapping[str, Any]],
-              params: Mapping[str, Any] | None = None) -> Workflow:
+    def grown(
+        self, new_works: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None
+    ) -> Workflow:
         """This workflow with ``new_works`` appended (a FaaT body growing its run), validated.
 
         Only the new works are checked against the schema: the existing ones were
@@ -175,10 +200,15 @@ class Workflow:
         new = [template.normalize({"works": [w]})["works"][0] for w in new_works]
         template.schema_check({"name": self.name, "works": new})
         added = [Work.from_dict(w) for w in new]
-        wf = Workflow(name=self.name, description=self.description, parameters=dict(self.parameters),
-                      parameter_specs=list(self.parameter_specs),
-                      works=[*self.works, *added],
-                      conditions=list(self.conditions), loops=list(self.loops))
+        wf = Workflow(
+            name=self.name,
+            description=self.description,
+            parameters=dict(self.parameters),
+            parameter_specs=list(self.parameter_specs),
+            works=[*self.works, *added],
+            conditions=list(self.conditions),
+            loops=list(self.loops),
+        )
         # The graph (names, references, cycles) is checked whole, unless it is one of
         # independent works growing by more (then only the new names and references);
         # the per-work checks only for the new works: the others passed them already.

@@ -74,7 +74,9 @@ def blob_file(root: str | os.PathLike[str], sha: str) -> str:
     return os.path.join(root, sha[:2], sha)
 
 
-def write_blob(root: str | os.PathLike[str], data: bytes, sha: str | None = None) -> tuple[str, bool]:
+def write_blob(
+    root: str | os.PathLike[str], data: bytes, sha: str | None = None
+) -> tuple[str, bool]:
     """Store bytes atomically (write then rename); returns (sha256, created)."""
     actual = digest(data)
     if sha is not None and check_sha(sha) != actual:
@@ -216,8 +218,10 @@ def read_blob(root: str | os.PathLike[str], sha: str) -> bytes | None:
         return f.read(0, f.size) if f.size else b""
 
 
-_GRANT = {"postgresql": pg_insert(blob_grants).on_conflict_do_nothing(),
-          "sqlite": sqlite_insert(blob_grants).on_conflict_do_nothing()}
+_GRANT = {
+    "postgresql": pg_insert(blob_grants).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(blob_grants).on_conflict_do_nothing(),
+}
 
 
 def grant_blobs(conn: Connection, pairs: Iterable[tuple[str, str]]) -> None:
@@ -241,9 +245,10 @@ def grant_job_blobs(conn: Connection, pairs: Iterable[tuple[str, int]]) -> None:
     grants: list[tuple[str, str]] = []
     for i in range(0, len(ids), 5000):
         for jid, owner in conn.execute(
-                select(jobs.c.id, workflows.c.owner)
-                .select_from(jobs.join(workflows, workflows.c.id == jobs.c.workflow_id))
-                .where(jobs.c.id.in_(ids[i:i + 5000]))):
+            select(jobs.c.id, workflows.c.owner)
+            .select_from(jobs.join(workflows, workflows.c.id == jobs.c.workflow_id))
+            .where(jobs.c.id.in_(ids[i : i + 5000]))
+        ):
             grants += [(sha, owner) for sha in by_job[int(jid)]]
     grant_blobs(conn, grants)
 
@@ -255,17 +260,26 @@ def readable_blobs(conn: Connection, shas: Iterable[str], owner: str | None) -> 
         return set(want)
     found: set[str] = set()
     for i in range(0, len(want), 5000):
-        found |= {r[0] for r in conn.execute(
-            select(blob_grants.c.sha256).where(blob_grants.c.owner == owner,
-                                               blob_grants.c.sha256.in_(want[i:i + 5000])))}
+        found |= {
+            r[0]
+            for r in conn.execute(
+                select(blob_grants.c.sha256).where(
+                    blob_grants.c.owner == owner, blob_grants.c.sha256.in_(want[i : i + 5000])
+                )
+            )
+        }
     return found
 
 
 _KNOWN = select(blobs.c.sha256).where(blobs.c.sha256.in_(in_list()))
 
 
-def record_blobs(conn: Connection, items: Iterable[tuple[str, int]], kind: str | None = None,
-                 owner: str | None = None) -> int:
+def record_blobs(
+    conn: Connection,
+    items: Iterable[tuple[str, int]],
+    kind: str | None = None,
+    owner: str | None = None,
+) -> int:
     """Rows for blobs not yet known, in the caller's transaction; returns how many were added.
 
     With ``owner``, that owner may read each of them (a grant, see :func:`grant_blobs`)."""
@@ -278,10 +292,13 @@ def record_blobs(conn: Connection, items: Iterable[tuple[str, int]], kind: str |
     shas = list(rows)
     if len(shas) > 64:  # many: skip the known ones first, rather than conflict on each
         for i in range(0, len(shas), 5000):
-            have |= {r[0] for r in conn.execute(_KNOWN, {"ids": shas[i:i + 5000]})}
+            have |= {r[0] for r in conn.execute(_KNOWN, {"ids": shas[i : i + 5000]})}
     t = now()
-    new = [{"sha256": s, "size": n, "kind": kind, "owner": owner, "created_at": t}
-           for s, n in rows.items() if s not in have]
+    new = [
+        {"sha256": s, "size": n, "kind": kind, "owner": owner, "created_at": t}
+        for s, n in rows.items()
+        if s not in have
+    ]
     if not new:
         return 0
     # ON CONFLICT DO NOTHING: known already, or two agents record the same value at once
@@ -289,14 +306,18 @@ def record_blobs(conn: Connection, items: Iterable[tuple[str, int]], kind: str |
     return res.rowcount if res.rowcount is not None and res.rowcount >= 0 else len(new)
 
 
-_INSERT_NEW = {"postgresql": pg_insert(blobs).on_conflict_do_nothing(),
-               "sqlite": sqlite_insert(blobs).on_conflict_do_nothing()}
+_INSERT_NEW = {
+    "postgresql": pg_insert(blobs).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(blobs).on_conflict_do_nothing(),
+}
 
 
 class Cache:
     """Blobs on disk plus their rows in the store."""
 
-    def __init__(self, root: str | os.PathLike[str], engine: Engine, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], engine: Engine, limit: int = DEFAULT_LIMIT
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.engine = engine
@@ -328,8 +349,9 @@ class Cache:
         with self.engine.connect() as conn:
             return readable_blobs(conn, shas, owner)
 
-    def put(self, data: bytes, sha: str | None = None, kind: str | None = None,
-            owner: str | None = None) -> tuple[str, bool]:
+    def put(
+        self, data: bytes, sha: str | None = None, kind: str | None = None, owner: str | None = None
+    ) -> tuple[str, bool]:
         """Store ``data`` (refusing more than ``limit`` bytes); returns (sha256, created)."""
         actual, created = self.write(data, sha)
         self.record([(actual, len(data))], kind=kind, owner=owner)
@@ -338,7 +360,9 @@ class Cache:
     def write(self, data: bytes, sha: str | None = None) -> tuple[str, bool]:
         """Only the file (limit checked): the caller records the row in its own transaction."""
         if len(data) > self.limit:
-            raise CacheError(f"blob of {len(data)} bytes exceeds the cache limit of {self.limit} bytes")
+            raise CacheError(
+                f"blob of {len(data)} bytes exceeds the cache limit of {self.limit} bytes"
+            )
         return write_blob(self.root, data, sha)
 
     def get(self, sha: str) -> bytes:
@@ -347,8 +371,9 @@ class Cache:
             raise KeyError(sha)
         return data
 
-    def record(self, items: Iterable[tuple[str, int]], kind: str | None = None,
-               owner: str | None = None) -> int:
+    def record(
+        self, items: Iterable[tuple[str, int]], kind: str | None = None, owner: str | None = None
+    ) -> int:
         """Note blobs written directly into the directory (by workers); returns rows added."""
         try:
             with self.engine.begin() as conn:
@@ -360,9 +385,14 @@ class Cache:
         """Blobs and bytes ``owner`` may read (every blob for None: an admin)."""
         stmt = select(func.count(), func.coalesce(func.sum(blobs.c.size), 0))
         if owner is not None:
-            stmt = stmt.select_from(blobs.join(blob_grants, blob_grants.c.sha256 == blobs.c.sha256)) \
-                .where(blob_grants.c.owner == owner)
+            stmt = stmt.select_from(
+                blobs.join(blob_grants, blob_grants.c.sha256 == blobs.c.sha256)
+            ).where(blob_grants.c.owner == owner)
         with self.engine.begin() as conn:
             count, size = conn.execute(stmt).one()
-        return {"count": int(count), "bytes": int(size), "limit": self.limit,
-                "scope": "all" if owner is None else "owner"}
+        return {
+            "count": int(count),
+            "bytes": int(size),
+            "limit": self.limit,
+            "scope": "all" if owner is None else "owner",
+        }

@@ -35,15 +35,25 @@ class Catalog:
         self.engine = engine
         self.owner = owner
 
-    def add_dataset(self, name: str, files_: Iterable[str | dict[str, Any]] = (),
-                    meta: dict[str, Any] | None = None) -> int:
+    def add_dataset(
+        self,
+        name: str,
+        files_: Iterable[str | dict[str, Any]] = (),
+        meta: dict[str, Any] | None = None,
+    ) -> int:
         """Create the owner's dataset ``name`` (or add to it); returns its id."""
         with self.engine.begin() as conn:
             ds = dataset_id(conn, self.owner, name)
             if ds is None:
-                pk = conn.execute(datasets.insert().values(
-                    name=name, owner=self.owner, status="open", meta=meta or {},
-                    created_at=now())).inserted_primary_key
+                pk = conn.execute(
+                    datasets.insert().values(
+                        name=name,
+                        owner=self.owner,
+                        status="open",
+                        meta=meta or {},
+                        created_at=now(),
+                    )
+                ).inserted_primary_key
                 assert pk is not None
                 ds = int(pk[0])
             self._add_files(conn, ds, files_)
@@ -61,8 +71,16 @@ class Catalog:
             if d["name"] in have:
                 continue
             have.add(d["name"])
-            rows.append({"dataset_id": ds, "name": d["name"], "size": d.get("size"),
-                         "meta": d.get("meta"), "status": "new", "created_at": now()})
+            rows.append(
+                {
+                    "dataset_id": ds,
+                    "name": d["name"],
+                    "size": d.get("size"),
+                    "meta": d.get("meta"),
+                    "status": "new",
+                    "created_at": now(),
+                }
+            )
         if rows:
             conn.execute(files.insert(), rows)
 
@@ -81,8 +99,9 @@ class Catalog:
         with self.engine.begin() as conn:
             return mark_available(conn, self._dataset_id(conn, dataset), names)
 
-    def set_staging(self, dataset: str, names: Sequence[str], state: str,
-                    error: str | None = None) -> Outcome:
+    def set_staging(
+        self, dataset: str, names: Sequence[str], state: str, error: str | None = None
+    ) -> Outcome:
         """Staging state of files not yet available (an external data source's view, e.g.
         Rucio's locks): ``queued``, ``staging``, ``stuck``; ``failed`` also fails the jobs
         waiting on them with ``error`` (their run goes on, or ends, as for any failed job)."""
@@ -94,16 +113,39 @@ class Catalog:
     def files(self, dataset: str) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
             ds = self._dataset_id(conn, dataset)
-            return [dict(r) for r in conn.execute(
-                select(files.c.id, files.c.name, files.c.status, files.c.size, files.c.available_at,
-                       files.c.meta)
-                .where(files.c.dataset_id == ds).order_by(files.c.id)).mappings()]
+            return [
+                dict(r)
+                for r in conn.execute(
+                    select(
+                        files.c.id,
+                        files.c.name,
+                        files.c.status,
+                        files.c.size,
+                        files.c.available_at,
+                        files.c.meta,
+                    )
+                    .where(files.c.dataset_id == ds)
+                    .order_by(files.c.id)
+                ).mappings()
+            ]
 
-    def datasets(self, every_owner: bool = False, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+    def datasets(
+        self, every_owner: bool = False, limit: int = 1000, offset: int = 0
+    ) -> list[dict[str, Any]]:
         """The owner's datasets (``every_owner``: everyone's, for an admin), by name."""
-        stmt = (select(datasets.c.id, datasets.c.name, datasets.c.owner, datasets.c.status,
-                       datasets.c.created_at, datasets.c.meta)
-                .order_by(datasets.c.owner, datasets.c.name).limit(limit).offset(offset))
+        stmt = (
+            select(
+                datasets.c.id,
+                datasets.c.name,
+                datasets.c.owner,
+                datasets.c.status,
+                datasets.c.created_at,
+                datasets.c.meta,
+            )
+            .order_by(datasets.c.owner, datasets.c.name)
+            .limit(limit)
+            .offset(offset)
+        )
         if not every_owner:
             stmt = stmt.where(datasets.c.owner == self.owner)
         with self.engine.connect() as conn:
@@ -112,8 +154,9 @@ class Catalog:
 
 def dataset_id(conn: Connection, owner: str, name: str) -> int | None:
     """The id of ``owner``'s dataset ``name`` (None when that owner has none of that name)."""
-    ds = conn.execute(select(datasets.c.id).where(datasets.c.owner == owner,
-                                                  datasets.c.name == name)).scalar()
+    ds = conn.execute(
+        select(datasets.c.id).where(datasets.c.owner == owner, datasets.c.name == name)
+    ).scalar()
     return None if ds is None else int(ds)
 
 
@@ -124,9 +167,15 @@ def mark_available(conn: Connection, dataset_id: int, names: Sequence[str] | Non
     parts: Iterable[Sequence[str] | None] = [None] if names is None else chunks(list(names))
     for part in parts:
         where = cond + ([files.c.name.in_(list(part))] if part is not None else [])
-        ids = [r[0] for r in conn.execute(
-            update(files).where(*where).values(status="available", available_at=now())
-            .returning(files.c.id)).all()]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                update(files)
+                .where(*where)
+                .values(status="available", available_at=now())
+                .returning(files.c.id)
+            ).all()
+        ]
         released += release_on_files(conn, ids)
     return released
 
@@ -135,21 +184,33 @@ def mark_available(conn: Connection, dataset_id: int, names: Sequence[str] | Non
 STAGING_STATES = ("queued", "staging", "stuck", "failed")
 
 
-def set_staging(conn: Connection, dataset_id: int, names: Sequence[str], state: str,
-                error: str | None = None) -> Outcome:
+def set_staging(
+    conn: Connection, dataset_id: int, names: Sequence[str], state: str, error: str | None = None
+) -> Outcome:
     """Files not yet available take ``state``; ``failed``: the jobs waiting on them fail."""
     out = Outcome()
     for part in chunks(list(names)):
-        ids = [r[0] for r in conn.execute(
-            update(files).where(files.c.dataset_id == dataset_id, files.c.status != "available",
-                                files.c.name.in_(list(part)))
-            .values(status=state).returning(files.c.id)).all()]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                update(files)
+                .where(
+                    files.c.dataset_id == dataset_id,
+                    files.c.status != "available",
+                    files.c.name.in_(list(part)),
+                )
+                .values(status=state)
+                .returning(files.c.id)
+            ).all()
+        ]
         if state != "failed" or not ids:
             continue
         rows = conn.execute(
-            update(jobs).where(jobs.c.file_id.in_(ids), jobs.c.status == PENDING)
+            update(jobs)
+            .where(jobs.c.file_id.in_(ids), jobs.c.status == PENDING)
             .values(status=FAILED, error=error or "input file failed", finished_at=now())
-            .returning(jobs.c.id, jobs.c.work_id)).all()
+            .returning(jobs.c.id, jobs.c.work_id)
+        ).all()
         per_work: dict[int, Counter[str]] = defaultdict(Counter)
         for _, wid in rows:
             per_work[wid]["failed"] += 1

@@ -86,7 +86,8 @@ class _WriteGate:
         """Wait for the write turn; ``timeout`` (s, -1: no limit) over: "database is locked"."""
         if not self._lock.acquire(timeout=timeout):
             raise sqlite3.OperationalError(
-                f"database is locked (this process's write turn not free after {timeout:g} s)")
+                f"database is locked (this process's write turn not free after {timeout:g} s)"
+            )
         self._held.add(_raw_id(conn))
 
     def leave(self, conn: Any) -> None:
@@ -218,7 +219,9 @@ def make_engine(url: str | None = None, lock_wait: float | None = None, **kwargs
     kwargs.setdefault("pool_size", 10)
     if lock_wait is not None:
         args = dict(kwargs.pop("connect_args", {}))
-        args["options"] = (args.get("options", "") + f" -c lock_timeout={int(lock_wait * 1000)}").strip()
+        args["options"] = (
+            args.get("options", "") + f" -c lock_timeout={int(lock_wait * 1000)}"
+        ).strip()
         kwargs["connect_args"] = args
         kwargs.setdefault("pool_timeout", lock_wait)  # every connection busy: as good as locked
     return create_engine(url, **kwargs)

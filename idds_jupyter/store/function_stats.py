@@ -31,21 +31,30 @@ def function_key(spec: Mapping[str, Any]) -> str | None:
 def _upsert(insert: Any) -> Any:
     ins = insert(function_stats)
     old, new = function_stats.c, ins.excluded
-    return ins.on_conflict_do_update(index_elements=[old.key], set_={
-        "mean_wall_s": (old.mean_wall_s * old.n + new.mean_wall_s * new.n) / (old.n + new.n),
-        "n": old.n + new.n, "updated_at": new.updated_at})
+    return ins.on_conflict_do_update(
+        index_elements=[old.key],
+        set_={
+            "mean_wall_s": (old.mean_wall_s * old.n + new.mean_wall_s * new.n) / (old.n + new.n),
+            "n": old.n + new.n,
+            "updated_at": new.updated_at,
+        },
+    )
 
 
 _UPSERT = {"sqlite": _upsert(sqlite_insert), "postgresql": _upsert(pg_insert)}
 _MEAN = select(function_stats.c.mean_wall_s, function_stats.c.n).where(
-    function_stats.c.key == bindparam("key"))
+    function_stats.c.key == bindparam("key")
+)
 
 
 def record_durations(conn: Connection, walls: Mapping[str, list[float]]) -> None:
     """Fold the run times of newly finished jobs into their functions' means."""
     stmt = _UPSERT.get(conn.dialect.name)
-    rows = [{"key": k, "n": len(v), "mean_wall_s": sum(v) / len(v), "updated_at": now()}
-            for k, v in walls.items() if v]
+    rows = [
+        {"key": k, "n": len(v), "mean_wall_s": sum(v) / len(v), "updated_at": now()}
+        for k, v in walls.items()
+        if v
+    ]
     if stmt is not None and rows:
         conn.execute(stmt, rows)
 

@@ -129,12 +129,20 @@ class JobTokens:
     def _mac(self, body: str) -> str:
         return _b64(hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).digest())
 
-    def mint(self, job_id: int, attempt: int, spec_sha: str, ttl: float | None = None,
-             now: float | None = None) -> str:
+    def mint(
+        self,
+        job_id: int,
+        attempt: int,
+        spec_sha: str,
+        ttl: float | None = None,
+        now: float | None = None,
+    ) -> str:
         """A token for attempt ``attempt`` of job ``job_id`` whose spec is blob ``spec_sha``."""
         if not SHA256.match(spec_sha or ""):
             raise ValueError(f"not a sha256 hex digest: {spec_sha!r}")
-        expires = int((now if now is not None else time.time()) + (ttl if ttl is not None else self.ttl))
+        expires = int(
+            (now if now is not None else time.time()) + (ttl if ttl is not None else self.ttl)
+        )
         body = f"{PREFIX}.{int(job_id)}.{int(attempt)}.{expires}.{spec_sha}"
         return f"{body}.{self._mac(body)}"
 
@@ -150,8 +158,9 @@ class JobTokens:
             raise JobTokenError("malformed job token")
         body = ".".join(parts[:5])
         if not hmac.compare_digest(mac, self._mac(body)):
-            raise JobTokenError("job token signature does not match (forged, or the server "
-                                "secret changed)")
+            raise JobTokenError(
+                "job token signature does not match (forged, or the server secret changed)"
+            )
         if int(exp) < (now if now is not None else time.time()):
             raise JobTokenError("job token expired")
         return JobClaim(int(jid), int(att), int(exp), sha)
@@ -180,18 +189,29 @@ def _payload_blobs(spec: Any) -> frozenset[str]:
     payload = (spec or {}).get("payload") if isinstance(spec, dict) else None
     if not isinstance(payload, dict):
         return frozenset()
-    return frozenset(str(payload[k]) for k in ("function", "calls", "sandbox")
-                     if isinstance(payload.get(k), str) and SHA256.match(payload[k]))
+    return frozenset(
+        str(payload[k])
+        for k in ("function", "calls", "sandbox")
+        if isinstance(payload.get(k), str) and SHA256.match(payload[k])
+    )
 
 
 def job_scope(engine: Engine, job_id: int) -> JobScope | None:
     """The current state of job ``job_id`` and the blobs of its work (None if no such job)."""
     with engine.connect() as conn:
         row = conn.execute(
-            select(jobs.c.id, jobs.c.attempt, jobs.c.status, jobs.c.workflow_id, jobs.c.work_id,
-                   jobs.c.backend, workflows.c.owner)
+            select(
+                jobs.c.id,
+                jobs.c.attempt,
+                jobs.c.status,
+                jobs.c.workflow_id,
+                jobs.c.work_id,
+                jobs.c.backend,
+                workflows.c.owner,
+            )
             .select_from(jobs.join(workflows, workflows.c.id == jobs.c.workflow_id))
-            .where(jobs.c.id == int(job_id))).first()
+            .where(jobs.c.id == int(job_id))
+        ).first()
         if row is None:
             return None
         key = (str(engine.url), int(row.work_id))
@@ -206,6 +226,13 @@ def job_scope(engine: Engine, job_id: int) -> JobScope | None:
                         for _ in range(1000):
                             _payloads.pop(next(iter(_payloads)))
                 _payloads[key] = blobs
-    return JobScope(job_id=int(row.id), attempt=int(row.attempt), status=str(row.status),
-                    workflow_id=int(row.workflow_id), work_id=int(row.work_id),
-                    owner=str(row.owner), backend=row.backend, blobs=blobs)
+    return JobScope(
+        job_id=int(row.id),
+        attempt=int(row.attempt),
+        status=str(row.status),
+        workflow_id=int(row.workflow_id),
+        work_id=int(row.work_id),
+        owner=str(row.owner),
+        backend=row.backend,
+        blobs=blobs,
+    )

@@ -77,6 +77,7 @@ class Outcome:
 
 # --------------------------------------------------------------------- claim
 
+
 @dataclass
 class Claim:
     """Released jobs a submission takes for its own Carrier as it creates them: up to
@@ -89,11 +90,13 @@ class Claim:
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def claim_ready(conn: Connection, owner: str, backends: Sequence[str], limit: int,
-                ttl: float) -> list[dict[str, Any]]:
+def claim_ready(
+    conn: Connection, owner: str, backends: Sequence[str], limit: int, ttl: float
+) -> list[dict[str, Any]]:
     """Lock up to ``limit`` released jobs of running works for ``owner`` (Submitter)."""
-    rows = conn.execute(_CLAIM.on(conn), {"backends": list(backends), "limit": limit}
-                        ).mappings().all()
+    rows = (
+        conn.execute(_CLAIM.on(conn), {"backends": list(backends), "limit": limit}).mappings().all()
+    )
     if not rows:
         return []
     t = now()
@@ -103,31 +106,61 @@ def claim_ready(conn: Connection, owner: str, backends: Sequence[str], limit: in
     return [dict(r, attempt=r["attempt"] + 1) for r in rows]
 
 
-_CLAIM = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.idx, jobs.c.kwargs,
-                       jobs.c.file_id, jobs.c.attempt)
-                .where(jobs.c.status == READY, jobs.c.work_id.in_(
-                    select(works.c.id).where(works.c.status == WorkStatus.RUNNING.value,
-                                             works.c.backend.in_(in_list("backends")))))
-                .limit(bindparam("limit")), skip_locked=True, of=jobs)
-_MARK_SUBMITTED = (update(jobs)
-                   .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
-                   .values(status=SUBMITTED, lock_owner=bindparam("owner"),
-                           lock_expiry=db_now() + bindparam("ttl", type_=Float),
-                           attempt=jobs.c.attempt + 1,
-                           submitted_at=bindparam("t"), started_at=None))
+_CLAIM = Locked(
+    select(
+        jobs.c.id,
+        jobs.c.work_id,
+        jobs.c.workflow_id,
+        jobs.c.idx,
+        jobs.c.kwargs,
+        jobs.c.file_id,
+        jobs.c.attempt,
+    )
+    .where(
+        jobs.c.status == READY,
+        jobs.c.work_id.in_(
+            select(works.c.id).where(
+                works.c.status == WorkStatus.RUNNING.value, works.c.backend.in_(in_list("backends"))
+            )
+        ),
+    )
+    .limit(bindparam("limit")),
+    skip_locked=True,
+    of=jobs,
+)
+_MARK_SUBMITTED = (
+    update(jobs)
+    .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
+    .values(
+        status=SUBMITTED,
+        lock_owner=bindparam("owner"),
+        lock_expiry=db_now() + bindparam("ttl", type_=Float),
+        attempt=jobs.c.attempt + 1,
+        submitted_at=bindparam("t"),
+        started_at=None,
+    )
+)
 
 
 def mark_running(conn: Connection, owner: str, started: Sequence[tuple[int, int, float]]) -> None:
     """Jobs a backend reports as started: (job_id, attempt, started_at)."""
     if not started:
         return
-    conn.execute(_MARK_RUNNING, [{"jid": j, "att": a, "owner": owner, "t": t} for j, a, t in started])
+    conn.execute(
+        _MARK_RUNNING, [{"jid": j, "att": a, "owner": owner, "t": t} for j, a, t in started]
+    )
 
 
-_MARK_RUNNING = (update(jobs)
-                 .where(jobs.c.id == bindparam("jid"), jobs.c.attempt == bindparam("att"),
-                        jobs.c.lock_owner == bindparam("owner"), jobs.c.status == SUBMITTED)
-                 .values(status=RUNNING, started_at=bindparam("t")))
+_MARK_RUNNING = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("jid"),
+        jobs.c.attempt == bindparam("att"),
+        jobs.c.lock_owner == bindparam("owner"),
+        jobs.c.status == SUBMITTED,
+    )
+    .values(status=RUNNING, started_at=bindparam("t"))
+)
 
 
 def renew_locks(conn: Connection, owner: str, ttl: float) -> int:
@@ -137,9 +170,11 @@ def renew_locks(conn: Connection, owner: str, ttl: float) -> int:
     return res.rowcount or 0
 
 
-_RENEW = (update(jobs)
-          .where(jobs.c.lock_owner == bindparam("owner"), jobs.c.status.in_(IN_FLIGHT))
-          .values(lock_expiry=db_now() + bindparam("ttl", type_=Float)))
+_RENEW = (
+    update(jobs)
+    .where(jobs.c.lock_owner == bindparam("owner"), jobs.c.status.in_(IN_FLIGHT))
+    .values(lock_expiry=db_now() + bindparam("ttl", type_=Float))
+)
 
 
 def release_owned(conn: Connection, owner: str) -> int:
@@ -172,14 +207,18 @@ def reclaim_expired(conn: Connection, alive: Sequence[str] = ()) -> int:
     return len(ids)
 
 
-_EXPIRED = Locked(select(jobs.c.id).where(jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < db_now()),
-                  skip_locked=True)
-_EXPIRED_NOT_ALIVE = Locked(_EXPIRED.plain.where(jobs.c.lock_owner.not_in(in_list("alive"))),
-                            skip_locked=True)
-_RECLAIM = (update(jobs)
-            .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(IN_FLIGHT),
-                   jobs.c.lock_expiry < db_now())
-            .values(status=READY, lock_owner=None, lock_expiry=None, error="lost: owner stopped"))
+_EXPIRED = Locked(
+    select(jobs.c.id).where(jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < db_now()),
+    skip_locked=True,
+)
+_EXPIRED_NOT_ALIVE = Locked(
+    _EXPIRED.plain.where(jobs.c.lock_owner.not_in(in_list("alive"))), skip_locked=True
+)
+_RECLAIM = (
+    update(jobs)
+    .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < db_now())
+    .values(status=READY, lock_owner=None, lock_expiry=None, error="lost: owner stopped")
+)
 
 
 def reserve_job_ids(conn: Connection, n: int) -> list[int]:
@@ -200,17 +239,23 @@ def reserve_job_ids(conn: Connection, n: int) -> list[int]:
     return list(range(int(top) - n + 1, int(top) + 1))
 
 
-_NEXTVAL = text("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) "
-                "FROM generate_series(1, :n)")
-_SQLITE_RESERVE = text("UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(id), 0) "
-                       "FROM jobs)) + :n WHERE name = 'jobs' RETURNING seq")
-_SQLITE_FIRST_RESERVE = text("INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', "
-                             "coalesce(max(id), 0) + :n FROM jobs RETURNING seq")
+_NEXTVAL = text("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)")
+_SQLITE_RESERVE = text(
+    "UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(id), 0) "
+    "FROM jobs)) + :n WHERE name = 'jobs' RETURNING seq"
+)
+_SQLITE_FIRST_RESERVE = text(
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', "
+    "coalesce(max(id), 0) + :n FROM jobs RETURNING seq"
+)
 
 
 # ------------------------------------------------------------------- results
 
-def record_results(conn: Connection, owner: str | None, results: Sequence[dict[str, Any]]) -> Outcome:
+
+def record_results(
+    conn: Connection, owner: str | None, results: Sequence[dict[str, Any]]
+) -> Outcome:
     """Receiver + Trigger + Finisher for one batch of worker results, in the caller's transaction.
 
     The results are recorded here, the finished jobs' children released and the
@@ -265,15 +310,26 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
             "started_at": r.get("started_at"),
             "finished_at": r.get("finished_at") or t,
         }
-        note = {"job_id": jid, "work_id": row.work_id, "workflow_id": row.workflow_id,
-                "work": names.get(row.work_id), "idx": row.idx, "attempt": row.attempt}
+        note = {
+            "job_id": jid,
+            "work_id": row.work_id,
+            "workflow_id": row.workflow_id,
+            "work": names.get(row.work_id),
+            "idx": row.idx,
+            "attempt": row.attempt,
+        }
         if r.get("ok"):
             done = finished_note(note, r)
-            ok_rows.append({**common, "result": done["result"], "blob": done["blob"],
-                            "inline": done["inline"]})
+            ok_rows.append(
+                {**common, "result": done["result"], "blob": done["blob"], "inline": done["inline"]}
+            )
             per_work[row.work_id]["finished"] += 1
             key = keys.get(row.work_id)
-            if key is not None and isinstance(r.get("wall_s"), int | float) and not r.get("cached_from"):
+            if (
+                key is not None
+                and isinstance(r.get("wall_s"), int | float)
+                and not r.get("cached_from")
+            ):
                 walls[key].append(float(r["wall_s"]))
             out.job_results.append(done)
         else:
@@ -282,15 +338,27 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
                 retry_rows.append({**common, "error": error})
                 out.retried += 1
             else:
-                fail_rows.append({**common, "error": error, "blob": r.get("error_blob"),
-                                  "inline": r.get("error_inline")})
+                fail_rows.append(
+                    {
+                        **common,
+                        "error": error,
+                        "blob": r.get("error_blob"),
+                        "inline": r.get("error_inline"),
+                    }
+                )
                 per_work[row.work_id]["failed"] += 1
-                out.job_results.append({**note, "status": FAILED, "error": r.get("error"),
-                                        "exc_type": r.get("exc_type"),
-                                        "traceback": r.get("traceback"),
-                                        "error_blob": r.get("error_blob"),
-                                        "error_inline": r.get("error_inline"),
-                                        "log_path": r.get("log_path")})
+                out.job_results.append(
+                    {
+                        **note,
+                        "status": FAILED,
+                        "error": r.get("error"),
+                        "exc_type": r.get("exc_type"),
+                        "traceback": r.get("traceback"),
+                        "error_blob": r.get("error_blob"),
+                        "error_inline": r.get("error_inline"),
+                        "log_path": r.get("log_path"),
+                    }
+                )
         for key in ("blob", "error_blob"):
             if r.get(key):
                 out.blobs.append((r[key], int(r.get(f"{key}_size") or 0)))
@@ -305,8 +373,12 @@ def record_results(conn: Connection, owner: str | None, results: Sequence[dict[s
         conn.execute(_RECORD_FAILED, fail_rows)
         out.failed = len(fail_rows)
 
-    record_provenance(conn, [(current[r["jid"]], by_id[r["jid"]], FINISHED) for r in ok_rows]
-                      + [(current[r["jid"]], by_id[r["jid"]], FAILED) for r in fail_rows], linked)
+    record_provenance(
+        conn,
+        [(current[r["jid"]], by_id[r["jid"]], FINISHED) for r in ok_rows]
+        + [(current[r["jid"]], by_id[r["jid"]], FAILED) for r in fail_rows],
+        linked,
+    )
     if linked:
         out.released = release_children(conn, [r["jid"] for r in ok_rows])
         for work_id, n in cancel_descendants(conn, [r["jid"] for r in fail_rows]).items():
@@ -322,32 +394,83 @@ def finished_note(job: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any
     result = r.get("result")
     if result is None and r.get("summary") is not None:
         result = {"__summary__": r["summary"]}
-    return {**job, "status": FINISHED, "blob": r.get("blob"), "inline": r.get("inline"),
-            "result": result}
+    return {
+        **job,
+        "status": FINISHED,
+        "blob": r.get("blob"),
+        "inline": r.get("inline"),
+        "result": result,
+    }
 
 
 # a job as it is now, with what its result needs of its work (retries, name, function)
 # and its workflow (whether it has job-level links)
-_CURRENT = Locked(select(jobs.c.id, jobs.c.work_id, jobs.c.workflow_id, jobs.c.attempt, jobs.c.idx,
-                          jobs.c.retries_used, jobs.c.lock_owner, jobs.c.status, works.c.retries,
-                          works.c.name, works.c.spec, workflows.c.meta)
-                   .join(works, works.c.id == jobs.c.work_id)
-                   .join(workflows, workflows.c.id == jobs.c.workflow_id)
-                   .where(jobs.c.id.in_(in_list())), of=jobs)
+_CURRENT = Locked(
+    select(
+        jobs.c.id,
+        jobs.c.work_id,
+        jobs.c.workflow_id,
+        jobs.c.attempt,
+        jobs.c.idx,
+        jobs.c.retries_used,
+        jobs.c.lock_owner,
+        jobs.c.status,
+        works.c.retries,
+        works.c.name,
+        works.c.spec,
+        workflows.c.meta,
+    )
+    .join(works, works.c.id == jobs.c.work_id)
+    .join(workflows, workflows.c.id == jobs.c.workflow_id)
+    .where(jobs.c.id.in_(in_list())),
+    of=jobs,
+)
 # executemany cannot expand IN lists: spell the in-flight guard out.
 _GUARD = (jobs.c.id == bindparam("jid"), or_(jobs.c.status == SUBMITTED, jobs.c.status == RUNNING))
-_RUN_FIELDS: dict[str, Any] = {k: bindparam(k) for k in ("wall_s", "max_rss_kb", "log_path", "exit_code",
-                                          "started_at", "finished_at")}
-_RECORD_OK = update(jobs).where(*_GUARD).values(
-    status=FINISHED, result=bindparam("result"), blob=bindparam("blob"),
-    inline=bindparam("inline"), **_RUN_FIELDS,
-    success_count=jobs.c.success_count + 1, error=None, lock_owner=None, lock_expiry=None)
-_RECORD_RETRY = update(jobs).where(*_GUARD).values(
-    status=READY, error=bindparam("error"), **_RUN_FIELDS,
-    retries_used=jobs.c.retries_used + 1, lock_owner=None, lock_expiry=None)
-_RECORD_FAILED = update(jobs).where(*_GUARD).values(
-    status=FAILED, error=bindparam("error"), blob=bindparam("blob"), inline=bindparam("inline"),
-    **_RUN_FIELDS, lock_owner=None, lock_expiry=None)
+_RUN_FIELDS: dict[str, Any] = {
+    k: bindparam(k)
+    for k in ("wall_s", "max_rss_kb", "log_path", "exit_code", "started_at", "finished_at")
+}
+_RECORD_OK = (
+    update(jobs)
+    .where(*_GUARD)
+    .values(
+        status=FINISHED,
+        result=bindparam("result"),
+        blob=bindparam("blob"),
+        inline=bindparam("inline"),
+        **_RUN_FIELDS,
+        success_count=jobs.c.success_count + 1,
+        error=None,
+        lock_owner=None,
+        lock_expiry=None,
+    )
+)
+_RECORD_RETRY = (
+    update(jobs)
+    .where(*_GUARD)
+    .values(
+        status=READY,
+        error=bindparam("error"),
+        **_RUN_FIELDS,
+        retries_used=jobs.c.retries_used + 1,
+        lock_owner=None,
+        lock_expiry=None,
+    )
+)
+_RECORD_FAILED = (
+    update(jobs)
+    .where(*_GUARD)
+    .values(
+        status=FAILED,
+        error=bindparam("error"),
+        blob=bindparam("blob"),
+        inline=bindparam("inline"),
+        **_RUN_FIELDS,
+        lock_owner=None,
+        lock_expiry=None,
+    )
+)
 
 
 def _error_text(r: dict[str, Any]) -> str:
@@ -362,15 +485,26 @@ def count_on_works(conn: Connection, per_work: dict[int, Counter[str]], out: Out
     if not per_work:
         return
     t = now()
-    conn.execute(_COUNT_ON_WORK,
-                 [{"wid": w, "f": c["finished"], "x": c["failed"], "c": c["cancelled"], "t": t}
-                  for w, c in per_work.items()])
+    conn.execute(
+        _COUNT_ON_WORK,
+        [
+            {"wid": w, "f": c["finished"], "x": c["failed"], "c": c["cancelled"], "t": t}
+            for w, c in per_work.items()
+        ],
+    )
     finish_works(conn, list(per_work), out)
 
 
-_COUNT_ON_WORK = update(works).where(works.c.id == bindparam("wid")).values(
-    n_finished=works.c.n_finished + bindparam("f"), n_failed=works.c.n_failed + bindparam("x"),
-    n_cancelled=works.c.n_cancelled + bindparam("c"), updated_at=bindparam("t"))
+_COUNT_ON_WORK = (
+    update(works)
+    .where(works.c.id == bindparam("wid"))
+    .values(
+        n_finished=works.c.n_finished + bindparam("f"),
+        n_failed=works.c.n_failed + bindparam("x"),
+        n_cancelled=works.c.n_cancelled + bindparam("c"),
+        updated_at=bindparam("t"),
+    )
+)
 
 
 def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> None:
@@ -384,8 +518,12 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
     dirty: set[int] = set()
     check: dict[int, tuple[Mapping[str, Any], list[str]]] = {}
     for row in rows:
-        status = work_outcome(row.n_jobs, row.n_finished, row.n_failed + row.n_cancelled,
-                              (row.spec or {}).get("work", {}).get("policy", "subfinished"))
+        status = work_outcome(
+            row.n_jobs,
+            row.n_finished,
+            row.n_failed + row.n_cancelled,
+            (row.spec or {}).get("work", {}).get("policy", "subfinished"),
+        )
         res = conn.execute(_END_WORK, {"wid": row.id, "status": status, "t": t})
         if res.rowcount:
             out.terminal_works.append((row.workflow_id, row.id, status, row.name))
@@ -403,15 +541,31 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
 
 
 _DONE_WORKS = Locked(
-    select(works.c.id, works.c.workflow_id, works.c.name, works.c.n_jobs, works.c.n_finished,
-           works.c.n_failed, works.c.n_cancelled, works.c.spec, workflows.c.meta)
+    select(
+        works.c.id,
+        works.c.workflow_id,
+        works.c.name,
+        works.c.n_jobs,
+        works.c.n_finished,
+        works.c.n_failed,
+        works.c.n_cancelled,
+        works.c.spec,
+        workflows.c.meta,
+    )
     .join(workflows, workflows.c.id == works.c.workflow_id)
-    .where(works.c.id.in_(in_list()), works.c.status == WorkStatus.RUNNING.value,
-           works.c.n_finished + works.c.n_failed + works.c.n_cancelled >= works.c.n_jobs)
-    .order_by(works.c.workflow_id, works.c.id), of=workflows)
-_END_WORK = (update(works).where(works.c.id == bindparam("wid"),
-                                 works.c.status == WorkStatus.RUNNING.value)
-             .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t")))
+    .where(
+        works.c.id.in_(in_list()),
+        works.c.status == WorkStatus.RUNNING.value,
+        works.c.n_finished + works.c.n_failed + works.c.n_cancelled >= works.c.n_jobs,
+    )
+    .order_by(works.c.workflow_id, works.c.id),
+    of=workflows,
+)
+_END_WORK = (
+    update(works)
+    .where(works.c.id == bindparam("wid"), works.c.status == WorkStatus.RUNNING.value)
+    .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t"))
+)
 
 
 def work_outcome(n_jobs: int, n_ok: int, n_bad: int, policy: str) -> str:

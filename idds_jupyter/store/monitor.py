@@ -20,15 +20,17 @@ from idds_jupyter.store.workflows import full_template
 MAX_PAGE = 10_000
 
 
-
 def job_counts_by_work(conn: Connection, workflow_id: int) -> dict[int, dict[str, int]]:
     """``{work id: {job status: count}}`` of one workflow, in one grouped query."""
     by_work: dict[int, dict[str, int]] = {}
-    for wid, st, n in conn.execute(select(jobs.c.work_id, jobs.c.status, func.count())
-                                   .where(jobs.c.workflow_id == workflow_id)
-                                   .group_by(jobs.c.work_id, jobs.c.status)):
+    for wid, st, n in conn.execute(
+        select(jobs.c.work_id, jobs.c.status, func.count())
+        .where(jobs.c.workflow_id == workflow_id)
+        .group_by(jobs.c.work_id, jobs.c.status)
+    ):
         by_work.setdefault(wid, {})[st] = int(n)
     return by_work
+
 
 def owner(engine: Engine, workflow_id: int) -> str | None:
     """The owner of a workflow, or None when there is no such workflow."""
@@ -41,16 +43,34 @@ def owners(engine: Engine, workflow_ids: Iterable[int]) -> dict[int, str]:
     if not ids:
         return {}
     with engine.begin() as conn:
-        return {int(i): str(o) for i, o in conn.execute(
-            select(workflows.c.id, workflows.c.owner).where(workflows.c.id.in_(ids)))}
+        return {
+            int(i): str(o)
+            for i, o in conn.execute(
+                select(workflows.c.id, workflows.c.owner).where(workflows.c.id.in_(ids))
+            )
+        }
 
 
-def list_runs(engine: Engine, owner: str | None = None, status: str | None = None,
-              name: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+def list_runs(
+    engine: Engine,
+    owner: str | None = None,
+    status: str | None = None,
+    name: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
     """Workflows newest first, optionally of one owner / status / name."""
-    stmt = select(workflows.c.id, workflows.c.name, workflows.c.owner, workflows.c.status,
-                  workflows.c.backend, workflows.c.error, workflows.c.created_at,
-                  workflows.c.updated_at, workflows.c.finished_at)
+    stmt = select(
+        workflows.c.id,
+        workflows.c.name,
+        workflows.c.owner,
+        workflows.c.status,
+        workflows.c.backend,
+        workflows.c.error,
+        workflows.c.created_at,
+        workflows.c.updated_at,
+        workflows.c.finished_at,
+    )
     if owner is not None:
         stmt = stmt.where(workflows.c.owner == owner)
     if status:
@@ -71,10 +91,18 @@ def _percentile(conn: Connection, workflow_id: int, n: int, q: float) -> float |
         return None
     lat = jobs.c.finished_at - jobs.c.submitted_at
     k = int(round(q * (n - 1)))
-    return conn.execute(select(lat).where(
-        jobs.c.workflow_id == workflow_id, jobs.c.status == FINISHED,
-        jobs.c.submitted_at.is_not(None), jobs.c.finished_at.is_not(None))
-        .order_by(lat).limit(1).offset(k)).scalar()
+    return conn.execute(
+        select(lat)
+        .where(
+            jobs.c.workflow_id == workflow_id,
+            jobs.c.status == FINISHED,
+            jobs.c.submitted_at.is_not(None),
+            jobs.c.finished_at.is_not(None),
+        )
+        .order_by(lat)
+        .limit(1)
+        .offset(k)
+    ).scalar()
 
 
 def summary(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
@@ -86,22 +114,58 @@ def summary(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
     (finished + failed).
     """
     with engine.begin() as conn:
-        row = conn.execute(select(
-            workflows.c.id, workflows.c.name, workflows.c.owner, workflows.c.status,
-            workflows.c.error, workflows.c.created_at, workflows.c.finished_at)
-            .where(workflows.c.id == workflow_id)).mappings().first()
+        row = (
+            conn.execute(
+                select(
+                    workflows.c.id,
+                    workflows.c.name,
+                    workflows.c.owner,
+                    workflows.c.status,
+                    workflows.c.error,
+                    workflows.c.created_at,
+                    workflows.c.finished_at,
+                ).where(workflows.c.id == workflow_id)
+            )
+            .mappings()
+            .first()
+        )
         if row is None:
             return None
-        ws = conn.execute(select(works.c.id, works.c.name, works.c.kind, works.c.status,
-                                 works.c.n_jobs, works.c.loop, works.c.iteration, works.c.reason)
-                          .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
+        ws = (
+            conn.execute(
+                select(
+                    works.c.id,
+                    works.c.name,
+                    works.c.kind,
+                    works.c.status,
+                    works.c.n_jobs,
+                    works.c.loop,
+                    works.c.iteration,
+                    works.c.reason,
+                )
+                .where(works.c.workflow_id == workflow_id)
+                .order_by(works.c.id)
+            )
+            .mappings()
+            .all()
+        )
         by_work = job_counts_by_work(conn, workflow_id)
         n_fin, first_start, last_finish = conn.execute(
-            select(func.count(), func.min(jobs.c.started_at), func.max(jobs.c.finished_at))
-            .where(jobs.c.workflow_id == workflow_id, jobs.c.status == FINISHED)).one()
-        n_lat = conn.execute(select(func.count()).where(
-            jobs.c.workflow_id == workflow_id, jobs.c.status == FINISHED,
-            jobs.c.submitted_at.is_not(None), jobs.c.finished_at.is_not(None))).scalar() or 0
+            select(func.count(), func.min(jobs.c.started_at), func.max(jobs.c.finished_at)).where(
+                jobs.c.workflow_id == workflow_id, jobs.c.status == FINISHED
+            )
+        ).one()
+        n_lat = (
+            conn.execute(
+                select(func.count()).where(
+                    jobs.c.workflow_id == workflow_id,
+                    jobs.c.status == FINISHED,
+                    jobs.c.submitted_at.is_not(None),
+                    jobs.c.finished_at.is_not(None),
+                )
+            ).scalar()
+            or 0
+        )
         p50 = _percentile(conn, workflow_id, n_lat, 0.50)
         p95 = _percentile(conn, workflow_id, n_lat, 0.95)
         # per work: jobs run, taken from the cache (memoized), failed (store.provenance)
@@ -111,12 +175,22 @@ def summary(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
         for st, n in counts.items():
             totals[st] = totals.get(st, 0) + n
     n_failed = totals.get(FAILED, 0)
-    span = (last_finish - first_start) if (first_start is not None and last_finish is not None) else None
+    span = (
+        (last_finish - first_start)
+        if (first_start is not None and last_finish is not None)
+        else None
+    )
     return {
         **dict(row),
         "jobs": totals,
-        "works": [{**dict(w), "jobs": by_work.get(w["id"], {}),
-                   "provenance": ran_cached.get(w["name"], _NONE)} for w in ws],
+        "works": [
+            {
+                **dict(w),
+                "jobs": by_work.get(w["id"], {}),
+                "provenance": ran_cached.get(w["name"], _NONE),
+            }
+            for w in ws
+        ],
         "metrics": {
             "finished": int(n_fin or 0),
             "failed": n_failed,
@@ -141,14 +215,30 @@ def dag(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
     from idds_jupyter.model import Workflow
 
     with engine.begin() as conn:
-        tmpl = conn.execute(select(workflows.c.template, workflows.c.meta)
-                            .where(workflows.c.id == workflow_id)).first()
+        tmpl = conn.execute(
+            select(workflows.c.template, workflows.c.meta).where(workflows.c.id == workflow_id)
+        ).first()
         if tmpl is None:
             return None
         whole = full_template(conn, workflow_id, tmpl[0] or {}, tmpl[1])
-        ws = conn.execute(select(works.c.id, works.c.name, works.c.template_name, works.c.kind,
-                                 works.c.status, works.c.loop, works.c.iteration, works.c.spec)
-                          .where(works.c.workflow_id == workflow_id).order_by(works.c.id)).mappings().all()
+        ws = (
+            conn.execute(
+                select(
+                    works.c.id,
+                    works.c.name,
+                    works.c.template_name,
+                    works.c.kind,
+                    works.c.status,
+                    works.c.loop,
+                    works.c.iteration,
+                    works.c.spec,
+                )
+                .where(works.c.workflow_id == workflow_id)
+                .order_by(works.c.id)
+            )
+            .mappings()
+            .all()
+        )
         by_work = job_counts_by_work(conn, workflow_id)
         ran_cached = provenance_summary(conn, workflow_id)
     nodes: list[dict[str, Any]] = []
@@ -162,10 +252,18 @@ def dag(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
 
     for w in ws:
         spec = w["spec"] or {}
-        nodes.append({"name": w["name"], "template_name": w["template_name"], "kind": w["kind"],
-                      "status": w["status"], "jobs": by_work.get(w["id"], {}), "loop": w["loop"],
-                      "iteration": w["iteration"],
-                      "provenance": ran_cached.get(w["name"], _NONE)})
+        nodes.append(
+            {
+                "name": w["name"],
+                "template_name": w["template_name"],
+                "kind": w["kind"],
+                "status": w["status"],
+                "jobs": by_work.get(w["id"], {}),
+                "loop": w["loop"],
+                "iteration": w["iteration"],
+                "provenance": ran_cached.get(w["name"], _NONE),
+            }
+        )
         for dep in spec.get("depends_on") or []:
             edge(str(dep), w["name"], "dep")
         for item in spec.get("job_deps") or []:
@@ -179,33 +277,67 @@ def dag(engine: Engine, workflow_id: int) -> dict[str, Any] | None:
     names = {n["name"] for n in nodes}
     for n in (template or {}).get("nodes", []):
         if n.get("kind") in ("condition", "loop") and n["name"] not in names:
-            nodes.append({"name": n["name"], "template_name": n["name"], "kind": n["kind"],
-                          "status": None, "jobs": {}, "loop": n.get("loop"), "iteration": None})
+            nodes.append(
+                {
+                    "name": n["name"],
+                    "template_name": n["name"],
+                    "kind": n["kind"],
+                    "status": None,
+                    "jobs": {},
+                    "loop": n.get("loop"),
+                    "iteration": None,
+                }
+            )
     for e in (template or {}).get("edges", []):
         if e.get("kind") in ("true", "false", "on_failure", "loop"):
             edge(e["source"], e["target"], e["kind"])
     return {"id": workflow_id, "nodes": nodes, "edges": edges, "template": template}
 
 
-def jobs_page(engine: Engine, workflow_id: int, work: str, offset: int = 0, limit: int = 100,
-              status: str | None = None) -> dict[str, Any] | None:
+def jobs_page(
+    engine: Engine,
+    workflow_id: int,
+    work: str,
+    offset: int = 0,
+    limit: int = 100,
+    status: str | None = None,
+) -> dict[str, Any] | None:
     """One page of a work's jobs in idx order; None when the work does not exist."""
     with engine.begin() as conn:
-        wid = conn.execute(select(works.c.id).where(works.c.workflow_id == workflow_id,
-                                                    works.c.name == work)).scalar()
+        wid = conn.execute(
+            select(works.c.id).where(works.c.workflow_id == workflow_id, works.c.name == work)
+        ).scalar()
         if wid is None:
             return None
         cond = [jobs.c.work_id == wid]
         if status:
             cond.append(jobs.c.status == status)
         total = conn.execute(select(func.count()).where(*cond)).scalar() or 0
-        rows = conn.execute(select(jobs.c.id, jobs.c.idx, jobs.c.status, jobs.c.attempt,
-                                   jobs.c.wall_s, jobs.c.error, jobs.c.exit_code, jobs.c.log_path,
-                                   jobs.c.submitted_at, jobs.c.started_at, jobs.c.finished_at,
-                                   provenance.c.cached_from)
-                            .select_from(jobs.outerjoin(provenance, provenance.c.job_id == jobs.c.id))
-                            .where(*cond).order_by(jobs.c.idx)
-                            .limit(min(limit, MAX_PAGE)).offset(offset)).mappings().all()
+        rows = (
+            conn.execute(
+                select(
+                    jobs.c.id,
+                    jobs.c.idx,
+                    jobs.c.status,
+                    jobs.c.attempt,
+                    jobs.c.wall_s,
+                    jobs.c.error,
+                    jobs.c.exit_code,
+                    jobs.c.log_path,
+                    jobs.c.submitted_at,
+                    jobs.c.started_at,
+                    jobs.c.finished_at,
+                    provenance.c.cached_from,
+                )
+                .select_from(jobs.outerjoin(provenance, provenance.c.job_id == jobs.c.id))
+                .where(*cond)
+                .order_by(jobs.c.idx)
+                .limit(min(limit, MAX_PAGE))
+                .offset(offset)
+            )
+            .mappings()
+            .all()
+        )
     out = []
     for r in rows:
         d = dict(r)
@@ -220,23 +352,51 @@ def jobs_page(engine: Engine, workflow_id: int, work: str, offset: int = 0, limi
 def job_log(engine: Engine, job_id: int) -> dict[str, Any] | None:
     """``{"workflow_id", "owner", "log_path"}`` of a job, or None when there is no such job."""
     with engine.begin() as conn:
-        row = conn.execute(select(jobs.c.workflow_id, workflows.c.owner, jobs.c.log_path)
-                           .select_from(jobs.join(workflows, workflows.c.id == jobs.c.workflow_id))
-                           .where(jobs.c.id == job_id)).mappings().first()
+        row = (
+            conn.execute(
+                select(jobs.c.workflow_id, workflows.c.owner, jobs.c.log_path)
+                .select_from(jobs.join(workflows, workflows.c.id == jobs.c.workflow_id))
+                .where(jobs.c.id == job_id)
+            )
+            .mappings()
+            .first()
+        )
     return None if row is None else dict(row)
 
 
-def list_messages(engine: Engine, owner: str | None = None, since: int = 0,
-                  limit: int = 100) -> list[dict[str, Any]]:
+def list_messages(
+    engine: Engine, owner: str | None = None, since: int = 0, limit: int = 100
+) -> list[dict[str, Any]]:
     """Conductor notifications (the ``messages`` table) with id > ``since``, oldest first."""
-    stmt = (select(messages.c.id, messages.c.workflow_id, messages.c.kind, messages.c.status,
-                   messages.c.payload, messages.c.created_at, messages.c.sent_at)
-            .where(messages.c.id > since).order_by(messages.c.id).limit(min(limit, MAX_PAGE)))
+    stmt = (
+        select(
+            messages.c.id,
+            messages.c.workflow_id,
+            messages.c.kind,
+            messages.c.status,
+            messages.c.payload,
+            messages.c.created_at,
+            messages.c.sent_at,
+        )
+        .where(messages.c.id > since)
+        .order_by(messages.c.id)
+        .limit(min(limit, MAX_PAGE))
+    )
     if owner is not None:
-        stmt = stmt.where(messages.c.workflow_id.in_(
-            select(workflows.c.id).where(workflows.c.owner == owner)))
+        stmt = stmt.where(
+            messages.c.workflow_id.in_(select(workflows.c.id).where(workflows.c.owner == owner))
+        )
     with engine.begin() as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
-__all__ = ["dag", "job_log", "jobs_page", "list_messages", "list_runs", "owner", "owners", "summary"]
+__all__ = [
+    "dag",
+    "job_log",
+    "jobs_page",
+    "list_messages",
+    "list_runs",
+    "owner",
+    "owners",
+    "summary",
+]

@@ -29,8 +29,17 @@ from idds_jupyter.model import provenance as rules
 from idds_jupyter.store.sql import chunks, now
 from idds_jupyter.store.tables import environments, files, job_deps, jobs, provenance, works
 
-__all__ = ["cached_results", "job_provenance", "provenance_summary", "record",
-           "record_environments", "rerun_request", "run_info", "run_provenance", "upstream_hashes"]
+__all__ = [
+    "cached_results",
+    "job_provenance",
+    "provenance_summary",
+    "record",
+    "record_environments",
+    "rerun_request",
+    "run_info",
+    "run_provenance",
+    "upstream_hashes",
+]
 
 FINISHED = "finished"
 
@@ -42,26 +51,32 @@ def upstream_hashes(conn: Connection, job_ids: Sequence[int]) -> dict[int, list[
     pg = conn.dialect.name == "postgresql"
     for part in chunks(list(job_ids)):
         where = "d.child_id = ANY(%s)" if pg else f"d.child_id IN ({','.join('?' * len(part))})"
-        sql = ("SELECT d.child_id, p.result_hash FROM job_deps d LEFT OUTER JOIN provenance p "
-               f"ON p.job_id = d.parent_id WHERE {where}")
+        sql = (
+            "SELECT d.child_id, p.result_hash FROM job_deps d LEFT OUTER JOIN provenance p "
+            f"ON p.job_id = d.parent_id WHERE {where}"
+        )
         params = (list(part),) if pg else tuple(part)
         for child, digest in conn.exec_driver_sql(sql, params):
             out[child].append(digest)
     return out
 
 
-def _job_facts(conn: Connection, job_ids: Sequence[int]
-               ) -> dict[int, tuple[Any, int | None, str | None, str | None]]:
+def _job_facts(
+    conn: Connection, job_ids: Sequence[int]
+) -> dict[int, tuple[Any, int | None, str | None, str | None]]:
     """``(kwargs, file_id, backend, run owner)`` of jobs, through the driver (the results'
     own read of the jobs stays as narrow as it was)."""
     out: dict[int, tuple[Any, int | None, str | None, str | None]] = {}
     pg = conn.dialect.name == "postgresql"
     for part in chunks(list(job_ids)):
         where = "j.id = ANY(%s)" if pg else f"j.id IN ({','.join('?' * len(part))})"
-        sql = ("SELECT j.id, j.kwargs, j.file_id, j.backend, w.owner FROM jobs j "
-               f"JOIN workflows w ON w.id = j.workflow_id WHERE {where}")
+        sql = (
+            "SELECT j.id, j.kwargs, j.file_id, j.backend, w.owner FROM jobs j "
+            f"JOIN workflows w ON w.id = j.workflow_id WHERE {where}"
+        )
         for jid, kwargs, file_id, backend, owner in conn.exec_driver_sql(
-                sql, (list(part),) if pg else tuple(part)):
+            sql, (list(part),) if pg else tuple(part)
+        ):
             if isinstance(kwargs, str | bytes):  # SQLite's JSON is text; PostgreSQL's decoded
                 kwargs = json.loads(kwargs)
             out[jid] = (kwargs, file_id, backend, owner)
@@ -75,16 +90,18 @@ def file_names(conn: Connection, file_ids: Iterable[int | None]) -> dict[int, st
     return dict(conn.execute(select(files.c.id, files.c.name).where(files.c.id.in_(ids))).all())
 
 
-def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]],
-           linked: bool) -> int:
+def record(
+    conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]], linked: bool
+) -> int:
     """Provenance of ended jobs: ``(job row, worker result, status)`` each, where the job
     row (a Row) carries ``id, work_id, workflow_id, idx, attempt, spec``. One upsert for the batch; environments the workers described are kept too."""
     if not ended:
         return 0
     # by position: a Row's attribute access costs ten times its index
     pos = {name: k for k, name in enumerate(ended[0][0]._fields)}
-    jid, wf, wk, att, spec_, idx_ = (pos[n] for n in (
-        "id", "workflow_id", "work_id", "attempt", "spec", "idx"))
+    jid, wf, wk, att, spec_, idx_ = (
+        pos[n] for n in ("id", "workflow_id", "work_id", "attempt", "spec", "idx")
+    )
     facts = _job_facts(conn, [row[jid] for row, _, _ in ended])
     # a cached result carries the digests its lookup computed: nothing to compute again
     todo = [row[jid] for row, r, _ in ended if not r.get("input_hash")]
@@ -102,11 +119,18 @@ def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]]
             per_work = codes.get(row[wk])
             if per_work is None:
                 spec = row[spec_] or {}
-                per_work = codes[row[wk]] = (rules.code_hash(spec), rules.input_hasher(spec),
-                                             rules.cache_namespace(spec, owner))
+                per_work = codes[row[wk]] = (
+                    rules.code_hash(spec),
+                    rules.input_hasher(spec),
+                    rules.cache_namespace(spec, owner),
+                )
             code, hasher, namespace = per_work
-            inputs = hasher(kwargs, row[idx_], names.get(file_id) if file_id is not None else None,
-                            parents.get(row[jid], ()))
+            inputs = hasher(
+                kwargs,
+                row[idx_],
+                names.get(file_id) if file_id is not None else None,
+                parents.get(row[jid], ()),
+            )
             key = rules.cache_key(namespace, code, inputs)
         cached_from = r.get("cached_from")
         digest = r.get("result_hash") if cached_from else None
@@ -116,9 +140,25 @@ def record(conn: Connection, ended: Sequence[tuple[Any, Mapping[str, Any], str]]
         if env_id and "environment" in r and isinstance(r["environment"], dict):
             envs[str(env_id)] = r["environment"]
         # in _FIELDS order (the provenance table's columns)
-        rows.append((row[jid], row[wf], row[wk], owner, status, int(row[att] or 0), code,
-                     inputs, key, digest, env_id, backend, cached_from, r.get("started_at"),
-                     r.get("finished_at") or t))
+        rows.append(
+            (
+                row[jid],
+                row[wf],
+                row[wk],
+                owner,
+                status,
+                int(row[att] or 0),
+                code,
+                inputs,
+                key,
+                digest,
+                env_id,
+                backend,
+                cached_from,
+                r.get("started_at"),
+                r.get("finished_at") or t,
+            )
+        )
     _upsert(conn, rows)
     if envs:
         record_environments(conn, envs)
@@ -139,21 +179,31 @@ def _upsert(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         sql = _UPSERT[dialect] = (
             f"INSERT INTO provenance ({', '.join(_FIELDS)}) "
             f"VALUES ({', '.join(mark for _ in _FIELDS)}) ON CONFLICT (job_id) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in _FIELDS if c != "job_id"))
+            + ", ".join(f"{c} = excluded.{c}" for c in _FIELDS if c != "job_id")
+        )
     for part in chunks(rows, 1000):
         conn.exec_driver_sql(sql, list(part))
 
 
 def record_environments(conn: Connection, envs: Mapping[str, Any]) -> None:
-    ins: Any = pg_insert(environments) if conn.dialect.name == "postgresql" else sqlite_insert(environments)
+    ins: Any = (
+        pg_insert(environments)
+        if conn.dialect.name == "postgresql"
+        else sqlite_insert(environments)
+    )
     t = now()
-    conn.execute(ins.on_conflict_do_nothing(index_elements=["env_id"]),
-                 [{"env_id": k, "info": v, "created_at": t} for k, v in envs.items()])
+    conn.execute(
+        ins.on_conflict_do_nothing(index_elements=["env_id"]),
+        [{"env_id": k, "info": v, "created_at": t} for k, v in envs.items()],
+    )
 
 
-def cached_results(conn: Connection, claimed: Sequence[Mapping[str, Any]],
-                   specs: Mapping[int, Mapping[str, Any] | None], owners: Mapping[int, str | None],
-                   ) -> dict[int, dict[str, Any]]:
+def cached_results(
+    conn: Connection,
+    claimed: Sequence[Mapping[str, Any]],
+    specs: Mapping[int, Mapping[str, Any] | None],
+    owners: Mapping[int, str | None],
+) -> dict[int, dict[str, Any]]:
     """Results to take instead of running: for the claimed jobs (``id, work_id, idx,
     kwargs, file_id, attempt``) of works that memoize, the result of a succeeded job of
     the same namespace with equal code and input digests. ``specs``/``owners`` by work id."""
@@ -168,8 +218,11 @@ def cached_results(conn: Connection, claimed: Sequence[Mapping[str, Any]],
         w = j["work_id"]
         if w not in per_work:
             spec = specs.get(w) or {}
-            per_work[w] = (rules.code_hash(spec), rules.input_hasher(spec),
-                           rules.cache_namespace(spec, owners.get(w)))
+            per_work[w] = (
+                rules.code_hash(spec),
+                rules.input_hasher(spec),
+                rules.cache_namespace(spec, owners.get(w)),
+            )
         code, hasher, namespace = per_work[w]
         ups = parents.get(j["id"], ())
         if any(p is None for p in ups):
@@ -180,13 +233,25 @@ def cached_results(conn: Connection, claimed: Sequence[Mapping[str, Any]],
     hits: dict[str, Any] = {}
     wanted = sorted({k for _, _, k in keys.values()})
     for part in chunks(wanted):
-        q = (select(provenance.c.cache_key, provenance.c.result_hash, jobs.c.id, jobs.c.result,
-                    jobs.c.blob, jobs.c.inline)
-             .join(jobs, jobs.c.id == provenance.c.job_id)
-             # executions only: a cached row names the execution it took its result from
-             .where(provenance.c.cache_key.in_(list(part)), provenance.c.status == FINISHED,
-                    provenance.c.cached_from.is_(None), jobs.c.status == FINISHED)
-             .order_by(jobs.c.id))
+        q = (
+            select(
+                provenance.c.cache_key,
+                provenance.c.result_hash,
+                jobs.c.id,
+                jobs.c.result,
+                jobs.c.blob,
+                jobs.c.inline,
+            )
+            .join(jobs, jobs.c.id == provenance.c.job_id)
+            # executions only: a cached row names the execution it took its result from
+            .where(
+                provenance.c.cache_key.in_(list(part)),
+                provenance.c.status == FINISHED,
+                provenance.c.cached_from.is_(None),
+                jobs.c.status == FINISHED,
+            )
+            .order_by(jobs.c.id)
+        )
         for found in conn.execute(q):
             hits.setdefault(found.cache_key, found)
     t = now()
@@ -196,11 +261,23 @@ def cached_results(conn: Connection, claimed: Sequence[Mapping[str, Any]],
         hit = hits.get(key)
         if hit is None or hit.id == j["id"]:
             continue
-        out[j["id"]] = {"job_id": j["id"], "attempt": j["attempt"], "ok": True,
-                        "code_hash": code, "input_hash": inputs, "cache_key": key,
-                        "result": hit.result, "blob": hit.blob, "inline": hit.inline,
-                        "cached_from": hit.id, "result_hash": hit.result_hash,
-                        "wall_s": 0.0, "started_at": t, "finished_at": t, "exit_code": None}
+        out[j["id"]] = {
+            "job_id": j["id"],
+            "attempt": j["attempt"],
+            "ok": True,
+            "code_hash": code,
+            "input_hash": inputs,
+            "cache_key": key,
+            "result": hit.result,
+            "blob": hit.blob,
+            "inline": hit.inline,
+            "cached_from": hit.id,
+            "result_hash": hit.result_hash,
+            "wall_s": 0.0,
+            "started_at": t,
+            "finished_at": t,
+            "exit_code": None,
+        }
     return out
 
 
@@ -221,50 +298,104 @@ def _envs(conn: Connection, ids: Iterable[str | None]) -> dict[str, Any]:
     want = sorted({i for i in ids if i})
     if not want:
         return {}
-    return dict(conn.execute(select(environments.c.env_id, environments.c.info)
-                             .where(environments.c.env_id.in_(want))).all())
+    return dict(
+        conn.execute(
+            select(environments.c.env_id, environments.c.info).where(
+                environments.c.env_id.in_(want)
+            )
+        ).all()
+    )
 
 
-def job_provenance(conn: Connection, workflow_id: int, work: str, idx: int) -> dict[str, Any] | None:
+def job_provenance(
+    conn: Connection, workflow_id: int, work: str, idx: int
+) -> dict[str, Any] | None:
     """One job's provenance with its lineage: the upstream jobs (and their values) that
     fed it, and the job a cached result came from. None when the job has no record."""
-    q = (select(*_COLUMNS, works.c.name.label("work"), jobs.c.idx, jobs.c.kwargs, jobs.c.result,
-                jobs.c.blob, jobs.c.status.label("job_status"))
-         .select_from(provenance.join(jobs, jobs.c.id == provenance.c.job_id)
-                      .join(works, works.c.id == provenance.c.work_id))
-         .where(works.c.workflow_id == workflow_id, works.c.name == work, jobs.c.idx == idx))
+    q = (
+        select(
+            *_COLUMNS,
+            works.c.name.label("work"),
+            jobs.c.idx,
+            jobs.c.kwargs,
+            jobs.c.result,
+            jobs.c.blob,
+            jobs.c.status.label("job_status"),
+        )
+        .select_from(
+            provenance.join(jobs, jobs.c.id == provenance.c.job_id).join(
+                works, works.c.id == provenance.c.work_id
+            )
+        )
+        .where(works.c.workflow_id == workflow_id, works.c.name == work, jobs.c.idx == idx)
+    )
     r = conn.execute(q).first()
     if r is None:
         return None
     upstream = conn.execute(
-        select(job_deps.c.parent_id, jobs.c.idx, jobs.c.status, jobs.c.result, works.c.name,
-               provenance.c.result_hash)
-        .select_from(job_deps.join(jobs, jobs.c.id == job_deps.c.parent_id)
-                     .join(works, works.c.id == jobs.c.work_id)
-                     .outerjoin(provenance, provenance.c.job_id == job_deps.c.parent_id))
-        .where(job_deps.c.child_id == r.job_id).order_by(job_deps.c.parent_id)).all()
+        select(
+            job_deps.c.parent_id,
+            jobs.c.idx,
+            jobs.c.status,
+            jobs.c.result,
+            works.c.name,
+            provenance.c.result_hash,
+        )
+        .select_from(
+            job_deps.join(jobs, jobs.c.id == job_deps.c.parent_id)
+            .join(works, works.c.id == jobs.c.work_id)
+            .outerjoin(provenance, provenance.c.job_id == job_deps.c.parent_id)
+        )
+        .where(job_deps.c.child_id == r.job_id)
+        .order_by(job_deps.c.parent_id)
+    ).all()
     out = _row(conn, r, _envs(conn, [r.env_id]))
-    out["upstream"] = [{"job_id": u.parent_id, "work": u.name, "idx": u.idx, "status": u.status,
-                        "result": u.result, "result_hash": u.result_hash} for u in upstream]
+    out["upstream"] = [
+        {
+            "job_id": u.parent_id,
+            "work": u.name,
+            "idx": u.idx,
+            "status": u.status,
+            "result": u.result,
+            "result_hash": u.result_hash,
+        }
+        for u in upstream
+    ]
     if r.cached_from is not None:
-        src = conn.execute(select(jobs.c.workflow_id, jobs.c.idx, works.c.name)
-                           .join(works, works.c.id == jobs.c.work_id)
-                           .where(jobs.c.id == r.cached_from)).first()
-        out["cached_source"] = (None if src is None else
-                                {"job_id": r.cached_from, "workflow_id": src.workflow_id,
-                                 "work": src.name, "idx": src.idx})
+        src = conn.execute(
+            select(jobs.c.workflow_id, jobs.c.idx, works.c.name)
+            .join(works, works.c.id == jobs.c.work_id)
+            .where(jobs.c.id == r.cached_from)
+        ).first()
+        out["cached_source"] = (
+            None
+            if src is None
+            else {
+                "job_id": r.cached_from,
+                "workflow_id": src.workflow_id,
+                "work": src.name,
+                "idx": src.idx,
+            }
+        )
     return out
 
 
-def run_provenance(conn: Connection, workflow_id: int, offset: int = 0,
-                   limit: int | None = None) -> dict[str, Any]:
+def run_provenance(
+    conn: Connection, workflow_id: int, offset: int = 0, limit: int | None = None
+) -> dict[str, Any]:
     """The recorded jobs of a run (a page of them, in work and job order) with their
     environments and upstream links, and per work how many jobs ran, were cached or failed."""
-    q = (select(*_COLUMNS, works.c.name.label("work"), jobs.c.idx, jobs.c.kwargs, jobs.c.result)
-         .select_from(provenance.join(jobs, jobs.c.id == provenance.c.job_id)
-                      .join(works, works.c.id == provenance.c.work_id))
-         .where(provenance.c.workflow_id == workflow_id)
-         .order_by(provenance.c.work_id, jobs.c.idx).offset(offset))
+    q = (
+        select(*_COLUMNS, works.c.name.label("work"), jobs.c.idx, jobs.c.kwargs, jobs.c.result)
+        .select_from(
+            provenance.join(jobs, jobs.c.id == provenance.c.job_id).join(
+                works, works.c.id == provenance.c.work_id
+            )
+        )
+        .where(provenance.c.workflow_id == workflow_id)
+        .order_by(provenance.c.work_id, jobs.c.idx)
+        .offset(offset)
+    )
     if limit is not None:
         q = q.limit(limit)
     rows = conn.execute(q).all()
@@ -272,27 +403,39 @@ def run_provenance(conn: Connection, workflow_id: int, offset: int = 0,
     ids = [r.job_id for r in rows]
     links: list[tuple[int, int]] = []
     for part in chunks(ids):
-        links += [(p, c) for p, c in conn.execute(
-            select(job_deps.c.parent_id, job_deps.c.child_id).where(job_deps.c.child_id.in_(list(part))))]
+        links += [
+            (p, c)
+            for p, c in conn.execute(
+                select(job_deps.c.parent_id, job_deps.c.child_id).where(
+                    job_deps.c.child_id.in_(list(part))
+                )
+            )
+        ]
     jobs_out = []
     for r in rows:
         d = dict(r._mapping)
         d["cached"] = r.cached_from is not None
         jobs_out.append(d)
-    return {"workflow_id": workflow_id, "offset": offset, "jobs": jobs_out, "environments": envs,
-            "links": [{"parent": p, "child": c} for p, c in links],
-            "works": provenance_summary(conn, workflow_id)}
+    return {
+        "workflow_id": workflow_id,
+        "offset": offset,
+        "jobs": jobs_out,
+        "environments": envs,
+        "links": [{"parent": p, "child": c} for p, c in links],
+        "works": provenance_summary(conn, workflow_id),
+    }
 
 
 def provenance_summary(conn: Connection, workflow_id: int) -> dict[str, dict[str, int]]:
     """Per work of a run: jobs that ran (succeeded), were cached, failed; one grouped query."""
     cached = provenance.c.cached_from.isnot(None)
-    q = (select(works.c.name, provenance.c.status, cached.label("cached"),
-                func.count().label("n"))
-         .join(works, works.c.id == provenance.c.work_id)
-         .where(provenance.c.workflow_id == workflow_id)
-         .group_by(works.c.id, works.c.name, provenance.c.status, cached)
-         .order_by(works.c.id))  # in the works' order
+    q = (
+        select(works.c.name, provenance.c.status, cached.label("cached"), func.count().label("n"))
+        .join(works, works.c.id == provenance.c.work_id)
+        .where(provenance.c.workflow_id == workflow_id)
+        .group_by(works.c.id, works.c.name, provenance.c.status, cached)
+        .order_by(works.c.id)
+    )  # in the works' order
     out: dict[str, dict[str, int]] = {}
     for name, status, is_cached, n in conn.execute(q):
         s = out.setdefault(name, {"ran": 0, "cached": 0, "failed": 0})
@@ -307,15 +450,27 @@ def rerun_request(conn: Connection, workflow_id: int) -> dict[str, Any] | None:
     from idds_jupyter.store.tables import workflows
     from idds_jupyter.store.workflows import full_template
 
-    row = conn.execute(select(workflows.c.name, workflows.c.template, workflows.c.params,
-                              workflows.c.meta, workflows.c.owner, workflows.c.backend)
-                       .where(workflows.c.id == workflow_id)).first()
+    row = conn.execute(
+        select(
+            workflows.c.name,
+            workflows.c.template,
+            workflows.c.params,
+            workflows.c.meta,
+            workflows.c.owner,
+            workflows.c.backend,
+        ).where(workflows.c.id == workflow_id)
+    ).first()
     if row is None:
         return None
     whole = full_template(conn, workflow_id, row.template or {}, row.meta)
-    return {"template": rules.with_cache(whole), "params": dict(row.params or {}),
-            "name": row.name, "owner": row.owner, "backend": row.backend,
-            "cwd": (row.meta or {}).get("cwd")}
+    return {
+        "template": rules.with_cache(whole),
+        "params": dict(row.params or {}),
+        "name": row.name,
+        "owner": row.owner,
+        "backend": row.backend,
+        "cwd": (row.meta or {}).get("cwd"),
+    }
 
 
 def run_info(conn: Connection, workflow_id: int) -> dict[str, Any] | None:
@@ -326,7 +481,13 @@ def run_info(conn: Connection, workflow_id: int) -> dict[str, Any] | None:
     row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().first()
     if row is None:
         return None
-    return {"id": row["id"], "name": row["name"], "status": row["status"], "owner": row["owner"],
-            "created_at": row["created_at"], "finished_at": row["finished_at"],
-            "params": row["params"],
-            "template": dict(full_template(conn, workflow_id, row["template"] or {}, row["meta"]))}
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "owner": row["owner"],
+        "created_at": row["created_at"],
+        "finished_at": row["finished_at"],
+        "params": row["params"],
+        "template": dict(full_template(conn, workflow_id, row["template"] or {}, row["meta"])),
+    }

@@ -31,6 +31,7 @@ from typing import Any
 
 log = logging.getLogger("idds_jupyter.store")
 
+
 class StorageFull(OSError):
     """The store's disk is full: nothing was stored."""
 
@@ -58,7 +59,10 @@ def is_disk_full(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, sqlite3.Error) and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        if (
+            isinstance(e, sqlite3.Error)
+            and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        ):
             return True
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -74,8 +78,11 @@ def release(db_path: str) -> bool:
         os.unlink(reserve_path(db_path))
     except FileNotFoundError:
         return False
-    log.warning("store: disk full; the %s reserve is given back so that aborts can still write "
-                "(submissions answer 507 until space returns)", db_path)
+    log.warning(
+        "store: disk full; the %s reserve is given back so that aborts can still write "
+        "(submissions answer 507 until space returns)",
+        db_path,
+    )
     return True
 
 
@@ -113,7 +120,9 @@ class Reserve:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     return False
                 # not a full disk (a read-only directory...): no reserve, and no refusals
-                log.warning("store: no disk reserve for aborts on a full disk (%s): %s", self.path, exc)
+                log.warning(
+                    "store: no disk reserve for aborts on a full disk (%s): %s", self.path, exc
+                )
                 self.size = 0
                 return True
             log.info("store: disk reserve %s of %d bytes in place", self.path, self.size)
@@ -140,8 +149,10 @@ class Reserve:
         """Before a submission: StorageFull while the reserve is given back and space has
         not returned."""
         if self.size > 0 and not self.ensure():
-            raise StorageFull("insufficient storage: the disk of the store is full; nothing "
-                              "was stored (aborts still work). Free some space and submit again")
+            raise StorageFull(
+                "insufficient storage: the disk of the store is full; nothing "
+                "was stored (aborts still work). Free some space and submit again"
+            )
 
 
 def reserve_for(engine: Any, size_mb: float) -> Reserve | None:

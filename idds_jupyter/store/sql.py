@@ -62,7 +62,9 @@ def is_postgres(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def for_update(conn: Connection, stmt: Select[Any], skip_locked: bool = False, **kw: Any) -> Select[Any]:
+def for_update(
+    conn: Connection, stmt: Select[Any], skip_locked: bool = False, **kw: Any
+) -> Select[Any]:
     """Row locks on PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers."""
     if is_postgres(conn):
         return stmt.with_for_update(skip_locked=skip_locked, **kw)

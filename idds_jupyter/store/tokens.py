@@ -27,9 +27,16 @@ from idds_jupyter.store.sql import now
 # last_used_at is refreshed at most this often, so reads do not turn into writes.
 TOUCH_INTERVAL = 60.0
 
-PUBLIC_COLUMNS = (api_tokens.c.id, api_tokens.c.user, api_tokens.c.name, api_tokens.c.admin,
-                  api_tokens.c.created_at, api_tokens.c.last_used_at, api_tokens.c.revoked_at,
-                  api_tokens.c.expires_at)
+PUBLIC_COLUMNS = (
+    api_tokens.c.id,
+    api_tokens.c.user,
+    api_tokens.c.name,
+    api_tokens.c.admin,
+    api_tokens.c.created_at,
+    api_tokens.c.last_used_at,
+    api_tokens.c.revoked_at,
+    api_tokens.c.expires_at,
+)
 
 # The longest lifetime a token may be given (ten years); no expiry at all is None.
 MAX_LIFETIME = 10 * 365 * 86400.0
@@ -47,7 +54,9 @@ def parse_duration(value: object) -> float:
     elif isinstance(value, str):
         m = _DURATION.match(value)
         if not m:
-            raise ValueError(f"expected seconds or a duration like '30m', '1h', '7d', got {value[:40]!r}")
+            raise ValueError(
+                f"expected seconds or a duration like '30m', '1h', '7d', got {value[:40]!r}"
+            )
         seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
     else:
         raise ValueError(f"expected seconds or a duration like '1h', got {type(value).__name__}")
@@ -65,7 +74,9 @@ class TokenExpiredError(ValueError):
         import datetime
 
         self.expires_at = expires_at
-        when = datetime.datetime.fromtimestamp(expires_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        when = datetime.datetime.fromtimestamp(expires_at, datetime.UTC).strftime(
+            "%Y-%m-%d %H:%M:%S UTC"
+        )
         super().__init__(f"token expired at {when}: create a new one")
 
 
@@ -74,8 +85,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(engine: Engine, user: str, name: str = "", admin: bool = False,
-                 expires_in: float | None = None) -> tuple[dict[str, Any], str]:
+def create_token(
+    engine: Engine, user: str, name: str = "", admin: bool = False, expires_in: float | None = None
+) -> tuple[dict[str, Any], str]:
     """Issue a token for ``user`` (valid ``expires_in`` seconds; None: until revoked);
     returns (its public row, the plaintext token)."""
     if not user or not isinstance(user, str):
@@ -84,9 +96,16 @@ def create_token(engine: Engine, user: str, name: str = "", admin: bool = False,
     t = now()
     expires_at = None if expires_in is None else t + parse_duration(expires_in)
     with engine.begin() as conn:
-        pk = conn.execute(api_tokens.insert().values(
-            user=user, name=name or "", token_hash=hash_token(token), admin=bool(admin),
-            created_at=t, expires_at=expires_at)).inserted_primary_key
+        pk = conn.execute(
+            api_tokens.insert().values(
+                user=user,
+                name=name or "",
+                token_hash=hash_token(token),
+                admin=bool(admin),
+                created_at=t,
+                expires_at=expires_at,
+            )
+        ).inserted_primary_key
         assert pk is not None
         row = conn.execute(select(*PUBLIC_COLUMNS).where(api_tokens.c.id == pk[0])).mappings().one()
     return _public(row), token
@@ -107,20 +126,30 @@ def check_token(engine: Engine, token: str) -> dict[str, Any] | None:
         return None
     h = hash_token(token)
     with engine.begin() as conn:
-        row = conn.execute(select(*PUBLIC_COLUMNS).where(
-            api_tokens.c.token_hash == h, api_tokens.c.revoked_at.is_(None))).mappings().first()
+        row = (
+            conn.execute(
+                select(*PUBLIC_COLUMNS).where(
+                    api_tokens.c.token_hash == h, api_tokens.c.revoked_at.is_(None)
+                )
+            )
+            .mappings()
+            .first()
+        )
         if row is None:
             return None
         t = now()
         if row["expires_at"] is not None and row["expires_at"] <= t:
             raise TokenExpiredError(float(row["expires_at"]))
         if row["last_used_at"] is None or row["last_used_at"] < t - TOUCH_INTERVAL:
-            conn.execute(update(api_tokens).where(api_tokens.c.id == row["id"])
-                         .values(last_used_at=t))
+            conn.execute(
+                update(api_tokens).where(api_tokens.c.id == row["id"]).values(last_used_at=t)
+            )
     return _public(row)
 
 
-def list_tokens(engine: Engine, user: str | None = None, include_revoked: bool = False) -> list[dict[str, Any]]:
+def list_tokens(
+    engine: Engine, user: str | None = None, include_revoked: bool = False
+) -> list[dict[str, Any]]:
     """Tokens of ``user`` (all users when None), oldest first; never the secret."""
     stmt = select(*PUBLIC_COLUMNS).order_by(api_tokens.c.id)
     if user is not None:
@@ -133,7 +162,11 @@ def list_tokens(engine: Engine, user: str | None = None, include_revoked: bool =
 
 def get_token(engine: Engine, token_id: int) -> dict[str, Any] | None:
     with engine.begin() as conn:
-        row = conn.execute(select(*PUBLIC_COLUMNS).where(api_tokens.c.id == token_id)).mappings().first()
+        row = (
+            conn.execute(select(*PUBLIC_COLUMNS).where(api_tokens.c.id == token_id))
+            .mappings()
+            .first()
+        )
     return None if row is None else _public(row)
 
 
@@ -147,10 +180,13 @@ def revoke_token(engine: Engine, token_id: int, user: str | None = None) -> bool
     return bool(res.rowcount)
 
 
-def find_active(engine: Engine, user: str, name: str, admin: bool | None = None) -> list[dict[str, Any]]:
+def find_active(
+    engine: Engine, user: str, name: str, admin: bool | None = None
+) -> list[dict[str, Any]]:
     """Active tokens of ``user`` named ``name`` (optionally with this admin flag)."""
-    stmt = select(*PUBLIC_COLUMNS).where(api_tokens.c.user == user, api_tokens.c.name == name,
-                                         api_tokens.c.revoked_at.is_(None))
+    stmt = select(*PUBLIC_COLUMNS).where(
+        api_tokens.c.user == user, api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None)
+    )
     if admin is not None:
         stmt = stmt.where(api_tokens.c.admin == admin)
     with engine.begin() as conn:
@@ -163,5 +199,16 @@ def _public(row: Any) -> dict[str, Any]:
     return d
 
 
-__all__ = ["MAX_LIFETIME", "TokenExpiredError", "check_token", "create_token", "find_active", "get_token",
-           "hash_token", "list_tokens", "parse_duration", "revoke_token", "verify_token"]
+__all__ = [
+    "MAX_LIFETIME",
+    "TokenExpiredError",
+    "check_token",
+    "create_token",
+    "find_active",
+    "get_token",
+    "hash_token",
+    "list_tokens",
+    "parse_duration",
+    "revoke_token",
+    "verify_token",
+]

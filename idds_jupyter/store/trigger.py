@@ -45,26 +45,42 @@ def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:
     return released
 
 
-_CHILD_COUNTS = (select(job_deps.c.child_id, func.count().label("n"))
-                 .where(job_deps.c.parent_id.in_(in_list())).group_by(job_deps.c.child_id).subquery())
-_COUNT_DOWN = (update(jobs).where(jobs.c.id == _CHILD_COUNTS.c.child_id)
-               .values(pending=jobs.c.pending - _CHILD_COUNTS.c.n))
-_RELEASE = (update(jobs)
-            .where(jobs.c.id.in_(select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(in_list()))),
-                   jobs.c.status == PENDING, jobs.c.pending <= 0)
-            .values(status=READY, release_count=jobs.c.release_count + 1))
+_CHILD_COUNTS = (
+    select(job_deps.c.child_id, func.count().label("n"))
+    .where(job_deps.c.parent_id.in_(in_list()))
+    .group_by(job_deps.c.child_id)
+    .subquery()
+)
+_COUNT_DOWN = (
+    update(jobs)
+    .where(jobs.c.id == _CHILD_COUNTS.c.child_id)
+    .values(pending=jobs.c.pending - _CHILD_COUNTS.c.n)
+)
+_RELEASE = (
+    update(jobs)
+    .where(
+        jobs.c.id.in_(select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(in_list()))),
+        jobs.c.status == PENDING,
+        jobs.c.pending <= 0,
+    )
+    .values(status=READY, release_count=jobs.c.release_count + 1)
+)
 
 
 def release_on_files(conn: Connection, file_ids: Sequence[int]) -> int:
     """The jobs reading files just made available lose one pending; those at zero are released."""
     released = 0
     for part in chunks(file_ids):
-        conn.execute(update(jobs).where(jobs.c.file_id.in_(list(part)), jobs.c.status == PENDING)
-                     .values(pending=jobs.c.pending - 1))
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.file_id.in_(list(part)), jobs.c.status == PENDING)
+            .values(pending=jobs.c.pending - 1)
+        )
         res = conn.execute(
-            update(jobs).where(jobs.c.file_id.in_(list(part)), jobs.c.status == PENDING,
-                               jobs.c.pending <= 0)
-            .values(status=READY, release_count=jobs.c.release_count + 1))
+            update(jobs)
+            .where(jobs.c.file_id.in_(list(part)), jobs.c.status == PENDING, jobs.c.pending <= 0)
+            .values(status=READY, release_count=jobs.c.release_count + 1)
+        )
         released += res.rowcount or 0
     return released
 

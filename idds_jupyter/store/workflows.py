@@ -39,9 +39,16 @@ ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
 WORKFLOW_ENDED = "workflow.terminal"
 
 
-def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = None,
-           owner: str = "local", backend: str | None = None, priority: int = 0,
-           cwd: str | None = None, open: bool = False) -> int:
+def submit(
+    conn: Connection,
+    wf: Workflow,
+    params: Mapping[str, Any] | None = None,
+    owner: str = "local",
+    backend: str | None = None,
+    priority: int = 0,
+    cwd: str | None = None,
+    open: bool = False,
+) -> int:
     """Validate, then store a new workflow; nothing is written if validation fails.
 
     ``cwd`` is where its command jobs run (the submitter's directory, as a batch
@@ -51,18 +58,33 @@ def submit(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = No
     return int(_insert(conn, wf, params, owner, backend, priority, cwd, open)["id"])
 
 
-def submit_planned(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None = None,
-                   owner: str = "local", backend: str | None = None, priority: int = 0,
-                   cwd: str | None = None, open: bool = False) -> Applied:
+def submit_planned(
+    conn: Connection,
+    wf: Workflow,
+    params: Mapping[str, Any] | None = None,
+    owner: str = "local",
+    backend: str | None = None,
+    priority: int = 0,
+    cwd: str | None = None,
+    open: bool = False,
+) -> Applied:
     """:func:`submit`, then its first plan from what was just written (no work exists
     yet: nothing to read back), as the Clerk would make it."""
     row = _insert(conn, wf, params, owner, backend, priority, cwd, open, planned=True)
     return _plan_apply(conn, row, lambda: (wf, plan(wf, RunState(params=dict(row["params"])))))
 
 
-def _insert(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None, owner: str,
-            backend: str | None, priority: int, cwd: str | None, open_: bool,
-            planned: bool = False) -> dict[str, Any]:
+def _insert(
+    conn: Connection,
+    wf: Workflow,
+    params: Mapping[str, Any] | None,
+    owner: str,
+    backend: str | None,
+    priority: int,
+    cwd: str | None,
+    open_: bool,
+    planned: bool = False,
+) -> dict[str, Any]:
     """The new workflow's row; ``planned``: written as its first plan (in this same
     transaction) leaves it, running and clean, so that plan need not update it."""
     merged = {**wf.parameters, **dict(params or {})}
@@ -70,11 +92,20 @@ def _insert(conn: Connection, wf: Workflow, params: Mapping[str, Any] | None, ow
     t = now()
     template = wf.to_dict()
     row: dict[str, Any] = dict(
-        name=wf.name, owner=owner,
+        name=wf.name,
+        owner=owner,
         status=(WorkflowStatus.RUNNING if planned else WorkflowStatus.NEW).value,
-        template=template, params=merged, meta=_initial_meta(cwd, open_, wf), backend=backend,
-        priority=priority, dirty_seq=1, clean_seq=1 if planned else 0, created_at=t, updated_at=t,
-        finished_at=None)
+        template=template,
+        params=merged,
+        meta=_initial_meta(cwd, open_, wf),
+        backend=backend,
+        priority=priority,
+        dirty_seq=1,
+        clean_seq=1 if planned else 0,
+        created_at=t,
+        updated_at=t,
+        finished_at=None,
+    )
     pk = conn.execute(_INSERT_WORKFLOW, row).inserted_primary_key
     assert pk is not None
     wid = row["id"] = int(pk[0])
@@ -101,13 +132,21 @@ _NEW_MESSAGE = messages.insert()
 
 def note_ended(conn: Connection, workflow_id: int, status: str) -> None:
     """A workflow ended: its outbound message (the Conductor sends it), in that transaction."""
-    conn.execute(_NEW_MESSAGE, dict(
-        workflow_id=workflow_id, kind=WORKFLOW_ENDED, status="new",
-        payload={"workflow_id": workflow_id, "status": status}, created_at=now()))
+    conn.execute(
+        _NEW_MESSAGE,
+        dict(
+            workflow_id=workflow_id,
+            kind=WORKFLOW_ENDED,
+            status="new",
+            payload={"workflow_id": workflow_id, "status": status},
+            created_at=now(),
+        ),
+    )
 
 
-def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
-                ended_now: Sequence[str] = ()) -> str | None:
+def end_if_done(
+    conn: Connection, workflow_id: int, meta: Mapping[str, Any], ended_now: Sequence[str] = ()
+) -> str | None:
     """End a closed run of independent works whose works are all terminal; returns the
     status it ended with, else None (it goes on, is no longer active, or is left marked
     for the Clerk). ``ended_now``: the statuses of its works that just ended (a run of
@@ -121,8 +160,9 @@ def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
         return None
     if not all(WORK_MACHINE.is_terminal(st) for st in tally):
         return None
-    status = scope_outcome(tally.get(WorkStatus.FINISHED, 0),
-                           sum(tally.get(st, 0) for st in FAILED_LIKE))
+    status = scope_outcome(
+        tally.get(WorkStatus.FINISHED, 0), sum(tally.get(st, 0) for st in FAILED_LIKE)
+    )
     if meta.get("error"):  # the body of a FaaT workflow raised
         status = WorkflowStatus.FAILED
     t = now()
@@ -133,11 +173,16 @@ def end_if_done(conn: Connection, workflow_id: int, meta: Mapping[str, Any],
     return status.value
 
 
-_WORK_TALLY = (select(works.c.status, func.count()).where(works.c.workflow_id == bindparam("wf"))
-               .group_by(works.c.status))
-_END_RUN = (update(workflows)
-            .where(workflows.c.id == bindparam("wf"), workflows.c.status.in_(ACTIVE))
-            .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t")))
+_WORK_TALLY = (
+    select(works.c.status, func.count())
+    .where(works.c.workflow_id == bindparam("wf"))
+    .group_by(works.c.status)
+)
+_END_RUN = (
+    update(workflows)
+    .where(workflows.c.id == bindparam("wf"), workflows.c.status.in_(ACTIVE))
+    .values(status=bindparam("status"), finished_at=bindparam("t"), updated_at=bindparam("t"))
+)
 
 
 def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:
@@ -147,8 +192,11 @@ def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:
         conn.execute(_MARK_DIRTY, {"ids": wanted, "t": now()})
 
 
-_MARK_DIRTY = (update(workflows).where(workflows.c.id.in_(in_list()))
-               .values(dirty_seq=workflows.c.dirty_seq + 1, updated_at=bindparam("t")))
+_MARK_DIRTY = (
+    update(workflows)
+    .where(workflows.c.id.in_(in_list()))
+    .values(dirty_seq=workflows.c.dirty_seq + 1, updated_at=bindparam("t"))
+)
 
 
 class WorkflowClosed(ValueError):
@@ -182,7 +230,7 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
         raise WorkflowClosed(f"workflow {workflow_id} is {row['status']}: no works can be added")
     stored, old = _template_of(conn, workflow_id, row)
     wf = old.grown(new, row["params"])
-    added = wf.works[len(old.works):]
+    added = wf.works[len(old.works) :]
     # the run's whole template, kept in memory: no O(n) re-serialisation
     new_dicts = [w.to_dict() for w in added]
     template = {**stored, "works": [*stored.get("works", ()), *new_dicts]}
@@ -199,16 +247,23 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
         meta["grown"] = True  # planned below: their rows, written now, hold them
     else:  # the Clerk plans them from the template
         _append_works(conn, workflow_id, stored, template, new_dicts)
-    conn.execute(_GROWN, {"wf": workflow_id, "meta": meta, "dirty_seq": dirty_seq,
-                          "clean_seq": clean_seq, "t": t})
+    conn.execute(
+        _GROWN,
+        {"wf": workflow_id, "meta": meta, "dirty_seq": dirty_seq, "clean_seq": clean_seq, "t": t},
+    )
     _remember(conn, workflow_id, template, wf, (dirty_seq, t))
     out = Grown([str(w["name"]) for w in new], row["backend"])
     if alone:
-        part = Workflow(name=wf.name, parameters=wf.parameters, parameter_specs=wf.parameter_specs,
-                        works=list(added))
+        part = Workflow(
+            name=wf.name,
+            parameters=wf.parameters,
+            parameter_specs=wf.parameter_specs,
+            works=list(added),
+        )
         planned = {**row, "meta": meta, "dirty_seq": dirty_seq, "clean_seq": clean_seq}
         out.applied = _plan_apply(
-            conn, planned, lambda: (wf, plan(part, RunState(params=dict(row["params"] or {})))))
+            conn, planned, lambda: (wf, plan(part, RunState(params=dict(row["params"] or {}))))
+        )
     return out
 
 
@@ -216,26 +271,50 @@ def add_works(conn: Connection, workflow_id: int, new: list[dict[str, Any]]) -> 
 # its works each time. The parsed template is kept here with the (dirty_seq, updated_at)
 # its last growth wrote; any other change of the row changes them, and the template is
 # read again (see _template_of).
-_GROW = Locked(select(workflows.c.id, workflows.c.owner, workflows.c.params, workflows.c.status,
-                      workflows.c.meta, workflows.c.backend, workflows.c.dirty_seq,
-                      workflows.c.clean_seq, workflows.c.finished_at, workflows.c.updated_at)
-               .where(workflows.c.id == bindparam("wf")))
-_GROWN = update(workflows).where(workflows.c.id == bindparam("wf")).values(
-    meta=bindparam("meta"), dirty_seq=bindparam("dirty_seq"),
-    clean_seq=bindparam("clean_seq"), updated_at=bindparam("t"))
+_GROW = Locked(
+    select(
+        workflows.c.id,
+        workflows.c.owner,
+        workflows.c.params,
+        workflows.c.status,
+        workflows.c.meta,
+        workflows.c.backend,
+        workflows.c.dirty_seq,
+        workflows.c.clean_seq,
+        workflows.c.finished_at,
+        workflows.c.updated_at,
+    ).where(workflows.c.id == bindparam("wf"))
+)
+_GROWN = (
+    update(workflows)
+    .where(workflows.c.id == bindparam("wf"))
+    .values(
+        meta=bindparam("meta"),
+        dirty_seq=bindparam("dirty_seq"),
+        clean_seq=bindparam("clean_seq"),
+        updated_at=bindparam("t"),
+    )
+)
 _TEMPLATE = select(workflows.c.template).where(workflows.c.id == bindparam("wf"))
 # Appending in the database (its JSON functions, in C) instead of writing the whole
 # template again from Python.
-_APPEND_SQLITE = text("UPDATE workflows SET template = json_insert(template, '$.works[#]', json(:w)) "
-                      "WHERE id = :wf")
-_APPEND_PG = text("UPDATE workflows SET template = jsonb_set(template, '{works}', "
-                  "(template -> 'works') || CAST(:w AS jsonb)) WHERE id = :wf")
-_SET_TEMPLATE = update(workflows).where(workflows.c.id == bindparam("wf")).values(
-    template=bindparam("template"))
+_APPEND_SQLITE = text(
+    "UPDATE workflows SET template = json_insert(template, '$.works[#]', json(:w)) WHERE id = :wf"
+)
+_APPEND_PG = text(
+    "UPDATE workflows SET template = jsonb_set(template, '{works}', "
+    "(template -> 'works') || CAST(:w AS jsonb)) WHERE id = :wf"
+)
+_SET_TEMPLATE = (
+    update(workflows)
+    .where(workflows.c.id == bindparam("wf"))
+    .values(template=bindparam("template"))
+)
 
 
-def _template_of(conn: Connection, workflow_id: int, row: Any
-                 ) -> tuple[Mapping[str, Any], Workflow]:
+def _template_of(
+    conn: Connection, workflow_id: int, row: Any
+) -> tuple[Mapping[str, Any], Workflow]:
     """The run's whole template and its parsed workflow: from memory when this process
     wrote the row last (same ``dirty_seq`` and ``updated_at``), else read."""
     key = (str(conn.engine.url), int(workflow_id))
@@ -249,8 +328,9 @@ def _template_of(conn: Connection, workflow_id: int, row: Any
     return whole, parsed_template(conn, workflow_id, whole)
 
 
-def full_template(conn: Connection, workflow_id: int, stored: Mapping[str, Any],
-                  meta: Mapping[str, Any] | None) -> Mapping[str, Any]:
+def full_template(
+    conn: Connection, workflow_id: int, stored: Mapping[str, Any], meta: Mapping[str, Any] | None
+) -> Mapping[str, Any]:
     """The template a run has now: the one submitted, plus the works added to it since
     (``meta["grown"]``), in the order they were added, read from their rows."""
     if not (meta or {}).get("grown"):
@@ -265,12 +345,20 @@ def full_template(conn: Connection, workflow_id: int, stored: Mapping[str, Any],
     return {**stored, "works": [*(stored.get("works") or ()), *added.values()]}
 
 
-_ADDED_WORKS = (select(works.c.template_name, works.c.spec)
-                .where(works.c.workflow_id == bindparam("wf")).order_by(works.c.id))
+_ADDED_WORKS = (
+    select(works.c.template_name, works.c.spec)
+    .where(works.c.workflow_id == bindparam("wf"))
+    .order_by(works.c.id)
+)
 
 
-def _append_works(conn: Connection, workflow_id: int, stored: Mapping[str, Any],
-                  template: Mapping[str, Any], new: list[dict[str, Any]]) -> None:
+def _append_works(
+    conn: Connection,
+    workflow_id: int,
+    stored: Mapping[str, Any],
+    template: Mapping[str, Any],
+    new: list[dict[str, Any]],
+) -> None:
     if not isinstance(stored.get("works"), list):
         conn.execute(_SET_TEMPLATE, {"wf": workflow_id, "template": template})
     elif is_postgres(conn):
@@ -304,8 +392,13 @@ def parsed_template(conn: Connection, workflow_id: int, template: Mapping[str, A
     return wf
 
 
-def _remember(conn: Connection, workflow_id: int, template: Mapping[str, Any], wf: Workflow,
-              version: tuple[int, float] | None = None) -> None:
+def _remember(
+    conn: Connection,
+    workflow_id: int,
+    template: Mapping[str, Any],
+    wf: Workflow,
+    version: tuple[int, float] | None = None,
+) -> None:
     key = (str(conn.engine.url), int(workflow_id))
     with _parsed_lock:
         _parsed[key] = (template, wf)
@@ -319,8 +412,14 @@ def _remember(conn: Connection, workflow_id: int, template: Mapping[str, Any], w
             _versions.pop(old, None)
 
 
-def close(conn: Connection, workflow_id: int, result: Any = None, result_blob: str | None = None,
-          error: str | None = None, traceback: str | None = None) -> tuple[str, bool]:
+def close(
+    conn: Connection,
+    workflow_id: int,
+    result: Any = None,
+    result_blob: str | None = None,
+    error: str | None = None,
+    traceback: str | None = None,
+) -> tuple[str, bool]:
     """The body of an open workflow ended: record its result (or error); let it finish.
 
     Returns the run's status and whether this close ended it. A run of independent
@@ -328,13 +427,17 @@ def close(conn: Connection, workflow_id: int, result: Any = None, result_blob: s
     where its last work ends: nothing is left for the Clerk to plan. Another run is
     marked for the Clerk.
     """
-    row = conn.execute(for_update(conn, select(workflows.c.meta, workflows.c.status).where(
-        workflows.c.id == workflow_id))).first()
+    row = conn.execute(
+        for_update(
+            conn, select(workflows.c.meta, workflows.c.status).where(workflows.c.id == workflow_id)
+        )
+    ).first()
     if row is None:
         raise LookupError(f"no workflow with id {workflow_id}")
     meta = dict(row.meta or {})
-    meta.update(open=False, result=result, result_blob=result_blob, error=error,
-                traceback=traceback)
+    meta.update(
+        open=False, result=result, result_blob=result_blob, error=error, traceback=traceback
+    )
     values: dict[str, Any] = {"meta": meta, "updated_at": now()}
     independent = bool(meta.get("independent"))
     if not independent:
@@ -352,8 +455,9 @@ def close(conn: Connection, workflow_id: int, result: Any = None, result_blob: s
 class StoredWorkState(WorkState):
     """A work instance whose result is read from its jobs only when an expression needs it."""
 
-    def __init__(self, conn: Connection, work_id: int, name: str, status: str, kind: str,
-                 cached: Any = None) -> None:
+    def __init__(
+        self, conn: Connection, work_id: int, name: str, status: str, kind: str, cached: Any = None
+    ) -> None:
         self._conn, self._work_id, self._kind, self._cached = conn, work_id, kind, cached
         self._loaded = cached is not None
         self.name = name
@@ -373,8 +477,12 @@ class StoredWorkState(WorkState):
 
 def work_result(conn: Connection, work_id: int) -> Any:
     """A 1-job work's result is its job's; an n-job work's is the list in job order."""
-    rows = [r[0] for r in conn.execute(
-        select(jobs.c.result).where(jobs.c.work_id == work_id).order_by(jobs.c.idx))]
+    rows = [
+        r[0]
+        for r in conn.execute(
+            select(jobs.c.result).where(jobs.c.work_id == work_id).order_by(jobs.c.idx)
+        )
+    ]
     if len(rows) == 1:
         return rows[0]
     return rows
@@ -413,10 +521,13 @@ def plan_next(conn: Connection, owner: str) -> Applied | None:
     return plan_row(conn, row)
 
 
-_NEXT_DIRTY = Locked(select(workflows)
-                     .where(workflows.c.status.in_(ACTIVE), workflows.c.dirty_seq > workflows.c.clean_seq)
-                     .order_by(workflows.c.priority.desc(), workflows.c.id)
-                     .limit(1), skip_locked=True)
+_NEXT_DIRTY = Locked(
+    select(workflows)
+    .where(workflows.c.status.in_(ACTIVE), workflows.c.dirty_seq > workflows.c.clean_seq)
+    .order_by(workflows.c.priority.desc(), workflows.c.id)
+    .limit(1),
+    skip_locked=True,
+)
 _WORKFLOW = select(workflows).where(workflows.c.id == bindparam("wf"))
 
 
@@ -428,15 +539,17 @@ def plan_workflow(conn: Connection, workflow_id: int) -> Applied:
 
 def plan_row(conn: Connection, row: Mapping[Any, Any]) -> Applied:
     def planned() -> tuple[Workflow, Plan]:
-        wf = parsed_template(conn, row["id"],
-                             full_template(conn, row["id"], row["template"], row["meta"]))
+        wf = parsed_template(
+            conn, row["id"], full_template(conn, row["id"], row["template"], row["meta"])
+        )
         return wf, plan(wf, _run_state(conn, row))
 
     return _plan_apply(conn, row, planned)
 
 
-def _plan_apply(conn: Connection, row: Mapping[Any, Any],
-                planned: Callable[[], tuple[Workflow, Plan]]) -> Applied:
+def _plan_apply(
+    conn: Connection, row: Mapping[Any, Any], planned: Callable[[], tuple[Workflow, Plan]]
+) -> Applied:
     """Apply the plan ``planned`` makes (the workflow and its plan); a plan that cannot be
     made fails the workflow."""
     out = Applied(workflow_id=row["id"])
@@ -444,9 +557,17 @@ def _plan_apply(conn: Connection, row: Mapping[Any, Any],
         wf, p = planned()
         applied = _apply(conn, row, wf, p, out)
     except Exception as exc:  # a template that cannot be planned fails its workflow, loudly
-        conn.execute(update(workflows).where(workflows.c.id == row["id"]).values(
-            status=WorkflowStatus.FAILED.value, error=f"{type(exc).__name__}: {exc}",
-            clean_seq=row["dirty_seq"], finished_at=now(), updated_at=now()))
+        conn.execute(
+            update(workflows)
+            .where(workflows.c.id == row["id"])
+            .values(
+                status=WorkflowStatus.FAILED.value,
+                error=f"{type(exc).__name__}: {exc}",
+                clean_seq=row["dirty_seq"],
+                finished_at=now(),
+                updated_at=now(),
+            )
+        )
         out.status = WorkflowStatus.FAILED.value
         note_ended(conn, row["id"], out.status)
         return out
@@ -458,12 +579,17 @@ def _run_state(conn: Connection, row: Mapping[Any, Any]) -> RunState:
     states: dict[str, WorkState] = {}
     for w in conn.execute(_WORK_STATES, {"wf": row["id"]}):
         states[w.name] = StoredWorkState(conn, w.id, w.name, w.status, w.kind, w.result)
-    return RunState(params=dict(row["params"] or {}), works=states,
-                    conditions=dict(meta.get("conditions", {})), loops=dict(meta.get("loops", {})))
+    return RunState(
+        params=dict(row["params"] or {}),
+        works=states,
+        conditions=dict(meta.get("conditions", {})),
+        loops=dict(meta.get("loops", {})),
+    )
 
 
-_WORK_STATES = select(works.c.id, works.c.name, works.c.status, works.c.kind,
-                      works.c.result).where(works.c.workflow_id == bindparam("wf"))
+_WORK_STATES = select(works.c.id, works.c.name, works.c.status, works.c.kind, works.c.result).where(
+    works.c.workflow_id == bindparam("wf")
+)
 
 
 def instance_spec(inst: WorkInstance) -> dict[str, Any]:
@@ -494,13 +620,19 @@ def instance_spec(inst: WorkInstance) -> dict[str, Any]:
 def spec_instance(spec: dict[str, Any], name: str) -> WorkInstance:
     """The instance back from its stored spec, for rendering its jobs (``render_job``)."""
     return WorkInstance(
-        name=name, work=Work.from_dict(spec["work"]), parameters=spec.get("parameters") or {},
-        command=spec.get("command"), kwargs_list=spec.get("kwargs_list"),
+        name=name,
+        work=Work.from_dict(spec["work"]),
+        parameters=spec.get("parameters") or {},
+        command=spec.get("command"),
+        kwargs_list=spec.get("kwargs_list"),
         depends_on=spec.get("depends_on") or [],
         job_deps=[(p, JobDep.from_dict(d)) for p, d in spec.get("job_deps") or []],
-        loop=spec.get("loop"), iteration=spec.get("iteration"),
-        job_parameters=spec.get("job_parameters") or {}, context=spec.get("context") or {},
-        parent=spec.get("parent"))
+        loop=spec.get("loop"),
+        iteration=spec.get("iteration"),
+        job_parameters=spec.get("job_parameters") or {},
+        context=spec.get("context") or {},
+        parent=spec.get("parent"),
+    )
 
 
 def _kind(inst: WorkInstance) -> str:
@@ -510,7 +642,9 @@ def _kind(inst: WorkInstance) -> str:
     return "function" if (w.function or w.payload) else "command"
 
 
-def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out: Applied) -> Applied:
+def _apply(
+    conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out: Applied
+) -> Applied:
     t = now()
     wf_id = row["id"]
     rows = []
@@ -521,15 +655,24 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         spec = instance_spec(inst)
         if cwd:
             spec["cwd"] = cwd
-        rows.append({
-            "workflow_id": wf_id, "name": inst.name, "template_name": inst.work.name,
-            "kind": kind, "status": status, "spec": spec,
-            "backend": inst.work.backend or row["backend"],
-            "retries": int(inst.work.retries or 0), "loop": inst.loop,
-            "iteration": inst.iteration, "reason": getattr(inst, "reason", None),
-            "created_at": t, "updated_at": t,
-            "finished_at": t if status == WorkStatus.SKIPPED.value else None,
-        })
+        rows.append(
+            {
+                "workflow_id": wf_id,
+                "name": inst.name,
+                "template_name": inst.work.name,
+                "kind": kind,
+                "status": status,
+                "spec": spec,
+                "backend": inst.work.backend or row["backend"],
+                "retries": int(inst.work.retries or 0),
+                "loop": inst.loop,
+                "iteration": inst.iteration,
+                "reason": getattr(inst, "reason", None),
+                "created_at": t,
+                "updated_at": t,
+                "finished_at": t if status == WorkStatus.SKIPPED.value else None,
+            }
+        )
         out.created.append(inst.name)
         if kind != "workflow" and status == WorkStatus.NEW.value:
             out.new_job_works += 1
@@ -537,15 +680,25 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         ids = conn.execute(_INSERT_WORKS, rows).scalars().all()
         alone = bool((row["meta"] or {}).get("independent"))
         owner = row.get("owner")
-        out.new_works = [NewWork(i, wf_id, r["name"], r["kind"], r["spec"], r["backend"], alone,
-                                 owner)
-                         for i, r in zip(ids, rows, strict=True)
-                         if r["kind"] != "workflow" and r["status"] == WorkStatus.NEW.value]
+        out.new_works = [
+            NewWork(i, wf_id, r["name"], r["kind"], r["spec"], r["backend"], alone, owner)
+            for i, r in zip(ids, rows, strict=True)
+            if r["kind"] != "workflow" and r["status"] == WorkStatus.NEW.value
+        ]
     for name, status in (getattr(p, "status_updates", None) or {}).items():
-        conn.execute(update(works).where(works.c.workflow_id == wf_id, works.c.name == name,
-                                         works.c.status != WorkStatus(status).value)
-                     .values(status=WorkStatus(status).value, updated_at=t,
-                             finished_at=t if WorkStatus(status).value in _WORK_TERMINAL else None))
+        conn.execute(
+            update(works)
+            .where(
+                works.c.workflow_id == wf_id,
+                works.c.name == name,
+                works.c.status != WorkStatus(status).value,
+            )
+            .values(
+                status=WorkStatus(status).value,
+                updated_at=t,
+                finished_at=t if WorkStatus(status).value in _WORK_TERMINAL else None,
+            )
+        )
     meta = dict(row["meta"] or {})
     if p.conditions:
         meta["conditions"] = {**meta.get("conditions", {}), **p.conditions}
@@ -553,8 +706,14 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         meta["loops"] = {**meta.get("loops", {}), **p.loops}
     if getattr(p, "loop_info", None):
         meta["loop_info"] = {**meta.get("loop_info", {}), **p.loop_info}
-    values: dict[str, Any] = {"wf": wf_id, "meta": meta, "clean_seq": row["dirty_seq"], "t": t,
-                              "status": row["status"], "finished_at": row["finished_at"]}
+    values: dict[str, Any] = {
+        "wf": wf_id,
+        "meta": meta,
+        "clean_seq": row["dirty_seq"],
+        "t": t,
+        "status": row["status"],
+        "finished_at": row["finished_at"],
+    }
     same_meta = meta == (row["meta"] or {})
     if row["status"] == WorkflowStatus.NEW.value:
         values["status"] = WorkflowStatus.RUNNING.value
@@ -565,8 +724,12 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
         values["status"] = status
         values["finished_at"] = t
         out.status = status
-    if not (same_meta and values["status"] == row["status"] and out.status is None
-            and row["dirty_seq"] == row.get("clean_seq")):
+    if not (
+        same_meta
+        and values["status"] == row["status"]
+        and out.status is None
+        and row["dirty_seq"] == row.get("clean_seq")
+    ):
         conn.execute(_PLANNED, values)
     if out.status is not None:
         note_ended(conn, wf_id, out.status)
@@ -574,10 +737,26 @@ def _apply(conn: Connection, row: Mapping[Any, Any], wf: Workflow, p: Plan, out:
 
 
 # The row was read in this transaction (and locked): unchanged fields are written back as read.
-_PLANNED = update(workflows).where(workflows.c.id == bindparam("wf")).values(
-    meta=bindparam("meta"), clean_seq=bindparam("clean_seq"), updated_at=bindparam("t"),
-    status=bindparam("status"), finished_at=bindparam("finished_at"))
+_PLANNED = (
+    update(workflows)
+    .where(workflows.c.id == bindparam("wf"))
+    .values(
+        meta=bindparam("meta"),
+        clean_seq=bindparam("clean_seq"),
+        updated_at=bindparam("t"),
+        status=bindparam("status"),
+        finished_at=bindparam("finished_at"),
+    )
+)
 
 
-_WORK_TERMINAL = {s.value for s in (WorkStatus.FINISHED, WorkStatus.SUBFINISHED, WorkStatus.FAILED,
-                                    WorkStatus.ABORTED, WorkStatus.SKIPPED)}
+_WORK_TERMINAL = {
+    s.value
+    for s in (
+        WorkStatus.FINISHED,
+        WorkStatus.SUBFINISHED,
+        WorkStatus.FAILED,
+        WorkStatus.ABORTED,
+        WorkStatus.SKIPPED,
+    )
+}

@@ -30,8 +30,13 @@ class NotYet(Exception):
     """A job-level parent work has no jobs yet; expand this work on a later pass."""
 
 
-def choose_backend(spec: dict[str, Any], workflow_backend: str | None, default: str,
-                   policy: BackendPolicy | None = None, conn: Connection | None = None) -> str:
+def choose_backend(
+    spec: dict[str, Any],
+    workflow_backend: str | None,
+    default: str,
+    policy: BackendPolicy | None = None,
+    conn: Connection | None = None,
+) -> str:
     """The work's own setting, else the workflow's, else the first policy rule that
     holds (:mod:`idds_jupyter.model.policy`), else the configured default."""
     work = spec.get("work") or {}
@@ -55,15 +60,24 @@ def work_facts(spec: dict[str, Any], conn: Connection | None) -> dict[str, Any]:
         "kind": "function" if (spec.get("function") or spec.get("payload")) else "command",
         "function": spec.get("function") or key,
         "n_jobs": len(kwargs_list) if isinstance(kwargs_list, list) else spec.get("n_jobs"),
-        "cores": resources.get("cores"), "memory_mb": resources.get("memory_mb"),
+        "cores": resources.get("cores"),
+        "memory_mb": resources.get("memory_mb"),
         "timeout_s": spec.get("timeout_s") or work.get("timeout_s"),
-        "mean_wall_s": mean, "runs": runs,
+        "mean_wall_s": mean,
+        "runs": runs,
     }
 
 
-def expand_workflow(conn: Connection, workflow_id: int, workflow_backend: str | None,
-                    default_backend: str, out: Outcome, policy: BackendPolicy | None = None,
-                    rows: Sequence[Any] | None = None, claim: Claim | None = None) -> int:
+def expand_workflow(
+    conn: Connection,
+    workflow_id: int,
+    workflow_backend: str | None,
+    default_backend: str,
+    out: Outcome,
+    policy: BackendPolicy | None = None,
+    rows: Sequence[Any] | None = None,
+    claim: Claim | None = None,
+) -> int:
     """Expand every new work of one workflow, parents first (the Transformer's step, inline).
 
     ``rows``: the new works, as the plan that just created them knows them (none read back).
@@ -83,10 +97,15 @@ def expand_workflow(conn: Connection, workflow_id: int, workflow_backend: str | 
     return len(rows)
 
 
-_NEW_WORKS_OF = (select(works.c.id, works.c.workflow_id, works.c.name, works.c.spec, works.c.backend)
-                 .where(works.c.workflow_id == bindparam("wf"), works.c.status == WorkStatus.NEW.value,
-                        works.c.kind.in_(JOB_KINDS))
-                 .order_by(works.c.id))
+_NEW_WORKS_OF = (
+    select(works.c.id, works.c.workflow_id, works.c.name, works.c.spec, works.c.backend)
+    .where(
+        works.c.workflow_id == bindparam("wf"),
+        works.c.status == WorkStatus.NEW.value,
+        works.c.kind.in_(JOB_KINDS),
+    )
+    .order_by(works.c.id)
+)
 
 
 def claim_new_works(conn: Connection, limit: int = 100) -> list[Any]:
@@ -100,8 +119,9 @@ def claim_new_works(conn: Connection, limit: int = 100) -> list[Any]:
     return list(conn.execute(for_update(conn, stmt, skip_locked=True)).all())
 
 
-def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
-                claim: Claim | None = None) -> int:
+def expand_work(
+    conn: Connection, work: Any, backend: str, out: Outcome, claim: Claim | None = None
+) -> int:
     """Create the jobs of one new work; returns how many of them may still run (0: the work
     has nothing left to run, its end is for :func:`finish_works`).
 
@@ -143,30 +163,68 @@ def expand_work(conn: Connection, work: Any, backend: str, out: Outcome,
 
     per_job = kwargs_list if kwargs_list is not None and not file_rows else [None] * n
     n_cancelled = sum(doomed)
-    released = _write_jobs(conn, work.workflow_id, work.id, backend, t, claim, [
-        (i, per_job[i], file_rows[i].id if file_rows else None, pending[i], doomed[i])
-        for i in range(n)])
+    released = _write_jobs(
+        conn,
+        work.workflow_id,
+        work.id,
+        backend,
+        t,
+        claim,
+        [
+            (i, per_job[i], file_rows[i].id if file_rows else None, pending[i], doomed[i])
+            for i in range(n)
+        ],
+    )
     if edges:
-        ids = [r[0] for r in conn.execute(
-            select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx))]
-        conn.execute(job_deps.insert(),
-                     [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges])
-    conn.execute(_START_WORK, {"wid": work.id, "n": n, "nc": n_cancelled, "backend": backend, "t": t})
+        ids = [
+            r[0]
+            for r in conn.execute(
+                select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx)
+            )
+        ]
+        conn.execute(
+            job_deps.insert(), [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges]
+        )
+    conn.execute(
+        _START_WORK, {"wid": work.id, "n": n, "nc": n_cancelled, "backend": backend, "t": t}
+    )
     out.released += released
     return n - n_cancelled
 
 
-def taken_job(job_id: int, workflow_id: int, work_id: int, idx: int, kwargs: Any,
-              file_id: int | None, backend: str) -> dict[str, Any]:
+def taken_job(
+    job_id: int,
+    workflow_id: int,
+    work_id: int,
+    idx: int,
+    kwargs: Any,
+    file_id: int | None,
+    backend: str,
+) -> dict[str, Any]:
     """A job a :class:`~idds_jupyter.store.jobs.Claim` took, as ``claim_ready`` returns it,
     with its backend: what its spec is rendered from."""
-    return {"id": job_id, "work_id": work_id, "workflow_id": workflow_id, "idx": idx,
-            "kwargs": kwargs, "file_id": file_id, "attempt": 1, "backend": backend}
+    return {
+        "id": job_id,
+        "work_id": work_id,
+        "workflow_id": workflow_id,
+        "idx": idx,
+        "kwargs": kwargs,
+        "file_id": file_id,
+        "attempt": 1,
+        "backend": backend,
+    }
 
 
-def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, t: float,
-                claim: Claim | None, items: Sequence[tuple[int, Any, int | None, int, bool]],
-                reserved: Sequence[int] | None = None) -> int:
+def _write_jobs(
+    conn: Connection,
+    workflow_id: int,
+    work_id: int,
+    backend: str,
+    t: float,
+    claim: Claim | None,
+    items: Sequence[tuple[int, Any, int | None, int, bool]],
+    reserved: Sequence[int] | None = None,
+) -> int:
     """Write one work's jobs ``(idx, kwargs, file id, pending, doomed)``; returns how many
     were released (ready, or taken by ``claim``).
 
@@ -187,33 +245,45 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
             status = JobStatus.READY.value
         # lock_ttl: the claimed rows' lock expires that long after the database's now
         # (_LOCKED below); the others' lock_expiry stays NULL
-        locked: dict[str, Any] = {"lock_owner": None, "lock_ttl": None, "attempt": 0,
-                                  "submitted_at": None}
+        locked: dict[str, Any] = {
+            "lock_owner": None,
+            "lock_ttl": None,
+            "attempt": 0,
+            "submitted_at": None,
+        }
         if take > len(taken) and status == JobStatus.READY.value:
             assert claim is not None
             taken.append(pos)
-            locked = {"lock_owner": claim.owner, "lock_ttl": claim.ttl, "attempt": 1,
-                      "submitted_at": t}
+            locked = {
+                "lock_owner": claim.owner,
+                "lock_ttl": claim.ttl,
+                "attempt": 1,
+                "submitted_at": t,
+            }
             status = SUBMITTED
-        rows.append({
-            "workflow_id": workflow_id,
-            "work_id": work_id,
-            "idx": i,
-            "status": status,
-            "pending": pending,
-            "kwargs": kwargs,
-            "file_id": file_id,
-            "backend": backend,
-            "error": "upstream job failed" if doomed else None,
-            "created_at": t,
-            "release_count": 0 if status in (CANCELLED, JobStatus.PENDING.value) else 1,
-            **locked,
-        })
+        rows.append(
+            {
+                "workflow_id": workflow_id,
+                "work_id": work_id,
+                "idx": i,
+                "status": status,
+                "pending": pending,
+                "kwargs": kwargs,
+                "file_id": file_id,
+                "backend": backend,
+                "error": "upstream job failed" if doomed else None,
+                "created_at": t,
+                "release_count": 0 if status in (CANCELLED, JobStatus.PENDING.value) else 1,
+                **locked,
+            }
+        )
     if reserved is not None:
         assert claim is not None
         if len(taken) != len(rows) or any(j["backend"] != backend for j in claim.jobs):
-            raise RuntimeError(f"work {work_id}: {len(rows)} jobs sent ahead do not fit its "
-                               f"backend {backend!r} (room for {len(taken)})")
+            raise RuntimeError(
+                f"work {work_id}: {len(rows)} jobs sent ahead do not fit its "
+                f"backend {backend!r} (room for {len(taken)})"
+            )
         written = [{**r, "id": i} for r, i in zip(rows, reserved, strict=True)]
         conn.execute(_INSERT_CLAIMED, written[0] if len(written) == 1 else written)
         claim.room[backend] -= len(taken)
@@ -229,8 +299,18 @@ def _write_jobs(conn: Connection, workflow_id: int, work_id: int, backend: str, 
     if taken:
         assert claim is not None
         claim.room[backend] -= len(taken)
-        claim.jobs += [taken_job(ids[p], workflow_id, work_id, rows[p]["idx"], rows[p]["kwargs"],
-                                 rows[p]["file_id"], backend) for p in taken]
+        claim.jobs += [
+            taken_job(
+                ids[p],
+                workflow_id,
+                work_id,
+                rows[p]["idx"],
+                rows[p]["kwargs"],
+                rows[p]["file_id"],
+                backend,
+            )
+            for p in taken
+        ]
     return sum(1 for r in rows if r["status"] == JobStatus.READY.value) + len(taken)
 
 
@@ -243,9 +323,15 @@ class WorkEnded(WorkflowClosed):
         self.run_active = run_active
 
 
-def append_jobs(conn: Connection, workflow_id: int, work: str, start: int,
-                kwargs_list: Sequence[dict[str, Any]], claim: Claim | None = None,
-                reserved: Sequence[int] | None = None) -> int:
+def append_jobs(
+    conn: Connection,
+    workflow_id: int,
+    work: str,
+    start: int,
+    kwargs_list: Sequence[dict[str, Any]],
+    claim: Claim | None = None,
+    reserved: Sequence[int] | None = None,
+) -> int:
     """Jobs ``start``, ``start + 1``, … of a running work of an open run, written now (an
     HPO study's next trials in the work that holds them all); returns how many were released.
 
@@ -255,13 +341,22 @@ def append_jobs(conn: Connection, workflow_id: int, work: str, start: int,
     """
     row = conn.execute(_APPENDABLE.on(conn), {"wf": workflow_id, "name": work}).first()
     if row is None or row.wf_status not in ACTIVE or row.status != WorkStatus.RUNNING.value:
-        raise WorkEnded(f"workflow {workflow_id}, work {work!r}: not running, no jobs can be added",
-                        run_active=row is not None and row.wf_status in ACTIVE)
+        raise WorkEnded(
+            f"workflow {workflow_id}, work {work!r}: not running, no jobs can be added",
+            run_active=row is not None and row.wf_status in ACTIVE,
+        )
     end = start + len(kwargs_list)
     t = now()
-    released = _write_jobs(conn, workflow_id, row.id, row.backend, t, claim,
-                           [(start + i, kw, None, 0, False) for i, kw in enumerate(kwargs_list)],
-                           reserved)
+    released = _write_jobs(
+        conn,
+        workflow_id,
+        row.id,
+        row.backend,
+        t,
+        claim,
+        [(start + i, kw, None, 0, False) for i, kw in enumerate(kwargs_list)],
+        reserved,
+    )
     if end > row.n_jobs:  # more than declared: the work waits for them too
         conn.execute(update(works).where(works.c.id == row.id).values(n_jobs=end, updated_at=t))
     return released
@@ -271,11 +366,20 @@ def declare_jobs(conn: Connection, workflow_id: int, counts: dict[str, int]) -> 
     """The works ``counts`` names will have that many jobs: the rest is added later by
     :func:`append_jobs`. Until their run is closed they do not end before."""
     if counts:
-        conn.execute(_DECLARE, [{"wf": workflow_id, "work": name, "n": n} for name, n in counts.items()])
+        conn.execute(
+            _DECLARE, [{"wf": workflow_id, "work": name, "n": n} for name, n in counts.items()]
+        )
 
 
-_DECLARE = (update(works).where(works.c.workflow_id == bindparam("wf"), works.c.name == bindparam("work"),
-                                works.c.n_jobs < bindparam("n")).values(n_jobs=bindparam("n")))
+_DECLARE = (
+    update(works)
+    .where(
+        works.c.workflow_id == bindparam("wf"),
+        works.c.name == bindparam("work"),
+        works.c.n_jobs < bindparam("n"),
+    )
+    .values(n_jobs=bindparam("n"))
+)
 
 
 def settle_declared(conn: Connection, workflow_id: int, out: Outcome) -> None:
@@ -285,38 +389,58 @@ def settle_declared(conn: Connection, workflow_id: int, out: Outcome) -> None:
     finish_works(conn, ids, out)
 
 
-_WRITTEN = (select(func.count()).select_from(jobs).where(jobs.c.work_id == works.c.id)
-            .scalar_subquery())
+_WRITTEN = (
+    select(func.count()).select_from(jobs).where(jobs.c.work_id == works.c.id).scalar_subquery()
+)
 # built once: building it at every close cost more than running it
-_SETTLE = (update(works).where(works.c.workflow_id == bindparam("wf"),
-                               works.c.status == WorkStatus.RUNNING.value, works.c.n_jobs > _WRITTEN)
-           .values(n_jobs=_WRITTEN, updated_at=bindparam("t")).returning(works.c.id))
+_SETTLE = (
+    update(works)
+    .where(
+        works.c.workflow_id == bindparam("wf"),
+        works.c.status == WorkStatus.RUNNING.value,
+        works.c.n_jobs > _WRITTEN,
+    )
+    .values(n_jobs=_WRITTEN, updated_at=bindparam("t"))
+    .returning(works.c.id)
+)
 
 
 _APPENDABLE = Locked(
-    select(works.c.id, works.c.status, works.c.backend, works.c.n_jobs,
-           workflows.c.status.label("wf_status"))
+    select(
+        works.c.id,
+        works.c.status,
+        works.c.backend,
+        works.c.n_jobs,
+        workflows.c.status.label("wf_status"),
+    )
     .join(workflows, workflows.c.id == works.c.workflow_id)
     .where(works.c.workflow_id == bindparam("wf"), works.c.name == bindparam("name")),
-    of=workflows)
+    of=workflows,
+)
 
 
 _INSERT_JOBS = jobs.insert()
 # Jobs written claimed: their lock expires on the database's clock, like claim_ready's.
 _LOCKED = {"lock_expiry": db_now() + bindparam("lock_ttl", type_=Float)}
 _INSERT_CLAIMED = jobs.insert().values(_LOCKED)
-_INSERT_JOBS_RETURNING = (jobs.insert().values(_LOCKED)
-                          .returning(jobs.c.id, sort_by_parameter_order=True))
+_INSERT_JOBS_RETURNING = (
+    jobs.insert().values(_LOCKED).returning(jobs.c.id, sort_by_parameter_order=True)
+)
 _INSERT_JOB_RETURNING = jobs.insert().values(_LOCKED).returning(jobs.c.id)
 
 
 # n_jobs: a work declared with more jobs than it starts with (declare_jobs) keeps that count
-_START_WORK = (update(works).where(works.c.id == bindparam("wid"), works.c.status == WorkStatus.NEW.value)
-               .values(status=WorkStatus.RUNNING.value,
-                       n_jobs=case((works.c.n_jobs > bindparam("n"), works.c.n_jobs),
-                                   else_=bindparam("n")),
-                       n_cancelled=bindparam("nc"), backend=bindparam("backend"),
-                       updated_at=bindparam("t")))
+_START_WORK = (
+    update(works)
+    .where(works.c.id == bindparam("wid"), works.c.status == WorkStatus.NEW.value)
+    .values(
+        status=WorkStatus.RUNNING.value,
+        n_jobs=case((works.c.n_jobs > bindparam("n"), works.c.n_jobs), else_=bindparam("n")),
+        n_cancelled=bindparam("nc"),
+        backend=bindparam("backend"),
+        updated_at=bindparam("t"),
+    )
+)
 
 
 def finish_empty(conn: Connection, work_ids: Sequence[int], out: Outcome) -> None:
@@ -326,8 +450,9 @@ def finish_empty(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
 
 def _parent_jobs(conn: Connection, workflow_id: int, name: str) -> list[tuple[int, str]]:
     parent = conn.execute(
-        select(works.c.id, works.c.status)
-        .where(works.c.workflow_id == workflow_id, works.c.name == name)
+        select(works.c.id, works.c.status).where(
+            works.c.workflow_id == workflow_id, works.c.name == name
+        )
     ).one()
     if parent.status == WorkStatus.NEW.value:
         raise NotYet(name)
@@ -342,14 +467,18 @@ def _dataset_files(conn: Connection, workflow_id: int, name: str) -> list[Any]:
     """The files of the run owner's dataset ``name`` (a job acts as its run's owner: a
     dataset of another user is unknown here, as it is to that user's API calls)."""
     owner = select(workflows.c.owner).where(workflows.c.id == workflow_id).scalar_subquery()
-    ds = conn.execute(select(datasets.c.id).where(datasets.c.name == name, datasets.c.owner == owner)
-                      ).scalar_one_or_none()
+    ds = conn.execute(
+        select(datasets.c.id).where(datasets.c.name == name, datasets.c.owner == owner)
+    ).scalar_one_or_none()
     if ds is None:
         if name.startswith("rucio://"):  # registered by the Rucio data source (data/rucio.py)
             raise NotYet(name)
         raise LookupError(f"input_dataset: unknown dataset {name!r}")
-    stmt = select(files.c.id, files.c.name, files.c.status).where(
-        files.c.dataset_id == ds).order_by(files.c.id)
+    stmt = (
+        select(files.c.id, files.c.name, files.c.status)
+        .where(files.c.dataset_id == ds)
+        .order_by(files.c.id)
+    )
     if is_postgres(conn):
         stmt = stmt.with_for_update(read=True)
     return list(conn.execute(stmt).all())

@@ -16,16 +16,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     mode.add_argument("--job", metavar="SPEC.json", help="run one job spec ('-' = stdin)")
     mode.add_argument(
-        "--http", action="store_true",
+        "--http",
+        action="store_true",
         help="run one job fetched from the service over HTTP and post its result back "
-             "(transfer 'http'; IDDS_SERVER_URL, IDDS_JOB_ID, IDDS_JOB_TOKEN)",
+        "(transfer 'http'; IDDS_SERVER_URL, IDDS_JOB_ID, IDDS_JOB_TOKEN)",
     )
     parser.add_argument("--out", metavar="RESULT.json", help="also write the result here (--job)")
-    parser.add_argument("--server", metavar="URL", help="the service URL (--http; default "
-                        "$IDDS_SERVER_URL)")
+    parser.add_argument(
+        "--server", metavar="URL", help="the service URL (--http; default $IDDS_SERVER_URL)"
+    )
     parser.add_argument("--job-id", metavar="ID", help="the job (--http; default $IDDS_JOB_ID)")
-    parser.add_argument("--keep-scratch", action="store_true",
-                        help="keep the job's scratch directory (--http; debugging)")
+    parser.add_argument(
+        "--keep-scratch",
+        action="store_true",
+        help="keep the job's scratch directory (--http; debugging)",
+    )
     args = parser.parse_args(argv)
     if args.http:
         # the token comes from the environment only: never on a command line others can read

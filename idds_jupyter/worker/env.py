@@ -54,8 +54,7 @@ def job_environment(
     """
     src = os.environ if base is None else base
     extra = set(allow)
-    env = {k: v for k, v in src.items()
-           if k in ALLOWED or k.startswith("LC_") or k in extra}
+    env = {k: v for k, v in src.items() if k in ALLOWED or k.startswith("LC_") or k in extra}
     env.setdefault("PATH", os.defpath)
     acct = account_home(user)
     if acct is not None:

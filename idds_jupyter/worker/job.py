@@ -450,7 +450,7 @@ def _kill_strays() -> None:
                 data = fh.read()
         except OSError:
             continue
-        fields = data[data.rfind(b")") + 2:].split()
+        fields = data[data.rfind(b")") + 2 :].split()
         if len(fields) > 3 and int(fields[3]) == me:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(name), signal.SIGKILL)
@@ -486,8 +486,11 @@ def _run_command(spec: dict[str, Any], res: dict[str, Any]) -> None:
         os.close(fd)
         tmp_files.append(result_path)
         # a pool worker's environment is the allow-list already; a Dask worker's is not
-        env = (job_environment(spec.get("env"), base=os.environ) if spec.get("scrub_env")
-               else {**os.environ, **{k: str(v) for k, v in (spec.get("env") or {}).items()}})
+        env = (
+            job_environment(spec.get("env"), base=os.environ)
+            if spec.get("scrub_env")
+            else {**os.environ, **{k: str(v) for k, v in (spec.get("env") or {}).items()}}
+        )
         env["IDDS_RESULT"] = result_path
         env["IDDS_JOB_ID"] = str(res["job_id"])
         env["IDDS_ATTEMPT"] = str(res["attempt"])

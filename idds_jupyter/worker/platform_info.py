@@ -38,7 +38,8 @@ def environment() -> dict[str, Any]:
             }
             _state["info"] = info
             _state["id"] = hashlib.sha256(
-                json.dumps(info, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+                json.dumps(info, sort_keys=True, separators=(",", ":")).encode()
+            ).hexdigest()
         return dict(_state["info"])
 
 

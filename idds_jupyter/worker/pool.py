@@ -162,8 +162,11 @@ class _Outbox:
                     self._write(encode_message({"started": [[cur[0], cur[1]]]}))
                 waits = [self._last_flush + FLUSH_S - now] if self._pending else []
                 if self._busy:  # this job's notice, or (announced) a look at the batch's next
-                    waits.append(cur[2] + STARTED_S - now if cur is not None and not self._announced
-                                 else STARTED_S)
+                    waits.append(
+                        cur[2] + STARTED_S - now
+                        if cur is not None and not self._announced
+                        else STARTED_S
+                    )
                 self._cond.wait(max(min(waits), 0.0) if waits else None)
 
 

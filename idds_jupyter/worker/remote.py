@@ -89,8 +89,15 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
 class JobClient:
     """The job's side of ``/jobs/{id}/…``: bearer job token, retries on transient errors."""
 
-    def __init__(self, server: str, job_id: int, token: str, retries: int = 8,
-                 timeout: float = 120.0, backoff: float = 0.5) -> None:
+    def __init__(
+        self,
+        server: str,
+        job_id: int,
+        token: str,
+        retries: int = 8,
+        timeout: float = 120.0,
+        backoff: float = 0.5,
+    ) -> None:
         self.base = api_base(server)
         self.job_id = int(job_id)
         self.token = token
@@ -111,8 +118,13 @@ class JobClient:
                 if exc.code not in TRANSIENT:
                     raise HttpRefused(exc.code, msg) from None
                 last: Exception = HttpRefused(exc.code, msg)
-            except (urllib.error.URLError, ConnectionError, TimeoutError,
-                    http.client.HTTPException, _Truncated) as exc:
+            except (
+                urllib.error.URLError,
+                ConnectionError,
+                TimeoutError,
+                http.client.HTTPException,
+                _Truncated,
+            ) as exc:
                 last = exc
             if attempt < self.retries:
                 delay = backoff.next()
@@ -141,8 +153,10 @@ class JobClient:
             h = hashlib.sha256()
             size = 0
             tmp = dest + ".part"
-            with self._open(urllib.request.Request(self._url(f"/blobs/{sha}"))) as resp, \
-                    open(tmp, "wb") as fh:
+            with (
+                self._open(urllib.request.Request(self._url(f"/blobs/{sha}"))) as resp,
+                open(tmp, "wb") as fh,
+            ):
                 while True:
                     chunk = resp.read(_CHUNK)
                     if not chunk:
@@ -158,18 +172,22 @@ class JobClient:
 
         return int(self._retry(f"fetching blob {sha[:12]}", once))
 
-    def post_result(self, result: dict[str, Any], files: dict[str, str],
-                    log: bytes | None) -> dict[str, Any]:
+    def post_result(
+        self, result: dict[str, Any], files: dict[str, str], log: bytes | None
+    ) -> dict[str, Any]:
         """POST the result (JSON), the files (part name → path) and the log, as multipart."""
         boundary = uuid.uuid4().hex
         pieces: list[tuple[bytes, str | bytes | None]] = []
 
         def head(name: str, filename: str, ctype: str) -> bytes:
-            return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
-                    f"filename=\"{filename}\"\r\nContent-Type: {ctype}\r\n\r\n").encode()
+            return (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'
+            ).encode()
 
-        pieces.append((head("result", "result.json", "application/json"),
-                       json.dumps(result).encode("utf-8")))
+        pieces.append(
+            (head("result", "result.json", "application/json"), json.dumps(result).encode("utf-8"))
+        )
         for name, path in files.items():
             pieces.append((head(name, os.path.basename(path), "application/octet-stream"), path))
         if log:
@@ -258,17 +276,29 @@ def _result_files(res: dict[str, Any], result_dir: str | None) -> dict[str, str]
     return files
 
 
-def run_http(server: str | None = None, job_id: int | str | None = None,
-             token: str | None = None, keep: bool = False) -> int:
+def run_http(
+    server: str | None = None,
+    job_id: int | str | None = None,
+    token: str | None = None,
+    keep: bool = False,
+) -> int:
     """Fetch, run and report one job over HTTP (see the module docstring); the exit code."""
     server = server or os.environ.get("IDDS_SERVER_URL")
     job_id = job_id if job_id is not None else os.environ.get("IDDS_JOB_ID")
     token = token or os.environ.get("IDDS_JOB_TOKEN")
-    missing = [n for n, v in (("IDDS_SERVER_URL", server), ("IDDS_JOB_ID", job_id),
-                              ("IDDS_JOB_TOKEN", token)) if not v]
+    missing = [
+        n
+        for n, v in (
+            ("IDDS_SERVER_URL", server),
+            ("IDDS_JOB_ID", job_id),
+            ("IDDS_JOB_TOKEN", token),
+        )
+        if not v
+    ]
     if missing:
-        sys.stderr.write(f"idds worker --http: missing {', '.join(missing)} (environment or "
-                         "options)\n")
+        sys.stderr.write(
+            f"idds worker --http: missing {', '.join(missing)} (environment or options)\n"
+        )
         return 2
     try:
         jid = int(str(job_id))
@@ -294,8 +324,7 @@ def run_http(server: str | None = None, job_id: int | str | None = None,
         try:
             spec = client.spec()
         except HttpRefused as exc:
-            sys.stderr.write(f"idds worker --http: job {jid}: the server refused the spec: "
-                             f"{exc}\n")
+            sys.stderr.write(f"idds worker --http: job {jid}: the server refused the spec: {exc}\n")
             return 2
         except Exception as exc:
             sys.stderr.write(f"idds worker --http: job {jid}: {exc}\n")
@@ -315,7 +344,10 @@ def run_http(server: str | None = None, job_id: int | str | None = None,
         spec["result_dir"] = result_dir
         spec["log_dir"] = os.path.join(private, "logs")
         spec["cwd"] = scratch  # the job runs in its scratch dir, never in a path of the server
-        spec["env"] = {**(spec.get("env") or {}), "IDDS_JOB_SPEC": os.path.join(private, "spec.json")}
+        spec["env"] = {
+            **(spec.get("env") or {}),
+            "IDDS_JOB_SPEC": os.path.join(private, "spec.json"),
+        }
         res = run_job(spec)
         log = _read_tail(res.pop("log_path", None))
         return _deliver(client, res, _result_files(res, result_dir), log)
@@ -324,13 +356,15 @@ def run_http(server: str | None = None, job_id: int | str | None = None,
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _deliver(client: JobClient, res: dict[str, Any], files: dict[str, str],
-             log: bytes | None) -> int:
+def _deliver(
+    client: JobClient, res: dict[str, Any], files: dict[str, str], log: bytes | None
+) -> int:
     try:
         client.post_result(res, files, log)
     except Exception as exc:
-        sys.stderr.write(f"idds worker --http: job {client.job_id}: could not deliver the "
-                         f"result: {exc}\n")
+        sys.stderr.write(
+            f"idds worker --http: job {client.job_id}: could not deliver the result: {exc}\n"
+        )
         sys.stderr.write(json.dumps({k: res.get(k) for k in ("ok", "error", "traceback")}) + "\n")
         return 2
     return 0 if res.get("ok") else 1

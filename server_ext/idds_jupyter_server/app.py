@@ -36,11 +36,19 @@ class IddsExtension(ExtensionApp):
     locals().update(config_traits())
 
     # only the extension's own
-    agents = Enum(["thread", "process", "none"], default_value="thread", config=True,
-                  help="Run the agents in threads of this server, in a child process, or not at all "
-                       "(another process serves the same database)")
-    admin_users = List(Unicode(), default_value=[], config=True,
-                       help="Jupyter users who see and control every user's runs")
+    agents = Enum(
+        ["thread", "process", "none"],
+        default_value="thread",
+        config=True,
+        help="Run the agents in threads of this server, in a child process, or not at all "
+        "(another process serves the same database)",
+    )
+    admin_users = List(
+        Unicode(),
+        default_value=[],
+        config=True,
+        help="Jupyter users who see and control every user's runs",
+    )
 
     runner: Any = None
     child: subprocess.Popen[bytes] | None = None
@@ -87,15 +95,31 @@ class IddsExtension(ExtensionApp):
             upgrade(engine)
             if self.agents == "process":
                 # the child reads the same settings: the traitlets given, through its environment
-                env = {**os.environ, **env_of(overrides(self)), "IDDS_DB_URL": cfg.db_url,
-                       "IDDS_BUS": cfg.bus, "IDDS_HOME": str(cfg.home)}
-                self.child = subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", "agents"], env=env)
-        orch = Orchestrator(cfg, engine=engine, bus=bus, migrate=False,
-                            dispatch=self.runner.dispatch if self.runner is not None else None)
+                env = {
+                    **os.environ,
+                    **env_of(overrides(self)),
+                    "IDDS_DB_URL": cfg.db_url,
+                    "IDDS_BUS": cfg.bus,
+                    "IDDS_HOME": str(cfg.home),
+                }
+                self.child = subprocess.Popen(
+                    [sys.executable, "-m", "idds_jupyter.cli", "agents"], env=env
+                )
+        orch = Orchestrator(
+            cfg,
+            engine=engine,
+            bus=bus,
+            migrate=False,
+            dispatch=self.runner.dispatch if self.runner is not None else None,
+        )
         fallback = TokenAuthenticator(engine)
-        auth = JupyterAuthenticator(self.server.identity_provider,
-                                    self.server.web_app.settings.get("authorizer"),
-                                    fallback, admins=set(self.admin_users), owner=getpass.getuser())
+        auth = JupyterAuthenticator(
+            self.server.identity_provider,
+            self.server.web_app.settings.get("authorizer"),
+            fallback,
+            admins=set(self.admin_users),
+            owner=getpass.getuser(),
+        )
         self.ctx = make_context(cfg, orch=orch, bus=bus, auth=auth)
         fallback.executor = self.ctx.executor
         self.log.info("idds-jupyter: core on %s, agents %s", cfg.db_url, self.agents)
@@ -113,7 +137,9 @@ class IddsExtension(ExtensionApp):
         if self.shared is None:
             return False
         client_mode.publish(self.shared)
-        self.log.info("idds-jupyter: client mode, using the hub's shared service at %s", self.shared.url)
+        self.log.info(
+            "idds-jupyter: client mode, using the hub's shared service at %s", self.shared.url
+        )
         return True
 
     def initialize_handlers(self) -> None:
@@ -150,7 +176,9 @@ class IddsExtension(ExtensionApp):
         """A server without a Jupyter token (password, hub): kernels get an idds token."""
         from idds_jupyter.store.tokens import create_token
 
-        _row, token = create_token(self.ctx.orch.engine, user=getpass.getuser(), name="jupyter-kernels")
+        _row, token = create_token(
+            self.ctx.orch.engine, user=getpass.getuser(), name="jupyter-kernels"
+        )
         return token
 
     async def stop_extension(self) -> None:

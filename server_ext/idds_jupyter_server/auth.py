@@ -44,8 +44,11 @@ class IddsIdentity:
         user = await ensure_async(self.inner.get_user(handler))
         # (what is_token_authenticated reads; it cannot be asked before current_user is set)
         token_auth = getattr(handler, "_token_authenticated", False)
-        if (user is None or not token_auth) and self.fallback is not None \
-                and request_token(handler, allow_query_token=True):
+        if (
+            (user is None or not token_auth)
+            and self.fallback is not None
+            and request_token(handler, allow_query_token=True)
+        ):
             # A token Jupyter did not take (a server without one): an idds token, as
             # the kernels of such a server carry.
             found = await self.fallback.authenticate(handler, allow_query_token=True)
@@ -56,7 +59,9 @@ class IddsIdentity:
         return user
 
     def is_token_authenticated(self, handler: tornado.web.RequestHandler) -> bool:
-        return bool(getattr(handler, "_idds_token", False) or self.inner.is_token_authenticated(handler))
+        return bool(
+            getattr(handler, "_idds_token", False) or self.inner.is_token_authenticated(handler)
+        )
 
     def should_check_origin(self, handler: tornado.web.RequestHandler) -> bool:
         return not self.is_token_authenticated(handler)
@@ -65,8 +70,14 @@ class IddsIdentity:
 class JupyterAuthenticator(Authenticator):
     """The API's user of a request Jupyter authenticated (``handler.current_user``)."""
 
-    def __init__(self, identity_provider: Any, authorizer: Any, fallback: TokenAuthenticator | None,
-                 admins: set[str] | None = None, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        identity_provider: Any,
+        authorizer: Any,
+        fallback: TokenAuthenticator | None,
+        admins: set[str] | None = None,
+        owner: str | None = None,
+    ) -> None:
         """``owner`` names the user of a single-user server, whose default identity
         provider makes up a new anonymous name per token request."""
         self.identity_provider = identity_provider
@@ -76,8 +87,9 @@ class JupyterAuthenticator(Authenticator):
         self.fallback = fallback
         self.admins = admins or set()
 
-    async def authenticate(self, handler: tornado.web.RequestHandler,
-                           allow_query_token: bool = False) -> User | None:
+    async def authenticate(
+        self, handler: tornado.web.RequestHandler, allow_query_token: bool = False
+    ) -> User | None:
         """Map the Jupyter user to the API's; refuse (403, as Jupyter's own API) a request
         without one, and one the authorizer does not allow, before its body is read."""
         found = getattr(handler, "_idds_user", None)
@@ -85,14 +97,23 @@ class JupyterAuthenticator(Authenticator):
             return found
         user = handler.current_user
         if user is None:
-            raise ApiError(403, "forbidden: send the Jupyter token ('Authorization: token T') "
-                                "or log in to the Jupyter server")
+            raise ApiError(
+                403,
+                "forbidden: send the Jupyter token ('Authorization: token T') "
+                "or log in to the Jupyter server",
+            )
         action = HTTP_METHOD_TO_AUTH_ACTION.get(str(handler.request.method).upper(), "write")
         if self.authorizer is not None and not await ensure_async(
-                self.authorizer.is_authorized(handler, user, action, RESOURCE)):
-            raise tornado.web.HTTPError(403, f"user {user.username!r} is not authorized to {action} {RESOURCE}")
+            self.authorizer.is_authorized(handler, user, action, RESOURCE)
+        ):
+            raise tornado.web.HTTPError(
+                403, f"user {user.username!r} is not authorized to {action} {RESOURCE}"
+            )
         name = str(user.username)
-        if self.owner and type(self.identity_provider) in (IdentityProvider, PasswordIdentityProvider):
+        if self.owner and type(self.identity_provider) in (
+            IdentityProvider,
+            PasswordIdentityProvider,
+        ):
             name = self.owner  # single-user server: one owner, whatever the anonymous name
         return User(name, admin=name in self.admins)
 

@@ -62,28 +62,41 @@ def service_base_url(cfg: Config, environ: Mapping[str, str] | None = None) -> s
     return url.rstrip("/") + "/"
 
 
-def find_shared_service(cfg: Config, environ: Mapping[str, str] | None = None,
-                        timeout: float = 5.0) -> SharedService | None:
+def find_shared_service(
+    cfg: Config, environ: Mapping[str, str] | None = None, timeout: float = 5.0
+) -> SharedService | None:
     """The hub's shared service this server should use, or None (embedded core)."""
     env = os.environ if environ is None else environ
     mode = (cfg.hub_client or "auto").lower()
     if mode == "off" or not in_hub_server(env):
         return None
-    found = SharedService(service_base_url(cfg, env), env["JUPYTERHUB_API_TOKEN"], env["JUPYTERHUB_USER"])
+    found = SharedService(
+        service_base_url(cfg, env), env["JUPYTERHUB_API_TOKEN"], env["JUPYTERHUB_USER"]
+    )
     if mode == "on":
         return found
     import requests
 
     whoami = found.url + "idds/api/v1/auth/whoami"
     try:
-        r = requests.get(whoami, headers={"Authorization": f"Bearer {found.token}"}, timeout=timeout)
+        r = requests.get(
+            whoami, headers={"Authorization": f"Bearer {found.token}"}, timeout=timeout
+        )
     except requests.RequestException as exc:
-        log.warning("idds-jupyter: no shared iDDS service at %s (%s): running an embedded core",
-                    found.url, exc)
+        log.warning(
+            "idds-jupyter: no shared iDDS service at %s (%s): running an embedded core",
+            found.url,
+            exc,
+        )
         return None
     if r.status_code != 200:
-        log.warning("idds-jupyter: the shared iDDS service at %s answered %s to this server's hub "
-                    "token (%s): running an embedded core", found.url, r.status_code, r.text[:200])
+        log.warning(
+            "idds-jupyter: the shared iDDS service at %s answered %s to this server's hub "
+            "token (%s): running an embedded core",
+            found.url,
+            r.status_code,
+            r.text[:200],
+        )
         return None
     return found
 
@@ -94,5 +107,11 @@ def publish(service: SharedService) -> None:
     os.environ["IDDS_TOKEN"] = service.token
 
 
-__all__ = ["SharedService", "find_shared_service", "hub_origin", "in_hub_server", "publish",
-           "service_base_url"]
+__all__ = [
+    "SharedService",
+    "find_shared_service",
+    "hub_origin",
+    "in_hub_server",
+    "publish",
+    "service_base_url",
+]

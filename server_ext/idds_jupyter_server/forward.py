@@ -48,23 +48,37 @@ class ForwardHandler(JupyterHandler):
             url += "?" + self.request.query
         headers = {k: self.request.headers[k] for k in REQUEST_HEADERS if k in self.request.headers}
         headers["Authorization"] = f"Bearer {self.service.token}"
-        body = self.request.body if self.request.method in ("POST", "PUT", "PATCH", "DELETE") else None
+        body = (
+            self.request.body if self.request.method in ("POST", "PUT", "PATCH", "DELETE") else None
+        )
         if body is not None and not body and self.request.method == "DELETE":
             body = None
-        req = HTTPRequest(url, method=self.request.method, headers=headers, body=body,
-                          allow_nonstandard_methods=True, follow_redirects=False,
-                          request_timeout=300)
+        req = HTTPRequest(
+            url,
+            method=self.request.method,
+            headers=headers,
+            body=body,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+            request_timeout=300,
+        )
         try:
             resp = await AsyncHTTPClient().fetch(req, raise_error=False)
         except (OSError, HTTPClientError) as exc:
             self.set_status(502)
             self.set_header("Content-Type", "application/json")
-            self.finish({"error": f"the shared iDDS service at {self.service.url} is unreachable: {exc}"})
+            self.finish(
+                {"error": f"the shared iDDS service at {self.service.url} is unreachable: {exc}"}
+            )
             return
         if resp.code == 599:  # no answer (connection refused, timeout)
             self.set_status(502)
-            self.finish({"error": f"the shared iDDS service at {self.service.url} did not answer: "
-                                  f"{resp.error}"})
+            self.finish(
+                {
+                    "error": f"the shared iDDS service at {self.service.url} did not answer: "
+                    f"{resp.error}"
+                }
+            )
             return
         self.set_status(resp.code, resp.reason)
         for k in RESPONSE_HEADERS:
@@ -106,11 +120,15 @@ class ForwardStreamHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, J
         user = self.current_user
         if user is None or not self.authorizer.is_authorized(self, user, "read", "idds"):
             raise tornado.web.HTTPError(403)
-        ws_url = "ws" + self.service.url[len("http"):] + API_PREFIX + "stream"
+        ws_url = "ws" + self.service.url[len("http") :] + API_PREFIX + "stream"
         try:
             self.upstream = await tornado.websocket.websocket_connect(
-                HTTPRequest(ws_url, headers={"Authorization": f"Bearer {self.service.token}"},
-                            request_timeout=30))
+                HTTPRequest(
+                    ws_url,
+                    headers={"Authorization": f"Bearer {self.service.token}"},
+                    request_timeout=30,
+                )
+            )
         except (OSError, tornado.websocket.WebSocketError, HTTPClientError) as exc:
             raise tornado.web.HTTPError(502, f"the shared iDDS service's stream: {exc}") from None
         await super().get(*args, **kwargs)
@@ -146,8 +164,10 @@ def forward_handlers(service: Any, base_url: str) -> list[tuple[str, type[Any], 
     from idds_jupyter.api import url_join
 
     prefix = url_join(base_url, API_PREFIX).rstrip("/") + "/"
-    return [(prefix + "stream", ForwardStreamHandler, {"service": service}),
-            (prefix + "(.*)", ForwardHandler, {"service": service})]
+    return [
+        (prefix + "stream", ForwardStreamHandler, {"service": service}),
+        (prefix + "(.*)", ForwardHandler, {"service": service}),
+    ]
 
 
 __all__ = ["ForwardHandler", "ForwardStreamHandler", "forward_handlers"]

@@ -41,7 +41,7 @@ def markdown() -> str:
         "2. an environment variable (`IDDS_SLURM_PARTITION=short`); lists are comma-separated,",
         "   rule lists and maps YAML or JSON text;",
         "3. in a Jupyter server, a traitlet of the server extension, in",
-        "   `jupyter_server_config.py` (`c.IddsExtension.slurm_partition = \"short\"`) or on the",
+        '   `jupyter_server_config.py` (`c.IddsExtension.slurm_partition = "short"`) or on the',
         "   command line (`--IddsExtension.slurm_partition=short`).",
         "",
         "`idds-jupyter serve`, `idds-jupyter agents` and `idds-jupyter run` read 1 and 2 (and their",
@@ -55,8 +55,10 @@ def markdown() -> str:
         kind = s.kind + (" or none" if s.optional else "")
         if s.choices:
             kind = " \\| ".join(s.choices)
-        lines.append(f"| `{s.name}` | `c.{TRAITLET_CLASS}.{s.name}` | `{s.env}` | {_cell(kind)} "
-                     f"| {_default_cell(s)} | {_cell(s.help)} |")
+        lines.append(
+            f"| `{s.name}` | `c.{TRAITLET_CLASS}.{s.name}` | `{s.env}` | {_cell(kind)} "
+            f"| {_default_cell(s)} | {_cell(s.help)} |"
+        )
     shared = {s.name for s in settings()}
     own = IddsExtension.class_own_traits(config=True)
     lines += [
@@ -69,16 +71,20 @@ def markdown() -> str:
     for name, trait in sorted(own.items()):
         if name in shared:
             continue
-        lines.append(f"| `c.{TRAITLET_CLASS}.{name}` | `{_cell(trait.default_value_repr())}` "
-                     f"| {_cell(trait.help)} |")
+        lines.append(
+            f"| `c.{TRAITLET_CLASS}.{name}` | `{_cell(trait.default_value_repr())}` "
+            f"| {_cell(trait.help)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m idds_jupyter_server.reference",
-                                     description="the configuration reference")
-    parser.add_argument("--markdown", action="store_true", required=True,
-                        help="print docs/configuration.md")
+    parser = argparse.ArgumentParser(
+        prog="python -m idds_jupyter_server.reference", description="the configuration reference"
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", required=True, help="print docs/configuration.md"
+    )
     parser.parse_args(argv)
     sys.stdout.write(markdown())
     return 0

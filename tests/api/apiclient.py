@@ -31,9 +31,16 @@ class Api:
         self.base = url.rstrip("/") + "/idds/api/v1"
         self.token = token
 
-    def call(self, method: str, path: str, body: Any = None, raw: bytes | Iterable[bytes] | None = None,
-             headers: dict[str, str] | None = None, token: str | None = "default",
-             timeout: float = 30) -> Resp:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | Iterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = "default",
+        timeout: float = 30,
+    ) -> Resp:
         hdrs = dict(headers or {})
         tok = self.token if token == "default" else token
         if tok:

@@ -39,8 +39,9 @@ def ensure_account(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
     except KeyError:
         pass
-    r = subprocess.run(["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", name],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", name], capture_output=True, text=True
+    )
     if r.returncode not in (0, 9):  # 9: created meanwhile
         raise RuntimeError(f"useradd {name}: {r.stderr.strip()}")
     return pwd.getpwnam(name)
@@ -62,8 +63,13 @@ class Served:
 
 def serve(home: Path, **options: Any) -> Served:
     home.mkdir(parents=True, exist_ok=True)
-    cfg = Config.load(None, home=home, db_url=f"sqlite:///{home / 'idds.db'}",
-                      poll_interval=0.3, **{"workers": 2, **options})
+    cfg = Config.load(
+        None,
+        home=home,
+        db_url=f"sqlite:///{home / 'idds.db'}",
+        poll_interval=0.3,
+        **{"workers": 2, **options},
+    )
     handle = start_server(cfg, "127.0.0.1", 0, "/")
     admin = Api(handle.url, handle.token)
     users = {}
@@ -99,7 +105,7 @@ def proc_stat(pid: int) -> tuple[int, int, int] | None:
             data = fh.read()
     except OSError:
         return None
-    f = data[data.rfind(b")") + 2:].split()
+    f = data[data.rfind(b")") + 2 :].split()
     if f[0] == b"Z":
         return None  # a zombie has run its course
     return int(f[1]), int(f[2]), int(f[3])

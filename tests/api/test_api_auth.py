@@ -15,15 +15,26 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 
 from idds_jupyter.api import PARAMS, handlers, make_app, openapi_path
 
-SAMPLE = {"id": "1", "job_id": "1", "token_id": "1", "action": "abort", "name": "a",
-          "sha256": "0" * 64, "dataset": "ds", "idx": "0"}
+SAMPLE = {
+    "id": "1",
+    "job_id": "1",
+    "token_id": "1",
+    "action": "abort",
+    "name": "a",
+    "sha256": "0" * 64,
+    "dataset": "ds",
+    "idx": "0",
+}
 
 
 def implemented_methods(cls: type[Any]) -> list[str]:
     if issubclass(cls, tornado.websocket.WebSocketHandler):
         return ["WEBSOCKET"]
-    return [m for m in cls.SUPPORTED_METHODS
-            if getattr(cls, m.lower(), None) is not getattr(tornado.web.RequestHandler, m.lower(), None)]
+    return [
+        m
+        for m in cls.SUPPORTED_METHODS
+        if getattr(cls, m.lower(), None) is not getattr(tornado.web.RequestHandler, m.lower(), None)
+    ]
 
 
 def app_routes(served: Served) -> list[tuple[str, type[Any], list[str]]]:
@@ -142,7 +153,9 @@ def test_whoami_and_tokens(served: Served) -> None:
 
 
 def test_bad_bodies_are_clear_400s(served: Served) -> None:
-    r = served.alice.post("/requests", raw=b"{not json", headers={"Content-Type": "application/json"})
+    r = served.alice.post(
+        "/requests", raw=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert r.status == 400 and "not valid JSON" in r.json["error"]
     r = served.alice.post("/requests", [1, 2])
     assert r.status == 400 and "JSON object" in r.json["error"]

@@ -29,7 +29,9 @@ def test_the_proxy_is_chosen_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("http_proxy", "http://proxy.example.org:3128")
     conn = _Connection.for_url("http://idds.example.org/idds/api/v1/", "t", 5)
     assert (conn.proxy.hostname, conn.proxy.port) == ("proxy.example.org", 3128)
-    assert _Connection.for_url("https://idds.example.org/idds/api/v1/", "t", 5).proxy is None  # https_proxy unset
+    assert (
+        _Connection.for_url("https://idds.example.org/idds/api/v1/", "t", 5).proxy is None
+    )  # https_proxy unset
     monkeypatch.setenv("no_proxy", "idds.example.org")
     assert _Connection.for_url("http://idds.example.org/idds/api/v1/", "t", 5).proxy is None
     monkeypatch.setenv("https_proxy", "socks5://proxy.example.org:1080")
@@ -78,7 +80,8 @@ def test_requests_go_through_after_the_server_closed_the_connection(http_server:
     ids = [client._json("POST", "requests", {"template": {"n": i}}) for i in range(3)]
     assert ids == [{"id": 1}, {"id": 2}, {"id": 3}]  # each sent once, none lost or repeated
     assert [(m, p, a) for m, p, a, _ in _Handler.seen] == [
-        ("POST", "/idds/api/v1/requests", "Bearer secret")] * 3
+        ("POST", "/idds/api/v1/requests", "Bearer secret")
+    ] * 3
     assert [json.loads(b)["template"]["n"] for *_, b in _Handler.seen] == [0, 1, 2]
 
 
@@ -95,18 +98,30 @@ def _self_signed(tmp: pathlib.Path) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idds test")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return str(cert_path), str(key_path)
 
 
@@ -145,8 +160,10 @@ class _Proxy(BaseHTTPRequestHandler):
         self.send_response(200, "Connection established")
         self.end_headers()
         self.wfile.flush()
-        pipes = [threading.Thread(target=_pipe, args=(a, b), daemon=True)
-                 for a, b in ((self.connection, upstream), (upstream, self.connection))]
+        pipes = [
+            threading.Thread(target=_pipe, args=(a, b), daemon=True)
+            for a, b in ((self.connection, upstream), (upstream, self.connection))
+        ]
         for p in pipes:
             p.start()
         for p in pipes:
@@ -157,7 +174,11 @@ class _Proxy(BaseHTTPRequestHandler):
         self.seen.append(("POST", self.path, self.headers.get("Proxy-Authorization", "")))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         u = urlsplit(self.path)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-authorization", "host")}
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() not in ("proxy-authorization", "host")
+        }
         conn = http.client.HTTPConnection(u.hostname, u.port)
         conn.request("POST", u.path, body=body, headers=headers)
         r = conn.getresponse()
@@ -194,27 +215,45 @@ def proxy() -> Iterator[str]:
 
 
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY",
-                "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+    for var in (
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_FILE",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
 def test_https_verifies_against_the_ca_bundle_of_the_environment(
-        https_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    https_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _no_proxy_env(monkeypatch)
     url, ca = https_server
-    with pytest.raises(IddsError, match="cannot reach the iDDS service .*CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(
+        IddsError, match="cannot reach the iDDS service .*CERTIFICATE_VERIFY_FAILED"
+    ):
         Client(url, "secret")._json("POST", "requests", {"template": {"n": 0}})
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
     client = Client(url, "secret")
     # the refused handshake sent nothing; then two calls, the second on a new connection
     # (the server closed the first without a TLS close_notify)
-    assert [client._json("POST", "requests", {"template": {"n": i}}) for i in range(2)] == [{"id": 1}, {"id": 2}]
-    assert [(m, p, a) for m, p, a, _ in _Handler.seen] == [("POST", "/idds/api/v1/requests", "Bearer secret")] * 2
+    assert [client._json("POST", "requests", {"template": {"n": i}}) for i in range(2)] == [
+        {"id": 1},
+        {"id": 2},
+    ]
+    assert [(m, p, a) for m, p, a, _ in _Handler.seen] == [
+        ("POST", "/idds/api/v1/requests", "Bearer secret")
+    ] * 2
 
 
-def test_https_through_a_proxy_tunnel(https_server: tuple[str, str], proxy: str,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_https_through_a_proxy_tunnel(
+    https_server: tuple[str, str], proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _no_proxy_env(monkeypatch)
     url, ca = https_server
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
@@ -223,10 +262,16 @@ def test_https_through_a_proxy_tunnel(https_server: tuple[str, str], proxy: str,
     assert client._json("POST", "requests", {"template": {"n": 7}}) == {"id": 1}
     auth = "Basic " + base64.b64encode(b"user:p@ss").decode()
     assert _Proxy.seen[0] == ("CONNECT", url.removeprefix("https://"), auth)
-    assert _Handler.seen[0][:3] == ("POST", "/idds/api/v1/requests", "Bearer secret")  # the token inside TLS
+    assert _Handler.seen[0][:3] == (
+        "POST",
+        "/idds/api/v1/requests",
+        "Bearer secret",
+    )  # the token inside TLS
 
 
-def test_http_through_a_forwarding_proxy(http_server: str, proxy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_through_a_forwarding_proxy(
+    http_server: str, proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _no_proxy_env(monkeypatch)
     monkeypatch.setenv("http_proxy", proxy)
     client = Client(http_server, "secret")

@@ -85,13 +85,41 @@ def test_server_never_unpickles_a_body(served: Served, tmp_path: Path) -> None:
     b64 = base64.b64encode(payload).decode()
     wid = served.alice.post("/requests", {"yaml": DEMO_YAML}).json["id"]
     sample = dict(SAMPLE, id=str(wid), sha256=hashlib.sha256(payload).hexdigest())
-    wrapped: dict[str, Any] = {k: b64 for k in (
-        "template", "yaml", "params", "backend", "work", "works", "result", "result_blob", "error",
-        "traceback", "name", "files", "user", "workflow_id", "action", "meta", "data", "pickle")}
-    bodies = [payload, json.dumps(b64).encode(), json.dumps(wrapped).encode(),
-              json.dumps({"works": [{"name": "w", "function": b64, "args": b64}],
-                          "template": {"name": "p", "works": [{"name": "w", "function": b64}]},
-                          "result": {"py/pickle": b64}}).encode()]
+    wrapped: dict[str, Any] = {
+        k: b64
+        for k in (
+            "template",
+            "yaml",
+            "params",
+            "backend",
+            "work",
+            "works",
+            "result",
+            "result_blob",
+            "error",
+            "traceback",
+            "name",
+            "files",
+            "user",
+            "workflow_id",
+            "action",
+            "meta",
+            "data",
+            "pickle",
+        )
+    }
+    bodies = [
+        payload,
+        json.dumps(b64).encode(),
+        json.dumps(wrapped).encode(),
+        json.dumps(
+            {
+                "works": [{"name": "w", "function": b64, "args": b64}],
+                "template": {"name": "p", "works": [{"name": "w", "function": b64}]},
+                "result": {"py/pickle": b64},
+            }
+        ).encode(),
+    ]
     sent = 0
     for path, _cls, methods in app_routes(served):
         path = re.sub(r"/requests/1(/|$)", f"/requests/{wid}\\1", path)
@@ -100,7 +128,11 @@ def test_server_never_unpickles_a_body(served: Served, tmp_path: Path) -> None:
             if method not in ("POST", "PUT"):
                 continue
             for body in bodies:
-                for ctype in ("application/octet-stream", "application/python-pickle", "application/json"):
+                for ctype in (
+                    "application/octet-stream",
+                    "application/python-pickle",
+                    "application/json",
+                ):
                     r = served.alice.call(method, path, raw=body, headers={"Content-Type": ctype})
                     assert r.status < 500, (method, path, r)
                     sent += 1
@@ -110,9 +142,12 @@ def test_server_never_unpickles_a_body(served: Served, tmp_path: Path) -> None:
     assert served.anon.get("/ping").status == 200
 
 
-async def _collect(url: str, token: str, subscribe: Any, until: Any, timeout: float) -> list[dict[str, Any]]:
+async def _collect(
+    url: str, token: str, subscribe: Any, until: Any, timeout: float
+) -> list[dict[str, Any]]:
     conn = await tornado.websocket.websocket_connect(
-        HTTPRequest(url, headers={"Authorization": f"Bearer {token}"}))
+        HTTPRequest(url, headers={"Authorization": f"Bearer {token}"})
+    )
     conn.write_message(json.dumps({"subscribe": subscribe}))
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -137,8 +172,12 @@ def test_stream_leaves_out_the_end_of_a_work_whose_run_ends_with_it(served: Serv
     not the work's too (one message less per call for every watching client)."""
     alice = served.alice
     url = alice.base.replace("http://", "ws://") + "/stream"
-    call = {"name": "call", "works": [{"name": "f", "function": "idds_jupyter.worker.job:sleep",
-                                       "parameters": {"seconds": 0}}]}
+    call = {
+        "name": "call",
+        "works": [
+            {"name": "f", "function": "idds_jupyter.worker.job:sleep", "parameters": {"seconds": 0}}
+        ],
+    }
 
     async def scenario() -> tuple[int, list[dict[str, Any]]]:
         ids: list[int] = []
@@ -146,8 +185,9 @@ def test_stream_leaves_out_the_end_of_a_work_whose_run_ends_with_it(served: Serv
         def done(got: list[dict[str, Any]]) -> bool:
             if got and got[-1].get("type") == "subscribed" and not ids:
                 ids.append(alice.post("/requests", {"template": call}).json["id"])
-            return any(g.get("type") == "workflow.terminal" and g.get("workflow_id") in ids
-                       for g in got)
+            return any(
+                g.get("type") == "workflow.terminal" and g.get("workflow_id") in ids for g in got
+            )
 
         got = await _collect(url, alice.token or "", "*", done, 60)
         return ids[0], got
@@ -164,10 +204,22 @@ def test_stream_looks_up_an_unknown_owner_and_keeps_the_order(served: Served) ->
     alice = served.alice
     orch = served.handle.ctx.orch
     url = alice.base.replace("http://", "ws://") + "/stream"
-    two = {"name": "two", "works": [
-        {"name": "f", "function": "idds_jupyter.worker.job:sleep", "parameters": {"seconds": 0}},
-        {"name": "g", "function": "idds_jupyter.worker.job:sleep", "parameters": {"seconds": 0},
-         "depends_on": ["f"]}]}
+    two = {
+        "name": "two",
+        "works": [
+            {
+                "name": "f",
+                "function": "idds_jupyter.worker.job:sleep",
+                "parameters": {"seconds": 0},
+            },
+            {
+                "name": "g",
+                "function": "idds_jupyter.worker.job:sleep",
+                "parameters": {"seconds": 0},
+                "depends_on": ["f"],
+            },
+        ],
+    }
 
     async def scenario() -> tuple[int, list[dict[str, Any]]]:
         ids: list[int] = []
@@ -175,16 +227,20 @@ def test_stream_looks_up_an_unknown_owner_and_keeps_the_order(served: Served) ->
         def done(got: list[dict[str, Any]]) -> bool:
             if got and got[-1].get("type") == "subscribed" and not ids:
                 ids.append(orch.submit(two, owner="alice"))  # not through the API: not cached
-            return any(g.get("type") == "workflow.terminal" and g.get("workflow_id") in ids
-                       for g in got)
+            return any(
+                g.get("type") == "workflow.terminal" and g.get("workflow_id") in ids for g in got
+            )
 
         got = await _collect(url, alice.token or "", "*", done, 60)
         return ids[0], got
 
     wid, got = asyncio.run(scenario())
-    seen = [(g["type"], g.get("name") or [j.get("work") for j in g.get("jobs") or []])
-            for g in got if g.get("workflow_id") == wid and (g.get("jobs") or g.get("name")
-                                                             or g["type"] == "workflow.terminal")]
+    seen = [
+        (g["type"], g.get("name") or [j.get("work") for j in g.get("jobs") or []])
+        for g in got
+        if g.get("workflow_id") == wid
+        and (g.get("jobs") or g.get("name") or g["type"] == "workflow.terminal")
+    ]
     assert seen[0] == ("job.result", ["f"]), seen
     assert seen[-1][0] == "workflow.terminal", seen
     assert seen.index(("work.terminal", "f")) < seen.index(("job.result", ["g"])), seen
@@ -195,11 +251,15 @@ def test_without_redundant_keeps_the_end_of_a_work_whose_run_goes_on() -> None:
     from idds_jupyter.bus import WORK_TERMINAL, WORKFLOW_TERMINAL
     from idds_jupyter.bus.event import make_event
 
-    events = [make_event(WORK_TERMINAL, "1", work="a", status="finished"),
-              make_event(WORK_TERMINAL, "2", work="b", status="finished"),
-              make_event(WORKFLOW_TERMINAL, "2", status="finished")]
+    events = [
+        make_event(WORK_TERMINAL, "1", work="a", status="finished"),
+        make_event(WORK_TERMINAL, "2", work="b", status="finished"),
+        make_event(WORKFLOW_TERMINAL, "2", status="finished"),
+    ]
     assert [(e.type, e.key) for e in without_redundant(events)] == [
-        (WORK_TERMINAL, "1"), (WORKFLOW_TERMINAL, "2")]
+        (WORK_TERMINAL, "1"),
+        (WORKFLOW_TERMINAL, "2"),
+    ]
 
 
 def test_stream_pushes_own_events_only(served: Served) -> None:
@@ -213,8 +273,10 @@ def test_stream_pushes_own_events_only(served: Served) -> None:
             if got and got[-1].get("type") == "subscribed" and not ids:
                 ids["a"] = alice.post("/requests", {"yaml": DEMO_YAML}).json["id"]
                 ids["b"] = bob.post("/requests", {"yaml": DEMO_YAML}).json["id"]
-            return any(g.get("type") == "workflow.terminal" and g.get("workflow_id") == ids.get("a")
-                       for g in got)
+            return any(
+                g.get("type") == "workflow.terminal" and g.get("workflow_id") == ids.get("a")
+                for g in got
+            )
 
         got = await _collect(url, alice.token or "", "*", done, 60)
         return [{"_ids": ids}, *got]
@@ -228,6 +290,7 @@ def test_stream_pushes_own_events_only(served: Served) -> None:
     assert all(g.get("workflow_id") == mine for g in got[1:])
     res = [g for g in got if g["type"] == "job.result"]
     assert res and res[0]["key"] == str(mine)
+
     # bad subscription messages get a clear error; the query token works too
     async def bad() -> list[dict[str, Any]]:
         conn = await tornado.websocket.websocket_connect(url + f"?token={bob.token}")
@@ -235,20 +298,37 @@ def test_stream_pushes_own_events_only(served: Served) -> None:
         msg = await asyncio.wait_for(conn.read_message(), 5)
         conn.close()
         return [json.loads(msg or "{}")]
+
     assert asyncio.run(bad())[0]["type"] == "error"
 
 
 def test_cli_serve_writes_connection_file_and_tokens(tmp_path: Path) -> None:
     runtime = tmp_path / "runtime"
-    env = dict(os.environ, IDDS_HOME=str(tmp_path / "home"), IDDS_DB_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
-               JUPYTER_RUNTIME_DIR=str(runtime), IDDS_WORKERS="1")
+    env = dict(
+        os.environ,
+        IDDS_HOME=str(tmp_path / "home"),
+        IDDS_DB_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        JUPYTER_RUNTIME_DIR=str(runtime),
+        IDDS_WORKERS="1",
+    )
     cli = [sys.executable, "-m", "idds_jupyter.cli"]
-    tok = subprocess.run([*cli, "token", "create", "--user", "carol", "--name", "nb"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    tok = subprocess.run(
+        [*cli, "token", "create", "--user", "carol", "--name", "nb"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert tok.returncode == 0, tok.stderr
     carol = tok.stdout.strip()
-    proc = subprocess.Popen([*cli, "serve", "--port", "0", "--base-url", "/x/"], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*cli, "serve", "--port", "0", "--base-url", "/x/"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
 
         def connection_file() -> list[Path]:
@@ -271,13 +351,21 @@ def test_cli_serve_writes_connection_file_and_tokens(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert not cf.exists()
-    listed = subprocess.run([*cli, "token", "list"], env=env, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [*cli, "token", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert "carol" in listed.stdout and "serve" in listed.stdout
     tid = next(line.split()[0] for line in listed.stdout.splitlines() if "carol" in line)
-    rev = subprocess.run([*cli, "token", "revoke", tid], env=env, capture_output=True, text=True, timeout=60)
+    rev = subprocess.run(
+        [*cli, "token", "revoke", tid], env=env, capture_output=True, text=True, timeout=60
+    )
     assert rev.returncode == 0 and "revoked" in rev.stdout
-    assert "carol" not in subprocess.run([*cli, "token", "list"], env=env, capture_output=True, text=True,
-                                         timeout=60).stdout
+    assert (
+        "carol"
+        not in subprocess.run(
+            [*cli, "token", "list"], env=env, capture_output=True, text=True, timeout=60
+        ).stdout
+    )
 
 
 @pytest.mark.parametrize("bad", ["abc", "-1"])

@@ -55,8 +55,9 @@ from idds_jupyter.faat.work import work  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="creates OS accounts and runs jobs as them: needs root")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="creates OS accounts and runs jobs as them: needs root"
+)
 
 
 def _main(source: str) -> dict[str, Any]:
@@ -80,13 +81,16 @@ def test_jobs_see_no_service_environment(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv(k, v)
     s = serve(tmp_path / "home")
     try:
-        wid = submit(s.alice, """
+        wid = submit(
+            s.alice,
+            """
             name: env-leak
             works:
               - name: dump
                 command: "env; echo DECLARED=$MY_SETTING"
                 env: {MY_SETTING: declared-value}
-        """)
+        """,
+        )
         assert s.alice.wait(wid)["status"] == "finished"
         (log,) = job_logs(s.alice, wid, "dump")
         assert "DECLARED=declared-value" in log and "PATH=" in log
@@ -157,8 +161,11 @@ def test_a_worker_never_runs_two_owners_jobs(tmp_path: Path) -> None:
         bob_pids = {o["pid"] for o in out}
         assert not bob_pids & alice_pids, (bob_pids, alice_pids)
         # the pool stays within `workers` (a worker retired for Bob may take a moment to exit)
-        wait_for(lambda: len(my_workers(s.home)) <= 2, timeout=20,
-                 what="the server's workers back to at most 2")
+        wait_for(
+            lambda: len(my_workers(s.home)) <= 2,
+            timeout=20,
+            what="the server's workers back to at most 2",
+        )
 
         peeks = work(ns["peek"], client=alice).map(range(4))
         stolen = [v for _, seen in peeks for v in seen]
@@ -179,14 +186,18 @@ def test_sigkill_of_a_worker_leaves_no_orphan(tmp_path: Path) -> None:
     marker = tmp_path / "orphan-marker"
     s = serve(tmp_path / "home")
     try:
-        wid = submit(s.alice, f"""
+        wid = submit(
+            s.alice,
+            f"""
             name: orphan
             works:
               - name: slow
                 command: "sleep 3.71; touch {marker}"
-        """)
-        sleeper = wait_for(lambda: [p for p, c in processes().items() if c == "sleep 3.71"],
-                           what="the job's sleep")[0]
+        """,
+        )
+        sleeper = wait_for(
+            lambda: [p for p, c in processes().items() if c == "sleep 3.71"], what="the job's sleep"
+        )[0]
         workers = my_workers(s.home)
         worker = sleeper
         while worker not in workers:  # up from the sleep: its shell, then the worker
@@ -212,21 +223,28 @@ def test_abort_and_timeout_end_the_whole_process_group(tmp_path: Path, how: str)
     s = serve(tmp_path / "home")
     try:
         timeout = "timeout_s: 1" if how == "timeout" else ""
-        wid = submit(s.alice, f"""
+        wid = submit(
+            s.alice,
+            f"""
             name: group-{how}
             works:
               - name: w
                 {timeout}
                 command: "(sleep 2.61; touch {bg}) & sleep 2.63; touch {fg}"
-        """)
-        wait_for(lambda: [p for p, c in processes().items() if c == "sleep 2.63"],
-                 what="the job's sleep")
+        """,
+        )
+        wait_for(
+            lambda: [p for p, c in processes().items() if c == "sleep 2.63"], what="the job's sleep"
+        )
         if how == "abort":
             assert s.alice.post(f"/requests/{wid}/abort", {}).status in (200, 202)
         st = s.alice.wait(wid)
         assert st["status"] in ("aborted", "failed"), st
-        wait_for(lambda: not [p for p, c in processes().items() if c.startswith("sleep 2.6")],
-                 timeout=5, what="the job's processes gone")
+        wait_for(
+            lambda: not [p for p, c in processes().items() if c.startswith("sleep 2.6")],
+            timeout=5,
+            what="the job's processes gone",
+        )
         time.sleep(3.0)
         assert not fg.exists() and not bg.exists(), "a child of the ended job ran on"
     finally:
@@ -246,8 +264,11 @@ def test_a_timed_out_function_leaves_no_process(tmp_path: Path) -> None:
         """)
         with pytest.raises(TimeoutError):
             work(ns["overrun"], client=client, timeout_s=1.5)()
-        wait_for(lambda: "sleep 7.41" not in processes().values(), timeout=5,
-                 what="the function's child gone")
+        wait_for(
+            lambda: "sleep 7.41" not in processes().values(),
+            timeout=5,
+            what="the function's child gone",
+        )
     finally:
         client.shutdown()
         s.handle.stop()
@@ -257,9 +278,11 @@ def test_a_timed_out_function_leaves_no_process(tmp_path: Path) -> None:
 
 
 def _steal_script(home: Path) -> str:
-    return (f"id -un; cat {home}/serve-token; cat {home}/job-token.key; "
-            f"head -c 64 {home}/idds.db; ls {home}/cache; cat {home}/logs/*/*; "
-            "echo END-OF-ATTEMPTS")
+    return (
+        f"id -un; cat {home}/serve-token; cat {home}/job-token.key; "
+        f"head -c 64 {home}/idds.db; ls {home}/cache; cat {home}/logs/*/*; "
+        "echo END-OF-ATTEMPTS"
+    )
 
 
 def _assert_denied(log: str, token: str, key: str) -> None:
@@ -283,12 +306,15 @@ def test_isolation_account_jobs_cannot_read_the_service(tmp_path: Path) -> None:
         s = serve(home, isolation="account", job_account=JOB_ACCOUNT)
         try:
             key = load_secret(home).hex()
-            wid = submit(s.alice, f"""
+            wid = submit(
+                s.alice,
+                f"""
                 name: steal
                 works:
                   - name: steal
                     command: "{_steal_script(home)}"
-            """)
+            """,
+            )
             s.alice.wait(wid)
             (log,) = job_logs(s.alice, wid, "steal")
             assert log.splitlines()[0] == JOB_ACCOUNT, log
@@ -325,20 +351,26 @@ def test_isolation_uid_jobs_run_as_their_owner(tmp_path: Path) -> None:
         s = serve(home, isolation="uid", user_map={"alice": ALICE_OS, "bob": BOB_OS})
         try:
             key = load_secret(home).hex()
-            wid_b = submit(s.bob, """
+            wid_b = submit(
+                s.bob,
+                """
                 name: bob-private
                 works:
                   - name: w
                     command: "id -un; echo bob-private-value-3391 > private.txt; echo done"
-            """)
+            """,
+            )
             assert s.bob.wait(wid_b)["status"] == "finished"
             bob_area = home / "jobs" / BOB_OS
-            wid = submit(s.alice, f"""
+            wid = submit(
+                s.alice,
+                f"""
                 name: steal
                 works:
                   - name: steal
                     command: "{_steal_script(home)}; cat {bob_area}/logs/*/*; ls {bob_area}"
-            """)
+            """,
+            )
             s.alice.wait(wid)
             (log,) = job_logs(s.alice, wid, "steal")
             assert log.splitlines()[0] == ALICE_OS, log
@@ -350,11 +382,15 @@ def test_isolation_uid_jobs_run_as_their_owner(tmp_path: Path) -> None:
             # job logs: in the owner's area, the owner's own files (the service keeps a copy)
             logs = list((home / "jobs" / ALICE_OS / "logs").rglob("*.log"))
             assert logs and all(p.stat().st_uid == a.pw_uid for p in logs), logs
-            r = subprocess.run(["runuser", "-u", ALICE_OS, "--", "cat", str(logs[0])],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                ["runuser", "-u", ALICE_OS, "--", "cat", str(logs[0])],
+                capture_output=True,
+                text=True,
+            )
             assert r.returncode == 0 and r.stdout.splitlines()[0] == ALICE_OS
-            r = subprocess.run(["runuser", "-u", BOB_OS, "--", "cat", str(logs[0])],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                ["runuser", "-u", BOB_OS, "--", "cat", str(logs[0])], capture_output=True, text=True
+            )
             assert r.returncode != 0 and "Permission denied" in r.stderr
             workers = my_workers(home)
             assert workers and {uid_of(p) for p in workers} <= {a.pw_uid, b.pw_uid}, workers
@@ -377,12 +413,15 @@ def test_service_state_is_private(tmp_path: Path) -> None:
     s = serve(home)
     try:
         load_secret(home)
-        wid = submit(s.alice, """
+        wid = submit(
+            s.alice,
+            """
             name: modes
             works:
               - name: w
                 command: "echo some output"
-        """)
+        """,
+        )
         assert s.alice.wait(wid)["status"] == "finished"
         ns = _main("""
             def big(n):
@@ -414,7 +453,10 @@ def test_service_state_is_private(tmp_path: Path) -> None:
     files = [p for p in home.rglob("*") if p.is_file()]
     assert len(files) > 5
     with reachable([str(home.parent)]):
-        r = subprocess.run(["runuser", "-u", other.pw_name, "--", "cat", *map(str, files)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["runuser", "-u", other.pw_name, "--", "cat", *map(str, files)],
+            capture_output=True,
+            text=True,
+        )
     assert r.stdout == "", "another account read the service's files"
     assert r.stderr.count("Permission denied") == len(files), r.stderr

@@ -41,8 +41,9 @@ class Env:
         sha, _ = self.ctx.cache.put(data, owner=owner)
         return sha
 
-    def token(self, job: dict[str, Any], spec: dict[str, Any] | None = None,
-              ttl: float = 600) -> str:
+    def token(
+        self, job: dict[str, Any], spec: dict[str, Any] | None = None, ttl: float = 600
+    ) -> str:
         """What a backend does: the spec as a cache blob, a token naming it."""
         spec = spec or {"job_id": job["id"], "attempt": job["attempt"], "kind": "function"}
         sha, _ = self.ctx.cache.put(json.dumps(spec).encode())
@@ -54,9 +55,14 @@ class Env:
 
     def job_rows(self, wid: int) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
-            return [dict(r) for r in conn.execute(
-                select(jobs.c.id, jobs.c.attempt, jobs.c.status, jobs.c.idx)
-                .where(jobs.c.workflow_id == wid).order_by(jobs.c.idx)).mappings()]
+            return [
+                dict(r)
+                for r in conn.execute(
+                    select(jobs.c.id, jobs.c.attempt, jobs.c.status, jobs.c.idx)
+                    .where(jobs.c.workflow_id == wid)
+                    .order_by(jobs.c.idx)
+                ).mappings()
+            ]
 
 
 def job_api(env: Env, token: str | None) -> Api:
@@ -67,8 +73,10 @@ def multipart(parts: dict[str, bytes]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = b""
     for name, data in parts.items():
-        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
-                 f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+        body += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
         body += data + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
@@ -82,8 +90,9 @@ def post_result(api: Api, job_id: int, parts: dict[str, bytes]) -> Resp:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("jobs")
-    cfg = Config.load(None, home=tmp / "home", db_url=f"sqlite:///{tmp / 'idds.db'}",
-                      poll_interval=0.3)
+    cfg = Config.load(
+        None, home=tmp / "home", db_url=f"sqlite:///{tmp / 'idds.db'}", poll_interval=0.3
+    )
     handle = start_server(cfg, "127.0.0.1", 0, "/", roles=("clerk", "transformer"))
     try:
         yield Env(handle)
@@ -97,28 +106,51 @@ def two_works(env: Env) -> dict[str, Any]:
     fa, ca, sa = (env.put_blob(os.urandom(64), "alice") for _ in range(3))
     fb = env.put_blob(os.urandom(64), "bob")
     other = env.put_blob(b"someone else's blob", "carol")
-    wa = env.ctx.orch.submit({"name": "wa", "works": [
-        {"name": "a", "payload": {"function": fa, "calls": ca, "sandbox": sa}, "n_jobs": 2}]},
-        owner="alice")
-    wb = env.ctx.orch.submit({"name": "wb", "works": [
-        {"name": "b", "payload": {"function": fb}, "n_jobs": 1}]}, owner="bob")
+    wa = env.ctx.orch.submit(
+        {
+            "name": "wa",
+            "works": [
+                {"name": "a", "payload": {"function": fa, "calls": ca, "sandbox": sa}, "n_jobs": 2}
+            ],
+        },
+        owner="alice",
+    )
+    wb = env.ctx.orch.submit(
+        {"name": "wb", "works": [{"name": "b", "payload": {"function": fb}, "n_jobs": 1}]},
+        owner="bob",
+    )
     deadline = time.monotonic() + 60
     while len(env.job_rows(wa)) + len(env.job_rows(wb)) < 3 or any(
-            r["status"] != "ready" for r in env.job_rows(wa) + env.job_rows(wb)):
+        r["status"] != "ready" for r in env.job_rows(wa) + env.job_rows(wb)
+    ):
         assert time.monotonic() < deadline, (env.job_rows(wa), env.job_rows(wb))
         time.sleep(0.1)
     env.claim()
     a0, a1 = env.job_rows(wa)
     [b0] = env.job_rows(wb)
     assert {a0["status"], a1["status"], b0["status"]} == {"submitted"}
-    return {"a0": a0, "a1": a1, "b0": b0, "fa": fa, "ca": ca, "sa": sa, "fb": fb,
-            "other": other, "wa": wa, "wb": wb}
+    return {
+        "a0": a0,
+        "a1": a1,
+        "b0": b0,
+        "fa": fa,
+        "ca": ca,
+        "sa": sa,
+        "fb": fb,
+        "other": other,
+        "wa": wa,
+        "wb": wb,
+    }
 
 
 def test_spec_and_own_blobs(env: Env, two_works: dict[str, Any]) -> None:
     a0 = two_works["a0"]
-    spec = {"job_id": a0["id"], "attempt": a0["attempt"], "kind": "function",
-            "payload": {"sha256": two_works["fa"]}}
+    spec = {
+        "job_id": a0["id"],
+        "attempt": a0["attempt"],
+        "kind": "function",
+        "payload": {"sha256": two_works["fa"]},
+    }
     api = job_api(env, env.token(a0, spec))
     r = api.get(f"/jobs/{a0['id']}/spec")
     assert r.status == 200 and r.json == spec, r
@@ -161,8 +193,12 @@ def test_bad_and_forged_tokens(env: Env, two_works: dict[str, Any]) -> None:
     forged = good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB")
     other_secret = JobTokens(b"x" * 32).mint(a0["id"], a0["attempt"], "0" * 64)
     expired = env.token(a0, ttl=-5)
-    for token, why in ((forged, "signature"), (other_secret, "signature"), (expired, "expired"),
-                       ("idj1.garbage", "malformed")):
+    for token, why in (
+        (forged, "signature"),
+        (other_secret, "signature"),
+        (expired, "expired"),
+        ("idj1.garbage", "malformed"),
+    ):
         r = job_api(env, token).get(f"/jobs/{a0['id']}/spec")
         assert r.status == 401 and why in r.json["error"], (why, r)
     # a user's own API token does not open job routes
@@ -177,15 +213,28 @@ def test_post_result_lands_in_the_inbox_unpickled(env: Env, two_works: dict[str,
     api = job_api(env, env.token(a1))
     value = b"\x80\x05 not a pickle at all: the server must never try " + os.urandom(32)
     sha = hashlib.sha256(value).hexdigest()
-    result = {"job_id": a1["id"], "attempt": a1["attempt"], "ok": True, "result": None,
-              "summary": {"type": "x.Y", "repr": "Y()"}, "blob": sha, "wall_s": 0.5,
-              "exit_code": None, "started_at": time.time(), "finished_at": time.time(),
-              "surprise": "dropped"}
-    r = post_result(api, a1["id"], {"result": json.dumps(result).encode(), "blob": value,
-                                    "log": b"hello from the job\n"})
+    result = {
+        "job_id": a1["id"],
+        "attempt": a1["attempt"],
+        "ok": True,
+        "result": None,
+        "summary": {"type": "x.Y", "repr": "Y()"},
+        "blob": sha,
+        "wall_s": 0.5,
+        "exit_code": None,
+        "started_at": time.time(),
+        "finished_at": time.time(),
+        "surprise": "dropped",
+    }
+    r = post_result(
+        api,
+        a1["id"],
+        {"result": json.dumps(result).encode(), "blob": value, "log": b"hello from the job\n"},
+    )
     assert r.status == 201 and r.json["accepted"] is True, r
-    dropped = json.loads((env.config.result_inbox / inbox_name(a1["id"], a1["attempt"]))
-                         .read_text())
+    dropped = json.loads(
+        (env.config.result_inbox / inbox_name(a1["id"], a1["attempt"])).read_text()
+    )
     assert dropped["blob"] == sha and dropped["blob_size"] == len(value)
     assert dropped["ok"] is True and "surprise" not in dropped
     assert env.ctx.cache.get(sha) == value
@@ -214,8 +263,11 @@ def test_bad_result_bodies_are_clear(env: Env, two_works: dict[str, Any]) -> Non
     assert r.status == 400 and "wall_s" in r.json["error"]
     r = post_result(api, a0["id"], {"result": ok, "extra": b"1"})
     assert r.status == 400 and "unknown multipart part" in r.json["error"]
-    r = post_result(api, a0["id"], {"result": json.dumps({"ok": True, "blob": "a" * 64}).encode(),
-                                    "blob": b"other bytes"})
+    r = post_result(
+        api,
+        a0["id"],
+        {"result": json.dumps({"ok": True, "blob": "a" * 64}).encode(), "blob": b"other bytes"},
+    )
     assert r.status == 400 and "has sha256" in r.json["error"]
     r = post_result(api, a0["id"], {"result": json.dumps({"ok": True, "blob": "b" * 64}).encode()})
     assert r.status == 400 and "neither sent" in r.json["error"]
@@ -233,8 +285,9 @@ def test_bad_result_bodies_are_clear(env: Env, two_works: dict[str, Any]) -> Non
     assert not (env.config.result_inbox / inbox_name(a0["id"], a0["attempt"])).exists()
 
 
-def test_in_flight_jobs_token_is_refused_on_every_other_route(env: Env,
-                                                           two_works: dict[str, Any]) -> None:
+def test_in_flight_jobs_token_is_refused_on_every_other_route(
+    env: Env, two_works: dict[str, Any]
+) -> None:
     from test_api_auth import walk_with_job_token
 
     a0 = two_works["a0"]
@@ -256,12 +309,16 @@ def test_token_dies_when_the_attempt_changes(env: Env, two_works: dict[str, Any]
     env.claim()
     [now] = env.job_rows(two_works["wb"])
     assert now["attempt"] == b0["attempt"] + 1 and now["status"] == "submitted"
-    for r in (api.get(f"/jobs/{b0['id']}/spec"),
-              api.get(f"/jobs/{b0['id']}/blobs/{two_works['fb']}"),
-              post_result(api, b0["id"], {"result": json.dumps({"ok": True}).encode()})):
+    for r in (
+        api.get(f"/jobs/{b0['id']}/spec"),
+        api.get(f"/jobs/{b0['id']}/blobs/{two_works['fb']}"),
+        post_result(api, b0["id"], {"result": json.dumps({"ok": True}).encode()}),
+    ):
         assert r.status == 403 and "now at attempt" in r.json["error"], r
     # the new attempt's token works
-    assert job_api(env, env.token(now)).get(f"/jobs/{b0['id']}/blobs/{two_works['fb']}").status == 200
+    assert (
+        job_api(env, env.token(now)).get(f"/jobs/{b0['id']}/blobs/{two_works['fb']}").status == 200
+    )
     # and a job that ended takes every token of it down
     with env.engine.begin() as conn:
         conn.execute(update(jobs).where(jobs.c.id == b0["id"]).values(status="finished"))
@@ -273,8 +330,13 @@ def test_job_reads_only_what_its_run_owner_may(env: Env, two_works: dict[str, An
     """A run whose payload names another user's blob (the REST API refuses such a submission;
     here it is stored in-process) gets nothing through its job's token; nor may a job name
     another user's blob as its result to be granted it."""
-    wc = env.ctx.orch.submit({"name": "wc", "works": [
-        {"name": "c", "payload": {"function": two_works["fa"]}, "n_jobs": 1}]}, owner="mallory")
+    wc = env.ctx.orch.submit(
+        {
+            "name": "wc",
+            "works": [{"name": "c", "payload": {"function": two_works["fa"]}, "n_jobs": 1}],
+        },
+        owner="mallory",
+    )
     deadline = time.monotonic() + 60
     while [r["status"] for r in env.job_rows(wc)] != ["ready"]:
         assert time.monotonic() < deadline, env.job_rows(wc)
@@ -284,8 +346,13 @@ def test_job_reads_only_what_its_run_owner_may(env: Env, two_works: dict[str, An
     api = job_api(env, env.token(c0))
     r = api.get(f"/jobs/{c0['id']}/blobs/{two_works['fa']}")
     assert r.status == 404 and r.json["error"] == f"no blob {two_works['fa']}", r
-    result = {"job_id": c0["id"], "attempt": c0["attempt"], "ok": True, "result": None,
-              "blob": two_works["fa"]}
+    result = {
+        "job_id": c0["id"],
+        "attempt": c0["attempt"],
+        "ok": True,
+        "result": None,
+        "blob": two_works["fa"],
+    }
     r = post_result(api, c0["id"], {"result": json.dumps(result).encode()})
     assert r.status == 400 and "neither sent" in r.json["error"], r
     assert not (env.config.result_inbox / inbox_name(c0["id"], c0["attempt"])).exists()

@@ -35,11 +35,15 @@ works: [{name: x, command: "true"}]
 """
 
 
-def raw_post(port: int, path: str, length: int, token: str | None = None, send: int = 4096) -> socket.socket:
+def raw_post(
+    port: int, path: str, length: int, token: str | None = None, send: int = 4096
+) -> socket.socket:
     """A POST declaring ``length`` bytes of body, of which only ``send`` are sent."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    head = (f"POST /idds/api/v1/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {length}\r\n")
+    head = (
+        f"POST /idds/api/v1/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+    )
     if token:
         head += f"Authorization: Bearer {token}\r\n"
     sock.sendall(head.encode() + b"\r\n" + b"x" * send)
@@ -55,7 +59,11 @@ def read_answer(sock: socket.socket, timeout: float = 5) -> tuple[int, dict[str,
         assert chunk, f"connection closed before an answer: {data!r}"
         data += chunk
     head, body = data.split(b"\r\n\r\n", 1)
-    length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+    length = next(
+        int(h.split(b":")[1])
+        for h in head.split(b"\r\n")
+        if h.lower().startswith(b"content-length")
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split()[1]), json.loads(body[:length])
@@ -136,7 +144,10 @@ def test_513_mib_bodies_get_413_naming_the_limit(served: Served) -> None:
 
 def test_public_ping_takes_no_body(served: Served) -> None:
     sock = socket.create_connection(("127.0.0.1", served.handle.port), timeout=10)
-    sock.sendall(b"GET /idds/api/v1/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\n\r\n" + b"x" * 4096)
+    sock.sendall(
+        b"GET /idds/api/v1/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\n\r\n"
+        + b"x" * 4096
+    )
     status, body = read_answer(sock)
     sock.close()
     assert status == 413 and body["limit"] == 0
@@ -145,8 +156,10 @@ def test_public_ping_takes_no_body(served: Served) -> None:
 def test_chunked_body_over_the_limit_is_not_kept(served: Served) -> None:
     """No Content-Length to check up front: the connection stops reading at the limit."""
     sock = socket.create_connection(("127.0.0.1", served.handle.port), timeout=10)
-    sock.sendall(b"POST /idds/api/v1/requests HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                 + f"Authorization: Bearer {served.alice.token}\r\n\r\n".encode())
+    sock.sendall(
+        b"POST /idds/api/v1/requests HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + f"Authorization: Bearer {served.alice.token}\r\n\r\n".encode()
+    )
     chunk = b"x" * 2**20
     try:
         for _ in range(40):  # 40 MiB, five times the limit
@@ -165,7 +178,9 @@ def test_chunked_body_over_the_limit_is_not_kept(served: Served) -> None:
 def test_json_nested_100k_deep_is_400_naming_max_json_depth(served: Served) -> None:
     for depth in (100_000, 65):
         raw = ('{"params": {"a": ' + "[" * depth + "]" * depth + "}}").encode()
-        r = served.alice.call("POST", "/requests", raw=raw, headers={"Content-Type": "application/json"})
+        r = served.alice.call(
+            "POST", "/requests", raw=raw, headers={"Content-Type": "application/json"}
+        )
         assert r.status == 400, r
         assert r.json["setting"] == "max_json_depth" and "max_json_depth" in r.json["error"]
 
@@ -180,7 +195,11 @@ def test_yaml_alias_bomb_is_refused_unexpanded(served: Served) -> None:
     assert r.status == 413, r
     assert r.json["setting"] == "max_template_nodes" and "max_template_nodes" in r.json["error"]
     # many aliases, each small: refused by their count
-    many = "name: m\nparameters:\n  a: &a 1\n  b: [" + ",".join(["*a"] * 101) + "]\nworks: [{name: x, command: 'true'}]\n"
+    many = (
+        "name: m\nparameters:\n  a: &a 1\n  b: ["
+        + ",".join(["*a"] * 101)
+        + "]\nworks: [{name: x, command: 'true'}]\n"
+    )
     r = served.alice.post("/requests", {"yaml": many})
     assert r.status == 400 and r.json["setting"] == "max_yaml_aliases", r
     # a few aliases are fine
@@ -190,14 +209,17 @@ def test_yaml_alias_bomb_is_refused_unexpanded(served: Served) -> None:
     assert len(served.alice.get("/requests").json["requests"]) == len(before) + 1
 
 
-@pytest.mark.parametrize("path", [
-    "/logs/99999999999999999999999",
-    "/requests/99999999999999999999999",
-    "/requests/9223372036854775808/works",
-    "/monitor/9223372036854775808",
-    "/monitor/99999999999999999999999/dag",
-    "/jobs/99999999999999999999999/spec",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/logs/99999999999999999999999",
+        "/requests/99999999999999999999999",
+        "/requests/9223372036854775808/works",
+        "/monitor/9223372036854775808",
+        "/monitor/99999999999999999999999/dag",
+        "/jobs/99999999999999999999999/spec",
+    ],
+)
 def test_big_integers_in_paths_are_404(served: Served, path: str) -> None:
     r = served.alice.get(path)
     assert r.status == 404, r
@@ -219,10 +241,13 @@ def test_n_jobs_100000_in_a_small_body_is_413(served: Served) -> None:
     assert r.status == 413, r
     assert r.json["setting"] == "max_jobs_per_work" and r.json["work"] == "a"
     assert "max_jobs_per_work" in r.json["error"]
-    r = served.alice.post("/requests", template({"name": "a", "command": "true", "n_jobs": 1_000_000}))
+    r = served.alice.post(
+        "/requests", template({"name": "a", "command": "true", "n_jobs": 1_000_000})
+    )
     assert r.status == 413 and r.json["setting"] == "max_jobs_per_work"
-    r = served.alice.post("/requests", template({"name": "k", "command": "true",
-                                                 "kwargs_list": [{}] * 50_001}))
+    r = served.alice.post(
+        "/requests", template({"name": "k", "command": "true", "kwargs_list": [{}] * 50_001})
+    )
     assert r.status == 413 and r.json["work"] == "k"
     three = [{"name": n, "command": "true", "n_jobs": 40_000} for n in "abc"]
     r = served.alice.post("/requests", template(*three))
@@ -234,23 +259,38 @@ def test_n_jobs_100000_in_a_small_body_is_413(served: Served) -> None:
 # ------------------------------------------------------------------ expressions
 def test_expression_nested_5000_deep_is_400(served: Served) -> None:
     cond = {"name": "c", "expr": "-" * 5000 + "1", "true": ["b"]}
-    r = served.alice.post("/requests", template({"name": "a", "command": "true"},
-                                                {"name": "b", "command": "true"}, conditions=[cond]))
+    r = served.alice.post(
+        "/requests",
+        template(
+            {"name": "a", "command": "true"}, {"name": "b", "command": "true"}, conditions=[cond]
+        ),
+    )
     assert r.status == 400, r
     assert "expression_max_depth" in r.json["error"]
 
 
-@pytest.mark.parametrize("expr", [
-    "'%0900000000d' % 0 == 'x'",
-    "len(sorted(['x' * 1000000] * 1000000)) > 0",
-])
-def test_expression_bombs_fail_their_branch_without_stalling_the_server(served: Served, expr: str) -> None:
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "'%0900000000d' % 0 == 'x'",
+        "len(sorted(['x' * 1000000] * 1000000)) > 0",
+    ],
+)
+def test_expression_bombs_fail_their_branch_without_stalling_the_server(
+    served: Served, expr: str
+) -> None:
     cond = {"name": "c", "expr": expr, "true": ["b"]}
     proc = psutil.Process()
     before = proc.memory_info().rss
     with Pinger(served.anon):
-        r = served.alice.post("/requests", template({"name": "a", "command": "true"},
-                                                    {"name": "b", "command": "true"}, conditions=[cond]))
+        r = served.alice.post(
+            "/requests",
+            template(
+                {"name": "a", "command": "true"},
+                {"name": "b", "command": "true"},
+                conditions=[cond],
+            ),
+        )
         assert r.status == 201, r
         st = served.alice.wait(r.json["id"], timeout=60)
     assert st["status"] == "subfinished"
@@ -261,11 +301,21 @@ def test_expression_bombs_fail_their_branch_without_stalling_the_server(served: 
 
 # ------------------------------------------------------------- quotas (own server)
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, dict[str, Api]]]:
+def limited(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ServerHandle, dict[str, Api]]]:
     tmp = tmp_path_factory.mktemp("limited")
-    cfg = Config.load(None, home=tmp / "home", db_url=f"sqlite:///{tmp / 'idds.db'}", workers=2,
-                      poll_interval=0.3, max_jobs_per_work=5, max_jobs_per_submission=10,
-                      max_submissions_per_minute=3, max_active_jobs_per_user=10)
+    cfg = Config.load(
+        None,
+        home=tmp / "home",
+        db_url=f"sqlite:///{tmp / 'idds.db'}",
+        workers=2,
+        poll_interval=0.3,
+        max_jobs_per_work=5,
+        max_jobs_per_submission=10,
+        max_submissions_per_minute=3,
+        max_active_jobs_per_user=10,
+    )
     handle = start_server(cfg, "127.0.0.1", 0, "/")
     admin = Api(handle.url, handle.token)
     users = {"admin": admin}
@@ -286,18 +336,32 @@ def test_submissions_per_minute_quota_is_429(limited: tuple[ServerHandle, dict[s
         assert carol.post("/requests", template({"name": "a", "command": "true"})).status == 201
     r = carol.post("/requests", template({"name": "a", "command": "true"}))
     assert r.status == 429, r
-    assert r.json["setting"] == "max_submissions_per_minute" and "max_submissions_per_minute" in r.json["error"]
+    assert (
+        r.json["setting"] == "max_submissions_per_minute"
+        and "max_submissions_per_minute" in r.json["error"]
+    )
     assert 0 < r.json["retry_after"] <= 60
     # per user: others are not held back; admins have no quota
-    assert users["frank"].post("/requests", template({"name": "a", "command": "true"})).status == 201
+    assert (
+        users["frank"].post("/requests", template({"name": "a", "command": "true"})).status == 201
+    )
     for _ in range(4):
-        assert users["admin"].post("/requests", template({"name": "a", "command": "true"})).status == 201
+        assert (
+            users["admin"].post("/requests", template({"name": "a", "command": "true"})).status
+            == 201
+        )
 
 
 def test_active_jobs_quota_is_429_until_jobs_end(tmp_path: Path, db_url: str) -> None:
     """The quota counts the store's unfinished jobs of the user: on SQLite and PostgreSQL."""
-    cfg = Config.load(None, home=tmp_path / "home", db_url=db_url, workers=2, poll_interval=0.3,
-                      max_active_jobs_per_user=5)
+    cfg = Config.load(
+        None,
+        home=tmp_path / "home",
+        db_url=db_url,
+        workers=2,
+        poll_interval=0.3,
+        max_active_jobs_per_user=5,
+    )
     handle = start_server(cfg, "127.0.0.1", 0, "/")
     try:
         admin = Api(handle.url, handle.token)
@@ -312,7 +376,10 @@ def test_active_jobs_quota_is_429_until_jobs_end(tmp_path: Path, db_url: str) ->
         assert r.json["setting"] == "max_active_jobs_per_user" and r.json["active"] == 4
         assert "max_active_jobs_per_user" in r.json["error"]
         # admins have no quota
-        assert admin.post("/requests", template({"name": "t", "command": "true", "n_jobs": 5})).status == 201
+        assert (
+            admin.post("/requests", template({"name": "t", "command": "true", "n_jobs": 5})).status
+            == 201
+        )
         assert dave.post(f"/requests/{first}/abort").status == 200
         dave.wait(first, timeout=60)
         r = dave.post("/requests", template({"name": "t", "command": "true", "n_jobs": 2}))
@@ -327,12 +394,18 @@ def test_grown_run_counts_the_jobs_it_has(limited: tuple[ServerHandle, dict[str,
     r = erin.post("/requests", {**template(), "open": True})
     assert r.status == 201, r
     wid = r.json["id"]
-    r = erin.post(f"/requests/{wid}/works", {"works": [{"name": "big", "command": "true", "n_jobs": 6}]})
+    r = erin.post(
+        f"/requests/{wid}/works", {"works": [{"name": "big", "command": "true", "n_jobs": 6}]}
+    )
     assert r.status == 413 and r.json["setting"] == "max_jobs_per_work", r
     for i in range(2):
-        r = erin.post(f"/requests/{wid}/works", {"works": [{"name": f"w{i}", "command": "true", "n_jobs": 4}]})
+        r = erin.post(
+            f"/requests/{wid}/works", {"works": [{"name": f"w{i}", "command": "true", "n_jobs": 4}]}
+        )
         assert r.status == 201, r
-    r = erin.post(f"/requests/{wid}/works", {"works": [{"name": "w2", "command": "true", "n_jobs": 4}]})
+    r = erin.post(
+        f"/requests/{wid}/works", {"works": [{"name": "w2", "command": "true", "n_jobs": 4}]}
+    )
     assert r.status == 413, r
     assert r.json["setting"] == "max_jobs_per_submission" and "has 8 already" in r.json["error"]
     assert erin.post(f"/requests/{wid}/close", {}).status == 200
@@ -343,8 +416,10 @@ def test_a_refused_small_body_is_read_and_the_connection_stays_usable(served: Se
     request on the same connection (a client reusing it never meets a reset)."""
     sock = socket.create_connection(("127.0.0.1", served.handle.port), timeout=10)
     body = b'{"workflow": {}}'
-    req = (b"POST /idds/api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\n\r\n" % len(body))
+    req = (
+        b"POST /idds/api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
     try:
         for _ in range(3):  # the body comes after the refusal's headers were read
             sock.sendall(req)

@@ -16,8 +16,10 @@ def test_openapi_matches_routes(served: Served) -> None:
     doc = yaml.safe_load(openapi_text())
     assert doc["openapi"].startswith("3.")
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    documented = {path: {m.upper() for m in ops if m in ("get", "put", "post", "delete", "head", "patch")}
-                  for path, ops in doc["paths"].items()}
+    documented = {
+        path: {m.upper() for m in ops if m in ("get", "put", "post", "delete", "head", "patch")}
+        for path, ops in doc["paths"].items()
+    }
     app = make_app(served.handle.ctx)
     routed: dict[str, set[str]] = {}
     for rule in app.wildcard_router.rules:
@@ -29,8 +31,12 @@ def test_openapi_matches_routes(served: Served) -> None:
     for path, methods in routed.items():
         assert methods == documented[path], (path, methods, documented[path])
     # only ping is documented without security
-    public = [p for p, ops in doc["paths"].items() for m, op in ops.items()
-              if isinstance(op, dict) and op.get("security") == []]
+    public = [
+        p
+        for p, ops in doc["paths"].items()
+        for m, op in ops.items()
+        if isinstance(op, dict) and op.get("security") == []
+    ]
     assert public == ["/ping"]
 
 

@@ -39,8 +39,17 @@ def test_catalog_dataset_of_another_user_is_not_there(served_db: Served, tmp_pat
     marker = tmp_path / "X"
     r = alice.post("/catalog/datasets", {"name": "raw", "files": ["f1"]})
     assert r.status == 201, r
-    wid = alice.post("/requests", {"template": {"name": "scan-raw", "works": [
-        {"name": "scan", "command": "echo scanning {file}", "input_dataset": "raw"}]}}).json["id"]
+    wid = alice.post(
+        "/requests",
+        {
+            "template": {
+                "name": "scan-raw",
+                "works": [
+                    {"name": "scan", "command": "echo scanning {file}", "input_dataset": "raw"}
+                ],
+            }
+        },
+    ).json["id"]
     _wait_dataset_job(alice, wid)  # one job, waiting for f1 to be staged
 
     # the attack: bob reads alice's dataset, adds "f2; touch X" to it, marks it available
@@ -105,8 +114,15 @@ def test_cache_blob_of_another_user_is_not_there(served_db: Served) -> None:
     # a submission naming alice's blob as bob's payload (a job would read it for him): refused
     # exactly as a blob that is not there
     for digest in (sha, nosuch):
-        r = bob.post("/requests", {"template": {"name": "steal", "works": [
-            {"name": "w", "payload": {"function": digest}}]}})
+        r = bob.post(
+            "/requests",
+            {
+                "template": {
+                    "name": "steal",
+                    "works": [{"name": "w", "payload": {"function": digest}}],
+                }
+            },
+        )
         assert r.status == 400 and f"blob {digest} is not in the cache" in r.json["error"], r
     r = bob.post("/requests", {"faat": {"body": sha, "args": sha, "name": "steal"}})
     assert r.status == 400 and "not in the cache" in r.json["error"], r
@@ -128,17 +144,21 @@ def test_job_result_blob_is_its_run_owners(served_db: Served) -> None:
     old = set_client(Client(served_db.handle.url, alice.token))
     try:
         ns: dict[str, Any] = {"__name__": "__main__"}  # a notebook cell's function
-        exec(textwrap.dedent("""
+        exec(
+            textwrap.dedent("""
             def big(n):
                 return b"v" * n
-        """), ns)
+        """),
+            ns,
+        )
         assert work(ns["big"])(200_000) == b"v" * 200_000  # over the inline size: a blob
     finally:
         set_client(old)
     runs = alice.get("/requests").json["requests"]
     wid = max(r["id"] for r in runs)
-    results = alice.get(f"/requests/{wid}/works/{alice.get(f'/requests/{wid}').json['works'][0]['name']}"
-                        "/results").json["results"]
+    results = alice.get(
+        f"/requests/{wid}/works/{alice.get(f'/requests/{wid}').json['works'][0]['name']}/results"
+    ).json["results"]
     blob = results[0]["blob"]
     assert blob, results
     assert alice.get(f"/cache/{blob}").status == 200
@@ -148,8 +168,10 @@ def test_job_result_blob_is_its_run_owners(served_db: Served) -> None:
 
 
 def _run_command(api: Api, command: str) -> tuple[int, dict[str, Any]]:
-    r = api.post("/requests", {"template": {"name": "plant", "works": [
-        {"name": "plant", "command": command}]}})
+    r = api.post(
+        "/requests",
+        {"template": {"name": "plant", "works": [{"name": "plant", "command": command}]}},
+    )
     assert r.status == 201, r
     return r.json["id"], api.wait(r.json["id"])
 
@@ -185,7 +207,9 @@ def test_cache_serves_no_planted_link(served_db: Served) -> None:
     other = os.urandom(100)
     osha = _put(alice, other)
     fan = Path(ctx.cache.root) / osha[:2]
-    _, st = _run_command(alice, f"rm -rf {fan} && ln -s {key.parent} {fan} && cp {key} {key.parent}/{osha}")
+    _, st = _run_command(
+        alice, f"rm -rf {fan} && ln -s {key.parent} {fan} && cp {key} {key.parent}/{osha}"
+    )
     assert st["status"] == "finished", st
     r = alice.get(f"/cache/{osha}")
     assert r.status == 404 and secret not in r.body, r
@@ -196,7 +220,11 @@ def test_messages_are_their_owners(served_db: Served) -> None:
     alice, bob = served_db.alice, served_db.bob
     wid, st = _run_command(alice, "true")
     assert st["status"] == "finished"
-    wait_for(lambda: [m for m in alice.get("/messages").json["messages"] if m["workflow_id"] == wid],
-             30, 0.2, message="alice's run's messages")
+    wait_for(
+        lambda: [m for m in alice.get("/messages").json["messages"] if m["workflow_id"] == wid],
+        30,
+        0.2,
+        message="alice's run's messages",
+    )
     assert not [m for m in bob.get("/messages").json["messages"] if m["workflow_id"] == wid]
     assert [m for m in served_db.admin.get("/messages").json["messages"] if m["workflow_id"] == wid]

@@ -58,7 +58,8 @@ def test_resubmitting_an_edited_workflow_runs_only_what_changed(served_db: Serve
         assert summary(client, run1.id) == {
             "first_0": {"ran": N, "cached": 0, "failed": 0},
             "middle_1": {"ran": N, "cached": 0, "failed": 0},
-            "last_2": {"ran": N, "cached": 0, "failed": 0}}
+            "last_2": {"ran": N, "cached": 0, "failed": 0},
+        }
         # one job's lineage over REST: digests, environment, no upstream links (FaaT
         # values flow through the body: they are in the call's arguments)
         one = run1.provenance("middle_1", 7)
@@ -71,7 +72,8 @@ def test_resubmitting_an_edited_workflow_runs_only_what_changed(served_db: Serve
         assert summary(client, run2.id) == {
             "first_0": {"ran": 0, "cached": N, "failed": 0},
             "middle_1": {"ran": N, "cached": 0, "failed": 0},
-            "last_2": {"ran": N, "cached": 0, "failed": 0}}
+            "last_2": {"ran": N, "cached": 0, "failed": 0},
+        }
         cached = run2.provenance("first_0", 3)
         assert cached["cached"] and cached["cached_source"]["workflow_id"] == run1.id
 
@@ -81,7 +83,10 @@ def test_resubmitting_an_edited_workflow_runs_only_what_changed(served_db: Serve
         run3 = notebook(3).submit(N)
         assert run3.result(timeout=240) == [3 * i + 1 for i in range(N)]
         assert {w: c["cached"] for w, c in summary(bob, run3.id).items()} == {
-            "first_0": 0, "middle_1": 0, "last_2": 0}
+            "first_0": 0,
+            "middle_1": 0,
+            "last_2": 0,
+        }
         # nor reads her provenance
         r = served_db.bob.get(f"/monitor/{run1.id}/provenance")
         assert r.status == 404
@@ -93,12 +98,24 @@ def test_resubmitting_an_edited_workflow_runs_only_what_changed(served_db: Serve
 
 def test_rerun_over_rest(served_db: Served) -> None:
     """POST requests/{id}/rerun: a new run, all cached when nothing changed or failed."""
-    tmpl = {"name": "t", "works": [
-        {"name": "a", "function": "idds_jupyter.worker.job:echo", "n_jobs": 5,
-         "parameters": {"i": "{job_index}"}},
-        {"name": "b", "function": "idds_jupyter.worker.job:echo", "n_jobs": 5,
-         "parameters": {"i": "{job_index}", "k": 1},
-         "job_deps": [{"work": "a", "pattern": "one_to_one"}]}]}
+    tmpl = {
+        "name": "t",
+        "works": [
+            {
+                "name": "a",
+                "function": "idds_jupyter.worker.job:echo",
+                "n_jobs": 5,
+                "parameters": {"i": "{job_index}"},
+            },
+            {
+                "name": "b",
+                "function": "idds_jupyter.worker.job:echo",
+                "n_jobs": 5,
+                "parameters": {"i": "{job_index}", "k": 1},
+                "job_deps": [{"work": "a", "pattern": "one_to_one"}],
+            },
+        ],
+    }
     r = served_db.alice.post("/requests", {"template": tmpl})
     assert r.status == 201
     wid = r.json["id"]
@@ -107,8 +124,10 @@ def test_rerun_over_rest(served_db: Served) -> None:
         assert client.wait_workflow(wid, 120) == "finished"
         new = client.rerun(wid, failed=True)
         assert client.wait_workflow(new, 120) == "finished"
-        assert client.provenance(new)["works"] == {"a": {"ran": 0, "cached": 5, "failed": 0},
-                                                   "b": {"ran": 0, "cached": 5, "failed": 0}}
+        assert client.provenance(new)["works"] == {
+            "a": {"ran": 0, "cached": 5, "failed": 0},
+            "b": {"ran": 0, "cached": 5, "failed": 0},
+        }
         # every monitor view shows them as cached
         mon = served_db.alice.get(f"/monitor/{new}").json
         assert [w["provenance"] for w in mon["works"]] == [{"ran": 0, "cached": 5, "failed": 0}] * 2
@@ -128,18 +147,27 @@ def test_rerun_over_rest(served_db: Served) -> None:
         client.shutdown()
 
 
-
-
 def test_a_named_namespace_is_shared_and_owner_scope_is_not(served_db: Served) -> None:
     """``cache: "team"``: bob takes the results alice's jobs produced in that namespace;
     ``cache: true`` (each owner's own) he does not."""
+
     def tmpl(cache: Any) -> dict[str, Any]:
-        return {"name": "ns", "works": [{"name": "a", "function": "idds_jupyter.worker.job:echo",
-                                         "n_jobs": 4, "parameters": {"i": "{job_index}"},
-                                         "cache": cache}]}
+        return {
+            "name": "ns",
+            "works": [
+                {
+                    "name": "a",
+                    "function": "idds_jupyter.worker.job:echo",
+                    "n_jobs": 4,
+                    "parameters": {"i": "{job_index}"},
+                    "cache": cache,
+                }
+            ],
+        }
 
     admin = Client(served_db.handle.url, served_db.admin.token)
     try:
+
         def run_as(api: Any, cache: Any) -> dict[str, int]:
             r = api.post("/requests", {"template": tmpl(cache)})
             assert r.status == 201, r

@@ -19,7 +19,10 @@ def test_submit_yaml_runs_and_monitor_shows_it(served_db: Served) -> None:
     wid = _submit(api, params={"greeting": "hi"})
     st = api.wait(wid)
     assert st["status"] == "finished" and st["owner"] == "alice"
-    assert {w["name"]: w["jobs"] for w in st["works"]} == {"a": {"finished": 3}, "b": {"finished": 1}}
+    assert {w["name"]: w["jobs"] for w in st["works"]} == {
+        "a": {"finished": 3},
+        "b": {"finished": 1},
+    }
     assert wid in [r["id"] for r in api.get("/requests").json["requests"]]
     assert api.get("/requests?status=finished&name=api-demo").json["requests"][0]["id"] == wid
     assert api.get("/requests?status=failed").json["requests"] == []
@@ -72,18 +75,28 @@ def test_other_users_runs_are_invisible(served: Served) -> None:
     assert wid not in [r["id"] for r in bob.get("/requests").json["requests"]]
     assert wid in [r["id"] for r in admin.get("/requests").json["requests"]]
     assert [r["id"] for r in admin.get("/requests?owner=bob").json["requests"]] == []
-    gets = [f"/requests/{wid}", f"/monitor/{wid}", f"/monitor/{wid}/dag",
-            f"/monitor/{wid}/works/a/jobs", f"/requests/{wid}/works/a/results", f"/logs/{jid}"]
+    gets = [
+        f"/requests/{wid}",
+        f"/monitor/{wid}",
+        f"/monitor/{wid}/dag",
+        f"/monitor/{wid}/works/a/jobs",
+        f"/requests/{wid}/works/a/results",
+        f"/logs/{jid}",
+    ]
     for path in gets:
         r = bob.get(path)
         assert r.status == 404, (path, r)
         assert "no workflow with id" in r.json["error"] or "no job with id" in r.json["error"]
         assert admin.get(path).status == 200, path
-    posts = [(f"/requests/{wid}/abort", {}), (f"/requests/{wid}/retry", {}),
-             (f"/requests/{wid}/suspend", {}), (f"/requests/{wid}/resume", {"work": "a"}),
-             (f"/requests/{wid}/works", {"works": [{"name": "z", "command": "true"}]}),
-             (f"/requests/{wid}/close", {"result": 1}),
-             ("/messages", {"workflow_id": wid, "action": "abort"})]
+    posts = [
+        (f"/requests/{wid}/abort", {}),
+        (f"/requests/{wid}/retry", {}),
+        (f"/requests/{wid}/suspend", {}),
+        (f"/requests/{wid}/resume", {"work": "a"}),
+        (f"/requests/{wid}/works", {"works": [{"name": "z", "command": "true"}]}),
+        (f"/requests/{wid}/close", {"result": 1}),
+        ("/messages", {"workflow_id": wid, "action": "abort"}),
+    ]
     for path, body in posts:
         r = bob.post(path, body)
         assert r.status == 404 and r.json["error"] == f"no workflow with id {wid}", (path, r)
@@ -98,8 +111,12 @@ def test_other_users_runs_are_invisible(served: Served) -> None:
 
 def test_control_and_control_messages(served: Served) -> None:
     alice = served.alice
-    slow = {"name": "slow", "works": [{"name": "s", "command": "sleep 30",
-                                       "kwargs_list": [{"i": i} for i in range(3)]}]}
+    slow = {
+        "name": "slow",
+        "works": [
+            {"name": "s", "command": "sleep 30", "kwargs_list": [{"i": i} for i in range(3)]}
+        ],
+    }
     r = alice.post("/requests", {"template": slow})
     assert r.status == 201, r
     wid = r.json["id"]
@@ -115,8 +132,13 @@ def test_control_and_control_messages(served: Served) -> None:
 
 def test_open_workflow_add_works_and_close(served: Served) -> None:
     alice = served.alice
-    r = alice.post("/requests", {"template": {"name": "grow", "works": [
-        {"name": "first", "command": "echo 1"}]}, "open": True})
+    r = alice.post(
+        "/requests",
+        {
+            "template": {"name": "grow", "works": [{"name": "first", "command": "echo 1"}]},
+            "open": True,
+        },
+    )
     assert r.status == 201, r
     wid = r.json["id"]
     r = alice.post(f"/requests/{wid}/works", {"works": [{"name": "second", "command": "echo 2"}]})
@@ -148,7 +170,9 @@ def test_catalog(served: Served, files: list[object]) -> None:
     assert r.status == 200 and r.json["released"] == 0
     r = alice.post("/catalog/datasets/data%2Fraw/available", {"files": None})
     assert r.status == 200
-    assert {f["status"] for f in alice.get("/catalog/datasets/data%2Fraw").json["files"]} == {"available"}
+    assert {f["status"] for f in alice.get("/catalog/datasets/data%2Fraw").json["files"]} == {
+        "available"
+    }
     assert alice.get("/catalog/datasets/nope").status == 404
     assert alice.post("/catalog/datasets/nope/available", {}).status == 404
     assert alice.post("/catalog/datasets", {"name": "x", "files": [3]}).status == 400

@@ -46,7 +46,10 @@ def test_parameter_and_result_injection_run_nothing(served_db: Served, tmp_path:
             {"name": "gen", "function": "builtins:str", "parameters": {"object": "{payload}"}},
             {"name": "param", "command": "printf 'param=[%s]\\n' {x}"},
             {"name": "result", "command": "printf 'result=[%s]\\n' '{gen.result}'"},
-            {"name": "result2", "command": 'printf "result2=[%s]\\n" "got {gen.result}" {gen.result}'},
+            {
+                "name": "result2",
+                "command": 'printf "result2=[%s]\\n" "got {gen.result}" {gen.result}',
+            },
         ],
     }
     wid, st = _run(served_db.alice, template, {"x": x, "payload": payload})
@@ -58,7 +61,9 @@ def test_parameter_and_result_injection_run_nothing(served_db: Served, tmp_path:
     assert _log(api, wid, "result2") == f"result2=[got {payload}]\nresult2=[{payload}]\n"
 
 
-def test_list_command_gets_each_value_as_one_argv_element(served_db: Served, tmp_path: Path) -> None:
+def test_list_command_gets_each_value_as_one_argv_element(
+    served_db: Served, tmp_path: Path
+) -> None:
     marker = tmp_path / "Z"
     x = f"a b; touch {marker} $(touch {marker})"
     payload = f"'; touch {marker}; '\n\"q\" `touch {marker}`"
@@ -67,7 +72,10 @@ def test_list_command_gets_each_value_as_one_argv_element(served_db: Served, tmp
         "parameters": {"x": "", "payload": ""},
         "works": [
             {"name": "gen", "command": [sys.executable, "-c", ECHO_ARG, "{payload}"]},
-            {"name": "argv", "command": [sys.executable, "-c", SHOW_ARGV, "{x}", "--p={gen.result}"]},
+            {
+                "name": "argv",
+                "command": [sys.executable, "-c", SHOW_ARGV, "{x}", "--p={gen.result}"],
+            },
         ],
     }
     wid, st = _run(served_db.alice, template, {"x": x, "payload": payload})
@@ -78,15 +86,22 @@ def test_list_command_gets_each_value_as_one_argv_element(served_db: Served, tmp
 
 def test_raw_runs_for_a_declared_parameter_and_is_refused_for_a_result(served_db: Served) -> None:
     api = served_db.alice
-    ok = {"name": "raw-ok", "parameters": {"flags": ""},
-          "works": [{"name": "w", "command": "printf '[%s]' {flags!raw}"}]}
+    ok = {
+        "name": "raw-ok",
+        "parameters": {"flags": ""},
+        "works": [{"name": "w", "command": "printf '[%s]' {flags!raw}"}],
+    }
     wid, st = _run(api, ok, {"flags": "a b  c"})
     assert st["status"] == "finished", st
     assert _log(api, wid, "w") == "[a][b][c]"  # split into words by the shell, as asked
 
-    bad = {"name": "raw-bad",
-           "works": [{"name": "gen", "command": "echo '\"v\"'"},
-                     {"name": "use", "command": "echo {gen.result!raw}"}]}
+    bad = {
+        "name": "raw-bad",
+        "works": [
+            {"name": "gen", "command": "echo '\"v\"'"},
+            {"name": "use", "command": "echo {gen.result!raw}"},
+        ],
+    }
     r = api.post("/requests", {"yaml": yaml.safe_dump(bad)})
     assert r.status == 400, r
     msg = r.json["error"]

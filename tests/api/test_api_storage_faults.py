@@ -79,16 +79,19 @@ def run_ids(api: Api) -> list[int]:
 
 # ---------------------------------------------------------------- locked database
 
+
 @contextlib.contextmanager
 def locked_by_another_process(db_url: str) -> Iterator[None]:
     """The store locked by another process (SQLite) or connection (PostgreSQL) meanwhile."""
     if db_url.startswith("sqlite"):
         path = db_url.split("///", 1)[1]
-        code = ("import sqlite3, sys, time\n"
-                "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
-                "c.execute('BEGIN EXCLUSIVE')\n"
-                "print('locked', flush=True)\n"
-                "time.sleep(120)\n")
+        code = (
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+            "c.execute('BEGIN EXCLUSIVE')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(120)\n"
+        )
         holder = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE)
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
@@ -122,8 +125,9 @@ def test_locked_database_answers_503_within_5s(served_db: Served, db_url: str) -
     ]
     with locked_by_another_process(db_url), ThreadPoolExecutor(len(requests) * 2) as pool:
         # each request twice, all at once: none waits for another's lock wait either
-        futures = [(name, pool.submit(timed, fn, *args, timeout=20))
-                   for name, fn, args in requests * 2]
+        futures = [
+            (name, pool.submit(timed, fn, *args, timeout=20)) for name, fn, args in requests * 2
+        ]
         answers = [(name, *f.result()) for name, f in futures]
     for name, resp, took in answers:
         assert isinstance(resp, Resp), f"{name}: no answer ({resp!r}) after {took:.1f} s"
@@ -166,14 +170,18 @@ def test_client_waits_out_a_busy_database(served_db: Served, db_url: str) -> Non
 
 # ---------------------------------------------------------------------- full disk
 
+
 @pytest.fixture
 def small_fs() -> Iterator[Path]:
     """A real 24 MB tmpfs (mounting needs root; skipped where mounts are refused), in a
     directory PostgreSQL's account can reach (pytest's own are root's alone)."""
     mnt = Path(tempfile.mkdtemp(prefix="idds-small-fs-"))
     mnt.chmod(0o755)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         mnt.rmdir()
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
@@ -203,7 +211,8 @@ def fill(fs: Path) -> Path:
 
 
 def test_sqlite_disk_full_tmpfs_507_abort_works_nothing_lost(
-        small_fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IDDS_DISK_RESERVE_MB", "2")
     home = small_fs / "home"
     db = home / "idds.db"
@@ -237,7 +246,10 @@ def test_sqlite_disk_full_tmpfs_507_abort_works_nothing_lost(
         r = alice.post(f"/requests/{running}/abort", {})
         assert r.status == 200, r
         assert r.json["changed"] is True
-        assert wait_status(alice, running, {"aborted", "cancelled"})["status"] in ("aborted", "cancelled")
+        assert wait_status(alice, running, {"aborted", "cancelled"})["status"] in (
+            "aborted",
+            "cancelled",
+        )
         r = submit(alice, QUICK)  # the reserve went to the abort: refused at once, still 507
         assert r.status == 507, r
         # nothing stored was lost
@@ -255,7 +267,8 @@ def test_sqlite_disk_full_tmpfs_507_abort_works_nothing_lost(
 
 
 def test_postgresql_disk_full_tablespace_on_tmpfs_507_nothing_lost(
-        small_fs: Path, postgres: Any, tmp_path: Path) -> None:
+    small_fs: Path, postgres: Any, tmp_path: Path
+) -> None:
     import psycopg
 
     ts_dir = small_fs / "pg"
@@ -281,8 +294,12 @@ def test_postgresql_disk_full_tablespace_on_tmpfs_507_nothing_lost(
         filler = fill(small_fs)
 
         # thousands of job rows: new pages for the tables, none left on the disk
-        big = {"name": "big", "works": [{"name": "a", "command": "echo {i}",
-                                         "kwargs_list": [{"i": i} for i in range(5000)]}]}
+        big = {
+            "name": "big",
+            "works": [
+                {"name": "a", "command": "echo {i}", "kwargs_list": [{"i": i} for i in range(5000)]}
+            ],
+        }
         r = submit(alice, big)
         assert r.status == 507, r
         assert "insufficient storage" in r.json["error"], r
@@ -292,7 +309,10 @@ def test_postgresql_disk_full_tablespace_on_tmpfs_507_nothing_lost(
         # fit in the pages the tables already have
         r = alice.post(f"/requests/{running}/abort", {})
         assert r.status == 200, r
-        assert wait_status(alice, running, {"aborted", "cancelled"})["status"] in ("aborted", "cancelled")
+        assert wait_status(alice, running, {"aborted", "cancelled"})["status"] in (
+            "aborted",
+            "cancelled",
+        )
 
         filler.unlink()  # space returns: submissions are stored and run again
         r = submit(alice, QUICK)

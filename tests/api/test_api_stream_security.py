@@ -22,8 +22,12 @@ from idds_jupyter.auth import TokenAuthenticator
 
 pytestmark = pytest.mark.timeout(300)
 
-CALL = {"name": "call", "works": [{"name": "f", "function": "idds_jupyter.worker.job:sleep",
-                                   "parameters": {"seconds": 0}}]}
+CALL = {
+    "name": "call",
+    "works": [
+        {"name": "f", "function": "idds_jupyter.worker.job:sleep", "parameters": {"seconds": 0}}
+    ],
+}
 
 
 def _ws_url(api: Api) -> str:
@@ -76,8 +80,9 @@ def test_cross_origin_stream_is_refused(served: Served) -> None:
         cfg.allow_origin = cfg.allow_origin_pat = ""
 
 
-async def _watch(api: Api, token: str, then: Any, timeout: float) -> tuple[list[dict[str, Any]],
-                                                                             float | None, Any]:
+async def _watch(
+    api: Api, token: str, then: Any, timeout: float
+) -> tuple[list[dict[str, Any]], float | None, Any]:
     """Open a stream on ``token``, subscribe to all, run ``then()`` (blocking, in a thread);
     returns the messages, when the server closed it (s after ``then`` returned), and its code."""
     conn = await _connect(api, token, None)
@@ -128,7 +133,8 @@ def test_revoked_token_stream_is_closed(served: Served) -> None:
         alice.wait(wid)
 
     got, closed_after, (code, reason) = asyncio.run(
-        _watch(alice, token, revoke_elsewhere_then_run, period + 10))
+        _watch(alice, token, revoke_elsewhere_then_run, period + 10)
+    )
     assert closed_after is not None, got  # the server closed it
     assert code == 1008 and "revoked" in (reason or ""), (code, reason)
     assert got[1:] == []  # nothing of the run started after the revocation
@@ -156,7 +162,8 @@ def test_tokens_expire(served: Served) -> None:
 
     # an open stream of it closes once it expires
     got, closed_after, (code, reason) = asyncio.run(
-        _watch(alice, token, lambda: None, served.handle.ctx.auth.CACHE_S + 5))
+        _watch(alice, token, lambda: None, served.handle.ctx.auth.CACHE_S + 5)
+    )
     assert closed_after is not None and code == 1008 and "expired" in (reason or ""), (code, reason)
     r = me.get("/auth/whoami")
     assert r.status == 401 and "expired at" in r.json["error"], r
@@ -173,18 +180,32 @@ def test_tokens_expire(served: Served) -> None:
 
 
 def test_cli_token_create_expires(tmp_path: Any) -> None:
-    env = dict(os.environ, IDDS_HOME=str(tmp_path / "home"),
-               IDDS_DB_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    env = dict(
+        os.environ,
+        IDDS_HOME=str(tmp_path / "home"),
+        IDDS_DB_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+    )
     cli = [sys.executable, "-m", "idds_jupyter.cli"]
-    r = subprocess.run([*cli, "token", "create", "--user", "carol", "--expires", "1h"], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*cli, "token", "create", "--user", "carol", "--expires", "1h"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "expires" in r.stderr
-    listed = subprocess.run([*cli, "token", "list"], env=env, capture_output=True, text=True,
-                            timeout=120)
+    listed = subprocess.run(
+        [*cli, "token", "list"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert "carol" in listed.stdout and "expires" in listed.stdout, listed.stdout
-    r = subprocess.run([*cli, "token", "create", "--user", "carol", "--expires", "later"], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*cli, "token", "create", "--user", "carol", "--expires", "later"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "--expires" in r.stderr
     # the token expires for the store as it says
     from idds_jupyter.store import tokens

@@ -21,14 +21,32 @@ SHOW_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
 
 def values(marker: Path) -> list[str]:
     """Arguments a shell would split, expand or run; as argv items they stay as they are."""
-    return [f"a b; touch {marker}", f"'; touch {marker}; '", f"$(touch {marker}) `touch {marker}`",
-            "*", "line1\nline2", ""]
+    return [
+        f"a b; touch {marker}",
+        f"'; touch {marker}; '",
+        f"$(touch {marker}) `touch {marker}`",
+        "*",
+        "line1\nline2",
+        "",
+    ]
 
 
 def spec(job_id: int, command: list[str], log_dir: Path) -> dict[str, Any]:
-    return {"job_id": job_id, "attempt": 1, "work_id": 1, "workflow_id": 1, "kind": "command",
-            "function": None, "command": command, "kwargs": {}, "payload": None, "env": {},
-            "timeout_s": None, "log_dir": str(log_dir), "cwd": str(log_dir)}
+    return {
+        "job_id": job_id,
+        "attempt": 1,
+        "work_id": 1,
+        "workflow_id": 1,
+        "kind": "command",
+        "function": None,
+        "command": command,
+        "kwargs": {},
+        "payload": None,
+        "env": {},
+        "timeout_s": None,
+        "log_dir": str(log_dir),
+        "cwd": str(log_dir),
+    }
 
 
 def drain(b: Backend, n: int, timeout: float = 60.0) -> dict[int, dict[str, Any]]:
@@ -64,8 +82,9 @@ def test_dask_backend(tmp_path: Path) -> None:
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(sys.path)  # workers import idds_jupyter
     try:
-        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+        cluster = distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        )
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH", None)
@@ -88,8 +107,13 @@ class RunsTasks(BatchBackend):
     def _submit_batch(self, batch: _Batch) -> str:
         for i in range(len(batch.jobs)):
             argv = worker_command(sys.executable, batch.dir, str(i))
-            subprocess.run(argv, check=True, timeout=60, stdin=subprocess.DEVNULL,
-                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            subprocess.run(
+                argv,
+                check=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            )
         return "1"
 
     def _poll(self, batches: list[_Batch]) -> dict[tuple[str, int], TaskState]:
@@ -111,8 +135,10 @@ def test_render_error_fails_the_job_and_runs_nothing(tmp_path: Path) -> None:
     """A job whose command could not be rendered fails with the reason; nothing runs."""
     b = make_backend("local", workers=1)
     try:
-        s = {**spec(8, ["touch", str(tmp_path / "RAN")], tmp_path),
-             "render_error": "cannot render job 0: a placeholder inside backticks"}
+        s = {
+            **spec(8, ["touch", str(tmp_path / "RAN")], tmp_path),
+            "render_error": "cannot render job 0: a placeholder inside backticks",
+        }
         b.submit([s])
         r = drain(b, 1)[8]
         assert not r["ok"] and "inside backticks" in r["error"]

@@ -40,13 +40,28 @@ class Scripted(BatchBackend):
 
 
 def spec(job_id: int, **kw: Any) -> dict[str, Any]:
-    return {"job_id": job_id, "attempt": 1, "work_id": 1, "workflow_id": 1, "kind": "function",
-            "function": None, "command": None, "kwargs": {}, "env": {}, "timeout_s": None,
-            "log_dir": "/srv/idds/logs/1", "cwd": "/home/someone/analysis",
-            "payload": {"sha256": "a" * 64, "path": f"/srv/idds/cache/aa/{'a' * 64}",
-                        "sandbox": {"sha256": "b" * 64, "path": "/srv/idds/cache/bb/b"}},
-            "call": {"sha256": "c" * 64, "index": 3, "path": "/srv/idds/cache/cc/c"},
-            "result_dir": "/srv/idds/cache", **kw}
+    return {
+        "job_id": job_id,
+        "attempt": 1,
+        "work_id": 1,
+        "workflow_id": 1,
+        "kind": "function",
+        "function": None,
+        "command": None,
+        "kwargs": {},
+        "env": {},
+        "timeout_s": None,
+        "log_dir": "/srv/idds/logs/1",
+        "cwd": "/home/someone/analysis",
+        "payload": {
+            "sha256": "a" * 64,
+            "path": f"/srv/idds/cache/aa/{'a' * 64}",
+            "sandbox": {"sha256": "b" * 64, "path": "/srv/idds/cache/bb/b"},
+        },
+        "call": {"sha256": "c" * 64, "index": 3, "path": "/srv/idds/cache/cc/c"},
+        "result_dir": "/srv/idds/cache",
+        **kw,
+    }
 
 
 def drain(b: Backend, n: int, timeout: float = 30) -> dict[int, dict[str, Any]]:
@@ -62,11 +77,13 @@ def drain(b: Backend, n: int, timeout: float = 30) -> dict[int, dict[str, Any]]:
 def http_transfer(tmp_path: Path, url: str | None = "http://127.0.0.1:1/") -> HttpTransfer:
     tokens = JobTokens.for_home(tmp_path / "home")
     cache = tmp_path / "cache"
-    return HttpTransfer(server_url=lambda: url,
-                        mint=lambda j, a, s, ttl: tokens.mint(j, a, s, ttl),
-                        put_spec=lambda data: write_blob(cache, data)[0],
-                        drop_spec=lambda sha: blob_path(cache, sha).unlink(missing_ok=True),
-                        inbox=str(tmp_path / "inbox"))
+    return HttpTransfer(
+        server_url=lambda: url,
+        mint=lambda j, a, s, ttl: tokens.mint(j, a, s, ttl),
+        put_spec=lambda data: write_blob(cache, data)[0],
+        drop_spec=lambda sha: blob_path(cache, sha).unlink(missing_ok=True),
+        inbox=str(tmp_path / "inbox"),
+    )
 
 
 def test_http_spec_names_no_path() -> None:
@@ -82,8 +99,13 @@ def test_a_work_chooses_its_transfer_and_results_come_from_the_inbox(tmp_path: P
     http = http_transfer(tmp_path)
     b = Scripted(tmp_path / "batch", poll_interval=0.1, http=http)  # default transfer: shared
     try:
-        b.submit([spec(1), spec(2, resources={"transfer": "http"}),
-                  spec(3, resources={"transfer": "HTTP"})])
+        b.submit(
+            [
+                spec(1),
+                spec(2, resources={"transfer": "http"}),
+                spec(3, resources={"transfer": "HTTP"}),
+            ]
+        )
         deadline = time.monotonic() + 10
         while len(b.submitted) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -103,8 +125,9 @@ def test_a_work_chooses_its_transfer_and_results_come_from_the_inbox(tmp_path: P
             assert remote.server_url == "http://127.0.0.1:1/"
             assert b.task_env(remote, i)["IDDS_JOB_TOKEN"] == job.token
         # results: the shared job's file, the http jobs' inbox entries (the API writes them)
-        Path(shared.dir, "result-0.json").write_text(json.dumps(
-            {"job_id": 1, "attempt": 1, "ok": True, "result": "file"}))
+        Path(shared.dir, "result-0.json").write_text(
+            json.dumps({"job_id": 1, "attempt": 1, "ok": True, "result": "file"})
+        )
         for jid in (2, 3):
             write_inbox(http.inbox, {"job_id": jid, "attempt": 1, "ok": True, "result": "inbox"})
         got = drain(b, 3)
@@ -120,8 +143,12 @@ def test_a_work_chooses_its_transfer_and_results_come_from_the_inbox(tmp_path: P
 
 
 def test_clear_errors(tmp_path: Path) -> None:
-    b = Scripted(tmp_path / "batch", poll_interval=0.1, transfer="http",
-                 http=http_transfer(tmp_path, url=None))
+    b = Scripted(
+        tmp_path / "batch",
+        poll_interval=0.1,
+        transfer="http",
+        http=http_transfer(tmp_path, url=None),
+    )
     try:
         b.submit([spec(1), spec(2, resources={"transfer": "ftp"})])
         got = drain(b, 2)
@@ -138,7 +165,9 @@ def test_clear_errors(tmp_path: Path) -> None:
 
 
 def test_a_task_done_without_posting_fails(tmp_path: Path) -> None:
-    b = Scripted(tmp_path / "batch", poll_interval=0.1, transfer="http", http=http_transfer(tmp_path))
+    b = Scripted(
+        tmp_path / "batch", poll_interval=0.1, transfer="http", http=http_transfer(tmp_path)
+    )
     try:
         b.submit([spec(1)])
         got = drain(b, 1, timeout=30)

@@ -16,9 +16,21 @@ NOOP = "idds_jupyter.worker.job:noop"
 
 
 def spec(job_id: int, function: str = NOOP, **kwargs: Any) -> dict[str, Any]:
-    return {"job_id": job_id, "attempt": 0, "work_id": 1, "workflow_id": 1,
-            "kind": "function", "function": function, "command": None, "kwargs": kwargs,
-            "payload": None, "env": {}, "timeout_s": None, "log_dir": None, "cwd": None}
+    return {
+        "job_id": job_id,
+        "attempt": 0,
+        "work_id": 1,
+        "workflow_id": 1,
+        "kind": "function",
+        "function": function,
+        "command": None,
+        "kwargs": kwargs,
+        "payload": None,
+        "env": {},
+        "timeout_s": None,
+        "log_dir": None,
+        "cwd": None,
+    }
 
 
 def drain(b: Any, n: int, timeout: float = 60.0) -> dict[int, dict[str, Any]]:

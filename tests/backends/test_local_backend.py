@@ -19,9 +19,21 @@ SLEEP = "idds_jupyter.worker.job:sleep"
 
 
 def spec(job_id: int, function: str = NOOP, attempt: int = 0, **kwargs: Any) -> dict[str, Any]:
-    return {"job_id": job_id, "attempt": attempt, "work_id": 1, "workflow_id": 1,
-            "kind": "function", "function": function, "command": None, "kwargs": kwargs,
-            "payload": None, "env": {}, "timeout_s": None, "log_dir": None, "cwd": None}
+    return {
+        "job_id": job_id,
+        "attempt": attempt,
+        "work_id": 1,
+        "workflow_id": 1,
+        "kind": "function",
+        "function": function,
+        "command": None,
+        "kwargs": kwargs,
+        "payload": None,
+        "env": {},
+        "timeout_s": None,
+        "log_dir": None,
+        "cwd": None,
+    }
 
 
 def drain(b: Backend, n: int, timeout: float = 60.0) -> dict[int, dict[str, Any]]:
@@ -64,9 +76,19 @@ def test_ten_thousand_noops(backend: LocalBackend) -> None:
 
 
 def test_mixed_results_and_status(backend: LocalBackend, tmp_path: Path) -> None:
-    backend.submit([spec(1, "idds_jupyter.worker.job:echo", x=1), spec(2, "idds_jupyter.worker.job:fail"),
-                    {**spec(3), "kind": "command", "function": None, "command": "echo '[1, 2]'",
-                     "log_dir": str(tmp_path)}])
+    backend.submit(
+        [
+            spec(1, "idds_jupyter.worker.job:echo", x=1),
+            spec(2, "idds_jupyter.worker.job:fail"),
+            {
+                **spec(3),
+                "kind": "command",
+                "function": None,
+                "command": "echo '[1, 2]'",
+                "log_dir": str(tmp_path),
+            },
+        ]
+    )
     res = drain(backend, 3)
     assert res[1]["result"] == {"x": 1}
     assert not res[2]["ok"] and res[2]["exc_type"] == "RuntimeError"
@@ -77,8 +99,9 @@ def test_status_queued_running(tmp_path: Path) -> None:
     b = LocalBackend(workers=1, batch=1)
     try:
         b.submit([spec(i, SLEEP, seconds=0.5) for i in range(4)])
-        st = wait_for(lambda: (s := b.status([0, 1, 2, 3]))[0] == "running" and s, 10,
-                      message="job 0 running")
+        st = wait_for(
+            lambda: (s := b.status([0, 1, 2, 3]))[0] == "running" and s, 10, message="job 0 running"
+        )
         assert st[3] == "queued"
         notes = b.results(0.5)
         assert {"job_id": 0, "attempt": 0, "started": True} in notes
@@ -100,7 +123,7 @@ def test_worker_killed_mid_job(backend: LocalBackend) -> None:
     victim = backend.worker_pids()[0]
     os.kill(victim, signal.SIGKILL)
     res = drain(backend, 1, timeout=10)
-    (jid, r), = res.items()
+    ((jid, r),) = res.items()
     assert not r["ok"] and r["error"] == "worker process died (signal 9)"
     # the pool continues, with a replacement worker
     assert victim not in backend.worker_pids() and len(backend.worker_pids()) == 2
@@ -114,9 +137,17 @@ def test_cancel_running_and_queued(tmp_path: Path) -> None:
     b = LocalBackend(workers=2, batch=1)
     try:
         marker = tmp_path / "late"
-        b.submit([{**spec(0), "kind": "command", "function": None,
-                   "command": f"sleep 3 && touch {marker}"}]
-                 + [spec(i, SLEEP, seconds=0.3) for i in range(1, 9)])
+        b.submit(
+            [
+                {
+                    **spec(0),
+                    "kind": "command",
+                    "function": None,
+                    "command": f"sleep 3 && touch {marker}",
+                }
+            ]
+            + [spec(i, SLEEP, seconds=0.3) for i in range(1, 9)]
+        )
         deadline = time.monotonic() + 10
         while b.status([0])[0] != "running" and time.monotonic() < deadline:
             b.results(0.1)

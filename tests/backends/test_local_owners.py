@@ -17,9 +17,22 @@ SLEEP = "idds_jupyter.worker.job:sleep"
 
 
 def spec(job_id: int, owner: str | None, function: str = ECHO, **kwargs: Any) -> dict[str, Any]:
-    return {"job_id": job_id, "attempt": 0, "work_id": 1, "workflow_id": 1, "kind": "function",
-            "function": function, "command": None, "kwargs": kwargs, "payload": None, "env": {},
-            "timeout_s": None, "log_dir": None, "cwd": None, "owner": owner}
+    return {
+        "job_id": job_id,
+        "attempt": 0,
+        "work_id": 1,
+        "workflow_id": 1,
+        "kind": "function",
+        "function": function,
+        "command": None,
+        "kwargs": kwargs,
+        "payload": None,
+        "env": {},
+        "timeout_s": None,
+        "log_dir": None,
+        "cwd": None,
+        "owner": owner,
+    }
 
 
 def cmd(job_id: int, owner: str, command: str) -> dict[str, Any]:
@@ -54,8 +67,12 @@ def test_owners_get_their_own_workers_within_the_bound() -> None:
         bob_pids = {pid for pid, o in owners.items() if o == "bob"}
         assert not bob_pids & alice_pids
         # idle owners' workers are ended and replaced by unbound ones
-        wait_for(lambda: set(b.worker_owners().values()) == {None}, 10, 0.1,
-                 message="idle owners' workers replaced by unbound ones")
+        wait_for(
+            lambda: set(b.worker_owners().values()) == {None},
+            10,
+            0.1,
+            message="idle owners' workers replaced by unbound ones",
+        )
         assert not (set(b.worker_pids()) & (alice_pids | bob_pids))
         assert len(b.worker_pids()) == 2
     finally:
@@ -80,8 +97,12 @@ def test_busy_owner_keeps_its_workers_and_another_waits_its_turn() -> None:
 def test_uid_isolation_without_an_account_fails_the_job_clearly(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("isolation needs root")
-    b = LocalBackend(workers=1, log_dir=str(tmp_path / "logs"), isolation="uid",
-                     user_map={"alice": "no-such-account-xyz"})
+    b = LocalBackend(
+        workers=1,
+        log_dir=str(tmp_path / "logs"),
+        isolation="uid",
+        user_map={"alice": "no-such-account-xyz"},
+    )
     try:
         assert b.worker_pids() == []  # uid: workers start per owner, on demand
         b.submit([spec(1, "alice"), spec(2, None)])
@@ -107,7 +128,8 @@ def test_account_isolation_names_an_unreachable_path(tmp_path: Path) -> None:
     # the first directory on the way the account cannot enter (the interpreter's, when the
     # checkout is in a closed directory; else the job area's)
     with pytest.raises(ValueError, match=r"account 'idds-test-job' cannot enter /.*chmod o\+x"):
-        LocalBackend(workers=1, isolation="account", job_account=JOB_ACCOUNT,
-                     jobs_dir=str(closed / "jobs"))
+        LocalBackend(
+            workers=1, isolation="account", job_account=JOB_ACCOUNT, jobs_dir=str(closed / "jobs")
+        )
     with pytest.raises(ValueError, match="isolation must be one of"):
         LocalBackend(workers=1, isolation="sandbox")

@@ -19,8 +19,11 @@ from idds_jupyter.bus import (
 
 def _coord() -> tuple[LocalBus, Coordinator]:
     bus = LocalBus()
-    return bus, Coordinator(bus.subscribe([JOBS_READY, WORKFLOW_DIRTY, WORKFLOW_TERMINAL,
-                                           WORK_TERMINAL, MESSAGE_NEW, CONTROL]))
+    return bus, Coordinator(
+        bus.subscribe(
+            [JOBS_READY, WORKFLOW_DIRTY, WORKFLOW_TERMINAL, WORK_TERMINAL, MESSAGE_NEW, CONTROL]
+        )
+    )
 
 
 def test_duplicates_merge_newest_payload_wins() -> None:
@@ -38,15 +41,17 @@ def test_duplicates_merge_newest_payload_wins() -> None:
 
 def test_served_by_priority_terminal_first() -> None:
     bus, coord = _coord()
-    bus.publish([
-        make_event(MESSAGE_NEW, "m"),
-        make_event(JOBS_READY, "j1"),
-        make_event(WORKFLOW_DIRTY, "d"),
-        make_event(WORK_TERMINAL, "wt"),
-        make_event(JOBS_READY, "j2"),
-        make_event(WORKFLOW_TERMINAL, "t"),
-        make_event(CONTROL, "c"),
-    ])
+    bus.publish(
+        [
+            make_event(MESSAGE_NEW, "m"),
+            make_event(JOBS_READY, "j1"),
+            make_event(WORKFLOW_DIRTY, "d"),
+            make_event(WORK_TERMINAL, "wt"),
+            make_event(JOBS_READY, "j2"),
+            make_event(WORKFLOW_TERMINAL, "t"),
+            make_event(CONTROL, "c"),
+        ]
+    )
     out = coord.get(1)
     assert [e.key for e in out] == ["t", "wt", "c", "d", "j1", "j2", "m"]
 

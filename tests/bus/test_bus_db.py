@@ -72,7 +72,9 @@ def test_subscriber_in_another_process(bus_engine: Engine, bus_db_url: str) -> N
     bus.publish([make_event(WORKFLOW_DIRTY, "2"), make_event(JOBS_READY, "3", n=3)])
     got = child.result()
     assert [(e["type"], e["key"]) for e in got] == [
-        (JOBS_READY, "1"), (WORKFLOW_DIRTY, "2"), (JOBS_READY, "3")
+        (JOBS_READY, "1"),
+        (WORKFLOW_DIRTY, "2"),
+        (JOBS_READY, "3"),
     ]
     assert got[2]["payload"] == {"n": 3}
     bus.close()

@@ -61,13 +61,15 @@ def test_topic_filtering_is_exact(zbus: ZmqBus) -> None:
     jobs = zbus.subscribe([JOBS_READY])
     job = zbus.subscribe([JOB_RESULT, WORKFLOW_DIRTY])
     every = zbus.subscribe([ALL])
-    zbus.publish([
-        make_event(JOBS_READY, "1", ids=[1]),
-        make_event(JOB_RESULT, "2"),
-        make_event(WORK_NEW, "3"),
-        make_event("job", "4"),  # a prefix of both "job.result" and "jobs.ready"
-        make_event(WORKFLOW_DIRTY, "5"),
-    ])
+    zbus.publish(
+        [
+            make_event(JOBS_READY, "1", ids=[1]),
+            make_event(JOB_RESULT, "2"),
+            make_event(WORK_NEW, "3"),
+            make_event("job", "4"),  # a prefix of both "job.result" and "jobs.ready"
+            make_event(WORKFLOW_DIRTY, "5"),
+        ]
+    )
     got = _collect(every, 5)
     assert [e.key for e in got] == ["1", "2", "3", "4", "5"]
     assert [(e.key, e.payload, e.priority) for e in jobs.get(2)] == [("1", {"ids": [1]}, 20)]
@@ -119,16 +121,28 @@ def test_subscriber_in_another_process(broker: ZmqBroker, zbus: ZmqBus) -> None:
     zbus.publish([make_event(WORKFLOW_DIRTY, "2"), make_event(JOBS_READY, "3", n=3)])
     got = child.result()
     assert [(e["type"], e["key"]) for e in got] == [
-        (JOBS_READY, "1"), (WORKFLOW_DIRTY, "2"), (JOBS_READY, "3")
+        (JOBS_READY, "1"),
+        (WORKFLOW_DIRTY, "2"),
+        (JOBS_READY, "3"),
     ]
     assert got[2]["payload"] == {"n": 3}
 
 
 def test_broker_as_a_process() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "idds_jupyter.bus.zmqbus",
-         "--pub", "tcp://127.0.0.1:*", "--sub", "tcp://127.0.0.1:*"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "idds_jupyter.bus.zmqbus",
+            "--pub",
+            "tcp://127.0.0.1:*",
+            "--sub",
+            "tcp://127.0.0.1:*",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -36,8 +36,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 60, interval: float = 0.1,
-             what: str = "condition") -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout: float = 60, interval: float = 0.1, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -50,9 +51,16 @@ def wait_for(pred: Callable[[], Any], timeout: float = 60, interval: float = 0.1
 
 def chaos_env(home: Path, db_url: str, mark: str, **extra: str) -> dict[str, str]:
     """The environment of a server/agents process of a chaos test; ``mark`` tags its processes."""
-    env = dict(os.environ, IDDS_HOME=str(home), IDDS_DB_URL=db_url, IDDS_POLL_INTERVAL="0.3",
-               IDDS_WORKERS="2", IDDS_LOCK_TTL="3", JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-               IDDS_CHAOS_MARK=mark)
+    env = dict(
+        os.environ,
+        IDDS_HOME=str(home),
+        IDDS_DB_URL=db_url,
+        IDDS_POLL_INTERVAL="0.3",
+        IDDS_WORKERS="2",
+        IDDS_LOCK_TTL="3",
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        IDDS_CHAOS_MARK=mark,
+    )
     env.pop("IDDS_URL", None)
     env.pop("IDDS_TOKEN", None)
     env.update(extra)
@@ -60,8 +68,14 @@ def chaos_env(home: Path, db_url: str, mark: str, **extra: str) -> dict[str, str
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "idds_jupyter.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "idds_jupyter.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class Proc:
@@ -70,9 +84,14 @@ class Proc:
     def __init__(self, env: dict[str, str], args: list[str], log: Path) -> None:
         self.log = log
         self._fh = open(log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.popen = subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", *args], env=env,
-                                      cwd=ROOT, stdout=self._fh, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "idds_jupyter.cli", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.pid = self.popen.pid
 
     def kill(self) -> None:
@@ -103,7 +122,9 @@ def serve(env: dict[str, str], port: int, log: Path) -> Proc:
 
     def up() -> bool:
         if p.popen.poll() is not None:
-            raise RuntimeError(f"the server exited ({p.popen.returncode}):\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"the server exited ({p.popen.returncode}):\n{log.read_text()[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 return bool(r.status == 200)
@@ -158,22 +179,38 @@ def executions(path: Path) -> Counter[str]:
 def audit(engine: Any, wid: int) -> dict[str, int]:
     """The exactly-once counters of a run's jobs, from the store."""
     with engine.begin() as conn:
-        row = conn.execute(select(
-            func.count(), func.sum(jobs.c.success_count), func.min(jobs.c.success_count),
-            func.max(jobs.c.success_count), func.min(jobs.c.release_count),
-            func.max(jobs.c.release_count),
-            func.sum(func.cast(jobs.c.status == "finished", jobs.c.attempt.type)))
-            .where(jobs.c.workflow_id == wid)).one()
-    keys = ("jobs", "successes", "min_success", "max_success", "min_release", "max_release",
-            "finished")
+        row = conn.execute(
+            select(
+                func.count(),
+                func.sum(jobs.c.success_count),
+                func.min(jobs.c.success_count),
+                func.max(jobs.c.success_count),
+                func.min(jobs.c.release_count),
+                func.max(jobs.c.release_count),
+                func.sum(func.cast(jobs.c.status == "finished", jobs.c.attempt.type)),
+            ).where(jobs.c.workflow_id == wid)
+        ).one()
+    keys = (
+        "jobs",
+        "successes",
+        "min_success",
+        "max_success",
+        "min_release",
+        "max_release",
+        "finished",
+    )
     return {k: int(v or 0) for k, v in zip(keys, row, strict=True)}
 
 
 def in_flight_ids(engine: Any) -> set[str]:
     """Ids of jobs submitted or running now (at a kill: the ones that may run twice)."""
     with engine.begin() as conn:
-        return {str(r[0]) for r in conn.execute(
-            select(jobs.c.id).where(jobs.c.status.in_(("submitted", "running"))))}
+        return {
+            str(r[0])
+            for r in conn.execute(
+                select(jobs.c.id).where(jobs.c.status.in_(("submitted", "running")))
+            )
+        }
 
 
 # A notebook user's scripts, run as processes of their own against a server (IDDS_URL/IDDS_TOKEN):
@@ -222,10 +259,21 @@ class RestartablePostgres:
         self.pg._run(self.pg.bindir / "pg_ctl", "-D", self.pg.dir / "data", "stop", "-m", "fast")
 
     def start_again(self) -> None:
-        opts = (f"-p {self.pg.port} -k {self.pg.dir} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c max_connections=200")
-        self.pg._run(self.pg.bindir / "pg_ctl", "-D", self.pg.dir / "data", "-l", self.pg.dir / "log",
-                     "-o", opts, "-w", "start")
+        opts = (
+            f"-p {self.pg.port} -k {self.pg.dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200"
+        )
+        self.pg._run(
+            self.pg.bindir / "pg_ctl",
+            "-D",
+            self.pg.dir / "data",
+            "-l",
+            self.pg.dir / "log",
+            "-o",
+            opts,
+            "-w",
+            "start",
+        )
 
     def close(self) -> None:
         self.pg.stop()

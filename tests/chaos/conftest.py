@@ -13,5 +13,6 @@ HERE = Path(__file__).parent
 @pytest.fixture(autouse=True)
 def _worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker processes (and the servers the tests start) import the job functions from here."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    )

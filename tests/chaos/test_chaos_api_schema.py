@@ -28,8 +28,9 @@ pytestmark = pytest.mark.timeout(size(300, 3600))
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, str]]:
     tmp = tmp_path_factory.mktemp("schema")
-    cfg = Config.load(None, home=tmp / "home", db_url=f"sqlite:///{tmp / 'idds.db'}", workers=2,
-                      poll_interval=0.5)
+    cfg = Config.load(
+        None, home=tmp / "home", db_url=f"sqlite:///{tmp / 'idds.db'}", workers=2, poll_interval=0.5
+    )
     handle = start_server(cfg, "127.0.0.1", 0, "/")
     admin = Client(handle.url, handle.token)
     token = admin._json("POST", "auth/tokens", {"name": "schemathesis", "user": "alice"})["token"]
@@ -41,14 +42,22 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandl
 
 
 @schema.exclude(path="/stream").parametrize()
-@settings(max_examples=size(10, 200), deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_openapi_and_never_answers_5xx(case: Any, live: tuple[ServerHandle, str]) -> None:
+@settings(
+    max_examples=size(10, 200),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_api_conforms_to_openapi_and_never_answers_5xx(
+    case: Any, live: tuple[ServerHandle, str]
+) -> None:
     handle, token = live
     base = handle.url.rstrip("/") + "/idds/api/v1"
     headers = dict(case.headers or {})
     headers.setdefault("Authorization", f"Bearer {token}")
     # Left out: a 405 to an undeclared method (TRACE) carries no ``Allow`` header (RFC 9110
     # wants one); reported, not a conformance failure of the document's operations.
-    case.call_and_validate(base_url=base, headers=headers, timeout=30,
-                           excluded_checks=[checks.unsupported_method])
+    case.call_and_validate(
+        base_url=base, headers=headers, timeout=30, excluded_checks=[checks.unsupported_method]
+    )

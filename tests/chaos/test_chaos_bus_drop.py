@@ -69,8 +69,9 @@ class DroppingBus(Bus):
         self.inner.close()
 
 
-def test_half_the_events_dropped_everything_finishes(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_half_the_events_dropped_everything_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import idds_jupyter.bus as bus_module
     from idds_jupyter.api.server import start_server
 
@@ -81,16 +82,24 @@ def test_half_the_events_dropped_everything_finishes(tmp_path: Path,
         return buses[-1]
 
     monkeypatch.setattr(bus_module, "make_bus", make_dropping_bus)
-    cfg = Config.load(None, home=tmp_path / "home", db_url=f"sqlite:///{tmp_path / 'idds.db'}",
-                      workers=2, poll_interval=0.5)
+    cfg = Config.load(
+        None,
+        home=tmp_path / "home",
+        db_url=f"sqlite:///{tmp_path / 'idds.db'}",
+        workers=2,
+        poll_interval=0.5,
+    )
     handle = start_server(cfg, port=0)
     client = Client(handle.url, handle.token)
     record = tmp_path / "executions.txt"
     t0 = time.monotonic()
     try:
         assert len(buses) == 1
-        wid = client.submit(layered_dag(DAG_JOBS, function="chaosfuncs:record",
-                                        parameters={"path": str(record)}).to_dict())
+        wid = client.submit(
+            layered_dag(
+                DAG_JOBS, function="chaosfuncs:record", parameters={"path": str(record)}
+            ).to_dict()
+        )
         env = {**os.environ, "IDDS_URL": handle.url, "IDDS_TOKEN": handle.token}
         scripts = {"map": MAP_SCRIPT.format(n=MAP_ITEMS, timeout=300)}
         if HAVE_OPTUNA:
@@ -99,8 +108,14 @@ def test_half_the_events_dropped_everything_finishes(tmp_path: Path,
         for name, src in scripts.items():
             path = tmp_path / f"{name}.py"
             path.write_text(textwrap.dedent(src))
-            procs[name] = subprocess.Popen([sys.executable, str(path)], env=env, cwd=tmp_path,
-                                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            procs[name] = subprocess.Popen(
+                [sys.executable, str(path)],
+                env=env,
+                cwd=tmp_path,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         outs = {}
         for name, proc in procs.items():
             out, err = proc.communicate(timeout=size(330, 2000))
@@ -113,11 +128,20 @@ def test_half_the_events_dropped_everything_finishes(tmp_path: Path,
         client.shutdown()
         handle.stop()
     bus = buses[0]
-    print(f"\nbus-drop: {bus.dropped} events dropped, {bus.delivered} delivered; DAG {DAG_JOBS} "
-          f"jobs, FaaT map {MAP_ITEMS}, HPO {outs.get('hpo')}; {time.monotonic() - t0:.1f} s")
+    print(
+        f"\nbus-drop: {bus.dropped} events dropped, {bus.delivered} delivered; DAG {DAG_JOBS} "
+        f"jobs, FaaT map {MAP_ITEMS}, HPO {outs.get('hpo')}; {time.monotonic() - t0:.1f} s"
+    )
     assert bus.dropped >= 10 and abs(bus.dropped - bus.delivered) <= 1
-    assert dag == {"jobs": DAG_JOBS, "successes": DAG_JOBS, "min_success": 1, "max_success": 1,
-                   "min_release": 1, "max_release": 1, "finished": DAG_JOBS}, dag
+    assert dag == {
+        "jobs": DAG_JOBS,
+        "successes": DAG_JOBS,
+        "min_success": 1,
+        "max_success": 1,
+        "min_release": 1,
+        "max_release": 1,
+        "finished": DAG_JOBS,
+    }, dag
     ran = executions(record)
     assert len(ran) == DAG_JOBS and max(ran.values()) == 1
     assert outs["map"] == [x * x for x in range(MAP_ITEMS)]

@@ -59,7 +59,9 @@ def own_pg() -> Iterator[RestartablePostgres]:
         pg.close()
 
 
-def test_postgres_restarted_mid_run_everything_finishes(tmp_path: Path, own_pg: RestartablePostgres) -> None:
+def test_postgres_restarted_mid_run_everything_finishes(
+    tmp_path: Path, own_pg: RestartablePostgres
+) -> None:
     """A job-level DAG and a FaaT ``.map`` on ``idds-jupyter serve``; PostgreSQL stopped (``pg_ctl stop -m fast``) for 3 s and started again.
 
     (Before the Receiver kept the results it could not record, the results that came
@@ -69,18 +71,26 @@ def test_postgres_restarted_mid_run_everything_finishes(tmp_path: Path, own_pg: 
     _restart_run(tmp_path, own_pg, with_study=False)
 
 
-@pytest.mark.skipif(not SOAK or not HAVE_OPTUNA, reason="known intermittent stall, run by "
-                    "`make soak`: a server-steered HPO study may never end after a PostgreSQL restart")
-@pytest.mark.xfail(reason="a server-steered study may stall after a PostgreSQL restart (seen once "
-                   "in CI size after the Receiver fix; suspected: trials asked in the Steerer's "
-                   "memory whose jobs were never written while the database was down)", strict=False)
-def test_postgres_restarted_during_a_server_steered_study(tmp_path: Path,
-                                                          own_pg: RestartablePostgres) -> None:
+@pytest.mark.skipif(
+    not SOAK or not HAVE_OPTUNA,
+    reason="known intermittent stall, run by "
+    "`make soak`: a server-steered HPO study may never end after a PostgreSQL restart",
+)
+@pytest.mark.xfail(
+    reason="a server-steered study may stall after a PostgreSQL restart (seen once "
+    "in CI size after the Receiver fix; suspected: trials asked in the Steerer's "
+    "memory whose jobs were never written while the database was down)",
+    strict=False,
+)
+def test_postgres_restarted_during_a_server_steered_study(
+    tmp_path: Path, own_pg: RestartablePostgres
+) -> None:
     _restart_run(tmp_path, own_pg, with_study=True, study_timeout=180)
 
 
-def _restart_run(tmp_path: Path, own_pg: RestartablePostgres, with_study: bool,
-                 study_timeout: int = 500) -> None:
+def _restart_run(
+    tmp_path: Path, own_pg: RestartablePostgres, with_study: bool, study_timeout: int = 500
+) -> None:
     db_url = own_pg.create_database("chaos_restart")
     home = tmp_path / "home"
     mark = uuid.uuid4().hex
@@ -97,8 +107,13 @@ def _restart_run(tmp_path: Path, own_pg: RestartablePostgres, with_study: bool,
     t0 = time.monotonic()
     outages = []
     try:
-        wid = client.submit(layered_dag(DAG_JOBS, function="chaosfuncs:record",
-                                        parameters={"path": str(record), "delay": 0.01}).to_dict())
+        wid = client.submit(
+            layered_dag(
+                DAG_JOBS,
+                function="chaosfuncs:record",
+                parameters={"path": str(record), "delay": 0.01},
+            ).to_dict()
+        )
         user_env = dict(env, IDDS_URL=url, IDDS_TOKEN=token)
         procs = {}
         scripts = {"map": MAP_SCRIPT.format(n=MAP_ITEMS, timeout=500)}
@@ -107,12 +122,21 @@ def _restart_run(tmp_path: Path, own_pg: RestartablePostgres, with_study: bool,
         for name, src in scripts.items():
             path = tmp_path / f"{name}.py"
             path.write_text(textwrap.dedent(src))
-            procs[name] = subprocess.Popen([sys.executable, str(path)], env=user_env, cwd=tmp_path,
-                                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            procs[name] = subprocess.Popen(
+                [sys.executable, str(path)],
+                env=user_env,
+                cwd=tmp_path,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         # the user's scripts have submitted (a submission while the store is down gets a
         # 503 "retry", which is right but not what is tested here)
-        wait_for(lambda: len(client.runs(10)) == 1 + len(procs), timeout=120,
-                 what="the map and the study submitted")
+        wait_for(
+            lambda: len(client.runs(10)) == 1 + len(procs),
+            timeout=120,
+            what="the map and the study submitted",
+        )
         for _ in range(RESTARTS):
             wait_for(lambda: executions(record), timeout=60, what="jobs running")
             time.sleep(1.0)
@@ -121,8 +145,9 @@ def _restart_run(tmp_path: Path, own_pg: RestartablePostgres, with_study: bool,
             time.sleep(3.0)  # the service sees the database gone for a while
             own_pg.start_again()
             outages.append(before)
-            assert server.popen.poll() is None, "the server died with its database:\n" + \
-                log.read_text()[-3000:]
+            assert server.popen.poll() is None, (
+                "the server died with its database:\n" + log.read_text()[-3000:]
+            )
         outs = {}
         for name, proc in procs.items():
             out, err = proc.communicate(timeout=size(500, 3000))
@@ -141,12 +166,21 @@ def _restart_run(tmp_path: Path, own_pg: RestartablePostgres, with_study: bool,
         rc = server.stop()
         engine.dispose()
     assert rc == 0, log.read_text()[-3000:]
-    print(f"\npostgres-restart: {RESTARTS} restarts (3 s down) at {outages} executions of "
-          f"{DAG_JOBS} DAG jobs; FaaT map {MAP_ITEMS}; HPO {outs.get('hpo')}; "
-          f"{time.monotonic() - t0:.1f} s")
+    print(
+        f"\npostgres-restart: {RESTARTS} restarts (3 s down) at {outages} executions of "
+        f"{DAG_JOBS} DAG jobs; FaaT map {MAP_ITEMS}; HPO {outs.get('hpo')}; "
+        f"{time.monotonic() - t0:.1f} s"
+    )
     assert outages[0] < DAG_JOBS, "the DAG ended before the database restart"
-    assert dag == {"jobs": DAG_JOBS, "successes": DAG_JOBS, "min_success": 1, "max_success": 1,
-                   "min_release": 1, "max_release": 1, "finished": DAG_JOBS}, dag
+    assert dag == {
+        "jobs": DAG_JOBS,
+        "successes": DAG_JOBS,
+        "min_success": 1,
+        "max_success": 1,
+        "min_release": 1,
+        "max_release": 1,
+        "finished": DAG_JOBS,
+    }, dag
     assert len(executions(record)) == DAG_JOBS
     assert outs["map"] == [x * x for x in range(MAP_ITEMS)]
     if with_study:
@@ -155,7 +189,8 @@ def _restart_run(tmp_path: Path, own_pg: RestartablePostgres, with_study: bool,
 
 
 def test_three_agents_processes_on_one_postgres_run_each_job_once(
-        tmp_path: Path, own_pg: RestartablePostgres) -> None:
+    tmp_path: Path, own_pg: RestartablePostgres
+) -> None:
     from idds_jupyter.config import Config
     from idds_jupyter.core import Orchestrator
 
@@ -170,8 +205,11 @@ def test_three_agents_processes_on_one_postgres_run_each_job_once(
     try:
         time.sleep(1.0)
         orch = Orchestrator(Config.load(None, home=home, db_url=db_url))
-        wid = orch.submit(layered_dag(AGENT_DAG_JOBS, function="chaosfuncs:record",
-                                      parameters={"path": str(record)}))
+        wid = orch.submit(
+            layered_dag(
+                AGENT_DAG_JOBS, function="chaosfuncs:record", parameters={"path": str(record)}
+            )
+        )
         assert orch.wait(wid, timeout=size(300, 1200)) == "finished"
         dag = audit(orch.engine, wid)
     finally:
@@ -180,16 +218,24 @@ def test_three_agents_processes_on_one_postgres_run_each_job_once(
     lines = [line.split() for line in record.read_text().splitlines()]
     ran = Counter(job for job, _ in lines)
     by_agent = Counter(pid for _, pid in lines)
-    print(f"\n3 agents on one PostgreSQL: {AGENT_DAG_JOBS} jobs, executions per agent "
-          f"{sorted(by_agent.values())}; {time.monotonic() - t0:.1f} s")
+    print(
+        f"\n3 agents on one PostgreSQL: {AGENT_DAG_JOBS} jobs, executions per agent "
+        f"{sorted(by_agent.values())}; {time.monotonic() - t0:.1f} s"
+    )
     assert len(ran) == AGENT_DAG_JOBS
     twice = sorted(j for j, n in ran.items() if n > 1)
     assert twice == [], f"{len(twice)} jobs executed more than once: {twice[:20]}"
     assert set(by_agent) <= {str(a.pid) for a in agents}
     assert len(by_agent) >= 2, f"the agents did not share the work: {dict(by_agent)}"
-    assert dag == {"jobs": AGENT_DAG_JOBS, "successes": AGENT_DAG_JOBS, "min_success": 1,
-                   "max_success": 1, "min_release": 1, "max_release": 1,
-                   "finished": AGENT_DAG_JOBS}, dag
+    assert dag == {
+        "jobs": AGENT_DAG_JOBS,
+        "successes": AGENT_DAG_JOBS,
+        "min_success": 1,
+        "max_success": 1,
+        "min_release": 1,
+        "max_release": 1,
+        "finished": AGENT_DAG_JOBS,
+    }, dag
     no_orphans(mark, home)
     assert os.path.exists(record)
 
@@ -201,10 +247,16 @@ def stall_report(engine: object, wid: int, log: Path) -> str:
     from idds_jupyter.store.tables import jobs, workflows, works
 
     with engine.begin() as conn:  # type: ignore[attr-defined]
-        by_status = conn.execute(select(jobs.c.status, func.count(), func.min(jobs.c.lock_expiry))
-                                 .where(jobs.c.workflow_id == wid).group_by(jobs.c.status)).all()
-        wks = conn.execute(select(works.c.name, works.c.status, works.c.n_jobs, works.c.n_finished)
-                           .where(works.c.workflow_id == wid)).all()
+        by_status = conn.execute(
+            select(jobs.c.status, func.count(), func.min(jobs.c.lock_expiry))
+            .where(jobs.c.workflow_id == wid)
+            .group_by(jobs.c.status)
+        ).all()
+        wks = conn.execute(
+            select(works.c.name, works.c.status, works.c.n_jobs, works.c.n_finished).where(
+                works.c.workflow_id == wid
+            )
+        ).all()
         wf = conn.execute(select(workflows.c.status).where(workflows.c.id == wid)).all()
     errors = [line for line in log.read_text().splitlines() if " ERROR " in line or "Error" in line]
     return f"run {wf}; jobs {by_status}; works {wks}; last errors {errors[-15:]}"

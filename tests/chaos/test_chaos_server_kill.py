@@ -48,11 +48,19 @@ HAVE_OPTUNA = importlib.util.find_spec("optuna") is not None
 
 pytestmark = pytest.mark.timeout(size(600, 3600))
 
+
 def _script(tmp: Path, name: str, source: str, env: dict[str, str]) -> subprocess.Popen[str]:
     path = tmp / f"{name}.py"
     path.write_text(textwrap.dedent(source))
-    return subprocess.Popen([sys.executable, str(path)], env=env, cwd=tmp, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(path)],
+        env=env,
+        cwd=tmp,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def test_sigkill_server_at_random_points_every_job_once(tmp_path: Path) -> None:
@@ -73,14 +81,23 @@ def test_sigkill_server_at_random_points_every_job_once(tmp_path: Path) -> None:
     record = tmp_path / "executions.txt"
     t0 = time.monotonic()
     try:
-        wid = client.submit(layered_dag(DAG_JOBS, function="chaosfuncs:record",
-                                        parameters={"path": str(record), "delay": 0.015}).to_dict())
+        wid = client.submit(
+            layered_dag(
+                DAG_JOBS,
+                function="chaosfuncs:record",
+                parameters={"path": str(record), "delay": 0.015},
+            ).to_dict()
+        )
         user_env = dict(env, IDDS_URL=url, IDDS_TOKEN=token)
-        scripts = {"map": _script(tmp_path, "faat_map", MAP_SCRIPT.format(n=MAP_ITEMS, timeout=500),
-                                  user_env)}
+        scripts = {
+            "map": _script(
+                tmp_path, "faat_map", MAP_SCRIPT.format(n=MAP_ITEMS, timeout=500), user_env
+            )
+        }
         if HAVE_OPTUNA:
-            scripts["hpo"] = _script(tmp_path, "hpo_study", STUDY_SCRIPT.format(n=TRIALS, timeout=500),
-                                     user_env)
+            scripts["hpo"] = _script(
+                tmp_path, "hpo_study", STUDY_SCRIPT.format(n=TRIALS, timeout=500), user_env
+            )
         may_repeat: set[str] = set()
         done_at_kill = []
         for _ in range(KILLS):
@@ -107,13 +124,24 @@ def test_sigkill_server_at_random_points_every_job_once(tmp_path: Path) -> None:
     dag = audit(engine, wid)
     ran = executions(record)
     twice = {j for j, n in ran.items() if n > 1}
-    print(f"\nchaos: {KILLS} SIGKILLs of the server at DAG progress {done_at_kill} of {DAG_JOBS} "
-          f"jobs; {len(may_repeat)} jobs in flight at a kill, {len(twice)} ran twice; "
-          f"FaaT map of {MAP_ITEMS}; HPO {outs.get('hpo')}; {elapsed:.1f} s {seed_note}")
-    assert dag == {"jobs": DAG_JOBS, "successes": DAG_JOBS, "min_success": 1, "max_success": 1,
-                   "min_release": 1, "max_release": 1, "finished": DAG_JOBS}, dag
+    print(
+        f"\nchaos: {KILLS} SIGKILLs of the server at DAG progress {done_at_kill} of {DAG_JOBS} "
+        f"jobs; {len(may_repeat)} jobs in flight at a kill, {len(twice)} ran twice; "
+        f"FaaT map of {MAP_ITEMS}; HPO {outs.get('hpo')}; {elapsed:.1f} s {seed_note}"
+    )
+    assert dag == {
+        "jobs": DAG_JOBS,
+        "successes": DAG_JOBS,
+        "min_success": 1,
+        "max_success": 1,
+        "min_release": 1,
+        "max_release": 1,
+        "finished": DAG_JOBS,
+    }, dag
     assert len(ran) == DAG_JOBS, "a job never ran"
-    assert twice <= may_repeat, f"jobs not in flight at a kill ran twice: {sorted(twice - may_repeat)}"
+    assert twice <= may_repeat, (
+        f"jobs not in flight at a kill ran twice: {sorted(twice - may_repeat)}"
+    )
     if HAVE_OPTUNA:
         hpo = outs["hpo"]
         assert hpo["n"] == TRIALS and hpo["complete"] == TRIALS, hpo
@@ -124,6 +152,7 @@ def test_sigkill_server_at_random_points_every_job_once(tmp_path: Path) -> None:
         from sqlalchemy import func, select
 
         from idds_jupyter.store.tables import jobs, workflows
+
         assert conn.execute(select(func.max(jobs.c.success_count))).scalar() == 1
         statuses = dict(conn.execute(select(workflows.c.id, workflows.c.status)).all())
     assert set(statuses.values()) == {"finished"}, statuses

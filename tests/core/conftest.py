@@ -16,5 +16,9 @@ def _worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
     imports the module, hence also what it imports from ``tests/`` (``waiting``
     through ``helpers``), so both directories go on the workers' ``PYTHONPATH``.
     """
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(
+            p for p in (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    )

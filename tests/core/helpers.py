@@ -22,8 +22,9 @@ def config(tmp_path: Path, db_url: str, **kw: Any) -> Config:
     return Config.load(None, home=tmp_path / "home", db_url=db_url, **kw)
 
 
-def run_to_end(cfg: Config, wf: Workflow | str, params: dict[str, Any] | None = None,
-               timeout: float = 120) -> tuple[Orchestrator, int, str]:
+def run_to_end(
+    cfg: Config, wf: Workflow | str, params: dict[str, Any] | None = None, timeout: float = 120
+) -> tuple[Orchestrator, int, str]:
     with Runner(cfg) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
         wid = orch.submit(wf, params)

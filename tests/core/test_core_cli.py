@@ -19,17 +19,34 @@ EXAMPLE = "examples/branch_and_loop.yaml"
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "idds_jupyter.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "idds_jupyter.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
 def served(tmp_path: Path, db_url: str) -> Iterator[dict[str, str]]:
-    env = dict(os.environ, IDDS_DB_URL=db_url, IDDS_HOME=str(tmp_path / "home"),
-               IDDS_POLL_INTERVAL="0.3", IDDS_WORKERS="2")
+    env = dict(
+        os.environ,
+        IDDS_DB_URL=db_url,
+        IDDS_HOME=str(tmp_path / "home"),
+        IDDS_POLL_INTERVAL="0.3",
+        IDDS_WORKERS="2",
+    )
     assert cli(env, "db", "upgrade").returncode == 0
-    server = subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", "serve"], env=env,
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "idds_jupyter.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         yield env
     finally:
@@ -38,14 +55,19 @@ def served(tmp_path: Path, db_url: str) -> Iterator[dict[str, str]]:
         assert server.returncode == 0, out
 
 
-@pytest.mark.parametrize("threshold, taken, skipped", [(0.5, "publish", "rerun"), (0.9, "rerun", "publish")])
-def test_submit_wait_takes_the_right_branch_and_loops(served: dict[str, str], threshold: float,
-                                                       taken: str, skipped: str) -> None:
+@pytest.mark.parametrize(
+    "threshold, taken, skipped", [(0.5, "publish", "rerun"), (0.9, "rerun", "publish")]
+)
+def test_submit_wait_takes_the_right_branch_and_loops(
+    served: dict[str, str], threshold: float, taken: str, skipped: str
+) -> None:
     res = cli(served, "submit", EXAMPLE, "--wait", "--param", f"threshold={threshold}")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "'branch-and-loop': finished" in res.stdout
     wid = int(res.stdout.split("submitted workflow ")[1].split()[0])
-    orch = Orchestrator(Config.load(None, db_url=served["IDDS_DB_URL"], home=Path(served["IDDS_HOME"])))
+    orch = Orchestrator(
+        Config.load(None, db_url=served["IDDS_DB_URL"], home=Path(served["IDDS_HOME"]))
+    )
     st = orch.status(wid)
     works = {w["name"]: w for w in st["works"]}
     assert st["status"] == "finished"

@@ -35,18 +35,35 @@ def gated_once(tmp_path: Path) -> tuple[dict[str, Any], Path, Path]:
     """One command job that waits for a go file, then appends one line: each execution
     of it leaves a line, however the executions overlap."""
     go, out = tmp_path / "go", tmp_path / "ran.txt"
-    wf = {"name": "clock", "works": [{"name": "once", "command":
-          f"while [ ! -e {go} ]; do sleep 0.1; done; echo once >> {out}"}]}
+    wf = {
+        "name": "clock",
+        "works": [
+            {
+                "name": "once",
+                "command": f"while [ ! -e {go} ]; do sleep 0.1; done; echo once >> {out}",
+            }
+        ],
+    }
     return wf, go, out
 
 
 def skewed_agents(tmp_path: Path, db_url: str, shift: float, tag: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, IDDS_DB_URL=db_url, IDDS_HOME=str(tmp_path / "home"), IDDS_BUS="none",
-               IDDS_LOCK_TTL=str(TTL), IDDS_POLL_INTERVAL="0.5", IDDS_WORKERS="1")
+    env = dict(
+        os.environ,
+        IDDS_DB_URL=db_url,
+        IDDS_HOME=str(tmp_path / "home"),
+        IDDS_BUS="none",
+        IDDS_LOCK_TTL=str(TTL),
+        IDDS_POLL_INTERVAL="0.5",
+        IDDS_WORKERS="1",
+    )
     log = open(tmp_path / f"agents-{tag}.log", "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, str(HERE / "skewed_agents.py"), str(shift),
-                             "agents", "--only", "carrier"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "skewed_agents.py"), str(shift), "agents", "--only", "carrier"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def the_job(orch: Orchestrator, wid: int) -> Any:
@@ -101,7 +118,8 @@ def test_skewed_clock_reclaims_nothing_healthy(tmp_path: Path, db_url: str, skew
         held = the_job(orch, wid)
         assert (held.status, held.lock_owner, held.attempt) == ("running", owner, 1), (
             f"a healthy job was reclaimed: {held.status}, owner {held.lock_owner}, "
-            f"attempt {held.attempt}, error {held.error!r}")
+            f"attempt {held.attempt}, error {held.error!r}"
+        )
         go.touch()
         assert orch.wait(wid, timeout=60) == "finished"
         done = the_job(orch, wid)
@@ -116,8 +134,9 @@ def test_skewed_clock_reclaims_nothing_healthy(tmp_path: Path, db_url: str, skew
     assert (done.attempt, done.success_count, done.release_count) == (1, 1, 1)
 
 
-def test_locks_that_look_expired_of_a_live_owner_are_not_reclaimed(tmp_path: Path,
-                                                                     db_url: str) -> None:
+def test_locks_that_look_expired_of_a_live_owner_are_not_reclaimed(
+    tmp_path: Path, db_url: str
+) -> None:
     """The clock itself jumps (a host resumed from sleep, a stepped clock: the database's
     clock too, for SQLite it is the host's): every lock written before looks expired.
     Emulated by moving the running job's lock expiry 120 s into the past again and again
@@ -143,7 +162,8 @@ def test_locks_that_look_expired_of_a_live_owner_are_not_reclaimed(tmp_path: Pat
         held = the_job(orch, wid)
         assert (held.status, held.lock_owner, held.attempt) == ("running", healthy.owner, 1), (
             f"a live owner's job was reclaimed: {held.status}, owner {held.lock_owner}, "
-            f"attempt {held.attempt}, error {held.error!r}")
+            f"attempt {held.attempt}, error {held.error!r}"
+        )
         go.touch()
         assert orch.wait(wid, timeout=60) == "finished"
         done = the_job(orch, wid)
@@ -157,11 +177,14 @@ def test_locks_that_look_expired_of_a_live_owner_are_not_reclaimed(tmp_path: Pat
     assert (done.attempt, done.success_count) == (1, 1)
 
 
-@pytest.mark.parametrize(("shift", "registered"), [(0.0, False), (120.0, False), (120.0, True)],
-                         ids=["no-skew", "ahead-unregistered", "ahead-registered"])
-def test_dead_owner_is_reclaimed_on_the_database_clock(tmp_path: Path, db_url: str, shift: float,
-                                                       registered: bool,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("shift", "registered"),
+    [(0.0, False), (120.0, False), (120.0, True)],
+    ids=["no-skew", "ahead-unregistered", "ahead-registered"],
+)
+def test_dead_owner_is_reclaimed_on_the_database_clock(
+    tmp_path: Path, db_url: str, shift: float, registered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An owner claims the job for 4 s and dies without running it. Its lock ends 4 s later
     on the database's clock even when its own clock ran 120 s ahead (then the lock used
     to last 124 s): a healthy runner reclaims it then, not before, and runs it once.
@@ -175,8 +198,14 @@ def test_dead_owner_is_reclaimed_on_the_database_clock(tmp_path: Path, db_url: s
     monkeypatch.setattr(time, "time", lambda: real() + shift)  # the dead owner's clock
     with orch.engine.begin() as conn:
         if registered:
-            conn.execute(agents.insert().values(id="dead-host:1:feedface", roles="carrier",
-                                                started_at=time.time(), heartbeat=time.time()))
+            conn.execute(
+                agents.insert().values(
+                    id="dead-host:1:feedface",
+                    roles="carrier",
+                    started_at=time.time(),
+                    heartbeat=time.time(),
+                )
+            )
         claimed = claim_ready(conn, "dead-host:1:feedface", ["local"], 10, ttl=4.0)
     monkeypatch.setattr(time, "time", real)
     claimed_at = time.monotonic()
@@ -186,7 +215,8 @@ def test_dead_owner_is_reclaimed_on_the_database_clock(tmp_path: Path, db_url: s
         time.sleep(max(0.0, 2.5 - (time.monotonic() - claimed_at)))
         early = the_job(orch, wid)
         assert (early.status, early.lock_owner) == ("submitted", "dead-host:1:feedface"), (
-            "the dead owner's lock was reclaimed before it expired")
+            "the dead owner's lock was reclaimed before it expired"
+        )
         assert orch.wait(wid, timeout=30) == "finished", "the dead owner's job was never reclaimed"
         reclaimed_after = time.monotonic() - claimed_at
     finally:

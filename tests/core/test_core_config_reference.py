@@ -15,10 +15,13 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 def test_committed_reference_is_the_generated_one() -> None:
     assert DOC.read_text(encoding="utf-8") == markdown(), (
         "docs/configuration.md is out of date: python -m idds_jupyter_server.reference "
-        "--markdown > docs/configuration.md")
+        "--markdown > docs/configuration.md"
+    )
 
 
-def test_every_setting_is_documented_and_given_every_way(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_every_setting_is_documented_and_given_every_way(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from idds_jupyter_server.app import IddsExtension
 
     traits = IddsExtension.class_traits(config=True)

@@ -19,11 +19,22 @@ from idds_jupyter.store.tables import jobs
 
 
 def start_agents(tmp_path: Path, db_url: str, tag: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, IDDS_DB_URL=db_url, IDDS_HOME=str(tmp_path / "home"), IDDS_BUS="db",
-               IDDS_LOCK_TTL="3", IDDS_POLL_INTERVAL="0.5", IDDS_WORKERS="2")
+    env = dict(
+        os.environ,
+        IDDS_DB_URL=db_url,
+        IDDS_HOME=str(tmp_path / "home"),
+        IDDS_BUS="db",
+        IDDS_LOCK_TTL="3",
+        IDDS_POLL_INTERVAL="0.5",
+        IDDS_WORKERS="2",
+    )
     log = open(tmp_path / f"agents-{tag}.log", "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, "-m", "idds_jupyter.cli", "agents"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "idds_jupyter.cli", "agents"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def count_lines(path: str) -> int:
@@ -41,8 +52,11 @@ def finished_count(orch: Orchestrator, wid: int) -> int:
 def test_sigkill_agents_mid_dag_then_restart(tmp_path: Path, db_url: str) -> None:
     orch = Orchestrator(Config.load(None, home=tmp_path / "home", db_url=db_url))
     record = str(tmp_path / "executions.txt")
-    wid = orch.submit(layered_dag(10_002, function="corefuncs:record",
-                                  parameters={"path": record, "delay": 0.0005}))
+    wid = orch.submit(
+        layered_dag(
+            10_002, function="corefuncs:record", parameters={"path": record, "delay": 0.0005}
+        )
+    )
     first = start_agents(tmp_path, db_url, "1")
     try:
         wait_for(lambda: count_lines(record) >= 3000, timeout=120, interval=0.01)
@@ -58,10 +72,15 @@ def test_sigkill_agents_mid_dag_then_restart(tmp_path: Path, db_url: str) -> Non
         second.terminate()
         second.wait(30)
     with orch.engine.begin() as conn:
-        n, ok, max_rel, max_succ, min_rel = conn.execute(select(
-            func.count(), func.sum(jobs.c.success_count), func.max(jobs.c.release_count),
-            func.max(jobs.c.success_count), func.min(jobs.c.release_count))
-            .where(jobs.c.workflow_id == wid)).one()
+        n, ok, max_rel, max_succ, min_rel = conn.execute(
+            select(
+                func.count(),
+                func.sum(jobs.c.success_count),
+                func.max(jobs.c.release_count),
+                func.max(jobs.c.success_count),
+                func.min(jobs.c.release_count),
+            ).where(jobs.c.workflow_id == wid)
+        ).one()
     assert (n, ok) == (10_002, 10_002)
     assert max_succ == 1, "a job was recorded as succeeded twice"
     assert (min_rel, max_rel) == (1, 1), "a job was released twice (or never)"
@@ -76,8 +95,9 @@ def test_two_runners_on_one_postgres_run_each_job_once(tmp_path: Path, pg_url: s
     runners = [start_agents(tmp_path, pg_url, "a"), start_agents(tmp_path, pg_url, "b")]
     try:
         time.sleep(1.0)
-        wid = orch.submit(layered_dag(10_002, function="corefuncs:record",
-                                      parameters={"path": record}))
+        wid = orch.submit(
+            layered_dag(10_002, function="corefuncs:record", parameters={"path": record})
+        )
         assert orch.wait(wid, timeout=300) == "finished"
     finally:
         for r in runners:

@@ -30,38 +30,66 @@ def uneven() -> Workflow:
     * ``slow`` (1 job, 2 s) and ``fast`` (3 no-ops) → ``join`` (3 jobs): each ``join`` job
       waits for the slow job (``all``) and for its own fast job (``one_to_one``).
     """
-    return Workflow(name="uneven", works=[
-        Work(name="p", function=SLEEP, kwargs_list=[{"seconds": SLOW}, {"seconds": 0}]),
-        Work(name="c", function=NOOP, n_jobs=2, job_deps=[JobDep(work="p", pattern="all")]),
-        Work(name="slow", function=SLEEP, kwargs_list=[{"seconds": SLOW}]),
-        Work(name="fast", function=NOOP, n_jobs=3),
-        Work(name="join", function=NOOP, n_jobs=3,
-             job_deps=[JobDep(work="slow", pattern="all"), JobDep(work="fast", pattern="one_to_one")]),
-    ])
+    return Workflow(
+        name="uneven",
+        works=[
+            Work(name="p", function=SLEEP, kwargs_list=[{"seconds": SLOW}, {"seconds": 0}]),
+            Work(name="c", function=NOOP, n_jobs=2, job_deps=[JobDep(work="p", pattern="all")]),
+            Work(name="slow", function=SLEEP, kwargs_list=[{"seconds": SLOW}]),
+            Work(name="fast", function=NOOP, n_jobs=3),
+            Work(
+                name="join",
+                function=NOOP,
+                n_jobs=3,
+                job_deps=[
+                    JobDep(work="slow", pattern="all"),
+                    JobDep(work="fast", pattern="one_to_one"),
+                ],
+            ),
+        ],
+    )
 
 
 def test_child_starts_after_both_uneven_parents(tmp_path: Path, db_url: str) -> None:
     # 3 workers: the fast parents are not queued behind the slow ones.
-    orch, wid, status = run_to_end(config(tmp_path, db_url, workers=3, poll_interval=0.2),
-                                   uneven(), timeout=90)
+    orch, wid, status = run_to_end(
+        config(tmp_path, db_url, workers=3, poll_interval=0.2), uneven(), timeout=90
+    )
     assert status == "finished"
     parent, child = jobs.alias("p"), jobs.alias("c")
     with orch.engine.begin() as conn:
         edges = conn.execute(
-            select(child.c.id, parent.c.id, child.c.started_at, parent.c.started_at,
-                   parent.c.finished_at)
-            .select_from(job_deps.join(parent, parent.c.id == job_deps.c.parent_id)
-                         .join(child, child.c.id == job_deps.c.child_id))
-            .where(parent.c.workflow_id == wid)).all()
-        n, ok, min_rel, max_rel, max_ok = conn.execute(select(
-            func.count(), func.sum(jobs.c.success_count), func.min(jobs.c.release_count),
-            func.max(jobs.c.release_count), func.max(jobs.c.success_count))
-            .where(jobs.c.workflow_id == wid)).one()
+            select(
+                child.c.id,
+                parent.c.id,
+                child.c.started_at,
+                parent.c.started_at,
+                parent.c.finished_at,
+            )
+            .select_from(
+                job_deps.join(parent, parent.c.id == job_deps.c.parent_id).join(
+                    child, child.c.id == job_deps.c.child_id
+                )
+            )
+            .where(parent.c.workflow_id == wid)
+        ).all()
+        n, ok, min_rel, max_rel, max_ok = conn.execute(
+            select(
+                func.count(),
+                func.sum(jobs.c.success_count),
+                func.min(jobs.c.release_count),
+                func.max(jobs.c.release_count),
+                func.max(jobs.c.success_count),
+            ).where(jobs.c.workflow_id == wid)
+        ).one()
     assert len(edges) == 2 * 2 + 3 * 2  # c: 2 jobs x 2 parents; join: 3 jobs x (slow + own fast)
     assert all(e[2] is not None and e[4] is not None for e in edges), edges
-    early = [(c_id, p_id, p_end - c_start) for c_id, p_id, c_start, _, p_end in edges
-             if c_start < p_end]
-    assert early == [], f"children started before a parent ended (child, parent, seconds early): {early}"
+    early = [
+        (c_id, p_id, p_end - c_start) for c_id, p_id, c_start, _, p_end in edges if c_start < p_end
+    ]
+    assert early == [], (
+        f"children started before a parent ended (child, parent, seconds early): {early}"
+    )
     # The test has teeth only if parents really finished apart: in each shape, a child
     # has a parent that ended >= 1.5 s after another of its parents. (Not every child:
     # a fast parent may be queued behind a slow job on the same worker.)
@@ -74,8 +102,9 @@ def test_child_starts_after_both_uneven_parents(tmp_path: Path, db_url: str) -> 
     assert set(spread) & set(c_ids) and set(spread) & set(join_ids), ends
     # and each child job was released once and succeeded once
     with orch.engine.begin() as conn:
-        kids = conn.execute(select(jobs.c.release_count, jobs.c.success_count)
-                            .where(jobs.c.id.in_(list(ends)))).all()
+        kids = conn.execute(
+            select(jobs.c.release_count, jobs.c.success_count).where(jobs.c.id.in_(list(ends)))
+        ).all()
     assert sorted(kids) == [(1, 1)] * 5
     assert (n, ok, max_ok, min_rel, max_rel) == (11, 11, 1, 1, 1)
     # The Trigger counts what it released (the agents' wake-up hint): nothing for no
@@ -84,6 +113,9 @@ def test_child_starts_after_both_uneven_parents(tmp_path: Path, db_url: str) -> 
     with orch.engine.begin() as conn:
         assert release_children(conn, []) == 0
         assert release_children(conn, sorted({p_id for _, p_id, _, _, _ in edges})) == 0
-        assert conn.execute(select(func.max(jobs.c.release_count))
-                            .where(jobs.c.workflow_id == wid)).scalar() == 1
-
+        assert (
+            conn.execute(
+                select(func.max(jobs.c.release_count)).where(jobs.c.workflow_id == wid)
+            ).scalar()
+            == 1
+        )

@@ -19,15 +19,25 @@ def without(modules: list[str], code: str, tmp_path: Path) -> subprocess.Complet
     prelude = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDDS_")}
     env["IDDS_HOME"] = str(tmp_path / "home")
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_default_roles_run_a_workflow_without_optuna_and_skip_the_steerer(tmp_path: Path) -> None:
-    res = without(["optuna"], """
+    res = without(
+        ["optuna"],
+        """
         from idds_jupyter.cli import main
         sys.exit(main(["run", "-q", "examples/branch_and_loop.yaml"]))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "'branch-and-loop': finished" in res.stdout
     assert "steerer role not started" in res.stderr
@@ -35,39 +45,59 @@ def test_default_roles_run_a_workflow_without_optuna_and_skip_the_steerer(tmp_pa
 
 
 def test_steerer_asked_for_by_name_without_optuna_is_an_error(tmp_path: Path) -> None:
-    res = without(["optuna"], """
+    res = without(
+        ["optuna"],
+        """
         from idds_jupyter.agents.runner import Runner
         from idds_jupyter.config import Config
         try:
             Runner(Config.load(), roles=["steerer"]).start()
         except ModuleNotFoundError as e:
             print("ERROR", e)
-    """, tmp_path)
-    assert "ERROR the steerer role needs Optuna: pip install 'idds-jupyter[hpo]'" in res.stdout, res.stderr
+    """,
+        tmp_path,
+    )
+    assert "ERROR the steerer role needs Optuna: pip install 'idds-jupyter[hpo]'" in res.stdout, (
+        res.stderr
+    )
 
 
 def test_a_study_without_optuna_says_which_extra(tmp_path: Path) -> None:
-    res = without(["optuna"], """
+    res = without(
+        ["optuna"],
+        """
         import idds_jupyter.model.space  # imports nothing optional
         for use in ("from idds_jupyter.hpo import Study", "idds_jupyter.model.space.uniform(0, 1)"):
             try:
                 exec(use)
             except ModuleNotFoundError as e:
                 print("ERROR", e)
-    """, tmp_path)
-    hint = ("ERROR hyper-parameter optimisation needs Optuna, which is not installed: "
-            "pip install 'idds-jupyter[hpo]'")
+    """,
+        tmp_path,
+    )
+    hint = (
+        "ERROR hyper-parameter optimisation needs Optuna, which is not installed: "
+        "pip install 'idds-jupyter[hpo]'"
+    )
     assert res.stdout.count(hint) == 2, res.stdout + res.stderr
 
 
 def test_cli_names_the_extra_of_a_missing_backend_or_database_driver(tmp_path: Path) -> None:
-    res = without(["distributed", "psycopg"], """
+    res = without(
+        ["distributed", "psycopg"],
+        """
         from idds_jupyter.cli import main
         print("EXIT", main(["run", "-q", "--backend", "dask", "examples/branch_and_loop.yaml"]))
         print("EXIT", main(["--db", "postgresql+psycopg://u@127.0.0.1:1/x", "runs"]))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert res.stdout.count("EXIT 2") == 2, res.stdout + res.stderr
-    assert ("the dask backend needs the 'distributed' package, which is not installed: "
-            "pip install 'idds-jupyter[dask]'") in res.stderr
-    assert "needs the 'psycopg' package, which is not installed: pip install 'idds-jupyter[postgres]'" \
+    assert (
+        "the dask backend needs the 'distributed' package, which is not installed: "
+        "pip install 'idds-jupyter[dask]'"
+    ) in res.stderr
+    assert (
+        "needs the 'psycopg' package, which is not installed: pip install 'idds-jupyter[postgres]'"
         in res.stderr
+    )

@@ -31,8 +31,11 @@ def _row(orch: Orchestrator, wid: int) -> dict[str, Any]:
 
 def _statuses(orch: Orchestrator, wid: int) -> dict[str, str]:
     with orch.engine.begin() as conn:
-        return dict(conn.execute(select(works.c.name, works.c.status)  # type: ignore[arg-type]
-                                 .where(works.c.workflow_id == wid)).all())
+        return dict(
+            conn.execute(
+                select(works.c.name, works.c.status).where(works.c.workflow_id == wid)  # type: ignore[arg-type]
+            ).all()
+        )
 
 
 def _job_statuses(orch: Orchestrator, wid: int) -> list[str]:
@@ -105,8 +108,9 @@ def test_a_dependent_work_makes_the_run_planned_again(tmp_path: Path, db_url: st
 FAIL = "idds_jupyter.worker.job:fail"
 
 
-def test_a_run_of_few_independent_works_ends_where_its_last_work_ends(tmp_path: Path,
-                                                                       db_url: str) -> None:
+def test_a_run_of_few_independent_works_ends_where_its_last_work_ends(
+    tmp_path: Path, db_url: str
+) -> None:
     """A function call's workflow ends in the transaction of its last result: no Clerk round
     (never marked for one), its outbound message written, the status the planner would give."""
     from idds_jupyter.store.tables import messages
@@ -117,17 +121,26 @@ def test_a_run_of_few_independent_works_ends_where_its_last_work_ends(tmp_path: 
         ok = orch.submit({"name": "call", "works": [_call("f")]})
         mixed = orch.submit({"name": "two", "works": [_call("f"), {"name": "g", "function": FAIL}]})
         bad = orch.submit({"name": "bad", "works": [{"name": "g", "function": FAIL}]})
-        assert [orch.wait(w, timeout=60) for w in (ok, mixed, bad)] == ["finished", "subfinished",
-                                                                         "failed"]
+        assert [orch.wait(w, timeout=60) for w in (ok, mixed, bad)] == [
+            "finished",
+            "subfinished",
+            "failed",
+        ]
         for wid in (ok, mixed, bad):
             row = _row(orch, wid)
             assert (row["dirty_seq"], row["clean_seq"]) == (1, 1)
             assert row["meta"]["independent"] is True and row["finished_at"] is not None
         with orch.engine.begin() as conn:
-            sent = conn.execute(select(messages.c.workflow_id, messages.c.payload)
-                                .where(messages.c.kind == "workflow.terminal")).all()
+            sent = conn.execute(
+                select(messages.c.workflow_id, messages.c.payload).where(
+                    messages.c.kind == "workflow.terminal"
+                )
+            ).all()
         assert sorted((w, p["status"]) for w, p in sent) == [
-            (ok, "finished"), (mixed, "subfinished"), (bad, "failed")]
+            (ok, "finished"),
+            (mixed, "subfinished"),
+            (bad, "failed"),
+        ]
 
 
 def test_a_dependent_template_still_ends_through_the_clerk(tmp_path: Path, db_url: str) -> None:
@@ -140,8 +153,9 @@ def test_a_dependent_template_still_ends_through_the_clerk(tmp_path: Path, db_ur
         assert row["meta"]["independent"] is False and row["dirty_seq"] > 1  # planned again
 
 
-def test_a_run_that_ends_at_submission_has_its_outbound_message(tmp_path: Path,
-                                                                  db_url: str) -> None:
+def test_a_run_that_ends_at_submission_has_its_outbound_message(
+    tmp_path: Path, db_url: str
+) -> None:
     """Whoever applies the plan that ends a run (here the submission) writes its message."""
     from idds_jupyter.store.tables import messages
 
@@ -165,12 +179,27 @@ def test_a_template_another_writer_grew_is_read_again(tmp_path: Path, db_url: st
     assert row["template"]["works"] == [] and row["meta"]["grown"]
     elsewhere = Workflow.from_dict({"name": "x", "works": [_call("elsewhere")]}).works[0].to_dict()
     with orch.engine.begin() as conn:  # what another process's add_works writes
-        conn.execute(works.insert().values(
-            workflow_id=wid, name="elsewhere", template_name="elsewhere", kind="function",
-            status="new", spec={"work": elsewhere, "parent": None}, created_at=0, updated_at=0))
-        conn.execute(update(workflows).where(workflows.c.id == wid).values(
-            dirty_seq=workflows.c.dirty_seq + 1, clean_seq=workflows.c.clean_seq + 1,
-            updated_at=row["updated_at"] + 1))
+        conn.execute(
+            works.insert().values(
+                workflow_id=wid,
+                name="elsewhere",
+                template_name="elsewhere",
+                kind="function",
+                status="new",
+                spec={"work": elsewhere, "parent": None},
+                created_at=0,
+                updated_at=0,
+            )
+        )
+        conn.execute(
+            update(workflows)
+            .where(workflows.c.id == wid)
+            .values(
+                dirty_seq=workflows.c.dirty_seq + 1,
+                clean_seq=workflows.c.clean_seq + 1,
+                updated_at=row["updated_at"] + 1,
+            )
+        )
     orch.add_works(wid, [_call("c")])
     row = _row(orch, wid)
     with orch.engine.begin() as conn:
@@ -181,16 +210,24 @@ def test_a_template_another_writer_grew_is_read_again(tmp_path: Path, db_url: st
 
 def _jobs_of(orch: Orchestrator, wid: int, work: str) -> list[tuple[int, str, Any]]:
     with orch.engine.begin() as conn:
-        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
-            select(jobs.c.idx, jobs.c.status, jobs.c.kwargs)
-            .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
-            .where(jobs.c.workflow_id == wid, works.c.name == work).order_by(jobs.c.idx))]
+        return [
+            tuple(r)
+            for r in conn.execute(  # type: ignore[misc]
+                select(jobs.c.idx, jobs.c.status, jobs.c.kwargs)
+                .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+                .where(jobs.c.workflow_id == wid, works.c.name == work)
+                .order_by(jobs.c.idx)
+            )
+        ]
 
 
 def _n_jobs(orch: Orchestrator, wid: int, work: str) -> int:
     with orch.engine.begin() as conn:
-        return int(conn.execute(select(works.c.n_jobs).where(
-            works.c.workflow_id == wid, works.c.name == work)).scalar_one())
+        return int(
+            conn.execute(
+                select(works.c.n_jobs).where(works.c.workflow_id == wid, works.c.name == work)
+            ).scalar_one()
+        )
 
 
 def test_a_declared_work_waits_for_the_jobs_added_to_it(tmp_path: Path, db_url: str) -> None:
@@ -200,8 +237,11 @@ def test_a_declared_work_waits_for_the_jobs_added_to_it(tmp_path: Path, db_url: 
     with Runner(cfg) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
         wid = orch.submit({"name": "body", "works": []}, open=True)
-        orch.add_works(wid, [{"name": "t_0_3", "function": SLEEP,
-                              "kwargs_list": [{"seconds": 0.0}]}], declared={"t_0_3": 4})
+        orch.add_works(
+            wid,
+            [{"name": "t_0_3", "function": SLEEP, "kwargs_list": [{"seconds": 0.0}]}],
+            declared={"t_0_3": 4},
+        )
         wait_for(lambda: _job_statuses(orch, wid) == ["finished"])
         assert _statuses(orch, wid)["t_0_3"] == "running" and _n_jobs(orch, wid, "t_0_3") == 4
         orch.add_jobs(wid, "t_0_3", 1, [{"seconds": 0.0}, {"seconds": 0.01}])
@@ -224,9 +264,17 @@ def test_closing_settles_a_declared_work_to_the_jobs_it_got(tmp_path: Path, db_u
     with Runner(cfg) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
         wid = orch.submit({"name": "body", "works": []}, open=True)
-        orch.add_works(wid, [{"name": "t_0_9", "function": SLEEP,
-                              "kwargs_list": [{"seconds": 0.0}, {"seconds": 0.3}]}],
-                       declared={"t_0_9": 10})
+        orch.add_works(
+            wid,
+            [
+                {
+                    "name": "t_0_9",
+                    "function": SLEEP,
+                    "kwargs_list": [{"seconds": 0.0}, {"seconds": 0.3}],
+                }
+            ],
+            declared={"t_0_9": 10},
+        )
         wait_for(lambda: "finished" in _job_statuses(orch, wid))
         assert orch.close(wid) == "running"  # one job still runs
         assert _n_jobs(orch, wid, "t_0_9") == 2
@@ -237,16 +285,22 @@ def test_closing_settles_a_declared_work_to_the_jobs_it_got(tmp_path: Path, db_u
         assert len(_jobs_of(orch, wid, "t_0_9")) == 2
 
 
-def test_works_declared_together_keep_their_count_when_expanded_later(tmp_path: Path,
-                                                                     db_url: str) -> None:
+def test_works_declared_together_keep_their_count_when_expanded_later(
+    tmp_path: Path, db_url: str
+) -> None:
     """Two new works in one call are expanded by the Transformer, after the declaration."""
     cfg = config(tmp_path, db_url)
     with Runner(cfg) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
         wid = orch.submit({"name": "body", "works": []}, open=True)
-        orch.add_works(wid, [{"name": f"{s}_trial_0_4", "function": SLEEP,
-                              "kwargs_list": [{"seconds": 0.0}]} for s in "ab"],
-                       declared={"a_trial_0_4": 5, "b_trial_0_4": 5})
+        orch.add_works(
+            wid,
+            [
+                {"name": f"{s}_trial_0_4", "function": SLEEP, "kwargs_list": [{"seconds": 0.0}]}
+                for s in "ab"
+            ],
+            declared={"a_trial_0_4": 5, "b_trial_0_4": 5},
+        )
         wait_for(lambda: _job_statuses(orch, wid) == ["finished"] * 2)
         assert _statuses(orch, wid) == {"a_trial_0_4": "running", "b_trial_0_4": "running"}
         assert _n_jobs(orch, wid, "a_trial_0_4") == _n_jobs(orch, wid, "b_trial_0_4") == 5
@@ -277,19 +331,36 @@ def test_reserved_job_ids_are_taken_by_no_other_insert(tmp_path: Path, db_url: s
     with orch.engine.begin() as conn:
         after = list(conn.execute(select(jobs.c.id).where(jobs.c.workflow_id == later)).scalars())
         work_id = conn.execute(select(works.c.id).where(works.c.workflow_id == later)).scalar_one()
-        conn.execute(jobs.insert().values(id=first[0], workflow_id=later, work_id=work_id, idx=9,
-                                          status="ready", created_at=0.0))
+        conn.execute(
+            jobs.insert().values(
+                id=first[0],
+                workflow_id=later,
+                work_id=work_id,
+                idx=9,
+                status="ready",
+                created_at=0.0,
+            )
+        )
     assert min(after) > max(first + second)
     with orch.engine.begin() as conn:
         assert conn.execute(select(jobs.c.idx).where(jobs.c.id == first[0])).scalar_one() == 9
 
 
-def _grown(orch: Orchestrator, wid: int, name: str, function: str, kwargs: list[dict[str, Any]],
-           declared: int) -> None:
+def _grown(
+    orch: Orchestrator,
+    wid: int,
+    name: str,
+    function: str,
+    kwargs: list[dict[str, Any]],
+    declared: int,
+) -> None:
     """A work declared bigger with its first job, and its second added as a trial is (the
     first added to a work is written, then sent)."""
-    orch.add_works(wid, [{"name": name, "function": function, "kwargs_list": kwargs[:1]}],
-                   declared={name: declared})
+    orch.add_works(
+        wid,
+        [{"name": name, "function": function, "kwargs_list": kwargs[:1]}],
+        declared={name: declared},
+    )
     orch.add_jobs(wid, name, 1, kwargs[1:])
 
 
@@ -302,7 +373,8 @@ def _hold_run(orch: Orchestrator, wid: int, held: Any, release: Any) -> None:
 
 
 def test_added_jobs_leave_before_their_rows_and_their_results_wait_for_them(
-        tmp_path: Path, db_url: str) -> None:
+    tmp_path: Path, db_url: str
+) -> None:
     """Jobs added to a work that had jobs added before go to the worker first, their rows
     written after (an HPO trial's transaction is off its path). A job that ends before its
     row is there is recorded once it is: a success told at once, a failure too."""
@@ -314,41 +386,65 @@ def test_added_jobs_leave_before_their_rows_and_their_results_wait_for_them(
         wid = orch.submit({"name": "body", "works": []}, open=True)
         _grown(orch, wid, "ok", ECHO, [{"n": 0}, {"n": 1}], declared=3)
         _grown(orch, wid, "bad", FAIL, [{"message": "m0"}, {"message": "m1"}], declared=3)
-        wait_for(lambda: len([s for s in _job_statuses(orch, wid) if s in ("finished", "failed")]) == 4)
+        wait_for(
+            lambda: len([s for s in _job_statuses(orch, wid) if s in ("finished", "failed")]) == 4
+        )
         told: list[dict[str, Any]] = []
         sub = runner.bus.subscribe([ev.JOB_RESULT])
         held, release = threading.Event(), threading.Event()
         holder = threading.Thread(target=_hold_run, args=(orch, wid, held, release))
         holder.start()
         assert held.wait(30)
-        adders = [threading.Thread(target=orch.add_jobs, args=(wid, w, 2, [kw]))
-                  for w, kw in (("ok", {"n": 2}), ("bad", {"message": "m2"}))]
+        adders = [
+            threading.Thread(target=orch.add_jobs, args=(wid, w, 2, [kw]))
+            for w, kw in (("ok", {"n": 2}), ("bad", {"message": "m2"}))
+        ]
         for a in adders:
             a.start()
         state = runner.dispatch.state
         # both jobs ran while their rows could not be written; the success was told
-        wait_for(lambda: told.extend(j for e in sub.get(0.1) for j in e.payload.get("jobs", ()))
-                 or any(j.get("work") == "ok" and j.get("idx") == 2 for j in told), timeout=30)
+        wait_for(
+            lambda: (
+                told.extend(j for e in sub.get(0.1) for j in e.payload.get("jobs", ()))
+                or any(j.get("work") == "ok" and j.get("idx") == 2 for j in told)
+            ),
+            timeout=30,
+        )
         assert len(state.unwritten) == 2  # their rows are still to come
         release.set()
         holder.join(30)
         for a in adders:
             a.join(30)
         sub.close()
-        wait_for(lambda: len(_job_statuses(orch, wid)) == 6 and "submitted" not in
-                 _job_statuses(orch, wid) and "running" not in _job_statuses(orch, wid))
+        wait_for(
+            lambda: (
+                len(_job_statuses(orch, wid)) == 6
+                and "submitted" not in _job_statuses(orch, wid)
+                and "running" not in _job_statuses(orch, wid)
+            )
+        )
         assert not state.unwritten
         ok, bad = _jobs_of(orch, wid, "ok"), _jobs_of(orch, wid, "bad")
         assert [(i, s) for i, s, _ in ok] == [(0, "finished"), (1, "finished"), (2, "finished")]
         assert [(i, s) for i, s, _ in bad] == [(0, "failed"), (1, "failed"), (2, "failed")]
         with orch.engine.begin() as conn:
-            rows = conn.execute(select(works.c.name, jobs.c.idx, jobs.c.result, jobs.c.error,
-                                       jobs.c.attempt, jobs.c.release_count)
-                                .join(works, works.c.id == jobs.c.work_id)
-                                .where(jobs.c.workflow_id == wid, jobs.c.idx == 2)
-                                .order_by(works.c.name)).all()
-        assert [(r.name, r.result, (r.error or "").split("\n")[0], r.attempt, r.release_count)
-                for r in rows] == [("bad", None, "RuntimeError: m2", 1, 1), ("ok", {"n": 2}, "", 1, 1)]
+            rows = conn.execute(
+                select(
+                    works.c.name,
+                    jobs.c.idx,
+                    jobs.c.result,
+                    jobs.c.error,
+                    jobs.c.attempt,
+                    jobs.c.release_count,
+                )
+                .join(works, works.c.id == jobs.c.work_id)
+                .where(jobs.c.workflow_id == wid, jobs.c.idx == 2)
+                .order_by(works.c.name)
+            ).all()
+        assert [
+            (r.name, r.result, (r.error or "").split("\n")[0], r.attempt, r.release_count)
+            for r in rows
+        ] == [("bad", None, "RuntimeError: m2", 1, 1), ("ok", {"n": 2}, "", 1, 1)]
         orch.close(wid)
 
 

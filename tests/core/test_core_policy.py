@@ -31,19 +31,31 @@ def test_run_times_are_folded_into_a_mean(db_url: str) -> None:
         assert mean_wall(conn, "m:g") == (pytest.approx(0.5), 1)
 
 
-@pytest.mark.parametrize("rules, words", [
-    ([{"when": "speed > 1", "backend": "local"}], "backend_policy[0].when: unknown name 'speed'"),
-    ([{"when": "cores >", "backend": "local"}], "backend_policy[0].when"),
-    ([{"when": "cores > 1"}], "backend_policy[0]: a rule is a mapping with exactly 'when' and 'backend'"),
-])
-def test_a_bad_rule_is_refused_by_name(tmp_path: Path, rules: list[dict[str, str]], words: str) -> None:
+@pytest.mark.parametrize(
+    "rules, words",
+    [
+        (
+            [{"when": "speed > 1", "backend": "local"}],
+            "backend_policy[0].when: unknown name 'speed'",
+        ),
+        ([{"when": "cores >", "backend": "local"}], "backend_policy[0].when"),
+        (
+            [{"when": "cores > 1"}],
+            "backend_policy[0]: a rule is a mapping with exactly 'when' and 'backend'",
+        ),
+    ],
+)
+def test_a_bad_rule_is_refused_by_name(
+    tmp_path: Path, rules: list[dict[str, str]], words: str
+) -> None:
     with pytest.raises(ValueError) as err:
         Config.load(None, home=tmp_path, backend_policy=rules)
     assert words in str(err.value)
 
 
-def test_policy_from_the_environment_adds_its_backends(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_policy_from_the_environment_adds_its_backends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IDDS_BACKEND_POLICY", '[{"when": "cores >= 16", "backend": "dask"}]')
     cfg = Config.load(None, home=tmp_path)
     assert cfg.policy.choose({"cores": 32}) == "dask" and cfg.policy.choose({"cores": 2}) is None
@@ -53,13 +65,21 @@ def test_policy_from_the_environment_adds_its_backends(tmp_path: Path,
 def test_short_functions_stay_local_once_measured(tmp_path: Path) -> None:
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
-        cfg = config(tmp_path, f"sqlite:///{tmp_path / 'idds.db'}", backend="dask",
-                     dask_address=cluster.scheduler_address, backend_policy=SHORT_STAY_LOCAL)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        cfg = config(
+            tmp_path,
+            f"sqlite:///{tmp_path / 'idds.db'}",
+            backend="dask",
+            dask_address=cluster.scheduler_address,
+            backend_policy=SHORT_STAY_LOCAL,
+        )
         assert set(cfg.backends) == {"dask", "local"}
-        tmpl = {"name": "echo", "works": [{"name": "e", "function": ECHO, "parameters": {"x": 1},
-                                           "n_jobs": 3}]}
+        tmpl = {
+            "name": "echo",
+            "works": [{"name": "e", "function": ECHO, "parameters": {"x": 1}, "n_jobs": 3}],
+        }
         with Runner(cfg) as runner:
             orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
             first = orch.submit(tmpl)  # never measured: the default backend
@@ -69,7 +89,11 @@ def test_short_functions_stay_local_once_measured(tmp_path: Path) -> None:
             pinned = orch.submit({**tmpl, "works": [{**tmpl["works"][0], "backend": "dask"}]})
             assert orch.wait(pinned, timeout=120) == "finished"  # a work's own setting wins
         with orch.engine.begin() as conn:
-            by_run = {wid: {r[0] for r in conn.execute(
-                select(jobs.c.backend).where(jobs.c.workflow_id == wid))}
-                for wid in (first, second, pinned)}
+            by_run = {
+                wid: {
+                    r[0]
+                    for r in conn.execute(select(jobs.c.backend).where(jobs.c.workflow_id == wid))
+                }
+                for wid in (first, second, pinned)
+            }
     assert by_run == {first: {"dask"}, second: {"local"}, pinned: {"dask"}}

@@ -22,9 +22,20 @@ def test_hostile_file_names_are_one_quoted_argument(tmp_path: Path, db_url: str)
     with Runner(cfg) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
         orch.catalog.add_dataset("tape:raw", names)
-        wid = orch.submit(Workflow.from_dict({"name": "carousel", "works": [
-            {"name": "process", "input_dataset": "tape:raw",
-             "command": f"{sys.executable} -c '{PRINT_ARG}' {{file}} \"in {{file}}\""}]}))
+        wid = orch.submit(
+            Workflow.from_dict(
+                {
+                    "name": "carousel",
+                    "works": [
+                        {
+                            "name": "process",
+                            "input_dataset": "tape:raw",
+                            "command": f"{sys.executable} -c '{PRINT_ARG}' {{file}} \"in {{file}}\"",
+                        }
+                    ],
+                }
+            )
+        )
         assert orch.catalog.mark_available("tape:raw") == len(names)
         assert orch.wait(wid, timeout=120) == "finished"
         results = [j["result"] for j in orch.jobs(wid, "process")]

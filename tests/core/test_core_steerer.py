@@ -29,25 +29,41 @@ from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.tables import jobs, workflows, works
 
 
-def _study(cfg: Config, objective: Any, max_trials: int, parallel: int) -> tuple[dict[str, Any], str]:
+def _study(
+    cfg: Config, objective: Any, max_trials: int, parallel: int
+) -> tuple[dict[str, Any], str]:
     """The ``study`` parameters a client submits for the server to steer, and the digest of
     the objective's blob (written into the cache as the client's upload would)."""
-    sha, _ = write_blob(cfg.cache_dir, cloudpickle.dumps((run_trial, (), {"objective": objective,
-                                                                          "extra": {}})))
-    study = {"name": "s", "direction": "minimize", "max_trials": max_trials, "parallel": parallel,
-             "sampler": "random", "seed": 3, "segments": None, "prefetch": 0, "key": None,
-             "spaces": {"": space_to_json({"x": uniform(0, 1)})}, "steer": "server",
-             "max_failures": None, "sampler_options": None,
-             "objectives": {"": {"work": {"payload": {"function": sha}}}}}
+    sha, _ = write_blob(
+        cfg.cache_dir, cloudpickle.dumps((run_trial, (), {"objective": objective, "extra": {}}))
+    )
+    study = {
+        "name": "s",
+        "direction": "minimize",
+        "max_trials": max_trials,
+        "parallel": parallel,
+        "sampler": "random",
+        "seed": 3,
+        "segments": None,
+        "prefetch": 0,
+        "key": None,
+        "spaces": {"": space_to_json({"x": uniform(0, 1)})},
+        "steer": "server",
+        "max_failures": None,
+        "sampler_options": None,
+        "objectives": {"": {"work": {"payload": {"function": sha}}}},
+    }
     return study, sha
 
 
 def _trials(orch: Orchestrator, wid: int) -> list[tuple[int, str, Any, Any]]:
     """(trial number, job status, parameters, JSON result) of every trial job."""
     with orch.engine.begin() as conn:
-        rows = conn.execute(select(works.c.name, jobs.c.idx, jobs.c.status, jobs.c.kwargs, jobs.c.result)
-                            .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
-                            .where(jobs.c.workflow_id == wid)).all()
+        rows = conn.execute(
+            select(works.c.name, jobs.c.idx, jobs.c.status, jobs.c.kwargs, jobs.c.result)
+            .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+            .where(jobs.c.workflow_id == wid)
+        ).all()
     out = []
     for r in rows:
         parsed = parse_trial_work(r.name)
@@ -98,7 +114,6 @@ def test_another_runner_takes_the_study_over(tmp_path: Path, db_url: str) -> Non
     assert all(t[1] == "finished" for t in trials)
 
 
-
 def test_a_study_whose_event_comes_on_a_poll_is_found_at_once(tmp_path: Path, db_url: str) -> None:
     """The ``workflow.new`` of a study, read by a step that also polls the studies it has,
     starts the study then, not at the next discovery scan of every running run."""
@@ -133,6 +148,7 @@ def _threads_adding_trials(runner: Runner) -> list[str]:
         def call(*args: Any, **kwargs: Any) -> Any:
             names.append(threading.current_thread().name)
             return add(*args, **kwargs)
+
         return call
 
     # a study's first trials make its work, the next ones are added to it
@@ -141,8 +157,9 @@ def _threads_adding_trials(runner: Runner) -> list[str]:
     return names
 
 
-def test_with_the_in_process_bus_a_result_is_told_where_it_arrives(tmp_path: Path,
-                                                                     db_url: str) -> None:
+def test_with_the_in_process_bus_a_result_is_told_where_it_arrives(
+    tmp_path: Path, db_url: str
+) -> None:
     """The next trial is added by the thread that received the worker's result (no wake-up
     of the Steerer's thread in between); over another bus, by the Steerer's thread."""
     for bus in ("local", "db"):
@@ -163,7 +180,8 @@ def test_with_the_in_process_bus_a_result_is_told_where_it_arrives(tmp_path: Pat
 
 
 def test_results_that_come_during_a_turn_are_told_by_that_turns_thread(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the in-process bus, a result published while another publisher's thread runs
     a turn is told by that thread right after its own: the second publisher does not wait,
     and no other thread is woken for it."""

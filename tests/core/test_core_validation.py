@@ -16,46 +16,71 @@ NOOP = "idds_jupyter.worker.job:noop"
 
 MALFORMED = {
     "unknown dependency": (
-        {"name": "w", "works": [{"name": "a", "function": NOOP},
-                                {"name": "b", "function": NOOP, "depends_on": ["nope"]}]},
-        ("'b'", "depends_on", "nope")),
+        {
+            "name": "w",
+            "works": [
+                {"name": "a", "function": NOOP},
+                {"name": "b", "function": NOOP, "depends_on": ["nope"]},
+            ],
+        },
+        ("'b'", "depends_on", "nope"),
+    ),
     "duplicate name": (
         {"name": "w", "works": [{"name": "a", "function": NOOP}, {"name": "a", "function": NOOP}]},
-        ("'a'", "name", "duplicate")),
+        ("'a'", "name", "duplicate"),
+    ),
     "cycle outside a loop": (
-        {"name": "w", "works": [{"name": "a", "function": NOOP, "depends_on": ["b"]},
-                                {"name": "b", "function": NOOP, "depends_on": ["a"]}]},
-        ("depends_on", "cycle")),
+        {
+            "name": "w",
+            "works": [
+                {"name": "a", "function": NOOP, "depends_on": ["b"]},
+                {"name": "b", "function": NOOP, "depends_on": ["a"]},
+            ],
+        },
+        ("depends_on", "cycle"),
+    ),
     "unbound parameter": (
         {"name": "w", "works": [{"name": "a", "command": "echo {seed}"}]},
-        ("'a'", "command", "seed")),
+        ("'a'", "command", "seed"),
+    ),
     "malformed condition": (
-        {"name": "w", "works": [{"name": "a", "function": NOOP}, {"name": "b", "function": NOOP}],
-         "conditions": [{"name": "c", "expr": "a.result.loss <", "true": ["b"], "false": []}]},
-        ("'c'", "expr")),
+        {
+            "name": "w",
+            "works": [{"name": "a", "function": NOOP}, {"name": "b", "function": NOOP}],
+            "conditions": [{"name": "c", "expr": "a.result.loss <", "true": ["b"], "false": []}],
+        },
+        ("'c'", "expr"),
+    ),
     "unsafe condition": (
-        {"name": "w", "works": [{"name": "a", "function": NOOP}, {"name": "b", "function": NOOP}],
-         "conditions": [{"name": "c", "expr": "a.__class__", "true": ["b"], "false": []}]},
-        ("'c'", "expr")),
+        {
+            "name": "w",
+            "works": [{"name": "a", "function": NOOP}, {"name": "b", "function": NOOP}],
+            "conditions": [{"name": "c", "expr": "a.__class__", "true": ["b"], "false": []}],
+        },
+        ("'c'", "expr"),
+    ),
     "bad type": (
         {"name": "w", "works": [{"name": "a", "function": NOOP, "retries": "three"}]},
-        ("'a'", "retries")),
-    "no command or function": (
-        {"name": "w", "works": [{"name": "a"}]},
-        ("'a'",)),
+        ("'a'", "retries"),
+    ),
+    "no command or function": ({"name": "w", "works": [{"name": "a"}]}, ("'a'",)),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_template_is_refused_and_nothing_stored(case: str, tmp_path: Path, db_url: str) -> None:
+def test_malformed_template_is_refused_and_nothing_stored(
+    case: str, tmp_path: Path, db_url: str
+) -> None:
     template, words = MALFORMED[case]
     orch = Orchestrator(Config.load(None, home=tmp_path / "home", db_url=db_url))
     ok = orch.submit({"name": "fine", "works": [{"name": "x", "function": NOOP}]})
 
     def counts() -> list[int]:
         with orch.engine.begin() as conn:
-            return [conn.execute(select(func.count()).select_from(t)).scalar() or 0
-                    for t in (workflows, works, jobs, job_deps)]
+            return [
+                conn.execute(select(func.count()).select_from(t)).scalar() or 0
+                for t in (workflows, works, jobs, job_deps)
+            ]
 
     before = counts()
     ok_status = orch.status(ok)["status"]

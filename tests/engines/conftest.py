@@ -40,20 +40,29 @@ PANDA_VO = "idds"
 @pytest.fixture(autouse=True)
 def _worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker processes (and batch jobs, which inherit it) import enginefuncs from here."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    )
 
 
 def run_script(script: str, action: str, timeout: float = 900) -> dict[str, str]:
     """Run ``ci/engines/<script> <action>``; the ``KEY=value`` lines it prints, or pytest.fail."""
     try:
-        proc = subprocess.run(["bash", str(CI / script), action], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["bash", str(CI / script), action],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"ci/engines/{script} {action} did not finish in {timeout:g} s: {exc.stderr!r}")
     if proc.returncode != 0:
-        pytest.fail(f"ci/engines/{script} {action} failed (exit {proc.returncode}):\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        pytest.fail(
+            f"ci/engines/{script} {action} failed (exit {proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     out: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         key, sep, value = line.partition("=")
@@ -77,8 +86,10 @@ def _sigkill(info: dict[str, Any]) -> None:
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[dict[str, str]]:
     """A one-node Slurm on 127.0.0.1 (ci/engines/slurm.sh), for the whole session."""
-    was_running = subprocess.run(["bash", str(CI / "slurm.sh"), "status"],
-                                 capture_output=True).returncode == 0
+    was_running = (
+        subprocess.run(["bash", str(CI / "slurm.sh"), "status"], capture_output=True).returncode
+        == 0
+    )
     env = run_script("slurm.sh", "start")
     if "SLURM_CONF" not in env:
         pytest.fail(f"ci/engines/slurm.sh start printed no SLURM_CONF line: {env}")
@@ -97,17 +108,29 @@ def slurm_cluster() -> Iterator[dict[str, str]]:
 
 def _slurm_active(runner: Any) -> int:
     b = _backend(runner, "slurm")
-    out = subprocess.run(["squeue", "--noheader", "--array", f"--name={b.job_name}",
-                          "--states=PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED",
-                          "--format=%i"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "squeue",
+            "--noheader",
+            "--array",
+            f"--name={b.job_name}",
+            "--states=PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED",
+            "--format=%i",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return len(out.split())
 
 
 @pytest.fixture(scope="session")
 def condor_pool() -> Iterator[dict[str, str]]:
     """A minicondor in a Debian 13 chroot (ci/engines/htcondor.sh), for the whole session."""
-    was_running = subprocess.run(["bash", str(CI / "htcondor.sh"), "status"],
-                                 capture_output=True).returncode == 0
+    was_running = (
+        subprocess.run(["bash", str(CI / "htcondor.sh"), "status"], capture_output=True).returncode
+        == 0
+    )
     env = run_script("htcondor.sh", "start")
     for key in ("CONDOR_SCHEDD", "CONDOR_TOKEN"):
         if key not in env:
@@ -120,8 +143,11 @@ def condor_pool() -> Iterator[dict[str, str]]:
 
     with reachable([sys.executable, str(ROOT)]) as opened:
         if opened:
-            sys.stderr.write("condor_pool: opened search permission for the job user on "
-                             + ", ".join(d for d, _ in opened) + " (restored after)\n")
+            sys.stderr.write(
+                "condor_pool: opened search permission for the job user on "
+                + ", ".join(d for d, _ in opened)
+                + " (restored after)\n"
+            )
         try:
             yield env
         finally:
@@ -130,8 +156,9 @@ def condor_pool() -> Iterator[dict[str, str]]:
 
 
 def _condor_kill(info: dict[str, Any]) -> None:
-    subprocess.run(["bash", str(CI / "htcondor.sh"), "rm", str(info["task"])], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(CI / "htcondor.sh"), "rm", str(info["task"])], check=True, capture_output=True
+    )
 
 
 def _condor_active(runner: Any) -> int:
@@ -163,24 +190,37 @@ def batch_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Eng
 
 def _engine(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if name == "local":
-        yield Engine(name, "local", tmp_path, kill=_sigkill,
-                     active=lambda r: _backend(r, "local").in_flight())
+        yield Engine(
+            name,
+            "local",
+            tmp_path,
+            kill=_sigkill,
+            active=lambda r: _backend(r, "local").in_flight(),
+        )
     elif name == "dask":
         from distributed import LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
-                          dashboard_address=None) as cluster:
-            yield Engine(name, "dask", tmp_path, {"dask_address": cluster.scheduler_address},
-                         kill=_sigkill, active=lambda r: _backend(r, "dask").in_flight(),
-                         kill_fails_job=False, reports_start=False, kills_running=False)
+        with LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster:
+            yield Engine(
+                name,
+                "dask",
+                tmp_path,
+                {"dask_address": cluster.scheduler_address},
+                kill=_sigkill,
+                active=lambda r: _backend(r, "dask").in_flight(),
+                kill_fails_job=False,
+                reports_start=False,
+                kills_running=False,
+            )
     elif name == "slurm":
         request.getfixturevalue("slurm_cluster")
 
         def scancel(info: dict[str, Any]) -> None:
             subprocess.run(["scancel", str(info["task"])], check=True, capture_output=True)
 
-        yield Engine(name, "slurm", tmp_path, kill=scancel,
-                     active=_slurm_active)
+        yield Engine(name, "slurm", tmp_path, kill=scancel, active=_slurm_active)
     elif name == "htcondor":
         env = request.getfixturevalue("condor_pool")
         # HTCondor runs jobs as a non-root user (CONDOR_JOB_USER): a world-writable work dir
@@ -188,22 +228,32 @@ def _engine(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         work = Path(tempfile.mkdtemp(prefix="idds-condor-test-", dir="/tmp"))
         work.chmod(0o777)
         try:
-            yield Engine(name, "htcondor", work, {"condor_schedd": env["CONDOR_SCHEDD"],
-                                                  "condor_token": env["CONDOR_TOKEN"]},
-                         kill=_condor_kill, active=_condor_active, jobs_run_as_other_user=True)
+            yield Engine(
+                name,
+                "htcondor",
+                work,
+                {"condor_schedd": env["CONDOR_SCHEDD"], "condor_token": env["CONDOR_TOKEN"]},
+                kill=_condor_kill,
+                active=_condor_active,
+                jobs_run_as_other_user=True,
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     elif name == "panda_standin":
         server = request.getfixturevalue("panda_server")
-        opts = {"panda_url": server.url, "panda_queue": "IDDS_TEST", "panda_token": PANDA_TOKEN,
-                "panda_vo": PANDA_VO, "shared_dir": str(tmp_path / "batch")}
+        opts = {
+            "panda_url": server.url,
+            "panda_queue": "IDDS_TEST",
+            "panda_token": PANDA_TOKEN,
+            "panda_vo": PANDA_VO,
+            "shared_dir": str(tmp_path / "batch"),
+        }
         # the core's Carrier creates backends from the configuration; the panda backend
         # also reads it from the environment (IDDS_PANDA_*, IDDS_SHARED_DIR)
         mp = request.getfixturevalue("monkeypatch")
         for key, value in opts.items():
             mp.setenv(f"IDDS_{key.upper()}", value)
         # a payload killed from outside: the pilot reports it failed (signal 9) to the server
-        yield Engine(name, "panda", tmp_path, opts, kill=_sigkill,
-                     active=lambda r: server.active())
+        yield Engine(name, "panda", tmp_path, opts, kill=_sigkill, active=lambda r: server.active())
     else:  # pragma: no cover
         raise AssertionError(name)

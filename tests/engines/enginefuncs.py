@@ -74,16 +74,32 @@ def granted() -> dict[str, Any]:
     if os.environ.get("_CONDOR_JOB_AD"):
         job = _classad(os.environ["_CONDOR_JOB_AD"])
         slot = _classad(os.environ["_CONDOR_MACHINE_AD"])
-        return {"asked": {"cores": int(job["RequestCpus"]), "memory_mb": int(job["RequestMemory"]),
-                          "disk_mb": int(job["RequestDisk"]) // 1024},
-                "slot": {"cores": int(float(slot["Cpus"])), "memory_mb": int(slot["Memory"]),
-                         "disk_mb": int(slot["Disk"]) // 1024}}
+        return {
+            "asked": {
+                "cores": int(job["RequestCpus"]),
+                "memory_mb": int(job["RequestMemory"]),
+                "disk_mb": int(job["RequestDisk"]) // 1024,
+            },
+            "slot": {
+                "cores": int(float(slot["Cpus"])),
+                "memory_mb": int(slot["Memory"]),
+                "disk_mb": int(slot["Disk"]) // 1024,
+            },
+        }
     if os.environ.get("SLURM_JOB_ID"):
-        out = subprocess.run(["scontrol", "show", "job", os.environ["SLURM_JOB_ID"]],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", os.environ["SLURM_JOB_ID"]],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         fields = dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
         tmp = fields["MinTmpDiskNode"]
-        return {"asked": {"cores": int(os.environ["SLURM_CPUS_PER_TASK"]),
-                          "memory_mb": int(os.environ["SLURM_MEM_PER_NODE"]),
-                          "disk_mb": int(tmp.rstrip("M")) if tmp.endswith("M") else tmp}}
+        return {
+            "asked": {
+                "cores": int(os.environ["SLURM_CPUS_PER_TASK"]),
+                "memory_mb": int(os.environ["SLURM_MEM_PER_NODE"]),
+                "disk_mb": int(tmp.rstrip("M")) if tmp.endswith("M") else tmp,
+            }
+        }
     raise RuntimeError("neither an HTCondor nor a Slurm job")

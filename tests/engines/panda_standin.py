@@ -55,8 +55,13 @@ def _now() -> str:
 class PandaStandin:
     """The stand-in server (``.url``) plus ``pilots`` pilot threads serving ``queues``."""
 
-    def __init__(self, pilots: int = 4, queues: tuple[str, ...] = ("IDDS_TEST",),
-                 token: str | None = None, vo: str | None = None) -> None:
+    def __init__(
+        self,
+        pilots: int = 4,
+        queues: tuple[str, ...] = ("IDDS_TEST",),
+        token: str | None = None,
+        vo: str | None = None,
+    ) -> None:
         self.token = token
         self.vo = vo
         self.queues = queues
@@ -77,14 +82,22 @@ class PandaStandin:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> PandaStandin:
-        t = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                             name="panda-standin-http", daemon=True)
+        t = threading.Thread(
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="panda-standin-http",
+            daemon=True,
+        )
         t.start()
         self.threads.append(t)
         for n in range(self.n_pilots):
             for q in self.queues:
-                p = threading.Thread(target=self._pilot, args=(q, f"pilot-{q}-{n}"),
-                                     name=f"panda-pilot-{q}-{n}", daemon=True)
+                p = threading.Thread(
+                    target=self._pilot,
+                    args=(q, f"pilot-{q}-{n}"),
+                    name=f"panda-pilot-{q}-{n}",
+                    daemon=True,
+                )
                 p.start()
                 self.threads.append(p)
         return self
@@ -121,8 +134,9 @@ class PandaStandin:
 
             def _params(self) -> dict[str, Any]:
                 parsed = urlparse(self.path)
-                params: dict[str, Any] = {k: v[-1] if len(v) == 1 else v
-                                          for k, v in parse_qs(parsed.query).items()}
+                params: dict[str, Any] = {
+                    k: v[-1] if len(v) == 1 else v for k, v in parse_qs(parsed.query).items()
+                }
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 if body:
@@ -146,11 +160,12 @@ class PandaStandin:
                 if not path.startswith("/api/v1/"):
                     self._reply(404, {"success": False, "message": f"no such path {path}"})
                     return
-                endpoint = path[len("/api/v1/"):]
+                endpoint = path[len("/api/v1/") :]
                 if server.token is not None:
                     auth = self.headers.get("Authorization", "")
                     if auth != f"Bearer {server.token}" or (
-                            server.vo and self.headers.get("Origin") != server.vo):
+                        server.vo and self.headers.get("Origin") != server.vo
+                    ):
                         self._reply(403, {"success": False, "message": "bad or missing token"})
                         return
                 params = self._params()
@@ -182,10 +197,18 @@ class PandaStandin:
                 job = dict(zip(ATTRS, state[: len(ATTRS)], strict=False))
                 files = state[-1] if isinstance(state[-1], list) else []
                 pid = next(self._ids)
-                job.update(PandaID=pid, jobsetID=jobset, jobStatus="activated",
-                           creationTime=_now(), modificationTime=_now(), commandToPilot=None,
-                           attemptNr=1, Files=[{"lfn": f[1] if len(f) > 1 else None}
-                                               for f in files if isinstance(f, list)])
+                job.update(
+                    PandaID=pid,
+                    jobsetID=jobset,
+                    jobStatus="activated",
+                    creationTime=_now(),
+                    modificationTime=_now(),
+                    commandToPilot=None,
+                    attemptNr=1,
+                    Files=[
+                        {"lfn": f[1] if len(f) > 1 else None} for f in files if isinstance(f, list)
+                    ],
+                )
                 self.jobs[pid] = job
                 out.append([pid, job.get("jobDefinitionID"), {"jobsetID": jobset}])
         return True, "", out
@@ -195,8 +218,7 @@ class PandaStandin:
         if isinstance(ids, str):
             ids = json.loads(ids)
         with self.lock:
-            return True, "", [dict(self.jobs[int(i)]) if int(i) in self.jobs else None
-                              for i in ids]
+            return True, "", [dict(self.jobs[int(i)]) if int(i) in self.jobs else None for i in ids]
 
     def api_job_kill(self, p: dict[str, Any]) -> tuple[bool, str, Any]:
         ids = p.get("job_ids") or []
@@ -208,8 +230,12 @@ class PandaStandin:
                     out.append(False)
                     continue
                 if job["jobStatus"] in QUEUED:
-                    job.update(jobStatus="cancelled", taskBufferErrorCode=100,
-                               taskBufferErrorDiag="killed by the owner", modificationTime=_now())
+                    job.update(
+                        jobStatus="cancelled",
+                        taskBufferErrorCode=100,
+                        taskBufferErrorDiag="killed by the owner",
+                        modificationTime=_now(),
+                    )
                 else:  # sent/starting/running: the pilot is told at its next heart-beat
                     job["commandToPilot"] = "tobekilled"
                 out.append(True)
@@ -229,17 +255,23 @@ class PandaStandin:
                     continue
                 if label and job.get("prodSourceLabel") not in (label, None):
                     continue
-                job.update(jobStatus="sent", modificationHost=p.get("node"),
-                           modificationTime=_now())
-                got.append({"PandaID": pid, "jobsetID": job["jobsetID"],
-                            "jobName": job.get("jobName"),
-                            "transformation": job.get("transformation"),
-                            "jobPars": job.get("jobParameters") or "",
-                            "coreCount": job.get("coreCount"),
-                            "minRamCount": job.get("minRamCount"),
-                            "maxWalltime": job.get("maxWalltime"),
-                            "prodSourceLabel": job.get("prodSourceLabel"),
-                            "container_name": job.get("container_name")})
+                job.update(
+                    jobStatus="sent", modificationHost=p.get("node"), modificationTime=_now()
+                )
+                got.append(
+                    {
+                        "PandaID": pid,
+                        "jobsetID": job["jobsetID"],
+                        "jobName": job.get("jobName"),
+                        "transformation": job.get("transformation"),
+                        "jobPars": job.get("jobParameters") or "",
+                        "coreCount": job.get("coreCount"),
+                        "minRamCount": job.get("minRamCount"),
+                        "maxWalltime": job.get("maxWalltime"),
+                        "prodSourceLabel": job.get("prodSourceLabel"),
+                        "container_name": job.get("container_name"),
+                    }
+                )
                 if len(got) >= n:
                     break
         if not got:
@@ -256,13 +288,16 @@ class PandaStandin:
             command = job.get("commandToPilot")
             if job["jobStatus"] in FINAL:
                 return True, "", {"StatusCode": 0, "command": "tobekilled"}
-            for key, attr in (("pilot_error_code", "pilotErrorCode"),
-                              ("pilot_error_diag", "pilotErrorDiag"),
-                              ("exe_error_code", "exeErrorCode"),
-                              ("exe_error_diag", "exeErrorDiag"),
-                              ("trans_exit_code", "transExitCode"),
-                              ("start_time", "startTime"), ("end_time", "endTime"),
-                              ("node", "modificationHost")):
+            for key, attr in (
+                ("pilot_error_code", "pilotErrorCode"),
+                ("pilot_error_diag", "pilotErrorDiag"),
+                ("exe_error_code", "exeErrorCode"),
+                ("exe_error_diag", "exeErrorDiag"),
+                ("trans_exit_code", "transExitCode"),
+                ("start_time", "startTime"),
+                ("end_time", "endTime"),
+                ("node", "modificationHost"),
+            ):
                 if p.get(key) not in (None, ""):
                     job[attr] = p[key]
             if status in FINAL and command == "tobekilled":
@@ -275,10 +310,12 @@ class PandaStandin:
 
     def _post(self, endpoint: str, data: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(data).encode()
-        req = urllib.request.Request(f"{self.url.split('/server/')[0]}/api/v1/{endpoint}",
-                                     data=body, method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              "Accept": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url.split('/server/')[0]}/api/v1/{endpoint}",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
             if self.vo:
@@ -290,8 +327,10 @@ class PandaStandin:
     def _pilot(self, queue: str, node: str) -> None:
         while not self.stopping.is_set():
             try:
-                r = self._post("pilot/acquire_jobs", {"site_name": queue, "n_jobs": 1,
-                                                      "node": node, "prod_source_label": "user"})
+                r = self._post(
+                    "pilot/acquire_jobs",
+                    {"site_name": queue, "n_jobs": 1, "node": node, "prod_source_label": "user"},
+                )
             except OSError:
                 if self.stopping.wait(0.5):
                     return
@@ -312,19 +351,32 @@ class PandaStandin:
         self._post("pilot/update_job", {"job_id": pid, "job_status": "starting", "node": node})
         with open(log, "wb") as out:
             try:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True,
-                                        env={**os.environ, "PANDAID": str(pid)})
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env={**os.environ, "PANDAID": str(pid)},
+                )
             except OSError as exc:
-                self._post("pilot/update_job", {
-                    "job_id": pid, "job_status": "failed", "pilot_error_code": 1008,
-                    "pilot_error_diag": f"cannot start payload: {exc}"})
+                self._post(
+                    "pilot/update_job",
+                    {
+                        "job_id": pid,
+                        "job_status": "failed",
+                        "pilot_error_code": 1008,
+                        "pilot_error_diag": f"cannot start payload: {exc}",
+                    },
+                )
                 return
         with self.lock:
             self.procs[pid] = proc
         killed = False
-        r = self._post("pilot/update_job", {"job_id": pid, "job_status": "running",
-                                            "start_time": _now(), "node": node})
+        r = self._post(
+            "pilot/update_job",
+            {"job_id": pid, "job_status": "running", "start_time": _now(), "node": node},
+        )
         next_beat = time.monotonic() + 0.3
         while proc.poll() is None:
             if self.stopping.is_set() or (r.get("data") or {}).get("command") == "tobekilled":
@@ -341,21 +393,30 @@ class PandaStandin:
         code = proc.returncode
         with self.lock:
             self.procs.pop(pid, None)
-        report: dict[str, Any] = {"job_id": pid, "end_time": _now(), "node": node,
-                                  "cpu_consumption_time": int(time.time() - started)}
+        report: dict[str, Any] = {
+            "job_id": pid,
+            "end_time": _now(),
+            "node": node,
+            "cpu_consumption_time": int(time.time() - started),
+        }
         if code == 0 and not killed:
             report.update(job_status="finished", trans_exit_code=0)
         else:
             tail = _tail(log)
             if killed:
-                report.update(pilot_error_code=1144, pilot_error_diag="job killed by the server "
-                              "(tobekilled)")
+                report.update(
+                    pilot_error_code=1144, pilot_error_diag="job killed by the server (tobekilled)"
+                )
             elif code < 0:
-                report.update(pilot_error_code=1305,
-                              pilot_error_diag=f"payload killed by signal {-code}")
-            report.update(job_status="failed", exe_error_code=code if code > 0 else 128 - code,
-                          exe_error_diag=f"payload exited with {code}: {tail}"[:500],
-                          trans_exit_code=code if code > 0 else 128 - code)
+                report.update(
+                    pilot_error_code=1305, pilot_error_diag=f"payload killed by signal {-code}"
+                )
+            report.update(
+                job_status="failed",
+                exe_error_code=code if code > 0 else 128 - code,
+                exe_error_diag=f"payload exited with {code}: {tail}"[:500],
+                trans_exit_code=code if code > 0 else 128 - code,
+            )
         self._post("pilot/update_job", report)
 
 

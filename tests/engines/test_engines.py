@@ -37,15 +37,27 @@ F = "enginefuncs:"
 
 
 def cfg(tmp_path: Path, engine: Engine, **kw: Any) -> Config:
-    opts = {"poll_interval": 0.5, "workers": 2, "batch_poll_interval": 0.5, "lock_ttl": 60.0,
-            **engine.options, **kw}
+    opts = {
+        "poll_interval": 0.5,
+        "workers": 2,
+        "batch_poll_interval": 0.5,
+        "lock_ttl": 60.0,
+        **engine.options,
+        **kw,
+    }
     work = engine.workdir
-    return Config.load(None, home=work / "home", db_url=f"sqlite:///{work / 'idds.db'}",
-                       backend=engine.backend, **opts)
+    return Config.load(
+        None,
+        home=work / "home",
+        db_url=f"sqlite:///{work / 'idds.db'}",
+        backend=engine.backend,
+        **opts,
+    )
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 60, interval: float = 0.2,
-             what: str = "condition") -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout: float = 60, interval: float = 0.2, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -59,24 +71,53 @@ def wait_for(pred: Callable[[], Any], timeout: float = 60, interval: float = 0.2
 def branch_and_loop() -> Workflow:
     """examples/branch_and_loop.yaml with Python functions: DAG, condition, loop."""
     seeds = [{"seed": s} for s in (1, 2, 3, 4)]
-    return Workflow(name="branch-and-loop", parameters={"threshold": 0.5}, works=[
-        Work(name="simulate", function=F + "simulate", kwargs_list=seeds),
-        Work(name="reconstruct", function=F + "reconstruct", kwargs_list=seeds,
-             job_deps=[JobDep(work="simulate", pattern="one_to_one")]),
-        Work(name="summarize", function=F + "summarize", depends_on=["reconstruct"],
-             parameters={"values": "{reconstruct.result}"}),
-        Work(name="publish", function=F + "publish",
-             parameters={"efficiency": "{summarize.result.efficiency}"}),
-        Work(name="rerun", function=F + "rerun",
-             parameters={"efficiency": "{summarize.result.efficiency}"}),
-        Work(name="tune", function=F + "tune", parameters={"iteration": "{iteration}"}),
-    ], conditions=[
-        Condition("good_enough", "summarize.result.efficiency > threshold",
-                  true=["publish"], false=["rerun"]),
-    ], loops=[
-        Loop("tuning", works=["tune"], until="tune.result.value >= 3", max_iterations=6,
-             depends_on=["summarize"]),
-    ])
+    return Workflow(
+        name="branch-and-loop",
+        parameters={"threshold": 0.5},
+        works=[
+            Work(name="simulate", function=F + "simulate", kwargs_list=seeds),
+            Work(
+                name="reconstruct",
+                function=F + "reconstruct",
+                kwargs_list=seeds,
+                job_deps=[JobDep(work="simulate", pattern="one_to_one")],
+            ),
+            Work(
+                name="summarize",
+                function=F + "summarize",
+                depends_on=["reconstruct"],
+                parameters={"values": "{reconstruct.result}"},
+            ),
+            Work(
+                name="publish",
+                function=F + "publish",
+                parameters={"efficiency": "{summarize.result.efficiency}"},
+            ),
+            Work(
+                name="rerun",
+                function=F + "rerun",
+                parameters={"efficiency": "{summarize.result.efficiency}"},
+            ),
+            Work(name="tune", function=F + "tune", parameters={"iteration": "{iteration}"}),
+        ],
+        conditions=[
+            Condition(
+                "good_enough",
+                "summarize.result.efficiency > threshold",
+                true=["publish"],
+                false=["rerun"],
+            ),
+        ],
+        loops=[
+            Loop(
+                "tuning",
+                works=["tune"],
+                until="tune.result.value >= 3",
+                max_iterations=6,
+                depends_on=["summarize"],
+            ),
+        ],
+    )
 
 
 def _backends_used(orch: Orchestrator, wid: int) -> set[str]:
@@ -109,10 +150,20 @@ def test_failed_job_is_retried(engine: Engine, tmp_path: Path) -> None:
     marks = [{"marker": str(engine.workdir / f"mark{i}")} for i in range(3)]
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
-        wid = orch.submit(Workflow(name="flaky", works=[
-            Work(name="f", function=F + "flaky", kwargs_list=marks, retries=2),
-            Work(name="after", function=ECHO, parameters={"got": "{f.result}"},
-                 depends_on=["f"])]))
+        wid = orch.submit(
+            Workflow(
+                name="flaky",
+                works=[
+                    Work(name="f", function=F + "flaky", kwargs_list=marks, retries=2),
+                    Work(
+                        name="after",
+                        function=ECHO,
+                        parameters={"got": "{f.result}"},
+                        depends_on=["f"],
+                    ),
+                ],
+            )
+        )
         assert orch.wait(wid, timeout=90) == "finished", orch.status(wid)
     jobs = orch.jobs(wid, "f")
     assert [j["attempt"] for j in jobs] == [2, 2, 2]
@@ -125,8 +176,12 @@ def test_sweep_of_50_jobs(engine: Engine, tmp_path: Path) -> None:
     t0 = time.monotonic()
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
-        wid = orch.submit(Workflow(name="sweep", works=[
-            Work(name="s", function=ECHO, kwargs_list=[{"i": i} for i in range(50)])]))
+        wid = orch.submit(
+            Workflow(
+                name="sweep",
+                works=[Work(name="s", function=ECHO, kwargs_list=[{"i": i} for i in range(50)])],
+            )
+        )
         assert orch.wait(wid, timeout=120) == "finished", orch.status(wid)
         backend = runner.carrier.backends[engine.backend]
         polls = getattr(backend, "polls", None)
@@ -141,11 +196,24 @@ def test_abort_cancels_the_engines_jobs(engine: Engine, tmp_path: Path) -> None:
     c = cfg(tmp_path, engine)
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
-        wid = orch.submit(Workflow(name="slow", works=[
-            Work(name="s", function=SLEEP, kwargs_list=[{"seconds": 60 if engine.kills_running else 5}] * 3)]))
+        wid = orch.submit(
+            Workflow(
+                name="slow",
+                works=[
+                    Work(
+                        name="s",
+                        function=SLEEP,
+                        kwargs_list=[{"seconds": 60 if engine.kills_running else 5}] * 3,
+                    )
+                ],
+            )
+        )
         states = ("running",) if engine.reports_start else ("running", "submitted")
-        wait_for(lambda: sum(orch.job_counts(wid).get(s, 0) for s in states) > 0, timeout=60,
-                 what="a job running")
+        wait_for(
+            lambda: sum(orch.job_counts(wid).get(s, 0) for s in states) > 0,
+            timeout=60,
+            what="a job running",
+        )
         # the store says "submitted" when the claim commits, just before the engine holds the job
         wait_for(lambda: engine.active(runner) > 0, timeout=30, what="a job in the engine")
         t0 = time.monotonic()
@@ -164,12 +232,27 @@ def test_job_killed_from_outside_is_retried(engine: Engine, tmp_path: Path) -> N
     marker = engine.workdir / "who.json"
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
-        wid = orch.submit(Workflow(name="victim", works=[
-            Work(name="v", function=F + "die_once", retries=2,
-                 parameters={"marker": str(marker), "seconds": 120}),
-            Work(name="next", function=ECHO, depends_on=["v"], parameters={"v": "{v.result}"})]))
-        runs = wait_for(lambda: marker.exists() and json.loads(marker.read_text()), timeout=90,
-                        what="the job to start")
+        wid = orch.submit(
+            Workflow(
+                name="victim",
+                works=[
+                    Work(
+                        name="v",
+                        function=F + "die_once",
+                        retries=2,
+                        parameters={"marker": str(marker), "seconds": 120},
+                    ),
+                    Work(
+                        name="next", function=ECHO, depends_on=["v"], parameters={"v": "{v.result}"}
+                    ),
+                ],
+            )
+        )
+        runs = wait_for(
+            lambda: marker.exists() and json.loads(marker.read_text()),
+            timeout=90,
+            what="the job to start",
+        )
         engine.kill(runs[0])
         assert orch.wait(wid, timeout=90) == "finished", orch.status(wid)
     [job] = orch.jobs(wid, "v")
@@ -185,9 +268,18 @@ def test_a_works_resources_reach_the_scheduler(engine: Engine, tmp_path: Path) -
     c = cfg(tmp_path, engine)
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
-        wid = orch.submit(Workflow(name="sized", works=[
-            Work(name="g", function=F + "granted",
-                 resources={"cores": 2, "memory_mb": 300, "disk_mb": 64})]))
+        wid = orch.submit(
+            Workflow(
+                name="sized",
+                works=[
+                    Work(
+                        name="g",
+                        function=F + "granted",
+                        resources={"cores": 2, "memory_mb": 300, "disk_mb": 64},
+                    )
+                ],
+            )
+        )
         assert orch.wait(wid, timeout=120) == "finished", orch.status(wid)
     [job] = orch.jobs(wid, "g")
     got = job["result"]
@@ -215,6 +307,7 @@ def test_faat_map_of_50_functions(engine: Engine, tmp_path: Path) -> None:
     client = Client(handle.url, handle.token)
     old = set_client(client)
     try:
+
         @work
         def triple(x: int) -> int:
             return x * 3
@@ -266,8 +359,9 @@ def blob_fetches(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
     return seen
 
 
-def test_http_transfer_faat_map_and_command_job(batch_engine: Engine, tmp_path: Path,
-                                                blob_fetches: dict[int, list[str]]) -> None:
+def test_http_transfer_faat_map_and_command_job(
+    batch_engine: Engine, tmp_path: Path, blob_fetches: dict[int, list[str]]
+) -> None:
     """FaaT ``.map`` and a command job (failing once, retried) with ``transfer: http``."""
     from idds_jupyter import work
     from idds_jupyter.api.server import start_server
@@ -279,6 +373,7 @@ def test_http_transfer_faat_map_and_command_job(batch_engine: Engine, tmp_path: 
     client = Client(handle.url, handle.token)
     old = set_client(client)
     try:
+
         @work
         def triple(x: int) -> Any:
             return x * 3 if x % 2 else [x] * 5000  # even items: a value too big to go inline
@@ -290,10 +385,20 @@ def test_http_transfer_faat_map_and_command_job(batch_engine: Engine, tmp_path: 
         assert all(len(shas) >= 2 for shas in blob_fetches.values()), blob_fetches
 
         orch = handle.ctx.orch
-        wid = orch.submit(Workflow(name="cmd-http", works=[
-            Work(name="c", retries=1, kwargs_list=[{"n": 6}, {"n": 7}],
-                 command='[ "$IDDS_ATTEMPT" -ge 2 ] || exit 3; n={n}; '
-                         'echo "{{\\"n\\": $((n * 7)), \\"cwd\\": \\"$(pwd)\\"}}"')]))
+        wid = orch.submit(
+            Workflow(
+                name="cmd-http",
+                works=[
+                    Work(
+                        name="c",
+                        retries=1,
+                        kwargs_list=[{"n": 6}, {"n": 7}],
+                        command='[ "$IDDS_ATTEMPT" -ge 2 ] || exit 3; n={n}; '
+                        'echo "{{\\"n\\": $((n * 7)), \\"cwd\\": \\"$(pwd)\\"}}"',
+                    )
+                ],
+            )
+        )
         assert orch.wait(wid, timeout=150) == "finished", orch.status(wid)
         jobs = orch.jobs(wid, "c")
         assert [j["result"]["n"] for j in jobs] == [42, 49]
@@ -311,8 +416,9 @@ def test_http_transfer_faat_map_and_command_job(batch_engine: Engine, tmp_path: 
         handle.stop()
 
 
-def test_http_transfer_needs_no_shared_filesystem(batch_engine: Engine, tmp_path: Path,
-                                                  blob_fetches: dict[int, list[str]]) -> None:
+def test_http_transfer_needs_no_shared_filesystem(
+    batch_engine: Engine, tmp_path: Path, blob_fetches: dict[int, list[str]]
+) -> None:
     """What a job sees with ``transfer: http``: no path of the core, its own scratch dir.
 
     On HTCondor, whose jobs run as another user, the core's home (cache, logs,
@@ -331,16 +437,22 @@ def test_http_transfer_needs_no_shared_filesystem(batch_engine: Engine, tmp_path
     client = Client(handle.url, handle.token)
     old = set_client(client)
     try:
+
         @work
         def where_am_i(home: str, cache: str) -> dict[str, Any]:
             import os as _os
 
             with open(_os.environ["IDDS_JOB_SPEC"], encoding="utf-8") as fh:
                 spec = fh.read()
-            return {"cwd": _os.getcwd(), "home_env": _os.environ.get("HOME"),
-                    "uid": _os.getuid(), "cache_readable": _os.access(cache, _os.R_OK),
-                    "home_listable": _os.access(home, _os.X_OK), "spec": spec,
-                    "task": _os.environ.get("IDDS_BATCH_TASK") or _os.environ.get("PANDAID")}
+            return {
+                "cwd": _os.getcwd(),
+                "home_env": _os.environ.get("HOME"),
+                "uid": _os.getuid(),
+                "cache_readable": _os.access(cache, _os.R_OK),
+                "home_listable": _os.access(home, _os.X_OK),
+                "spec": spec,
+                "task": _os.environ.get("IDDS_BATCH_TASK") or _os.environ.get("PANDAID"),
+            }
 
         [seen] = where_am_i.map([str(c.home)], [str(c.cache_dir)], timeout=150)
     finally:

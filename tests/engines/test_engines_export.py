@@ -20,18 +20,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 
 import nbs  # noqa: E402
 
-CASES = [(nbs.branches, ["total", "tag", "pair"], {"n": 6}, False),
-         (nbs.mapped, ["total", "count", "first"], {"n": 4}, True),
-         (nbs.magics, ["n_shapes", "result"], {}, False),
-         (nbs.files, ["median", "largest"], {}, False)]
+CASES = [
+    (nbs.branches, ["total", "tag", "pair"], {"n": 6}, False),
+    (nbs.mapped, ["total", "count", "first"], {"n": 4}, True),
+    (nbs.magics, ["n_shapes", "result"], {}, False),
+    (nbs.files, ["median", "largest"], {}, False),
+]
 
 
 def _cfg(engine: Engine, **kw: Any) -> Config:
-    opts = {"poll_interval": 0.5, "workers": 2, "batch_poll_interval": 0.5, "lock_ttl": 60.0,
-            **engine.options, **kw}
+    opts = {
+        "poll_interval": 0.5,
+        "workers": 2,
+        "batch_poll_interval": 0.5,
+        "lock_ttl": 60.0,
+        **engine.options,
+        **kw,
+    }
     work = engine.workdir
-    return Config.load(None, home=work / "home", db_url=f"sqlite:///{work / 'idds.db'}",
-                       backend=engine.backend, **opts)
+    return Config.load(
+        None,
+        home=work / "home",
+        db_url=f"sqlite:///{work / 'idds.db'}",
+        backend=engine.backend,
+        **opts,
+    )
 
 
 @pytest.mark.parametrize("mode", ["notebook", "cells"])
@@ -48,8 +61,11 @@ def test_exported_notebooks_give_the_notebooks_values(engine: Engine, mode: str)
             tmpl = export_template(str(path), mode)
             wid = orch.submit(tmpl, params)
             status = orch.wait(wid, timeout=300)
-            assert status == "finished", (path.name, mode, [(j["idx"], j["status"], j["error"])
-                                                            for j in orch.jobs(wid)])
+            assert status == "finished", (
+                path.name,
+                mode,
+                [(j["idx"], j["status"], j["error"]) for j in orch.jobs(wid)],
+            )
             last = tmpl["works"][-1]["name"]
             assert [j["result"]["values"] for j in orch.jobs(wid, last)] == [expected], path.name
         # a failing cell: the job fails with the cell's number and its traceback

@@ -50,8 +50,11 @@ def test_run_a_notebook_directly_with_a_sweep(tmp_path: Path) -> None:
     assert "finished=4" in res.stdout
     wid = int(res.stdout.split("workflow ")[1].split()[0])
     got = _values(tmp_path, wid, "branches")
-    want = [nbs.reference(path, ["total", "tag", "pair"], {"seed": s, "n": n})[0]
-            for s in (1, 2) for n in (2, 3)]
+    want = [
+        nbs.reference(path, ["total", "tag", "pair"], {"seed": s, "n": n})[0]
+        for s in (1, 2)
+        for n in (2, 3)
+    ]
     assert got == want
 
 

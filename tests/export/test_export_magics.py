@@ -35,7 +35,9 @@ def ip() -> Any:
     return shell
 
 
-def test_export_magic_prints_and_writes(ip: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_magic_prints_and_writes(
+    ip: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = nbs.branches(tmp_path)
     ip.run_line_magic("idds", f"export {path} --mode cells")
     tmpl = yaml.safe_load(capsys.readouterr().out)
@@ -49,8 +51,9 @@ def test_export_magic_prints_and_writes(ip: Any, tmp_path: Path, capsys: pytest.
         ip.run_line_magic("idds", f"export {bad} --mode cells")
 
 
-def test_submit_notebook_magic_runs_it_on_the_server(ip: Any, served: Served, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_notebook_magic_runs_it_on_the_server(
+    ip: Any, served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ip.run_line_magic("idds", f"connect {served.handle.url} --token {served.alice.token}")
     path = nbs.branches(tmp_path)
     run = ip.run_line_magic("idds", f"submit-notebook {path} --mode cells -p n=7")

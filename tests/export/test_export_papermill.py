@@ -12,10 +12,17 @@ from idds_jupyter.export.params import inject_parameters, parameter_defaults
 
 PARAMS = [
     {"n": 9},
-    {"seed": 3, "lr": 0.25, "name": "it's a \"test\"\n\ttab", "flag": True, "none": None},
+    {"seed": 3, "lr": 0.25, "name": 'it\'s a "test"\n\ttab', "flag": True, "none": None},
     {"grid": [1, 2.5, "x", [True, None]], "opts": {"a": 1, "b": {"c": "d"}}},
-    {"big": 10**20, "tiny": 1e-12, "neg": -7, "nan": float("nan"), "inf": float("inf"),
-     "minf": float("-inf"), "uni": "π ≈ 3.14 — ok"},
+    {
+        "big": 10**20,
+        "tiny": 1e-12,
+        "neg": -7,
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "minf": float("-inf"),
+        "uni": "π ≈ 3.14 — ok",
+    },
 ]
 
 
@@ -52,7 +59,8 @@ def test_a_second_injection_replaces_the_first_as_papermill_does(tmp_path: Path)
     inject_parameters(ours, {"n": 1})
     inject_parameters(ours, {"n": 2})
     theirs = parameterize.parameterize_notebook(
-        parameterize.parameterize_notebook(_load(path), {"n": 1}), {"n": 2})
+        parameterize.parameterize_notebook(_load(path), {"n": 1}), {"n": 2}
+    )
     assert [c.source for c in ours.cells] == [c.source for c in theirs.cells]
 
 
@@ -64,8 +72,17 @@ def test_without_a_parameters_cell_it_goes_first(tmp_path: Path) -> None:
 
 
 def test_defaults_of_the_parameters_cell(tmp_path: Path) -> None:
-    path = nbs.write(tmp_path / "p.ipynb", nbs._code(
-        '"""defaults"""\nn: int = 3  # how many\nnames = ("a", "b")\nopts = {"k": [1, None]}\nok = False',
-        "parameters"))
+    path = nbs.write(
+        tmp_path / "p.ipynb",
+        nbs._code(
+            '"""defaults"""\nn: int = 3  # how many\nnames = ("a", "b")\nopts = {"k": [1, None]}\nok = False',
+            "parameters",
+        ),
+    )
     nb = nbformat.read(str(path), as_version=4)
-    assert parameter_defaults(nb) == {"n": 3, "names": ["a", "b"], "opts": {"k": [1, None]}, "ok": False}
+    assert parameter_defaults(nb) == {
+        "n": 3,
+        "names": ["a", "b"],
+        "opts": {"k": [1, None]},
+        "ok": False,
+    }

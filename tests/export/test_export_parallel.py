@@ -30,12 +30,17 @@ def test_independent_cells_run_in_parallel(tmp_path: Path) -> None:
     from sqlalchemy import select
 
     from idds_jupyter.store.tables import jobs, works
+
     with orch.engine.begin() as conn:
-        rows = conn.execute(select(jobs.c.started_at, jobs.c.finished_at).select_from(
-            jobs.join(works, works.c.id == jobs.c.work_id)).where(
-            jobs.c.workflow_id == wid, works.c.name.in_(sleepers))).all()
+        rows = conn.execute(
+            select(jobs.c.started_at, jobs.c.finished_at)
+            .select_from(jobs.join(works, works.c.id == jobs.c.work_id))
+            .where(jobs.c.workflow_id == wid, works.c.name.in_(sleepers))
+        ).all()
     assert len(rows) == 4
     span = max(r.finished_at for r in rows) - min(r.started_at for r in rows)
-    print(f"four 1-second cells: {span:.2f} s of job time on 4 workers, "
-          f"{sequential:.2f} s in one kernel (its start included)")
+    print(
+        f"four 1-second cells: {span:.2f} s of job time on 4 workers, "
+        f"{sequential:.2f} s in one kernel (its start included)"
+    )
     assert span < 1.5

@@ -48,7 +48,9 @@ def test_executed_notebooks_are_served_to_their_owner(served: Served, tmp_path: 
         assert r.status == 200, r
         assert r.headers["Content-Type"] == "application/x-ipynb+json"
         nb = json.loads(r.body)
-        injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+        injected = [
+            c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])
+        ]
         lines = "".join(injected[0]["source"]).splitlines()
         assert lines[0] == "# Parameters"
         assert sorted(lines[1:]) == ['label = "run"', "n = 5", f"seed = {seed}"]
@@ -71,14 +73,19 @@ def test_a_failed_cell_is_in_the_served_notebook(served: Served, tmp_path: Path)
     assert st["status"] == "failed"
     [jid] = _job_ids(served.alice, r.json["id"], "failing")
     nb = served.alice.get(f"/logs/{jid}/notebook").json
-    errors = [(i + 1, o) for i, c in enumerate(nb["cells"]) for o in c.get("outputs", [])
-              if o["output_type"] == "error"]
+    errors = [
+        (i + 1, o)
+        for i, c in enumerate(nb["cells"])
+        for o in c.get("outputs", [])
+        if o["output_type"] == "error"
+    ]
     assert [(i, o["ename"]) for i, o in errors] == [(3, "ZeroDivisionError")]
 
 
 def test_jobs_without_an_executed_notebook(served: Served, tmp_path: Path) -> None:
-    r = served.alice.post("/requests", {"template": {"name": "plain", "works": [
-        {"name": "a", "command": "echo hi"}]}})
+    r = served.alice.post(
+        "/requests", {"template": {"name": "plain", "works": [{"name": "a", "command": "echo hi"}]}}
+    )
     wid = r.json["id"]
     served.alice.wait(wid)
     [jid] = _job_ids(served.alice, wid, "a")
@@ -90,38 +97,81 @@ def test_jobs_without_an_executed_notebook(served: Served, tmp_path: Path) -> No
 def test_a_notebooks_content_is_exported_and_submitted(served: Served, tmp_path: Path) -> None:
     """What the JupyterLab commands send: the notebook's JSON, a mode, parameters, a sweep."""
     content = json.loads(nbs.branches(tmp_path).read_text())
-    r = served.alice.post("/notebooks/export", {"notebook": content, "name": "branches.ipynb",
-                                                "mode": "cells"})
+    r = served.alice.post(
+        "/notebooks/export", {"notebook": content, "name": "branches.ipynb", "mode": "cells"}
+    )
     assert r.status == 200, r
     assert r.json["parameters"] == {"n": 4, "seed": 1, "label": "run"}  # the form's fields
     assert [w["name"] for w in r.json["template"]["works"]] == ["evens", "odds", "join"]
     assert "idds_source: |" in r.json["yaml"]
-    r = served.alice.post("/notebooks/submit", {"notebook": content, "name": "branches.ipynb",
-                                                "mode": "notebook", "params": {"n": 6},
-                                                "sweep": {"seed": [1, 2]}})
+    r = served.alice.post(
+        "/notebooks/submit",
+        {
+            "notebook": content,
+            "name": "branches.ipynb",
+            "mode": "notebook",
+            "params": {"n": 6},
+            "sweep": {"seed": [1, 2]},
+        },
+    )
     assert r.status == 201, r
     assert r.json["works"] == 1
     wid = r.json["id"]
     assert served.alice.wait(wid, timeout=120)["status"] == "finished"
     res = served.alice.get(f"/requests/{wid}/works/branches/results").json["results"]
-    want = [nbs.reference(tmp_path / "branches.ipynb", ["total", "tag", "pair"], {"n": 6, "seed": s})[0]
-            for s in (1, 2)]
+    want = [
+        nbs.reference(tmp_path / "branches.ipynb", ["total", "tag", "pair"], {"n": 6, "seed": s})[0]
+        for s in (1, 2)
+    ]
     assert [j["result"]["values"] for j in res] == want
     assert served.bob.get(f"/requests/{wid}").status == 404
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"notebook": [], "name": "a.ipynb"}, 400, "field 'notebook' must be a notebook"),
-    ({"notebook": {"cells": []}, "name": "../x.ipynb"}, 400, "field 'name' must be a plain file name"),
-    ({"notebook": {"cells": []}, "mode": "dag"}, 400, "field 'mode' must be 'notebook' or 'cells'"),
-    ({"notebook": {"cells": []}, "sweep": {"a": list(range(1000)), "b": list(range(1000))}}, 413,
-     "the sweep makes 1000000 jobs, over max_jobs_per_submission (100000)"),
-    ({"notebook": {"cells": [{"cell_type": "code", "source": "x = !ls", "metadata": {},
-                              "outputs": [], "execution_count": None}],
-                   "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, "mode": "cells"},
-     400, "notebook.ipynb: cell 1, line 1: 'x = !ls'"),
-])
-def test_bad_notebook_requests_are_named(served: Served, body: dict, status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"notebook": [], "name": "a.ipynb"}, 400, "field 'notebook' must be a notebook"),
+        (
+            {"notebook": {"cells": []}, "name": "../x.ipynb"},
+            400,
+            "field 'name' must be a plain file name",
+        ),
+        (
+            {"notebook": {"cells": []}, "mode": "dag"},
+            400,
+            "field 'mode' must be 'notebook' or 'cells'",
+        ),
+        (
+            {"notebook": {"cells": []}, "sweep": {"a": list(range(1000)), "b": list(range(1000))}},
+            413,
+            "the sweep makes 1000000 jobs, over max_jobs_per_submission (100000)",
+        ),
+        (
+            {
+                "notebook": {
+                    "cells": [
+                        {
+                            "cell_type": "code",
+                            "source": "x = !ls",
+                            "metadata": {},
+                            "outputs": [],
+                            "execution_count": None,
+                        }
+                    ],
+                    "metadata": {},
+                    "nbformat": 4,
+                    "nbformat_minor": 5,
+                },
+                "mode": "cells",
+            },
+            400,
+            "notebook.ipynb: cell 1, line 1: 'x = !ls'",
+        ),
+    ],
+)
+def test_bad_notebook_requests_are_named(
+    served: Served, body: dict, status: int, message: str
+) -> None:
     r = served.alice.post("/notebooks/export", body)
     assert r.status == status, r
     assert message in r.json["error"]

@@ -20,7 +20,9 @@ CASES = [  # (notebook, names its last cell defines, parameters, notebook has a 
 
 
 @pytest.mark.parametrize("mode", ["notebook", "cells"])
-@pytest.mark.parametrize("make, names, params", CASES, ids=["branches", "mapped", "magics", "files"])
+@pytest.mark.parametrize(
+    "make, names, params", CASES, ids=["branches", "mapped", "magics", "files"]
+)
 def test_same_values_as_nbclient(tmp_path: Path, mode: str, make, names, params) -> None:
     path = make(tmp_path)
     maps = make is nbs.mapped
@@ -36,7 +38,9 @@ def test_same_values_as_nbclient(tmp_path: Path, mode: str, make, names, params)
 
 
 @pytest.mark.parametrize("mode", ["notebook", "cells"])
-def test_a_failing_cell_fails_the_job_with_its_number_and_traceback(tmp_path: Path, mode: str) -> None:
+def test_a_failing_cell_fails_the_job_with_its_number_and_traceback(
+    tmp_path: Path, mode: str
+) -> None:
     path = nbs.failing(tmp_path)
     _, error = nbs.reference(path, ["z"])
     assert error == "ZeroDivisionError: division by zero"
@@ -61,7 +65,9 @@ def test_whole_notebook_sweep_one_job_per_parameter_set(tmp_path: Path) -> None:
     orch, wid, status = run(config(tmp_path), tmpl, {"n": 3})
     assert status == "finished"
     got = last_values(orch, wid, tmpl)
-    want = [nbs.reference(path, ["total", "tag", "pair"], {"n": 3, "seed": s})[0] for s in (1, 2, 3)]
+    want = [
+        nbs.reference(path, ["total", "tag", "pair"], {"n": 3, "seed": s})[0] for s in (1, 2, 3)
+    ]
     assert got == want and len({v["total"] for v in got}) == 3
     for job in orch.jobs(wid):  # each executed notebook is kept beside its log
         nb = Path(job["log_path"]).with_suffix(".ipynb")

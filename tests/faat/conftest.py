@@ -16,8 +16,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from idds_jupyter.config import Config
 
     tmp = tmp_path_factory.mktemp("faat")
-    config = Config.load(None, home=tmp / "home", db_url=f"sqlite:///{tmp}/idds.db", workers=2,
-                         poll_interval=0.5)
+    config = Config.load(
+        None, home=tmp / "home", db_url=f"sqlite:///{tmp}/idds.db", workers=2, poll_interval=0.5
+    )
     handle = start_server(config)
     try:
         yield handle
@@ -36,8 +37,14 @@ def run_script(server: Any, tmp_path: Path) -> Any:
         path = tmp_path / "script.py"
         path.write_text(textwrap.dedent(source))
         env = {**os.environ, "IDDS_URL": server.url, "IDDS_TOKEN": server.token}
-        proc = subprocess.run([sys.executable, str(path)], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, str(path)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert proc.returncode == 0, f"script failed:\n{proc.stdout}\n{proc.stderr}"
         return proc.stdout
 

@@ -20,8 +20,9 @@ from idds_jupyter.faat import serialize
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_find_server_from_env_and_connection_file(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_server_from_env_and_connection_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IDDS_URL", "http://h:1/")
     monkeypatch.setenv("IDDS_TOKEN", "t")
     assert find_server(str(tmp_path)) == ("http://h:1/", "t")
@@ -31,12 +32,14 @@ def test_find_server_from_env_and_connection_file(tmp_path: Path,
         find_server(str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / "idds-1.json").write_text(json.dumps({"url": "http://dead/", "token": "x",
-                                                      "pid": dead.pid}))
+    (tmp_path / "idds-1.json").write_text(
+        json.dumps({"url": "http://dead/", "token": "x", "pid": dead.pid})
+    )
     with pytest.raises(IddsError, match="1 stale"):
         find_server(str(tmp_path))
-    (tmp_path / "idds-2.json").write_text(json.dumps({"url": "http://live/", "token": "y",
-                                                      "pid": os.getpid()}))
+    (tmp_path / "idds-2.json").write_text(
+        json.dumps({"url": "http://live/", "token": "y", "pid": os.getpid()})
+    )
     assert find_server(str(tmp_path)) == ("http://live/", "y")
 
 
@@ -98,8 +101,14 @@ def test_server_side_body_runner(client: Client, server: Any, tmp_path: Path) ->
     body = serialize.upload(client, serialize.pack_function(ns["body"]))
     args = serialize.upload(client, serialize.dumps(((4,), {"scale": 10})))
     env = {**os.environ, "IDDS_URL": server.url, "IDDS_TOKEN": server.token}
-    proc = subprocess.run([sys.executable, "-m", "idds_jupyter.faat.runner", str(wf_id), body, args],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "idds_jupyter.faat.runner", str(wf_id), body, args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     from idds_jupyter import get_run
 
@@ -125,8 +134,16 @@ def test_a_work_end_finalizes_the_sink_whose_push_was_lost(client: Client) -> No
     stop = client.on_message(listen)
     try:
         wid = client.submit({"name": "body", "works": []}, open=True)
-        client.add_works(wid, [{"name": "w_0", "function": "idds_jupyter.worker.job:sleep",
-                                "parameters": {"seconds": 0}}])
+        client.add_works(
+            wid,
+            [
+                {
+                    "name": "w_0",
+                    "function": "idds_jupyter.worker.job:sleep",
+                    "parameters": {"seconds": 0},
+                }
+            ],
+        )
         assert ended.wait(30)
     finally:
         stop()

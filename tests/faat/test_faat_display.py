@@ -24,8 +24,13 @@ PACKAGE = pathlib.Path(idds_jupyter.__file__).parent
 def test_use_case_layers_do_not_import_the_kernel(layer: str) -> None:
     for path in sorted((PACKAGE / layer).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
                 assert not name.startswith("idds_jupyter.kernel"), f"{path.name} imports {name}"
 
@@ -36,7 +41,7 @@ def test_a_view_names_its_kind() -> None:
         View("plot", None, 7)
 
 
-_SHELL = r'''
+_SHELL = r"""
 import json, sys
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
@@ -61,12 +66,14 @@ for label, obj in [("run", Run(Client(), 3, name="demo")), ("view", View("run", 
     data, _ = shell.display_formatter.format(obj)
     out[label] = sorted(data), data.get("text/plain")
 print(json.dumps(out))
-'''
+"""
 
 
 def test_ipython_shows_runs_and_views_as_widgets_and_falls_back_to_text() -> None:
     pytest.importorskip("ipywidgets")
-    proc = subprocess.run([sys.executable, "-c", _SHELL], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHELL], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["widgets_before"] is False  # nothing of the widgets until something is shown

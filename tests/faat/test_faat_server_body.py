@@ -28,8 +28,10 @@ def test_server_side_body_runs_in_its_own_process(client: Client, server: Any) -
     """)
     run = ns["body"].submit(5)
     out = run.result(timeout=120)
-    assert out["total"] == sum(x ** 3 for x in range(5))
-    assert out["pid"] != os.getpid()  # not this process, and not the server's (the server is this process)
+    assert out["total"] == sum(x**3 for x in range(5))
+    assert (
+        out["pid"] != os.getpid()
+    )  # not this process, and not the server's (the server is this process)
     assert out["limited"] is True
     assert run.status == "finished"
     assert any(w["name"].startswith("cube") for w in run.works)

@@ -136,8 +136,9 @@ def test_submit_futures_wait_and_await(client: Client) -> None:
     assert asyncio.run(one()) == 8
 
 
-def test_working_directory_module_goes_in_sandbox(client: Client, tmp_path: Any,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_working_directory_module_goes_in_sandbox(
+    client: Client, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pkg = tmp_path / "mylib"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")

@@ -14,8 +14,9 @@ from hub_helpers import Hub  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-        postgres: object) -> Iterator[Hub]:
+def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: object
+) -> Iterator[Hub]:
     db_url = postgres.create_database("idds_hub")  # type: ignore[attr-defined]
     h = Hub(tmp_path_factory.mktemp("hub"), db_url=db_url)
     try:

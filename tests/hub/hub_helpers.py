@@ -81,19 +81,36 @@ class Hub:
             # jobs of a killed service are reclaimed quickly (the service-restart test)
             "c.JupyterHub.services[0]['environment'].update(IDDS_LOCK_TTL='8', "
             "IDDS_POLL_INTERVAL='1')\n"
-            "c.JupyterHub.log_level = 'INFO'\n")
-        env = dict(os.environ, IDDS_HUB_STATE=str(state), IDDS_HUB_PORT=str(self.port),
-                   IDDS_HUB_PASSWORD=PASSWORD, IDDS_HUB_WORKERS="2")
+            "c.JupyterHub.log_level = 'INFO'\n"
+        )
+        env = dict(
+            os.environ,
+            IDDS_HUB_STATE=str(state),
+            IDDS_HUB_PORT=str(self.port),
+            IDDS_HUB_PASSWORD=PASSWORD,
+            IDDS_HUB_WORKERS="2",
+        )
         if db_url:
             env["IDDS_HUB_DB_URL"] = db_url
-        for var in ("IDDS_URL", "IDDS_TOKEN", "IDDS_DB_URL", "IDDS_HOME", "JUPYTERHUB_API_TOKEN",
-                    "JUPYTER_RUNTIME_DIR"):
+        for var in (
+            "IDDS_URL",
+            "IDDS_TOKEN",
+            "IDDS_DB_URL",
+            "IDDS_HOME",
+            "JUPYTERHUB_API_TOKEN",
+            "JUPYTER_RUNTIME_DIR",
+        ):
             env.pop(var, None)
         self.log_path = state / "hub.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=state, env=env,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            cwd=state,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             wait_for(self._up, 90, "the hub and the iDDS service")
         except Exception:
@@ -104,8 +121,10 @@ class Hub:
         if self.proc.poll() is not None:
             raise RuntimeError("the hub exited:\n" + self.log_tail())
         try:
-            return (requests.get(self.url + "/hub/api/", timeout=2).ok
-                    and requests.get(self.service_url + "idds/api/v1/ping", timeout=2).ok)
+            return (
+                requests.get(self.url + "/hub/api/", timeout=2).ok
+                and requests.get(self.service_url + "idds/api/v1/ping", timeout=2).ok
+            )
         except requests.RequestException:
             return False
 
@@ -118,8 +137,12 @@ class Hub:
     # ------------------------------------------------------------------ hub REST API
     def api(self, method: str, path: str, **kw: Any) -> requests.Response:
         kw.setdefault("timeout", 30)
-        return requests.request(method, f"{self.url}/hub/api/{path.lstrip('/')}",
-                                headers={"Authorization": f"token {self.driver_token}"}, **kw)
+        return requests.request(
+            method,
+            f"{self.url}/hub/api/{path.lstrip('/')}",
+            headers={"Authorization": f"token {self.driver_token}"},
+            **kw,
+        )
 
     def user_token(self, name: str, scopes: list[str] | None = None) -> str:
         body: dict[str, Any] = {"note": "test", "expires_in": 3600}
@@ -143,13 +166,18 @@ class Hub:
     def stop_server(self, name: str, timeout: float = 60) -> None:
         r = self.api("DELETE", f"users/{name}/server")
         assert r.status_code in (202, 204), r.text
-        wait_for(lambda: not self.api("GET", f"users/{name}").json().get("servers"), timeout,
-                 f"{name}'s server to stop")
+        wait_for(
+            lambda: not self.api("GET", f"users/{name}").json().get("servers"),
+            timeout,
+            f"{name}'s server to stop",
+        )
 
     def service_pid(self) -> int | None:
         """The pid of the managed iDDS service process (found by its listening port)."""
         port = self.port + 3
-        out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True
+        ).stdout
         m = re.search(r"pid=(\d+)", out)
         return int(m.group(1)) if m else None
 
@@ -169,14 +197,23 @@ class Hub:
         assert r.status_code == 302, (r.status_code, r.text[:500])
         return s
 
-    def start_kernel(self, name: str, token: str, kernel: str = "python3") -> tuple[str, BlockingKernelClient]:
+    def start_kernel(
+        self, name: str, token: str, kernel: str = "python3"
+    ) -> tuple[str, BlockingKernelClient]:
         """A kernel started by ``name``'s single-user server (its REST API, through the proxy)."""
-        r = requests.post(f"{self.url}/user/{name}/api/kernels", json={"name": kernel},
-                          headers={"Authorization": f"token {token}"}, timeout=60)
+        r = requests.post(
+            f"{self.url}/user/{name}/api/kernels",
+            json={"name": kernel},
+            headers={"Authorization": f"token {token}"},
+            timeout=60,
+        )
         assert r.status_code == 201, r.text
         kid = r.json()["id"]
-        cf = wait_for(lambda: next(iter(self.home(name).rglob(f"kernel-{kid}.json")), None), 30,
-                      "the kernel's connection file")
+        cf = wait_for(
+            lambda: next(iter(self.home(name).rglob(f"kernel-{kid}.json")), None),
+            30,
+            "the kernel's connection file",
+        )
         kc = BlockingKernelClient(connection_file=str(cf))
         kc.load_connection_file()
         kc.hb_channel.time_to_dead = 10.0  # a loaded machine misses 1 s heartbeats

@@ -10,8 +10,11 @@ from idds_jupyter_server.client_mode import find_shared_service, hub_origin, ser
 from idds_jupyter.auth.hub import hub_service_address, in_hub_service
 from idds_jupyter.config import Config
 
-HUB_SERVER = {"JUPYTERHUB_API_TOKEN": "t0k", "JUPYTERHUB_USER": "alice",
-              "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}
+HUB_SERVER = {
+    "JUPYTERHUB_API_TOKEN": "t0k",
+    "JUPYTERHUB_USER": "alice",
+    "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
+}
 
 
 def test_the_service_url_on_the_hubs_public_address() -> None:
@@ -45,8 +48,11 @@ def test_when_a_server_is_a_client() -> None:
 
 
 def test_a_hub_service_finds_its_address_in_the_environment() -> None:
-    env = {"JUPYTERHUB_API_TOKEN": "s", "JUPYTERHUB_SERVICE_PREFIX": "/services/idds/",
-           "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:10101"}
+    env = {
+        "JUPYTERHUB_API_TOKEN": "s",
+        "JUPYTERHUB_SERVICE_PREFIX": "/services/idds/",
+        "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:10101",
+    }
     assert in_hub_service(env)
     assert hub_service_address(env) == ("127.0.0.1", 10101, "/services/idds/")
     assert not in_hub_service({"JUPYTERHUB_API_TOKEN": "s"})

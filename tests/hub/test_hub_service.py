@@ -41,8 +41,13 @@ def ok(kc: Any, code: str, timeout: float = 120) -> str:
 
 
 def api(hub: Hub, token: str, method: str, path: str, **kw: Any) -> requests.Response:
-    return requests.request(method, hub.service_url + "idds/api/v1/" + path,
-                            headers={"Authorization": f"token {token}"}, timeout=30, **kw)
+    return requests.request(
+        method,
+        hub.service_url + "idds/api/v1/" + path,
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+        **kw,
+    )
 
 
 WORK_CELL = """
@@ -75,8 +80,11 @@ def alice(hub: Hub) -> dict[str, Any]:
 
 def test_alice_kernel_runs_work_on_the_shared_service(hub: Hub, alice: dict[str, Any]) -> None:
     kc = alice["kc"]
-    env = ok(kc, "import os; print(os.environ['IDDS_URL']); print(os.environ['IDDS_TOKEN'] == "
-                 "os.environ['JUPYTERHUB_API_TOKEN'])")
+    env = ok(
+        kc,
+        "import os; print(os.environ['IDDS_URL']); print(os.environ['IDDS_TOKEN'] == "
+        "os.environ['JUPYTERHUB_API_TOKEN'])",
+    )
     assert env.split() == [hub.service_url, "True"]
     assert "value 49" in ok(kc, WORK_CELL)
     # the magics reach the same service: a template cell, submitted and waited for
@@ -115,7 +123,9 @@ def test_alices_server_runs_no_core_and_forwards_the_api(hub: Hub, alice: dict[s
     via_server = requests.get(own + "requests", headers=auth, timeout=30).json()["requests"]
     assert [r["id"] for r in via_server] == [r["id"] for r in _alice_runs(hub, alice)]
     # a write through the server: validated by the service (its 400 comes back whole)
-    bad = requests.post(own + "requests", headers=auth, json={"template": {"works": "x"}}, timeout=30)
+    bad = requests.post(
+        own + "requests", headers=auth, json={"template": {"works": "x"}}, timeout=30
+    )
     assert bad.status_code == 400 and "error" in bad.json()
     # without credentials the single-user server refuses before anything is forwarded
     assert requests.get(own + "requests", timeout=30).status_code in (302, 403)
@@ -127,18 +137,26 @@ def test_bob_sees_none_of_alices_runs(hub: Hub, alice: dict[str, Any], bob: dict
     r = api(hub, bob["token"], "GET", "requests")
     assert r.status_code == 200
     assert r.json()["requests"] == []
-    for path in (f"requests/{mine[0]['id']}", f"monitor/{mine[0]['id']}/dag",
-                 f"monitor/{mine[0]['id']}"):
+    for path in (
+        f"requests/{mine[0]['id']}",
+        f"monitor/{mine[0]['id']}/dag",
+        f"monitor/{mine[0]['id']}",
+    ):
         got = api(hub, bob["token"], "GET", path)
         assert got.status_code == 404, (path, got.status_code, got.text)
     assert api(hub, bob["token"], "POST", f"requests/{mine[0]['id']}/abort").status_code == 404
     assert api(hub, alice["token"], "GET", f"requests/{mine[0]['id']}").status_code == 200
 
 
-def test_admin_sees_every_users_runs(hub: Hub, alice: dict[str, Any], bob: dict[str, Any],
-                                     admin: dict[str, Any]) -> None:
-    template = {"name": "bobs-run", "works": [{"name": "echo", "function": "idds_jupyter.worker.job:echo",
-                                              "kwargs_list": [{"x": 1}]}]}
+def test_admin_sees_every_users_runs(
+    hub: Hub, alice: dict[str, Any], bob: dict[str, Any], admin: dict[str, Any]
+) -> None:
+    template = {
+        "name": "bobs-run",
+        "works": [
+            {"name": "echo", "function": "idds_jupyter.worker.job:echo", "kwargs_list": [{"x": 1}]}
+        ],
+    }
     r = api(hub, bob["token"], "POST", "requests", json={"template": template})
     assert r.status_code in (200, 201), r.text
     bob_id = r.json()["id"]
@@ -152,8 +170,9 @@ def test_admin_sees_every_users_runs(hub: Hub, alice: dict[str, Any], bob: dict[
     assert hub.api("POST", "groups/idds-admins/users", json={"users": ["carol"]}).ok
     carol = hub.user_token("carol")
     assert api(hub, carol, "GET", "auth/whoami").json()["admin"] is True
-    assert {"alice", "bob"} <= {x["owner"] for x in
-                                api(hub, carol, "GET", "requests").json()["requests"]}
+    assert {"alice", "bob"} <= {
+        x["owner"] for x in api(hub, carol, "GET", "requests").json()["requests"]
+    }
 
 
 def test_tokens_without_the_service_scope_and_unknown_tokens_are_refused(hub: Hub) -> None:
@@ -177,8 +196,16 @@ def test_browser_signs_in_through_the_hubs_oauth(hub: Hub, alice: dict[str, Any]
     assert page.status_code == 200, page.text[:500]
     assert "Signed in as <b>alice</b>" in page.text
     assert any("/hub/api/oauth2/authorize" in h.url for h in page.history)
-    template = {"name": "for-the-browser", "works": [
-        {"name": "nap", "function": "idds_jupyter.worker.job:sleep", "kwargs_list": [{"seconds": 30}]}]}
+    template = {
+        "name": "for-the-browser",
+        "works": [
+            {
+                "name": "nap",
+                "function": "idds_jupyter.worker.job:sleep",
+                "kwargs_list": [{"seconds": 30}],
+            }
+        ],
+    }
     mine = api(hub, alice["token"], "POST", "requests", json={"template": template}).json()["id"]
     wait_for(lambda: _status(hub, alice["token"], mine) == "running", 60, "the run to start")
     r = s.get(hub.service_url + "idds/api/v1/requests", timeout=30)
@@ -191,11 +218,20 @@ def test_browser_signs_in_through_the_hubs_oauth(hub: Hub, alice: dict[str, Any]
     # ... which the service's page gives its scripts
     xsrf = re.search(r"name='idds-xsrf' content='([^']+)'", page.text)
     assert xsrf is not None
-    sent = s.post(hub.service_url + f"idds/api/v1/requests/{mine}/suspend",
-                  headers={"X-XSRFToken": xsrf.group(1)}, timeout=30)
+    sent = s.post(
+        hub.service_url + f"idds/api/v1/requests/{mine}/suspend",
+        headers={"X-XSRFToken": xsrf.group(1)},
+        timeout=30,
+    )
     assert sent.status_code == 200, sent.text
-    assert s.post(hub.service_url + f"idds/api/v1/requests/{mine}/abort",
-                  headers={"X-XSRFToken": xsrf.group(1)}, timeout=30).status_code == 200
+    assert (
+        s.post(
+            hub.service_url + f"idds/api/v1/requests/{mine}/abort",
+            headers={"X-XSRFToken": xsrf.group(1)},
+            timeout=30,
+        ).status_code
+        == 200
+    )
     # bob's browser does not see alice's runs
     sb = hub.login("bob")
     assert sb.get(hub.service_url, timeout=60).status_code == 200
@@ -213,12 +249,20 @@ def test_the_labextensions_calls_from_alices_browser(hub: Hub, alice: dict[str, 
     own = f"{hub.url}/user/alice/idds/api/v1/"
     runs = s.get(own + "requests", timeout=30)
     assert runs.status_code == 200 and {r["owner"] for r in runs.json()["requests"]} == {"alice"}
-    template = {"name": "from-the-sidebar", "works": [
-        {"name": "echo", "function": "idds_jupyter.worker.job:echo", "kwargs_list": [{"x": 3}]}]}
-    assert s.post(own + "requests", json={"template": template}, timeout=30).status_code == 403  # no XSRF
+    template = {
+        "name": "from-the-sidebar",
+        "works": [
+            {"name": "echo", "function": "idds_jupyter.worker.job:echo", "kwargs_list": [{"x": 3}]}
+        ],
+    }
+    assert (
+        s.post(own + "requests", json={"template": template}, timeout=30).status_code == 403
+    )  # no XSRF
     xsrf = s.cookies.get("_xsrf", path="/user/alice/")
     assert xsrf
-    r = s.post(own + "requests", json={"template": template}, headers={"X-XSRFToken": xsrf}, timeout=30)
+    r = s.post(
+        own + "requests", json={"template": template}, headers={"X-XSRFToken": xsrf}, timeout=30
+    )
     assert r.status_code in (200, 201), r.text
     got = api(hub, alice["token"], "GET", f"requests/{r.json()['id']}").json()
     assert got["owner"] == "alice"
@@ -262,30 +306,57 @@ def test_a_run_outlives_alices_server(hub: Hub, alice: dict[str, Any]) -> None:
     hub.start_server("alice")
     _, kc = hub.start_kernel("alice", alice["token"])
     alice["kc"] = kc
-    got = ok(kc, f"from idds_jupyter import get_run\nprint('result', get_run({run_id}).result(timeout=60))")
+    got = ok(
+        kc,
+        f"from idds_jupyter import get_run\nprint('result', get_run({run_id}).result(timeout=60))",
+    )
     assert "result 26" in got
 
 
 def test_runs_finish_when_the_hub_restarts_the_service(hub: Hub, alice: dict[str, Any]) -> None:
-    template = {"name": "through-a-restart", "works": [
-        {"name": "nap", "function": "idds_jupyter.worker.job:sleep", "kwargs_list": [{"seconds": 6}] * 2},
-        {"name": "after", "function": "idds_jupyter.worker.job:echo", "kwargs_list": [{"x": 1}],
-         "depends_on": ["nap"]}]}
+    template = {
+        "name": "through-a-restart",
+        "works": [
+            {
+                "name": "nap",
+                "function": "idds_jupyter.worker.job:sleep",
+                "kwargs_list": [{"seconds": 6}] * 2,
+            },
+            {
+                "name": "after",
+                "function": "idds_jupyter.worker.job:echo",
+                "kwargs_list": [{"x": 1}],
+                "depends_on": ["nap"],
+            },
+        ],
+    }
     r = api(hub, alice["token"], "POST", "requests", json={"template": template})
     assert r.status_code in (200, 201), r.text
     run_id = int(r.json()["id"])
-    wait_for(lambda: _jobs(hub, alice["token"], run_id, "nap").get("running"), 60,
-             "the first jobs to run")
+    wait_for(
+        lambda: _jobs(hub, alice["token"], run_id, "nap").get("running"),
+        60,
+        "the first jobs to run",
+    )
     old = hub.service_pid()
     assert old is not None
     os.kill(old, signal.SIGKILL)
     # JupyterHub notices its managed service died and starts it again (its poll interval: 30 s)
-    wait_for(lambda: (p := hub.service_pid()) is not None and p != old, 90, "the hub to restart the service")
+    wait_for(
+        lambda: (p := hub.service_pid()) is not None and p != old,
+        90,
+        "the hub to restart the service",
+    )
     wait_for(lambda: _ok_ping(hub), 60, "the restarted service")
-    wait_for(lambda: _status(hub, alice["token"], run_id) == "finished", 120,
-             "the run to finish after the restart")
+    wait_for(
+        lambda: _status(hub, alice["token"], run_id) == "finished",
+        120,
+        "the run to finish after the restart",
+    )
     # and the kernel's client reaches the new process with nothing done
-    got = ok(alice["kc"], f"from idds_jupyter import get_run\nprint('status', get_run({run_id}).status)")
+    got = ok(
+        alice["kc"], f"from idds_jupyter import get_run\nprint('status', get_run({run_id}).status)"
+    )
     assert "status finished" in got
 
 
@@ -294,8 +365,9 @@ def _jobs(hub: Hub, token: str, run_id: int, work: str) -> dict[str, int]:
     return dict(next(w for w in works if w["name"] == work)["jobs"])
 
 
-def test_the_stream_sends_bob_none_of_alices_events(hub: Hub, alice: dict[str, Any],
-                                                    bob: dict[str, Any], admin: dict[str, Any]) -> None:
+def test_the_stream_sends_bob_none_of_alices_events(
+    hub: Hub, alice: dict[str, Any], bob: dict[str, Any], admin: dict[str, Any]
+) -> None:
     """Alice's stream goes through her server's forwarded route (as the labextension's);
     bob's and the admin's straight to the service with their hub tokens, subscribed to
     everything: the admin's gets alice's events, bob's none."""
@@ -307,22 +379,43 @@ def test_the_stream_sends_bob_none_of_alices_events(hub: Hub, alice: dict[str, A
 
     ws_base = hub.url.replace("http", "ws", 1)
 
-    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], int]:
-        a = await websocket_connect(HTTPRequest(
-            f"{ws_base}/user/alice/idds/api/v1/stream",
-            headers={"Authorization": f"token {alice['token']}"}))
-        b = await websocket_connect(HTTPRequest(
-            f"{ws_base}/services/idds/idds/api/v1/stream",
-            headers={"Authorization": f"token {bob['token']}"}))
-        c = await websocket_connect(HTTPRequest(
-            f"{ws_base}/services/idds/idds/api/v1/stream",
-            headers={"Authorization": f"token {admin['token']}"}))
+    async def main() -> tuple[
+        list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], int
+    ]:
+        a = await websocket_connect(
+            HTTPRequest(
+                f"{ws_base}/user/alice/idds/api/v1/stream",
+                headers={"Authorization": f"token {alice['token']}"},
+            )
+        )
+        b = await websocket_connect(
+            HTTPRequest(
+                f"{ws_base}/services/idds/idds/api/v1/stream",
+                headers={"Authorization": f"token {bob['token']}"},
+            )
+        )
+        c = await websocket_connect(
+            HTTPRequest(
+                f"{ws_base}/services/idds/idds/api/v1/stream",
+                headers={"Authorization": f"token {admin['token']}"},
+            )
+        )
         for ws in (a, b, c):
             ws.write_message(json.dumps({"subscribe": "*"}))
             assert json.loads(await ws.read_message())["type"] == "subscribed"
-        template = {"name": "streamed", "works": [
-            {"name": "echo", "function": "idds_jupyter.worker.job:echo", "kwargs_list": [{"x": 2}]}]}
-        r = await asyncio.to_thread(api, hub, alice["token"], "POST", "requests", json={"template": template})
+        template = {
+            "name": "streamed",
+            "works": [
+                {
+                    "name": "echo",
+                    "function": "idds_jupyter.worker.job:echo",
+                    "kwargs_list": [{"x": 2}],
+                }
+            ],
+        }
+        r = await asyncio.to_thread(
+            api, hub, alice["token"], "POST", "requests", json={"template": template}
+        )
         wid = int(r.json()["id"])
         got_a: list[dict[str, Any]] = []
         got_b: list[dict[str, Any]] = []
@@ -331,13 +424,18 @@ def test_the_stream_sends_bob_none_of_alices_events(hub: Hub, alice: dict[str, A
         async def read(ws: Any, into: list[dict[str, Any]], until: float) -> None:
             while True:
                 try:
-                    msg = await asyncio.wait_for(ws.read_message(), max(0.05, until - time.monotonic()))
+                    msg = await asyncio.wait_for(
+                        ws.read_message(), max(0.05, until - time.monotonic())
+                    )
                 except TimeoutError:
                     return
                 if msg is None:
                     return
                 into.append(json.loads(msg))
-                if into[-1].get("type") == "workflow.terminal" and into[-1].get("workflow_id") == wid:
+                if (
+                    into[-1].get("type") == "workflow.terminal"
+                    and into[-1].get("workflow_id") == wid
+                ):
                     return
 
         deadline = time.monotonic() + 60

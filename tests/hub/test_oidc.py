@@ -63,11 +63,19 @@ class Issuer:
 
     def token(self, key: Any = None, kid: str = "k1", alg: str = "RS256", **claims: Any) -> str:
         now = int(time.time())
-        payload = {"iss": self.url, "aud": AUDIENCE, "sub": "u-1", "preferred_username": "alice",
-                   "iat": now, "exp": now + 600, **claims}
+        payload = {
+            "iss": self.url,
+            "aud": AUDIENCE,
+            "sub": "u-1",
+            "preferred_username": "alice",
+            "iat": now,
+            "exp": now + 600,
+            **claims,
+        }
         payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode(payload, key if key is not None else self.key, algorithm=alg,
-                          headers={"kid": kid})
+        return jwt.encode(
+            payload, key if key is not None else self.key, algorithm=alg, headers={"kid": kid}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -80,36 +88,61 @@ def issuer() -> Iterator[Issuer]:
 @pytest.fixture(scope="module")
 def served(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     tmp = tmp_path_factory.mktemp("oidc")
-    cfg = Config.load(None, home=tmp / "home", db_url=f"sqlite:///{tmp / 'idds.db'}", workers=1,
-                      oidc_issuer=issuer.url, oidc_audience=AUDIENCE,
-                      oidc_admin_groups=("idds-admins",))
+    cfg = Config.load(
+        None,
+        home=tmp / "home",
+        db_url=f"sqlite:///{tmp / 'idds.db'}",
+        workers=1,
+        oidc_issuer=issuer.url,
+        oidc_audience=AUDIENCE,
+        oidc_admin_groups=("idds-admins",),
+    )
     # what `idds-jupyter serve --auth token` builds from that config: OIDC, then its own tokens
-    args = argparse.Namespace(auth="token", ip="127.0.0.1", port=0, port_explicit=True, base_url="/")
+    args = argparse.Namespace(
+        auth="token", ip="127.0.0.1", port=0, port_explicit=True, base_url="/"
+    )
     handle = start_server(cfg, "127.0.0.1", 0, "/", auth=_serve_auth(args, cfg))
     yield handle
     handle.stop()
 
 
-def call(handle: ServerHandle, token: str | None, method: str = "GET", path: str = "auth/whoami",
-         **kw: Any) -> requests.Response:
+def call(
+    handle: ServerHandle,
+    token: str | None,
+    method: str = "GET",
+    path: str = "auth/whoami",
+    **kw: Any,
+) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return requests.request(method, handle.url + "idds/api/v1/" + path, headers=headers, timeout=30, **kw)
+    return requests.request(
+        method, handle.url + "idds/api/v1/" + path, headers=headers, timeout=30, **kw
+    )
 
 
-def test_a_valid_access_token_is_the_user_of_its_claim(served: ServerHandle, issuer: Issuer) -> None:
+def test_a_valid_access_token_is_the_user_of_its_claim(
+    served: ServerHandle, issuer: Issuer
+) -> None:
     r = call(served, issuer.token())
     assert r.status_code == 200, r.text
     assert r.json()["user"] == "alice" and r.json()["admin"] is False
     # her runs are hers
-    template = {"name": "oidc-run", "works": [{"name": "echo", "function": "idds_jupyter.worker.job:echo",
-                                              "kwargs_list": [{"x": 1}]}]}
+    template = {
+        "name": "oidc-run",
+        "works": [
+            {"name": "echo", "function": "idds_jupyter.worker.job:echo", "kwargs_list": [{"x": 1}]}
+        ],
+    }
     sub = call(served, issuer.token(), "POST", "requests", json={"template": template})
     assert sub.status_code in (200, 201), sub.text
     run = call(served, issuer.token(), "GET", f"requests/{sub.json()['id']}").json()
     assert run["owner"] == "alice"
     # another OIDC user does not see it
-    assert call(served, issuer.token(preferred_username="bob"), "GET",
-                f"requests/{sub.json()['id']}").status_code == 404
+    assert (
+        call(
+            served, issuer.token(preferred_username="bob"), "GET", f"requests/{sub.json()['id']}"
+        ).status_code
+        == 404
+    )
 
 
 def test_members_of_the_admin_groups_are_admins(served: ServerHandle, issuer: Issuer) -> None:
@@ -119,8 +152,21 @@ def test_members_of_the_admin_groups_are_admins(served: ServerHandle, issuer: Is
     assert r.json()["admin"] is False
 
 
-@pytest.mark.parametrize("case", ["expired", "wrong-audience", "wrong-issuer", "unsigned", "hs256-with-public-key",
-                                  "another-key", "unknown-kid", "no-exp", "no-username", "garbage"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "expired",
+        "wrong-audience",
+        "wrong-issuer",
+        "unsigned",
+        "hs256-with-public-key",
+        "another-key",
+        "unknown-kid",
+        "no-exp",
+        "no-username",
+        "garbage",
+    ],
+)
 def test_bad_tokens_are_refused(served: ServerHandle, issuer: Issuer, case: str) -> None:
     from cryptography.hazmat.primitives import serialization
 
@@ -129,8 +175,11 @@ def test_bad_tokens_are_refused(served: ServerHandle, issuer: Issuer, case: str)
         "expired": lambda: issuer.token(iat=now - 3600, exp=now - 600),
         "wrong-audience": lambda: issuer.token(aud="someone-else"),
         "wrong-issuer": lambda: issuer.token(iss="https://evil.example.org"),
-        "unsigned": lambda: jwt.encode({"iss": issuer.url, "aud": AUDIENCE, "exp": now + 600,
-                                        "preferred_username": "alice"}, None, algorithm="none"),
+        "unsigned": lambda: jwt.encode(
+            {"iss": issuer.url, "aud": AUDIENCE, "exp": now + 600, "preferred_username": "alice"},
+            None,
+            algorithm="none",
+        ),
         "hs256-with-public-key": lambda: _hs256_forgery(issuer, serialization, now),
         "another-key": lambda: issuer.token(key=issuer.other),
         "unknown-kid": lambda: issuer.token(key=issuer.other, kid="k9"),
@@ -153,15 +202,19 @@ def _hs256_forgery(issuer: Issuer, serialization: Any, now: int) -> str:
     import hashlib
     import hmac
 
-    pem = issuer.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = issuer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
-    body = b64(json.dumps({"iss": issuer.url, "aud": AUDIENCE, "exp": now + 600,
-                           "preferred_username": "alice"}).encode())
+    body = b64(
+        json.dumps(
+            {"iss": issuer.url, "aud": AUDIENCE, "exp": now + 600, "preferred_username": "alice"}
+        ).encode()
+    )
     sig = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64(sig)}"
 

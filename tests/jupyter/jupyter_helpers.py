@@ -24,25 +24,46 @@ def free_port() -> int:
 class JupyterServer:
     """``jupyter server`` in a subprocess, with its own runtime dir and iDDS home."""
 
-    def __init__(self, tmp: Path, base_url: str = "/", token: str = "test-token",
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, tmp: Path, base_url: str = "/", token: str = "test-token", args: tuple[str, ...] = ()
+    ) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.token = token
         self.runtime = tmp / "runtime"
         self.url = f"http://127.0.0.1:{self.port}{self.base_url}"
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime), IDDS_HOME=str(tmp / "idds"),
-                   IDDS_WORKERS="2")
+        env = dict(
+            os.environ,
+            JUPYTER_RUNTIME_DIR=str(self.runtime),
+            IDDS_HOME=str(tmp / "idds"),
+            IDDS_WORKERS="2",
+        )
         for var in ("IDDS_URL", "IDDS_TOKEN", "IDDS_DB_URL"):
             env.pop(var, None)
         self.log = open(tmp / "jupyter.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "server", "--allow-root", "--no-browser",
-             "--ip", "127.0.0.1", f"--port={self.port}", f"--IdentityProvider.token={token}",
-             f"--ServerApp.base_url={self.base_url}", f"--ServerApp.root_dir={tmp}",
-             "--ServerApp.port_retries=0", *args],
-            env=env, cwd=tmp, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "server",
+                "--allow-root",
+                "--no-browser",
+                "--ip",
+                "127.0.0.1",
+                f"--port={self.port}",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.base_url={self.base_url}",
+                f"--ServerApp.root_dir={tmp}",
+                "--ServerApp.port_retries=0",
+                *args,
+            ],
+            env=env,
+            cwd=tmp,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -51,7 +72,9 @@ class JupyterServer:
             except requests.RequestException:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("jupyter server did not start:\n" + (tmp / "jupyter.log").read_text())
+                raise RuntimeError(
+                    "jupyter server did not start:\n" + (tmp / "jupyter.log").read_text()
+                )
             time.sleep(0.2)
 
     @property
@@ -60,10 +83,14 @@ class JupyterServer:
 
     def api(self, method: str, path: str, token: bool = True, **kw: Any) -> requests.Response:
         headers = self.auth if token else {}
-        return requests.request(method, self.url + "idds/api/v1/" + path, headers=headers, timeout=30, **kw)
+        return requests.request(
+            method, self.url + "idds/api/v1/" + path, headers=headers, timeout=30, **kw
+        )
 
     def start_kernel(self, name: str) -> tuple[str, BlockingKernelClient]:
-        r = requests.post(self.url + "api/kernels", headers=self.auth, json={"name": name}, timeout=60)
+        r = requests.post(
+            self.url + "api/kernels", headers=self.auth, json={"name": name}, timeout=60
+        )
         r.raise_for_status()
         kid = r.json()["id"]
         cf = self.runtime / f"kernel-{kid}.json"

@@ -20,7 +20,8 @@ def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServ
         "c.IddsExtension.max_json_depth = 7\n"
         'c.IddsExtension.backends = ["local", "slurm"]\n'
         'c.IddsExtension.panda_token = "secret-token-text"\n'
-        f"c.IddsExtension.admin_users = [{getpass.getuser()!r}]\n")
+        f"c.IddsExtension.admin_users = [{getpass.getuser()!r}]\n"
+    )
     mp = pytest.MonkeyPatch()
     # the environment gives what the traitlets do not; a traitlet wins over it
     mp.setenv("IDDS_SLURM_ACCOUNT", "physics")

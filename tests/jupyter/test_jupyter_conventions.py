@@ -64,10 +64,17 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
     tmp = tmp_path_factory.mktemp("jupyter")
     (tmp / "gcprobe.py").write_text(PROBE)
     with pytest.MonkeyPatch.context() as mp:  # the server's environment is this one's
-        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(tmp), os.environ.get("PYTHONPATH")) if p))
-        server = JupyterServer(tmp, base_url="/base/", args=(
-            "--ServerApp.jpserver_extensions=gcprobe=True",
-            "--ServerApp.authorizer_class=gcprobe.NoIddsWrites"))
+        mp.setenv(
+            "PYTHONPATH", os.pathsep.join(p for p in (str(tmp), os.environ.get("PYTHONPATH")) if p)
+        )
+        server = JupyterServer(
+            tmp,
+            base_url="/base/",
+            args=(
+                "--ServerApp.jpserver_extensions=gcprobe=True",
+                "--ServerApp.authorizer_class=gcprobe.NoIddsWrites",
+            ),
+        )
     try:
         yield server
     finally:
@@ -79,8 +86,12 @@ def browser(server: JupyterServer) -> tuple[requests.Session, str]:
     s = requests.Session()
     page = s.get(server.url + "login", timeout=30)
     xsrf = s.cookies.get("_xsrf") or re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    r = s.post(server.url + "login", data={"password": server.token, "_xsrf": xsrf},
-               allow_redirects=False, timeout=30)
+    r = s.post(
+        server.url + "login",
+        data={"password": server.token, "_xsrf": xsrf},
+        allow_redirects=False,
+        timeout=30,
+    )
     assert r.status_code in (302, 303), r.text[:300]
     return s, str(s.cookies.get("_xsrf") or xsrf)
 
@@ -100,7 +111,9 @@ def test_api_handlers_are_jupyter_api_handlers() -> None:
         assert issubclass(made, APIHandler), cls
         assert made.auth_resource == "idds"
         guarded = [getattr(made, m) for m in ("get", "post", "put", "delete") if m in vars(made)]
-        assert guarded, cls  # each route's methods are wrapped (authenticated + authorized, or public)
+        assert guarded, (
+            cls
+        )  # each route's methods are wrapped (authenticated + authorized, or public)
         public = getattr(cls, "public", False) or issubclass(cls, JobApiHandler)
         for fn in guarded:
             assert getattr(fn, "__allow_unauthenticated", False) is bool(public), (cls, fn)
@@ -114,11 +127,20 @@ def test_jupyter_checks_and_headers_apply(jupyter: JupyterServer) -> None:
     yaml = jupyter.api("GET", "openapi.yaml")  # the API's own content types are kept
     assert yaml.status_code == 200 and yaml.headers["Content-Type"].startswith("application/yaml")
     # Jupyter's Host check (no remote access configured): a DNS-rebinding name is refused
-    evil = requests.get(jupyter.url + "idds/api/v1/requests", timeout=30,
-                        headers={**jupyter.auth, "Host": f"rebind.example:{jupyter.port}"})
+    evil = requests.get(
+        jupyter.url + "idds/api/v1/requests",
+        timeout=30,
+        headers={**jupyter.auth, "Host": f"rebind.example:{jupyter.port}"},
+    )
     assert evil.status_code == 403
-    assert requests.get(jupyter.url + "idds/api/v1/ping", timeout=30,
-                        headers={"Host": f"rebind.example:{jupyter.port}"}).status_code == 403
+    assert (
+        requests.get(
+            jupyter.url + "idds/api/v1/ping",
+            timeout=30,
+            headers={"Host": f"rebind.example:{jupyter.port}"},
+        ).status_code
+        == 403
+    )
 
 
 def test_cookie_writes_need_xsrf_and_the_authorizer_decides(jupyter: JupyterServer) -> None:
@@ -133,7 +155,9 @@ def test_cookie_writes_need_xsrf_and_the_authorizer_decides(jupyter: JupyterServ
     assert r.status_code == 403 and "not authorized to write idds" in r.json()["error"], r.text
     # ... as with the server's token; Jupyter's own API stays writable (resource contents)
     assert jupyter.api("POST", "requests", json={"workflow": CALL}).status_code == 403
-    r = requests.post(jupyter.url + "api/contents", json={"type": "notebook"}, headers=jupyter.auth, timeout=30)
+    r = requests.post(
+        jupyter.url + "api/contents", json={"type": "notebook"}, headers=jupyter.auth, timeout=30
+    )
     assert r.status_code == 201, r.text
 
 

@@ -27,8 +27,10 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
 def raw_post(server: JupyterServer, path: str, length: int, token: bool = False) -> socket.socket:
     """A POST declaring ``length`` bytes of body, of which 4 KB are sent."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    head = (f"POST {server.base_url}idds/api/v1/{path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {length}\r\n")
+    head = (
+        f"POST {server.base_url}idds/api/v1/{path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+    )
     if token:
         head += f"Authorization: token {server.token}\r\n"
     sock.sendall(head.encode() + b"\r\n" + b"x" * 4096)
@@ -43,7 +45,11 @@ def read_answer(sock: socket.socket, timeout: float = 5) -> tuple[int, dict[str,
         assert chunk, f"connection closed before an answer: {data!r}"
         data += chunk
     head, body = data.split(b"\r\n\r\n", 1)
-    length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+    length = next(
+        int(h.split(b":")[1])
+        for h in head.split(b"\r\n")
+        if h.lower().startswith(b"content-length")
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split()[1]), json.loads(body[:length])
@@ -109,8 +115,12 @@ def test_513_mib_body_is_413_naming_the_limit(jupyter: JupyterServer) -> None:
 
 def test_deep_json_and_big_ids_are_4xx(jupyter: JupyterServer) -> None:
     raw = '{"params": {"a": ' + "[" * 100_000 + "]" * 100_000 + "}}"
-    r = requests.post(jupyter.url + "idds/api/v1/requests", data=raw, timeout=30,
-                      headers={**jupyter.auth, "Content-Type": "application/json"})
+    r = requests.post(
+        jupyter.url + "idds/api/v1/requests",
+        data=raw,
+        timeout=30,
+        headers={**jupyter.auth, "Content-Type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["setting"] == "max_json_depth", r.text
     r = jupyter.api("GET", "logs/99999999999999999999999")
     assert r.status_code == 404 and "ids are at most" in r.json()["error"], r.text

@@ -50,16 +50,29 @@ def test_idds_kernel_runs_work_and_template_cells(jupyter: JupyterServer) -> Non
 
         res = run_cell(kc, TEMPLATE)
         assert res["status"] == "ok", res
-        assert any("application/vnd.jupyter.widget-view+json" in d for d in res["data"])  # live widget
-        res = run_cell(kc, "run = _\nprint(run.wait(timeout=60))\n"
-                           "print(sorted((w['name'], w['status']) for w in run.works))")
+        assert any(
+            "application/vnd.jupyter.widget-view+json" in d for d in res["data"]
+        )  # live widget
+        res = run_cell(
+            kc,
+            "run = _\nprint(run.wait(timeout=60))\n"
+            "print(sorted((w['name'], w['status']) for w in run.works))",
+        )
         lines = res["stdout"].splitlines()
         assert lines[0] == "finished", res
-        assert lines[1] == str(sorted([("big", "finished"), ("gen", "finished"), ("small", "skipped")]))
+        assert lines[1] == str(
+            sorted([("big", "finished"), ("gen", "finished"), ("small", "skipped")])
+        )
 
-        bad = run_cell(kc, "%%idds template\nname: bad\nworks:\n  - name: a\n    command: echo {nope}\n")
+        bad = run_cell(
+            kc, "%%idds template\nname: bad\nworks:\n  - name: a\n    command: echo {nope}\n"
+        )
         assert bad["status"] == "error"
-        assert "line 4" in bad["error"] and "field 'command'" in bad["error"] and "nope" in bad["error"]
+        assert (
+            "line 4" in bad["error"]
+            and "field 'command'" in bad["error"]
+            and "nope" in bad["error"]
+        )
         assert "Traceback" not in bad["error"]
         unknown = run_cell(kc, "%idds status 987654")
         assert unknown["status"] == "error" and "no workflow with id 987654" in unknown["error"]
@@ -72,14 +85,21 @@ def test_base_url_token_and_load_ext(jupyter: JupyterServer) -> None:
     assert jupyter.api("GET", "auth/whoami", token=False).status_code == 403
     assert jupyter.api("GET", "requests", token=False).status_code == 403
     assert jupyter.api("GET", "ping", token=False).status_code == 200
-    _kid, kc = jupyter.start_kernel("python3")  # a plain kernel: %load_ext finds the server by itself
+    _kid, kc = jupyter.start_kernel(
+        "python3"
+    )  # a plain kernel: %load_ext finds the server by itself
     try:
-        res = run_cell(kc, "%load_ext idds_jupyter\nfrom idds_jupyter import get_client\n"
-                           "c = get_client()\nprint(c.url)\nprint(c.whoami()['user'])")
+        res = run_cell(
+            kc,
+            "%load_ext idds_jupyter\nfrom idds_jupyter import get_client\n"
+            "c = get_client()\nprint(c.url)\nprint(c.whoami()['user'])",
+        )
         assert res["status"] == "ok", res
         url, _user = res["stdout"].split()
         assert url.rstrip("/") == jupyter.url.rstrip("/")
-        res = run_cell(kc, "from idds_jupyter import work\n@work\ndef f(x):\n    return x + 1\nprint(f(41))")
+        res = run_cell(
+            kc, "from idds_jupyter import work\n@work\ndef f(x):\n    return x + 1\nprint(f(41))"
+        )
         assert res["stdout"].strip() == "42", res
     finally:
         kc.stop_channels()
@@ -88,10 +108,17 @@ def test_base_url_token_and_load_ext(jupyter: JupyterServer) -> None:
 def test_restarted_server_picks_up_unfinished_runs(tmp_path: Path) -> None:
     first = JupyterServer(tmp_path, base_url="/")
     try:
-        wid = first.api("POST", "requests", json={"yaml": (
-            "name: slow\nworks:\n  - {name: a, function: 'idds_jupyter.worker.job:sleep', "
-            "kwargs_list: [{seconds: 3}, {seconds: 3}]}\n"
-            "  - {name: b, function: 'idds_jupyter.worker.job:noop', depends_on: [a]}\n")}).json()["id"]
+        wid = first.api(
+            "POST",
+            "requests",
+            json={
+                "yaml": (
+                    "name: slow\nworks:\n  - {name: a, function: 'idds_jupyter.worker.job:sleep', "
+                    "kwargs_list: [{seconds: 3}, {seconds: 3}]}\n"
+                    "  - {name: b, function: 'idds_jupyter.worker.job:noop', depends_on: [a]}\n"
+                )
+            },
+        ).json()["id"]
     finally:
         first.stop()  # while its jobs run
     second = JupyterServer(tmp_path, base_url="/")

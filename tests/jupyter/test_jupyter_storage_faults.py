@@ -26,16 +26,21 @@ def test_extension_answers_503_soon_while_another_process_locks_the_store(tmp_pa
         wid = r.json()["id"]
         db = tmp_path / "idds" / "idds.db"
         assert db.exists()
-        code = ("import sqlite3, sys, time\n"
-                "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
-                "c.execute('BEGIN EXCLUSIVE')\n"
-                "print('locked', flush=True)\n"
-                "time.sleep(120)\n")
+        code = (
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+            "c.execute('BEGIN EXCLUSIVE')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(120)\n"
+        )
         holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE)
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
-            for method, path, body in (("GET", "requests", None), ("GET", f"requests/{wid}", None),
-                                       ("POST", "requests", {"template": QUICK})):
+            for method, path, body in (
+                ("GET", "requests", None),
+                ("GET", f"requests/{wid}", None),
+                ("POST", "requests", {"template": QUICK}),
+            ):
                 t = time.monotonic()
                 r = server.api(method, path, json=body)
                 took = time.monotonic() - t
@@ -48,6 +53,8 @@ def test_extension_answers_503_soon_while_another_process_locks_the_store(tmp_pa
             holder.wait()
         r = server.api("GET", "requests")
         assert r.status_code == 200, r.text
-        assert [x["id"] for x in r.json()["requests"]] == [wid]  # the refused submission: not stored
+        assert [x["id"] for x in r.json()["requests"]] == [
+            wid
+        ]  # the refused submission: not stored
     finally:
         server.stop()

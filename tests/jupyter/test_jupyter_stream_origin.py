@@ -20,14 +20,20 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 
 pytestmark = pytest.mark.timeout(300)
 
-CALL = {"name": "call", "works": [{"name": "f", "function": "idds_jupyter.worker.job:sleep",
-                                   "parameters": {"seconds": 0}}]}
+CALL = {
+    "name": "call",
+    "works": [
+        {"name": "f", "function": "idds_jupyter.worker.job:sleep", "parameters": {"seconds": 0}}
+    ],
+}
 
 
 @pytest.fixture(scope="module")
 def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
-    server = JupyterServer(tmp_path_factory.mktemp("jupyter"),
-                           args=("--ServerApp.allow_origin_pat=https://.*\\.trusted\\.example",))
+    server = JupyterServer(
+        tmp_path_factory.mktemp("jupyter"),
+        args=("--ServerApp.allow_origin_pat=https://.*\\.trusted\\.example",),
+    )
     try:
         yield server
     finally:
@@ -39,8 +45,12 @@ def login_cookie(server: JupyterServer) -> str:
     s = requests.Session()
     page = s.get(server.url + "login", timeout=30)
     xsrf = s.cookies.get("_xsrf") or re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    r = s.post(server.url + "login", data={"password": server.token, "_xsrf": xsrf},
-               allow_redirects=False, timeout=30)
+    r = s.post(
+        server.url + "login",
+        data={"password": server.token, "_xsrf": xsrf},
+        allow_redirects=False,
+        timeout=30,
+    )
     assert r.status_code in (302, 303), r.text[:300]
     assert any(c.name.startswith("username-") for c in s.cookies), list(s.cookies)
     # the cookie alone is a valid login: the API answers it
@@ -48,7 +58,9 @@ def login_cookie(server: JupyterServer) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in s.cookies)
 
 
-def _stream(server: JupyterServer, headers: dict[str, str], submit: bool) -> int | list[dict[str, Any]]:
+def _stream(
+    server: JupyterServer, headers: dict[str, str], submit: bool
+) -> int | list[dict[str, Any]]:
     """Open the stream; the refusal's status, or the messages (with a run submitted meanwhile)."""
     url = server.url.replace("http://", "ws://") + "idds/api/v1/stream"
 
@@ -89,8 +101,9 @@ def test_cookie_stream_from_another_origin_is_refused(jupyter: JupyterServer) ->
     ok = _stream(jupyter, {"Cookie": cookie, "Origin": "https://lab.trusted.example"}, False)
     assert isinstance(ok, list) and ok[0]["type"] == "subscribed", ok
     # as for Jupyter's own websockets: a token (no ambient credential) skips the origin check
-    tok = _stream(jupyter, {"Authorization": f"token {jupyter.token}", "Origin": "http://evil.example"},
-                  False)
+    tok = _stream(
+        jupyter, {"Authorization": f"token {jupyter.token}", "Origin": "http://evil.example"}, False
+    )
     assert isinstance(tok, list) and tok[0]["type"] == "subscribed", tok
     # and nothing at all without credentials
     assert _stream(jupyter, {"Origin": own}, False) == 403
@@ -111,7 +124,8 @@ def test_revoked_idds_token_stream_is_closed(jupyter: JupyterServer) -> None:
 
     async def go() -> tuple[Any, Any, float]:
         conn = await tornado.websocket.websocket_connect(
-            HTTPRequest(url, headers={"Authorization": f"Bearer {token}"}))
+            HTTPRequest(url, headers={"Authorization": f"Bearer {token}"})
+        )
         conn.write_message(json.dumps({"subscribe": "*"}))
         first: Any = await asyncio.wait_for(cast(Any, conn.read_message()), 10)
         assert json.loads(first)["type"] == "subscribed"
@@ -125,6 +139,9 @@ def test_revoked_idds_token_stream_is_closed(jupyter: JupyterServer) -> None:
     msg, (code, reason), after = asyncio.run(go())
     assert msg is None and code == 1008 and "revoked" in (reason or ""), (msg, code, reason)
     assert after < 6.0
-    r = requests.get(jupyter.url + "idds/api/v1/auth/whoami",
-                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r = requests.get(
+        jupyter.url + "idds/api/v1/auth/whoami",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert r.status_code in (401, 403), r.text

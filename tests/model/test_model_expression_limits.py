@@ -32,12 +32,15 @@ def refused(text: str, ns: dict | None = None) -> ExpressionError:
     return exc.value
 
 
-@pytest.mark.parametrize("text", [
-    "'%0900000000d' % 0",
-    "'%.900000000f' % 1.5",
-    "'%s%s' % (big, big)",
-    "'%(a)0900000000d' % {'a': 1}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "'%0900000000d' % 0",
+        "'%.900000000f' % 1.5",
+        "'%s%s' % (big, big)",
+        "'%(a)0900000000d' % {'a': 1}",
+    ],
+)
 def test_percent_format_result_size_is_refused(text: str) -> None:
     assert "expression_max_size" in refused(text).reason
 
@@ -46,14 +49,17 @@ def test_percent_star_width_is_refused() -> None:
     assert "'*' width" in refused("'%*d' % (900000000, 1)").reason
 
 
-@pytest.mark.parametrize("text", [
-    "sorted(['x' * 1000000] * 1000000)",
-    "['x' * 100000] * 100",
-    "[big, big]",
-    "str([big] * 2)",
-    "sum([nums, nums], [])",
-    "big + big",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sorted(['x' * 1000000] * 1000000)",
+        "['x' * 100000] * 100",
+        "[big, big]",
+        "str([big] * 2)",
+        "sum([nums, nums], [])",
+        "big + big",
+    ],
+)
 def test_deep_sizes_of_built_values_are_refused(text: str) -> None:
     assert "expression_max_size" in refused(text).reason
 
@@ -148,14 +154,24 @@ def test_json_depth_without_recursion() -> None:
 
 
 def test_count_jobs() -> None:
-    works = [{"name": "a", "n_jobs": 7}, {"name": "b", "kwargs_list": [{}] * 3}, {"name": "c"},
-             {"name": "d", "kwargs_list": "{a.result}"}, {"name": "e", "input_dataset": "ds"}]
+    works = [
+        {"name": "a", "n_jobs": 7},
+        {"name": "b", "kwargs_list": [{}] * 3},
+        {"name": "c"},
+        {"name": "d", "kwargs_list": "{a.result}"},
+        {"name": "e", "input_dataset": "ds"},
+    ]
     assert count_jobs(works) == {"a": 7, "b": 3, "c": 1, "d": 0, "e": 0}
 
 
 def test_sweep_resolved_at_run_time_over_max_jobs_per_work_fails_its_work() -> None:
-    wf = Workflow("sweep", works=[Work("gen", command="g"),
-                                  Work("sim", command="sim {x}", kwargs_list="{gen.result}")])
+    wf = Workflow(
+        "sweep",
+        works=[
+            Work("gen", command="g"),
+            Work("sim", command="sim {x}", kwargs_list="{gen.result}"),
+        ],
+    )
     state = RunState(params=wf.resolve_params({}))
     state.works["gen"] = WorkState("gen", WorkStatus.FINISHED, result=[{"x": i} for i in range(11)])
     saved = RUNTIME.max_jobs_per_work

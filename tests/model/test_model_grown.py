@@ -8,14 +8,19 @@ from idds_jupyter.model import TemplateError, Workflow
 
 
 def _work(i: int, **extra: object) -> dict[str, object]:
-    return {"name": f"call_{i}", "payload": {"function": "a" * 64, "calls": f"{i:064d}"},
-            "n_jobs": 1, **extra}
+    return {
+        "name": f"call_{i}",
+        "payload": {"function": "a" * 64, "calls": f"{i:064d}"},
+        "n_jobs": 1,
+        **extra,
+    }
 
 
 @pytest.fixture
 def run() -> Workflow:
-    return Workflow.from_dict({"name": "run", "parameters": {"seed": 1},
-                               "works": [_work(i) for i in range(3)]})
+    return Workflow.from_dict(
+        {"name": "run", "parameters": {"seed": 1}, "works": [_work(i) for i in range(3)]}
+    )
 
 
 def test_grown_appends_and_keeps_the_rest(run: Workflow) -> None:
@@ -24,14 +29,18 @@ def test_grown_appends_and_keeps_the_rest(run: Workflow) -> None:
     assert [w.name for w in run.works] == [f"call_{i}" for i in range(3)]  # unchanged
 
 
-@pytest.mark.parametrize("bad, field, words", [
-    (_work(1), "name", "call_1"),  # a name already taken
-    (_work(7, depends_on=["nope"]), "depends_on", "nope"),
-    ({"name": "cmd", "command": "echo {missing}"}, "command", "missing"),
-    ({"name": "x", "n_jobs": -1, "command": "true"}, "n_jobs", ""),
-])
-def test_grown_refuses_a_bad_new_work(run: Workflow, bad: dict[str, object], field: str,
-                                      words: str) -> None:
+@pytest.mark.parametrize(
+    "bad, field, words",
+    [
+        (_work(1), "name", "call_1"),  # a name already taken
+        (_work(7, depends_on=["nope"]), "depends_on", "nope"),
+        ({"name": "cmd", "command": "echo {missing}"}, "command", "missing"),
+        ({"name": "x", "n_jobs": -1, "command": "true"}, "n_jobs", ""),
+    ],
+)
+def test_grown_refuses_a_bad_new_work(
+    run: Workflow, bad: dict[str, object], field: str, words: str
+) -> None:
     with pytest.raises(TemplateError) as err:
         run.grown([bad])
     assert field in str(err.value) and words in str(err.value)
@@ -53,17 +62,25 @@ def test_growing_checks_only_the_new_works(run: Workflow, monkeypatch: pytest.Mo
     assert checked == ["call_3", "call_4"]
 
 
-@pytest.mark.parametrize("extra, independent", [
-    ({}, True),
-    ({"depends_on": ["call_0"]}, False),
-    ({"parameters": {"x": "{call_1.result}"}}, False),  # reads another work's result
-    ({"on_failure": ["call_2"]}, False),
-    ({"input_dataset": "raw"}, False),
-])
+@pytest.mark.parametrize(
+    "extra, independent",
+    [
+        ({}, True),
+        ({"depends_on": ["call_0"]}, False),
+        ({"parameters": {"x": "{call_1.result}"}}, False),  # reads another work's result
+        ({"on_failure": ["call_2"]}, False),
+        ({"input_dataset": "raw"}, False),
+    ],
+)
 def test_independent_means_no_work_waits_for_or_reads_another(
-        run: Workflow, extra: dict[str, object], independent: bool) -> None:
+    run: Workflow, extra: dict[str, object], independent: bool
+) -> None:
     assert run.independent()
-    new = {k: v for k, v in _work(9, **extra).items() if not (k == "n_jobs" and "input_dataset" in extra)}
+    new = {
+        k: v
+        for k, v in _work(9, **extra).items()
+        if not (k == "n_jobs" and "input_dataset" in extra)
+    }
     grown = run.grown([new])
     assert grown.independent() is independent
     # a run known independent checks only what it grew by
@@ -71,10 +88,28 @@ def test_independent_means_no_work_waits_for_or_reads_another(
 
 
 def test_a_condition_or_a_loop_is_never_independent() -> None:
-    cond = Workflow.from_dict({"name": "c", "works": [_work(0), _work(1)], "conditions": [
-        {"name": "ok", "expr": "params.seed > 0", "true": ["call_1"]}], "parameters": {"seed": 1}})
-    loop = Workflow.from_dict({"name": "l", "works": [_work(0)], "loops": [
-        {"name": "again", "works": ["call_0"], "until": "iteration >= 2", "max_iterations": 3}]})
+    cond = Workflow.from_dict(
+        {
+            "name": "c",
+            "works": [_work(0), _work(1)],
+            "conditions": [{"name": "ok", "expr": "params.seed > 0", "true": ["call_1"]}],
+            "parameters": {"seed": 1},
+        }
+    )
+    loop = Workflow.from_dict(
+        {
+            "name": "l",
+            "works": [_work(0)],
+            "loops": [
+                {
+                    "name": "again",
+                    "works": ["call_0"],
+                    "until": "iteration >= 2",
+                    "max_iterations": 3,
+                }
+            ],
+        }
+    )
     assert not cond.independent() and not loop.independent()
 
 

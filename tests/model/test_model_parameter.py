@@ -21,7 +21,10 @@ def test_single_placeholder_keeps_json_type():
 
 
 def test_mixed_text_is_formatted():
-    assert substitute("python sim.py --seed {seed} --n {seed * 2}", NS) == "python sim.py --seed 3 --n 6"
+    assert (
+        substitute("python sim.py --seed {seed} --n {seed * 2}", NS)
+        == "python sim.py --seed 3 --n 6"
+    )
     assert substitute("x={gen.result[1].a}", NS) == "x=2"
     assert substitute("{name}-{seed}", NS) == "run-3"
 
@@ -54,11 +57,18 @@ def test_malformed_templates(text):
 
 
 def test_partial_substitution_keeps_per_job_placeholders():
-    out = substitute_partial("run {name} --i {job_index} --f {file} {{x}}", NS, {"job_index", "file"})
+    out = substitute_partial(
+        "run {name} --i {job_index} --f {file} {{x}}", NS, {"job_index", "file"}
+    )
     assert out == "run run --i {job_index} --f {file} {{x}}"
     assert substitute(out, {"job_index": 4, "file": "a.root"}) == "run run --i 4 --f a.root {x}"
     # values containing braces are escaped so the second pass keeps them literal
-    assert substitute(substitute_partial("{v} {job_index}", {"v": "{x}"}, {"job_index"}), {"job_index": 1}) == "{x} 1"
+    assert (
+        substitute(
+            substitute_partial("{v} {job_index}", {"v": "{x}"}, {"job_index"}), {"job_index": 1}
+        )
+        == "{x} 1"
+    )
 
 
 def test_parameter_coerce_and_check():

@@ -57,18 +57,30 @@ def names(p: Plan, status: WorkStatus | None = None) -> list[str]:
 
 
 def test_three_level_dag_step_by_step():
-    wf = Workflow("dag", parameters={"seed": 1}, works=[
-        Work("gen", function="pkg.gen:make", parameters={"seed": "{seed}", "n": 3}),
-        Work("sim", command="sim --seed {seed} --x {x} --j {job_index}", kwargs_list="{gen.result}"),
-        Work("ana", command="ana", depends_on=["sim"]),
-    ])
+    wf = Workflow(
+        "dag",
+        parameters={"seed": 1},
+        works=[
+            Work("gen", function="pkg.gen:make", parameters={"seed": "{seed}", "n": 3}),
+            Work(
+                "sim",
+                command="sim --seed {seed} --x {x} --j {job_index}",
+                kwargs_list="{gen.result}",
+            ),
+            Work("ana", command="ana", depends_on=["sim"]),
+        ],
+    )
     wf.validate()
     st = new_state(wf, seed=5)
     p = step(wf, st)
     assert names(p) == ["gen"] and p.status is None
     gen = p.create[0]
     assert gen.parameters == {"seed": 5, "n": 3}
-    assert render_job(gen) == {"command": None, "function": "pkg.gen:make", "kwargs": {"seed": 5, "n": 3}}
+    assert render_job(gen) == {
+        "command": None,
+        "function": "pkg.gen:make",
+        "kwargs": {"seed": 5, "n": 3},
+    }
     assert step(wf, st).create == []  # gen still running
     done(st, "gen", [{"x": 10}, {"x": 20}])
     p = step(wf, st)
@@ -77,7 +89,9 @@ def test_three_level_dag_step_by_step():
     assert sim.depends_on == ["gen"]
     assert sim.kwargs_list == [{"x": 10}, {"x": 20}]
     assert sim.command == "sim --seed 5 --x {x} --j {job_index}"
-    assert render_job(sim, sim.kwargs_list[1], job_index=1)["command"] == "sim --seed 5 --x 20 --j 1"
+    assert (
+        render_job(sim, sim.kwargs_list[1], job_index=1)["command"] == "sim --seed 5 --x 20 --j 1"
+    )
     assert sim.work.job_count(sim.kwargs_list) == 2
     done(st, "sim")
     p = step(wf, st)
@@ -88,13 +102,19 @@ def test_three_level_dag_step_by_step():
 
 
 def test_condition_picks_one_branch_from_job_result():
-    wf = Workflow("cond", works=[
-        Work("train", command="train"),
-        Work("deploy", command="deploy --loss {train.result.loss}"),
-        Work("retrain", command="retrain"),
-        Work("report", command="report", depends_on=["retrain"]),
-        Work("notify", command="notify", depends_on=["deploy"]),
-    ], conditions=[Condition("good", "train.result.loss < 0.1", true=["deploy"], false=["retrain"])])
+    wf = Workflow(
+        "cond",
+        works=[
+            Work("train", command="train"),
+            Work("deploy", command="deploy --loss {train.result.loss}"),
+            Work("retrain", command="retrain"),
+            Work("report", command="report", depends_on=["retrain"]),
+            Work("notify", command="notify", depends_on=["deploy"]),
+        ],
+        conditions=[
+            Condition("good", "train.result.loss < 0.1", true=["deploy"], false=["retrain"])
+        ],
+    )
     wf.validate()
     st = new_state(wf)
     assert names(step(wf, st)) == ["train"]
@@ -114,9 +134,14 @@ def test_condition_picks_one_branch_from_job_result():
 
 
 def test_condition_false_branch_and_nested_condition():
-    wf = Workflow("c2", works=[Work("a", command="a"), Work("b", command="b"), Work("c", command="c")],
-                  conditions=[Condition("big", "a.result > 10", true=["b"], false=["inner"]),
-                              Condition("inner", "a.result > 5", true=["c"])])
+    wf = Workflow(
+        "c2",
+        works=[Work("a", command="a"), Work("b", command="b"), Work("c", command="c")],
+        conditions=[
+            Condition("big", "a.result > 10", true=["b"], false=["inner"]),
+            Condition("inner", "a.result > 5", true=["c"]),
+        ],
+    )
     st = new_state(wf)
     step(wf, st)
     done(st, "a", 7)
@@ -126,12 +151,29 @@ def test_condition_false_branch_and_nested_condition():
 
 
 def test_loop_ends_by_until_after_three_iterations():
-    wf = Workflow("al", parameters={"target": 3}, works=[
-        Work("prep", command="prep"),
-        Work("propose", function="al.p:propose", parameters={"i": "{iteration}"}, depends_on=["prep"]),
-        Work("label", command="label {propose.result}"),
-        Work("final", command="final {label.result}"),
-    ], loops=[Loop("refine", works=["propose", "label"], until="label.result >= target", max_iterations=10)])
+    wf = Workflow(
+        "al",
+        parameters={"target": 3},
+        works=[
+            Work("prep", command="prep"),
+            Work(
+                "propose",
+                function="al.p:propose",
+                parameters={"i": "{iteration}"},
+                depends_on=["prep"],
+            ),
+            Work("label", command="label {propose.result}"),
+            Work("final", command="final {label.result}"),
+        ],
+        loops=[
+            Loop(
+                "refine",
+                works=["propose", "label"],
+                until="label.result >= target",
+                max_iterations=10,
+            )
+        ],
+    )
     wf.validate()
     st = new_state(wf)
     p = step(wf, st)
@@ -160,10 +202,14 @@ def test_loop_ends_by_until_after_three_iterations():
 
 
 def test_loop_hits_max_iterations_and_previous():
-    wf = Workflow("l", works=[
-        Work("s", command="s {0 if previous == null else previous.s.result + 1}"),
-        Work("after", command="after", depends_on=["loop"]),
-    ], loops=[Loop("loop", ["s"], until="false", max_iterations=2)])
+    wf = Workflow(
+        "l",
+        works=[
+            Work("s", command="s {0 if previous == null else previous.s.result + 1}"),
+            Work("after", command="after", depends_on=["loop"]),
+        ],
+        loops=[Loop("loop", ["s"], until="false", max_iterations=2)],
+    )
     wf.validate()
     st = new_state(wf)
     p = step(wf, st)
@@ -178,9 +224,15 @@ def test_loop_hits_max_iterations_and_previous():
 
 
 def test_loop_body_failure_ends_loop_failed():
-    wf = Workflow("l", works=[Work("s", command="s"), Work("after", command="a", depends_on=["loop"]),
-                              Work("other", command="o")],
-                  loops=[Loop("loop", ["s"], until="false", max_iterations=5)])
+    wf = Workflow(
+        "l",
+        works=[
+            Work("s", command="s"),
+            Work("after", command="a", depends_on=["loop"]),
+            Work("other", command="o"),
+        ],
+        loops=[Loop("loop", ["s"], until="false", max_iterations=5)],
+    )
     st = new_state(wf)
     step(wf, st)
     done(st, "loop[0].s", status=X)
@@ -192,8 +244,13 @@ def test_loop_body_failure_ends_loop_failed():
 
 
 def test_on_failure_handler():
-    wf = Workflow("f", works=[Work("risky", command="r", on_failure=["rescue"]),
-                              Work("rescue", command="rescue --why {risky.status}")])
+    wf = Workflow(
+        "f",
+        works=[
+            Work("risky", command="r", on_failure=["rescue"]),
+            Work("rescue", command="rescue --why {risky.status}"),
+        ],
+    )
     wf.validate()
     st = new_state(wf)
     assert names(step(wf, st)) == ["risky"]
@@ -211,15 +268,23 @@ def test_on_failure_handler():
 
 
 def test_sub_workflow():
-    inner = Workflow("inner", parameters={"lr": 0.5}, works=[
-        Work("fit", function="m.t:fit", parameters={"lr": "{lr}"}),
-        Work("score", command="score {fit.result}"),
-    ])
-    wf = Workflow("outer", parameters={"base": 2}, works=[
-        Work("prep", command="prep"),
-        Work("sub", workflow=inner, parameters={"lr": "{base / 10}"}, depends_on=["prep"]),
-        Work("end", command="end", depends_on=["sub"]),
-    ])
+    inner = Workflow(
+        "inner",
+        parameters={"lr": 0.5},
+        works=[
+            Work("fit", function="m.t:fit", parameters={"lr": "{lr}"}),
+            Work("score", command="score {fit.result}"),
+        ],
+    )
+    wf = Workflow(
+        "outer",
+        parameters={"base": 2},
+        works=[
+            Work("prep", command="prep"),
+            Work("sub", workflow=inner, parameters={"lr": "{base / 10}"}, depends_on=["prep"]),
+            Work("end", command="end", depends_on=["sub"]),
+        ],
+    )
     wf.validate()
     st = new_state(wf)
     step(wf, st)
@@ -241,12 +306,15 @@ def test_sub_workflow():
 
 
 def test_job_deps_create_child_with_parent_in_one_plan():
-    wf = Workflow("jd", works=[
-        Work("a", command="a {job_index}", n_jobs=1000),
-        Work("b", command="b {job_index}", n_jobs=1000, job_deps=[JobDep("a")]),
-        Work("c", command="c", n_jobs=500, job_deps=[JobDep("b", "window", size=2)]),
-        Work("d", command="d", depends_on=["a"]),
-    ])
+    wf = Workflow(
+        "jd",
+        works=[
+            Work("a", command="a {job_index}", n_jobs=1000),
+            Work("b", command="b {job_index}", n_jobs=1000, job_deps=[JobDep("a")]),
+            Work("c", command="c", n_jobs=500, job_deps=[JobDep("b", "window", size=2)]),
+            Work("d", command="d", depends_on=["a"]),
+        ],
+    )
     wf.validate()
     st = new_state(wf)
     p = step(wf, st)
@@ -259,10 +327,18 @@ def test_job_deps_create_child_with_parent_in_one_plan():
 
 
 def test_input_dataset_file_placeholder():
-    wf = Workflow("ds", parameters={"out": "/o"}, works=[
-        Work("scan", command="scan {file} -o {out}/{job_index} --tag {tag}", input_dataset="data:raw",
-             parameters={"tag": "t{job_index}"}),
-    ])
+    wf = Workflow(
+        "ds",
+        parameters={"out": "/o"},
+        works=[
+            Work(
+                "scan",
+                command="scan {file} -o {out}/{job_index} --tag {tag}",
+                input_dataset="data:raw",
+                parameters={"tag": "t{job_index}"},
+            ),
+        ],
+    )
     wf.validate()
     st = new_state(wf)
     wi = step(wf, st).create[0]
@@ -273,8 +349,13 @@ def test_input_dataset_file_placeholder():
 
 
 def test_job_level_placeholder_reading_a_result_gets_context():
-    wf = Workflow("ctx", works=[Work("gen", command="g"),
-                                Work("use", command="use {gen.result[job_index]}", n_jobs=2, depends_on=["gen"])])
+    wf = Workflow(
+        "ctx",
+        works=[
+            Work("gen", command="g"),
+            Work("use", command="use {gen.result[job_index]}", n_jobs=2, depends_on=["gen"]),
+        ],
+    )
     st = new_state(wf)
     step(wf, st)
     done(st, "gen", ["x", "y"])
@@ -284,7 +365,14 @@ def test_job_level_placeholder_reading_a_result_gets_context():
 
 
 def test_dependency_on_failed_work_is_skipped_and_statuses():
-    wf = Workflow("s", works=[Work("a", command="a"), Work("b", command="b"), Work("c", command="c", depends_on=["a"])])
+    wf = Workflow(
+        "s",
+        works=[
+            Work("a", command="a"),
+            Work("b", command="b"),
+            Work("c", command="c", depends_on=["a"]),
+        ],
+    )
     st = new_state(wf)
     step(wf, st)
     done(st, "a", status=X)
@@ -307,7 +395,9 @@ def test_dependency_on_failed_work_is_skipped_and_statuses():
 
 
 def test_parameter_resolution_error_fails_the_instance():
-    wf = Workflow("e", works=[Work("gen", command="g"), Work("use", command="u {gen.result.missing}")])
+    wf = Workflow(
+        "e", works=[Work("gen", command="g"), Work("use", command="u {gen.result.missing}")]
+    )
     st = new_state(wf)
     step(wf, st)
     done(st, "gen", {"x": 1})
@@ -318,8 +408,11 @@ def test_parameter_resolution_error_fails_the_instance():
 
 
 def test_condition_error_is_a_failure():
-    wf = Workflow("e", works=[Work("a", command="a"), Work("b", command="b")],
-                  conditions=[Condition("c", "a.result.nope", true=["b"])])
+    wf = Workflow(
+        "e",
+        works=[Work("a", command="a"), Work("b", command="b")],
+        conditions=[Condition("c", "a.result.nope", true=["b"])],
+    )
     st = new_state(wf)
     step(wf, st)
     done(st, "a", {})
@@ -332,7 +425,9 @@ def test_empty_workflow_finishes():
     assert plan(Workflow("e"), RunState(params={})).status == WorkflowStatus.FINISHED
 
 
-def drive(wf: Workflow, result_for, fail: set[str] = frozenset(), max_steps: int = 50) -> tuple[RunState, list[Plan]]:
+def drive(
+    wf: Workflow, result_for, fail: set[str] = frozenset(), max_steps: int = 50
+) -> tuple[RunState, list[Plan]]:
     """Run the planner to the end, finishing every runnable instance between plans."""
     st = new_state(wf)
     plans = []
@@ -348,9 +443,16 @@ def drive(wf: Workflow, result_for, fail: set[str] = frozenset(), max_steps: int
 
 
 def test_loop_skipped_when_its_dependency_fails():
-    wf = Workflow("l", works=[Work("a", command="a"), Work("s", command="s"), Work("t", command="t", depends_on=["s"]),
-                              Work("after", command="x", depends_on=["loop"])],
-                  loops=[Loop("loop", ["s", "t"], until="true", depends_on=["a"])])
+    wf = Workflow(
+        "l",
+        works=[
+            Work("a", command="a"),
+            Work("s", command="s"),
+            Work("t", command="t", depends_on=["s"]),
+            Work("after", command="x", depends_on=["loop"]),
+        ],
+        loops=[Loop("loop", ["s", "t"], until="true", depends_on=["a"])],
+    )
     st, plans = drive(wf, lambda n: None, fail={"a"})
     assert st.works["loop[0].s"].status == S and st.works["loop[0].t"].status == S
     assert st.works["after"].status == S
@@ -358,10 +460,16 @@ def test_loop_skipped_when_its_dependency_fails():
 
 
 def test_sub_workflow_in_loop_and_loop_in_sub_workflow():
-    inner = Workflow("inner", works=[Work("x", command="x"), Work("y", command="y {x.result}")],
-                     loops=[Loop("again", ["y"], until="y.result > 1", max_iterations=3)])
-    wf = Workflow("outer", works=[Work("sub", workflow=inner), Work("z", command="z", depends_on=["sub"])],
-                  loops=[Loop("outer_loop", ["sub"], until="iteration >= 1")])
+    inner = Workflow(
+        "inner",
+        works=[Work("x", command="x"), Work("y", command="y {x.result}")],
+        loops=[Loop("again", ["y"], until="y.result > 1", max_iterations=3)],
+    )
+    wf = Workflow(
+        "outer",
+        works=[Work("sub", workflow=inner), Work("z", command="z", depends_on=["sub"])],
+        loops=[Loop("outer_loop", ["sub"], until="iteration >= 1")],
+    )
     wf.validate()
     counter = {"n": 0}
 
@@ -371,8 +479,14 @@ def test_sub_workflow_in_loop_and_loop_in_sub_workflow():
 
     st, plans = drive(wf, result)
     created = [wi.name for p in plans for wi in p.create]
-    for expected in ["outer_loop[0].sub", "outer_loop[0].sub.x", "outer_loop[0].sub.again[0].y",
-                     "outer_loop[1].sub", "outer_loop[1].sub.again[0].y", "z"]:
+    for expected in [
+        "outer_loop[0].sub",
+        "outer_loop[0].sub.x",
+        "outer_loop[0].sub.again[0].y",
+        "outer_loop[1].sub",
+        "outer_loop[1].sub.again[0].y",
+        "z",
+    ]:
         assert expected in created
     assert len(created) == len(set(created))
     assert plans[-1].status == WorkflowStatus.FINISHED

@@ -33,7 +33,9 @@ TEMPLATES = {
     "after a case at top": "case a in a) printf '[%s]' {x};; esac",
 }
 EXPECT = {
-    "glued": "pre{}post", "inside single": "a {} b", "inside double": "a {} b",
+    "glued": "pre{}post",
+    "inside single": "a {} b",
+    "inside double": "a {} b",
 }
 
 
@@ -56,7 +58,17 @@ def hostile(marker: Path) -> list[str]:
         f"a b  c\t{m}",
         f"\\'; touch {m}; #",
         f"'\"'\"'; touch {m}",
-        "*", "~", "A=B", "$HOME", "${HOME}", "!!", "{}", "", "-n", "#", "a'b\"c\\d",
+        "*",
+        "~",
+        "A=B",
+        "$HOME",
+        "${HOME}",
+        "!!",
+        "{}",
+        "",
+        "-n",
+        "#",
+        "a'b\"c\\d",
     ]
 
 
@@ -68,7 +80,9 @@ def run(shell: str, command: str, cwd: Path) -> str:
 
 @pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("form", list(TEMPLATES))
-def test_hostile_values_arrive_verbatim_and_run_nothing(shell: str, form: str, tmp_path: Path) -> None:
+def test_hostile_values_arrive_verbatim_and_run_nothing(
+    shell: str, form: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "PWNED"
     template = TEMPLATES[form]
     Work("w", command=template).check()  # the validator accepts every form above
@@ -78,7 +92,9 @@ def test_hostile_values_arrive_verbatim_and_run_nothing(shell: str, form: str, t
         assert not marker.exists(), (form, value)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"])))
 def test_any_text_arrives_verbatim(value: str, tmp_path: Path) -> None:
     for form in ("bare", "single", "double", "inside double"):
@@ -87,7 +103,10 @@ def test_any_text_arrives_verbatim(value: str, tmp_path: Path) -> None:
 
 
 def test_harmless_values_stay_bare() -> None:
-    assert render_command("sim --seed {s} --out '{f}'", {"s": 5, "f": "run-1/a.txt"}) == "sim --seed 5 --out 'run-1/a.txt'"
+    assert (
+        render_command("sim --seed {s} --out '{f}'", {"s": 5, "f": "run-1/a.txt"})
+        == "sim --seed 5 --out 'run-1/a.txt'"
+    )
     assert quote("A=B") == "'A=B'" and quote([1, "a"]) == """'[1,"a"]'""" and quote(None) == "null"
 
 
@@ -141,7 +160,9 @@ def test_raw_inserts_a_declared_parameter_as_shell_text(tmp_path: Path) -> None:
         ({"command": "echo {len(gen.result)!raw}"}, "gen"),
     ],
 )
-def test_raw_is_refused_for_results_files_and_runtime_sweeps(work: dict[str, Any], name: str) -> None:
+def test_raw_is_refused_for_results_files_and_runtime_sweeps(
+    work: dict[str, Any], name: str
+) -> None:
     with pytest.raises(TemplateError) as exc:  # refused as the template is read
         wf([{"name": "gen", "command": "true"}, {"name": "use", **work}], x="p")
     assert (exc.value.work, exc.value.field) == ("use", "command")
@@ -149,19 +170,41 @@ def test_raw_is_refused_for_results_files_and_runtime_sweeps(work: dict[str, Any
 
 
 def test_raw_is_refused_for_a_sub_workflow_parameter_fed_by_a_result() -> None:
-    inner = {"name": "inner", "parameters": {"p": "safe"}, "works": [{"name": "run", "command": "echo {p!raw}"}]}
-    ok = wf([{"name": "gen", "command": "true"}, {"name": "sub", "workflow": inner, "parameters": {"p": "lit"}}])
+    inner = {
+        "name": "inner",
+        "parameters": {"p": "safe"},
+        "works": [{"name": "run", "command": "echo {p!raw}"}],
+    }
+    ok = wf(
+        [
+            {"name": "gen", "command": "true"},
+            {"name": "sub", "workflow": inner, "parameters": {"p": "lit"}},
+        ]
+    )
     ok.validate()
     with pytest.raises(TemplateError) as exc:
-        wf([{"name": "gen", "command": "true"}, {"name": "sub", "workflow": inner, "parameters": {"p": "{gen.result}"}}])
+        wf(
+            [
+                {"name": "gen", "command": "true"},
+                {"name": "sub", "workflow": inner, "parameters": {"p": "{gen.result}"}},
+            ]
+        )
     assert exc.value.work == "sub.run" and "reads 'p'" in str(exc.value)
 
 
 def test_a_result_is_quoted_through_the_planner(tmp_path: Path) -> None:
     marker = tmp_path / "Y"
     evil = f"'; touch {marker}; '"
-    w = wf([{"name": "gen", "command": "true"},
-            {"name": "use", "command": "printf '[%s]' '{gen.result}' {gen.result} {job_index}", "n_jobs": 1}])
+    w = wf(
+        [
+            {"name": "gen", "command": "true"},
+            {
+                "name": "use",
+                "command": "printf '[%s]' '{gen.result}' {gen.result} {job_index}",
+                "n_jobs": 1,
+            },
+        ]
+    )
     w.validate()
     state = RunState(params={}, works={"gen": WorkState("gen", WorkStatus.FINISHED, evil)})
     inst = next(i for i in plan(w, state).create if i.name == "use")
@@ -171,9 +214,24 @@ def test_a_result_is_quoted_through_the_planner(tmp_path: Path) -> None:
 
 
 def test_list_command_is_an_argv(tmp_path: Path) -> None:
-    w = wf([{"name": "gen", "command": "true"},
-            {"name": "use", "command": [sys.executable, "-c", "import sys; print(sys.argv[1:])",
-                                        "{gen.result}", "--n={n}", "{job_index}"], "n_jobs": 1}], n=3)
+    w = wf(
+        [
+            {"name": "gen", "command": "true"},
+            {
+                "name": "use",
+                "command": [
+                    sys.executable,
+                    "-c",
+                    "import sys; print(sys.argv[1:])",
+                    "{gen.result}",
+                    "--n={n}",
+                    "{job_index}",
+                ],
+                "n_jobs": 1,
+            },
+        ],
+        n=3,
+    )
     w.validate()
     assert Workflow.from_dict(w.to_dict()).works[1].command == w.works[1].command
     value = "a b; touch X '\" $(x)"
@@ -193,9 +251,19 @@ def test_list_command_must_hold_strings() -> None:
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-@pytest.mark.parametrize("template", ["[[ {x} -eq 1 ]] || true", "(( {x} )) || true", "let y={x} || true",
-                                      "x={x}; echo $((x)) || true", "declare -i n={x} || true"])
-def test_bash_arithmetic_refuses_values_that_are_not_plain_words(template: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "template",
+    [
+        "[[ {x} -eq 1 ]] || true",
+        "(( {x} )) || true",
+        "let y={x} || true",
+        "x={x}; echo $((x)) || true",
+        "declare -i n={x} || true",
+    ],
+)
+def test_bash_arithmetic_refuses_values_that_are_not_plain_words(
+    template: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "PWNED"
     evil = f"a[$(touch {marker})]"
     Work("w", command=template).check()  # fine as a template: plain values are safe there

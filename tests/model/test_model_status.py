@@ -13,13 +13,32 @@ from idds_jupyter.model import (
 
 def test_enum_values():
     assert [s.value for s in WorkflowStatus] == [
-        "new", "running", "suspended", "finished", "subfinished", "failed", "aborted"
+        "new",
+        "running",
+        "suspended",
+        "finished",
+        "subfinished",
+        "failed",
+        "aborted",
     ]
     assert [s.value for s in WorkStatus] == [
-        "new", "running", "suspended", "finished", "subfinished", "failed", "aborted", "skipped"
+        "new",
+        "running",
+        "suspended",
+        "finished",
+        "subfinished",
+        "failed",
+        "aborted",
+        "skipped",
     ]
     assert [s.value for s in JobStatus] == [
-        "pending", "ready", "submitted", "running", "finished", "failed", "cancelled"
+        "pending",
+        "ready",
+        "submitted",
+        "running",
+        "finished",
+        "failed",
+        "cancelled",
     ]
     assert str(JobStatus.READY) == "ready"
 
@@ -42,14 +61,25 @@ def test_job_transitions():
 
 
 def test_sources_for_bulk_updates():
-    assert JOB_MACHINE.sources("ready") == {JobStatus.PENDING, JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.FAILED}
+    assert JOB_MACHINE.sources("ready") == {
+        JobStatus.PENDING,
+        JobStatus.SUBMITTED,
+        JobStatus.RUNNING,
+        JobStatus.FAILED,
+    }
     assert JOB_MACHINE.sources(JobStatus.CANCELLED) == {
-        JobStatus.PENDING, JobStatus.READY, JobStatus.SUBMITTED, JobStatus.RUNNING
+        JobStatus.PENDING,
+        JobStatus.READY,
+        JobStatus.SUBMITTED,
+        JobStatus.RUNNING,
     }
     assert JOB_MACHINE.sources("pending") == {JobStatus.READY, JobStatus.CANCELLED}
     assert WORK_MACHINE.sources("skipped") == {WorkStatus.NEW}
     assert WORKFLOW_MACHINE.sources("running") == {
-        WorkflowStatus.NEW, WorkflowStatus.SUSPENDED, WorkflowStatus.FAILED, WorkflowStatus.SUBFINISHED
+        WorkflowStatus.NEW,
+        WorkflowStatus.SUSPENDED,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.SUBFINISHED,
     }
 
 
@@ -69,10 +99,17 @@ def test_work_and_workflow_transitions():
 def test_terminal_sets():
     assert JOB_MACHINE.terminal == {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED}
     assert WORK_MACHINE.terminal == {
-        WorkStatus.FINISHED, WorkStatus.SUBFINISHED, WorkStatus.FAILED, WorkStatus.ABORTED, WorkStatus.SKIPPED
+        WorkStatus.FINISHED,
+        WorkStatus.SUBFINISHED,
+        WorkStatus.FAILED,
+        WorkStatus.ABORTED,
+        WorkStatus.SKIPPED,
     }
     assert WORKFLOW_MACHINE.terminal == {
-        WorkflowStatus.FINISHED, WorkflowStatus.SUBFINISHED, WorkflowStatus.FAILED, WorkflowStatus.ABORTED
+        WorkflowStatus.FINISHED,
+        WorkflowStatus.SUBFINISHED,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.ABORTED,
     }
     assert WORK_MACHINE.is_terminal("skipped")
     assert not WORK_MACHINE.is_terminal("running")

@@ -51,7 +51,9 @@ def err(fn) -> TemplateError:
 
 
 def test_unknown_dependency_names_work_and_field():
-    wf = Workflow("w", works=[Work("train", command="t"), Work("eval", command="e", depends_on=["trian"])])
+    wf = Workflow(
+        "w", works=[Work("train", command="t"), Work("eval", command="e", depends_on=["trian"])]
+    )
     e = err(wf.validate)
     assert (e.work, e.field) == ("eval", "depends_on")
     assert str(e).startswith("work 'eval', field 'depends_on': unknown work 'trian'")
@@ -61,13 +63,35 @@ def test_unknown_dependency_names_work_and_field():
 @pytest.mark.parametrize(
     ("wf", "work", "field"),
     [
-        (Workflow("w", works=[Work("a", command="x", job_deps=[JobDep("nope")])]), "a", "job_deps[0].work"),
+        (
+            Workflow("w", works=[Work("a", command="x", job_deps=[JobDep("nope")])]),
+            "a",
+            "job_deps[0].work",
+        ),
         (Workflow("w", works=[Work("a", command="x", on_failure=["nope"])]), "a", "on_failure"),
-        (Workflow("w", works=[Work("a", command="x")], conditions=[Condition("c", "a.status", true=["b"])]),
-         "c", "conditions[0].true"),
-        (Workflow("w", works=[Work("a", command="x")], conditions=[Condition("c", "a.status", false=["b"])]),
-         "c", "conditions[0].false"),
-        (Workflow("w", works=[Work("a", command="x")], loops=[Loop("l", ["b"], "true")]), "l", "works"),
+        (
+            Workflow(
+                "w",
+                works=[Work("a", command="x")],
+                conditions=[Condition("c", "a.status", true=["b"])],
+            ),
+            "c",
+            "conditions[0].true",
+        ),
+        (
+            Workflow(
+                "w",
+                works=[Work("a", command="x")],
+                conditions=[Condition("c", "a.status", false=["b"])],
+            ),
+            "c",
+            "conditions[0].false",
+        ),
+        (
+            Workflow("w", works=[Work("a", command="x")], loops=[Loop("l", ["b"], "true")]),
+            "l",
+            "works",
+        ),
     ],
 )
 def test_unknown_targets(wf, work, field):
@@ -86,44 +110,68 @@ def test_duplicate_names_share_one_namespace():
 
 def test_reserved_and_bad_names():
     assert "reserved" in err(Workflow("w", works=[Work("params", command="x")]).validate).message
-    assert "identifier" in err(Workflow("w", works=[Work("gen-data", command="x")]).validate).message
+    assert (
+        "identifier" in err(Workflow("w", works=[Work("gen-data", command="x")]).validate).message
+    )
 
 
 def test_cycle_outside_loop_shows_path():
-    wf = Workflow("w", works=[
-        Work("a", command="x", depends_on=["c"]),
-        Work("b", command="x", depends_on=["a"]),
-        Work("c", command="x {b.result}"),
-        Work("d", command="x"),
-    ])
+    wf = Workflow(
+        "w",
+        works=[
+            Work("a", command="x", depends_on=["c"]),
+            Work("b", command="x", depends_on=["a"]),
+            Work("c", command="x {b.result}"),
+            Work("d", command="x"),
+        ],
+    )
     e = err(wf.validate)
     assert e.field == "depends_on"
     assert "cycle" in e.message
-    assert "a -> c -> b -> a" in e.message or "c -> b -> a -> c" in e.message or "b -> a -> c -> b" in e.message
+    assert (
+        "a -> c -> b -> a" in e.message
+        or "c -> b -> a -> c" in e.message
+        or "b -> a -> c -> b" in e.message
+    )
     e = err(Workflow("w", works=[Work("a", command="x", depends_on=["a"])]).topological_order)
     assert "a -> a" in e.message
 
 
 def test_cycle_through_loop():
-    wf = Workflow("w", works=[Work("s", command="x", depends_on=["l"])], loops=[Loop("l", ["s"], "true")])
+    wf = Workflow(
+        "w", works=[Work("s", command="x", depends_on=["l"])], loops=[Loop("l", ["s"], "true")]
+    )
     assert "cycle" in err(wf.validate).message
 
 
 def test_unbound_parameter():
-    wf = Workflow("w", parameters={"seed": 1}, works=[Work("a", command="run --seed {seed} --lr {lr}")])
+    wf = Workflow(
+        "w", parameters={"seed": 1}, works=[Work("a", command="run --seed {seed} --lr {lr}")]
+    )
     e = err(wf.validate)
     assert (e.work, e.field) == ("a", "command")
     assert "unbound parameter 'lr'" in e.message
     # bound by params passed at validation time, a work param, a kwargs key or built-ins
     wf.validate({"lr": 0.1})
-    Workflow("w", works=[Work("a", command="{lr} {k} {job_index} {file} {iteration} {params.x}",
-                              parameters={"lr": 1}, kwargs_list=[{"k": 1}])]).validate()
+    Workflow(
+        "w",
+        works=[
+            Work(
+                "a",
+                command="{lr} {k} {job_index} {file} {iteration} {params.x}",
+                parameters={"lr": 1},
+                kwargs_list=[{"k": 1}],
+            )
+        ],
+    ).validate()
     e = err(Workflow("w", works=[Work("a", function="m:f", parameters={"x": "{nope}"})]).validate)
     assert (e.work, e.field) == ("a", "parameters")
 
 
 def test_malformed_condition_and_until():
-    wf = Workflow("w", works=[Work("a", command="x")], conditions=[Condition("c", "a.result.__class__")])
+    wf = Workflow(
+        "w", works=[Work("a", command="x")], conditions=[Condition("c", "a.result.__class__")]
+    )
     e = err(wf.validate)
     assert (e.work, e.field) == ("c", "conditions[0].expr")
     assert "__class__" in e.message
@@ -151,7 +199,11 @@ def test_malformed_condition_and_until():
         (Work("a", command="x", n_jobs=2, input_dataset="d"), "input_dataset", "only one"),
         (Work("a", command="x", timeout_s=-1), "timeout_s", "positive"),
         (Work("a", command="x", env={"A": 1}), "env", "strings"),  # type: ignore[dict-item]
-        (Work("a", command="x", job_deps=[JobDep("a", pattern="star")]), "job_deps[0].pattern", "one_to_one"),
+        (
+            Work("a", command="x", job_deps=[JobDep("a", pattern="star")]),
+            "job_deps[0].pattern",
+            "one_to_one",
+        ),
     ],
 )
 def test_bad_types(work, field, fragment):
@@ -161,20 +213,34 @@ def test_bad_types(work, field, fragment):
 
 
 def test_bad_types_from_dict_go_through_schema():
-    e = err(lambda: Workflow.from_dict({"name": "w", "works": [{"name": "a", "command": "x", "retries": "three"}]}))
+    e = err(
+        lambda: Workflow.from_dict(
+            {"name": "w", "works": [{"name": "a", "command": "x", "retries": "three"}]}
+        )
+    )
     assert (e.work, e.field) == ("a", "retries")
     assert "three" in str(e)
     e = err(lambda: Workflow.from_dict({"name": "w", "works": [{"name": "a", "comand": "x"}]}))
     assert (e.work, e.field) == ("a", "comand")
-    e = err(lambda: Workflow.from_dict({"works": [{"name": "s", "workflow": {"works": [{"name": "i", "n_jobs": "x"}]}}]}))
+    e = err(
+        lambda: Workflow.from_dict(
+            {"works": [{"name": "s", "workflow": {"works": [{"name": "i", "n_jobs": "x"}]}}]}
+        )
+    )
     assert (e.work, e.field) == ("s.i", "n_jobs")
     e = err(lambda: Workflow.from_dict({"works": [], "conditions": [{"name": "c", "expr": 3}]}))
     assert (e.work, e.field) == ("c", "conditions[0].expr")
-    e = err(lambda: Workflow.from_dict({"works": [{"name": "a", "command": "x", "job_deps": [{"work": "a", "size": 0}]}]}))
+    e = err(
+        lambda: Workflow.from_dict(
+            {"works": [{"name": "a", "command": "x", "job_deps": [{"work": "a", "size": 0}]}]}
+        )
+    )
     assert (e.work, e.field) == ("a", "job_deps[0].size")
     e = err(lambda: Workflow.from_yaml("works: [ {name: a"))
     assert e.field == "yaml"
-    e = err(lambda: Workflow.from_dict({"works": [{"name": "a", "command": "x", "kwargs_list": [1]}]}))
+    e = err(
+        lambda: Workflow.from_dict({"works": [{"name": "a", "command": "x", "kwargs_list": [1]}]})
+    )
     assert e.work == "a" and e.field.startswith("kwargs_list")
 
 
@@ -189,21 +255,48 @@ def test_errors_inside_sub_workflow_are_qualified():
 
 
 def test_job_deps_checks():
-    wf = Workflow("w", works=[Work("p", command="x", n_jobs=3), Work("c", command="y", n_jobs=4, job_deps=[JobDep("p")])])
+    wf = Workflow(
+        "w",
+        works=[
+            Work("p", command="x", n_jobs=3),
+            Work("c", command="y", n_jobs=4, job_deps=[JobDep("p")]),
+        ],
+    )
     e = err(wf.validate)
     assert (e.work, e.field) == ("c", "job_deps[0]") and "one_to_one" in e.message
     # unknown counts (dataset, dynamic sweep) are accepted
-    Workflow("w", works=[Work("p", command="x", input_dataset="d"), Work("c", command="y", n_jobs=4, job_deps=[JobDep("p")])]).validate()
-    wf = Workflow("w", works=[Work("p", command="x", n_jobs=1),
-                              Work("c", command="y", job_deps=[JobDep("p", "explicit", map=[[0], [0]])])])
+    Workflow(
+        "w",
+        works=[
+            Work("p", command="x", input_dataset="d"),
+            Work("c", command="y", n_jobs=4, job_deps=[JobDep("p")]),
+        ],
+    ).validate()
+    wf = Workflow(
+        "w",
+        works=[
+            Work("p", command="x", n_jobs=1),
+            Work("c", command="y", job_deps=[JobDep("p", "explicit", map=[[0], [0]])]),
+        ],
+    )
     assert err(wf.validate).field == "job_deps[0].map"
-    wf = Workflow("w", works=[Work("p", command="x", n_jobs=1), Work("c", command="y", job_deps=[JobDep("p", "explicit")])])
+    wf = Workflow(
+        "w",
+        works=[
+            Work("p", command="x", n_jobs=1),
+            Work("c", command="y", job_deps=[JobDep("p", "explicit")]),
+        ],
+    )
     assert err(wf.validate).field == "job_deps[0].map"
 
 
 def test_declared_parameters():
-    wf = Workflow("w", parameters={"n": "5"}, parameter_specs=[Parameter("n", type="int"), Parameter("k", required=True)],
-                  works=[Work("a", command="x {n} {k}")])
+    wf = Workflow(
+        "w",
+        parameters={"n": "5"},
+        parameter_specs=[Parameter("n", type="int"), Parameter("k", required=True)],
+        works=[Work("a", command="x {n} {k}")],
+    )
     assert err(wf.validate).field == "parameters.n"  # default "5" is not an int
     wf.parameters["n"] = 5
     wf.validate()
@@ -213,19 +306,32 @@ def test_declared_parameters():
 
 
 def test_topological_order():
-    wf = Workflow("w", works=[
-        Work("d", command="x", depends_on=["b", "c"]),
-        Work("c", command="x {a.result}"),
-        Work("b", command="x", depends_on=["a"]),
-        Work("a", command="x"),
-        Work("h", command="x"),
-        Work("s", command="x"),
-        Work("after", command="x {s.result}"),
-    ], conditions=[Condition("k", "d.result > 1", true=["h"])], loops=[Loop("l", ["s"], "true")])
+    wf = Workflow(
+        "w",
+        works=[
+            Work("d", command="x", depends_on=["b", "c"]),
+            Work("c", command="x {a.result}"),
+            Work("b", command="x", depends_on=["a"]),
+            Work("a", command="x"),
+            Work("h", command="x"),
+            Work("s", command="x"),
+            Work("after", command="x {s.result}"),
+        ],
+        conditions=[Condition("k", "d.result > 1", true=["h"])],
+        loops=[Loop("l", ["s"], "true")],
+    )
     order = wf.topological_order()
     assert sorted(order) == sorted(["a", "b", "c", "d", "h", "k", "s", "l", "after"])
-    for before, after in [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "k"), ("k", "h"), ("s", "l"),
-                          ("l", "after")]:
+    for before, after in [
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "d"),
+        ("c", "d"),
+        ("d", "k"),
+        ("k", "h"),
+        ("s", "l"),
+        ("l", "after"),
+    ]:
         assert order.index(before) < order.index(after), (before, after, order)
 
 
@@ -260,7 +366,14 @@ def test_job_dep_edges_patterns():
     with pytest.raises(ValueError):
         list(JobDep("p").edges(3, 2))
     assert sorted(JobDep("p", "all").edges(2, 2)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert list(JobDep("p", "window", size=2).edges(3, 3)) == [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2), (0, 2)]
+    assert list(JobDep("p", "window", size=2).edges(3, 3)) == [
+        (0, 0),
+        (1, 0),
+        (1, 1),
+        (2, 1),
+        (2, 2),
+        (0, 2),
+    ]
     assert list(JobDep("p", "window", size=5).edges(2, 2)) == [(0, 0), (1, 0), (1, 1), (0, 1)]
     assert list(JobDep("p", "explicit", map=[[0, 2], [1]]).edges(2, 3)) == [(0, 0), (2, 0), (1, 1)]
     with pytest.raises(ValueError):

@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LABEXT = ROOT / "labextension"
 UI = LABEXT / "ui-tests"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-INSTALLED = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "idds-jupyter" / "package.json"
+INSTALLED = (
+    Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "idds-jupyter" / "package.json"
+)
 
 
 def _free_port() -> int:
@@ -52,8 +54,14 @@ def _tail(text: str, n: int = 80) -> str:
 def test_labextension_unit() -> None:
     assert shutil.which("node"), "node is not installed (the labextension needs Node.js)"
     _need(LABEXT / "node_modules" / ".bin" / "vitest", "labextension/node_modules (npm ci)")
-    proc = subprocess.run([str(LABEXT / "node_modules" / ".bin" / "vitest"), "run"], cwd=LABEXT,
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ, CI="1", NO_COLOR="1"))
+    proc = subprocess.run(
+        [str(LABEXT / "node_modules" / ".bin" / "vitest"), "run"],
+        cwd=LABEXT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, CI="1", NO_COLOR="1"),
+    )
     assert proc.returncode == 0, f"vitest failed:\n{_tail(proc.stdout + proc.stderr)}"
     assert " passed" in proc.stdout
 
@@ -61,20 +69,41 @@ def test_labextension_unit() -> None:
 def test_labextension_ui(capsys: pytest.CaptureFixture[str]) -> None:
     assert shutil.which("node"), "node is not installed (the UI tests need Node.js)"
     _need(Path(CHROMIUM), "Chromium (apt-get install chromium)")
-    _need(UI / "node_modules" / ".bin" / "playwright", "labextension/ui-tests/node_modules (npm ci)")
+    _need(
+        UI / "node_modules" / ".bin" / "playwright", "labextension/ui-tests/node_modules (npm ci)"
+    )
     assert INSTALLED.exists(), (
         f"the labextension is not installed in this environment ({INSTALLED}): "
-        "`pip install -e .` builds and installs it")
-    env = dict(os.environ, CI="1", NO_COLOR="1", IDDS_UI_PORT=str(_free_port()),
-               IDDS_VENV_BIN=str(Path(sys.executable).parent), CHROMIUM=CHROMIUM)
+        "`pip install -e .` builds and installs it"
+    )
+    env = dict(
+        os.environ,
+        CI="1",
+        NO_COLOR="1",
+        IDDS_UI_PORT=str(_free_port()),
+        IDDS_VENV_BIN=str(Path(sys.executable).parent),
+        CHROMIUM=CHROMIUM,
+    )
     for var in ("IDDS_URL", "IDDS_TOKEN", "IDDS_DB_URL", "IDDS_HOME", "JUPYTER_RUNTIME_DIR"):
         env.pop(var, None)
-    proc = subprocess.run([str(UI / "node_modules" / ".bin" / "playwright"), "test"], cwd=UI,
-                          capture_output=True, text=True, timeout=540, env=env)
+    proc = subprocess.run(
+        [str(UI / "node_modules" / ".bin" / "playwright"), "test"],
+        cwd=UI,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env=env,
+    )
     out = proc.stdout + proc.stderr
     lines = [ln for ln in out.splitlines() if not ln.startswith("[WebServer]")]
-    report = [ln for ln in lines if ln.startswith(("[figure]", "[screenshot]")) or " passed" in ln
-              or " failed" in ln or ln.lstrip().startswith(("✓", "✘"))]
+    report = [
+        ln
+        for ln in lines
+        if ln.startswith(("[figure]", "[screenshot]"))
+        or " passed" in ln
+        or " failed" in ln
+        or ln.lstrip().startswith(("✓", "✘"))
+    ]
     with capsys.disabled():  # the figures and screenshot paths belong in the log of `make test`
         print("\n--- labextension UI tests (Galata on " + CHROMIUM + ") ---")
         print("\n".join(report))

@@ -27,17 +27,30 @@ def misclassified(mu: Any, sigma: Any, X: Any) -> float:
 
 
 def test_active_learning_excursion_set(client: Client) -> None:
-    al = ActiveLearning(bumps, bounds=[(0, 2), (0, 2)], batch_size=6, initial=12, max_iterations=6,
-                        acquisition="straddle", threshold=THRESHOLD, metric=misclassified,
-                        until=lambda s: s["metric"] < 0.02, n_candidates=1500, seed=0)
+    al = ActiveLearning(
+        bumps,
+        bounds=[(0, 2), (0, 2)],
+        batch_size=6,
+        initial=12,
+        max_iterations=6,
+        acquisition="straddle",
+        threshold=THRESHOLD,
+        metric=misclassified,
+        until=lambda s: s["metric"] < 0.02,
+        n_candidates=1500,
+        seed=0,
+    )
     result = al.run(timeout=300)
-    print(f"\nmisclassified per iteration: {[round(m, 4) for m in result.metrics]}, "
-          f"{len(result.y)} evaluations, converged={result.converged}")
+    print(
+        f"\nmisclassified per iteration: {[round(m, 4) for m in result.metrics]}, "
+        f"{len(result.y)} evaluations, converged={result.converged}"
+    )
     assert result.metrics[-1] < 0.05 and result.metrics[-1] < result.metrics[0]
     assert len(result.y) == len(result.X) == 12 + 6 * (len(result.history) - 1)
     names = [w["name"] for w in client.status(result.run_id)["works"]]
     assert [n for n in names if n.startswith("iteration_")] == [
-        f"iteration_{i}" for i in range(len(result.history))]
+        f"iteration_{i}" for i in range(len(result.history))
+    ]
     assert all(f"evaluate_{i}" in names for i in range(len(result.history)))
     view = ActiveLearningWidget(client, result.run_id)  # the iterations as the AL view sees them
     view.stop()

@@ -27,23 +27,35 @@ SEED = 15  # default TPE reaches 1 % of Branin's minimum in <= 100 trials for 4 
 @pytest.mark.parametrize("steer", ["client", "server"])
 def test_branin_tpe_reaches_minimum_and_matches_optuna(client: Client, steer: str) -> None:
     warm(client)
-    study = Study(branin, SPACE, max_trials=100, parallel=1, sampler="tpe", seed=SEED, name="branin",
-                  steer=steer)
+    study = Study(
+        branin,
+        SPACE,
+        max_trials=100,
+        parallel=1,
+        sampler="tpe",
+        seed=SEED,
+        name="branin",
+        steer=steer,
+    )
     df = study.optimize(timeout=300)
     values = df["value"].tolist()
     first = next(i + 1 for i, v in enumerate(values) if v <= BRANIN_MIN * 1.01)
-    print(f"\nidds TPE seed {SEED}: best {study.best_value:.6f} (min {BRANIN_MIN}), "
-          f"within 1 % at trial {first}")
+    print(
+        f"\nidds TPE seed {SEED}: best {study.best_value:.6f} (min {BRANIN_MIN}), "
+        f"within 1 % at trial {first}"
+    )
     assert len(df) == 100 and (df["state"] == "COMPLETE").all()
     assert study.best_value <= BRANIN_MIN * 1.01 and first <= 100
 
     direct = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=SEED))
-    direct.optimize(lambda t: branin(t.suggest_float("x1", -5, 10), t.suggest_float("x2", 0, 15)),
-                    n_trials=100)
+    direct.optimize(
+        lambda t: branin(t.suggest_float("x1", -5, 10), t.suggest_float("x2", 0, 15)), n_trials=100
+    )
     print(f"optuna direct: best {direct.best_value:.6f}")
     # sequential dispatch asks and tells exactly as optuna.optimize does: the same points
     assert [t.params for t in direct.trials] == [
-        {"x1": r.params_x1, "x2": r.params_x2} for r in df.itertuples()]
+        {"x1": r.params_x1, "x2": r.params_x2} for r in df.itertuples()
+    ]
     assert study.best_value == pytest.approx(direct.best_value, rel=1e-12)
 
     # each trial is a job of the study's run, visible to the monitor and the DAG/HPO views
@@ -63,12 +75,16 @@ def test_branin_tpe_reaches_minimum_and_matches_optuna(client: Client, steer: st
 
 
 def test_branin_parallel_async_within_noise(client: Client) -> None:
-    study = Study(branin, SPACE, max_trials=100, parallel=4, sampler="tpe", seed=SEED, name="branin4")
+    study = Study(
+        branin, SPACE, max_trials=100, parallel=4, sampler="tpe", seed=SEED, name="branin4"
+    )
     df = study.optimize(timeout=300)
     # Optuna itself with 4 trials in flight (ask 4 ahead, tell the oldest, ask again):
     # the seed-to-seed noise of its TPE when it sees results 4 trials late.
-    dists = {"x1": optuna.distributions.FloatDistribution(-5, 10),
-             "x2": optuna.distributions.FloatDistribution(0, 15)}
+    dists = {
+        "x1": optuna.distributions.FloatDistribution(-5, 10),
+        "x2": optuna.distributions.FloatDistribution(0, 15),
+    }
     band = []
     for seed in range(SEED, SEED + 6):
         direct = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
@@ -79,24 +95,36 @@ def test_branin_parallel_async_within_noise(client: Client) -> None:
             t = in_flight.popleft()
             direct.tell(t, branin(**t.params))
         band.append(direct.best_value)
-    print(f"\nparallel=4: best {study.best_value:.5f}; optuna 4 in flight over 6 seeds "
-          f"{min(band):.5f} .. {max(band):.5f}")
+    print(
+        f"\nparallel=4: best {study.best_value:.5f}; optuna 4 in flight over 6 seeds "
+        f"{min(band):.5f} .. {max(band):.5f}"
+    )
     assert len(df) == 100 and (df["state"] == "COMPLETE").all()
     # our asynchronous dispatch sees results in the order they arrive, not oldest first:
     # the same sampler on another path, an optimum within that spread (plus 5 %)
     assert study.best_value <= max(band) * 1.05
 
 
-def _two_models(segment: str, budget: float, x: float, n: int = 1, kind: str = "a") -> dict[str, Any]:
+def _two_models(
+    segment: str, budget: float, x: float, n: int = 1, kind: str = "a"
+) -> dict[str, Any]:
     base = (x - 0.3) ** 2 if segment == "quad" else abs(x - 0.7)
     return {"loss": base + 1.0 / budget + 0.01 * n, "budget_seen": budget}
 
 
 def test_segments_pruning_dataframe(client: Client) -> None:
-    study = Study(_two_models, {"x": uniform(0, 1)}, max_trials=10, parallel=4, sampler="tpe",
-                  seed=3, name="seg", segments={"quad": {"n": integer(1, 3)},
-                                                "absv": {"kind": categorical(["a", "b"])}},
-                  budgets=[1, 2, 4], pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    study = Study(
+        _two_models,
+        {"x": uniform(0, 1)},
+        max_trials=10,
+        parallel=4,
+        sampler="tpe",
+        seed=3,
+        name="seg",
+        segments={"quad": {"n": integer(1, 3)}, "absv": {"kind": categorical(["a", "b"])}},
+        budgets=[1, 2, 4],
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2),
+    )
     df = study.optimize(timeout=300)
     assert set(df["segment"]) == {"quad", "absv"}
     assert (df.groupby("segment").size() == 10).all()
@@ -127,8 +155,15 @@ def test_samplers(client: Client, sampler: str) -> None:
 
 def test_command_objective(client: Client) -> None:
     """A shell command template as the objective: its last line of output is the value."""
-    study = Study(f"{sys.executable} -c 'print(2 * {{lr}})'", {"lr": loguniform(1e-4, 1e-1)},
-                  max_trials=4, parallel=2, sampler="random", seed=1, name="cmd")
+    study = Study(
+        f"{sys.executable} -c 'print(2 * {{lr}})'",
+        {"lr": loguniform(1e-4, 1e-1)},
+        max_trials=4,
+        parallel=2,
+        sampler="random",
+        seed=1,
+        name="cmd",
+    )
     df = study.optimize(timeout=300)
     assert (df["state"] == "COMPLETE").all(), study.errors
     assert df["value"].tolist() == pytest.approx([2 * x for x in df["params_lr"]])
@@ -152,20 +187,33 @@ def test_study_resumes_after_server_restart(tmp_path: Path, steer: str) -> None:
     client = Client(handle.url, handle.token)
     try:
         warm(client)
-        study = Study(objective, {"x": uniform(0, 1)}, max_trials=12, parallel=2, sampler="tpe",
-                      seed=7, name="restart", client=client, steer=steer)
+        study = Study(
+            objective,
+            {"x": uniform(0, 1)},
+            max_trials=12,
+            parallel=2,
+            sampler="tpe",
+            seed=7,
+            name="restart",
+            client=client,
+            steer=steer,
+        )
         study.start()
         run_id = study.run_id
         assert run_id is not None
         deadline = time.time() + 120
-        while time.time() < deadline and sum(
-                t.state.name == "COMPLETE" for t in study.segments[None].study.trials) < 4:
+        while (
+            time.time() < deadline
+            and sum(t.state.name == "COMPLETE" for t in study.segments[None].study.trials) < 4
+        ):
             time.sleep(0.05)
         study.stop(abandon=True)  # the notebook's kernel goes away with the server
     finally:
         client.shutdown()
-        handle.stop()            # the server stops with trials in flight
-    done_before = {t.params["x"] for t in study.segments[None].study.trials if t.state.name == "COMPLETE"}
+        handle.stop()  # the server stops with trials in flight
+    done_before = {
+        t.params["x"] for t in study.segments[None].study.trials if t.state.name == "COMPLETE"
+    }
     assert len(done_before) >= 4
 
     handle = server_on(tmp_path, workers=2)  # same store, a new port
@@ -179,8 +227,10 @@ def test_study_resumes_after_server_restart(tmp_path: Path, steer: str) -> None:
         client.shutdown()
         handle.stop()
     calls = [float(line) for line in log.read_text().split()]
-    print(f"\nbefore the restart {len(done_before)} trials finished; after it {len(df)} trials, "
-          f"{len(calls)} objective calls (jobs in flight at the stop may run again)")
+    print(
+        f"\nbefore the restart {len(done_before)} trials finished; after it {len(df)} trials, "
+        f"{len(calls)} objective calls (jobs in flight at the stop may run again)"
+    )
     assert len(df) == 12 and (df["state"] == "COMPLETE").all()
     assert sorted(df["trial"]) == list(range(12))
     for x in done_before:  # finished trials never ran again
@@ -200,8 +250,17 @@ def _flaky(x: float) -> float:
 def test_server_steered_segments_failures_and_metrics(client: Client) -> None:
     """The server's Steerer runs segments side by side; failed trials are told as failed
     (with their parameters), metrics reach the DataFrame, the run ends with the summary."""
-    study = Study({"a": _flaky, "b": _square}, {"x": uniform(0, 1)}, max_trials=12, parallel=3,
-                  sampler="random", seed=2, name="steered", segments=["a", "b"], steer="server")
+    study = Study(
+        {"a": _flaky, "b": _square},
+        {"x": uniform(0, 1)},
+        max_trials=12,
+        parallel=3,
+        sampler="random",
+        seed=2,
+        name="steered",
+        segments=["a", "b"],
+        steer="server",
+    )
     df = study.optimize(timeout=300)
     assert study.steer == "server"
     assert (df.groupby("segment").size() == 12).all()
@@ -215,15 +274,26 @@ def test_server_steered_segments_failures_and_metrics(client: Client) -> None:
     assert set(body["result"]["best"]) == {"a", "b"}
     assert study.best_value == min(b["value"] for b in study.best().values())
     works = {w["name"] for w in info["works"]}
-    assert any(n.startswith("a_trial_") for n in works) and any(n.startswith("b_trial_") for n in works)
+    assert any(n.startswith("a_trial_") for n in works) and any(
+        n.startswith("b_trial_") for n in works
+    )
 
 
 def test_server_steered_max_failures_fails_the_study(client: Client) -> None:
     def always(x: float) -> float:
         raise RuntimeError("no")
 
-    study = Study(always, {"x": uniform(0, 1)}, max_trials=20, parallel=2, sampler="random",
-                  seed=0, name="fails", max_failures=1, steer="server")
+    study = Study(
+        always,
+        {"x": uniform(0, 1)},
+        max_trials=20,
+        parallel=2,
+        sampler="random",
+        seed=0,
+        name="fails",
+        max_failures=1,
+        steer="server",
+    )
     with pytest.raises(RuntimeError, match="2 trials failed"):
         study.optimize(timeout=300)
     assert client.status(study.run_id)["status"] == "failed"
@@ -231,8 +301,16 @@ def test_server_steered_max_failures_fails_the_study(client: Client) -> None:
 
 
 def test_server_steered_stop_finishes_the_trials_in_flight(client: Client) -> None:
-    study = Study(functools.partial(_sleepy, 0.2), {"x": uniform(0, 1)}, max_trials=50, parallel=2,
-                  sampler="random", seed=0, name="stopped", steer="server")
+    study = Study(
+        functools.partial(_sleepy, 0.2),
+        {"x": uniform(0, 1)},
+        max_trials=50,
+        parallel=2,
+        sampler="random",
+        seed=0,
+        name="stopped",
+        steer="server",
+    )
     study.start()
     deadline = time.time() + 60
     while time.time() < deadline and len(study.dataframe()) < 2:
@@ -255,21 +333,33 @@ def test_steer_choices_are_checked() -> None:
     with pytest.raises(ValueError, match="prunes trials"):
         Study(_square, {"x": uniform(0, 1)}, budgets=[1, 2], steer="server")
     with pytest.raises(ValueError, match="by name"):
-        Study(_square, {"x": uniform(0, 1)}, sampler=optuna.samplers.RandomSampler(), steer="server")
+        Study(
+            _square, {"x": uniform(0, 1)}, sampler=optuna.samplers.RandomSampler(), steer="server"
+        )
     assert Study(_square, {"x": uniform(0, 1)}, steer="auto").steer == "server"
     assert Study(_square, {"x": uniform(0, 1)}, budgets=[1, 2], steer="auto").steer == "client"
 
 
-def test_a_study_for_a_server_without_steerer_says_so(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_study_for_a_server_without_steerer_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from idds_jupyter.hpo import study as study_module
 
     monkeypatch.setattr(study_module, "STEERER_WAIT_S", 2.0)
     handle = server_on(tmp_path, roles=("clerk", "transformer", "carrier"))
     client = Client(handle.url, handle.token)
     try:
-        study = Study(_square, {"x": uniform(0, 4)}, max_trials=4, parallel=2, sampler="random",
-                      seed=0, name="nosteerer", client=client, steer="server")
+        study = Study(
+            _square,
+            {"x": uniform(0, 4)},
+            max_trials=4,
+            parallel=2,
+            sampler="random",
+            seed=0,
+            name="nosteerer",
+            client=client,
+            steer="server",
+        )
         with pytest.raises(RuntimeError, match="is a Steerer running"):
             study.optimize(timeout=60)
         assert client.wait_workflow(study.run_id, 30) == "failed"
@@ -285,26 +375,45 @@ def test_dataframe_is_optunas_trials_dataframe_per_segment() -> None:
 
     from idds_jupyter.model.space import frozen_trial
 
-    study = Study(_two_models, {"x": uniform(0, 1)}, max_trials=10, name="frame",
-                  segments={"quad": {"n": integer(1, 3)}, "absv": {"kind": categorical(["a", "b"])}})
+    study = Study(
+        _two_models,
+        {"x": uniform(0, 1)},
+        max_trials=10,
+        name="frame",
+        segments={"quad": {"n": integer(1, 3)}, "absv": {"kind": categorical(["a", "b"])}},
+    )
     for i, seg in enumerate(study.segments.values()):
         for n in range(4):
-            params = {"x": n / 4, **({"n": n % 3 + 1} if seg.name == "quad" else {"kind": "ab"[n % 2]})}
+            params = {
+                "x": n / 4,
+                **({"n": n % 3 + 1} if seg.name == "quad" else {"kind": "ab"[n % 2]}),
+            }
             value = None if n in (1, 2) else float(n + i)
             extra = {"metric_loss": n / 2} if n == 3 else {}
-            seg.study.add_trial(frozen_trial(seg.space, params, value, n, f"{seg.name}_trial_0_3",
-                                             intermediates={0: 1.0} if n == 2 and i else None,
-                                             **extra))
+            seg.study.add_trial(
+                frozen_trial(
+                    seg.space,
+                    params,
+                    value,
+                    n,
+                    f"{seg.name}_trial_0_3",
+                    intermediates={0: 1.0} if n == 2 and i else None,
+                    **extra,
+                )
+            )
         seg.study.ask(seg.space).set_user_attr("trial", 4)  # running
     frames = []
     for seg in study.segments.values():
         df = seg.study.trials_dataframe().rename(
-            columns={"user_attrs_trial": "trial", "user_attrs_work": "work"})
+            columns={"user_attrs_trial": "trial", "user_attrs_work": "work"}
+        )
         df.insert(0, "segment", seg.name)
         frames.append(df)
-    optunas = (pd.concat(frames, ignore_index=True)
-               .sort_values(["segment", "trial"], na_position="first", kind="stable")
-               .reset_index(drop=True))
+    optunas = (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(["segment", "trial"], na_position="first", kind="stable")
+        .reset_index(drop=True)
+    )
     ours = study.dataframe()
     assert set(ours["state"]) == {"COMPLETE", "FAIL", "PRUNED", "RUNNING"}
     # the same columns; each segment's own parameters are not moved to the end here
@@ -325,8 +434,11 @@ def test_dataframe_of_one_segment_is_in_trial_order() -> None:
     df = study.dataframe()
     assert df["trial"].tolist() == [0, 1, 2, 3, 4, 5]
     assert df["params_x"].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
-    optunas = (seg.study.trials_dataframe()
-               .rename(columns={"user_attrs_trial": "trial", "user_attrs_work": "work"})
-               .sort_values("trial").reset_index(drop=True))
+    optunas = (
+        seg.study.trials_dataframe()
+        .rename(columns={"user_attrs_trial": "trial", "user_attrs_work": "work"})
+        .sort_values("trial")
+        .reset_index(drop=True)
+    )
     optunas.insert(0, "segment", None)
     pd.testing.assert_frame_equal(df, optunas[list(df.columns)])

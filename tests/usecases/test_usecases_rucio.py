@@ -63,18 +63,31 @@ NOTIFY_DEST = "/topic/idds.notifications"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, broker: StompBroker,
-           rucio: RucioServer) -> Iterator[Any]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, broker: StompBroker, rucio: RucioServer
+) -> Iterator[Any]:
     """The iDDS server (local workers) configured with the Rucio server (it stages the
     rucio:// datasets no one registered) and the broker; its outbound notifications also go
     over STOMP."""
     home = tmp_path_factory.mktemp("rucio-usecases")
     notify = f"stomp://{broker.address}{NOTIFY_DEST}?vhost={broker.vhost}"
-    cfg = Config.load(None, home=home / "home", db_url=f"sqlite:///{home}/idds.db", workers=4,
-                      poll_interval=0.5, notify_urls=(notify,), rucio_host=rucio.url,
-                      rucio_account="root", rucio_username="ddmlab", rucio_password=PASSWORD,
-                      rucio_rse_expression="DISK", rucio_lifetime=3600, rucio_poll_interval=2.0,
-                      rucio_stomp_brokers=(broker.address,), rucio_stomp_vhost=broker.vhost)
+    cfg = Config.load(
+        None,
+        home=home / "home",
+        db_url=f"sqlite:///{home}/idds.db",
+        workers=4,
+        poll_interval=0.5,
+        notify_urls=(notify,),
+        rucio_host=rucio.url,
+        rucio_account="root",
+        rucio_username="ddmlab",
+        rucio_password=PASSWORD,
+        rucio_rse_expression="DISK",
+        rucio_lifetime=3600,
+        rucio_poll_interval=2.0,
+        rucio_stomp_brokers=(broker.address,),
+        rucio_stomp_vhost=broker.vhost,
+    )
     handle = start_server(cfg)
     try:
         yield handle
@@ -90,14 +103,30 @@ def client(server: Any) -> Client:
 
 
 def settings(rucio: RucioServer, **kw: Any) -> RucioSettings:
-    return RucioSettings(host=rucio.url, account="root", username="ddmlab", password="secret-rucio-test",
-                         rse_expression="DISK", lifetime=3600, activity="Staging", **kw)
+    return RucioSettings(
+        host=rucio.url,
+        account="root",
+        username="ddmlab",
+        password="secret-rucio-test",
+        rse_expression="DISK",
+        lifetime=3600,
+        activity="Staging",
+        **kw,
+    )
 
 
 def template(uri: str, seconds: float = 0.0) -> dict[str, Any]:
-    return {"name": "carousel-rucio", "works": [
-        {"name": "process", "function": FN, "input_dataset": uri,
-         "parameters": {"file": "{file}", "seconds": seconds}}]}
+    return {
+        "name": "carousel-rucio",
+        "works": [
+            {
+                "name": "process",
+                "function": FN,
+                "input_dataset": uri,
+                "parameters": {"file": "{file}", "seconds": seconds},
+            }
+        ],
+    }
 
 
 def all_jobs(client: Client, wid: int) -> list[dict[str, Any]]:
@@ -119,8 +148,9 @@ def wait_jobs_created(client: Client, wid: int, n: int, timeout: float = 60) -> 
     raise TimeoutError(f"jobs of run {wid} not created")
 
 
-def fts_stage_one_by_one(rucio: RucioServer, scope: str, names: list[str], period: float,
-                         hermes: Hermes | None = None) -> dict[str, float]:
+def fts_stage_one_by_one(
+    rucio: RucioServer, scope: str, names: list[str], period: float, hermes: Hermes | None = None
+) -> dict[str, float]:
     """FTS (played by the test) finishes one transfer every ``period`` s; Hermes (played
     too, when given) sends its ``transfer-done``. Returns when each file was on disk."""
     staged: dict[str, float] = {}
@@ -156,23 +186,39 @@ def test_uri_parsing() -> None:
     # the template validator names the field before anything is submitted
     from idds_jupyter.model.workflow import Workflow
 
-    with pytest.raises(ValueError, match=r"field 'input_dataset': a Rucio dataset is rucio://SCOPE:NAME"):
-        Workflow.from_dict({"name": "x", "works": [
-            {"name": "p", "function": FN, "input_dataset": "rucio://noscope"}]}).validate()
+    with pytest.raises(
+        ValueError, match=r"field 'input_dataset': a Rucio dataset is rucio://SCOPE:NAME"
+    ):
+        Workflow.from_dict(
+            {
+                "name": "x",
+                "works": [{"name": "p", "function": FN, "input_dataset": "rucio://noscope"}],
+            }
+        ).validate()
 
 
 def test_rucio_50_tape_files_each_job_within_1s_of_its_transfer_done_message_fts_and_hermes_played_by_test(
-        rucio: RucioServer, broker: StompBroker, client: Client) -> None:
+    rucio: RucioServer, broker: StompBroker, client: Client
+) -> None:
     scope, ds = "test", "carousel50"
     names = rucio.make_dataset(scope, ds, 50)
     uri = f"rucio://{scope}:{ds}"
     # polling only every 60 s: the jobs can only start this early through the messages
-    src = RucioSource(client, uri, settings(rucio, poll_interval=60, stomp_brokers=(broker.address,),
-                                                 stomp_vhost=broker.vhost)).start()
+    src = RucioSource(
+        client,
+        uri,
+        settings(
+            rucio, poll_interval=60, stomp_brokers=(broker.address,), stomp_vhost=broker.vhost
+        ),
+    ).start()
     hermes = Hermes(broker)
     try:
         rule = rucio.client().get_replication_rule(src.rule_id)
-        assert (rule["rse_expression"], rule["activity"], rule["state"]) == ("DISK", "Staging", "REPLICATING")
+        assert (rule["rse_expression"], rule["activity"], rule["state"]) == (
+            "DISK",
+            "Staging",
+            "REPLICATING",
+        )
         assert rule["expires_at"] is not None  # the lifetime
         wid = client.submit(template(uri))
         wait_jobs_created(client, wid, 50)
@@ -196,10 +242,12 @@ def test_rucio_50_tape_files_each_job_within_1s_of_its_transfer_done_message_fts
 
 
 def test_rucio_messages_off_jobs_start_within_the_poll_period_fts_played_by_test_run_end_notified_over_stomp(
-        rucio: RucioServer, broker: StompBroker, client: Client) -> None:
+    rucio: RucioServer, broker: StompBroker, client: Client
+) -> None:
     notified: list[tuple[str, dict[str, Any]]] = []
-    follower = StompListener([broker.address], NOTIFY_DEST, lambda k, p: notified.append((k, p)),
-                             vhost=broker.vhost)  # another service following the carousel
+    follower = StompListener(
+        [broker.address], NOTIFY_DEST, lambda k, p: notified.append((k, p)), vhost=broker.vhost
+    )  # another service following the carousel
     assert follower.ensure()
     scope, ds = "test", "polled"
     names = rucio.make_dataset(scope, ds, 10)
@@ -225,7 +273,8 @@ def test_rucio_messages_off_jobs_start_within_the_poll_period_fts_played_by_test
 
 
 def test_rucio_stuck_file_fails_its_job_naming_the_rucio_state_then_retry_succeeds_fts_played_by_test(
-        rucio: RucioServer, client: Client) -> None:
+    rucio: RucioServer, client: Client
+) -> None:
     scope, ds = "test", "stuck"
     names = rucio.make_dataset(scope, ds, 5)
     uri = f"rucio://{scope}:{ds}"
@@ -259,7 +308,8 @@ def test_rucio_stuck_file_fails_its_job_naming_the_rucio_state_then_retry_succee
 
 
 def test_rucio_server_stopped_mid_run_and_restarted_the_run_finishes_fts_played_by_test(
-        rucio: RucioServer, client: Client) -> None:
+    rucio: RucioServer, client: Client
+) -> None:
     scope, ds = "test", "outage"
     names = rucio.make_dataset(scope, ds, 8)
     uri = f"rucio://{scope}:{ds}"
@@ -280,7 +330,8 @@ def test_rucio_server_stopped_mid_run_and_restarted_the_run_finishes_fts_played_
 
 
 def test_rucio_file_level_vs_dataset_level_on_the_same_staging_fts_played_by_test(
-        rucio: RucioServer, client: Client) -> None:
+    rucio: RucioServer, client: Client
+) -> None:
     """The carousel's figure against real Rucio: file-level processing starts its first job
     sooner and keeps fewer staged-but-unprocessed files than processing the dataset once
     it is all staged."""
@@ -297,8 +348,11 @@ def test_rucio_file_level_vs_dataset_level_on_the_same_staging_fts_played_by_tes
                 wait_jobs_created(client, wid, 12)
             t0 = time.time()
             staged: dict[str, float] = {}
-            stager = threading.Thread(target=lambda n=names, s=scope, out=staged: out.update(
-                fts_stage_one_by_one(rucio, s, n, 0.1)))
+            stager = threading.Thread(
+                target=lambda n=names, s=scope, out=staged: out.update(
+                    fts_stage_one_by_one(rucio, s, n, 0.1)
+                )
+            )
             stager.start()
             if mode == "dataset":
                 stager.join()
@@ -318,14 +372,17 @@ def test_rucio_file_level_vs_dataset_level_on_the_same_staging_fts_played_by_tes
             n += d
             peak = max(peak, n)
         figures[mode] = (first, peak)
-    print(f"first job: file-level {figures['file'][0]:.2f} s, dataset-level {figures['dataset'][0]:.2f} s; "
-          f"peak staged-but-unprocessed: {figures['file'][1]} vs {figures['dataset'][1]}")
+    print(
+        f"first job: file-level {figures['file'][0]:.2f} s, dataset-level {figures['dataset'][0]:.2f} s; "
+        f"peak staged-but-unprocessed: {figures['file'][1]} vs {figures['dataset'][1]}"
+    )
     assert figures["file"][0] < figures["dataset"][0]
     assert figures["file"][1] < figures["dataset"][1]
 
 
 def test_template_input_dataset_rucio_is_staged_by_the_service_fts_and_hermes_played_by_test(
-        rucio: RucioServer, broker: StompBroker, client: Client) -> None:
+    rucio: RucioServer, broker: StompBroker, client: Client
+) -> None:
     """Only the template names the dataset: the service (rucio_host configured) lists its
     files, binds the jobs, creates the rule and follows the messages."""
     scope, ds = "test", "by-template"
@@ -352,7 +409,8 @@ def test_template_input_dataset_rucio_is_staged_by_the_service_fts_and_hermes_pl
 
 
 def test_rucio_conveyor_with_mock_transfer_tool_and_real_hermes_messages_release_the_jobs(
-        rucio: RucioServer, broker: StompBroker, client: Client) -> None:
+    rucio: RucioServer, broker: StompBroker, client: Client
+) -> None:
     """Rucio's own daemons do the staging: the conveyor (submitter, poller, finisher) with
     Rucio's mock transfer tool (FTS cannot run here; it copies no bytes, so the test writes
     them at the destination first) and Hermes, which delivers the finisher's
@@ -361,8 +419,13 @@ def test_rucio_conveyor_with_mock_transfer_tool_and_real_hermes_messages_release
     names = rucio.make_dataset(scope, ds, 5)
     uri = f"rucio://{scope}:{ds}"
     rucio.configure_hermes(broker.port, broker.vhost)
-    src = RucioSource(client, uri, settings(rucio, poll_interval=60, stomp_brokers=(broker.address,),
-                                            stomp_vhost=broker.vhost)).start()
+    src = RucioSource(
+        client,
+        uri,
+        settings(
+            rucio, poll_interval=60, stomp_brokers=(broker.address,), stomp_vhost=broker.vhost
+        ),
+    ).start()
     try:
         wid = client.submit(template(uri))
         wait_jobs_created(client, wid, 5)
@@ -379,15 +442,17 @@ def test_rucio_conveyor_with_mock_transfer_tool_and_real_hermes_messages_release
         # well before the next poll (60 s): Rucio's messages did it — transfer-done marks its
         # file; rule_ok (which Hermes may deliver before some of them) wakes a poll at once
         assert time.time() - t0 < 30
-        assert sum(src.available_via.values()) == 5 and src.available_via.get("message", 0) >= 1, \
+        assert sum(src.available_via.values()) == 5 and src.available_via.get("message", 0) >= 1, (
             src.available_via
+        )
         assert set(src.states().values()) == {"available"}
     finally:
         src.stop()
 
 
 def test_faat_work_input_dataset_rucio_one_call_per_staged_file_fts_played_by_test(
-        rucio: RucioServer, client: Client) -> None:
+    rucio: RucioServer, client: Client
+) -> None:
     """FaaT: ``@work(input_dataset="rucio://…")`` — a call runs the function once per file
     of the dataset, with ``file=`` its PFN, staged by the service (rucio_host configured)."""
     from idds_jupyter.faat.work import work

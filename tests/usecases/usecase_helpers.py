@@ -19,8 +19,13 @@ def branin(x1: float, x2: float) -> float:
 
 def server_on(home: Path, workers: int = 2, port: int = 0, roles: Any = None) -> ServerHandle:
     """A server (agents + REST API, local workers) whose store and cache live in ``home``."""
-    cfg = Config.load(None, home=home / "home", db_url=f"sqlite:///{home}/idds.db", workers=workers,
-                      poll_interval=0.5)
+    cfg = Config.load(
+        None,
+        home=home / "home",
+        db_url=f"sqlite:///{home}/idds.db",
+        workers=workers,
+        poll_interval=0.5,
+    )
     return start_server(cfg, port=port, roles=roles)
 
 

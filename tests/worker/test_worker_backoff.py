@@ -27,11 +27,15 @@ def test_bad_settings_are_refused() -> None:
 
 def test_it_imports_nothing_but_the_standard_library() -> None:
     """The worker (on compute nodes) and the client both import it: it must stay that light."""
-    code = ("import sys; before = set(sys.modules); import idds_jupyter.backoff; "
-            "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] != 'idds_jupyter' "
-            "and m not in sys.stdlib_module_names and m.split('.')[0] not in sys.stdlib_module_names)); "
-            "print(sorted(m for m in sys.modules if m.startswith('idds_jupyter')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code = (
+        "import sys; before = set(sys.modules); import idds_jupyter.backoff; "
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] != 'idds_jupyter' "
+        "and m not in sys.stdlib_module_names and m.split('.')[0] not in sys.stdlib_module_names)); "
+        "print(sorted(m for m in sys.modules if m.startswith('idds_jupyter')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     third_party, ours = out.splitlines()
     assert third_party == "[]"
     assert ours == "['idds_jupyter', 'idds_jupyter.backoff']"

@@ -18,16 +18,38 @@ from idds_jupyter.worker import context, run_job
 from idds_jupyter.worker.job import resolve
 
 KEYS = {
-    "job_id", "attempt", "ok", "result", "summary", "error", "exc_type", "traceback",
-    "exit_code", "wall_s", "max_rss_kb", "log_path", "started_at", "finished_at",
+    "job_id",
+    "attempt",
+    "ok",
+    "result",
+    "summary",
+    "error",
+    "exc_type",
+    "traceback",
+    "exit_code",
+    "wall_s",
+    "max_rss_kb",
+    "log_path",
+    "started_at",
+    "finished_at",
 }
 
 
 def spec(job_id: int = 1, **kw: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "job_id": job_id, "attempt": 0, "work_id": 7, "workflow_id": 3, "kind": "function",
-        "function": "idds_jupyter.worker.job:noop", "command": None, "kwargs": {},
-        "payload": None, "env": {}, "timeout_s": None, "log_dir": None, "cwd": None,
+        "job_id": job_id,
+        "attempt": 0,
+        "work_id": 7,
+        "workflow_id": 3,
+        "kind": "function",
+        "function": "idds_jupyter.worker.job:noop",
+        "command": None,
+        "kwargs": {},
+        "payload": None,
+        "env": {},
+        "timeout_s": None,
+        "log_dir": None,
+        "cwd": None,
     }
     base.update(kw)
     return base
@@ -70,7 +92,9 @@ def test_bad_reference() -> None:
 def test_context(tmp_path: Path) -> None:
     out = tmp_path / "ids.txt"
     for jid in (5, 6):
-        res = run_job(spec(jid, attempt=2, function="jobfuncs:record_job", kwargs={"path": str(out)}))
+        res = run_job(
+            spec(jid, attempt=2, function="jobfuncs:record_job", kwargs={"path": str(out)})
+        )
         assert res["ok"] and res["result"] == jid
     assert out.read_text().splitlines() == ["5 2 7 3", "6 2 7 3"]
     assert context() is None
@@ -116,7 +140,9 @@ def test_log_only_when_printed(tmp_path: Path) -> None:
 
 
 def test_function_timeout() -> None:
-    res = run_job(spec(function="idds_jupyter.worker.job:sleep", kwargs={"seconds": 5}, timeout_s=0.2))
+    res = run_job(
+        spec(function="idds_jupyter.worker.job:sleep", kwargs={"seconds": 5}, timeout_s=0.2)
+    )
     assert not res["ok"] and res["exc_type"] == "TimeoutError"
     assert res["wall_s"] < 2
     # the alarm is disarmed afterwards
@@ -138,7 +164,9 @@ def test_timeout_not_enforced_off_main_thread() -> None:
 
 
 def test_env_and_cwd(tmp_path: Path) -> None:
-    res = run_job(spec(function="jobfuncs:env_and_cwd", env={"IDDS_TEST_VAR": "v1"}, cwd=str(tmp_path)))
+    res = run_job(
+        spec(function="jobfuncs:env_and_cwd", env={"IDDS_TEST_VAR": "v1"}, cwd=str(tmp_path))
+    )
     assert res["ok"] and res["result"] == {"var": "v1", "cwd": str(tmp_path)}
     assert "IDDS_TEST_VAR" not in os.environ and os.getcwd() != str(tmp_path)
 
@@ -178,9 +206,14 @@ def test_payload_exception_traceback(tmp_path: Path) -> None:
 def test_command_result_from_stdout(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     res = run_job(
-        spec(3, kind="command", function=None, log_dir=str(logs),
-             command="echo hello; echo $IDDS_JOB_ID-$IDDS_WORK_ID-$FOO; echo '{\"x\": [1, 2]}'",
-             env={"FOO": "bar"})
+        spec(
+            3,
+            kind="command",
+            function=None,
+            log_dir=str(logs),
+            command="echo hello; echo $IDDS_JOB_ID-$IDDS_WORK_ID-$FOO; echo '{\"x\": [1, 2]}'",
+            env={"FOO": "bar"},
+        )
     )
     check_shape(res)
     assert res["ok"] and res["exit_code"] == 0 and res["result"] == {"x": [1, 2]}
@@ -189,8 +222,12 @@ def test_command_result_from_stdout(tmp_path: Path) -> None:
 
 def test_command_result_file_and_cwd(tmp_path: Path) -> None:
     res = run_job(
-        spec(kind="command", function=None, cwd=str(tmp_path),
-             command='echo not-json; printf \'{"cwd": "%s"}\' "$(pwd)" > "$IDDS_RESULT"')
+        spec(
+            kind="command",
+            function=None,
+            cwd=str(tmp_path),
+            command='echo not-json; printf \'{"cwd": "%s"}\' "$(pwd)" > "$IDDS_RESULT"',
+        )
     )
     assert res["ok"] and res["result"] == {"cwd": str(tmp_path)}
     assert res["log_path"] is None  # no log_dir: a temporary log, removed
@@ -200,8 +237,12 @@ def test_command_result_file_and_cwd(tmp_path: Path) -> None:
 
 def test_command_failure(tmp_path: Path) -> None:
     res = run_job(
-        spec(kind="command", function=None, log_dir=str(tmp_path),
-             command="echo first; echo 'something broke' >&2; exit 3")
+        spec(
+            kind="command",
+            function=None,
+            log_dir=str(tmp_path),
+            command="echo first; echo 'something broke' >&2; exit 3",
+        )
     )
     assert not res["ok"] and res["exit_code"] == 3
     assert res["error"].startswith("exit code 3") and "something broke" in res["error"]
@@ -211,8 +252,12 @@ def test_command_failure(tmp_path: Path) -> None:
 def test_command_timeout_kills_group(tmp_path: Path) -> None:
     marker = tmp_path / "late"
     res = run_job(
-        spec(kind="command", function=None, timeout_s=0.3,
-             command=f"(sleep 1.0; touch {marker}) & sleep 10")
+        spec(
+            kind="command",
+            function=None,
+            timeout_s=0.3,
+            command=f"(sleep 1.0; touch {marker}) & sleep 10",
+        )
     )
     assert not res["ok"] and res["exc_type"] == "TimeoutError" and res["wall_s"] < 3
     holds_for(lambda: not marker.exists(), 1.2, message="the killed group's child touched its file")
@@ -230,8 +275,18 @@ def test_single_job_cli(tmp_path: Path) -> None:
     spec_file.write_text(json.dumps(spec(12, function="jobfuncs:print_to_fd1")))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
-        [sys.executable, "-m", "idds_jupyter.worker", "--job", str(spec_file), "--out", str(tmp_path / "r.json")],
-        capture_output=True, env=env, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "idds_jupyter.worker",
+            "--job",
+            str(spec_file),
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        env=env,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)

@@ -17,8 +17,17 @@ from idds_jupyter.worker.pool import encode_message, read_message
 
 
 def spec(job_id: int, function: str = "idds_jupyter.worker.job:noop", **kw: Any) -> dict[str, Any]:
-    return {"job_id": job_id, "attempt": 0, "work_id": 1, "workflow_id": 1, "kind": "function",
-            "function": function, "kwargs": kw.pop("kwargs", {}), "env": {}, **kw}
+    return {
+        "job_id": job_id,
+        "attempt": 0,
+        "work_id": 1,
+        "workflow_id": 1,
+        "kind": "function",
+        "function": function,
+        "kwargs": kw.pop("kwargs", {}),
+        "env": {},
+        **kw,
+    }
 
 
 @pytest.fixture
@@ -26,7 +35,10 @@ def pool() -> Any:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen(
         [sys.executable, "-m", "idds_jupyter.worker", "--pool"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     hello = read_message(proc.stdout)
     assert hello["hello"]["pid"] == proc.pid
@@ -72,8 +84,13 @@ def test_fd1_prints_do_not_corrupt_protocol(pool: subprocess.Popen) -> None:
 
 def test_slow_job_reported_promptly_and_started(pool: subprocess.Popen) -> None:
     t0 = time.monotonic()
-    send(pool, [spec(1, "idds_jupyter.worker.job:echo", kwargs={"v": 1}),
-                spec(2, "idds_jupyter.worker.job:sleep", kwargs={"seconds": 1.0})])
+    send(
+        pool,
+        [
+            spec(1, "idds_jupyter.worker.job:echo", kwargs={"v": 1}),
+            spec(2, "idds_jupyter.worker.job:sleep", kwargs={"seconds": 1.0}),
+        ],
+    )
     first = read_message(pool.stdout)
     # the quick job is not held back by the slow one
     assert first["results"][0]["job_id"] == 1 and time.monotonic() - t0 < 0.9
@@ -88,7 +105,10 @@ def test_errors_and_several_batches(pool: subprocess.Popen) -> None:
     send(pool, [spec(2), spec(3)])
     results, _ = collect(pool, 3)
     assert [r["job_id"] for r in results] == [1, 2, 3]
-    assert results[0]["error"] == "RuntimeError: nope" and "raise RuntimeError" in results[0]["traceback"]
+    assert (
+        results[0]["error"] == "RuntimeError: nope"
+        and "raise RuntimeError" in results[0]["traceback"]
+    )
 
 
 def test_eof_finishes_received_batches_then_exits(pool: subprocess.Popen) -> None:

@@ -76,7 +76,7 @@ class Stub:
                 if not self.path.startswith(prefix):
                     self.error(404, "no such route")
                     return None
-                return self.path[len(prefix):]
+                return self.path[len(prefix) :]
 
             def do_GET(self) -> None:
                 path = self.route()
@@ -89,7 +89,7 @@ class Stub:
                         return
                     self.reply(200, json.dumps(stub.spec).encode())
                 elif path.startswith("/blobs/"):
-                    data = stub.blobs.get(path[len("/blobs/"):])
+                    data = stub.blobs.get(path[len("/blobs/") :])
                     if data is None:
                         self.error(403, "not an input of this job")
                         return
@@ -128,17 +128,42 @@ class Stub:
 
 def function_spec(job_id: int, payload: bytes, **kw: Any) -> dict[str, Any]:
     """A FaaT job as the server hands it out: blobs by digest only, value sent back pickled."""
-    return {"job_id": job_id, "attempt": 1, "work_id": 2, "workflow_id": 3, "kind": "function",
-            "function": None, "command": None, "kwargs": {}, "env": {}, "timeout_s": 60,
-            "payload": {"sha256": hashlib.sha256(payload).hexdigest()}, "result_blobs": True,
-            "transfer": "http", **kw}
+    return {
+        "job_id": job_id,
+        "attempt": 1,
+        "work_id": 2,
+        "workflow_id": 3,
+        "kind": "function",
+        "function": None,
+        "command": None,
+        "kwargs": {},
+        "env": {},
+        "timeout_s": 60,
+        "payload": {"sha256": hashlib.sha256(payload).hexdigest()},
+        "result_blobs": True,
+        "transfer": "http",
+        **kw,
+    }
 
 
 def run_worker(stub: Stub, tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    e = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), IDDS_SERVER_URL=stub.url,
-             IDDS_JOB_ID=str(stub.job_id), IDDS_JOB_TOKEN=TOKEN, TMPDIR=str(tmp), **env)
-    return subprocess.run([sys.executable, "-m", "idds_jupyter.worker", "--http"], env=e,
-                          capture_output=True, text=True, timeout=120, cwd="/")
+    e = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(sys.path),
+        IDDS_SERVER_URL=stub.url,
+        IDDS_JOB_ID=str(stub.job_id),
+        IDDS_JOB_TOKEN=TOKEN,
+        TMPDIR=str(tmp),
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "idds_jupyter.worker", "--http"],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
 
 
 @pytest.fixture
@@ -166,7 +191,9 @@ def test_function_job_with_transient_errors(scratch: Path) -> None:
     assert res["ok"] and res["job_id"] == 5 and res["attempt"] == 1
     assert res["result"] == "ab" * 20_000
     assert hashlib.sha256(posted["blob"]).hexdigest() == res["blob"]
-    assert cloudpickle.loads(posted["blob"]) == "ab" * 20_000  # the test may unpickle; the server never
+    assert (
+        cloudpickle.loads(posted["blob"]) == "ab" * 20_000
+    )  # the test may unpickle; the server never
     assert "log_path" not in res
     assert os.listdir(scratch) == []  # the scratch dir is gone
 
@@ -193,9 +220,15 @@ def test_job_runs_in_its_scratch_dir_and_exceptions_travel(scratch: Path) -> Non
 
 
 def test_command_job_and_its_log(scratch: Path) -> None:
-    spec = {"job_id": 7, "attempt": 1, "kind": "command", "env": {"WHO": "node"},
-            "command": "echo \"hello from $WHO in $(pwd)\"; echo '{\"x\": 1}'",
-            "kwargs": {}, "transfer": "http"}
+    spec = {
+        "job_id": 7,
+        "attempt": 1,
+        "kind": "command",
+        "env": {"WHO": "node"},
+        "command": 'echo "hello from $WHO in $(pwd)"; echo \'{"x": 1}\'',
+        "kwargs": {},
+        "transfer": "http",
+    }
     stub = Stub(7, spec, {})
     try:
         proc = run_worker(stub, scratch)
@@ -231,9 +264,22 @@ def test_refused_token_is_final(scratch: Path) -> None:
         assert stub.calls == ["GET /idds/api/v1/jobs/9/spec"] and not stub.posted
         # no job token at all: a clear message, nothing asked
         e = {k: v for k, v in os.environ.items() if k != "IDDS_JOB_TOKEN"}
-        proc = subprocess.run([sys.executable, "-m", "idds_jupyter.worker", "--http",
-                               "--server", stub.url, "--job-id", "9"], env=e,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "idds_jupyter.worker",
+                "--http",
+                "--server",
+                stub.url,
+                "--job-id",
+                "9",
+            ],
+            env=e,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 2 and "IDDS_JOB_TOKEN" in proc.stderr
     finally:
         stub.stop()

@@ -103,9 +103,14 @@ def http_transfer(cfg: Config) -> HttpTransfer:
     def drop_spec(sha: str) -> None:
         blob_path(cache_dir, sha).unlink(missing_ok=True)
 
-    return HttpTransfer(server_url=lambda: cfg.server_url, mint=mint, put_spec=put_spec,
-                        drop_spec=drop_spec, inbox=str(cfg.result_inbox),
-                        token_ttl=cfg.job_token_ttl)
+    return HttpTransfer(
+        server_url=lambda: cfg.server_url,
+        mint=mint,
+        put_spec=put_spec,
+        drop_spec=drop_spec,
+        inbox=str(cfg.result_inbox),
+        token_ttl=cfg.job_token_ttl,
+    )
 
 
 def open_backends(ctx: Context) -> CarrierState:
@@ -114,27 +119,43 @@ def open_backends(ctx: Context) -> CarrierState:
     for name in cfg.backends:
         opts: dict[str, Any] = {}
         if name == "local":
-            opts = {"log_dir": str(cfg.log_dir), "isolation": cfg.isolation,
-                    "job_account": cfg.job_account, "user_map": cfg.user_map,
-                    "env_allow": cfg.env_allow, "idle_s": cfg.pool_idle_s,
-                    "jobs_dir": cfg.jobs_dir or str(cfg.home / "jobs")}
+            opts = {
+                "log_dir": str(cfg.log_dir),
+                "isolation": cfg.isolation,
+                "job_account": cfg.job_account,
+                "user_map": cfg.user_map,
+                "env_allow": cfg.env_allow,
+                "idle_s": cfg.pool_idle_s,
+                "jobs_dir": cfg.jobs_dir or str(cfg.home / "jobs"),
+            }
             if cfg.workers:
                 opts["workers"] = cfg.workers
         elif name == "dask":
             opts = {"address": cfg.dask_address}
         # --- batch-system backends (idds_jupyter.backends.batch; docs/backends.md) ---
         elif name in ("slurm", "htcondor", "panda"):
-            opts = {"shared_dir": str(cfg.batch_dir), "log_dir": str(cfg.log_dir),
-                    "poll_interval": cfg.batch_poll_interval, "transfer": cfg.transfer,
-                    "http": http_transfer(cfg), "submit_interval": cfg.batch_submit_interval,
-                    "env_allow": cfg.env_allow}
+            opts = {
+                "shared_dir": str(cfg.batch_dir),
+                "log_dir": str(cfg.log_dir),
+                "poll_interval": cfg.batch_poll_interval,
+                "transfer": cfg.transfer,
+                "http": http_transfer(cfg),
+                "submit_interval": cfg.batch_submit_interval,
+                "env_allow": cfg.env_allow,
+            }
             if name == "slurm":
                 opts.update(partition=cfg.slurm_partition, account=cfg.slurm_account)
             elif name == "htcondor":
                 opts.update(schedd=cfg.condor_schedd, token=cfg.condor_token)
             else:
-                opts.update(url=cfg.panda_url, url_ssl=cfg.panda_url_ssl, queue=cfg.panda_queue,
-                            cloud=cfg.panda_cloud, token=cfg.panda_token, vo=cfg.panda_vo)
+                opts.update(
+                    url=cfg.panda_url,
+                    url_ssl=cfg.panda_url_ssl,
+                    queue=cfg.panda_queue,
+                    cloud=cfg.panda_cloud,
+                    token=cfg.panda_token,
+                    vo=cfg.panda_vo,
+                )
         # --- end batch-system backends ---
         with needs_extras(f"the {name} backend"):
             backends[name] = make_backend(name, **opts)

@@ -19,10 +19,15 @@ log = logging.getLogger("idds_jupyter.agents")
 NOTIFICATION = "notification"  # what subscribers outside the core listen to
 
 
-_NEW_MESSAGES = Locked(select(messages).where(messages.c.status == "new")
-                       .order_by(messages.c.id).limit(100), skip_locked=True)
-_SENT = (update(messages).where(messages.c.id.in_(in_list()))
-         .values(status="sent", sent_at=bindparam("t")))
+_NEW_MESSAGES = Locked(
+    select(messages).where(messages.c.status == "new").order_by(messages.c.id).limit(100),
+    skip_locked=True,
+)
+_SENT = (
+    update(messages)
+    .where(messages.c.id.in_(in_list()))
+    .values(status="sent", sent_at=bindparam("t"))
+)
 
 
 # Outbound notifications are not on anyone's critical path: batch them wider.
@@ -58,7 +63,9 @@ class Conductor(Agent):
                 notify_stomp(url, kind, payload)
                 continue
             try:
-                req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    url, data=body, headers={"Content-Type": "application/json"}
+                )
                 urllib.request.urlopen(req, timeout=5).close()
             except OSError as exc:  # a dead webhook must not stop delivery to the others
                 log.warning("notification to %s failed: %s", url, exc)

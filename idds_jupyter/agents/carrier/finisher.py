@@ -31,10 +31,18 @@ class Finisher(Agent):
         out = Outcome()
         n_done = works.c.n_finished + works.c.n_failed + works.c.n_cancelled
         with self.ctx.engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(
-                select(works.c.id).where(works.c.status == WorkStatus.RUNNING.value,
-                                         works.c.kind.in_(("function", "command")),
-                                         n_done >= works.c.n_jobs).limit(500))]
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(works.c.id)
+                    .where(
+                        works.c.status == WorkStatus.RUNNING.value,
+                        works.c.kind.in_(("function", "command")),
+                        n_done >= works.c.n_jobs,
+                    )
+                    .limit(500)
+                )
+            ]
             if ids:
                 finish_works(conn, ids, out)
         self.ctx.publish(terminal_events(out))

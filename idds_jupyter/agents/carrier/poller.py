@@ -38,8 +38,9 @@ class Poller(Agent):
         if time.monotonic() - self._last_beat >= ttl / 3:
             self._last_beat = time.monotonic()
             with self.ctx.engine.begin() as conn:
-                conn.execute(update(agents).where(agents.c.id == self.ctx.owner)
-                             .values(heartbeat=db_now()))
+                conn.execute(
+                    update(agents).where(agents.c.id == self.ctx.owner).values(heartbeat=db_now())
+                )
                 renew_locks(conn, self.ctx.owner, ttl)
             with self.ctx.engine.begin() as conn:
                 if reclaim_expired(conn, self._alive(conn, ttl)):
@@ -79,8 +80,14 @@ class Poller(Agent):
         gone: list[int] = []
         with self.ctx.engine.begin() as conn:
             for part in chunks([j for j, _ in held]):
-                gone += [r[0] for r in conn.execute(
-                    select(jobs.c.id).where(jobs.c.id.in_(list(part)), jobs.c.status == CANCELLED))]
+                gone += [
+                    r[0]
+                    for r in conn.execute(
+                        select(jobs.c.id).where(
+                            jobs.c.id.in_(list(part)), jobs.c.status == CANCELLED
+                        )
+                    )
+                ]
         if not gone:
             return
         per_backend: dict[str, list[int]] = defaultdict(list)

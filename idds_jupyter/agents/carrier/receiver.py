@@ -61,8 +61,11 @@ class Receiver(Agent):
         if self._starts:
             wait = max(0.0, min(wait, self._starts_since + STARTED_WITHIN_S - time.monotonic()))
         if self._held:
-            wait = 0.0 if self._hurried_now() else max(
-                0.0, min(wait, self._held_since + self._held_for - time.monotonic()))
+            wait = (
+                0.0
+                if self._hurried_now()
+                else max(0.0, min(wait, self._held_since + self._held_for - time.monotonic()))
+            )
         got = self.backend.results(timeout=wait)
         if self.ctx.stop.is_set() and not got and not self._starts and not self._held:
             return False
@@ -77,7 +80,10 @@ class Receiver(Agent):
             if r.get("started") is True and "ok" not in r:
                 if not self._starts:
                     self._starts_since = time.monotonic()
-                self._starts[int(r["job_id"])] = (int(r["attempt"]), float(r.get("started_at") or 0))
+                self._starts[int(r["job_id"])] = (
+                    int(r["attempt"]),
+                    float(r.get("started_at") or 0),
+                )
         for r in results:
             self._starts.pop(int(r["job_id"]), None)
         with self.state.lock:
@@ -94,9 +100,12 @@ class Receiver(Agent):
         t = time.monotonic()
         stop = self.ctx.stop.is_set()
         due = bool(self._starts) and (stop or t >= self._starts_since + STARTED_WITHIN_S)
-        held_due = bool(self._held) and (stop or t >= self._held_since + self._held_for
-                                         or len(self._held) >= self.ctx.config.batch
-                                         or self._hurried_now())
+        held_due = bool(self._held) and (
+            stop
+            or t >= self._held_since + self._held_for
+            or len(self._held) >= self.ctx.config.batch
+            or self._hurried_now()
+        )
         if not results and not due and not held_due:
             return bool(got)
         if held_due:
@@ -108,8 +117,9 @@ class Receiver(Agent):
         # a job sent ahead of its row (an HPO trial) may end first: its row is a moment away
         self.state.wait_written({int(r["job_id"]) for r in results} | {j for j, _, _ in started})
         with self.state.lock:
-            told = {j: self._told.pop(j) for j in (int(r["job_id"]) for r in results)
-                    if j in self._told}
+            told = {
+                j: self._told.pop(j) for j in (int(r["job_id"]) for r in results) if j in self._told
+            }
             self._chained.difference_update(told)
         out = Outcome()
         try:
@@ -121,8 +131,15 @@ class Receiver(Agent):
                 if out.blobs:  # pickled values the workers wrote into the cache directory
                     record_blobs(conn, out.blobs, kind="result")
                     # readable by the run's owner (and that owner's jobs), by no one else
-                    grant_job_blobs(conn, [(r[k], int(r["job_id"])) for r in results
-                                           for k in ("blob", "error_blob") if r.get(k)])
+                    grant_job_blobs(
+                        conn,
+                        [
+                            (r[k], int(r["job_id"]))
+                            for r in results
+                            for k in ("blob", "error_blob")
+                            if r.get(k)
+                        ],
+                    )
         except BaseException:
             # Nothing was recorded (the database went away, say): keep the results for the
             # next step. Dropped, their jobs would stay in flight for good, their locks
@@ -149,8 +166,10 @@ class Receiver(Agent):
         # Views that re-read a run on its events see the successes told early once
         # they are recorded: an empty job.result, unless the run has another event now.
         moved = {e.key for e in events}
-        events += [make_event(ev.JOB_RESULT, key, jobs=[], recorded=True)
-                   for key in sorted({str(wf) for wf in told.values()} - moved)]
+        events += [
+            make_event(ev.JOB_RESULT, key, jobs=[], recorded=True)
+            for key in sorted({str(wf) for wf in told.values()} - moved)
+        ]
         self.ctx.publish(events)
         return True
 

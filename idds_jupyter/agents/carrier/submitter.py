@@ -60,11 +60,15 @@ class Submitter(Agent):
         it commits: a function call skips a claim, a transaction and a thread wake-up
         on its way to a worker. Whatever does not fit is left for :meth:`step`.
         """
-        return Claim(self.ctx.owner, self.ctx.config.lock_ttl,
-                     {name: self._room(name) for name in self.state.backends})
+        return Claim(
+            self.ctx.owner,
+            self.ctx.config.lock_ttl,
+            {name: self._room(name) for name in self.state.backends},
+        )
 
-    def claimed(self, conn: Any, claim: Claim, new_works: Sequence[NewWork] = ()
-                ) -> dict[str, list[dict[str, Any]]]:
+    def claimed(
+        self, conn: Any, claim: Claim, new_works: Sequence[NewWork] = ()
+    ) -> dict[str, list[dict[str, Any]]]:
         """The specs of the jobs ``claim`` took, by backend; ``new_works``: the works the
         submission just created (their specs need no read)."""
         for w in new_works:
@@ -83,7 +87,8 @@ class Submitter(Agent):
             if work is None or job["file_id"] is not None:
                 return None
             by_backend.setdefault(job["backend"], []).append(
-                job_spec(job, work, None, self._log_dir, self._cache_dir))
+                job_spec(job, work, None, self._log_dir, self._cache_dir)
+            )
         return by_backend
 
     def send(self, claimed: dict[str, list[dict[str, Any]]], unwritten: bool = False) -> None:
@@ -99,9 +104,15 @@ class Submitter(Agent):
             with self.state.lock:
                 for s in specs:
                     work = known.get(s["work_id"]) or {}
-                    self.state.in_flight[s["job_id"]] = Held(s["attempt"], name, {
-                        k: s[k] for k in ("job_id", "work_id", "workflow_id", "work", "idx",
-                                          "attempt")}, bool(work.get(_ALONE)))
+                    self.state.in_flight[s["job_id"]] = Held(
+                        s["attempt"],
+                        name,
+                        {
+                            k: s[k]
+                            for k in ("job_id", "work_id", "workflow_id", "work", "idx", "attempt")
+                        },
+                        bool(work.get(_ALONE)),
+                    )
                     if unwritten:
                         self.state.unwritten.add(s["job_id"])
             cached = [s.pop(CACHED) for s in specs if CACHED in s]
@@ -150,34 +161,69 @@ class Submitter(Agent):
         need = sorted(w for w, s in specs.items() if s is None)
         if need:
             for w in conn.execute(_WORK_SPECS, {"ids": need}):
-                specs[w.id] = self._remember_spec(w.id, w.name, w.kind, w.spec or {},
-                                                  bool((w.meta or {}).get("independent")),
-                                                  w.owner)
+                specs[w.id] = self._remember_spec(
+                    w.id,
+                    w.name,
+                    w.kind,
+                    w.spec or {},
+                    bool((w.meta or {}).get("independent")),
+                    w.owner,
+                )
         file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
-        names = dict(conn.execute(select(files.c.id, files.c.name)
-                                  .where(files.c.id.in_(file_ids))).all()) if file_ids else {}
-        out = [job_spec(r, specs[r["work_id"]] or {}, names.get(r["file_id"]), self._log_dir,
-                        self._cache_dir) for r in claimed]
+        names = (
+            dict(
+                conn.execute(select(files.c.id, files.c.name).where(files.c.id.in_(file_ids))).all()
+            )
+            if file_ids
+            else {}
+        )
+        out = [
+            job_spec(
+                r,
+                specs[r["work_id"]] or {},
+                names.get(r["file_id"]),
+                self._log_dir,
+                self._cache_dir,
+            )
+            for r in claimed
+        ]
         # memoized works: a job whose code and inputs match a succeeded one takes its result
-        hits = cached_results(conn, claimed, specs,
-                              {w: (s or {}).get(_OWNER) for w, s in specs.items()})
+        hits = cached_results(
+            conn, claimed, specs, {w: (s or {}).get(_OWNER) for w, s in specs.items()}
+        )
         for spec in out:
             if spec["job_id"] in hits:
                 spec[CACHED] = hits[spec["job_id"]]
         return out
 
-    def _remember_spec(self, work_id: int, name: str, kind: str, spec: dict[str, Any],
-                       independent: bool, owner: str | None) -> dict[str, Any]:
-        out = {**spec, "kind": kind, "name": name, "instance": spec_instance(spec, name),
-               _ALONE: independent, _OWNER: owner}
+    def _remember_spec(
+        self,
+        work_id: int,
+        name: str,
+        kind: str,
+        spec: dict[str, Any],
+        independent: bool,
+        owner: str | None,
+    ) -> dict[str, Any]:
+        out = {
+            **spec,
+            "kind": kind,
+            "name": name,
+            "instance": spec_instance(spec, name),
+            _ALONE: independent,
+            _OWNER: owner,
+        }
         self.state.work_specs[work_id] = out
         return out
 
 
-_WORK_SPECS = (select(works.c.id, works.c.name, works.c.spec, works.c.kind, workflows.c.meta,
-                      workflows.c.owner)
-               .join(workflows, workflows.c.id == works.c.workflow_id)
-               .where(works.c.id.in_(in_list())))
+_WORK_SPECS = (
+    select(
+        works.c.id, works.c.name, works.c.spec, works.c.kind, workflows.c.meta, workflows.c.owner
+    )
+    .join(workflows, workflows.c.id == works.c.workflow_id)
+    .where(works.c.id.in_(in_list()))
+)
 # In a remembered work spec: its run's works are independent (the Receiver may hold the
 # record of a success longer: no other job waits for it). Never sent to a worker.
 _ALONE = "_alone"
@@ -188,14 +234,19 @@ _OWNER = "_owner"
 CACHED = "_cached"
 
 
-def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
-             log_dir: str, cache_dir: str) -> dict[str, Any]:
+def job_spec(
+    job: dict[str, Any], work: dict[str, Any], file: str | None, log_dir: str, cache_dir: str
+) -> dict[str, Any]:
     """One job of a work, rendered: its kwargs, its command with per-job placeholders filled."""
     try:
         rendered = render_job(work["instance"], job.get("kwargs"), job["idx"], file)
     except (ExpressionError, TemplateError) as exc:  # e.g. a value in a refused shell context
-        rendered = {"command": None, "function": work.get("function"), "kwargs": {},
-                    "render_error": f"cannot render job {job['idx']}: {exc}"}
+        rendered = {
+            "command": None,
+            "function": work.get("function"),
+            "kwargs": {},
+            "render_error": f"cannot render job {job['idx']}: {exc}",
+        }
     kwargs = rendered["kwargs"]
     if file is not None:
         kwargs["file"] = file
@@ -220,13 +271,20 @@ def job_spec(job: dict[str, Any], work: dict[str, Any], file: str | None,
     }
     payload = work.get("payload")
     if payload:  # Function-as-a-Task: blobs in the cache; the value comes back pickled there too
-        spec["payload"] = {"sha256": payload["function"],
-                           "path": blob_file(cache_dir, payload["function"])}
+        spec["payload"] = {
+            "sha256": payload["function"],
+            "path": blob_file(cache_dir, payload["function"]),
+        }
         if payload.get("sandbox"):
-            spec["payload"]["sandbox"] = {"sha256": payload["sandbox"],
-                                          "path": blob_file(cache_dir, payload["sandbox"])}
+            spec["payload"]["sandbox"] = {
+                "sha256": payload["sandbox"],
+                "path": blob_file(cache_dir, payload["sandbox"]),
+            }
         if payload.get("calls"):
-            spec["call"] = {"sha256": payload["calls"], "index": job["idx"],
-                            "path": blob_file(cache_dir, payload["calls"])}
+            spec["call"] = {
+                "sha256": payload["calls"],
+                "index": job["idx"],
+                "path": blob_file(cache_dir, payload["calls"]),
+            }
         spec["result_dir"] = cache_dir
     return spec

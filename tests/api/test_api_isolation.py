@@ -55,9 +55,19 @@ from idds_jupyter.faat.work import work  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="creates OS accounts and runs jobs as them: needs root"
-)
+
+def _require_root() -> None:
+    """These tests create OS accounts and run jobs as them: as root (CI is), never skipped."""
+    if os.geteuid() != 0:
+        pytest.fail("isolation tests create OS accounts and run jobs as them: run them as root")
+
+
+needs_root = pytest.mark.usefixtures("_root")
+
+
+@pytest.fixture
+def _root() -> None:
+    _require_root()
 
 
 def _main(source: str) -> dict[str, Any]:

@@ -184,7 +184,9 @@ def small_fs() -> Iterator[Path]:
     )
     if res.returncode != 0:
         mnt.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+        pytest.fail(
+            f"the disk-full test needs a real tmpfs and cannot mount one here: {res.stderr.strip()}"
+        )
     try:
         yield mnt
     finally:

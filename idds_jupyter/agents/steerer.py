@@ -125,7 +125,7 @@ class _Study:
 
     @property
     def limit(self) -> int:
-        return int(self.cfg["parallel"]) + int(self.cfg.get("prefetch") or 0)
+        return _in_flight(self.cfg)
 
     def summary(self) -> dict[str, Any]:
         """The run's result: the client's summary, and the parameters of failed trials."""
@@ -360,6 +360,7 @@ class Steerer(Agent):
                 None if seed is None else seed + i,
                 space,
                 cfg.get("sampler_options"),
+                _in_flight(cfg),
             )
             st = optuna.create_study(
                 direction=cfg["direction"], sampler=smp, study_name=f"{cfg['name']}.{key or 'main'}"
@@ -414,6 +415,7 @@ class Steerer(Agent):
                     None if seed is None else resumed_seed(seed, i, seg.allocated),
                     seg.space,
                     cfg.get("sampler_options"),
+                    _in_flight(cfg),
                 )
         for seg, number, params, work, idx in waiting:
             seg.study.enqueue_trial(params, skip_if_exists=False)
@@ -592,6 +594,11 @@ class Steerer(Agent):
             else:
                 more.append((block.name, start, kwargs_list))
         return new, more
+
+
+def _in_flight(cfg: dict[str, Any]) -> int:
+    """How many trials the study keeps in flight (its sampler is built for that many)."""
+    return int(cfg.get("parallel") or 1) + int(cfg.get("prefetch") or 0)
 
 
 def _new_block(seg: _Segment, first: int, size: int) -> _Block:

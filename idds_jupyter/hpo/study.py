@@ -244,7 +244,9 @@ class Study:
                 raise ValueError(f"no objective for segment {seg!r}")
             fn, opts = _objective_parts(obj)
             seg_seed = None if seed is None else seed + i
-            smp = make_sampler(sampler, seg_seed, sp, self.sampler_options)
+            smp = make_sampler(
+                sampler, seg_seed, sp, self.sampler_options, self.parallel + self.prefetch
+            )
             prn = (
                 pruner
                 if pruner is not None
@@ -854,7 +856,11 @@ class Study:
             else:
                 seed = resumed_seed(self.seed, i, seg.allocated)
                 seg.study.sampler = make_sampler(
-                    self.sampler_spec, seed, seg.space, self.sampler_options
+                    self.sampler_spec,
+                    seed,
+                    seg.space,
+                    self.sampler_options,
+                    self.parallel + self.prefetch,
                 )
 
     # ---------------------------------------------------------------- results

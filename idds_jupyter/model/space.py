@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -172,8 +173,15 @@ def make_sampler(
     seed: int | None,
     space: Space,
     options: Mapping[str, Any] | None = None,
+    parallel: int = 1,
 ) -> optuna.samplers.BaseSampler:
-    """An Optuna sampler from a name (with ``seed`` and ``options``), or a copy of an instance."""
+    """An Optuna sampler from a name (with ``seed`` and ``options``), or a copy of an instance.
+
+    ``parallel``: how many trials a study keeps in flight. Above 1, TPE is built with
+    Optuna's ``constant_liar`` (trials still running count as bad points, so that trials
+    asked together do not all land on the same promising spot; Optuna's default since 5.0,
+    not in 4), unless ``options`` says ``constant_liar`` itself.
+    """
     optuna = require_optuna()
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return copy.deepcopy(sampler)
@@ -185,7 +193,11 @@ def make_sampler(
         )
     opts = dict(options or {})
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **opts)
+        if int(parallel) > 1:
+            opts.setdefault("constant_liar", True)
+        with warnings.catch_warnings():  # constant_liar is "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, **opts)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "gp":

@@ -62,7 +62,9 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.25) -> An
 
 
 class Hub:
-    def __init__(self, state: Path, db_url: str | None = None) -> None:
+    def __init__(
+        self, state: Path, db_url: str | None = None, service_env: dict[str, str] | None = None
+    ) -> None:
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run `make hub-deps` (npm install in ci/hub)")
         self.state = state
@@ -82,6 +84,8 @@ class Hub:
             "c.JupyterHub.services[0]['environment'].update(IDDS_LOCK_TTL='8', "
             "IDDS_POLL_INTERVAL='1')\n"
             "c.JupyterHub.log_level = 'INFO'\n"
+            # more settings of the service (IDDS_ISOLATION...), as a deployment adds them
+            f"c.JupyterHub.services[0]['environment'].update({dict(service_env or {})!r})\n"
         )
         env = dict(
             os.environ,

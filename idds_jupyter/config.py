@@ -178,6 +178,14 @@ class Config:
         "service when it answers), on (always), off (an embedded core)",
         choices=("auto", "on", "off"),
     )
+    agents: str = setting(
+        "process",
+        "Jupyter server extension: where the core's agents run. process: a child process "
+        "the extension supervises (restarted if it dies, stopped with the server), so the "
+        "server's interpreter stays responsive; thread: threads of the server's own "
+        "interpreter; none: not at all (another process serves the same database)",
+        choices=("process", "thread", "none"),
+    )
     # OIDC access tokens (JWT) of clients outside the hub (docs/deploy-jupyterhub.md, "OIDC")
     oidc_issuer: str = setting(
         "",
@@ -251,6 +259,20 @@ class Config:
         "/topic/rucio.events", "Topic or queue of Rucio's messages"
     )
     rucio_stomp_vhost: str = setting("", "STOMP virtual host ('': the broker's host name)")
+    # metrics (docs/metrics.md)
+    metrics_port: int = setting(
+        0,
+        "Port of a separate Prometheus /metrics endpoint, without authentication "
+        "(0: none; the API's authenticated GET /idds/api/v1/metrics is always there)",
+    )
+    metrics_addr: str = setting(
+        "127.0.0.1", "Address the metrics_port endpoint listens on (loopback by default)"
+    )
+    metrics_cache_s: float = setting(
+        5.0,
+        "Seconds a scrape's reading of the store is reused: scrapes more frequent "
+        "than this cost the database nothing",
+    )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:

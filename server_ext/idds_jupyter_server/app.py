@@ -1,8 +1,11 @@
 """``IddsExtension``: hosts the API and the orchestration core inside a Jupyter server.
 
-The agents run in threads of the server process (default) or in a child
-process; either way nothing heavy runs on the server's event loop — request
-handlers hand database work to an executor. Kernels started by this server
+The agents run in a child process the extension supervises (``agents =
+process``, the default: :mod:`idds_jupyter_server.supervisor`), in threads of
+the server process (``thread``), or elsewhere (``none``); either way nothing
+heavy runs on the server's event loop — request handlers hand database work to
+an executor. With a child and the default in-process bus, the server hosts a
+ZeroMQ broker on loopback and both sides use it. Kernels started by this server
 find it through ``IDDS_URL``/``IDDS_TOKEN`` (set in the server's environment,
 which kernels inherit) and a connection file in the Jupyter runtime dir.
 """
@@ -12,18 +15,17 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, List, Unicode
+from traitlets import List, Unicode
 
 from idds_jupyter.config import Config
 from idds_jupyter.extras import needs_extras
 from idds_jupyter_server.settings import config_traits, env_of, overrides
+from idds_jupyter_server.supervisor import AgentsSupervisor
 
 
 class IddsExtension(ExtensionApp):
@@ -36,13 +38,6 @@ class IddsExtension(ExtensionApp):
     locals().update(config_traits())
 
     # only the extension's own
-    agents = Enum(
-        ["thread", "process", "none"],
-        default_value="thread",
-        config=True,
-        help="Run the agents in threads of this server, in a child process, or not at all "
-        "(another process serves the same database)",
-    )
     admin_users = List(
         Unicode(),
         default_value=[],
@@ -51,16 +46,14 @@ class IddsExtension(ExtensionApp):
     )
 
     runner: Any = None
-    child: subprocess.Popen[bytes] | None = None
+    child: AgentsSupervisor | None = None
+    broker: Any = None  # the ZeroMQ broker between this server and the agents' child
     ctx: Any = None
     connection_file: Path | None = None
 
     def _config(self) -> Config:
         """The settings: Config's defaults, the YAML file, the environment, then the traitlets."""
-        cfg = Config.load(None, **overrides(self))
-        if self.agents == "process" and cfg.bus == "local":
-            cfg.bus = "db"  # two processes: events must cross
-        return cfg
+        return Config.load(None, **overrides(self))
 
     @property
     def server(self) -> Any:
@@ -86,14 +79,22 @@ class IddsExtension(ExtensionApp):
 
         cfg = self._config()
         engine = make_engine(cfg.db_url)
+        if cfg.agents == "process" and cfg.bus == "local":
+            # two processes: events must cross, through a broker this server hosts
+            from idds_jupyter.bus import ZmqBroker
+
+            self.broker = ZmqBroker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+            pub = self.broker.pub_endpoint.rsplit(":", 1)[1]
+            sub = self.broker.sub_endpoint.rsplit(":", 1)[1]
+            cfg.bus = f"zmq://127.0.0.1:{pub}:{sub}"
         bus = make_bus(cfg.bus, engine=engine)
-        if self.agents == "thread":
+        if cfg.agents == "thread":
             self.runner = Runner(cfg, engine=engine, bus=bus).start()  # migrates the schema
         else:
             from idds_jupyter.store.migrate import upgrade
 
             upgrade(engine)
-            if self.agents == "process":
+            if cfg.agents == "process":
                 # the child reads the same settings: the traitlets given, through its environment
                 env = {
                     **os.environ,
@@ -102,9 +103,7 @@ class IddsExtension(ExtensionApp):
                     "IDDS_BUS": cfg.bus,
                     "IDDS_HOME": str(cfg.home),
                 }
-                self.child = subprocess.Popen(
-                    [sys.executable, "-m", "idds_jupyter.cli", "agents"], env=env
-                )
+                self.child = AgentsSupervisor(env).start()
         orch = Orchestrator(
             cfg,
             engine=engine,
@@ -122,7 +121,12 @@ class IddsExtension(ExtensionApp):
         )
         self.ctx = make_context(cfg, orch=orch, bus=bus, auth=auth)
         fallback.executor = self.ctx.executor
-        self.log.info("idds-jupyter: core on %s, agents %s", cfg.db_url, self.agents)
+        self.log.info(
+            "idds-jupyter: core on %s, agents %s%s",
+            cfg.db_url,
+            cfg.agents,
+            f" (pid {self.child.pid}, bus {cfg.bus})" if self.child is not None else "",
+        )
 
     shared: Any = None  # client_mode.SharedService: a hub's shared service, no core here
 
@@ -187,7 +191,8 @@ class IddsExtension(ExtensionApp):
         if self.runner is not None:
             self.runner.stop()
         if self.child is not None:
-            self.child.terminate()
-            self.child.wait(30)
+            self.child.stop()
+        if self.broker is not None:
+            self.broker.stop()
         if self.connection_file is not None:
             self.connection_file.unlink(missing_ok=True)

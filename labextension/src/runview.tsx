@@ -6,6 +6,10 @@
  * is as cheap as a 10-job one) and `monitor/{id}`; the layout is recomputed
  * only when the graph's shape changes. Timings (`performance.now()`) are kept
  * on the DOM node (`data-*-ms`) and in `window.__iddsTimings`.
+ *
+ * Runs of more than OVERVIEW_MIN_NODES works open as an overview: works grouped
+ * (grouping.ts) into collapsible nodes; expanding a group or finding a work
+ * lays the drawn graph out again (milliseconds: it has few nodes).
  */
 import { Dialog, Notification, ReactWidget, UseSignal, showDialog } from '@jupyterlab/apputils';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -15,6 +19,16 @@ import { Action, IJobRow, IJobsPage } from './api';
 import { Coalescer } from './coalesce';
 import { IddsContext } from './context';
 import { DagView } from './dag';
+import {
+  IGrouping,
+  IViewGraph,
+  OVERVIEW_MIN_NODES,
+  collapseGraph,
+  groupToExpand,
+  groupWorks,
+  noGrouping,
+  searchNodes
+} from './grouping';
 import { ILayout, layoutGraph } from './layout';
 import { Lineage } from './lineage';
 import { IMonitor, IRunGraph, aggregateCounts, isTerminal, runProgress, runToGraph, sumCounts } from './model';
@@ -40,10 +54,22 @@ declare global {
   }
 }
 
+/** Size of a collapsed group's node in the layout. */
+const GROUP_W = 240;
+const GROUP_H = 64;
+
 export class RunModel {
   monitor: IMonitor | null = null;
-  graph: IRunGraph | null = null;
+  /** the run's graph, every work */
+  full: IRunGraph | null = null;
+  /** the graph as drawn: collapsed groups in place of their members */
+  graph: IViewGraph | null = null;
   layout: ILayout | null = null;
+  grouping: IGrouping = noGrouping();
+  /** groups drawn expanded */
+  expanded = new Set<string>();
+  /** the node to centre (after a search) */
+  focus: { id: string; token: number } | null = null;
   error: string | null = null;
   selected: string | null = null;
   /** bumped on every new data */
@@ -83,6 +109,100 @@ export class RunModel {
     this._changed.emit();
   }
 
+  /** Collapses the graph by the current groups and lays it out again when its shape changed. */
+  private relayout(): void {
+    const full = this.full;
+    if (!full) {
+      return;
+    }
+    const view = collapseGraph(full, this.grouping, this.expanded);
+    const shape =
+      view.nodes.map(n => n.id).join('\n') + '\n#' + view.edges.map(e => `${e.source}>${e.target}`).join('\n');
+    const s = this.ctx.settings;
+    if (shape !== this.shape || !this.layout) {
+      const grouped = this.grouping.groups.size > 0;
+      this.layout = layoutGraph(
+        {
+          nodes: view.nodes.map(n => (n.group ? { id: n.id, width: GROUP_W, height: GROUP_H } : n)),
+          edges: view.edges
+        },
+        {
+          engine: s.layoutEngine,
+          direction: s.layoutDirection,
+          dagreMaxSize: s.dagreMaxSize,
+          ...(grouped ? { nodeWidth: GROUP_W, nodeHeight: GROUP_H, layerGap: 32 } : {})
+        }
+      );
+      this.shape = shape;
+    }
+    this.graph = view;
+  }
+
+  /** Expands a collapsed group or collapses an expanded one. */
+  toggleGroup(id: string): void {
+    if (!this.grouping.groups.has(id)) {
+      return;
+    }
+    if (this.expanded.has(id)) {
+      this.expanded.delete(id);
+    } else {
+      this.expanded.add(id);
+    }
+    this.redraw();
+  }
+
+  collapseAll(): void {
+    this.expanded.clear();
+    this.focus = null;
+    this.redraw();
+  }
+
+  /** Lays out again after a change of the groups drawn, timing it like a refresh. */
+  private redraw(): void {
+    const t0 = performance.now();
+    this.relayout();
+    const t1 = performance.now();
+    if (this.full && this.layout) {
+      this.pendingTiming = {
+        run: this.id,
+        nodes: this.full.nodes.length,
+        edges: this.full.edges.length,
+        jobs: this.full.nodes.reduce((a, n) => a + n.agg.total, 0),
+        engine: this.layout.engine,
+        fetchMs: 0,
+        graphMs: 0,
+        layoutMs: t1 - t0,
+        t0,
+        tData: t0
+      };
+    }
+    this.version++;
+    this._changed.emit();
+  }
+
+  /**
+   * Finds the `nth` work matching `query` (see searchNodes): its group is
+   * expanded, it is selected and centred. Returns how many matched.
+   */
+  find(query: string, nth: number): { matches: number; id: string | null } {
+    if (!this.full) {
+      return { matches: 0, id: null };
+    }
+    const hits = searchNodes(this.full, this.grouping, query);
+    if (!hits.length) {
+      return { matches: 0, id: null };
+    }
+    const id = hits[Math.min(nth, hits.length - 1)];
+    const g = groupToExpand(this.grouping, this.expanded, id);
+    if (g) {
+      this.expanded.add(g);
+    }
+    this.selected = this.grouping.groups.has(id) ? null : id;
+    this.focus = { id, token: (this.focus?.token ?? 0) + 1 };
+    this.redraw();
+    return { matches: hits.length, id };
+  }
+
   private async fetch(): Promise<void> {
     const t0 = performance.now();
     // The summary (header, metrics) comes on its own: the DAG does not wait for it.
@@ -105,18 +225,15 @@ export class RunModel {
       this.hasConditions = dag.nodes.some(n => n.kind === 'condition');
       const graph = runToGraph(dag, status?.conditions ?? null);
       const tGraph = performance.now();
-      const shape =
-        graph.nodes.map(n => n.id).join('\n') + '\n#' + graph.edges.map(e => `${e.source}>${e.target}`).join('\n');
-      const s = this.ctx.settings;
-      if (shape !== this.shape || !this.layout) {
-        this.layout = layoutGraph(
-          { nodes: graph.nodes, edges: graph.edges },
-          { engine: s.layoutEngine, direction: s.layoutDirection, dagreMaxSize: s.dagreMaxSize }
-        );
-        this.shape = shape;
+      this.full = graph;
+      this.grouping = graph.nodes.length > OVERVIEW_MIN_NODES ? groupWorks(graph) : noGrouping();
+      for (const g of this.expanded) {
+        if (!this.grouping.groups.has(g)) {
+          this.expanded.delete(g);
+        }
       }
+      this.relayout();
       const tLayout = performance.now();
-      this.graph = graph;
       this.error = null;
       this.version++;
       let jobs = 0;
@@ -128,7 +245,7 @@ export class RunModel {
         nodes: graph.nodes.length,
         edges: graph.edges.length,
         jobs,
-        engine: this.layout.engine,
+        engine: this.layout?.engine ?? '',
         fetchMs: tData - t0,
         graphMs: tGraph - tData,
         layoutMs: tLayout - tGraph,
@@ -316,7 +433,7 @@ function LogView(props: { model: RunModel; work: string; job: IJobRow; onClose: 
 
 function WorkPanel(props: { model: RunModel; work: string }): JSX.Element {
   const { model, work } = props;
-  const node = model.graph?.index.get(work) ?? null;
+  const node = model.full?.index.get(work) ?? null;
   const [page, setPage] = React.useState<IJobsPage | null>(null);
   const [offset, setOffset] = React.useState(0);
   const [status, setStatus] = React.useState('');
@@ -522,6 +639,12 @@ function RunViewBody(props: { model: RunModel; openStudy: (kind: 'hpo' | 'al', i
             onSelect={id => model.select(id)}
             fitToken={fitToken}
             onCommit={onCommit}
+            onToggleGroup={id => model.toggleGroup(id)}
+            expanded={model.expanded}
+            groups={model.grouping.groups}
+            onFind={(q, nth) => model.find(q, nth)}
+            focus={model.focus}
+            onCollapseAll={() => model.collapseAll()}
           />
         ) : (
           <div className="idds-dag idds-muted">{model.error ? '' : 'loading…'}</div>

@@ -65,8 +65,11 @@ def cluster() -> Any:
 def test_two_hundred_jobs(cluster: Any) -> None:
     b = make_backend("dask", cluster=cluster)
     try:
-        assert isinstance(b, DaskBackend) and b.capacity == 2 * 4
+        # the default groups jobs when many wait: 4 tasks' worth per thread of the biggest batch
+        assert isinstance(b, DaskBackend) and b.batch is None and b.capacity == 2 * 4 * 64
         b.submit([spec(i, "idds_jupyter.worker.job:echo", i=i) for i in range(200)])
+        with b._lock:  # 200 // (4 x 2 threads) = 25 jobs per task
+            assert {len(t.specs) for t in b._tasks.values()} <= {25}
         res = drain(b, 200)
         assert set(res) == set(range(200))
         assert all(r["ok"] and r["result"] == {"i": i} for i, r in res.items())
@@ -82,6 +85,96 @@ def test_batched_tasks(cluster: Any) -> None:
         b.submit([spec(i) for i in range(1000, 1200)])
         res = drain(b, 200)
         assert set(res) == set(range(1000, 1200)) and all(r["ok"] for r in res.values())
+    finally:
+        b.close()
+
+
+def test_few_jobs_get_a_task_each(cluster: Any) -> None:
+    b = DaskBackend(cluster=cluster)
+    try:
+        b.submit([spec(i) for i in range(5)])
+        with b._lock:
+            assert sorted(b._tasks) == [f"idds-{i}-0" for i in range(5)]
+        assert all(r["ok"] for r in drain(b, 5).values())
+    finally:
+        b.close()
+
+
+def test_a_batch_keeps_per_job_results(cluster: Any, tmp_path: Any) -> None:
+    """In one task: each job its own result, error, attempt and log; a failure fails one job."""
+    b = DaskBackend(cluster=cluster, batch=6)
+    try:
+        specs = [
+            spec(1, "idds_jupyter.worker.job:echo", i=1),
+            spec(2, "idds_jupyter.worker.job:fail", message="only me"),
+            {**spec(3, "idds_jupyter.worker.job:echo", i=3), "attempt": 2},
+            {**spec(4), "kind": "command", "command": "echo out-$IDDS_JOB_ID; exit 3"},
+            {**spec(5), "kind": "command", "command": "echo out-$IDDS_JOB_ID"},
+            spec(6, "idds_jupyter.worker.job:nowhere"),
+        ]
+        b.submit([{**s, "log_dir": str(tmp_path)} for s in specs])
+        with b._lock:
+            assert len(b._tasks) == 1
+        res = drain(b, 6)
+        assert res[1]["ok"] and res[1]["result"] == {"i": 1}
+        assert not res[2]["ok"] and res[2]["error"] == "RuntimeError: only me"
+        assert "raise RuntimeError(message)" in res[2]["traceback"]
+        assert res[3]["ok"] and res[3]["attempt"] == 2 and res[3]["result"] == {"i": 3}
+        assert not res[4]["ok"] and res[4]["exit_code"] == 3
+        assert res[5]["ok"] and res[5]["exit_code"] == 0
+        for j in (4, 5):
+            with open(res[j]["log_path"]) as fh:
+                assert fh.read() == f"out-{j}\n"
+        assert not res[6]["ok"] and res[6]["error"]
+        assert b.in_flight() == 0 and b.status([2, 5]) == {2: "done", 5: "done"}
+    finally:
+        b.close()
+
+
+def test_cancel_in_a_batch_skips_only_the_cancelled(cluster: Any, tmp_path: Any) -> None:
+    """Cancelled jobs of a batch are reported at once and never run; the others run on."""
+    b = DaskBackend(cluster=cluster, batch=5)
+    try:
+        cmd = "echo ran-$IDDS_JOB_ID; sleep 0.3"
+        b.submit(
+            [
+                {**spec(i), "kind": "command", "command": cmd, "log_dir": str(tmp_path)}
+                for i in range(10)
+            ]
+        )
+        assert b.status([4, 9]) == {4: "queued", 9: "queued"}
+        b.cancel([3, 4, 8])
+        assert b.in_flight() == 7
+        assert b.status([3]) == {3: "done"}
+        res = drain(b, 10)
+        for i in range(10):
+            ran = os.path.exists(tmp_path / f"job-{i}.0.log")
+            if i in (3, 4, 8):
+                assert not res[i]["ok"] and res[i]["error"] == "cancelled"
+                assert not ran, f"cancelled job {i} ran"
+            else:
+                assert res[i]["ok"], res[i]
+                assert (tmp_path / f"job-{i}.0.log").read_text() == f"ran-{i}\n"
+        assert b.in_flight() == 0
+    finally:
+        b.close()
+
+
+def test_a_long_batch_sends_results_before_its_end(cluster: Any) -> None:
+    """Past STREAM_AFTER_S a batch's results come one by one, each reported once."""
+    b = DaskBackend(cluster=cluster, batch=4)
+    try:
+        b.submit([spec(i, "idds_jupyter.worker.job:sleep", seconds=0.3) for i in range(4)])
+        seen: dict[int, float] = {}
+        res = {}
+        while len(res) < 4:
+            for r in b.results(1.0):
+                assert r["job_id"] not in res
+                res[r["job_id"]] = r
+                seen[r["job_id"]] = time.time()
+        assert all(r["ok"] for r in res.values())
+        # job 1 ended after 0.5 s of its batch: it was here before job 3 had even finished
+        assert seen[1] < res[3]["finished_at"]
     finally:
         b.close()
 

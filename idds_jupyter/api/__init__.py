@@ -19,6 +19,7 @@ from idds_jupyter.api import provenance as ph
 from idds_jupyter.api.base import ApiError, ApiHandler
 from idds_jupyter.api.config import ConfigHandler
 from idds_jupyter.api.context import ApiContext, make_context
+from idds_jupyter.api.metrics import MetricsHandler, MonitorAggregateHandler
 from idds_jupyter.api.notebooks import (
     ExecutedNotebookHandler,
     NotebookExportHandler,
@@ -61,6 +62,8 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/catalog/datasets/{dataset}", h.DatasetHandler),
     ("/catalog/datasets/{dataset}/available", h.DatasetAvailableHandler),
     ("/catalog/datasets/{dataset}/staging", h.DatasetStagingHandler),
+    ("/metrics", MetricsHandler),
+    ("/monitor", MonitorAggregateHandler),
     ("/monitor/{id}", h.MonitorHandler),
     ("/monitor/{id}/dag", h.MonitorDagHandler),
     ("/monitor/{id}/works/{name}/jobs", h.MonitorJobsHandler),

@@ -15,6 +15,7 @@ from idds_jupyter.core import Orchestrator
 from idds_jupyter.store.cache import Cache
 
 if TYPE_CHECKING:
+    from idds_jupyter.api.metrics import Metrics
     from idds_jupyter.api.stream import EventBridge
     from idds_jupyter.store.job_tokens import JobTokens
 
@@ -37,6 +38,17 @@ class ApiContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _job_tokens: JobTokens | None = None
     _engine: Any = None  # the API's own engine (make_context), disposed by close()
+    _metrics: Metrics | None = None
+
+    def metrics(self) -> Metrics:
+        """The service's Prometheus metrics (made at the first scrape, or with
+        ``metrics_port`` when the context is)."""
+        with self._lock:
+            if self._metrics is None:
+                from idds_jupyter.api.metrics import Metrics
+
+                self._metrics = Metrics(self.orch.engine, self.bus, self.config)
+            return self._metrics
 
     def job_tokens(self) -> JobTokens:
         """The checker of per-job tokens (reads or creates the secret once: blocking)."""
@@ -54,7 +66,11 @@ class ApiContext:
             self.owner_cache[int(workflow_id)] = owner
 
     def close(self) -> None:
-        """Stop the live-stream bridge (the caller owns orch, bus and executor)."""
+        """Stop the live-stream bridge and the metrics (the caller owns orch, bus and
+        executor)."""
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge = None
@@ -99,7 +115,7 @@ def make_context(
         else Cache(config.cache_dir, engine)
     )
     executor = executor or ThreadPoolExecutor(16, thread_name_prefix="idds-api")
-    return ApiContext(
+    ctx = ApiContext(
         orch=orch,
         cache=cache,
         bus=bus,
@@ -109,6 +125,9 @@ def make_context(
         _engine=engine,
         **kw,
     )
+    if config.metrics_port:  # the unauthenticated endpoint listens from the start
+        ctx.metrics()
+    return ctx
 
 
 __all__ = ["ApiContext", "make_context"]

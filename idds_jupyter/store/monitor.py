@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, case, cast, func, literal, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
-from idds_jupyter.store.jobs import FAILED, FINISHED
+from idds_jupyter.store.jobs import CANCELLED, FAILED, FINISHED
 from idds_jupyter.store.provenance import provenance_summary
+from idds_jupyter.store.sql import is_postgres, now
 from idds_jupyter.store.tables import jobs, messages, provenance, workflows, works
 from idds_jupyter.store.workflows import full_template
 
@@ -390,7 +392,181 @@ def list_messages(
         return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+# ------------------------------------------------------------ aggregates
+#: the job wall-time histogram's bucket bounds (seconds), as Prometheus ``le`` labels
+WALL_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
+#: the most buckets a monitor time series may have (a request chooses hours and bucket size)
+MAX_BUCKETS = 2000
+_TERMINAL = (FINISHED, FAILED, CANCELLED)
+
+
+def _backend() -> ColumnElement[str]:
+    """A job's backend: its own once submitted, else its run's, else "default"."""
+    return func.coalesce(jobs.c.backend, workflows.c.backend, literal("default"))
+
+
+def _joined(owner: str | None) -> Any:
+    """jobs joined with their workflow, and the owner condition (None: every owner)."""
+    src = jobs.join(workflows, workflows.c.id == jobs.c.workflow_id)
+    return src, ([] if owner is None else [workflows.c.owner == owner])
+
+
+def metrics_snapshot(engine: Engine, owner: str | None = None) -> dict[str, Any]:
+    """What the Prometheus collector exports, read from the store in three grouped queries.
+
+    ``jobs``: ``{(owner, backend, status): (count, releases)}``; ``wall``: ``{backend:
+    (bucket counts cumulative per WALL_BUCKETS, count, sum)}``; ``submissions``:
+    ``{(owner, backend): runs}``. ``owner``: only that owner's runs.
+    """
+    src, cond = _joined(owner)
+    backend = _backend().label("backend")
+    out: dict[str, Any] = {"jobs": {}, "wall": {}, "submissions": {}}
+    with engine.begin() as conn:
+        for o, b, st, n, rel in conn.execute(
+            select(
+                workflows.c.owner,
+                backend,
+                jobs.c.status,
+                func.count(),
+                func.coalesce(func.sum(jobs.c.release_count), 0),
+            )
+            .select_from(src)
+            .where(*cond)
+            .group_by(workflows.c.owner, backend, jobs.c.status)
+        ):
+            out["jobs"][(str(o), str(b), str(st))] = (int(n), int(rel or 0))
+        le = [
+            func.coalesce(func.sum(case((jobs.c.wall_s <= bound, 1), else_=0)), 0)
+            for bound in WALL_BUCKETS
+        ]
+        for row in conn.execute(
+            select(backend, func.count(), func.coalesce(func.sum(jobs.c.wall_s), 0.0), *le)
+            .select_from(src)
+            .where(*cond, jobs.c.wall_s.is_not(None))
+            .group_by(backend)
+        ):
+            out["wall"][str(row[0])] = ([int(v) for v in row[3:]], int(row[1]), float(row[2]))
+        wf_backend = func.coalesce(workflows.c.backend, literal("default")).label("backend")
+        wf_cond = [] if owner is None else [workflows.c.owner == owner]
+        for o, b, n in conn.execute(
+            select(workflows.c.owner, wf_backend, func.count())
+            .where(*wf_cond)
+            .group_by(workflows.c.owner, wf_backend)
+        ):
+            out["submissions"][(str(o), str(b))] = int(n)
+    return out
+
+
+def _bucket(conn: Connection, col: Any, start: float, size: float) -> ColumnElement[int]:
+    """The index of ``col``'s time bucket (0 = the one starting at ``start``)."""
+    x = (col - start) / size
+    return (func.floor(x) if is_postgres(conn) else cast(x, Integer)).label("bucket")
+
+
+def aggregate(
+    engine: Engine,
+    owner: str | None = None,
+    hours: float = 6.0,
+    bucket_s: float = 300.0,
+    until: float | None = None,
+) -> dict[str, Any]:
+    """The aggregate monitor: job counts now and time series over the last ``hours``.
+
+    Per backend, jobs finished, failed and submitted in each bucket of ``bucket_s``
+    seconds; per owner, the queue depth at each bucket's end (jobs created and not
+    yet started or ended). ``owner``: only that owner's runs (None: every owner's,
+    for admins). Grouped queries only: the cost does not grow with the bucket count.
+    """
+    if not (hours > 0 and bucket_s > 0):
+        raise ValueError("hours and bucket must be positive")
+    n = int(-(-hours * 3600 // bucket_s))
+    if n > MAX_BUCKETS:
+        raise ValueError(
+            f"{hours} hours in buckets of {bucket_s} s is {n} buckets, more than {MAX_BUCKETS}"
+        )
+    end = now() if until is None else until
+    start = end - n * bucket_s
+    src, cond = _joined(owner)
+    backend = _backend().label("backend")
+    left_at = func.coalesce(
+        jobs.c.started_at,
+        jobs.c.finished_at,
+        case((jobs.c.status.in_(_TERMINAL), jobs.c.created_at)),
+    )
+
+    def series(conn: Connection, key: Any, col: Any, *where: Any) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        b = _bucket(conn, col, start, bucket_s)
+        for k, i, c in conn.execute(
+            select(key, b, func.count())
+            .select_from(src)
+            .where(*cond, *where, col >= start, col < start + n * bucket_s)
+            .group_by(key, b)
+        ):
+            if 0 <= int(i) < n:
+                out.setdefault(str(k), [0] * n)[int(i)] += int(c)
+        return out
+
+    by_backend: dict[str, dict[str, int]] = {}
+    by_owner: dict[str, dict[str, int]] = {}
+    with engine.begin() as conn:
+        for o, bk, st, c in conn.execute(
+            select(workflows.c.owner, backend, jobs.c.status, func.count())
+            .select_from(src)
+            .where(*cond)
+            .group_by(workflows.c.owner, backend, jobs.c.status)
+        ):
+            by_backend.setdefault(str(bk), {}).setdefault(str(st), 0)
+            by_backend[str(bk)][str(st)] += int(c)
+            by_owner.setdefault(str(o), {}).setdefault(str(st), 0)
+            by_owner[str(o)][str(st)] += int(c)
+        finished = series(conn, backend, jobs.c.finished_at, jobs.c.status == FINISHED)
+        failed = series(conn, backend, jobs.c.finished_at, jobs.c.status == FAILED)
+        submitted = series(conn, backend, jobs.c.submitted_at)
+        created = series(conn, workflows.c.owner, jobs.c.created_at)
+        left = series(conn, workflows.c.owner, left_at)
+        base = {
+            str(o): int(c)
+            for o, c in conn.execute(
+                select(workflows.c.owner, func.count())
+                .select_from(src)
+                .where(
+                    *cond,
+                    jobs.c.created_at < start,
+                    (left_at.is_(None)) | (left_at >= start),
+                )
+                .group_by(workflows.c.owner)
+            )
+        }
+    depth: dict[str, list[int]] = {}
+    for o in sorted(set(created) | set(left) | set(base)):
+        level, line = base.get(o, 0), []
+        ins, outs = created.get(o, [0] * n), left.get(o, [0] * n)
+        for i in range(n):
+            level += ins[i] - outs[i]
+            line.append(max(level, 0))
+        depth[o] = line
+    return {
+        "owner": owner,
+        "since": start,
+        "until": start + n * bucket_s,
+        "bucket_s": bucket_s,
+        "times": [start + i * bucket_s for i in range(n)],
+        "by_backend": by_backend,
+        "by_owner": by_owner,
+        "series": {
+            "finished": finished,
+            "failed": failed,
+            "submitted": submitted,
+            "queue_depth": depth,
+        },
+    }
+
+
 __all__ = [
+    "WALL_BUCKETS",
+    "aggregate",
+    "metrics_snapshot",
     "dag",
     "job_log",
     "jobs_page",

@@ -11,6 +11,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IddsApi } from './api';
 import { DEFAULT_SETTINGS, IIddsSettings, IddsContext } from './context';
 import { workflowIcon } from './icons';
+import { MonitorView } from './monitor';
 import { RunView } from './runview';
 import { RunsModel, RunsPanel } from './sidebar';
 import { LiveStream } from './stream';
@@ -24,6 +25,7 @@ export namespace CommandIDs {
   export const openRun = 'idds:open-run';
   export const openHpo = 'idds:open-hpo';
   export const openAl = 'idds:open-active-learning';
+  export const openMonitor = 'idds:open-monitor';
 }
 
 async function askId(title: string): Promise<number | null> {
@@ -59,6 +61,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       hpo: new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-hpo' }),
       al: new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-al' })
     };
+    const monitors = new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-monitor' });
     const open = (key: string, make: () => MainAreaWidget, into = tracker): MainAreaWidget => {
       let w = into.find(x => x.id === key);
       if (!w) {
@@ -131,6 +134,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     studyCommand(CommandIDs.openHpo, 'hpo', 'HPO View');
     studyCommand(CommandIDs.openAl, 'al', 'Active-Learning View');
+    app.commands.addCommand(CommandIDs.openMonitor, {
+      label: args => (args.isLauncher ? 'iDDS Monitor' : 'Open Monitor'),
+      caption: 'Throughput, failures and queue depth over the last hours',
+      icon: workflowIcon,
+      execute: () =>
+        open(
+          'idds-monitor',
+          () => {
+            const w = new MainAreaWidget({ content: new MonitorView(ctx) });
+            w.title.label = 'Monitor';
+            w.title.icon = workflowIcon;
+            w.title.closable = true;
+            w.addClass('idds-main');
+            return w;
+          },
+          monitors
+        )
+    });
 
     if (palette) {
       const category = 'iDDS Workflows';
@@ -139,13 +160,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.refresh,
         CommandIDs.openRun,
         CommandIDs.openHpo,
-        CommandIDs.openAl
+        CommandIDs.openAl,
+        CommandIDs.openMonitor
       ]) {
         palette.addItem({ command, category });
       }
     }
     if (launcher) {
       launcher.add({ command: CommandIDs.showRuns, category: 'Other', rank: 1, args: { isLauncher: true } });
+      launcher.add({ command: CommandIDs.openMonitor, category: 'Other', rank: 2, args: { isLauncher: true } });
     }
     if (restorer) {
       restorer.add(panel, 'idds-workflows');
@@ -153,6 +176,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       void restorer.restore(tracker, { command: CommandIDs.openRun, args: idOf, name: w => w.id });
       void restorer.restore(studies.hpo, { command: CommandIDs.openHpo, args: idOf, name: w => w.id });
       void restorer.restore(studies.al, { command: CommandIDs.openAl, args: idOf, name: w => w.id });
+      void restorer.restore(monitors, { command: CommandIDs.openMonitor, name: w => w.id });
     }
     if (registry) {
       const apply = (s: ISettingRegistry.ISettings): void => {

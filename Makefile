@@ -60,6 +60,7 @@ test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps rucio-deps lint docs 
 
 bench: $(STAMP)
 	$(BIN)/python bench/dag_release.py --jobs 100000 --engine dask
+	$(BIN)/python bench/engines_dag.py --jobs 10000 --engine dask
 
 # configurable-http-proxy (npm) for the JupyterHub tests (tests/hub) and `make hub`.
 ci/hub/node_modules/.package-lock.json: ci/hub/package-lock.json

@@ -15,7 +15,9 @@ The same number of no-op jobs then runs on the engine without the core:
 * htcondor: ONE cluster (one ``Schedd.submit`` with N itemdata rows), same wrapper.
 
 and the orchestration overhead ``(core wall - engine wall) / engine wall`` is
-printed (target: <= 10 % for the batch systems). Slurm and HTCondor are started
+printed (target: <= 10 % for the batch systems), with the ratio of the two
+rates (``rate x``; target for Dask: >= 0.8, the Dask backend grouping jobs per
+Dask task, see ``idds_jupyter.backends.dask_backend``). Slurm and HTCondor are started
 on loopback with ``ci/engines/slurm.sh`` / ``ci/engines/htcondor.sh``.
 
 Time to the first job is, on both sides, submission to the end of the first
@@ -476,6 +478,11 @@ class Row:
         return (self.core.wall - self.raw.wall) / self.raw.wall * 100
 
     @property
+    def ratio(self) -> float:
+        """The core's jobs/s over the engine alone's (issue 23: >= 0.8 for Dask)."""
+        return self.core.rate / self.raw.rate if self.raw.rate else float("nan")
+
+    @property
     def cpu_overhead(self) -> float:
         """The same in CPU time (all of it: core, commands, engine, jobs); other load on the
         machine hardly moves it."""
@@ -486,6 +493,7 @@ class Row:
             **asdict(self),
             "overhead_pct": round(self.overhead, 2),
             "cpu_overhead_pct": round(self.cpu_overhead, 2),
+            "rate_ratio": round(self.ratio, 3),
         }
 
     @classmethod
@@ -502,7 +510,7 @@ def print_table(rows: list[Row]) -> None:
     head = (
         f"{'engine':9s} {'jobs':>6s} | {'core s':>7s} {'jobs/s':>6s} {'1st job':>8s} "
         f"{'cpu/job':>8s} | {'alone s':>7s} {'jobs/s':>6s} {'1st job':>8s} {'cpu/job':>8s} | "
-        f"{'overhead':>8s} {'in cpu':>7s}"
+        f"{'overhead':>8s} {'in cpu':>7s} {'rate x':>6s}"
     )
     print(head)
     print("-" * len(head))
@@ -512,14 +520,15 @@ def print_table(rows: list[Row]) -> None:
             f"{r.engine:9s} {r.jobs:>6,d} | {c.wall:7.1f} {c.rate:6.1f} {_s(c.first):>6s} s "
             f"{_s(1000 * c.cpu / c.n, '.1f'):>5s} ms | {a.wall:7.1f} {a.rate:6.1f} "
             f"{_s(a.first):>6s} s {_s(1000 * a.cpu / a.n, '.1f'):>5s} ms | "
-            f"{r.overhead:+7.1f}% {_s(r.cpu_overhead, '+.1f'):>6s}%"
+            f"{r.overhead:+7.1f}% {_s(r.cpu_overhead, '+.1f'):>6s}% {r.ratio:6.2f}"
         )
     print()
     print(
         "core = the DAG through the orchestration core; alone = the same number of no-op jobs "
         "on the engine without it;\ncpu/job = CPU of everything the run used (this process, "
         "its commands, the engine's daemons and jobs) per job;\noverhead = core wall time vs "
-        "alone wall time; in cpu = the same for CPU time. Machine busy % during each run "
+        "alone wall time; in cpu = the same for CPU time; rate x = core jobs/s / alone jobs/s.\n"
+        "Machine busy % during each run "
         "(other load shows here):"
     )
     for r in rows:
@@ -590,7 +599,8 @@ def main() -> None:
         )
         rows.append(row)
         print(
-            f"{engine}: overhead {row.overhead:+.1f} % (wall), {row.cpu_overhead:+.1f} % (cpu)",
+            f"{engine}: overhead {row.overhead:+.1f} % (wall), {row.cpu_overhead:+.1f} % (cpu); "
+            f"core {row.core.rate:.1f} jobs/s / alone {row.raw.rate:.1f} jobs/s = {row.ratio:.2f}x",
             flush=True,
         )
         if args.results:

@@ -5,14 +5,25 @@ One run measures a :class:`idds_jupyter.hpo.Study` against a real server
 ``--in-process``): wall time from the study's start to its end, against the
 ideal ``trials × duration / parallel`` (every slot busy all the time), and the
 overhead in percent. Reference: Ray Tune reports about 14 % on its own scale
-test; the target here is ≤ 5 %.
+test; the targets here (issue 23) are ≤ 3 % steered by the server (the default) and
+≤ 5 % steered by the client with a pruner (``client`` runs pass Optuna's
+``MedianPruner``, which is what makes a study client-steered; with no ``budgets``
+each trial is one rung, so this is the dispatch path every rung takes).
 
 The same study is also run with Optuna's own ``study.optimize(n_jobs=parallel)``
 (threads, in this process, no distribution) as the floor a local loop reaches.
 
-    .venv/bin/python bench/hpo_overhead.py [--trials 200] [--duration 0.1] [--parallel 8]
+    .venv/bin/python bench/hpo_overhead.py [--trials 200] [--trial-seconds 0.1] [--parallel 8]
         [--sampler random|tpe] [--workers 8] [--prefetch 0,8] [--steer client,server]
-        [--repeat 3] [--in-process] [--no-optuna] [--json]
+        [--repeat 3] [--quality-seeds 10] [--quality-trials 100] [--in-process]
+        [--no-optuna] [--json]
+
+Quality (``--quality-seeds N``, 0 to leave it out): TPE on the Branin function
+(global minimum 0.397887) for ``--quality-trials`` trials, server-steered, for
+seeds 0..N-1, at parallel 1 and ``--parallel``, each with Optuna's
+``constant_liar`` on and off (``sampler_options``; on is what a parallel study
+gets by default). It prints the best value per seed and their median: how much a
+parallel study loses against a sequential one, and how much the liar wins back.
 
 Each ``--steer`` value runs the study with its sampler in this process (``client``)
 or in the server's Steerer (``server``); ``--prefetch`` applies to the client.
@@ -37,7 +48,8 @@ import sys
 import time
 from typing import Any
 
-TARGET_OVERHEAD_PCT = 5.0
+TARGET_OVERHEAD_PCT = {"server": 3.0, "client": 5.0}
+BRANIN_MIN = 0.397887
 
 
 from benchlib import idds_server  # noqa: E402
@@ -48,9 +60,48 @@ def objective(x: float, duration: float = 0.1) -> float:
     return (x - 0.3) ** 2
 
 
-def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The study once per ``--steer`` and ``--prefetch`` value, on one server (warmed up first)."""
+def branin(x1: float, x2: float) -> float:
+    import math
+
+    b, c, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+
+def bench_quality(args: argparse.Namespace, client: Any) -> list[dict[str, Any]]:
+    """Best Branin value per seed: parallel 1 and ``--parallel``, constant_liar on and off."""
+    from idds_jupyter.hpo import Study, uniform
+
+    space = {"x1": uniform(-5, 10), "x2": uniform(0, 15)}
+    rows = []
+    for parallel in sorted({1, args.parallel}):
+        for liar in (True, False):
+            bests = []
+            for seed in range(args.quality_seeds):
+                study = Study(
+                    branin,
+                    space,
+                    max_trials=args.quality_trials,
+                    parallel=parallel,
+                    sampler="tpe",
+                    sampler_options={"constant_liar": liar},
+                    seed=seed,
+                    name="quality",
+                    client=client,
+                )
+                study.optimize(timeout=600)
+                bests.append(study.best_value)
+            rows.append({"parallel": parallel, "constant_liar": liar, "best": bests})
+    return rows
+
+
+def bench_idds(
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The study once per ``--steer`` and ``--prefetch`` value, on one server (warmed up first);
+    then the quality runs."""
     import functools
+
+    import optuna
 
     from idds_jupyter.client import Client, set_client
     from idds_jupyter.hpo import Study, uniform
@@ -58,6 +109,8 @@ def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:
     fn = functools.partial(objective, duration=args.duration)
     ideal = args.trials * args.duration / args.parallel
     out = []
+    quality: list[dict[str, Any]] = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     with idds_server(args.in_process, args.workers) as (url, token):
         client = Client(url, token)
         set_client(client)
@@ -92,6 +145,7 @@ def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:
                         name="overhead",
                         prefetch=prefetch,
                         steer=steer,
+                        pruner=optuna.pruners.MedianPruner() if steer == "client" else None,
                         client=client,
                     )
                     e0, t0 = time.time(), time.perf_counter()
@@ -118,10 +172,12 @@ def bench_idds(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "breakdown_ms": _breakdown(client, *spans[median], args),
                     }
                 )
+            if args.quality_seeds:
+                quality = bench_quality(args, client)
         finally:
             set_client(None)
             client.shutdown()
-    return out
+    return out, quality
 
 
 def _breakdown(
@@ -199,7 +255,7 @@ def _figures(walls: list[float], ideal: float, trials: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=200)
-    p.add_argument("--duration", type=float, default=0.1)
+    p.add_argument("--duration", "--trial-seconds", dest="duration", type=float, default=0.1)
     p.add_argument("--parallel", type=int, default=8)
     p.add_argument("--sampler", default="random")
     p.add_argument("--workers", type=int, default=None, help="server workers (default: parallel)")
@@ -222,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="runs of each study; the median is reported (default 3)",
     )
+    p.add_argument("--quality-seeds", type=int, default=10, help="0: no quality table")
+    p.add_argument("--quality-trials", type=int, default=100)
     p.add_argument("--in-process", action="store_true")
     p.add_argument("--no-optuna", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -230,11 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--repeat must be at least 1")
     args.workers = args.workers or args.parallel
     args.prefetch = args.prefetch if args.prefetch is not None else [0, args.parallel]
-    results = bench_idds(args)
+    results, quality = bench_idds(args)
     if not args.no_optuna:
         results.append(bench_optuna(args))
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"overhead": results, "quality": quality}, indent=2))
         return 0
     print(
         f"{args.trials} trials of a {args.duration} s objective, parallel={args.parallel}, "
@@ -260,13 +318,33 @@ def main(argv: list[str] | None = None) -> int:
     # a sampler object), at the cost of a round trip to the kernel per trial.
     strict = [r for r in results if r["engine"].endswith(" prefetch=0")]
     for r in strict:
-        ok = r["overhead_pct"] <= TARGET_OVERHEAD_PCT
-        kind = "the default" if " server " in r["engine"] else "for pruning, sampler objects"
+        steer = "server" if " server " in r["engine"] else "client"
+        target = TARGET_OVERHEAD_PCT[steer]
+        ok = r["overhead_pct"] <= target
+        kind = "the default" if steer == "server" else "with a pruner"
         print(
-            f"target overhead <= {TARGET_OVERHEAD_PCT:.0f} % ({r['engine']}, {kind}): "
+            f"target overhead <= {target:.0f} % ({r['engine']}, {kind}): "
             f"{'met' if ok else 'NOT met'} ({r['overhead_pct']:.1f} %)"
         )
+    if quality:
+        _print_quality(quality, args)
     return 0
+
+
+def _print_quality(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    import statistics
+
+    print(
+        f"quality: best Branin value (min {BRANIN_MIN}) after {args.quality_trials} TPE trials, "
+        f"server-steered, seeds 0..{args.quality_seeds - 1}"
+    )
+    print(f"  {'parallel':>8s} {'constant_liar':>13s} {'median':>9s} {'worst':>9s}   per seed")
+    for r in rows:
+        b = r["best"]
+        print(
+            f"  {r['parallel']:8d} {'on' if r['constant_liar'] else 'off':>13s} "
+            f"{statistics.median(b):9.5f} {max(b):9.5f}   {' '.join(f'{v:.4f}' for v in b)}"
+        )
 
 
 if __name__ == "__main__":

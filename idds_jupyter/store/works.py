@@ -8,7 +8,9 @@ while its input file is not yet available.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from array import array
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Float, bindparam, case, func, select, update
@@ -19,7 +21,7 @@ from idds_jupyter.model.policy import BackendPolicy
 from idds_jupyter.model.status import JobStatus, WorkStatus
 from idds_jupyter.store.function_stats import function_key, mean_wall
 from idds_jupyter.store.jobs import CANCELLED, FINISHED, SUBMITTED, Claim, Outcome, finish_works
-from idds_jupyter.store.sql import Locked, chunks, db_now, for_update, is_postgres, now
+from idds_jupyter.store.sql import Locked, db_now, for_update, is_postgres, now
 from idds_jupyter.store.tables import datasets, files, job_deps, jobs, workflows, works
 from idds_jupyter.store.workflows import ACTIVE, WorkflowClosed
 
@@ -143,25 +145,25 @@ def expand_work(
     else:
         n = 1
 
-    pending = [0] * n
-    doomed = [False] * n
-    edges: list[tuple[int, int]] = []  # (parent job id, child idx)
+    pending = array("l", [0]) * n
+    doomed = bytearray(n)
+    # per job-level dependency: the parents' ids in idx order; the edges themselves are
+    # generated again when they are written, never held (a million-job work has millions)
+    linked: list[tuple[JobDep, array[int]]] = []
     for parent_name, dep_dict in spec.get("job_deps") or []:
         dep = JobDep.from_dict(dep_dict)
-        parent_jobs = _parent_jobs(conn, work.workflow_id, parent_name)
-        n_parent = len(parent_jobs)
-        for p_idx, c_idx in dep.edges(n, n_parent):
-            pid, pstatus = parent_jobs[p_idx]
-            edges.append((pid, c_idx))
+        parent_ids, parent_status = _parent_jobs(conn, work.workflow_id, parent_name)
+        for p_idx, c_idx in dep.edges(n, len(parent_ids)):
+            pstatus = parent_status[p_idx]
             if pstatus != FINISHED:
                 pending[c_idx] += 1
                 if pstatus in (JobStatus.FAILED.value, CANCELLED):
-                    doomed[c_idx] = True
+                    doomed[c_idx] = 1
+        linked.append((dep, parent_ids))
     for i, f in enumerate(file_rows):
         if f.status != "available":
             pending[i] += 1
 
-    per_job = kwargs_list if kwargs_list is not None and not file_rows else [None] * n
     n_cancelled = sum(doomed)
     released = _write_jobs(
         conn,
@@ -170,21 +172,31 @@ def expand_work(
         backend,
         t,
         claim,
-        [
-            (i, per_job[i], file_rows[i].id if file_rows else None, pending[i], doomed[i])
-            for i in range(n)
-        ],
-    )
-    if edges:
-        ids = [
-            r[0]
-            for r in conn.execute(
-                select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx)
+        (
+            (
+                i,
+                kwargs_list[i] if kwargs_list is not None and not file_rows else None,
+                file_rows[i].id if file_rows else None,
+                pending[i],
+                bool(doomed[i]),
             )
-        ]
-        conn.execute(
-            job_deps.insert(), [{"parent_id": pid, "child_id": ids[c]} for pid, c in edges]
+            for i in range(n)
+        ),
+    )
+    if linked:
+        ids = array(
+            "q",
+            conn.execute(
+                select(jobs.c.id).where(jobs.c.work_id == work.id).order_by(jobs.c.idx)
+            ).scalars(),
         )
+        for dep, parent_ids in linked:
+            edges = dep.edges(n, len(parent_ids))
+            while batch := [
+                {"parent_id": parent_ids[p], "child_id": ids[c]}
+                for p, c in itertools.islice(edges, _WRITE_CHUNK)
+            ]:
+                conn.execute(job_deps.insert(), batch)
     conn.execute(
         _START_WORK, {"wid": work.id, "n": n, "nc": n_cancelled, "backend": backend, "t": t}
     )
@@ -222,21 +234,54 @@ def _write_jobs(
     backend: str,
     t: float,
     claim: Claim | None,
-    items: Sequence[tuple[int, Any, int | None, int, bool]],
+    items: Iterable[tuple[int, Any, int | None, int, bool]],
     reserved: Sequence[int] | None = None,
 ) -> int:
     """Write one work's jobs ``(idx, kwargs, file id, pending, doomed)``; returns how many
     were released (ready, or taken by ``claim``).
 
-    With a ``claim`` that has room on ``backend``, released jobs are written submitted and
-    locked for its owner, as :func:`~idds_jupyter.store.jobs.claim_ready` would leave them.
-    ``reserved``: every job was taken and sent already, under these reserved ids
-    (:func:`~idds_jupyter.store.jobs.reserve_job_ids`); ``claim.jobs`` has them.
+    The rows are built and inserted a chunk at a time: a work of a million jobs never
+    holds a million row dicts. With a ``claim`` that has room on ``backend``, released
+    jobs are written submitted and locked for its owner, as
+    :func:`~idds_jupyter.store.jobs.claim_ready` would leave them; only the chunks
+    holding such jobs read their ids back. ``reserved``: every job was taken and sent
+    already, under these reserved ids (:func:`~idds_jupyter.store.jobs.reserve_job_ids`);
+    ``claim.jobs`` has them.
     """
-    rows = []
     take = claim.room.get(backend, 0) if claim is not None else 0
-    taken: list[int] = []  # positions in ``rows``
-    for pos, (i, kwargs, file_id, pending, doomed) in enumerate(items):
+    n_taken = 0
+    released = 0
+    written: list[dict[str, Any]] = []  # the rows of the reserved path
+    buf: list[dict[str, Any]] = []
+    buf_taken: list[int] = []  # positions in ``buf``
+
+    def flush() -> None:
+        if not buf:
+            return
+        if buf_taken:
+            assert claim is not None
+            if len(buf) == 1:  # one job taken (an HPO trial): a plain insert, not a batch
+                ids: list[int] = [conn.execute(_INSERT_JOB_RETURNING, buf[0]).scalar_one()]
+            else:
+                ids = list(conn.execute(_INSERT_JOBS_RETURNING, buf).scalars())
+            claim.jobs += [
+                taken_job(
+                    ids[p],
+                    workflow_id,
+                    work_id,
+                    buf[p]["idx"],
+                    buf[p]["kwargs"],
+                    buf[p]["file_id"],
+                    backend,
+                )
+                for p in buf_taken
+            ]
+        else:  # none of them taken: lock_expiry NULL (lock_ttl unread)
+            conn.execute(_INSERT_JOBS, buf)
+        buf.clear()
+        buf_taken.clear()
+
+    for i, kwargs, file_id, pending, doomed in items:
         if doomed:
             status = CANCELLED
         elif pending > 0:
@@ -251,9 +296,10 @@ def _write_jobs(
             "attempt": 0,
             "submitted_at": None,
         }
-        if take > len(taken) and status == JobStatus.READY.value:
+        if take > n_taken and status == JobStatus.READY.value:
             assert claim is not None
-            taken.append(pos)
+            n_taken += 1
+            buf_taken.append(len(buf))
             locked = {
                 "lock_owner": claim.owner,
                 "lock_ttl": claim.ttl,
@@ -261,57 +307,48 @@ def _write_jobs(
                 "submitted_at": t,
             }
             status = SUBMITTED
-        rows.append(
-            {
-                "workflow_id": workflow_id,
-                "work_id": work_id,
-                "idx": i,
-                "status": status,
-                "pending": pending,
-                "kwargs": kwargs,
-                "file_id": file_id,
-                "backend": backend,
-                "error": "upstream job failed" if doomed else None,
-                "created_at": t,
-                "release_count": 0 if status in (CANCELLED, JobStatus.PENDING.value) else 1,
-                **locked,
-            }
-        )
+        elif status == JobStatus.READY.value:
+            released += 1
+        row = {
+            "workflow_id": workflow_id,
+            "work_id": work_id,
+            "idx": i,
+            "status": status,
+            "pending": pending,
+            "kwargs": kwargs,
+            "file_id": file_id,
+            "backend": backend,
+            "error": "upstream job failed" if doomed else None,
+            "created_at": t,
+            "release_count": 0 if status in (CANCELLED, JobStatus.PENDING.value) else 1,
+            **locked,
+        }
+        if reserved is not None:
+            written.append(row)
+            continue
+        buf.append(row)
+        if len(buf) >= _WRITE_CHUNK:
+            flush()
     if reserved is not None:
         assert claim is not None
-        if len(taken) != len(rows) or any(j["backend"] != backend for j in claim.jobs):
+        if n_taken != len(written) or any(j["backend"] != backend for j in claim.jobs):
             raise RuntimeError(
-                f"work {work_id}: {len(rows)} jobs sent ahead do not fit its "
-                f"backend {backend!r} (room for {len(taken)})"
+                f"work {work_id}: {len(written)} jobs sent ahead do not fit its "
+                f"backend {backend!r} (room for {n_taken})"
             )
-        written = [{**r, "id": i} for r, i in zip(rows, reserved, strict=True)]
-        conn.execute(_INSERT_CLAIMED, written[0] if len(written) == 1 else written)
-        claim.room[backend] -= len(taken)
-        return len(taken)
-    # the ids of the jobs taken only: the rows up to the last of them, in idx order
-    head = taken[-1] + 1 if taken else 0
-    if head == 1:  # one job taken (an HPO trial): a plain insert, not a batch of one
-        ids: list[int] = [conn.execute(_INSERT_JOB_RETURNING, rows[0]).scalar_one()]
-    else:
-        ids = list(conn.execute(_INSERT_JOBS_RETURNING, rows[:head]).scalars()) if head else []
-    for part in chunks(rows[head:], 2000):  # none of them taken: lock_expiry NULL (lock_ttl unread)
-        conn.execute(_INSERT_JOBS, list(part))
-    if taken:
+        rows = [{**r, "id": i} for r, i in zip(written, reserved, strict=True)]
+        conn.execute(_INSERT_CLAIMED, rows[0] if len(rows) == 1 else rows)
+        claim.room[backend] -= n_taken
+        return n_taken
+    flush()
+    if n_taken:
         assert claim is not None
-        claim.room[backend] -= len(taken)
-        claim.jobs += [
-            taken_job(
-                ids[p],
-                workflow_id,
-                work_id,
-                rows[p]["idx"],
-                rows[p]["kwargs"],
-                rows[p]["file_id"],
-                backend,
-            )
-            for p in taken
-        ]
-    return sum(1 for r in rows if r["status"] == JobStatus.READY.value) + len(taken)
+        claim.room[backend] -= n_taken
+    return released + n_taken
+
+
+#: rows per insert statement (and the most row dicts held at once)
+_WRITE_CHUNK = 2000
 
 
 class WorkEnded(WorkflowClosed):
@@ -448,7 +485,8 @@ def finish_empty(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
     finish_works(conn, work_ids, out)
 
 
-def _parent_jobs(conn: Connection, workflow_id: int, name: str) -> list[tuple[int, str]]:
+def _parent_jobs(conn: Connection, workflow_id: int, name: str) -> tuple[array[int], list[str]]:
+    """The ids (in idx order) and statuses of a parent work's jobs."""
     parent = conn.execute(
         select(works.c.id, works.c.status).where(
             works.c.workflow_id == workflow_id, works.c.name == name
@@ -460,7 +498,12 @@ def _parent_jobs(conn: Connection, workflow_id: int, name: str) -> list[tuple[in
     stmt = select(jobs.c.id, jobs.c.status).where(jobs.c.work_id == wid).order_by(jobs.c.idx)
     if is_postgres(conn):
         stmt = stmt.with_for_update(read=True)
-    return [(r[0], r[1]) for r in conn.execute(stmt)]
+    ids: array[int] = array("q")
+    statuses: list[str] = []
+    for jid, status in conn.execute(stmt):
+        ids.append(jid)
+        statuses.append(status)  # the same few str objects: 8 bytes a job
+    return ids, statuses
 
 
 def _dataset_files(conn: Connection, workflow_id: int, name: str) -> list[Any]:

@@ -100,19 +100,17 @@ function GroupShape(props: {
     const gw = w - 12;
     const gh = h - 40;
     const { size, cols } = gridCells(g.members.length, gw, gh);
+    const cell = Math.max(size - 1, 0.5);
     grid = (
       <g className="idds-group-grid">
         {g.memberStatuses.map((s, i) => (
-          <rect
+          <path
             key={i}
-            x={left + 6 + (i % cols) * size}
-            y={top + 36 + Math.floor(i / cols) * size}
-            width={Math.max(size - 1, 0.5)}
-            height={Math.max(size - 1, 0.5)}
+            d={`M${left + 6 + (i % cols) * size},${top + 36 + Math.floor(i / cols) * size}h${cell}v${cell}h${-cell}z`}
             className={`idds-cell idds-cell-${s ?? 'none'}`}
           >
             <title>{`${g.members[i]}: ${s ?? 'not started'}`}</title>
-          </rect>
+          </path>
         ))}
       </g>
     );
@@ -206,8 +204,9 @@ function Minimap(props: {
 }): JSX.Element {
   const { layout, view, size } = props;
   const s = Math.min(MINI_W / Math.max(layout.width, 1), MINI_H / Math.max(layout.height, 1));
-  const w = layout.width * s;
-  const h = layout.height * s;
+  // the graph centred in a box of fixed size (a long chain is a thin strip in the middle)
+  const ox = (MINI_W - layout.width * s) / 2;
+  const oy = (MINI_H - layout.height * s) / 2;
   const rects = React.useMemo(() => {
     const out: JSX.Element[] = [];
     for (const n of props.graph.nodes) {
@@ -216,8 +215,8 @@ function Minimap(props: {
         out.push(
           <rect
             key={n.id}
-            x={(p.x - p.width / 2) * s}
-            y={(p.y - p.height / 2) * s}
+            x={ox + (p.x - p.width / 2) * s}
+            y={oy + (p.y - p.height / 2) * s}
             width={Math.max(p.width * s, 1)}
             height={Math.max(p.height * s, 1)}
             className={`idds-cell idds-cell-${n.status ?? 'none'}`}
@@ -226,11 +225,11 @@ function Minimap(props: {
       }
     }
     return out;
-  }, [layout, props.graph, s]);
+  }, [layout, props.graph, s, ox, oy]);
   const drag = React.useRef(false);
   const centre = (e: React.MouseEvent<SVGSVGElement>): void => {
     const r = e.currentTarget.getBoundingClientRect();
-    props.onCentre((e.clientX - r.left) / s, (e.clientY - r.top) / s);
+    props.onCentre((e.clientX - r.left - ox) / s, (e.clientY - r.top - oy) / s);
   };
   // the view in graph units
   const vx = -view.x / view.k;
@@ -238,8 +237,8 @@ function Minimap(props: {
   return (
     <svg
       className="idds-minimap"
-      width={w}
-      height={h}
+      width={MINI_W}
+      height={MINI_H}
       onMouseDown={e => {
         e.stopPropagation();
         drag.current = true;
@@ -251,12 +250,12 @@ function Minimap(props: {
       onClick={e => e.stopPropagation()}
     >
       <title>Minimap: click or drag to move the view</title>
-      <rect x={0} y={0} width={w} height={h} className="idds-minimap-bg" />
+      <rect x={0} y={0} width={MINI_W} height={MINI_H} className="idds-minimap-bg" />
       {rects}
       <rect
         className="idds-minimap-view"
-        x={vx * s}
-        y={vy * s}
+        x={ox + vx * s}
+        y={oy + vy * s}
         width={(size.W / view.k) * s}
         height={(size.H / view.k) * s}
       />
@@ -430,9 +429,12 @@ export function DagView(props: IDagViewProps): JSX.Element {
     fit();
   }, [props.fitToken, layout.engine, layout.width, layout.height]);
 
+  // A search result is centred once, as soon as it is drawn (its group may be expanded first).
+  const focusDone = React.useRef(0);
   React.useLayoutEffect(() => {
     const f = props.focus;
-    if (f && centreNode(f.id)) {
+    if (f && f.token !== focusDone.current && centreNode(f.id)) {
+      focusDone.current = f.token;
       touched.current = true;
       centred.current = f.id;
     }

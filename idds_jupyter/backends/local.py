@@ -59,6 +59,10 @@ CHUNKS_PER_WORKER = 2
 _DONE_CAP = 200_000
 _KILL_GRACE_S = 1.0
 IDLE_S = 60.0  # default: a worker bound to an owner and idle this long is ended
+# A chunk is sized to take about CHUNK_S at its owner's measured pace (FIRST_CHUNK jobs
+# until measured), so a worker promised to another owner is free within about that.
+CHUNK_S = 0.2
+FIRST_CHUNK = 8
 
 # the directory that contains the idds_jupyter package, so workers can import it
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -114,8 +118,11 @@ class _Worker:
         self.pid = self.proc.pid
         self.idle_since = time.monotonic()
         self.retired = False  # ended on purpose (idle, or its slot given to another owner)
+        #: promised to an owner with no worker: gets no new chunk, replaced once it has none
+        self.draining = False
         self.spawned_at = time.monotonic()
         self.chunks: deque[_Chunk] = deque()
+        self.busy_since: float | None = None  # since its last results, while it has chunks
         assert self.proc.stdin is not None
         # Non-blocking: a small frame is written by the thread that dispatches it
         # (no hop to the writer thread) unless the pipe is full or frames wait before it.
@@ -200,6 +207,7 @@ class LocalBackend(Backend):
         self._closing = False
         # owner -> its queued specs
         self._pending: dict[str, deque[dict[str, Any]]] = {}
+        self._pace: dict[str, float] = {}  # owner -> jobs/s of one of its workers (EWMA)
         # job_id -> [attempt, worker | None, chunk | None, spec, original spec]
         self._jobs: dict[int, list[Any]] = {}
         self._done: dict[int, None] = {}
@@ -392,13 +400,19 @@ class LocalBackend(Backend):
                 if self._cancel_requested:
                     self._cancel_requested.discard(jid)
                 out.append(r)
+            t = time.monotonic()
+            if out and w.busy_since is not None and w.owner is not None:
+                pace = len(out) / max(t - w.busy_since, 1e-4)
+                old = self._pace.get(w.owner)
+                self._pace[w.owner] = pace if old is None else 0.7 * old + 0.3 * pace
             # retire finished chunks (normally the oldest)
             freed = False
             while w.chunks and not w.chunks[0].ids:
                 w.chunks.popleft()
                 freed = True
+            w.busy_since = t if w.chunks else None
             if freed and not w.chunks:
-                w.idle_since = time.monotonic()
+                w.idle_since = t
             if len(done) > _DONE_CAP:
                 for k in list(itertools.islice(done, len(done) - _DONE_CAP // 2)):
                     del done[k]
@@ -510,6 +524,10 @@ class LocalBackend(Backend):
         for w in self._workers:
             if w is not None and w.alive and not w.retired and w.owner is not None:
                 mine.setdefault(w.owner, []).append(w)
+        if not any(not mine.get(o) for o in self._pending):
+            for w in self._workers:  # no owner waits for a first worker: none is promised
+                if w is not None:
+                    w.draining = False
         # owners with the fewest workers first: they may take an idle one of another owner
         for owner in sorted(self._pending, key=lambda o: len(mine.get(o, ()))):
             pq = self._pending[owner]
@@ -524,7 +542,7 @@ class LocalBackend(Backend):
                 self._fail_queued_locked(owner, f"cannot start a worker for {owner!r}: {exc}")
                 continue
             if ws:
-                sends.extend(self._fill_locked(pq, ws))
+                sends.extend(self._fill_locked(pq, ws, owner))
             if not pq:
                 del self._pending[owner]
         return sends
@@ -558,6 +576,17 @@ class LocalBackend(Backend):
                 if not w.chunks and (victim is None or w.idle_since < victim.idle_since):
                     victim = w
         if victim is None:
+            # Every worker of the owners ahead is busy: the one with the least queued
+            # takes no more chunks (fair share: a user's first job waits for one chunk
+            # of another's, not for the whole of their backlog) and is replaced when idle.
+            busy = [
+                w
+                for other, theirs in mine.items()
+                if other != owner and len(theirs) > len(ws)
+                for w in theirs
+            ]
+            if not ws and not any(w.draining for w in busy) and busy:
+                min(busy, key=lambda w: sum(len(c.ids) for c in w.chunks)).draining = True
             return None
         mine[victim.owner or ""].remove(victim)
         slot = victim.slot
@@ -583,12 +612,17 @@ class LocalBackend(Backend):
             self._queue.push(out)
 
     def _fill_locked(
-        self, pending: deque[dict[str, Any]], workers: list[_Worker]
+        self, pending: deque[dict[str, Any]], workers: list[_Worker], owner: str
     ) -> list[tuple[_Worker, list[dict[str, Any]]]]:
         slots = sum(max(0, CHUNKS_PER_WORKER - len(w.chunks)) for w in workers)
         if not slots:
             return []
-        size = max(1, min(self.batch, math.ceil(len(pending) / (len(workers) * CHUNKS_PER_WORKER))))
+        pace = self._pace.get(owner)
+        most = FIRST_CHUNK if pace is None else max(1, int(pace * CHUNK_S))
+        size = max(
+            1,
+            min(self.batch, most, math.ceil(len(pending) / (len(workers) * CHUNKS_PER_WORKER))),
+        )
         sends: list[tuple[_Worker, list[dict[str, Any]]]] = []
         jobs = self._jobs
         # fill the emptiest workers first, one round per chunk level
@@ -596,7 +630,7 @@ class LocalBackend(Backend):
             for w in workers:
                 if not pending:
                     return sends
-                if len(w.chunks) != level:
+                if len(w.chunks) != level or w.draining:
                     continue
                 n = min(size, len(pending))
                 specs = [pending.popleft() for _ in range(n)]
@@ -609,6 +643,8 @@ class LocalBackend(Backend):
                     if entry is not None:
                         entry[1] = w
                         entry[2] = chunk
+                if not w.chunks:
+                    w.busy_since = time.monotonic()
                 w.chunks.append(chunk)
                 sends.append((w, specs))
         return sends

@@ -91,12 +91,21 @@ class Claim:
 
 
 def claim_ready(
-    conn: Connection, owner: str, backends: Sequence[str], limit: int, ttl: float
+    conn: Connection,
+    owner: str,
+    backends: Sequence[str],
+    limit: int,
+    ttl: float,
+    users: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Lock up to ``limit`` released jobs of running works for ``owner`` (Submitter)."""
-    rows = (
-        conn.execute(_CLAIM.on(conn), {"backends": list(backends), "limit": limit}).mappings().all()
-    )
+    """Lock up to ``limit`` released jobs of running works for ``owner`` (Submitter);
+    ``users``: only jobs of these users' runs (:mod:`~idds_jupyter.store.fairshare`)."""
+    params: dict[str, Any] = {"backends": list(backends), "limit": limit}
+    if users is None:
+        stmt = _CLAIM
+    else:
+        stmt, params["users"] = _CLAIM_OF, list(users)
+    rows = conn.execute(stmt.on(conn), params).mappings().all()
     if not rows:
         return []
     t = now()
@@ -106,21 +115,34 @@ def claim_ready(
     return [dict(r, attempt=r["attempt"] + 1) for r in rows]
 
 
+_CLAIMED_COLUMNS = (
+    jobs.c.id,
+    jobs.c.work_id,
+    jobs.c.workflow_id,
+    jobs.c.idx,
+    jobs.c.kwargs,
+    jobs.c.file_id,
+    jobs.c.attempt,
+)
+_RUNNING_WORKS = select(works.c.id).where(
+    works.c.status == WorkStatus.RUNNING.value, works.c.backend.in_(in_list("backends"))
+)
 _CLAIM = Locked(
-    select(
-        jobs.c.id,
-        jobs.c.work_id,
-        jobs.c.workflow_id,
-        jobs.c.idx,
-        jobs.c.kwargs,
-        jobs.c.file_id,
-        jobs.c.attempt,
-    )
+    select(*_CLAIMED_COLUMNS)
+    .where(jobs.c.status == READY, jobs.c.work_id.in_(_RUNNING_WORKS))
+    .limit(bindparam("limit")),
+    skip_locked=True,
+    of=jobs,
+)
+_CLAIM_OF = Locked(
+    select(*_CLAIMED_COLUMNS)
     .where(
         jobs.c.status == READY,
         jobs.c.work_id.in_(
-            select(works.c.id).where(
-                works.c.status == WorkStatus.RUNNING.value, works.c.backend.in_(in_list("backends"))
+            _RUNNING_WORKS.where(
+                works.c.workflow_id.in_(
+                    select(workflows.c.id).where(workflows.c.owner.in_(in_list("users")))
+                )
             )
         ),
     )

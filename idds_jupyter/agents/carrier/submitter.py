@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from idds_jupyter.bus import event as ev
 from idds_jupyter.model import render_job
 from idds_jupyter.model.errors import ExpressionError, TemplateError
 from idds_jupyter.store.cache import blob_file
+from idds_jupyter.store.fairshare import claim_fair, users_with_ready_jobs
 from idds_jupyter.store.jobs import Claim, claim_ready
 from idds_jupyter.store.provenance import cached_results
 from idds_jupyter.store.sql import in_list
@@ -29,6 +31,8 @@ class Submitter(Agent):
         self.state = state
         self._log_dir = str(ctx.config.log_dir)  # in every job spec: not rebuilt for each
         self._cache_dir = str(ctx.config.cache_dir)
+        self._turn = 0  # claim rounds: who gets fair share's odd slot rotates
+        self._first_checked: dict[str, float] = {}  # backend -> monotonic time
 
     def wait(self, timeout: float) -> None:
         # Woken by an event, or by the Receiver freeing room in a backend.
@@ -46,6 +50,7 @@ class Submitter(Agent):
         for name in self.state.backends:
             limit = self._room(name)
             if limit <= 0:
+                self._first_jobs(name)
                 continue
             with self.ctx.engine.begin() as conn:
                 claimed = self._claim(conn, name, limit)
@@ -147,12 +152,54 @@ class Submitter(Agent):
         for b in self.state.backends.values():
             b.wake()
 
+    def _first_jobs(self, name: str) -> None:
+        """Fair share on a full backend: a user with released jobs and none in flight
+        (bob's 10 jobs behind alice's DAG) has some claimed now, beyond the backend's
+        capacity, rather than when alice's in-flight jobs make room (checked at most
+        every ``FIRST_JOBS_EVERY_S``)."""
+        t = time.monotonic()
+        if t - self._first_checked.get(name, 0.0) < FIRST_JOBS_EVERY_S:
+            return
+        self._first_checked[name] = t
+        with self.ctx.engine.begin() as conn:
+            users = users_with_ready_jobs(conn, [name])
+            if len(users) < 2:
+                return
+            known = self.state.work_specs
+            with self.state.lock:
+                busy = {
+                    (known.get(h.note["work_id"]) or {}).get(_OWNER)
+                    for h in self.state.in_flight.values()
+                    if h.backend == name
+                }
+            waiting = [u for u in users if u not in busy]
+            if not waiting:
+                return
+            share = max(1, self.state.backends[name].capacity // len(users))
+            claimed = [
+                row
+                for u in waiting
+                for row in claim_ready(
+                    conn,
+                    self.ctx.owner,
+                    [name],
+                    min(share, self.ctx.config.batch),
+                    self.ctx.config.lock_ttl,
+                    users=[u],
+                )
+            ]
+            specs = {name: self._specs(conn, claimed)} if claimed else {}
+        self.send(specs)
+
     def _room(self, name: str) -> int:
         room = self.state.backends[name].capacity - self.state.count(name)
         return min(room, self.ctx.config.batch)
 
     def _claim(self, conn: Any, name: str, limit: int) -> dict[str, list[dict[str, Any]]]:
-        claimed = claim_ready(conn, self.ctx.owner, [name], limit, self.ctx.config.lock_ttl)
+        self._turn += 1
+        claimed = claim_fair(
+            conn, self.ctx.owner, [name], limit, self.ctx.config.lock_ttl, self._turn
+        )
         return {name: self._specs(conn, claimed)} if claimed else {}
 
     def _specs(self, conn: Any, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -230,6 +277,7 @@ _ALONE = "_alone"
 # In a remembered work spec: the run's owner; a job spec's "owner" (a local worker process
 # runs the jobs of one owner only, and under isolation as that owner's account).
 _OWNER = "_owner"
+FIRST_JOBS_EVERY_S = 0.2
 # In a job spec: the result a memoized job takes instead of running (see store.provenance).
 CACHED = "_cached"
 

@@ -142,10 +142,46 @@ def _spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     if not Path(exe).exists():
         return None
     return subprocess.Popen(
-        [exe, "record", "-p", str(pid), "-o", str(out), "-f", "speedscope", "-r", "50", "-t"],
+        # --gil: only the thread holding the GIL is sampled, so the samples are where the
+        # process spends its CPU (its share of samples: how busy its one interpreter is)
+        [exe, "record", "-p", str(pid), "-o", str(out), "-f", "speedscope", "-r", str(SPY_HZ)]
+        + ["--gil", "--nonblocking"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+SPY_HZ = 50
+
+
+def spy_summary(path: Path, wall: float, top: int = 10) -> str:
+    """A py-spy profile in a few lines: how busy the interpreter was (GIL held) and the
+    functions of this project that held it longest (inclusive)."""
+    import json
+
+    if not path.exists():
+        return f"  {path.name}: no profile written"
+    data = json.loads(path.read_text())
+    frames = data["shared"]["frames"]
+    inclusive: Counter[str] = Counter()
+    total = 0.0
+    for prof in data["profiles"]:
+        for stack, weight in zip(prof["samples"], prof["weights"], strict=True):
+            total += weight
+            seen = set()
+            for i in stack:
+                fr = frames[i]
+                if "idds_jupyter" not in fr.get("file", ""):
+                    continue
+                key = f"{fr['name']} ({fr['file'].split('idds_jupyter/')[-1]})"
+                if key not in seen:
+                    seen.add(key)
+                    inclusive[key] += weight
+    # speedscope weights from py-spy are seconds of samples at SPY_HZ
+    lines = [f"  {path.name}: GIL held {100 * total / wall:.0f} % of the run ({total:.1f} s)"]
+    for k, v in inclusive.most_common(top):
+        lines.append(f"    {100 * v / max(total, 1e-9):5.1f} %  {k}")
+    return "\n".join(lines)
 
 
 def run_idds(
@@ -184,7 +220,7 @@ def run_idds(
             p.stdout.readline()  # "idds-jupyter: agents ... on ..." once configured
             threading.Thread(target=p.stdout.read, daemon=True).start()
             extra.append(p)
-        time.sleep(1.0 if extra else 0)  # the extra runners register and start their pools
+        time.sleep(3.0 if extra else 0)  # the extra runners register and start their pools
         rss = PeakRSS([psutil.Process(p.pid) for p in extra])
         rss.start()
         if profile is not None:
@@ -217,6 +253,10 @@ def run_idds(
             s.wait(60)
         except subprocess.TimeoutExpired:
             s.kill()
+    if profile is not None and spies:
+        tag = f"{db}-{runners}runner-{n}"
+        for k in range(1, runners + 1):
+            print(spy_summary(profile / f"pyspy-{tag}-runner{k}.json", r.wall), flush=True)
     status, wall = r.status, r.wall
     print(
         f"idds  : {db} runners={runners} N={r.n_jobs:,} status={status} "

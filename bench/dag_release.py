@@ -82,6 +82,7 @@ class WaitSampler(threading.Thread):
         self.url = url.replace("postgresql+psycopg://", "postgresql://")
         self.waits: Counter[str] = Counter()
         self.locks: Counter[str] = Counter()
+        self.blocked: Counter[str] = Counter()
         self.samples = 0
         self.done = threading.Event()
 
@@ -92,14 +93,16 @@ class WaitSampler(threading.Thread):
             me = conn.info.backend_pid
             while not self.done.wait(0.05):
                 self.samples += 1
-                for state, etype, event in conn.execute(
-                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                for state, etype, event, query in conn.execute(
+                    "SELECT state, wait_event_type, wait_event, query FROM pg_stat_activity "
                     "WHERE backend_type = 'client backend' AND pid <> %s "
                     "AND datname = current_database()",
                     (me,),
                 ):
                     if state == "active":
                         self.waits[f"{etype}:{event}" if etype else "CPU (running)"] += 1
+                        if etype == "Lock":  # which statement waits: the hot spot's name
+                            self.blocked[" ".join(query.split())[:70]] += 1
                     else:
                         self.waits[f"({state})"] += 1
                 for kind, rel, mode in conn.execute(
@@ -123,6 +126,10 @@ class WaitSampler(threading.Thread):
         )
         for k, v in self.locks.most_common(5):
             lines.append(f"    {k:<40} {v:>7}")
+        if self.blocked:
+            lines.append("  statements waiting on a lock:")
+        for k, v in self.blocked.most_common(5):
+            lines.append(f"    {v:>7}  {k}")
         return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from idds_jupyter.api.notebooks import (
     NotebookSubmitHandler,
 )
 from idds_jupyter.api.stream import StreamHandler
+from idds_jupyter.api.trials import TrialsHandler
 
 API_PREFIX = "idds/api/v1"
 
@@ -67,6 +68,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/monitor/{id}", h.MonitorHandler),
     ("/monitor/{id}/dag", h.MonitorDagHandler),
     ("/monitor/{id}/works/{name}/jobs", h.MonitorJobsHandler),
+    ("/monitor/{id}/trials", TrialsHandler),
     ("/monitor/{id}/provenance", ph.RunProvenanceHandler),
     ("/monitor/{id}/works/{name}/jobs/{idx}/provenance", ph.JobProvenanceHandler),
     ("/messages", h.MessagesHandler),

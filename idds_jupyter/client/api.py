@@ -162,6 +162,27 @@ class Client:
                 return out
             offset += len(got)
 
+    def trials(
+        self,
+        workflow_id: int,
+        since: str | None = None,
+        work: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """The ended jobs (an HPO study's trials) of a run after cursor ``since``, in one page.
+
+        ``{"columns", "params", "trials": [row, ...], "cursor", "more", "status"}``; pass the
+        answer's ``cursor`` as ``since`` next time for what ended meanwhile.
+        """
+        params: dict[str, Any] = {}
+        if since:
+            params["since"] = since
+        if work is not None:
+            params["work"] = work
+        if limit is not None:
+            params["limit"] = int(limit)
+        return dict(self._json("GET", f"monitor/{int(workflow_id)}/trials", params=params))
+
     def monitor(self, workflow_id: int) -> dict[str, Any]:
         """A run's summary: status, job counts by status, timings."""
         return dict(self._json("GET", f"monitor/{int(workflow_id)}"))

@@ -8,6 +8,7 @@ browser.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -291,6 +292,8 @@ class HpoWidget(LiveView):
         self.work = work
         self.direction = direction
         self.trials: list[dict[str, Any]] = []
+        self._by_job: dict[tuple[str, int], dict[str, Any]] = {}  # the latest row of each job
+        self._cursor: str | None = None
         self.scatter = go.FigureWidget(
             layout={
                 "height": 300,
@@ -305,21 +308,30 @@ class HpoWidget(LiveView):
         self.start()
 
     def refresh(self) -> bool:
+        """Read the trials ended since the last refresh (one request, whatever the study's size)."""
         import plotly.graph_objects as go
 
-        st = self.client.status(self.workflow_id)
-        names = [
-            w["name"]
-            for w in st["works"]
-            if (self.work is None or w["name"] == self.work) and w.get("kind") != "workflow"
+        while True:
+            page = self.client.trials(self.workflow_id, since=self._cursor, work=self.work)
+            keys = page["params"]
+            for row in page["trials"]:
+                t = dict(zip(page["columns"], row, strict=False))
+                t["params"] = {k: v for k, v in zip(keys, t["params"], strict=False)}
+                self._by_job[(t["work"], t["idx"])] = t
+            self._cursor = page["cursor"]
+            if not page["more"]:
+                break
+        ended = sorted(
+            (t for t in self._by_job.values() if t["value"] is not None),
+            key=lambda t: (t["trial"] is None, t["trial"] or 0, t["segment"] or "", t["job_id"]),
+        )
+        self.trials = [
+            {"objective": float(t["value"]), "params": t["params"], "work": t["work"]}
+            for t in ended
         ]
-        results: list[dict[str, Any]] = []
-        for name in names:
-            results += self.client.work_results(self.workflow_id, name)
-        self.trials = trials_of(results)
         ys = [t["objective"] for t in self.trials]
         pick = min if self.direction == "minimize" else max
-        best = [pick(ys[: i + 1]) for i in range(len(ys))]
+        best = list(itertools.accumulate(ys, pick))
         with self.scatter.batch_update():
             self.scatter.data = []
             self.scatter.add_trace(go.Scatter(y=ys, mode="markers", name="trial"))
@@ -337,7 +349,7 @@ class HpoWidget(LiveView):
                 self.parcoords.add_trace(
                     go.Parcoords(line={"color": ys, "colorscale": "Viridis"}, dimensions=dims)
                 )
-        return st["status"] in TERMINAL
+        return page["status"] in TERMINAL
 
 
 class ActiveLearningWidget(LiveView):

@@ -58,8 +58,12 @@ install-check: $(STAMP)
 test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps rucio-deps lint docs install-check
 	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests notebooks --nbval-lax --nbval-kernel-name idds
 
-bench: $(STAMP)
+bench: $(STAMP) postgres-deps
 	$(BIN)/python bench/dag_release.py --jobs 100000 --engine dask
+	$(BIN)/python bench/dag_release.py --jobs 10000,100000,1000000 --db sqlite --db postgres \
+		--plot bench/results/dag_release_scaling.png
+	$(BIN)/python bench/dag_release.py --jobs 100000 --db postgres --runners 1 --runners 2 \
+		--profile bench/results/profile
 	$(BIN)/python bench/engines_dag.py --jobs 10000 --engine dask
 
 # configurable-http-proxy (npm) for the JupyterHub tests (tests/hub) and `make hub`.

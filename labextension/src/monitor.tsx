@@ -32,18 +32,18 @@ export const WINDOWS = [1, 6, 24];
 const REFRESH_MS = 5000;
 const QUEUED = ['pending', 'ready', 'submitted'];
 
-/** Plotly traces, one line per key of ``series`` (values scaled by ``scale``). */
-export function traces(times: number[], series: Record<string, number[]>, scale = 1): unknown[] {
+/** Plotly traces, one per key of ``series`` (values scaled by ``scale``): bars of the
+ * counts per bucket, or a step line of a level (queue depth). */
+export function traces(times: number[], series: Record<string, number[]>, scale = 1, bars = true): unknown[] {
   const x = times.map(t => new Date(t * 1000));
   return Object.keys(series)
     .sort()
     .map(name => ({
-      type: 'scatter',
-      mode: 'lines',
+      type: bars ? 'bar' : 'scatter',
       name,
       x,
       y: series[name].map(v => v * scale),
-      line: { shape: 'hv' }
+      ...(bars ? {} : { mode: 'lines', line: { shape: 'hv' } })
     }));
 }
 
@@ -74,7 +74,9 @@ function MonitorPlot(props: { data: unknown[]; title: string; yTitle: string; cl
             font: { color: fg, size: 11 },
             margin: { l: 50, r: 20, t: 30, b: 40 },
             yaxis: { title: { text: props.yTitle }, rangemode: 'tozero' },
-            showlegend: true
+            showlegend: true,
+            barmode: 'stack',
+            bargap: 0
           },
           { displaylogo: false, responsive: true }
         );
@@ -172,7 +174,7 @@ function MonitorBody(props: { ctx: IddsContext }): JSX.Element {
             className="idds-monitor-queue"
             title="Queue depth (jobs waiting to run, by owner)"
             yTitle="jobs"
-            data={traces(data.times, data.series.queue_depth)}
+            data={traces(data.times, data.series.queue_depth, 1, false)}
           />
         </div>
       )}

@@ -209,6 +209,27 @@ def test_dask_level_error_becomes_failed_result(cluster: Any) -> None:
         b.close()
 
 
+def test_a_lost_batch_fails_its_unreported_jobs(cluster: Any) -> None:
+    """A batch task failing at the Dask level fails each job not yet reported, once."""
+    b = DaskBackend(cluster=cluster)
+    try:
+        from idds_jupyter.backends.dask_backend import _Task
+
+        fut = b.client.submit(_raise_in_task, key="idds-batch-test", pure=False)
+        with b._lock:
+            task = b._tasks["idds-batch-test"] = _Task(fut, [spec(80), spec(81), spec(82)])
+            for j in (80, 81, 82):
+                b._job_key[j] = "idds-batch-test"
+            b._reported_locked(task, "idds-batch-test", 81)  # as if streamed already
+        fut.add_done_callback(b._on_done)
+        res = drain(b, 2)
+        assert set(res) == {80, 82}
+        assert all(r["error"] == "ZeroDivisionError: division by zero" for r in res.values())
+        assert b.results(0.3) == [] and b.in_flight() == 0
+    finally:
+        b.close()
+
+
 def _raise_in_task() -> float:
     return 1 / 0
 

@@ -10,12 +10,13 @@ when the agent dies between two statements.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import json
+from collections import Counter, defaultdict, namedtuple
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Float, bindparam, or_, select, text, update
+from sqlalchemy import Float, Text, bindparam, cast, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import (
@@ -293,9 +294,16 @@ def record_results(
     by_id = {int(r["job_id"]): r for r in results}
     job_ids = sorted(by_id)
     current: dict[int, Any] = {}
+    # a batch's jobs share a few works and runs: their JSON is decoded once per distinct text
+    decoded: dict[str | None, Any] = {None: None}
     for part in chunks(job_ids):
         for found in conn.execute(_CURRENT.on(conn), {"ids": list(part)}):
-            current[found.id] = found
+            spec, meta = found[-2], found[-1]
+            if spec not in decoded:
+                decoded[spec] = json.loads(spec)
+            if meta not in decoded:
+                decoded[meta] = json.loads(meta)
+            current[found[0]] = _Current._make((*found[:-2], decoded[spec], decoded[meta]))
     retries: dict[int, int] = {}
     names: dict[int, str] = {}
     keys: dict[int, str | None] = {}
@@ -439,14 +447,34 @@ _CURRENT = Locked(
         jobs.c.status,
         works.c.retries,
         works.c.name,
-        works.c.spec,
-        workflows.c.meta,
+        # as text, decoded once per batch and distinct value by record_results
+        cast(works.c.spec, Text).label("spec"),
+        cast(workflows.c.meta, Text).label("meta"),
     )
     .join(works, works.c.id == jobs.c.work_id)
     .join(workflows, workflows.c.id == jobs.c.workflow_id)
     .where(jobs.c.id.in_(in_list())),
     of=jobs,
 )
+# a row of _CURRENT (its columns in order), its JSON decoded
+_Current = namedtuple(  # noqa: PYI024
+    "_Current",
+    [
+        "id",
+        "work_id",
+        "workflow_id",
+        "attempt",
+        "idx",
+        "retries_used",
+        "lock_owner",
+        "status",
+        "retries",
+        "name",
+        "spec",
+        "meta",
+    ],
+)
+assert list(_Current._fields) == [c.name for c in _CURRENT.plain.selected_columns]
 # executemany cannot expand IN lists: spell the in-flight guard out.
 _GUARD = (jobs.c.id == bindparam("jid"), or_(jobs.c.status == SUBMITTED, jobs.c.status == RUNNING))
 _RUN_FIELDS: dict[str, Any] = {

@@ -125,6 +125,9 @@ def make_context(
         _engine=engine,
         **kw,
     )
+    from idds_jupyter.api.metrics import instrument
+
+    instrument()  # transactions and claims are timed from the start, scraped or not
     if config.metrics_port:  # the unauthenticated endpoint listens from the start
         ctx.metrics()
     return ctx

@@ -238,6 +238,7 @@ class Metrics:
         self.engine = engine
         self.bus = bus
         self.cache_s = float(config.metrics_cache_s)
+        self.default_backend = str(config.backend)
         self._lock = threading.Lock()
         self._cache: dict[str | None, tuple[float, dict[str, Any]]] = {}
         self._probe: BusProbe | None = None
@@ -253,7 +254,7 @@ class Metrics:
             if hit is not None and time.monotonic() - hit[0] < self.cache_s:
                 return hit[1]
         t0 = time.perf_counter()
-        snap = monitor.metrics_snapshot(self.engine, owner)
+        snap = monitor.metrics_snapshot(self.engine, owner, self.default_backend)
         snap["_read_s"] = time.perf_counter() - t0
         with self._lock:
             if len(self._cache) > 1000:
@@ -343,7 +344,12 @@ class MonitorAggregateHandler(ApiHandler):
         bucket = self.float_arg("bucket", max(hours * 3600 / 120, 1.0), hours * 3600)
         try:
             out = await self.run(
-                monitor.aggregate, self.ctx.orch.engine, owner, hours=hours, bucket_s=bucket
+                monitor.aggregate,
+                self.ctx.orch.engine,
+                owner,
+                hours=hours,
+                bucket_s=bucket,
+                default_backend=str(self.ctx.config.backend),
             )
         except ValueError as exc:
             raise ApiError(400, str(exc), limit=monitor.MAX_BUCKETS) from None

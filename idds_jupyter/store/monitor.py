@@ -400,9 +400,9 @@ MAX_BUCKETS = 2000
 _TERMINAL = (FINISHED, FAILED, CANCELLED)
 
 
-def _backend() -> ColumnElement[str]:
-    """A job's backend: its own once submitted, else its run's, else "default"."""
-    return func.coalesce(jobs.c.backend, workflows.c.backend, literal("default"))
+def _backend(default: str = "local") -> ColumnElement[str]:
+    """A job's backend: its own once submitted, else its run's, else the default one."""
+    return func.coalesce(jobs.c.backend, workflows.c.backend, literal(default))
 
 
 def _joined(owner: str | None) -> Any:
@@ -411,15 +411,18 @@ def _joined(owner: str | None) -> Any:
     return src, ([] if owner is None else [workflows.c.owner == owner])
 
 
-def metrics_snapshot(engine: Engine, owner: str | None = None) -> dict[str, Any]:
+def metrics_snapshot(
+    engine: Engine, owner: str | None = None, default_backend: str = "local"
+) -> dict[str, Any]:
     """What the Prometheus collector exports, read from the store in three grouped queries.
 
     ``jobs``: ``{(owner, backend, status): (count, releases)}``; ``wall``: ``{backend:
     (bucket counts cumulative per WALL_BUCKETS, count, sum)}``; ``submissions``:
-    ``{(owner, backend): runs}``. ``owner``: only that owner's runs.
+    ``{(owner, backend): runs}``. ``owner``: only that owner's runs; ``default_backend``:
+    the backend of runs and jobs that name none (the ``backend`` setting).
     """
     src, cond = _joined(owner)
-    backend = _backend().label("backend")
+    backend = _backend(default_backend).label("backend")
     out: dict[str, Any] = {"jobs": {}, "wall": {}, "submissions": {}}
     with engine.begin() as conn:
         for o, b, st, n, rel in conn.execute(
@@ -446,7 +449,7 @@ def metrics_snapshot(engine: Engine, owner: str | None = None) -> dict[str, Any]
             .group_by(backend)
         ):
             out["wall"][str(row[0])] = ([int(v) for v in row[3:]], int(row[1]), float(row[2]))
-        wf_backend = func.coalesce(workflows.c.backend, literal("default")).label("backend")
+        wf_backend = func.coalesce(workflows.c.backend, literal(default_backend)).label("backend")
         wf_cond = [] if owner is None else [workflows.c.owner == owner]
         for o, b, n in conn.execute(
             select(workflows.c.owner, wf_backend, func.count())
@@ -469,6 +472,7 @@ def aggregate(
     hours: float = 6.0,
     bucket_s: float = 300.0,
     until: float | None = None,
+    default_backend: str = "local",
 ) -> dict[str, Any]:
     """The aggregate monitor: job counts now and time series over the last ``hours``.
 
@@ -487,7 +491,7 @@ def aggregate(
     end = now() if until is None else until
     start = end - n * bucket_s
     src, cond = _joined(owner)
-    backend = _backend().label("backend")
+    backend = _backend(default_backend).label("backend")
     left_at = func.coalesce(
         jobs.c.started_at,
         jobs.c.finished_at,

@@ -414,7 +414,8 @@ def _joined(owner: str | None) -> Any:
 def metrics_snapshot(
     engine: Engine, owner: str | None = None, default_backend: str = "local"
 ) -> dict[str, Any]:
-    """What the Prometheus collector exports, read from the store in three grouped queries.
+    """What the Prometheus collector exports, read from the store in two grouped queries
+    (one scan of the jobs, one of the runs).
 
     ``jobs``: ``{(owner, backend, status): (count, releases)}``; ``wall``: ``{backend:
     (bucket counts cumulative per WALL_BUCKETS, count, sum)}``; ``submissions``:
@@ -424,31 +425,32 @@ def metrics_snapshot(
     src, cond = _joined(owner)
     backend = _backend(default_backend).label("backend")
     out: dict[str, Any] = {"jobs": {}, "wall": {}, "submissions": {}}
+    le = [
+        func.coalesce(func.sum(case((jobs.c.wall_s <= bound, 1), else_=0)), 0)
+        for bound in WALL_BUCKETS
+    ]
     with engine.begin() as conn:
-        for o, b, st, n, rel in conn.execute(
+        for row in conn.execute(
             select(
                 workflows.c.owner,
                 backend,
                 jobs.c.status,
                 func.count(),
                 func.coalesce(func.sum(jobs.c.release_count), 0),
+                func.count(jobs.c.wall_s),
+                func.coalesce(func.sum(jobs.c.wall_s), 0.0),
+                *le,
             )
             .select_from(src)
             .where(*cond)
             .group_by(workflows.c.owner, backend, jobs.c.status)
         ):
+            o, b, st, n, rel, n_wall, sum_wall = row[:7]
             out["jobs"][(str(o), str(b), str(st))] = (int(n), int(rel or 0))
-        le = [
-            func.coalesce(func.sum(case((jobs.c.wall_s <= bound, 1), else_=0)), 0)
-            for bound in WALL_BUCKETS
-        ]
-        for row in conn.execute(
-            select(backend, func.count(), func.coalesce(func.sum(jobs.c.wall_s), 0.0), *le)
-            .select_from(src)
-            .where(*cond, jobs.c.wall_s.is_not(None))
-            .group_by(backend)
-        ):
-            out["wall"][str(row[0])] = ([int(v) for v in row[3:]], int(row[1]), float(row[2]))
+            if n_wall:
+                cum, count, total = out["wall"].get(str(b), ([0] * len(WALL_BUCKETS), 0, 0.0))
+                cum = [c + int(v) for c, v in zip(cum, row[7:], strict=True)]
+                out["wall"][str(b)] = (cum, count + int(n_wall), total + float(sum_wall))
         wf_backend = func.coalesce(workflows.c.backend, literal(default_backend)).label("backend")
         wf_cond = [] if owner is None else [workflows.c.owner == owner]
         for o, b, n in conn.execute(

@@ -7,7 +7,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import type { IDag, IMonitor, IRun } from './model';
-import type { IJobResult } from './studies';
+import type { IJobResult, ITrialsPage } from './studies';
 
 export const API_PREFIX = 'idds/api/v1';
 export type Action = 'abort' | 'suspend' | 'resume' | 'retry';
@@ -138,6 +138,11 @@ export class IddsApi {
 
   jobs(id: number, work: string, opts: { offset?: number; limit?: number; status?: string } = {}): Promise<IJobsPage> {
     return this.json<IJobsPage>(`monitor/${id}/works/${encodeURIComponent(work)}/jobs`, {}, opts);
+  }
+
+  /** Every trial (ended job) of a run ended after cursor `since`, in one compact page. */
+  trials(id: number, since = '', limit = 10000): Promise<ITrialsPage> {
+    return this.json<ITrialsPage>(`monitor/${id}/trials`, {}, { since, limit });
   }
 
   results(id: number, work: string, offset = 0, limit = 10000): Promise<IJobResult[]> {

@@ -68,6 +68,84 @@ export function trialsOf(byWork: Array<[string, IJobResult[]]>): ITrial[] {
   return out;
 }
 
+/** A page of `GET /monitor/{id}/trials`: rows of `columns`, parameters in the order of `params`. */
+export interface ITrialsPage {
+  workflow_id: number;
+  name: string;
+  status: string;
+  columns: string[];
+  params: string[];
+  trials: unknown[][];
+  cursor: string;
+  more: boolean;
+}
+
+/** One ended job of a trials page. */
+export interface ITrialRow {
+  work: string;
+  idx: number;
+  trial: number | null;
+  segment: string | null;
+  status: string;
+  value: number | null;
+  params: Record<string, unknown>;
+  job_id: number;
+  finished_at: number;
+}
+
+/** The rows of a trials page as objects. */
+export function trialRows(page: ITrialsPage): ITrialRow[] {
+  const at = new Map(page.columns.map((c, i) => [c, i]));
+  const col = (row: unknown[], name: string): unknown => row[at.get(name) ?? -1];
+  return page.trials.map(row => {
+    const values = (col(row, 'params') as unknown[]) || [];
+    const params: Record<string, unknown> = {};
+    page.params.forEach((k, i) => {
+      if (i < values.length && values[i] !== null && values[i] !== undefined) {
+        params[k] = values[i];
+      }
+    });
+    const value = col(row, 'value');
+    return {
+      work: String(col(row, 'work')),
+      idx: Number(col(row, 'idx')),
+      trial: (col(row, 'trial') as number | null) ?? null,
+      segment: (col(row, 'segment') as string | null) ?? null,
+      status: String(col(row, 'status')),
+      value: isNum(value) ? value : null,
+      params,
+      job_id: Number(col(row, 'job_id')),
+      finished_at: Number(col(row, 'finished_at'))
+    };
+  });
+}
+
+/**
+ * Trials from the latest row of each job: those with a value, by trial number (then
+ * segment), rows of other runs' works by job id; `n` is the position.
+ */
+export function trialsOfRows(rows: Iterable<ITrialRow>): ITrial[] {
+  const ended = Array.from(rows).filter(r => r.value !== null);
+  ended.sort((a, b) => {
+    const an = a.trial === null ? 1 : 0;
+    const bn = b.trial === null ? 1 : 0;
+    return (
+      an - bn ||
+      (a.trial ?? 0) - (b.trial ?? 0) ||
+      (a.segment ?? '').localeCompare(b.segment ?? '') ||
+      a.job_id - b.job_id
+    );
+  });
+  return ended.map((r, n) => ({
+    n,
+    work: r.work,
+    idx: r.idx,
+    jobId: r.job_id,
+    objective: r.value as number,
+    params: r.params
+  }));
+}
+
 /** Running best: `out[i]` is the best of `values[0..i]`. */
 export function bestSoFar(values: number[], direction: Direction = 'minimize'): number[] {
   const out: number[] = new Array(values.length);

@@ -19,12 +19,15 @@ import {
   IIteration,
   IJobResult,
   ITrial,
+  ITrialRow,
   bestIndex,
   bestSoFar,
   iterationWorks,
   iterationsOf,
   parcoordsDimensions,
-  trialsOf
+  trialRows,
+  trialsOf,
+  trialsOfRows
 } from './studies';
 import { ErrorLine, StatusBadge } from './widgets';
 
@@ -66,13 +69,22 @@ function themed(layout: Record<string, unknown>): Record<string, unknown> {
   };
 }
 
+/** Points of a plot's first trace (its y values, or its first dimension's). */
+function pointsOf(data: unknown[]): number {
+  const t = (data[0] || {}) as { y?: unknown[]; dimensions?: Array<{ values?: unknown[] }> };
+  return t.y?.length ?? t.dimensions?.[0]?.values?.length ?? 0;
+}
+
 function Plot(props: { data: unknown[]; layout: Record<string, unknown>; className: string }): JSX.Element {
   const ref = React.useRef<HTMLDivElement>(null);
   React.useEffect(() => {
     let live = true;
     void loadPlotly().then(P => {
-      if (live && ref.current) {
-        void P.react(ref.current, props.data, themed(props.layout), { displaylogo: false, responsive: true });
+      const el = ref.current;
+      if (live && el) {
+        void P.react(el, props.data, themed(props.layout), { displaylogo: false, responsive: true }).then(() => {
+          el.dataset.points = String(pointsOf(props.data)); // drawn: for tests and render timings
+        });
       }
     });
     return () => {
@@ -90,18 +102,29 @@ function Plot(props: { data: unknown[]; layout: Record<string, unknown>; classNa
   return <div ref={ref} className={props.className} />;
 }
 
+/** How many trials the table shows before "show more" (the plots show them all). */
+export const TABLE_ROWS = 200;
+
 export class StudyModel {
   monitor: IMonitor | null = null;
   results = new Map<string, IJobResult[]>();
   error: string | null = null;
   loaded = false;
+  /** HPO: the run's name and status as the last trials page said */
+  runName: string | null = null;
+  runStatus: string | null = null;
   private atRest = new Set<string>();
+  private rows = new Map<string, ITrialRow>();
+  private cursor = '';
+  private version = 0;
+  private cached: { version: number; trials: ITrial[] } | null = null;
   private _changed = new Signal<this, void>(this);
   private coalescer: Coalescer<number>;
 
   constructor(
     readonly ctx: IddsContext,
-    readonly id: number
+    readonly id: number,
+    readonly kind: 'hpo' | 'al' = 'al'
   ) {
     this.coalescer = new Coalescer<number>(() => this.fetch(), Math.max(ctx.settings.refreshInterval, 500));
     ctx.stream.event.connect((_s: unknown, e: IStreamEvent) => {
@@ -122,32 +145,11 @@ export class StudyModel {
 
   private async fetch(): Promise<void> {
     try {
-      const m = await this.ctx.api.monitor(this.id);
-      const todo = m.works.filter(
-        w =>
-          w.kind !== 'workflow' &&
-          w.status !== 'skipped' &&
-          !this.atRest.has(w.name) &&
-          Object.keys(w.jobs || {}).length
-      );
-      // a few at a time: a study with many works does not fire all its requests at once
-      for (let i = 0; i < todo.length; i += 4) {
-        const chunk = todo.slice(i, i + 4);
-        const got = await Promise.all(chunk.map(w => this.ctx.api.results(this.id, w.name)));
-        chunk.forEach((w, j) => {
-          this.results.set(w.name, got[j]);
-          if (isTerminal(w.status)) {
-            this.atRest.add(w.name);
-          }
-        });
+      if (this.kind === 'hpo') {
+        await this.fetchTrials();
+      } else {
+        await this.fetchResults();
       }
-      // a retried work is no longer at rest
-      for (const w of m.works) {
-        if (!isTerminal(w.status)) {
-          this.atRest.delete(w.name);
-        }
-      }
-      this.monitor = m;
       this.error = null;
     } catch (err) {
       this.error = (err as Error).message;
@@ -156,7 +158,58 @@ export class StudyModel {
     this._changed.emit();
   }
 
+  /** HPO: the trials ended since the last cursor, in one request (more only for a page full). */
+  private async fetchTrials(): Promise<void> {
+    for (;;) {
+      const page = await this.ctx.api.trials(this.id, this.cursor);
+      for (const r of trialRows(page)) {
+        this.rows.set(`${r.work}#${r.idx}`, r);
+      }
+      if (page.trials.length) {
+        this.version++;
+      }
+      this.cursor = page.cursor;
+      this.runName = page.name;
+      this.runStatus = page.status;
+      if (!page.more) {
+        return;
+      }
+    }
+  }
+
+  private async fetchResults(): Promise<void> {
+    const m = await this.ctx.api.monitor(this.id);
+    const todo = m.works.filter(
+      w =>
+        w.kind !== 'workflow' && w.status !== 'skipped' && !this.atRest.has(w.name) && Object.keys(w.jobs || {}).length
+    );
+    // a few at a time: a run with many works does not fire all its requests at once
+    for (let i = 0; i < todo.length; i += 4) {
+      const chunk = todo.slice(i, i + 4);
+      const got = await Promise.all(chunk.map(w => this.ctx.api.results(this.id, w.name)));
+      chunk.forEach((w, j) => {
+        this.results.set(w.name, got[j]);
+        if (isTerminal(w.status)) {
+          this.atRest.add(w.name);
+        }
+      });
+    }
+    // a retried work is no longer at rest
+    for (const w of m.works) {
+      if (!isTerminal(w.status)) {
+        this.atRest.delete(w.name);
+      }
+    }
+    this.monitor = m;
+  }
+
   trials(): ITrial[] {
+    if (this.kind === 'hpo') {
+      if (!this.cached || this.cached.version !== this.version) {
+        this.cached = { version: this.version, trials: trialsOfRows(this.rows.values()) };
+      }
+      return this.cached.trials;
+    }
     if (!this.monitor) {
       return [];
     }
@@ -189,23 +242,26 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
   const { model } = props;
   const [direction, setDirection] = React.useState<Direction>(model.ctx.settings.hpoDirection);
   const [sortBy, setSortBy] = React.useState<'n' | 'objective'>('n');
+  const [shown, setShown] = React.useState(TABLE_ROWS);
   const trials = model.trials();
   const ys = trials.map(t => t.objective);
   const best = bestSoFar(ys, direction);
   const bi = bestIndex(ys, direction);
   const dims = parcoordsDimensions(trials);
   const keys = dims.slice(0, -1).map(d => d.label);
-  const rows =
+  const sorted =
     sortBy === 'n'
       ? trials
       : [...trials].sort((a, b) => (direction === 'minimize' ? a.objective - b.objective : b.objective - a.objective));
-  const m = model.monitor;
+  // a table of 10,000 rows costs seconds to lay out: the first ones, and more on demand
+  const rows = sorted.length > shown ? sorted.slice(0, shown) : sorted;
+  const m = { name: model.runName, status: model.runStatus ?? undefined };
   return (
     <div className="idds-study idds-hpo" data-run-id={model.id} data-trials={trials.length}>
       <div className="idds-runview-header">
-        <span className="idds-runview-title">HPO: {m ? m.name : `run ${model.id}`}</span>
+        <span className="idds-runview-title">HPO: {m.name ?? `run ${model.id}`}</span>
         <span className="idds-run-id">#{model.id}</span>
-        <StatusBadge status={m?.status} />
+        <StatusBadge status={m.status} />
         <span className="idds-trial-count">{trials.length} trials</span>
         {bi >= 0 ? (
           <span className="idds-best">
@@ -312,6 +368,14 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
               ))}
             </tbody>
           </table>
+          {rows.length < sorted.length ? (
+            <div className="idds-trials-more">
+              showing {rows.length} of {sorted.length} trials{' '}
+              <button className="jp-mod-styled" onClick={() => setShown(shown + 10 * TABLE_ROWS)}>
+                Show more
+              </button>
+            </div>
+          ) : null}
         </div>
       ) : null}
     </div>
@@ -437,7 +501,7 @@ export class StudyView extends ReactWidget {
     readonly kind: 'hpo' | 'al'
   ) {
     super();
-    this.model = new StudyModel(ctx, id);
+    this.model = new StudyModel(ctx, id, kind);
     this.addClass('idds-study-widget');
     this.model.refresh();
   }

@@ -16,8 +16,9 @@ const SHOTS = path.resolve(__dirname, '..', 'test-results', 'screenshots');
 const FIGURES = path.resolve(__dirname, '..', 'test-results', 'figures.json');
 fs.mkdirSync(SHOTS, { recursive: true });
 for (const f of fs.readdirSync(SHOTS)) {
-  if (!f.startsWith('dag-overview')) {
-    fs.rmSync(path.join(SHOTS, f), { recursive: true, force: true }); // dag-overview.spec.ts (run first) keeps its own
+  if (!f.startsWith('dag-overview') && !f.startsWith('hpo-scale')) {
+    // dag-overview.spec.ts and hpo-scale.spec.ts (run first) keep their own
+    fs.rmSync(path.join(SHOTS, f), { recursive: true, force: true });
   }
 }
 
@@ -37,6 +38,16 @@ try {
 }
 function record(key: string, value: unknown): void {
   figures[key] = value;
+  try {
+    // the figures hpo-scale.spec.ts (run before this file) wrote are kept
+    for (const [k, v] of Object.entries(JSON.parse(fs.readFileSync(FIGURES, 'utf8')))) {
+      if (k.startsWith('hpo_scale') && !(k in figures)) {
+        figures[k] = v;
+      }
+    }
+  } catch {
+    // no figures yet
+  }
   fs.writeFileSync(FIGURES, JSON.stringify(figures, null, 2));
   console.log(`[figure] ${key}: ${JSON.stringify(value)}`);
 }

@@ -9,6 +9,7 @@ import * as React from 'react';
 
 import { IGroup, IViewEdge, IViewNode, ZoomLevel, gridCells, zoomLevel } from './grouping';
 import { ILayout, ILayoutNode, edgePath } from './layout';
+import { IWorkProvenance, memoLabel, memoState } from './memo';
 import { IGraphEdge, IGraphNode, formatCount, orderedCounts } from './model';
 
 export interface IDagViewProps {
@@ -30,6 +31,8 @@ export interface IDagViewProps {
   /** centre this node (when it is drawn) each time `token` changes */
   focus?: { id: string; token: number } | null;
   onCollapseAll?: () => void;
+  /** per work: jobs that ran, were cached, failed (a cached work is marked) */
+  memo?: Map<string, IWorkProvenance>;
 }
 
 const EDGE_LABEL: Record<string, string> = {
@@ -65,6 +68,8 @@ function GroupShape(props: {
   level: ZoomLevel;
   k: number;
   onToggle: (id: string) => void;
+  /** members whose jobs all came from the cache */
+  cached: number;
 }): JSX.Element {
   const { n, g, x, y, w, h, level, k } = props;
   const left = x - w / 2;
@@ -129,6 +134,7 @@ function GroupShape(props: {
       <text x={left + 8} y={top + 31} className="idds-node-sub">
         {g.members.length} works · {g.status || 'not started'} · {formatCount(g.agg.done)}/{formatCount(g.agg.total)}
         {failed ? ` · ${failed}✗` : ''}
+        {props.cached ? ` · ${props.cached} cached` : ''}
       </text>
       {grid ?? (
         <g className="idds-node-bar">
@@ -283,8 +289,10 @@ function NodeShape(props: {
   onSelect: (id: string) => void;
   level: ZoomLevel;
   k: number;
+  memo?: IWorkProvenance;
 }): JSX.Element {
   const { n, x, y, w, h, level, k } = props;
+  const memo = memoState(props.memo);
   const left = x - w / 2;
   const top = y - h / 2;
   const status = n.status || 'none';
@@ -333,8 +341,8 @@ function NodeShape(props: {
     // zoomed out: the label alone, at a size that stays readable on screen
     const fs = Math.max(12, 11 / k);
     return (
-      <g className={cls} data-node={n.id} data-status={status} onClick={onClick}>
-        <title>{`${n.id}\n${n.status || ''}${counts ? '\n' + counts : ''}`}</title>
+      <g className={cls} data-node={n.id} data-status={status} data-memo={memo ?? undefined} onClick={onClick}>
+        <title>{`${n.id}\n${n.status || ''}${counts ? '\n' + counts : ''}${memo ? '\n' + memoLabel(props.memo) : ''}`}</title>
         <rect x={left} y={top} width={w} height={h} rx={5} />
         <text x={x} y={y + fs * 0.35} className="idds-node-label" textAnchor="middle" style={{ fontSize: fs }}>
           {truncate(n.label, fitChars(w, fs))}
@@ -343,12 +351,17 @@ function NodeShape(props: {
     );
   }
   return (
-    <g className={cls} data-node={n.id} data-status={status} onClick={onClick}>
-      <title>{`${n.id}\n${n.status || ''}${counts ? '\n' + counts : ''}`}</title>
+    <g className={cls} data-node={n.id} data-status={status} data-memo={memo ?? undefined} onClick={onClick}>
+      <title>{`${n.id}\n${n.status || ''}${counts ? '\n' + counts : ''}${memo ? '\n' + memoLabel(props.memo) : ''}`}</title>
       <rect x={left} y={top} width={w} height={h} rx={5} />
       <text x={left + 8} y={top + 16} className="idds-node-label">
-        {truncate(n.label, 22)}
+        {truncate(n.label, memo ? 14 : 22)}
       </text>
+      {memo ? (
+        <text x={left + w - 6} y={top + 15} className={`idds-memo idds-memo-${memo}`} textAnchor="end">
+          {memo === 'cached' ? '⟲ cached' : memo === 'mixed' ? '⟲ part cached' : 'ran'}
+        </text>
+      ) : null}
       <text x={left + 8} y={top + 31} className="idds-node-sub">
         {n.status || ''} · {formatCount(n.agg.done)}/{formatCount(n.agg.total)}
         {n.agg.failed ? ` · ${formatCount(n.agg.failed)}✗` : ''}
@@ -484,6 +497,15 @@ export function DagView(props: IDagViewProps): JSX.Element {
   }, []);
 
   const level = zoomLevel(view.k);
+  // works are marked cached / ran only in a run where something came from the cache (a re-run)
+  const memo = React.useMemo(() => {
+    for (const p of props.memo?.values() ?? []) {
+      if (p.cached > 0) {
+        return props.memo;
+      }
+    }
+    return undefined;
+  }, [props.memo]);
   const toggle = (id: string): void => props.onToggleGroup?.(id);
   const nodeEls: JSX.Element[] = [];
   for (const n of graph.nodes) {
@@ -505,6 +527,7 @@ export function DagView(props: IDagViewProps): JSX.Element {
           level={level}
           k={view.k}
           onToggle={toggle}
+          cached={memo ? n.group.members.filter(m => memoState(memo.get(m)) === 'cached').length : 0}
         />
       );
       continue;
@@ -521,6 +544,7 @@ export function DagView(props: IDagViewProps): JSX.Element {
         onSelect={props.onSelect}
         level={level}
         k={view.k}
+        memo={memo?.get(n.id)}
       />
     );
   }

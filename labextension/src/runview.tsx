@@ -31,6 +31,7 @@ import {
 } from './grouping';
 import { ILayout, layoutGraph } from './layout';
 import { Lineage } from './lineage';
+import { IWorkProvenance, fetchWorkProvenance, memoLabel } from './memo';
 import { IMonitor, IRunGraph, aggregateCounts, isTerminal, runProgress, runToGraph, sumCounts } from './model';
 import type { IStreamEvent } from './stream';
 import { CountsBar, ErrorLine, StatusBadge, duration } from './widgets';
@@ -70,6 +71,9 @@ export class RunModel {
   expanded = new Set<string>();
   /** the node to centre (after a search) */
   focus: { id: string; token: number } | null = null;
+  /** per work: jobs that ran, were cached, failed (read once the run is at rest) */
+  memo = new Map<string, IWorkProvenance>();
+  private memoKey = '';
   error: string | null = null;
   selected: string | null = null;
   /** bumped on every new data */
@@ -257,6 +261,27 @@ export class RunModel {
     }
     this._changed.emit();
     await monitorDone;
+    await this.fetchMemo();
+  }
+
+  /** Which works were cached: read when the run comes to rest (not at every live refresh). */
+  private async fetchMemo(): Promise<void> {
+    const m = this.monitor;
+    if (!m || !isTerminal(m.status)) {
+      return;
+    }
+    const key = `${m.status}:${JSON.stringify(m.jobs)}`;
+    if (key === this.memoKey) {
+      return;
+    }
+    this.memoKey = key;
+    try {
+      this.memo = await fetchWorkProvenance(this.ctx.api, this.id);
+      this.version++;
+      this._changed.emit();
+    } catch {
+      // a server without provenance records: nothing to show
+    }
   }
 
   /** Called after React committed the DOM: the paint follows in the next frame. */
@@ -498,6 +523,12 @@ function WorkPanel(props: { model: RunModel; work: string }): JSX.Element {
           </span>
         ) : null}
         <span>{node.kind}</span>
+        {model.memo.has(work) ? (
+          <span className="idds-memo-meta" title="jobs that ran here / were taken from the cache / failed">
+            {memoLabel(model.memo.get(work))} (ran {model.memo.get(work)!.ran}, cached {model.memo.get(work)!.cached},
+            failed {model.memo.get(work)!.failed})
+          </span>
+        ) : null}
       </div>
       <CountsBar counts={node.jobs} agg={node.agg} />
       <div className="idds-jobs-toolbar">
@@ -645,6 +676,7 @@ function RunViewBody(props: { model: RunModel; openStudy: (kind: 'hpo' | 'al', i
             onFind={(q, nth) => model.find(q, nth)}
             focus={model.focus}
             onCollapseAll={() => model.collapseAll()}
+            memo={model.memo}
           />
         ) : (
           <div className="idds-dag idds-muted">{model.error ? '' : 'loading…'}</div>

@@ -65,6 +65,7 @@ bench: $(STAMP) postgres-deps
 	$(BIN)/python bench/dag_release.py --jobs 100000 --db postgres --runners 1 --runners 2 \
 		--profile bench/results/profile
 	$(BIN)/python bench/engines_dag.py --jobs 10000 --engine dask
+	$(BIN)/python bench/metrics_scrape.py --jobs 100000 --interval 1
 
 # configurable-http-proxy (npm) for the JupyterHub tests (tests/hub) and `make hub`.
 ci/hub/node_modules/.package-lock.json: ci/hub/package-lock.json

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api_helpers import Served
 from apiclient import Api
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -161,3 +162,17 @@ def test_monitor_aggregate_is_per_owner(svc: tuple[ServerHandle, int]) -> None:
     assert r.status == 400 and "more than 2000" in r.json["error"]
     r = u["bob"].get("/monitor?hours=abc")
     assert r.status == 400 and "'hours' must be a number" in r.json["error"]
+
+
+def test_metrics_and_monitor_on_each_database(served_db: Served) -> None:
+    """The grouped queries (time buckets: floor on PostgreSQL, a cast on SQLite) agree."""
+    r = served_db.alice.post("/requests", {"yaml": RUN})
+    assert r.status == 201, r
+    served_db.alice.wait(r.json["id"])
+    text = served_db.admin.get("/metrics").body.decode()
+    assert value(text, "idds_jobs", owner="alice", state="finished") == 3
+    assert value(text, "idds_job_wall_seconds_count", backend="local") == 4
+    m = served_db.alice.get("/monitor?hours=1&bucket=60").json
+    assert sum(m["series"]["finished"]["local"]) == 3
+    assert sum(m["series"]["failed"]["local"]) == 1
+    assert m["series"]["queue_depth"]["alice"][-1] == 0

@@ -4,7 +4,8 @@
  * brings each member's status, the minimap shows the whole graph, the search
  * box finds a work inside a collapsed group (expands it, selects and centres
  * the work), a click expands a group and its frame collapses it again; the
- * 2 s budget is measured in the browser with performance.now().
+ * 2 s budget is measured in the browser with performance.now(). A re-run marks
+ * the works whose jobs came from the cache.
  *
  * Screenshots go to test-results/screenshots/dag-overview-*.png; figures
  * (keys dag_overview_*) are merged into test-results/figures.json.
@@ -192,4 +193,52 @@ test('a 1,000-work DAG opens as a readable overview: groups, semantic zoom, mini
   } finally {
     await api(page, 'POST', `requests/${id}/abort`, {}).catch(() => undefined);
   }
+});
+
+test('a re-run marks the works whose jobs came from the cache', async ({ page }) => {
+  const ended = async (id: number): Promise<string> => {
+    let status = '';
+    await expect
+      .poll(
+        async () => {
+          status = (await api(page, 'GET', `monitor/${id}`)).status;
+          return ['finished', 'failed', 'subfinished', 'aborted'].includes(status);
+        },
+        { timeout: 60000, intervals: [250] }
+      )
+      .toBe(true);
+    return status;
+  };
+  const first = await api(page, 'POST', 'requests', {
+    template: {
+      name: 'ui-memo',
+      works: [
+        { name: 'prep', function: 'idds_jupyter.worker.job:echo', kwargs_list: [{ x: 1 }, { x: 2 }] },
+        { name: 'calib', function: 'idds_jupyter.worker.job:echo', kwargs_list: [{ y: 3 }], depends_on: ['prep'] },
+        { name: 'bad', function: 'idds_jupyter.worker.job:fail', kwargs_list: [{ message: 'deliberate failure' }] }
+      ]
+    }
+  });
+  expect(await ended(first.id)).not.toBe('finished');
+  const again = await api(page, 'POST', `requests/${first.id}/rerun`, { failed: true });
+  await ended(again.id);
+  await page.evaluate(async (id: number) => {
+    await (window as any).jupyterapp.commands.execute('idds:open-run', { id });
+  }, again.id);
+  const view = page.locator(`.idds-runview[data-run-id="${again.id}"]`);
+  await expect(view.locator('[data-node="prep"]')).toHaveAttribute('data-memo', 'cached');
+  await expect(view.locator('[data-node="calib"]')).toHaveAttribute('data-memo', 'cached');
+  await expect(view.locator('[data-node="bad"]')).toHaveAttribute('data-memo', 'ran');
+  await expect(view.locator('[data-node="prep"] .idds-memo')).toHaveText('⟲ cached');
+  await view.locator('[data-node="prep"]').click();
+  await expect(view.locator('.idds-memo-meta')).toContainText('cached 2');
+  // the first run computed everything: nothing is marked
+  await page.evaluate(async (id: number) => {
+    await (window as any).jupyterapp.commands.execute('idds:open-run', { id });
+  }, first.id);
+  const firstView = page.locator(`.idds-runview[data-run-id="${first.id}"]`);
+  await expect(firstView.locator('[data-node="prep"]')).toHaveAttribute('data-status', 'finished');
+  await expect(firstView.locator('.idds-node[data-memo]')).toHaveCount(0);
+  await page.locator('.lm-TabBar-tab', { hasText: `Run #${again.id}` }).click();
+  await shot(page, 'dag-overview-memo-rerun');
 });

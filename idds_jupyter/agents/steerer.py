@@ -87,6 +87,7 @@ class _Segment:
     allocated: int = 0
     next_number: int = 0
     block: _Block | None = None  # the work its next trials are added to
+    spare: list[_Trial] = field(default_factory=list)  # asked, their jobs never written
 
 
 @dataclass
@@ -493,10 +494,13 @@ class Steerer(Agent):
                 )
         new, more = self._ask(study) if not study.closed and study.error is None else ([], [])
         if new or more:
+            # what is not written yet: trials asked here but with no job in the store
+            unwritten = [(b.name, 0, kw) for _, b, kw in new] + list(more)
             try:
                 for seg, block, kwargs_list in new:  # one at a time: each is expanded in its own
                     # transaction, so its jobs exist (and it runs) when the next trials join it
                     self._add_block(study, seg, block, kwargs_list)
+                    unwritten.pop(0)
                 for name, start, kwargs_list in more:
                     try:
                         self.orch.add_jobs(wid, name, start, kwargs_list)
@@ -504,12 +508,35 @@ class Steerer(Agent):
                         if not exc.run_active:
                             raise
                         self._rehome(study, name, start, kwargs_list)  # the work was aborted
+                    unwritten.pop(0)
             except WorkflowClosed:  # the run was aborted or ended meanwhile
                 self.studies.pop(wid, None)
+            except Exception:  # the store is down (a restart): these trials go out next turn
+                for name, start, kwargs_list in unwritten:
+                    self._unask(study, name, start, len(kwargs_list))
+                raise
         elif not study.pending:
             self.studies.pop(wid, None)
             if not study.closed:  # the client stopping the study closed it already
                 self.orch.close(wid, result=study.summary(), error=study.error)
+
+    def _unask(self, study: _Study, work: str, start: int, n: int) -> None:
+        """Trials ``start`` … of ``work`` whose jobs were not written: asked again next turn.
+
+        They leave the trials in flight (none of them would ever end: the study would wait
+        for them for good) and go back to their segment, to be sent with the same numbers
+        and points when the store is back.
+        """
+        back = [study.pending.pop((work, start + i), None) for i in range(n)]
+        trials = [t for t in back if t is not None]
+        if not trials:
+            return
+        seg = trials[0].seg
+        seg.spare[:0] = trials
+        seg.allocated -= len(trials)
+        seg.next_number = min(seg.next_number, trials[0].number)
+        if seg.block is not None and seg.block.name == work:
+            seg.block.filled = min(seg.block.filled, start)
 
     def _rehome(
         self, study: _Study, work: str, start: int, kwargs_list: list[dict[str, Any]]
@@ -557,7 +584,7 @@ class Steerer(Agent):
             for b in batches.values():
                 in_flight[b[0].seg.name] += len(b)
             seg = min(open_, key=lambda s: (in_flight[s.name], s.allocated))
-            trial = seg.study.ask(seg.space)
+            trial = seg.spare.pop(0).trial if seg.spare else seg.study.ask(seg.space)
             number = seg.next_number
             seg.next_number += 1
             seg.allocated += 1

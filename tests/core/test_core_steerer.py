@@ -234,3 +234,38 @@ def test_a_study_goes_on_when_its_trials_work_is_aborted_alone(tmp_path: Path, d
     assert [t[0] for t in trials] == [0, 1, 2, 3]
     assert trials[0][1] == "cancelled" and all(t[1] == "finished" for t in trials[1:])
     assert names == ["trial_0_3", "trial_1_3"]
+
+
+def test_trials_whose_jobs_could_not_be_written_go_out_later(tmp_path: Path, db_url: str) -> None:
+    """The store refusing the Steerer's writes for a while (a database restart) does not
+    stall the study: the trials asked then are not waited for as if in flight, they are
+    sent once the store is back, with the same numbers and points (each trial once)."""
+    from sqlalchemy.exc import OperationalError
+
+    cfg = config(tmp_path, db_url)
+    study, _ = _study(cfg, lambda x: (x - 0.3) ** 2, max_trials=10, parallel=2)
+    with Runner(cfg) as runner:
+        steerer = next(a for a in runner.agents if isinstance(a, Steerer))
+        orch = steerer.orch
+        refused: list[list[dict[str, Any]]] = []
+
+        def down_twice(add: Any) -> Any:
+            def call(wid: int, name: str, start: int, kwargs_list: Any) -> Any:
+                if len(refused) < 2:  # the database is gone for two writes of new trials
+                    refused.append(kwargs_list)
+                    raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+                return add(wid, name, start, kwargs_list)
+
+            return call
+
+        orch.add_jobs = down_twice(orch.add_jobs)  # type: ignore[method-assign]
+        client = Orchestrator(cfg, engine=runner.engine, bus=runner.bus, dispatch=runner.dispatch)
+        wid = client.submit({"name": "s", "works": []}, {"study": study}, open=True)
+        assert client.wait(wid, timeout=120) == "finished"
+    assert len(refused) == 2
+    trials = _trials(client, wid)
+    assert [t[0] for t in trials] == list(range(10))  # each trial once, numbered in order
+    assert all(t[1] == "finished" for t in trials)
+    sent = [p for _, _, p, _ in trials]
+    for kwargs_list in refused:  # the points asked while the store was down went out later
+        assert all(kw["params"] in sent for kw in kwargs_list)

@@ -1,7 +1,7 @@
 """The agents' child process: the core's agents run beside the Jupyter server, not in it.
 
 A Jupyter server with the extension (``agents = process``, the default) starts
-``python -m idds_jupyter_server.supervisor`` — the same runner as
+``python -m idds_jupyter.agents.supervised`` — the same runner as
 ``idds-jupyter agents`` — and keeps it alive: if it dies it is started again
 (after a short backoff), and it is stopped with the server. The agents then
 never hold the server's interpreter (its GIL, its garbage collector), so
@@ -11,8 +11,8 @@ broker in the server, ``Config.bus``).
 
 No orphans: the child leads its own process group (its local workers are in it),
 so whatever is left of a dead child is killed with the group before the next
-one starts; the child also stops when the server dies (``PR_SET_PDEATHSIG`` on
-Linux, and a watch of its parent pid everywhere).
+one starts (its pool workers leave on their own when their parent is gone); the
+child also stops when the server dies (:mod:`idds_jupyter.agents.supervised`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
+from idds_jupyter.agents.supervised import PARENT_ENV
+
 log = logging.getLogger("idds_jupyter_server.supervisor")
 
 #: seconds before a dead child is started again, doubling up to MAX_BACKOFF while it
@@ -34,7 +36,6 @@ log = logging.getLogger("idds_jupyter_server.supervisor")
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0
-PARENT_ENV = "IDDS_SUPERVISOR_PID"
 
 
 class AgentsSupervisor:
@@ -47,7 +48,7 @@ class AgentsSupervisor:
         stop_timeout: float = 30.0,
     ) -> None:
         self.env = {**env, PARENT_ENV: str(os.getpid())}
-        self.argv = [sys.executable, "-m", "idds_jupyter_server.supervisor", *argv]
+        self.argv = [sys.executable, "-m", "idds_jupyter.agents.supervised", *argv]
         self.stop_timeout = stop_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0  # children started after the first died
@@ -124,36 +125,4 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Stop this child when the server that started it is gone, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before we asked
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="idds-parent-watch", daemon=True).start()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The child: ``idds-jupyter agents`` tied to the server that started it."""
-    parent = os.environ.get(PARENT_ENV)
-    if parent and parent.isdigit():
-        _die_with_parent(int(parent))
-    from idds_jupyter.cli import main as cli_main
-
-    return cli_main(["agents", *(argv if argv is not None else sys.argv[1:])])
-
-
-__all__ = ["AgentsSupervisor", "main"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["AgentsSupervisor"]

@@ -66,6 +66,8 @@ bench: $(STAMP) postgres-deps
 		--profile bench/results/profile
 	$(BIN)/python bench/engines_dag.py --jobs 10000 --engine dask
 	$(BIN)/python bench/metrics_scrape.py --jobs 100000 --interval 1
+	$(BIN)/python bench/bus_throughput.py --events 200000 --batch 100
+	$(BIN)/python bench/server_responsiveness.py --jobs 100000
 
 # configurable-http-proxy (npm) for the JupyterHub tests (tests/hub) and `make hub`.
 ci/hub/node_modules/.package-lock.json: ci/hub/package-lock.json

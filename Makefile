@@ -60,6 +60,7 @@ test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps rucio-deps lint docs 
 
 bench: $(STAMP) postgres-deps
 	$(BIN)/python bench/dag_release.py --jobs 100000 --engine dask
+	$(BIN)/python bench/peers.py  # FaaT vs Dask, Ray, Parsl, ipyparallel: pip install -e '.[bench]'
 	$(BIN)/python bench/dag_release.py --jobs 10000,100000,1000000 --db sqlite --db postgres \
 		--plot bench/results/dag_release_scaling.png
 	$(BIN)/python bench/dag_release.py --jobs 100000 --db postgres --runners 1 --runners 2 \

@@ -25,6 +25,7 @@ is installed, records where every runner process spends its time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -164,7 +165,6 @@ SPY_HZ = 50
 def spy_summary(path: Path, wall: float, top: int = 10) -> str:
     """A py-spy profile in a few lines: how busy the interpreter was (GIL held) and the
     functions of this project that held it longest (inclusive)."""
-    import json
 
     if not path.exists():
         return f"  {path.name}: no profile written"
@@ -382,6 +382,12 @@ def main() -> None:
         "PostgreSQL only); repeat to compare",
     )
     ap.add_argument("--plot", type=Path, help="save a plot of time and RSS against N here")
+    ap.add_argument(
+        "--record",
+        type=Path,
+        help="append each run's figures to this JSON-lines file; --plot then draws every "
+        "run recorded there (the last of each db, runners and size), not only this one's",
+    )
     ap.add_argument("--profile", type=Path, help="save profiles (py-spy, wait events) here")
     ap.add_argument(
         "--engine",
@@ -421,11 +427,13 @@ def main() -> None:
                         if nrun > 1 and kind == "sqlite":
                             print(f"skip  : {nrun} runners on SQLite (one writer): PostgreSQL only")
                             continue
-                        results.append(
-                            run_idds(
-                                n, args.levels, args.workers, kind, url, home, nrun, args.profile
-                            )
+                        res = run_idds(
+                            n, args.levels, args.workers, kind, url, home, nrun, args.profile
                         )
+                        results.append(res)
+                        if args.record is not None:
+                            with args.record.open("a") as f:
+                                f.write(json.dumps({**asdict(res), "at": time.time()}) + "\n")
     finally:
         if pg is not None:
             pg.stop()
@@ -440,6 +448,13 @@ def main() -> None:
                     f"{two[0].rate / one[0].rate:.2f}x jobs/s"
                 )
     if args.plot is not None:
+        if args.record is not None and args.record.exists():
+            last = {}
+            for line in args.record.read_text().splitlines():
+                rec = json.loads(line)
+                fields = {k: rec[k] for k in Result.__dataclass_fields__}
+                last[(rec["db"], rec["runners"], rec["n"])] = Result(**fields)
+            results = list(last.values())
         plot(results, args.plot)
     if args.engine == "dask":
         n = sizes[-1]

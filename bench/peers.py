@@ -47,6 +47,9 @@ def trivial(x: int) -> int:
 def bench_ray(n_calls: int, n_map: int, workers: int) -> dict[str, Any]:
     import ray
 
+    # on a loaded machine Ray's dashboard agent may take longer than the raylet's 15 s
+    # wait for its port file ("The current node timed out during startup")
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     ray.init(
         num_cpus=workers,
         include_dashboard=False,
@@ -80,6 +83,10 @@ def bench_parsl(n_calls: int, n_map: int, workers: int) -> dict[str, Any]:
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
 
+    # HTEX starts its interchange and worker pool as commands of this environment
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     run_dir = tempfile.mkdtemp(prefix="idds-bench-parsl-")
     cfg = Config(
         executors=[
@@ -188,7 +195,7 @@ def report(results: dict[str, dict[str, Any]], n_map: int) -> str:
         return a / b if a is not None and b else nan
 
     head = (
-        f"{'system':14s}{'p50 ms':>9s}{'p99 ms':>9s}{f'{n_map // 1000}k map tasks/s':>18s}"
+        f"{'system':14s}{'p50 ms':>9s}{'p99 ms':>9s}{f'{n_map:,} map tasks/s':>20s}"
         f"{'p50/dask':>10s}{'p99/dask':>10s}{'map/dask':>10s}"
     )
     lines = [head, "-" * len(head)]
@@ -197,7 +204,7 @@ def report(results: dict[str, dict[str, Any]], n_map: int) -> str:
             lines.append(f"{name:14s}  {r['skipped']}")
             continue
         lines.append(
-            f"{name:14s}{r['p50_ms']:9.2f}{r['p99_ms']:9.2f}{r['map_tasks_per_s']:18.0f}"
+            f"{name:14s}{r['p50_ms']:9.2f}{r['p99_ms']:9.2f}{r['map_tasks_per_s']:20.0f}"
             f"{ratio(r['p50_ms'], dask.get('p50_ms')):10.2f}"
             f"{ratio(r['p99_ms'], dask.get('p99_ms')):10.2f}"
             f"{ratio(r['map_tasks_per_s'], dask.get('map_tasks_per_s')):10.2f}"

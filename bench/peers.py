@@ -50,6 +50,7 @@ def bench_ray(n_calls: int, n_map: int, workers: int) -> dict[str, Any]:
     # on a loaded machine Ray's dashboard agent may take longer than the raylet's 15 s
     # wait for its port file ("The current node timed out during startup")
     os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     ray.init(
         num_cpus=workers,
         include_dashboard=False,

@@ -8,54 +8,9 @@ import { ReactWidget } from '@jupyterlab/apputils';
 import * as React from 'react';
 
 import { IddsContext } from './context';
+import { IAggregate, QUEUED, REFRESH_MS, WINDOWS, total, traces } from './monitorseries';
 import { loadPlotly } from './studyview';
 import { ErrorLine } from './widgets';
-
-export interface IAggregate {
-  owner: string | null;
-  since: number;
-  until: number;
-  bucket_s: number;
-  times: number[];
-  by_backend: Record<string, Record<string, number>>;
-  by_owner: Record<string, Record<string, number>>;
-  series: {
-    finished: Record<string, number[]>;
-    failed: Record<string, number[]>;
-    submitted: Record<string, number[]>;
-    queue_depth: Record<string, number[]>;
-  };
-}
-
-/** The windows offered: hours shown, in 120 buckets each. */
-export const WINDOWS = [1, 6, 24];
-const REFRESH_MS = 5000;
-const QUEUED = ['pending', 'ready', 'submitted'];
-
-/** Plotly traces, one per key of ``series`` (values scaled by ``scale``): bars of the
- * counts per bucket, or a step line of a level (queue depth). */
-export function traces(times: number[], series: Record<string, number[]>, scale = 1, bars = true): unknown[] {
-  const x = times.map(t => new Date(t * 1000));
-  return Object.keys(series)
-    .sort()
-    .map(name => ({
-      type: bars ? 'bar' : 'scatter',
-      name,
-      x,
-      y: series[name].map(v => v * scale),
-      ...(bars ? {} : { mode: 'lines', line: { shape: 'hv' } })
-    }));
-}
-
-function total(counts: Record<string, Record<string, number>>, states: string[]): number {
-  let n = 0;
-  for (const byState of Object.values(counts)) {
-    for (const s of states) {
-      n += byState[s] || 0;
-    }
-  }
-  return n;
-}
 
 function MonitorPlot(props: { data: unknown[]; title: string; yTitle: string; className: string }): JSX.Element {
   const ref = React.useRef<HTMLDivElement>(null);

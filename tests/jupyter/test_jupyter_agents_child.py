@@ -1,6 +1,7 @@
 """The agents' child process of a Jupyter server (``agents = process``, the default):
 started with the server, serving the extension's REST API's runs, restarted when it is
-killed (its runs go on), gone with the server, no orphan left."""
+killed (its runs go on), gone with the server, no orphan left. The in-process mode
+(``agents = thread``) is the server of test_jupyter_conventions.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ SLOW = (
     "kwargs_list: [{seconds: 1}, {seconds: 1}]}\n"
     "  - {name: b, function: 'idds_jupyter.worker.job:noop', depends_on: [a]}\n"
 )
-QUICK = "name: quick\nworks:\n  - {name: a, function: 'idds_jupyter.worker.job:noop'}\n"
 CHILD_MODULE = "idds_jupyter.agents.supervised"
 
 
@@ -92,13 +92,3 @@ def test_agents_child_is_supervised_and_leaves_no_orphans(tmp_path: Path) -> Non
         server.stop()
     assert server.proc.returncode is not None
     assert wait_for(lambda: not alive(family), 10, "the child to stop with the server")
-
-
-def test_agents_in_the_server_threads_when_configured(tmp_path: Path) -> None:
-    server = JupyterServer(tmp_path, args=("--IddsExtension.agents=thread",))
-    try:
-        wid = server.api("POST", "requests", json={"yaml": QUICK}).json()["id"]
-        assert wait_run(server, wid) == "finished"
-        assert agents_children(server) == []
-    finally:
-        server.stop()

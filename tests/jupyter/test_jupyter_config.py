@@ -45,7 +45,10 @@ def test_slurm_partition_from_jupyter_server_config_is_read_back(configured: Jup
     assert got["max_json_depth"] == 7
     assert got["backends"] == ["local", "slurm"]
     assert got["panda_token"] == "(set)"  # secrets are never sent back
-    assert got["bus"] == "local" and got["workers"] == 2  # defaults; IDDS_WORKERS of the helper
+    assert got["workers"] == 2  # IDDS_WORKERS of the helper
+    # by default the agents run in a child process; the "local" bus becomes the ZeroMQ
+    # broker the server hosts between them (the settings in effect)
+    assert got["agents"] == "process" and got["bus"].startswith("zmq://127.0.0.1:")
 
 
 def test_the_settings_are_for_admins_only(configured: JupyterServer) -> None:

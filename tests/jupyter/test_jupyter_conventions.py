@@ -6,8 +6,9 @@
   ``@authenticated`` and ``@authorized`` on the resource ``idds`` by the server's
   authorizer (here one that lets nobody write to ``idds``).
 - Nothing in the Jupyter server's process changes the interpreter's garbage
-  collector settings (the agents run in threads there): read in that very process by
-  a small server extension of this test (``gcprobe``).
+  collector settings, even with the agents in threads there (``agents = thread``,
+  not the default child process): read in that very process by a small server
+  extension of this test (``gcprobe``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from jupyter_helpers import JupyterServer
@@ -73,6 +75,7 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
             args=(
                 "--ServerApp.jpserver_extensions=gcprobe=True",
                 "--ServerApp.authorizer_class=gcprobe.NoIddsWrites",
+                "--IddsExtension.agents=thread",  # in-process mode: its agents share gc
             ),
         )
     try:
@@ -162,8 +165,14 @@ def test_cookie_writes_need_xsrf_and_the_authorizer_decides(jupyter: JupyterServ
 
 
 def test_jupyter_server_process_keeps_default_gc_settings(jupyter: JupyterServer) -> None:
-    # the agents run in threads of this server (agents = thread) and have warmed up
+    # the agents run in threads of this server (agents = thread), no child, and have warmed up
     assert jupyter.api("GET", "requests").status_code == 200
+    server = psutil.Process(jupyter.proc.pid)
+    assert not [
+        p
+        for p in server.children(recursive=True)
+        if "idds_jupyter.agents.supervised" in p.cmdline()
+    ]
     r = requests.get(jupyter.url + "gcprobe", headers=jupyter.auth, timeout=30)
     assert r.status_code == 200, r.text
     assert tuple(r.json()["threshold"]) == (700, 10, 10)  # CPython's defaults

@@ -160,6 +160,35 @@ export function bestSoFar(values: number[], direction: Direction = 'minimize'): 
   return out;
 }
 
+/**
+ * Indices of the trials to draw: all of them up to `max`, else one in every
+ * `ceil(n / max)` and every trial that set a new best (`best` from `bestSoFar`), and the
+ * last; `max = 0`: only the new bests and the last (the steps of the best-so-far line).
+ */
+export function plotIndices(values: number[], best: number[], max: number): number[] {
+  const n = values.length;
+  if (max > 0 && n <= max) {
+    return values.map((_v, i) => i);
+  }
+  const stride = max > 0 ? Math.ceil(n / max) : Infinity;
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (i % stride === 0 || i === n - 1 || values[i] === best[i]) {
+      out.push(i);
+    }
+  }
+  return out;
+}
+
+/** The `k` best trials (by direction), in trial order. */
+export function bestTrials(trials: ITrial[], direction: Direction, k: number): ITrial[] {
+  const sign = direction === 'minimize' ? 1 : -1;
+  return [...trials]
+    .sort((a, b) => sign * (a.objective - b.objective))
+    .slice(0, k)
+    .sort((a, b) => a.n - b.n);
+}
+
 /** Index of the best trial (-1 if none). */
 export function bestIndex(values: number[], direction: Direction = 'minimize'): number {
   let bi = -1;

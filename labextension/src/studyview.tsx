@@ -22,9 +22,11 @@ import {
   ITrialRow,
   bestIndex,
   bestSoFar,
+  bestTrials,
   iterationWorks,
   iterationsOf,
   parcoordsDimensions,
+  plotIndices,
   trialRows,
   trialsOf,
   trialsOfRows
@@ -82,8 +84,11 @@ function Plot(props: { data: unknown[]; layout: Record<string, unknown>; classNa
     void loadPlotly().then(P => {
       const el = ref.current;
       if (live && el) {
+        const t0 = performance.now();
         void P.react(el, props.data, themed(props.layout), { displaylogo: false, responsive: true }).then(() => {
-          el.dataset.points = String(pointsOf(props.data)); // drawn: for tests and render timings
+          // drawn: for tests and render timings
+          el.dataset.plotMs = (performance.now() - t0).toFixed(1);
+          el.dataset.points = String(pointsOf(props.data));
         });
       }
     });
@@ -104,6 +109,9 @@ function Plot(props: { data: unknown[]; layout: Record<string, unknown>; classNa
 
 /** How many trials the table shows before "show more" (the plots show them all). */
 export const TABLE_ROWS = 200;
+/** Markers of the objective plot and lines of the parallel coordinates drawn at most. */
+export const PLOT_POINTS = 2000;
+export const PARCOORDS_LINES = 500;
 
 export class StudyModel {
   monitor: IMonitor | null = null;
@@ -256,6 +264,12 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
   // a table of 10,000 rows costs seconds to lay out: the first ones, and more on demand
   const rows = sorted.length > shown ? sorted.slice(0, shown) : sorted;
   const m = { name: model.runName, status: model.runStatus ?? undefined };
+  // a large study is drawn decimated: thousands of markers and lines take seconds to draw
+  // (the table and the counts hold every trial)
+  const drawn = plotIndices(ys, best, PLOT_POINTS);
+  const steps = plotIndices(ys, best, 0);
+  const top = trials.length > PARCOORDS_LINES ? bestTrials(trials, direction, PARCOORDS_LINES) : trials;
+  const topDims = top === trials ? dims : parcoordsDimensions(top);
   return (
     <div className="idds-study idds-hpo" data-run-id={model.id} data-trials={trials.length}>
       <div className="idds-runview-header">
@@ -294,16 +308,16 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
             className="idds-plot idds-plot-objective"
             data={[
               {
-                x: trials.map(t => t.n),
-                y: ys,
+                x: drawn.map(i => trials[i].n),
+                y: drawn.map(i => ys[i]),
                 mode: 'markers',
                 type: 'scatter',
                 name: 'trial',
-                text: trials.map(t => `${t.work} #${t.idx}`)
+                text: drawn.map(i => `${trials[i].work} #${trials[i].idx}`)
               },
               {
-                x: trials.map(t => t.n),
-                y: best,
+                x: steps.map(i => trials[i].n),
+                y: steps.map(i => best[i]),
                 mode: 'lines',
                 type: 'scatter',
                 name: 'best so far',
@@ -311,7 +325,12 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
               }
             ]}
             layout={{
-              title: { text: 'objective per trial' },
+              title: {
+                text:
+                  drawn.length < trials.length
+                    ? `objective per trial (${drawn.length} of ${trials.length} drawn, every new best among them)`
+                    : 'objective per trial'
+              },
               xaxis: { title: { text: 'trial' } },
               yaxis: { title: { text: 'objective' } },
               legend: { orientation: 'h' }
@@ -322,15 +341,29 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
             data={[
               {
                 type: 'parcoords',
-                line: { color: ys, colorscale: 'Viridis', reversescale: direction === 'maximize', showscale: true },
-                dimensions: dims.map(d => ({
+                line: {
+                  color: top.map(t => t.objective),
+                  colorscale: 'Viridis',
+                  reversescale: direction === 'maximize',
+                  showscale: true
+                },
+                dimensions: topDims.map(d => ({
                   label: d.label,
                   values: d.values,
                   ...(d.tickvals ? { tickvals: d.tickvals, ticktext: d.ticktext } : {})
                 }))
               }
             ]}
-            layout={{ title: { text: 'parameters and objective', y: 0.98 }, margin: { l: 60, r: 60, t: 80, b: 30 } }}
+            layout={{
+              title: {
+                text:
+                  top.length < trials.length
+                    ? `parameters and objective (the best ${top.length} of ${trials.length} trials)`
+                    : 'parameters and objective',
+                y: 0.98
+              },
+              margin: { l: 60, r: 60, t: 80, b: 30 }
+            }}
           />
         </div>
       ) : null}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { ITrialsPage, trialRows, trialsOfRows } from '../src/studies';
+import { ITrialsPage, bestSoFar, bestTrials, plotIndices, trialRows, trialsOfRows } from '../src/studies';
 
 const COLUMNS = ['work', 'idx', 'trial', 'segment', 'status', 'value', 'params', 'job_id', 'finished_at'];
 
@@ -60,5 +60,21 @@ describe('trials pages (GET /monitor/{id}/trials)', () => {
       [2, 'b_trial_1', 4],
       [3, 'other', 9]
     ]);
+  });
+});
+
+describe('a large study drawn decimated', () => {
+  it('draws one in every few trials and every new best; the best-so-far line by its steps', () => {
+    const ys = [5, 6, 4, 7, 8, 3, 9, 9, 9, 9];
+    const best = bestSoFar(ys);
+    expect(plotIndices(ys, best, 20)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(plotIndices(ys, best, 4)).toEqual([0, 2, 3, 5, 6, 9]);
+    expect(plotIndices(ys, best, 0)).toEqual([0, 2, 5, 9]);
+  });
+
+  it('keeps the k best trials in trial order', () => {
+    const t = [3, 1, 2, 0.5].map((objective, n) => ({ n, work: 'w', idx: n, jobId: n, objective, params: {} }));
+    expect(bestTrials(t, 'minimize', 2).map(x => x.n)).toEqual([1, 3]);
+    expect(bestTrials(t, 'maximize', 2).map(x => x.n)).toEqual([0, 2]);
   });
 });

@@ -69,11 +69,16 @@ let current = null; // the page in use, for a screenshot when something fails
     // JupyterLab may ask which kernel to start: take the one it proposes
     const dialog = alice.page.locator('.jp-Dialog', { hasText: 'Select Kernel' });
     await alice.page.addLocatorHandler(dialog, d => d.locator('.jp-mod-accept').click());
-    await dialog
-      .waitFor({ timeout: 15000 })
-      .then(() => dialog.locator('.jp-mod-accept').click())
-      .catch(() => {});
-    await alice.page.locator('#jp-main-statusbar').getByText(/\| Idle/).waitFor({ timeout: 60000 });
+    const idle = alice.page.locator('#jp-main-statusbar').getByText(/\| Idle/);
+    const quiet = () => {}; // the loser of the race times out later: not an error
+    await Promise.race([
+      dialog.waitFor({ timeout: 60000 }).catch(quiet),
+      idle.waitFor({ timeout: 60000 }).catch(quiet)
+    ]);
+    if (await dialog.isVisible()) {
+      await dialog.locator('.jp-mod-accept').click();
+    }
+    await idle.waitFor({ timeout: 60000 });
     await alice.page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
     await alice.page.getByRole('menuitem', { name: /^Run All Cells/ }).click();
     const cells = alice.page.locator('.jp-Notebook .jp-OutputArea-output');

@@ -76,6 +76,9 @@ def test_alice_and_bob_in_chromium(hub: Hub) -> None:
     assert Path(CHROMIUM).exists(), "Chromium missing (apt-get install chromium)"
     # alice's notebook, written to her server's contents (her server started by the hub)
     hub.start_server("alice")
+    # bob's server spawns while alice works (he logs in later): the test waits less
+    r = hub.api("POST", "users/bob/server")
+    assert r.status_code in (201, 202, 400), r.text  # 400: already running
     token = hub.user_token("alice")
     r = requests.put(
         f"{hub.url}/user/alice/api/contents/{NOTEBOOK}",

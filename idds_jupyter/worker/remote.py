@@ -22,6 +22,16 @@ The wrapper
    and the job's output (its last 8 MiB);
 5. removes the scratch directory.
 
+A job of a Rucio-bound work names its file in ``input_file`` (``did``, ``rse``, ``pfn``).
+The wrapper downloads it with Rucio's own download client
+(``rucio.client.downloadclient.DownloadClient``, which verifies the checksum) into the
+scratch directory and gives the job that local path (its ``file`` argument, and the PFN
+in its command) instead of the PFN. It authenticates with **its own** Rucio credentials:
+rucio's standard ``RUCIO_CONFIG`` / ``RUCIO_ACCOUNT`` / ``RUCIO_AUTH_TYPE`` /
+``X509_USER_PROXY`` / token settings, from the worker's environment or declared by the
+work in its ``env``; the service never puts its own Rucio secrets in a job spec. A worker
+without ``rucio-clients``, or a failed download, fails the job with the DID and the reason.
+
 Transient HTTP trouble (connection refused or reset, timeouts, 408/429/5xx)
 is retried with exponential back-off (``IDDS_HTTP_RETRIES``, default 8 tries,
 about a minute). A refusal (401/403/404: the token expired, or the attempt is
@@ -30,7 +40,8 @@ result saying why, so the job is retried like any failed job.
 
 Exit code: 0 — result delivered, job ok; 1 — result delivered, job failed;
 2 — nothing could be delivered (the scheduler's view decides: the job is
-reported failed once its task ends). Standard library only.
+reported failed once its task ends). Standard library only (and rucio-clients for a
+job that names a Rucio file).
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import hashlib
 import http.client
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -54,7 +66,7 @@ from typing import Any
 from idds_jupyter.backoff import Backoff
 from idds_jupyter.worker.job import _base_result, _set_error, kill_current_command, run_job
 
-__all__ = ["HttpRefused", "JobClient", "api_base", "run_http"]
+__all__ = ["HttpRefused", "JobClient", "RucioDownloadError", "api_base", "run_http"]
 
 API_PATH = "idds/api/v1"
 TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
@@ -251,6 +263,90 @@ def _fetch_inputs(client: JobClient, spec: dict[str, Any], blob_dir: str) -> Non
         ref["path"] = dest
 
 
+class RucioDownloadError(RuntimeError):
+    """The job's Rucio file could not be downloaded (the DID and the reason are in the text)."""
+
+
+#: names of a work's declared ``env`` the download client sees (the user's own Rucio identity)
+RUCIO_ENV_PREFIXES = ("RUCIO_", "X509_")
+
+
+@contextlib.contextmanager
+def _declared_rucio_env(declared: dict[str, Any]) -> Iterator[None]:
+    """The work's declared ``RUCIO_*``/``X509_*`` variables, for the download only."""
+    names = {
+        str(k): str(v)
+        for k, v in (declared or {}).items()
+        if str(k).startswith(RUCIO_ENV_PREFIXES) and v is not None
+    }
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    os.environ.setdefault("RUCIO_CLIENT_MODE", "1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _fetch_rucio_file(spec: dict[str, Any], scratch: str) -> str | None:
+    """Download the job's Rucio file (``input_file``) into ``scratch``; point the job at it.
+
+    Returns the local path, or None when the job names no Rucio file."""
+    ref = spec.get("input_file")
+    if not isinstance(ref, dict) or not ref.get("did"):
+        return None
+    did, rse, pfn = str(ref["did"]), ref.get("rse"), ref.get("pfn")
+    scope, sep, name = did.partition(":")
+    if not sep or not scope or not name or "/" in name:
+        raise RucioDownloadError(f"cannot download Rucio file {did!r}: not a SCOPE:NAME DID")
+    with _declared_rucio_env(spec.get("env") or {}):
+        try:
+            from rucio.client.downloadclient import DownloadClient
+        except ImportError as exc:
+            raise RucioDownloadError(
+                f"cannot download Rucio file {did}: rucio-clients is not installed on this "
+                f"worker ({exc}); install it (pip install rucio-clients) or run the work with "
+                "transfer: shared"
+            ) from None
+        dest = os.path.join(scratch, "rucio")
+        item: dict[str, Any] = {"did": did, "base_dir": dest, "no_subdir": True}
+        if rse:
+            item["rse"] = str(rse)
+        try:
+            out = DownloadClient(tracing=False).download_dids([item])
+        except Exception as exc:
+            raise RucioDownloadError(
+                f"cannot download Rucio file {did}"
+                f"{f' from {rse}' if rse else ''}: {type(exc).__name__}: {exc}"
+            ) from None
+    done = [
+        f
+        for f in out or []
+        if f.get("clientState") in ("DONE", "ALREADY_DONE") and f.get("dest_file_paths")
+    ]
+    if not done:
+        states = ", ".join(str(f.get("clientState")) for f in out or []) or "nothing downloaded"
+        raise RucioDownloadError(f"cannot download Rucio file {did}: {states}")
+    local = str(done[0]["dest_file_paths"][0])
+    if not os.path.isfile(local):
+        raise RucioDownloadError(f"cannot download Rucio file {did}: {local} is missing")
+    ref["path"] = local
+    kwargs = spec.get("kwargs")
+    if isinstance(kwargs, dict) and "file" in kwargs:
+        kwargs["file"] = local
+    cmd = spec.get("command")
+    if pfn and isinstance(cmd, list):
+        spec["command"] = [local if a == pfn else a for a in cmd]
+    elif pfn and isinstance(cmd, str):
+        spec["command"] = cmd.replace(shlex.quote(str(pfn)), shlex.quote(local))
+    spec["env"] = {**(spec.get("env") or {}), "IDDS_INPUT_FILE": local}
+    return local
+
+
 def _read_tail(path: str | None, n: int = LOG_TAIL) -> bytes | None:
     if not path:
         return None
@@ -337,6 +433,13 @@ def run_http(
             res = _base_result(spec)
             _set_error(res, exc)
             res["error"] = f"could not fetch the job's inputs from {client.base}: {res['error']}"
+            res["started_at"] = res["finished_at"] = time.time()
+            return _deliver(client, res, {}, None)
+        try:
+            _fetch_rucio_file(spec, scratch)
+        except Exception as exc:  # no rucio-clients, or the download failed: fail the job
+            res = _base_result(spec)
+            _set_error(res, exc)
             res["started_at"] = res["finished_at"] = time.time()
             return _deliver(client, res, {}, None)
         with open(os.path.join(private, "spec.json"), "w", encoding="utf-8") as fh:

@@ -217,13 +217,15 @@ class Submitter(Agent):
                     w.owner,
                 )
         file_ids = [r["file_id"] for r in claimed if r["file_id"] is not None]
-        names = (
-            dict(
-                conn.execute(select(files.c.id, files.c.name).where(files.c.id.in_(file_ids))).all()
-            )
+        rows = (
+            conn.execute(
+                select(files.c.id, files.c.name, files.c.meta).where(files.c.id.in_(file_ids))
+            ).all()
             if file_ids
-            else {}
+            else []
         )
+        names = {r.id: r.name for r in rows}
+        metas = {r.id: r.meta for r in rows}
         out = [
             job_spec(
                 r,
@@ -231,6 +233,7 @@ class Submitter(Agent):
                 names.get(r["file_id"]),
                 self._log_dir,
                 self._cache_dir,
+                metas.get(r["file_id"]),
             )
             for r in claimed
         ]
@@ -283,9 +286,17 @@ CACHED = "_cached"
 
 
 def job_spec(
-    job: dict[str, Any], work: dict[str, Any], file: str | None, log_dir: str, cache_dir: str
+    job: dict[str, Any],
+    work: dict[str, Any],
+    file: str | None,
+    log_dir: str,
+    cache_dir: str,
+    file_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One job of a work, rendered: its kwargs, its command with per-job placeholders filled."""
+    """One job of a work, rendered: its kwargs, its command with per-job placeholders filled.
+
+    A file registered from Rucio (its catalog meta holds ``did`` and ``rse``) is named in
+    ``input_file`` too, so that an http worker can download it with its own credentials."""
     try:
         rendered = render_job(work["instance"], job.get("kwargs"), job["idx"], file)
     except (ExpressionError, TemplateError) as exc:  # e.g. a value in a refused shell context
@@ -317,6 +328,8 @@ def job_spec(
         "cwd": work.get("cwd"),
         "owner": work.get(_OWNER),
     }
+    if file is not None and isinstance(file_meta, dict) and file_meta.get("did"):
+        spec["input_file"] = {"pfn": file, "did": file_meta["did"], "rse": file_meta.get("rse")}
     payload = work.get("payload")
     if payload:  # Function-as-a-Task: blobs in the cache; the value comes back pickled there too
         spec["payload"] = {

@@ -17,6 +17,7 @@ from tornado.ioloop import IOLoop
 
 from idds_jupyter.api.faults import storage_fault
 from idds_jupyter.auth import User
+from idds_jupyter.store.engine import reading
 
 if TYPE_CHECKING:
     from idds_jupyter.api.context import ApiContext
@@ -362,10 +363,12 @@ class ApiHandler(tornado.web.RequestHandler):
 
     # ---------------------------------------------------------- execution
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking code (database, files) in the executor: the IOLoop never blocks."""
-        return await IOLoop.current().run_in_executor(
-            self.ctx.executor, functools.partial(fn, *args, **kwargs)
-        )
+        """Run blocking code (database, files) in the executor: the IOLoop never blocks.
+        A GET's transactions only read (``store.engine.reading``)."""
+        call = functools.partial(fn, *args, **kwargs)
+        if self.request.method in ("GET", "HEAD"):
+            call = functools.partial(_reading_call, call)
+        return await IOLoop.current().run_in_executor(self.ctx.executor, call)
 
     async def send_file(self, path: Path, missing: str) -> None:
         """Stream a cache file in 1 MiB reads off the IOLoop; 404 ``missing`` if it is not there."""
@@ -414,6 +417,11 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(length)
+
+
+def _reading_call(call: Callable[[], T]) -> T:
+    with reading():
+        return call()
 
 
 __all__ = ["ApiError", "ApiHandler", "dumps", "file_size", "host_prepare"]

@@ -8,10 +8,12 @@ rows it read. PostgreSQL uses ``FOR UPDATE SKIP LOCKED`` for the same claims.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,24 @@ class _WriteGate:
             self._lock.release()
 
 
+_reading = threading.local()
+
+
+@contextlib.contextmanager
+def reading() -> Iterator[None]:
+    """The transactions this thread begins in the block only read (an API's GET): on
+    SQLite they begin deferred, so in WAL mode they neither wait for nor take the write
+    lock that another process's agents hold for whole batches (a read behind it waited
+    for SQLite's busy retries, up to the API's lock wait). A write in the block still
+    works, taking the lock when it comes, or fails "database is locked" (a 503)."""
+    before = getattr(_reading, "on", False)
+    _reading.on = True
+    try:
+        yield
+    finally:
+        _reading.on = before
+
+
 # One gate per database file in this process: the API's engine and the agents' engine
 # on one file queue for the same write lock.
 _gates: dict[str, _WriteGate] = {}
@@ -168,6 +188,9 @@ def make_engine(url: str | None = None, lock_wait: float | None = None, **kwargs
         # In the dialect's own begin, not an engine "begin" listener: with a listener on
         # the engine, every statement runs SQLAlchemy's event dispatch first.
         def _do_begin(dbapi_conn: Any) -> None:
+            if getattr(_reading, "on", False):  # reading(): no write turn, no write lock
+                getattr(dbapi_conn, "dbapi_connection", dbapi_conn).execute("BEGIN")
+                return
             if turn < 0:
                 gate.enter(dbapi_conn)
                 try:

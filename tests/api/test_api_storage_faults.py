@@ -132,6 +132,10 @@ def test_locked_database_answers_503_within_5s(served_db: Served, db_url: str) -
     for name, resp, took in answers:
         assert isinstance(resp, Resp), f"{name}: no answer ({resp!r}) after {took:.1f} s"
         assert took < ANSWER_WITHIN_S, f"{name}: answered after {took:.1f} s"
+        if name.startswith(("read", "list")) and db_url.startswith("sqlite"):
+            # WAL: a GET reads the last commit, without the write lock
+            assert resp.status == 200, f"{name}: {resp!r}"
+            continue
         assert resp.status == 503, f"{name}: {resp!r}"
         assert "database busy" in resp.json["error"], resp
         assert int(resp.headers["Retry-After"]) > 0
@@ -161,7 +165,9 @@ def test_client_waits_out_a_busy_database(served_db: Served, db_url: str) -> Non
             (status, read_s), (new, sub_s) = read.result(), sub.result()
         assert isinstance(status, dict) and status["status"] == "finished", status
         assert isinstance(new, int), new
-        assert min(read_s, sub_s) >= 3.5, "the lock was not met: nothing was tested"
+        assert sub_s >= 3.5, "the lock was not met: nothing was tested"
+        # a read waits for the lock on PostgreSQL; on SQLite (WAL) it reads the last commit
+        assert read_s >= 3.5 or db_url.startswith("sqlite")
         assert run_ids(served_db.alice) == [wid, new]  # stored once
         assert client.wait_workflow(new, timeout=60) == "finished"
     finally:

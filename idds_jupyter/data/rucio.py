@@ -51,6 +51,7 @@ __all__ = [
     "RucioSettings",
     "RucioSource",
     "RucioWatcher",
+    "check_settings",
     "StompListener",
     "StompNotifier",
     "hermes_message",
@@ -139,8 +140,41 @@ class RucioSettings:
         return cls(**kw)
 
 
+def check_settings(settings: RucioSettings) -> None:
+    """Refuse credentials that cannot work, naming the configuration setting, before Rucio's
+    client turns them into a less telling error."""
+
+    def need_file(value: str | None, setting: str, what: str) -> None:
+        if not value:
+            raise ValueError(f"{setting} is not set: rucio_auth_type {t!r} needs {what}")
+        if not os.path.isfile(value):
+            raise ValueError(f"{setting}: {what} {value!r} does not exist")
+
+    t = settings.auth_type
+    if t == "x509":
+        need_file(settings.client_cert, "rucio_client_cert", "an x509 certificate file")
+        need_file(settings.client_key, "rucio_client_key", "an x509 key file")
+    elif t == "x509_proxy":
+        proxy = settings.x509_proxy or os.environ.get("X509_USER_PROXY")
+        need_file(proxy, "rucio_x509_proxy", "an x509 proxy file (or X509_USER_PROXY)")
+    elif t in ("oidc", "token"):
+        need_file(settings.auth_token_file, "rucio_auth_token_file", "a file holding the token")
+        with open(str(settings.auth_token_file)) as fh:
+            if not fh.read().strip():
+                raise ValueError(f"rucio_auth_token_file: {settings.auth_token_file!r} is empty")
+    elif t not in ("userpass",):
+        raise ValueError(
+            f"rucio_auth_type {t!r} is not one of userpass, x509, x509_proxy, oidc, token"
+        )
+
+
 def rucio_client(settings: RucioSettings) -> Any:
-    """A ``rucio.client.Client`` for these settings."""
+    """A ``rucio.client.Client`` for these settings (checked by :func:`check_settings`).
+
+    ``oidc``/``token``: the token file is handed to Rucio's client by the WLCG bearer-token
+    discovery it implements (``BEARER_TOKEN_FILE`` in this process's environment; jobs never
+    inherit it, see :mod:`idds_jupyter.worker.env`)."""
+    check_settings(settings)
     os.environ.setdefault("RUCIO_CLIENT_MODE", "1")  # never the server's code paths
     try:
         from rucio.client import Client
@@ -156,7 +190,7 @@ def rucio_client(settings: RucioSettings) -> Any:
     elif settings.auth_type == "x509_proxy":
         creds = {"client_proxy": settings.x509_proxy}
     kw: dict[str, Any] = {
-        "auth_type": settings.auth_type,
+        "auth_type": "oidc" if settings.auth_type == "token" else settings.auth_type,
         "account": settings.account,
         "logger": logging.getLogger("idds_jupyter.data.rucio.client"),
     }
@@ -170,8 +204,7 @@ def rucio_client(settings: RucioSettings) -> Any:
     if any(v is not None for v in creds.values()):
         kw["creds"] = creds
     if settings.auth_token_file and settings.auth_type in ("oidc", "token"):
-        with open(settings.auth_token_file) as fh:
-            os.environ.setdefault("RUCIO_AUTH_TOKEN", fh.read().strip())
+        os.environ["BEARER_TOKEN_FILE"] = os.path.abspath(settings.auth_token_file)
     return Client(**{k: v for k, v in kw.items() if v is not None})
 
 

@@ -263,3 +263,124 @@ def test_a_failed_download_or_no_credentials_fail_the_job_naming_the_did(
     assert not res["ok"]
     assert f"cannot download Rucio file {nocreds['input_file']['did']}" in res["error"]
     assert len(content) == 2
+
+
+def make_cert(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed x509 certificate and its key (mode 600, as Rucio's client requires)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idds test user")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "usercert.pem", tmp / "userkey.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_x509_and_oidc_token_settings_reach_rucios_client_configuration_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test Rucio server accepts userpass only: these check what the client is given
+    (a token already on file, so constructing the client contacts no server)."""
+    from idds_jupyter.data.rucio import rucio_client
+
+    (tmp_path / "token").write_text("a-cached-rucio-token")
+    cfg = tmp_path / "rucio.cfg"
+    cfg.write_text(f"[client]\nauth_token_file_path = {tmp_path / 'token'}\n")
+    monkeypatch.setenv("RUCIO_CONFIG", str(cfg))
+    cert, key = make_cert(tmp_path)
+    rc = rucio_client(
+        RucioSettings(
+            host="https://rucio.example.org",
+            auth_host="https://rucio-auth.example.org",
+            auth_type="x509",
+            account="alice",
+            vo="atl",
+            client_cert=str(cert),
+            client_key=str(key),
+        )
+    )
+    assert (rc.auth_type, rc.account, rc.vo) == ("x509", "alice", "atl")
+    assert (rc.host, rc.auth_host) == (
+        "https://rucio.example.org",
+        "https://rucio-auth.example.org",
+    )
+    assert (rc.creds["client_cert"], rc.creds["client_key"]) == (str(cert), str(key))
+    # an OIDC token from a file: Rucio's client takes it through WLCG token discovery
+    jwt = tmp_path / "bt"
+    jwt.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n")
+    monkeypatch.delenv("BEARER_TOKEN", raising=False)
+    monkeypatch.setenv("BEARER_TOKEN_FILE", "")  # restored after the test
+    (tmp_path / "token").unlink()  # nothing cached: the token must come from the setting
+    for auth_type in ("oidc", "token"):
+        rc = rucio_client(
+            RucioSettings(
+                host="https://rucio.example.org",
+                auth_type=auth_type,
+                account="alice",
+                auth_token_file=str(jwt),
+            )
+        )
+        assert rc.auth_type == "oidc"
+        assert rc.headers["X-Rucio-Auth-Token"] == "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"
+
+
+def test_bad_rucio_auth_settings_name_the_setting_configuration_only(tmp_path: Path) -> None:
+    from idds_jupyter.data.rucio import rucio_client
+
+    cert, key = make_cert(tmp_path)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    cases = [
+        (dict(auth_type="x509", client_key=str(key)), "rucio_client_cert is not set"),
+        (dict(auth_type="x509", client_cert=str(cert)), "rucio_client_key is not set"),
+        (
+            dict(auth_type="x509", client_cert=str(tmp_path / "nope.pem"), client_key=str(key)),
+            "rucio_client_cert: an x509 certificate file",
+        ),
+        (dict(auth_type="x509_proxy", x509_proxy=str(tmp_path / "x509up")), "rucio_x509_proxy"),
+        (dict(auth_type="oidc"), "rucio_auth_token_file is not set"),
+        (dict(auth_type="token", auth_token_file=str(empty)), "rucio_auth_token_file: .* empty"),
+        (dict(auth_type="kerberos5"), "rucio_auth_type 'kerberos5' is not one of"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            rucio_client(RucioSettings(host="https://rucio.example.org", **kw))  # type: ignore[arg-type]
+
+
+def test_rucio_and_x509_variables_reach_jobs_only_when_declared_or_allowed_configuration_only() -> (
+    None
+):
+    from idds_jupyter.worker.env import job_environment
+
+    service = {"PATH": "/bin", "RUCIO_CONFIG": "/etc/service-rucio.cfg", "X509_USER_PROXY": "/p"}
+    assert "RUCIO_CONFIG" not in job_environment(base=service)
+    assert "X509_USER_PROXY" not in job_environment(base=service)
+    mine = job_environment({"RUCIO_CONFIG": "/home/alice/rucio.cfg"}, base=service)
+    assert mine["RUCIO_CONFIG"] == "/home/alice/rucio.cfg" and "X509_USER_PROXY" not in mine
+    allowed = job_environment(base=service, allow=("RUCIO_*", "X509_*"))
+    assert allowed["RUCIO_CONFIG"] == "/etc/service-rucio.cfg"
+    assert allowed["X509_USER_PROXY"] == "/p"

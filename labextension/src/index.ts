@@ -12,6 +12,7 @@ import { IddsApi } from './api';
 import { DEFAULT_SETTINGS, IIddsSettings, IddsContext } from './context';
 import { workflowIcon } from './icons';
 import { MonitorView } from './monitor';
+import { addNotebookCommands } from './notebookexport';
 import { RunView } from './runview';
 import { RunsModel, RunsPanel } from './sidebar';
 import { LiveStream } from './stream';
@@ -153,9 +154,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
         )
     });
 
+    const notebookCommands = addNotebookCommands(app, api, openRun);
+
     if (palette) {
       const category = 'iDDS Workflows';
       for (const command of [
+        ...notebookCommands,
         CommandIDs.showRuns,
         CommandIDs.refresh,
         CommandIDs.openRun,

@@ -33,6 +33,7 @@ import { ILayout, layoutGraph } from './layout';
 import { Lineage } from './lineage';
 import { IWorkProvenance, fetchWorkProvenance, memoLabel } from './memo';
 import { IMonitor, IRunGraph, aggregateCounts, isTerminal, runProgress, runToGraph, sumCounts } from './model';
+import { ExecutedNotebookLinks } from './notebookexport';
 import type { IStreamEvent } from './stream';
 import { CountsBar, ErrorLine, StatusBadge, duration } from './widgets';
 
@@ -432,6 +433,10 @@ function LogView(props: { model: RunModel; work: string; job: IJobRow; onClose: 
           job {job.id} (#{job.idx}, attempt {job.attempt})
           {job.log ? ` — last ${model.ctx.settings.logTailLines} lines of its log` : ''}
         </span>
+        {job.log && model.full?.index.get(work)?.kind === 'function' ? (
+          // a function job with a log: a whole-notebook job (the server says if it is not)
+          <ExecutedNotebookLinks api={model.ctx.api} jobId={job.id} />
+        ) : null}
         <button className="jp-mod-styled idds-lineage-tab" onClick={() => setLineage(!lineage)}>
           {lineage ? 'Log' : 'Lineage'}
         </button>

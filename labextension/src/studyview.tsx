@@ -110,8 +110,8 @@ function Plot(props: { data: unknown[]; layout: Record<string, unknown>; classNa
 /** How many trials the table shows before "show more" (the plots show them all). */
 export const TABLE_ROWS = 200;
 /** Markers of the objective plot and lines of the parallel coordinates drawn at most. */
-export const PLOT_POINTS = 2000;
-export const PARCOORDS_LINES = 500;
+export const PLOT_POINTS = 1000;
+export const PARCOORDS_LINES = 200;
 
 export class StudyModel {
   monitor: IMonitor | null = null;

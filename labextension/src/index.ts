@@ -15,6 +15,7 @@ import { MonitorView } from './monitor';
 import { addNotebookCommands } from './notebookexport';
 import { RunView } from './runview';
 import { RunsModel, RunsPanel } from './sidebar';
+import { StagingView } from './staging';
 import { LiveStream } from './stream';
 import { StudyView } from './studyview';
 
@@ -27,6 +28,7 @@ export namespace CommandIDs {
   export const openHpo = 'idds:open-hpo';
   export const openAl = 'idds:open-active-learning';
   export const openMonitor = 'idds:open-monitor';
+  export const openStaging = 'idds:open-staging';
 }
 
 async function askId(title: string): Promise<number | null> {
@@ -63,6 +65,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       al: new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-al' })
     };
     const monitors = new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-monitor' });
+    const stagings = new WidgetTracker<MainAreaWidget>({ namespace: 'idds-jupyter-staging' });
     const open = (key: string, make: () => MainAreaWidget, into = tracker): MainAreaWidget => {
       let w = into.find(x => x.id === key);
       if (!w) {
@@ -154,6 +157,34 @@ const plugin: JupyterFrontEndPlugin<void> = {
         )
     });
 
+    app.commands.addCommand(CommandIDs.openStaging, {
+      label: args => (args.dataset ? `Staging of ${args.dataset}` : 'Open Dataset Staging…'),
+      caption: 'Per-file staging state of a dataset (queued, staging, available, stuck)',
+      icon: workflowIcon,
+      execute: async args => {
+        let dataset = args.dataset ? String(args.dataset) : '';
+        if (!dataset) {
+          const r = await InputDialog.getText({ title: 'Dataset (e.g. rucio://SCOPE:NAME)' });
+          dataset = r.button.accept && r.value ? r.value.trim() : '';
+        }
+        if (!dataset) {
+          return;
+        }
+        return open(
+          `idds-staging-${dataset}`,
+          () => {
+            const w = new MainAreaWidget({ content: new StagingView(ctx, dataset) });
+            w.title.label = `Staging ${dataset}`;
+            w.title.icon = workflowIcon;
+            w.title.closable = true;
+            w.addClass('idds-main');
+            return w;
+          },
+          stagings
+        );
+      }
+    });
+
     const notebookCommands = addNotebookCommands(app, api, openRun);
 
     if (palette) {
@@ -165,7 +196,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.openRun,
         CommandIDs.openHpo,
         CommandIDs.openAl,
-        CommandIDs.openMonitor
+        CommandIDs.openMonitor,
+        CommandIDs.openStaging
       ]) {
         palette.addItem({ command, category });
       }
@@ -181,6 +213,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       void restorer.restore(studies.hpo, { command: CommandIDs.openHpo, args: idOf, name: w => w.id });
       void restorer.restore(studies.al, { command: CommandIDs.openAl, args: idOf, name: w => w.id });
       void restorer.restore(monitors, { command: CommandIDs.openMonitor, name: w => w.id });
+      void restorer.restore(stagings, {
+        command: CommandIDs.openStaging,
+        args: w => ({ dataset: (w.content as StagingView).datasetName }),
+        name: w => w.id
+      });
     }
     if (registry) {
       const apply = (s: ISettingRegistry.ISettings): void => {

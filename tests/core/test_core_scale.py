@@ -12,8 +12,9 @@ from sqlalchemy import func, select, text
 from idds_jupyter.store import works as store_works
 from idds_jupyter.store.engine import make_engine
 from idds_jupyter.store.function_stats import mean_wall, record_durations
+from idds_jupyter.store.jobs import renew_locks
 from idds_jupyter.store.migrate import upgrade
-from idds_jupyter.store.tables import job_deps, jobs
+from idds_jupyter.store.tables import job_deps, jobs, workflows, works
 
 
 def test_expansion_written_in_chunks_releases_each_job_once(
@@ -64,4 +65,80 @@ def test_function_stats_row_held_by_another_runner_is_not_waited_for(pg_url: str
         assert mean_wall(conn, "m:f") == (pytest.approx(1.5), 2)
         record_durations(conn, {})  # the next batch folds in what was carried
         assert mean_wall(conn, "m:f") == (pytest.approx(3.0), 3)
+    engine.dispose()
+
+
+def test_heartbeat_skips_the_jobs_a_result_transaction_holds(pg_url: str) -> None:
+    """The owner's beat renews the in-flight jobs no other transaction holds, without
+    waiting (a lock timeout would fail it) for the one being recorded; the next beat
+    renews that one too."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    t = 1.0
+    with engine.begin() as conn:
+        wf = conn.execute(
+            workflows.insert()
+            .values(
+                name="hb",
+                status="running",
+                template={},
+                params={},
+                meta={},
+                created_at=t,
+                updated_at=t,
+            )
+            .returning(workflows.c.id)
+        ).scalar_one()
+        wk = conn.execute(
+            works.insert()
+            .values(
+                workflow_id=wf,
+                name="w",
+                template_name="w",
+                kind="function",
+                status="running",
+                spec={},
+                created_at=t,
+                updated_at=t,
+            )
+            .returning(works.c.id)
+        ).scalar_one()
+        ids = (
+            conn.execute(
+                jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "workflow_id": wf,
+                        "work_id": wk,
+                        "idx": i,
+                        "status": "submitted",
+                        "lock_owner": "me",
+                        "lock_expiry": 0.0,
+                        "created_at": t,
+                    }
+                    for i in range(2)
+                ],
+            )
+            .scalars()
+            .all()
+        )
+
+    def expiry() -> list[float]:
+        with engine.begin() as conn:
+            return list(
+                conn.execute(
+                    select(jobs.c.lock_expiry).where(jobs.c.id.in_(ids)).order_by(jobs.c.id)
+                ).scalars()
+            )
+
+    with engine.connect() as receiver, engine.connect() as poller, receiver.begin():
+        receiver.execute(select(jobs.c.id).where(jobs.c.id == ids[0]).with_for_update())
+        with poller.begin():
+            poller.execute(text("SET LOCAL lock_timeout = '5s'"))
+            assert renew_locks(poller, "me", 60.0) == 1
+    first, second = expiry()
+    assert first == 0.0 and second > 0.0
+    with engine.begin() as conn:
+        assert renew_locks(conn, "me", 60.0) == 2
+    assert min(expiry()) > 0.0
     engine.dispose()

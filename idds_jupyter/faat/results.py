@@ -10,12 +10,15 @@ known once ``POST requests`` answered) are kept for a while and replayed.
 A failed attempt that will be retried is held until the last attempt. When a
 work or workflow is reported terminal and a sink still misses jobs, and after
 every reconnection of the push channel, the results are fetched over REST once
-(``GET requests/{id}/works/{name}/results``): the only fetch, never a poll.
+(``GET requests/{id}/works/{name}/results``). Events are hints (a lost one must
+only delay): a sink that hears nothing for a while has its results fetched too, the
+pause doubling from ``QUIET_FIRST`` up to ``QUIET_MAX`` seconds while nothing changes.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -29,6 +32,8 @@ __all__ = ["ResultRouter", "WorkSink", "router"]
 _FINAL = ("finished", "failed", "cancelled")
 _ORPHAN_WORKFLOWS = 512
 _ORPHAN_JOBS = 200_000
+QUIET_FIRST = 5.0
+QUIET_MAX = 60.0
 
 
 class WorkSink:
@@ -53,6 +58,8 @@ class WorkSink:
         self.done = threading.Event()
         self._lock = threading.Lock()
         self.router: ResultRouter | None = None
+        self.heard = time.monotonic()  # last news of this sink's jobs
+        self.quiet = QUIET_FIRST  # silence after which the store is asked
         if n == 0:
             self.done.set()
 
@@ -77,6 +84,8 @@ class WorkSink:
                 self.held[idx] = job  # another attempt is coming
                 return
             self.held.pop(idx, None)
+            self.heard = time.monotonic()
+            self.quiet = QUIET_FIRST
             self.slots[idx] = job
             self.pending -= 1
             complete = self.pending == 0
@@ -123,6 +132,7 @@ class ResultRouter:
         self._n_orphans = 0
         self._terminal: OrderedDict[int, str] = OrderedDict()
         self._checking: dict[int, bool] = {}  # workflow id -> changed again during the check
+        self._watchdog: threading.Thread | None = None
         push = client.push
         push.add_listener(self.on_message)
         push.add_on_connect(self.resync)
@@ -146,6 +156,11 @@ class ResultRouter:
                 else:
                     del self._orphans[sink.workflow_id]
             ended = self._terminal.get(sink.workflow_id)
+            if self._watchdog is None or not self._watchdog.is_alive():
+                self._watchdog = threading.Thread(
+                    target=self._watch, name="idds-quiet-sinks", daemon=True
+                )
+                self._watchdog.start()
         for job in replay:
             sink.offer(job)
         if ended is not None and not sink.done.is_set():
@@ -262,23 +277,45 @@ class ResultRouter:
         with self._lock:
             sinks = [s for s in self._sinks.values() if not s.done.is_set()]
         for sink in sinks:
-            try:
-                rows = self.client.work_results(sink.workflow_id, sink.work)
-            except Exception:
-                continue
-            for row in rows:
-                sink.offer(row)
-            if not sink.done.is_set():
-                try:
-                    status = self.client.status(sink.workflow_id).get("status")
-                except Exception:
-                    continue
-                from idds_jupyter.client import TERMINAL
+            self._fetch(sink)
 
-                if status in TERMINAL:
-                    # Jobs may have ended between the first fetch and the status: fetch
-                    # again now that nothing more can change.
-                    self._fetch_and_finalize(sink, f"workflow {sink.workflow_id} ended {status}")
+    def _fetch(self, sink: WorkSink) -> None:
+        """Take the stored results of ``sink``'s jobs; finalize it if its workflow ended."""
+        from idds_jupyter.client import TERMINAL
+
+        try:
+            rows = self.client.work_results(sink.workflow_id, sink.work)
+        except Exception:
+            return
+        for row in rows:
+            sink.offer(row)
+        if sink.done.is_set():
+            return
+        try:
+            status = self.client.status(sink.workflow_id).get("status")
+        except Exception:
+            return
+        if status in TERMINAL:
+            # Jobs may have ended between the first fetch and the status: fetch
+            # again now that nothing more can change.
+            self._fetch_and_finalize(sink, f"workflow {sink.workflow_id} ended {status}")
+
+    def _watch(self) -> None:
+        """Fetch the results of sinks that heard nothing for their ``quiet`` time (a
+        lost event), backing off while nothing changes; ends when no sink waits."""
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                sinks = [s for s in self._sinks.values() if not s.done.is_set()]
+                if not sinks:
+                    self._watchdog = None
+                    return
+            now = time.monotonic()
+            for sink in sinks:
+                if now - sink.heard >= sink.quiet:
+                    sink.heard = now
+                    sink.quiet = min(sink.quiet * 2, QUIET_MAX)
+                    self._fetch(sink)
 
 
 def _int(value: Any, default: int | None = None) -> int | None:

@@ -42,8 +42,9 @@ pytestmark = pytest.mark.timeout(size(400, 2400))
 class DroppingBus(Bus):
     """A real bus behind a shim that drops every other published event (50 %)."""
 
-    def __init__(self, inner: Bus) -> None:
+    def __init__(self, inner: Bus, every: int = 2) -> None:
         self.inner = inner
+        self.every = every  # keep one event in ``every`` (0: drop them all)
         self._lock = threading.Lock()
         self._n = 0
         self.dropped = 0
@@ -54,7 +55,7 @@ class DroppingBus(Bus):
         with self._lock:
             for ev in events:
                 self._n += 1
-                if self._n % 2:
+                if self.every and self._n % self.every == 1 % self.every:
                     kept.append(ev)
                 else:
                     self.dropped += 1
@@ -147,3 +148,49 @@ def test_half_the_events_dropped_everything_finishes(
     assert outs["map"] == [x * x for x in range(MAP_ITEMS)]
     if HAVE_OPTUNA:
         assert outs["hpo"]["n"] == TRIALS and outs["hpo"]["complete"] == TRIALS, outs["hpo"]
+
+
+def test_every_event_lost_a_map_still_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No event reaches the client (no result, no work or workflow end): the router's
+    watch on quiet sinks fetches the results from the store after ``QUIET_FIRST`` s."""
+    import idds_jupyter.bus as bus_module
+    from idds_jupyter.api.server import start_server
+    from idds_jupyter.faat.results import QUIET_FIRST
+
+    buses: list[DroppingBus] = []
+
+    def make_silent_bus(spec: str, engine: object = None) -> Bus:
+        buses.append(DroppingBus(LocalBus(), every=0))
+        return buses[-1]
+
+    monkeypatch.setattr(bus_module, "make_bus", make_silent_bus)
+    cfg = Config.load(
+        None,
+        home=tmp_path / "home",
+        db_url=f"sqlite:///{tmp_path / 'idds.db'}",
+        workers=2,
+        poll_interval=0.5,
+    )
+    handle = start_server(cfg, port=0)
+    try:
+        env = {**os.environ, "IDDS_URL": handle.url, "IDDS_TOKEN": handle.token}
+        path = tmp_path / "map.py"
+        path.write_text(textwrap.dedent(MAP_SCRIPT.format(n=20, timeout=120)))
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, str(path)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        took = time.monotonic() - t0
+    finally:
+        handle.stop()
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [x * x for x in range(20)]
+    assert buses[0].delivered == 0 and buses[0].dropped > 0
+    assert took < QUIET_FIRST + 60, took

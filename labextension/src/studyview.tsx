@@ -124,6 +124,8 @@ export class StudyModel {
   private atRest = new Set<string>();
   private rows = new Map<string, ITrialRow>();
   private cursor = '';
+  /** the whole run was read again once it ended (late commits behind the cursor) */
+  private readAtEnd = false;
   private version = 0;
   private cached: { version: number; trials: ITrial[] } | null = null;
   private _changed = new Signal<this, void>(this);
@@ -168,6 +170,7 @@ export class StudyModel {
 
   /** HPO: the trials ended since the last cursor, in one request (more only for a page full). */
   private async fetchTrials(): Promise<void> {
+    let whole = this.cursor === ''; // this fetch reads the run from its start
     for (;;) {
       const page = await this.ctx.api.trials(this.id, this.cursor);
       for (const r of trialRows(page)) {
@@ -179,9 +182,22 @@ export class StudyModel {
       this.cursor = page.cursor;
       this.runName = page.name;
       this.runStatus = page.status;
-      if (!page.more) {
+      if (page.more) {
+        continue;
+      }
+      if (!isTerminal(page.status)) {
+        this.readAtEnd = false; // (re)started: read everything again when it ends
         return;
       }
+      if (this.readAtEnd || whole) {
+        this.readAtEnd = true;
+        return;
+      }
+      // ended: nothing more will change; read the whole run once, so that a result
+      // committed later than the cursor's settling time is not missed
+      this.readAtEnd = true;
+      this.cursor = '';
+      whole = true;
     }
   }
 

@@ -18,8 +18,8 @@ export namespace NotebookCommandIDs {
   export const submitNotebook = 'idds:submit-notebook';
 }
 
-/** Where executed notebooks opened from the run view are saved (contents API paths). */
-export const EXECUTED_DIR = '.idds/executed';
+/** Where executed notebooks opened from the run view are saved (a contents API path; not a hidden one, which Jupyter refuses to write by default). */
+export const EXECUTED_DIR = 'idds-executed';
 
 /** What the commands need of a notebook panel (kept structural: no @jupyterlab/notebook dependency). */
 interface INotebookLike {
@@ -296,7 +296,7 @@ async function fetchExecuted(api: IddsApi, jobId: number): Promise<string> {
   return resp.text();
 }
 
-/** Saves job `jobId`'s executed notebook under .idds/executed/ and opens it. */
+/** Saves job `jobId`'s executed notebook under idds-executed/ and opens it. */
 async function openExecuted(app: JupyterFrontEnd, api: IddsApi, jobId: number): Promise<void> {
   const text = await fetchExecuted(api, jobId);
   await ensureDir(app, EXECUTED_DIR);

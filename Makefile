@@ -70,6 +70,8 @@ bench: $(STAMP) postgres-deps
 	$(BIN)/python bench/bus_throughput.py --events 200000 --batch 100
 	$(BIN)/python bench/server_responsiveness.py --jobs 100000
 	$(BIN)/python bench/hpo_overhead.py --trials 1000 --trial-seconds 0.1 --parallel 8
+	$(BIN)/python bench/fair_share.py
+	$(BIN)/python bench/provenance_cache.py
 	cd labextension && node_modules/.bin/vite-node ../bench/dag_overview.ts 1000 10000
 
 # configurable-http-proxy (npm) for the JupyterHub tests (tests/hub) and `make hub`.

@@ -83,6 +83,11 @@ class Config:
     )
     batch: int = setting(1000, "Jobs per claim and per result transaction")
     notify_urls: tuple[str, ...] = setting((), "URLs notified of run events")
+    notify_kinds: tuple[str, ...] = setting(
+        ("workflow.terminal",),
+        "Outbound messages sent to notify_urls: workflow.terminal (a run ended), "
+        "work.terminal (a work ended), files.processed (jobs of dataset files ended)",
+    )
     # batch-system backends (slurm, htcondor, panda): see docs/backends.md
     shared_dir: str | None = setting(
         None,
@@ -462,7 +467,7 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
             out[k] = float(v)
         elif k == "hub_admin_groups":  # env: "g1,g2"
             out[k] = tuple(g for g in v.split(",") if g) if isinstance(v, str) else tuple(v)
-        elif k in ("backends", "notify_urls", "env_allow"):
+        elif k in ("backends", "notify_urls", "notify_kinds", "env_allow"):
             out[k] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
         else:
             out[k] = _by_type(k, v)

@@ -27,9 +27,15 @@ from idds_jupyter.model.status import (
 from idds_jupyter.store.function_stats import function_key, record_durations
 from idds_jupyter.store.provenance import record as record_provenance
 from idds_jupyter.store.sql import Locked, chunks, db_now, in_list, is_postgres, now
-from idds_jupyter.store.tables import jobs, workflows, works
+from idds_jupyter.store.tables import datasets, files, jobs, workflows, works
 from idds_jupyter.store.trigger import cancel_descendants, release_children
-from idds_jupyter.store.workflows import end_if_done, mark_dirty
+from idds_jupyter.store.workflows import (
+    FILES_PROCESSED,
+    WORK_ENDED,
+    end_if_done,
+    mark_dirty,
+    note_messages,
+)
 
 PENDING = JobStatus.PENDING.value
 READY = JobStatus.READY.value
@@ -422,6 +428,11 @@ def record_results(
         + [(current[r["jid"]], by_id[r["jid"]], FAILED) for r in fail_rows],
         linked,
     )
+    note_files_processed(
+        conn,
+        [(current[r["jid"]], FINISHED) for r in ok_rows]
+        + [(current[r["jid"]], FAILED) for r in fail_rows],
+    )
     if linked:
         out.released = release_children(conn, [r["jid"] for r in ok_rows])
         for work_id, n in cancel_descendants(conn, [r["jid"] for r in fail_rows]).items():
@@ -429,6 +440,47 @@ def record_results(
             out.cancelled += n
     count_on_works(conn, per_work, out)
     return out
+
+
+def note_files_processed(conn: Connection, ended: Sequence[tuple[Any, str]]) -> None:
+    """One outbound ``files.processed`` message per work and outcome for the jobs of
+    ``ended`` bound to a dataset file (the carousel's follow-up, as iDDS's Conductor
+    sends for contents); jobs with no file cost nothing."""
+    bound = [(row, status) for row, status in ended if row.file_id is not None]
+    if not bound:
+        return
+    names = {
+        r.id: (r.name, r.dataset)
+        for r in conn.execute(
+            select(files.c.id, files.c.name, datasets.c.name.label("dataset"))
+            .join(datasets, datasets.c.id == files.c.dataset_id)
+            .where(files.c.id.in_(in_list())),
+            {"ids": sorted({int(row.file_id) for row, _ in bound})},
+        )
+    }
+    by_status: dict[tuple[int, int, str, str | None, str], list[str]] = defaultdict(list)
+    for row, status in bound:
+        name, dataset = names.get(int(row.file_id), (None, None))
+        if name is not None:
+            by_status[(row.workflow_id, row.work_id, row.name, dataset, status)].append(name)
+    note_messages(
+        conn,
+        [
+            (
+                wf,
+                FILES_PROCESSED,
+                {
+                    "workflow_id": wf,
+                    "work_id": work_id,
+                    "work": work,
+                    "dataset": dataset,
+                    "status": status,
+                    "files": sorted(names_),
+                },
+            )
+            for (wf, work_id, work, dataset, status), names_ in by_status.items()
+        ],
+    )
 
 
 def finished_note(job: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any]:
@@ -458,6 +510,7 @@ _CURRENT = Locked(
         jobs.c.retries_used,
         jobs.c.lock_owner,
         jobs.c.status,
+        jobs.c.file_id,
         works.c.retries,
         works.c.name,
         # as text, decoded once per batch and distinct value by record_results
@@ -481,6 +534,7 @@ _Current = namedtuple(  # noqa: PYI024
         "retries_used",
         "lock_owner",
         "status",
+        "file_id",
         "retries",
         "name",
         "spec",
@@ -580,6 +634,7 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
     t = now()
     dirty: set[int] = set()
     check: dict[int, tuple[Mapping[str, Any], list[str]]] = {}
+    ended_msgs: list[tuple[int, str, dict[str, Any]]] = []
     for row in rows:
         status = work_outcome(
             row.n_jobs,
@@ -590,11 +645,24 @@ def finish_works(conn: Connection, work_ids: Sequence[int], out: Outcome) -> Non
         res = conn.execute(_END_WORK, {"wid": row.id, "status": status, "t": t})
         if res.rowcount:
             out.terminal_works.append((row.workflow_id, row.id, status, row.name))
+            ended_msgs.append(
+                (
+                    row.workflow_id,
+                    WORK_ENDED,
+                    {
+                        "workflow_id": row.workflow_id,
+                        "work_id": row.id,
+                        "work": row.name,
+                        "status": status,
+                    },
+                )
+            )
             then = on_work_end(row.meta)
             if then == PLAN:
                 dirty.add(row.workflow_id)
             elif then == CHECK_END:
                 check.setdefault(row.workflow_id, (row.meta or {}, []))[1].append(status)
+    note_messages(conn, ended_msgs)  # before a workflow's end, which may follow here
     for wf_id, (meta, ended_now) in check.items():
         ended = end_if_done(conn, wf_id, meta, ended_now)
         if ended is not None:

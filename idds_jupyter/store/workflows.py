@@ -37,6 +37,8 @@ from idds_jupyter.store.tables import jobs, messages, workflows, works
 ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
 # the kind of the outbound message of a workflow that ended (as the event that wakes its sender)
 WORKFLOW_ENDED = "workflow.terminal"
+WORK_ENDED = "work.terminal"
+FILES_PROCESSED = "files.processed"
 
 
 def submit(
@@ -142,6 +144,19 @@ def note_ended(conn: Connection, workflow_id: int, status: str) -> None:
             created_at=now(),
         ),
     )
+
+
+def note_messages(conn: Connection, rows: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
+    """Outbound messages ``(workflow id, kind, payload)``, in the caller's transaction."""
+    if rows:
+        t = now()
+        conn.execute(
+            _NEW_MESSAGE,
+            [
+                dict(workflow_id=wf, kind=kind, status="new", payload=payload, created_at=t)
+                for wf, kind, payload in rows
+            ],
+        )
 
 
 def end_if_done(

@@ -78,6 +78,7 @@ def server(
         workers=4,
         poll_interval=0.5,
         notify_urls=(notify,),
+        notify_kinds=("workflow.terminal", "work.terminal", "files.processed"),
         rucio_host=rucio.url,
         rucio_account="root",
         rucio_username="ddmlab",
@@ -241,7 +242,7 @@ def test_rucio_50_tape_files_each_job_within_1s_of_its_transfer_done_message_fts
     assert {f["meta"]["did"] for f in listed} == {f"{scope}:{n}" for n in names}
 
 
-def test_rucio_messages_off_jobs_start_within_the_poll_period_fts_played_by_test_run_end_notified_over_stomp(
+def test_rucio_messages_off_jobs_start_within_the_poll_period_fts_played_by_test_run_work_and_files_notified_over_stomp(
     rucio: RucioServer, broker: StompBroker, client: Client
 ) -> None:
     notified: list[tuple[str, dict[str, Any]]] = []
@@ -266,10 +267,24 @@ def test_rucio_messages_off_jobs_start_within_the_poll_period_fts_played_by_test
     assert max(gaps) < period + 1.0, gaps
     assert src.messages == 0 and src.polls >= 2
     deadline = time.time() + 10
-    while not any(p.get("workflow_id") == wid for _, p in notified) and time.time() < deadline:
+    while time.time() < deadline and not any(
+        k == "workflow.terminal" and p.get("workflow_id") == wid for k, p in notified
+    ):
         time.sleep(0.05)
     follower.close()
-    assert ("workflow.terminal", {"workflow_id": wid, "status": "finished"}) in notified
+    ours = [(k, p) for k, p in notified if p.get("workflow_id") == wid]
+    assert ("workflow.terminal", {"workflow_id": wid, "status": "finished"}) in ours
+    [(_, work)] = [(k, p) for k, p in ours if k == "work.terminal"]
+    assert (work["work"], work["status"]) == ("process", "finished"), work
+    processed = [p for k, p in ours if k == "files.processed"]
+    assert {p["dataset"] for p in processed} == {uri} and {p["status"] for p in processed} == {
+        "finished"
+    }, processed
+    # every file once, by the name the catalog gives it
+    done = sorted(f for p in processed for f in p["files"])
+    assert done == sorted(f["name"] for f in client.dataset(uri)["files"]), done
+    kinds = [k for k, _ in ours]
+    assert kinds.index("work.terminal") < kinds.index("workflow.terminal"), kinds
 
 
 def test_rucio_stuck_file_fails_its_job_naming_the_rucio_state_then_retry_succeeds_fts_played_by_test(

@@ -1,5 +1,6 @@
-"""Conductor: delivers outbound notifications (workflow ended, ...) to the bus, to webhooks and
-to STOMP brokers (``notify_urls`` entries ``stomp://HOST:PORT/DESTINATION``)."""
+"""Conductor: delivers outbound notifications (run ended, work ended, files processed) to the
+bus, and those of the configured ``notify_kinds`` to webhooks and to STOMP brokers
+(``notify_urls`` entries ``stomp://HOST:PORT/DESTINATION``)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ class Conductor(Agent):
 
     def _deliver(self, payload: dict[str, object], kind: str) -> None:
         self.ctx.publish([make_event(NOTIFICATION, None, kind=kind, **payload)])
+        if kind not in self.ctx.config.notify_kinds:  # kept, and on the bus; not sent out
+            return
         body = json.dumps({"kind": kind, **payload}).encode()
         for url in self.ctx.config.notify_urls:
             if url.startswith("stomp://"):  # a message broker (idds_jupyter.data.stomp)

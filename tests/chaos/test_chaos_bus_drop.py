@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chaos_helpers import MAP_SCRIPT, STUDY_SCRIPT, audit, executions, size
@@ -70,16 +71,17 @@ class DroppingBus(Bus):
         self.inner.close()
 
 
-def test_half_the_events_dropped_everything_finishes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def serve_on_dropping_bus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: int
+) -> tuple[Any, DroppingBus]:
+    """A server (in this process) whose bus keeps one event in ``every`` (0: none)."""
     import idds_jupyter.bus as bus_module
     from idds_jupyter.api.server import start_server
 
     buses: list[DroppingBus] = []
 
     def make_dropping_bus(spec: str, engine: object = None) -> Bus:
-        buses.append(DroppingBus(LocalBus()))
+        buses.append(DroppingBus(LocalBus(), every=every))
         return buses[-1]
 
     monkeypatch.setattr(bus_module, "make_bus", make_dropping_bus)
@@ -91,11 +93,18 @@ def test_half_the_events_dropped_everything_finishes(
         poll_interval=0.5,
     )
     handle = start_server(cfg, port=0)
+    assert len(buses) == 1
+    return handle, buses[0]
+
+
+def test_half_the_events_dropped_everything_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle, bus = serve_on_dropping_bus(tmp_path, monkeypatch, every=2)
     client = Client(handle.url, handle.token)
     record = tmp_path / "executions.txt"
     t0 = time.monotonic()
     try:
-        assert len(buses) == 1
         wid = client.submit(
             layered_dag(
                 DAG_JOBS, function="chaosfuncs:record", parameters={"path": str(record)}
@@ -128,7 +137,6 @@ def test_half_the_events_dropped_everything_finishes(
     finally:
         client.shutdown()
         handle.stop()
-    bus = buses[0]
     print(
         f"\nbus-drop: {bus.dropped} events dropped, {bus.delivered} delivered; DAG {DAG_JOBS} "
         f"jobs, FaaT map {MAP_ITEMS}, HPO {outs.get('hpo')}; {time.monotonic() - t0:.1f} s"
@@ -155,25 +163,9 @@ def test_every_event_lost_a_map_still_returns(
 ) -> None:
     """No event reaches the client (no result, no work or workflow end): the router's
     watch on quiet sinks fetches the results from the store after ``QUIET_FIRST`` s."""
-    import idds_jupyter.bus as bus_module
-    from idds_jupyter.api.server import start_server
     from idds_jupyter.faat.results import QUIET_FIRST
 
-    buses: list[DroppingBus] = []
-
-    def make_silent_bus(spec: str, engine: object = None) -> Bus:
-        buses.append(DroppingBus(LocalBus(), every=0))
-        return buses[-1]
-
-    monkeypatch.setattr(bus_module, "make_bus", make_silent_bus)
-    cfg = Config.load(
-        None,
-        home=tmp_path / "home",
-        db_url=f"sqlite:///{tmp_path / 'idds.db'}",
-        workers=2,
-        poll_interval=0.5,
-    )
-    handle = start_server(cfg, port=0)
+    handle, bus = serve_on_dropping_bus(tmp_path, monkeypatch, every=0)
     try:
         env = {**os.environ, "IDDS_URL": handle.url, "IDDS_TOKEN": handle.token}
         path = tmp_path / "map.py"
@@ -192,5 +184,5 @@ def test_every_event_lost_a_map_still_returns(
         handle.stop()
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [x * x for x in range(20)]
-    assert buses[0].delivered == 0 and buses[0].dropped > 0
+    assert bus.delivered == 0 and bus.dropped > 0
     assert took < QUIET_FIRST + 60, took

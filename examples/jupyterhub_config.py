@@ -41,7 +41,9 @@ c.JupyterHub.bind_url = public_url
 c.JupyterHub.public_url = public_url
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{port + 1}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{port + 2}"
-proxy = os.environ.get("IDDS_HUB_PROXY") or str(repo / "ci/hub/node_modules/.bin/configurable-http-proxy")
+proxy = os.environ.get("IDDS_HUB_PROXY") or str(
+    repo / "ci/hub/node_modules/.bin/configurable-http-proxy"
+)
 if not Path(proxy).exists():
     proxy = shutil.which("configurable-http-proxy") or proxy
 c.ConfigurableHTTPProxy.command = [proxy]
@@ -77,11 +79,15 @@ c.JupyterHub.services = [
         "command": [sys.executable, "-m", "idds_jupyter.cli", "serve", "--auth", "hub"],
         "environment": {
             "IDDS_HOME": str(idds_home),
-            "IDDS_DB_URL": os.environ.get("IDDS_HUB_DB_URL") or f"sqlite:///{idds_home / 'idds.db'}",
+            "IDDS_DB_URL": os.environ.get("IDDS_HUB_DB_URL")
+            or f"sqlite:///{idds_home / 'idds.db'}",
             "IDDS_BUS": "local",
             "IDDS_WORKERS": os.environ.get("IDDS_HUB_WORKERS", "2"),
             # members of these hub groups are iDDS admins (hub admins always are)
             "IDDS_HUB_ADMIN_GROUPS": "idds-admins",
+            # limits for the members of hub groups, "GROUP:SETTING=N,..."
+            # (docs/deploy-jupyterhub.md, "Fair share and quotas")
+            "IDDS_GROUP_QUOTAS": os.environ.get("IDDS_HUB_GROUP_QUOTAS", ""),
             "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
         },
         "oauth_no_confirm": True,
@@ -94,8 +100,10 @@ c.JupyterHub.load_roles = [
     # every user may reach the service (browser OAuth, tokens made on the token page)
     {"name": "user", "scopes": ["self", "access:services!service=idds"]},
     # the token of each single-user server (its kernels' IDDS_TOKEN) may reach it too
-    {"name": "server", "scopes": ["users:activity!user", "access:servers!server",
-                                  "access:services!service=idds"]},
-    # the service reads users' admin flags
+    {
+        "name": "server",
+        "scopes": ["users:activity!user", "access:servers!server", "access:services!service=idds"],
+    },
+    # the service reads users' admin flags and groups
     {"name": "idds-service", "scopes": ["read:users"], "services": ["idds"]},
 ]

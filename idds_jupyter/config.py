@@ -222,6 +222,12 @@ class Config:
     max_submissions_per_minute: int = setting(
         600, "Quota: POST /requests per user, sliding window (admins exempt; 0: none)"
     )
+    group_quotas: tuple[str, ...] = setting(
+        (),
+        "Per-group quotas and limits, 'GROUP:SETTING=N' (max_active_jobs_per_user, "
+        "max_submissions_per_minute, max_jobs_per_submission, max_jobs_per_work; 0: none); "
+        "a member of several groups gets the most generous",
+    )
     expression_max_steps: int = setting(
         10_000_000, "Evaluation steps of one expression (conditions, loop until)"
     )
@@ -467,8 +473,45 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
             out[k] = float(v)
         elif k == "hub_admin_groups":  # env: "g1,g2"
             out[k] = tuple(g for g in v.split(",") if g) if isinstance(v, str) else tuple(v)
+        elif k == "group_quotas":
+            entries = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
+            out[k] = tuple(e for e in (str(x).strip() for x in entries) if e)
+            for e in out[k]:
+                parse_group_quota(e)
         elif k in ("backends", "notify_urls", "notify_kinds", "env_allow"):
             out[k] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
         else:
             out[k] = _by_type(k, v)
     return out
+
+
+#: the settings a group quota may set (``group_quotas``)
+GROUP_QUOTA_SETTINGS = (
+    "max_active_jobs_per_user",
+    "max_submissions_per_minute",
+    "max_jobs_per_submission",
+    "max_jobs_per_work",
+)
+
+
+def parse_group_quota(entry: str) -> tuple[str, str, int]:
+    """``"GROUP:SETTING=N"`` as ``(group, setting, n)``; a clear error naming the entry."""
+    group, sep, rest = entry.partition(":")
+    setting_name, eq, value = rest.partition("=")
+    group, setting_name = group.strip().strip("/"), setting_name.strip()
+    if not (sep and eq and group):
+        raise ValueError(f"group_quotas entry {entry!r} is not 'GROUP:SETTING=N'")
+    if setting_name not in GROUP_QUOTA_SETTINGS:
+        raise ValueError(
+            f"group_quotas entry {entry!r}: {setting_name!r} is not one of "
+            f"{', '.join(GROUP_QUOTA_SETTINGS)}"
+        )
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(
+            f"group_quotas entry {entry!r}: {value.strip()!r} is not a whole number"
+        ) from None
+    if n < 0:
+        raise ValueError(f"group_quotas entry {entry!r}: the limit must be 0 (none) or more")
+    return group, setting_name, n

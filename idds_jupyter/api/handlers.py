@@ -310,7 +310,9 @@ class RequestsHandler(ApiHandler):
             await self._post_server_body(body)
             return
         tmpl = await self.run(parse_template, body, self.ctx.config)
-        quota = limits.quota(self, limits.check_jobs(self.ctx.config, tmpl.get("works")))
+        quota = limits.quota(
+            self, limits.check_jobs(self.ctx.config, tmpl.get("works"), user=self.user)
+        )
         blobs = inline_blobs(self, body)
         readable = payload_check(self, tmpl, body)
         params = body.get("params") or {}
@@ -454,12 +456,17 @@ class RequestWorksHandler(ApiHandler):
         blobs = inline_blobs(self, body)
         readable = payload_check(self, works, body)
 
-        grow = limits.quota(self, limits.check_jobs(self.ctx.config, works), submission=False)
+        grow = limits.quota(
+            self, limits.check_jobs(self.ctx.config, works, user=self.user), submission=False
+        )
 
         def add() -> list[str]:
             # the run's jobs so far count toward max_jobs_per_submission
             limits.check_jobs(
-                self.ctx.config, works, limits.run_jobs(self.ctx.orch.engine, int(wid))
+                self.ctx.config,
+                works,
+                limits.run_jobs(self.ctx.orch.engine, int(wid)),
+                user=self.user,
             )
             grow()
             readable()

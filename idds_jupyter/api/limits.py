@@ -11,7 +11,9 @@ Checked before the work is done, each refusal a 4xx naming its setting
 * ``max_active_jobs_per_user`` (429): the unfinished jobs of the user's unfinished
   runs (one indexed aggregate over works), plus the new ones.
 
-Admins are exempt from the per-user quotas.
+Admins are exempt from the per-user quotas. ``group_quotas`` give the members of a
+group (the hub's groups, or the OIDC token's) other values of these four settings; a
+member of several such groups gets the most generous (0, none, above all).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from idds_jupyter.api.base import ApiError
+from idds_jupyter.auth import User
+from idds_jupyter.config import parse_group_quota
 from idds_jupyter.model.limits import count_jobs
 from idds_jupyter.store.tables import workflows, works
 
@@ -33,23 +37,41 @@ if TYPE_CHECKING:
     from idds_jupyter.api.base import ApiHandler
     from idds_jupyter.config import Config
 
-__all__ = ["SubmissionWindow", "active_jobs", "check_jobs", "quota", "run_jobs"]
+__all__ = ["SubmissionWindow", "active_jobs", "check_jobs", "limit_for", "quota", "run_jobs"]
 
 _OPEN_RUNS = ("new", "running", "suspended")
 _OPEN_WORKS = ("new", "running", "suspended")
 
 
-def check_jobs(config: Config, new_works: Any, existing: int = 0) -> int:
+def limit_for(config: Config, user: User | None, setting: str) -> tuple[int, str]:
+    """``user``'s value of limit ``setting`` and where it comes from (``"SETTING"``, or
+    ``"SETTING for group 'G'"`` when one of the user's groups sets it)."""
+    base = int(getattr(config, setting))
+    found: list[tuple[int, str]] = []
+    if user is not None and user.groups:
+        for entry in config.group_quotas:
+            group, name, n = parse_group_quota(entry)
+            if name == setting and group in user.groups:
+                found.append((n, group))
+    if not found:
+        return base, setting
+    n, group = max(found, key=lambda f: (f[0] == 0, f[0]))  # 0 (none) is the most generous
+    return n, f"{setting} for group {group!r}"
+
+
+def check_jobs(config: Config, new_works: Any, existing: int = 0, user: User | None = None) -> int:
     """413 when a work declares more than ``max_jobs_per_work`` jobs, or the works (plus
-    ``existing`` jobs of the run) more than ``max_jobs_per_submission``; the new jobs."""
-    per_work, per_run = int(config.max_jobs_per_work), int(config.max_jobs_per_submission)
+    ``existing`` jobs of the run) more than ``max_jobs_per_submission`` (``user``'s
+    values); the new jobs."""
+    per_work, work_src = limit_for(config, user, "max_jobs_per_work")
+    per_run, run_src = limit_for(config, user, "max_jobs_per_submission")
     counts = count_jobs(new_works)
     for name, n in counts.items():
         if per_work and n > per_work:
             raise ApiError(
                 413,
                 f"work {name!r} declares {n} jobs, over the limit of {per_work} jobs "
-                f"per work (max_jobs_per_work)",
+                f"per work ({work_src})",
                 work=name,
                 limit=per_work,
                 setting="max_jobs_per_work",
@@ -60,7 +82,7 @@ def check_jobs(config: Config, new_works: Any, existing: int = 0) -> int:
         raise ApiError(
             413,
             f"the submission declares {existing + total} jobs{grown}, over the limit of "
-            f"{per_run} jobs per submission (max_jobs_per_submission)",
+            f"{per_run} jobs per submission ({run_src})",
             limit=per_run,
             setting="max_jobs_per_submission",
         )
@@ -127,19 +149,19 @@ def quota(handler: ApiHandler, new_jobs: int, submission: bool = True) -> Callab
     cfg = handler.ctx.config
     if user.admin:
         return _nothing
-    per_min = int(cfg.max_submissions_per_minute)
+    per_min, min_src = limit_for(cfg, user, "max_submissions_per_minute")
     if submission and per_min > 0:
         wait = handler.ctx.submissions.admit(user.name, per_min)
         if wait is not None:
             raise ApiError(
                 429,
                 f"user {user.name!r} made {per_min} submissions in the last minute, the "
-                f"quota (max_submissions_per_minute); retry in {wait:.0f} s",
+                f"quota ({min_src}); retry in {wait:.0f} s",
                 limit=per_min,
                 setting="max_submissions_per_minute",
                 retry_after=round(wait, 1),
             )
-    most = int(cfg.max_active_jobs_per_user)
+    most, most_src = limit_for(cfg, user, "max_active_jobs_per_user")
     if most <= 0:
         return _nothing
     engine = handler.ctx.orch.engine
@@ -150,7 +172,7 @@ def quota(handler: ApiHandler, new_jobs: int, submission: bool = True) -> Callab
             raise ApiError(
                 429,
                 f"user {user.name!r} has {have} unfinished jobs; {new_jobs} more would be "
-                f"over the quota of {most} (max_active_jobs_per_user)",
+                f"over the quota of {most} ({most_src})",
                 limit=most,
                 setting="max_active_jobs_per_user",
                 active=have,

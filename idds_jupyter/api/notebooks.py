@@ -211,7 +211,9 @@ class NotebookSubmitHandler(ApiHandler):
         if backend is not None and not isinstance(backend, str):
             raise ApiError(400, "field 'backend' must be a string")
         tmpl, _ = await self.run(_export, self.ctx.config.home, self.user.name, req)
-        quota = limits.quota(self, limits.check_jobs(self.ctx.config, tmpl.get("works")))
+        quota = limits.quota(
+            self, limits.check_jobs(self.ctx.config, tmpl.get("works"), user=self.user)
+        )
 
         def submit() -> int:
             quota()

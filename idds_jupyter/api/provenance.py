@@ -77,7 +77,9 @@ class RerunHandler(ApiHandler):
         if req is None:
             raise ApiError(404, f"no workflow with id {wid}")
         tmpl = req["template"]
-        quota = limits.quota(self, limits.check_jobs(self.ctx.config, tmpl.get("works")))
+        quota = limits.quota(
+            self, limits.check_jobs(self.ctx.config, tmpl.get("works"), user=self.user)
+        )
 
         def submit() -> int:
             quota()

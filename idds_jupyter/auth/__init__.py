@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class User:
-    """An authenticated caller; ``admin`` sees and controls every user's runs."""
+    """An authenticated caller; ``admin`` sees and controls every user's runs; ``groups``
+    (the hub's or the OIDC token's) choose per-group quotas."""
 
     name: str
     admin: bool = False
+    groups: frozenset[str] = frozenset()
 
 
 class TokenExpired(tornado.web.HTTPError):

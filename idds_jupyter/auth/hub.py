@@ -107,8 +107,8 @@ class HubAuthenticator(Authenticator):
         self.fallback = fallback
         self.admin_groups = set(admin_groups)
         self.cache_max_age = cache_max_age
-        # user name -> (is a hub admin, until (monotonic))
-        self._admins: dict[str, tuple[bool, float]] = {}
+        # user name -> (is a hub admin, hub groups, until (monotonic))
+        self._admins: dict[str, tuple[bool, frozenset[str], float]] = {}
 
     # ------------------------------------------------------------------ identify
     @property
@@ -129,47 +129,49 @@ class HubAuthenticator(Authenticator):
         required = self._required()
         return not required or bool(check_scopes(required, set(model.get("scopes") or ())))
 
-    async def _is_hub_admin(self, name: str) -> bool:
-        """Asks the hub (``GET users/NAME`` with the service's token: its role needs
-        ``read:users:name`` … or ``read:users``); cached like the hub's own answers."""
+    async def _hub_user(self, name: str) -> tuple[bool, frozenset[str]]:
+        """Whether ``name`` is a hub admin, and their hub groups, asked of the hub (``GET
+        users/NAME`` with the service's token: its role needs ``read:users``; a
+        kernel's token may not show them); cached like the hub's own answers."""
         hit = self._admins.get(name)
         now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        if hit is not None and hit[2] > now:
+            return hit[0], hit[1]
         from urllib.parse import quote
 
         from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
         url = f"{self.hub.api_url.rstrip('/')}/users/{quote(name, safe='')}"
-        admin = False
+        admin, groups = False, frozenset[str]()
         try:
             resp = await AsyncHTTPClient().fetch(
                 url, headers={"Authorization": f"token {self.hub.api_token}"}, request_timeout=10
             )
             import json
 
-            admin = bool(json.loads(resp.body).get("admin"))
+            model = json.loads(resp.body)
+            admin = bool(model.get("admin"))
+            groups = frozenset(str(g) for g in model.get("groups") or ())
         except HTTPClientError as exc:  # 403/404: the service may not read users; not an admin
-            log.debug("hub admin lookup of %s: %s", name, exc)
+            log.debug("hub lookup of %s: %s", name, exc)
         except OSError as exc:
-            log.warning("hub admin lookup of %s failed: %s", name, exc)
-            return False  # do not cache a network failure
+            log.warning("hub lookup of %s failed: %s", name, exc)
+            return False, groups  # do not cache a network failure
         if len(self._admins) > 10_000:
             self._admins.clear()
-        self._admins[name] = (admin, now + self.cache_max_age)
-        return admin
+        self._admins[name] = (admin, groups, now + self.cache_max_age)
+        return admin, groups
 
     async def _user(self, model: dict[str, Any]) -> User:
         name = str(model["name"])
         if model.get("kind", "user") == "service":
             return User(f"service:{name}", admin=False)
-        groups = set(model.get("groups") or ())
-        admin = (
-            bool(model.get("admin"))
-            or bool(groups & self.admin_groups)
-            or await self._is_hub_admin(name)
-        )
-        return User(name, admin=admin)
+        groups = frozenset(str(g) for g in model.get("groups") or ())
+        admin = bool(model.get("admin"))
+        if not admin or "groups" not in model:
+            hub_admin, hub_groups = await self._hub_user(name)
+            admin, groups = admin or hub_admin, groups | hub_groups
+        return User(name, admin=admin or bool(groups & self.admin_groups), groups=groups)
 
     async def authenticate(
         self, handler: RequestHandler, allow_query_token: bool = False

@@ -166,8 +166,8 @@ class OIDCAuthenticator(Authenticator):
         groups = claims.get(self.groups_claim) or []
         if isinstance(groups, str):
             groups = [groups]
-        admin = bool(self.admin_groups & {str(g).strip("/") for g in groups})
-        return User(name, admin=admin)
+        names = frozenset(str(g).strip("/") for g in groups)
+        return User(name, admin=bool(self.admin_groups & names), groups=names)
 
     async def authenticate(
         self, handler: RequestHandler, allow_query_token: bool = False

@@ -93,6 +93,7 @@ class Hub:
             IDDS_HUB_PORT=str(self.port),
             IDDS_HUB_PASSWORD=PASSWORD,
             IDDS_HUB_WORKERS="2",
+            IDDS_HUB_GROUP_QUOTAS="idds-students:max_jobs_per_submission=2",
         )
         if db_url:
             env["IDDS_HUB_DB_URL"] = db_url

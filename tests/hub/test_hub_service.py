@@ -175,6 +175,33 @@ def test_admin_sees_every_users_runs(
     }
 
 
+def test_group_quotas_follow_the_hub_groups(hub: Hub) -> None:
+    """IDDS_GROUP_QUOTAS (set by the test hub): members of the hub group 'idds-students'
+    may submit 2 jobs at once; the groups are the hub's, also for a token whose scopes do
+    not show them (the service asks the hub)."""
+    for name in ("dave", "erin"):
+        assert hub.api("POST", f"users/{name}").status_code in (201, 409)
+    assert hub.api("POST", "groups/idds-students").status_code in (201, 409)
+    assert hub.api("POST", "groups/idds-students/users", json={"users": ["dave"]}).ok
+    three = {
+        "name": "three",
+        "works": [
+            {
+                "name": "echo",
+                "function": "idds_jupyter.worker.job:echo",
+                "kwargs_list": [{"x": i} for i in range(3)],
+            }
+        ],
+    }
+    narrow = hub.user_token("dave", scopes=["access:services!service=idds"])
+    for token in (hub.user_token("dave"), narrow):
+        r = api(hub, token, "POST", "requests", json={"template": three})
+        assert r.status_code == 413, r.text
+        assert "max_jobs_per_submission for group 'idds-students'" in r.text, r.text
+    r = api(hub, hub.user_token("erin"), "POST", "requests", json={"template": three})
+    assert r.status_code in (200, 201), r.text
+
+
 def test_tokens_without_the_service_scope_and_unknown_tokens_are_refused(hub: Hub) -> None:
     narrow = hub.user_token("bob", scopes=["read:users:name!user=bob"])
     r = api(hub, narrow, "GET", "requests")

@@ -96,6 +96,11 @@ def served(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         oidc_issuer=issuer.url,
         oidc_audience=AUDIENCE,
         oidc_admin_groups=("idds-admins",),
+        group_quotas=(
+            "students:max_jobs_per_submission=3",
+            "students:max_submissions_per_minute=2",
+            "unlimited:max_jobs_per_submission=0",
+        ),
     )
     # what `idds-jupyter serve --auth token` builds from that config: OIDC, then its own tokens
     args = argparse.Namespace(
@@ -231,3 +236,55 @@ def test_keys_are_cached(served: ServerHandle, issuer: Issuer) -> None:
     for _ in range(5):
         assert call(served, issuer.token()).status_code == 200
     assert issuer.fetches == before
+
+
+def _jobs(n: int) -> dict[str, Any]:
+    return {
+        "name": f"quota-{n}",
+        "works": [
+            {
+                "name": "echo",
+                "function": "idds_jupyter.worker.job:echo",
+                "kwargs_list": [{"x": i} for i in range(n)],
+            }
+        ],
+    }
+
+
+def test_group_quotas_follow_the_tokens_groups(served: ServerHandle, issuer: Issuer) -> None:
+    """``group_quotas``: a member of 'students' may submit 3 jobs at once and twice a
+    minute; a user of no such group has the defaults; a member of 'students' and
+    'unlimited' gets the most generous (none)."""
+    dana = issuer.token(preferred_username="dana", groups=["students"])
+    over = call(served, dana, "POST", "requests", json={"template": _jobs(4)})
+    assert over.status_code == 413, over.text
+    assert "max_jobs_per_submission for group 'students'" in over.text, over.text
+    for _ in range(2):
+        ok = call(served, dana, "POST", "requests", json={"template": _jobs(3)})
+        assert ok.status_code in (200, 201), ok.text
+    third = call(served, dana, "POST", "requests", json={"template": _jobs(1)})
+    assert third.status_code == 429, third.text
+    assert "max_submissions_per_minute for group 'students'" in third.text, third.text
+    erin = issuer.token(preferred_username="erin")
+    assert call(served, erin, "POST", "requests", json={"template": _jobs(4)}).status_code in (
+        200,
+        201,
+    )
+    fay = issuer.token(preferred_username="fay", groups=["/students", "unlimited"])
+    got = call(served, fay, "POST", "requests", json={"template": _jobs(4)})
+    assert got.status_code in (200, 201), got.text
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("students", "is not 'GROUP:SETTING=N'"),
+        ("students:max_jobs=3", "'max_jobs' is not one of"),
+        ("students:max_jobs_per_work=lots", "'lots' is not a whole number"),
+        ("students:max_jobs_per_work=-1", "must be 0 (none) or more"),
+    ],
+)
+def test_bad_group_quotas_are_refused_naming_the_entry(entry: str, says: str) -> None:
+    with pytest.raises(ValueError, match="group_quotas entry") as err:
+        Config.load(None, group_quotas=(entry,))
+    assert says in str(err.value) and entry in str(err.value)

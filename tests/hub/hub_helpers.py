@@ -63,8 +63,15 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.25) -> An
 
 class Hub:
     def __init__(
-        self, state: Path, db_url: str | None = None, service_env: dict[str, str] | None = None
+        self,
+        state: Path,
+        db_url: str | None = None,
+        service_env: dict[str, str] | None = None,
+        external: bool = False,
     ) -> None:
+        """``external``: the iDDS service is not the hub's to start: its entry gets a
+        ``url`` and an ``api_token`` and no command, and this starts it (as a systemd unit
+        or another host would) with the variables a managed service gets."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run `make hub-deps` (npm install in ci/hub)")
         self.state = state
@@ -87,6 +94,20 @@ class Hub:
             # more settings of the service (IDDS_ISOLATION...), as a deployment adds them
             f"c.JupyterHub.services[0]['environment'].update({dict(service_env or {})!r})\n"
         )
+        self.service_token = secrets.token_hex(32)
+        self.service_proc: subprocess.Popen[bytes] | None = None
+        if external:
+            env_file = state / "external-service-env.json"
+            with config.open("a") as fh:
+                fh.write(
+                    "import json as _json\n"
+                    "_svc = c.JupyterHub.services[0]\n"
+                    "del _svc['command']\n"
+                    f"open({str(env_file)!r}, 'w').write(_json.dumps(_svc.pop('environment')))\n"
+                    f"_svc['api_token'] = {self.service_token!r}\n"
+                    "_svc['oauth_client_id'] = 'service-idds'\n"
+                    "_svc['oauth_redirect_uri'] = '/services/idds/oauth_callback'\n"
+                )
         env = dict(
             os.environ,
             IDDS_HUB_STATE=str(state),
@@ -116,11 +137,42 @@ class Hub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if external:
+            self._start_external(env)
         try:
             wait_for(self._up, 90, "the hub and the iDDS service")
         except Exception:
             self.stop()
             raise RuntimeError("the hub did not start:\n" + self.log_tail()) from None
+
+    def _start_external(self, hub_env: dict[str, str]) -> None:
+        """The iDDS service started outside the hub, with the settings of its entry."""
+        import json
+
+        env_file = self.state / "external-service-env.json"
+        wait_for(env_file.exists, 60, "the hub to read its configuration")
+        time.sleep(0.2)  # written in one call; let it land
+        env = {
+            **{k: v for k, v in hub_env.items() if not k.startswith(("IDDS_", "JUPYTERHUB_"))},
+            **json.loads(env_file.read_text()),
+            "JUPYTERHUB_API_TOKEN": self.service_token,
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.port + 1}/hub/api",
+            "JUPYTERHUB_BASE_URL": "/",
+            "JUPYTERHUB_SERVICE_NAME": "idds",
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port + 3}",
+            "JUPYTERHUB_SERVICE_PREFIX": "/services/idds/",
+            "JUPYTERHUB_CLIENT_ID": "service-idds",
+            "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/idds/oauth_callback",
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": '["access:services!service=idds"]',
+        }
+        self.service_proc = subprocess.Popen(
+            [sys.executable, "-m", "idds_jupyter.cli", "serve", "--auth", "hub"],
+            cwd=self.state,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def _up(self) -> bool:
         if self.proc.poll() is not None:
@@ -234,6 +286,12 @@ class Hub:
         return kid, kc
 
     def stop(self) -> None:
+        if self.service_proc is not None and self.service_proc.poll() is None:
+            self.service_proc.send_signal(signal.SIGTERM)
+            try:
+                self.service_proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.service_proc.kill()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

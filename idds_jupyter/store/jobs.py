@@ -442,6 +442,13 @@ def record_results(
     return out
 
 
+_FILE_NAMES = (
+    select(files.c.id, files.c.name, datasets.c.name.label("dataset"))
+    .join(datasets, datasets.c.id == files.c.dataset_id)
+    .where(files.c.id.in_(in_list()))
+)
+
+
 def note_files_processed(conn: Connection, ended: Sequence[tuple[Any, str]]) -> None:
     """One outbound ``files.processed`` message per work and outcome for the jobs of
     ``ended`` bound to a dataset file (the carousel's follow-up, as iDDS's Conductor
@@ -449,15 +456,10 @@ def note_files_processed(conn: Connection, ended: Sequence[tuple[Any, str]]) -> 
     bound = [(row, status) for row, status in ended if row.file_id is not None]
     if not bound:
         return
-    names = {
-        r.id: (r.name, r.dataset)
-        for r in conn.execute(
-            select(files.c.id, files.c.name, datasets.c.name.label("dataset"))
-            .join(datasets, datasets.c.id == files.c.dataset_id)
-            .where(files.c.id.in_(in_list())),
-            {"ids": sorted({int(row.file_id) for row, _ in bound})},
-        )
-    }
+    names: dict[int, tuple[str, str]] = {}
+    for part in chunks(sorted({int(row.file_id) for row, _ in bound})):
+        for r in conn.execute(_FILE_NAMES, {"ids": list(part)}):
+            names[r.id] = (r.name, r.dataset)
     by_status: dict[tuple[int, int, str, str | None, str], list[str]] = defaultdict(list)
     for row, status in bound:
         name, dataset = names.get(int(row.file_id), (None, None))

@@ -45,10 +45,6 @@ def count_lines(path: str) -> int:
         return 0
 
 
-def finished_count(orch: Orchestrator, wid: int) -> int:
-    return orch.job_counts(wid).get("finished", 0)
-
-
 def test_sigkill_agents_mid_dag_then_restart(tmp_path: Path, db_url: str) -> None:
     orch = Orchestrator(Config.load(None, home=tmp_path / "home", db_url=db_url))
     record = str(tmp_path / "executions.txt")
@@ -63,8 +59,13 @@ def test_sigkill_agents_mid_dag_then_restart(tmp_path: Path, db_url: str) -> Non
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    done_at_kill = finished_count(orch, wid)
-    assert done_at_kill < 10_002, "the DAG ended before the kill; nothing was tested"
+    with orch.engine.begin() as conn:  # what the store holds as done when the agents die
+        done_at_kill = set(
+            conn.execute(
+                select(jobs.c.id).where(jobs.c.workflow_id == wid, jobs.c.status == "finished")
+            ).scalars()
+        )
+    assert len(done_at_kill) < 10_002, "the DAG ended before the kill; nothing was tested"
     second = start_agents(tmp_path, db_url, "2")
     try:
         assert orch.wait(wid, timeout=240) == "finished"
@@ -86,7 +87,10 @@ def test_sigkill_agents_mid_dag_then_restart(tmp_path: Path, db_url: str) -> Non
     assert (min_rel, max_rel) == (1, 1), "a job was released twice (or never)"
     executions = Counter(line.split()[0] for line in Path(record).read_text().splitlines())
     assert len(executions) == 10_002  # every job ran; re-runs of lost in-flight jobs are allowed
-    assert sum(executions.values()) - 10_002 <= 3000  # only jobs in flight at the kill ran twice
+    # a job the store held as done at the kill never ran again: only jobs in flight (ran,
+    # their results not yet recorded) may have
+    again = {int(j) for j, n in executions.items() if n > 1}
+    assert not again & done_at_kill, sorted(again & done_at_kill)[:10]
 
 
 def test_two_runners_on_one_postgres_run_each_job_once(tmp_path: Path, pg_url: str) -> None:

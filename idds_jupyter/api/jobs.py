@@ -9,7 +9,8 @@ any unknown token. A user token is refused here.
 The result is a ``multipart/form-data`` body: a ``result`` part (the worker's
 result JSON), optional ``blob`` / ``error_blob`` parts (the pickled value or
 exception, as bytes: hashed and stored in the cache by sha256, never
-unpickled) and an optional ``log`` part (the job's output). The checked
+unpickled), an optional ``log`` part (the job's output) and an optional
+``notebook`` part (the executed notebook of a whole-notebook job). The checked
 result is dropped into the result inbox, where the backend that runs the job
 picks it up like a result file of the shared filesystem: the Receiver,
 triggers, finisher and retries treat it exactly alike.
@@ -41,6 +42,7 @@ from idds_jupyter.store.job_tokens import (
     is_job_token,
     job_scope,
 )
+from idds_jupyter.worker.remote import NOTEBOOK_LIMIT
 
 __all__ = ["JobBlobHandler", "JobResultHandler", "JobSpecHandler", "check_result"]
 
@@ -263,13 +265,13 @@ class JobResultHandler(JobApiHandler):
     _too_big: bool
 
     def _limit(self) -> int:
-        return int(self.ctx.cache.limit) + MAX_JSON_BODY + MAX_LOG
+        return int(self.ctx.cache.limit) + MAX_JSON_BODY + MAX_LOG + NOTEBOOK_LIMIT
 
     def body_limit(self) -> int:
         return self._limit()
 
     def body_limit_name(self) -> str:
-        return "the cache's limit + 80 MiB"
+        return "the cache's limit + 144 MiB"
 
     async def prepare(self) -> None:
         self._chunks, self._size, self._too_big = [], 0, False
@@ -310,12 +312,19 @@ class JobResultHandler(JobApiHandler):
         del body
         if dup:
             raise ApiError(400, f"multipart part(s) sent more than once: {', '.join(sorted(dup))}")
-        unknown = set(parts) - {"result", "blob", "error_blob", "log"}
+        unknown = set(parts) - {"result", "blob", "error_blob", "log", "notebook"}
         if unknown:
             raise ApiError(
                 400,
                 f"unknown multipart part(s) {', '.join(sorted(unknown))}: "
-                "expected 'result', 'blob', 'error_blob', 'log'",
+                "expected 'result', 'blob', 'error_blob', 'log', 'notebook'",
+            )
+        nb = parts.get("notebook")
+        if nb is not None and len(nb) > NOTEBOOK_LIMIT:
+            raise ApiError(
+                413,
+                f"part 'notebook' of {len(nb)} bytes exceeds {NOTEBOOK_LIMIT} bytes",
+                limit=NOTEBOOK_LIMIT,
             )
         if "result" not in parts:
             raise ApiError(400, "part 'result' (the result JSON) is missing")
@@ -370,13 +379,19 @@ class JobResultHandler(JobApiHandler):
             result[key] = actual
             result[f"{key}_size"] = len(data)
         log = parts.get("log")
-        if log:
-            log = log[-MAX_LOG:]
+        nb = parts.get("notebook")
+        if log or nb:
+            # the executed notebook (opaque bytes, never parsed here) goes beside the log,
+            # where GET /logs/{job_id}/notebook finds it (api/notebooks.notebook_path)
             d = Path(self.ctx.config.log_dir) / str(self.scope.workflow_id)
             d.mkdir(parents=True, exist_ok=True)
-            path = d / f"job-{self.claim.job_id}.{self.claim.attempt}.log"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(log)
-            os.replace(tmp, path)
+            stem = f"job-{self.claim.job_id}.{self.claim.attempt}"
+            for suffix, data in ((".ipynb", nb), (".log", (log or b"")[-MAX_LOG:])):
+                if data is None:
+                    continue
+                path = d / (stem + suffix)
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
             result["log_path"] = str(path)
         write_inbox(self.ctx.config.result_inbox, result)

@@ -19,7 +19,9 @@ The wrapper
    command jobs alike; a function job's value is pickled into the scratch dir);
 4. ``POST /jobs/{id}/result`` as ``multipart/form-data``: the result JSON, the
    pickled value or exception (bytes, as named by their sha256 in the result),
-   and the job's output (its last 8 MiB);
+   the job's output (its last 8 MiB) and, for a job of a notebook exported in
+   whole-notebook mode, the executed notebook (at most :data:`NOTEBOOK_LIMIT`), which
+   the service keeps beside the job's log;
 5. removes the scratch directory.
 
 A job of a Rucio-bound work names its file in ``input_file`` (``did``, ``rse``, ``pfn``).
@@ -66,11 +68,20 @@ from typing import Any
 from idds_jupyter.backoff import Backoff
 from idds_jupyter.worker.job import _base_result, _set_error, kill_current_command, run_job
 
-__all__ = ["HttpRefused", "JobClient", "RucioDownloadError", "api_base", "run_http"]
+__all__ = [
+    "NOTEBOOK_LIMIT",
+    "HttpRefused",
+    "JobClient",
+    "RucioDownloadError",
+    "api_base",
+    "run_http",
+]
 
 API_PATH = "idds/api/v1"
 TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 LOG_TAIL = 8 * 2**20
+#: the largest executed notebook a job sends back (outputs of plots add up)
+NOTEBOOK_LIMIT = 64 * 2**20
 _CHUNK = 1 << 20
 
 
@@ -372,6 +383,23 @@ def _result_files(res: dict[str, Any], result_dir: str | None) -> dict[str, str]
     return files
 
 
+def _executed_notebook(log_dir: str, res: dict[str, Any]) -> str | None:
+    """The executed notebook the job left beside its log (whole-notebook mode), if any
+    and not too big to send."""
+    path = os.path.join(log_dir, f"job-{res.get('job_id')}.{res.get('attempt')}.ipynb")
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return None
+    if size > NOTEBOOK_LIMIT:
+        sys.stderr.write(
+            f"idds worker --http: the executed notebook ({size} bytes) is over "
+            f"{NOTEBOOK_LIMIT} bytes: not sent\n"
+        )
+        return None
+    return path
+
+
 def run_http(
     server: str | None = None,
     job_id: int | str | None = None,
@@ -453,7 +481,11 @@ def run_http(
         }
         res = run_job(spec)
         log = _read_tail(res.pop("log_path", None))
-        return _deliver(client, res, _result_files(res, result_dir), log)
+        files = _result_files(res, result_dir)
+        nb = _executed_notebook(spec["log_dir"], res)
+        if nb:
+            files["notebook"] = nb
+        return _deliver(client, res, files, log)
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from idds_jupyter.config import Config
+
 
 @dataclass
 class Engine:
@@ -31,3 +33,42 @@ class Engine:
     #: jobs run as another user than this process (HTCondor's job user): what they read
     #: and write under the core's home (the FaaT cache) must be open to that user
     jobs_run_as_other_user: bool = False
+
+
+def engine_config(engine: Engine, **kw: Any) -> Config:
+    """The core's configuration for ``engine``: its home and SQLite store in its workdir."""
+    opts = {
+        "poll_interval": 0.5,
+        "workers": 2,
+        "batch_poll_interval": 0.5,
+        "lock_ttl": 60.0,
+        **engine.options,
+        **kw,
+    }
+    work = engine.workdir
+    return Config.load(
+        None,
+        home=work / "home",
+        db_url=f"sqlite:///{work / 'idds.db'}",
+        backend=engine.backend,
+        **opts,
+    )
+
+
+def http_config(engine: Engine) -> Config:
+    """``transfer: http``, with the core's home closed to everybody but this process's user.
+
+    The batch directory (the scheduler's own files on the submit side: HTCondor's
+    event log and transferred output) lives outside the home; the jobs get
+    nothing of either: no path of the home reaches them.
+    """
+    extra: dict[str, Any] = {"transfer": "http"}
+    if engine.backend != "panda":  # the PanDA stand-in's shared_dir is set by its fixture
+        batch = engine.workdir / "batch"
+        batch.mkdir(exist_ok=True)
+        batch.chmod(0o777)  # HTCondor's shadow writes there as the job's user
+        extra["shared_dir"] = str(batch)
+    c = engine_config(engine, **extra)
+    c.home.mkdir(parents=True, exist_ok=True)
+    c.home.chmod(0o700)
+    return c

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import Engine
+from engine_support import Engine, engine_config, http_config
 
 from idds_jupyter.agents.runner import Runner
-from idds_jupyter.config import Config
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.model import Condition, JobDep, Loop, Work, Workflow
 
@@ -34,25 +33,6 @@ pytestmark = pytest.mark.timeout(180)
 ECHO = "idds_jupyter.worker.job:echo"
 SLEEP = "idds_jupyter.worker.job:sleep"
 F = "enginefuncs:"
-
-
-def cfg(tmp_path: Path, engine: Engine, **kw: Any) -> Config:
-    opts = {
-        "poll_interval": 0.5,
-        "workers": 2,
-        "batch_poll_interval": 0.5,
-        "lock_ttl": 60.0,
-        **engine.options,
-        **kw,
-    }
-    work = engine.workdir
-    return Config.load(
-        None,
-        home=work / "home",
-        db_url=f"sqlite:///{work / 'idds.db'}",
-        backend=engine.backend,
-        **opts,
-    )
 
 
 def wait_for(
@@ -130,7 +110,7 @@ def _backends_used(orch: Orchestrator, wid: int) -> set[str]:
 
 
 def test_template_dag_with_condition_and_loop(engine: Engine, tmp_path: Path) -> None:
-    c = cfg(tmp_path, engine)
+    c = engine_config(engine)
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
         wid = orch.submit(branch_and_loop())
@@ -146,7 +126,7 @@ def test_template_dag_with_condition_and_loop(engine: Engine, tmp_path: Path) ->
 
 
 def test_failed_job_is_retried(engine: Engine, tmp_path: Path) -> None:
-    c = cfg(tmp_path, engine)
+    c = engine_config(engine)
     marks = [{"marker": str(engine.workdir / f"mark{i}")} for i in range(3)]
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
@@ -172,7 +152,7 @@ def test_failed_job_is_retried(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_sweep_of_50_jobs(engine: Engine, tmp_path: Path) -> None:
-    c = cfg(tmp_path, engine)
+    c = engine_config(engine)
     t0 = time.monotonic()
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
@@ -193,7 +173,7 @@ def test_sweep_of_50_jobs(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_abort_cancels_the_engines_jobs(engine: Engine, tmp_path: Path) -> None:
-    c = cfg(tmp_path, engine)
+    c = engine_config(engine)
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
         wid = orch.submit(
@@ -228,7 +208,7 @@ def test_abort_cancels_the_engines_jobs(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_job_killed_from_outside_is_retried(engine: Engine, tmp_path: Path) -> None:
-    c = cfg(tmp_path, engine)
+    c = engine_config(engine)
     marker = engine.workdir / "who.json"
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
@@ -265,7 +245,7 @@ def test_job_killed_from_outside_is_retried(engine: Engine, tmp_path: Path) -> N
 @pytest.mark.parametrize("engine", ["slurm", "htcondor"], indirect=True)
 def test_a_works_resources_reach_the_scheduler(engine: Engine, tmp_path: Path) -> None:
     """Cores, memory and scratch disk of a Work are what the batch scheduler asks and gives."""
-    c = cfg(tmp_path, engine)
+    c = engine_config(engine)
     with Runner(c) as runner:
         orch = Orchestrator(c, engine=runner.engine, bus=runner.bus)
         wid = orch.submit(
@@ -295,7 +275,7 @@ def test_faat_map_of_50_functions(engine: Engine, tmp_path: Path) -> None:
     from idds_jupyter.api.server import start_server
     from idds_jupyter.client import Client, set_client
 
-    c = cfg(tmp_path, engine)
+    c = engine_config(engine)
     old_umask = None
     if engine.jobs_run_as_other_user:
         # the jobs read the function's blob and write their values into the cache
@@ -324,25 +304,6 @@ def test_faat_map_of_50_functions(engine: Engine, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- transfer: http
 
 
-def _http_config(tmp_path: Path, engine: Engine) -> Config:
-    """``transfer: http``, with the core's home closed to everybody but this process's user.
-
-    The batch directory (the scheduler's own files on the submit side: HTCondor's
-    event log and transferred output) lives outside the home; the jobs get
-    nothing of either: no path of the home reaches them.
-    """
-    extra: dict[str, Any] = {"transfer": "http"}
-    if engine.backend != "panda":  # the PanDA stand-in's shared_dir is set by its fixture
-        batch = engine.workdir / "batch"
-        batch.mkdir(exist_ok=True)
-        batch.chmod(0o777)  # HTCondor's shadow writes there as the job's user
-        extra["shared_dir"] = str(batch)
-    c = cfg(tmp_path, engine, **extra)
-    c.home.mkdir(parents=True, exist_ok=True)
-    c.home.chmod(0o700)
-    return c
-
-
 @pytest.fixture
 def blob_fetches(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
     """Blobs served to jobs over HTTP (job id -> digests), counted in the API handler."""
@@ -368,7 +329,7 @@ def test_http_transfer_faat_map_and_command_job(
     from idds_jupyter.client import Client, set_client
 
     engine = batch_engine
-    c = _http_config(tmp_path, engine)
+    c = http_config(engine)
     handle = start_server(c)
     client = Client(handle.url, handle.token)
     old = set_client(client)
@@ -432,7 +393,7 @@ def test_http_transfer_needs_no_shared_filesystem(
     from idds_jupyter.client import Client, set_client
 
     engine = batch_engine
-    c = _http_config(tmp_path, engine)
+    c = http_config(engine)
     handle = start_server(c)
     client = Client(handle.url, handle.token)
     old = set_client(client)

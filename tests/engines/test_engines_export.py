@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import Engine
+from engine_support import Engine, engine_config, http_config
 
 from idds_jupyter.agents.runner import Runner
-from idds_jupyter.config import Config
 from idds_jupyter.core import Orchestrator
 from idds_jupyter.export import export_template
 
@@ -43,25 +43,6 @@ def reference(
     return _REFERENCE[key]
 
 
-def _cfg(engine: Engine, **kw: Any) -> Config:
-    opts = {
-        "poll_interval": 0.5,
-        "workers": 2,
-        "batch_poll_interval": 0.5,
-        "lock_ttl": 60.0,
-        **engine.options,
-        **kw,
-    }
-    work = engine.workdir
-    return Config.load(
-        None,
-        home=work / "home",
-        db_url=f"sqlite:///{work / 'idds.db'}",
-        backend=engine.backend,
-        **opts,
-    )
-
-
 #: both modes on the local backend and Slurm (issue 21's round trip); one mode on each
 #: other engine, alternating, which is enough to show an export runs there unchanged
 #: (both modes on all five took about 3 minutes of `make test`)
@@ -80,7 +61,7 @@ ROUND_TRIPS = [
 def test_exported_notebooks_give_the_notebooks_values(engine: Engine, mode: str) -> None:
     d = engine.workdir / "nbs"
     d.mkdir(parents=True, exist_ok=True)
-    cfg = _cfg(engine)
+    cfg = engine_config(engine)
     with Runner(cfg) as runner:
         orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
         for make, names, params, maps in CASES:
@@ -104,3 +85,42 @@ def test_exported_notebooks_give_the_notebooks_values(engine: Engine, mode: str)
         [failed] = [j for j in orch.jobs(wid) if j["status"] == "failed"]
         assert "cell 3 failed: ZeroDivisionError: division by zero" in failed["error"]
         assert "y = x / 0" in failed["error"]
+
+
+def test_batch_jobs_over_http_keep_their_executed_notebooks(batch_engine: Engine) -> None:
+    """``transfer: http`` (no filesystem shared with the service; on HTCondor the job runs as
+    the pool's own account and the service's home is closed to it): a whole-notebook job
+    sends its executed notebook with its result and the service serves it beside the log."""
+    from idds_jupyter.api.server import start_server
+
+    engine = batch_engine
+    d = engine.workdir / "nbs"
+    d.mkdir(parents=True, exist_ok=True)
+    c = http_config(engine)
+    handle = start_server(c)
+    try:
+        orch = handle.ctx.orch
+        path = nbs.branches(d)
+        expected, _ = reference(path, ["total", "tag", "pair"], {"n": 6}, False)
+        tmpl = export_template(str(path), "notebook")
+        wid = orch.submit(tmpl, {"n": 6})
+        assert orch.wait(wid, timeout=300) == "finished", orch.jobs(wid)
+        [job] = orch.jobs(wid)
+        assert job["result"]["values"] == expected
+        assert job["result"]["notebook"] == f"job-{job['id']}.{job['attempt']}.ipynb"
+        req = urllib.request.Request(
+            f"{handle.url.rstrip('/')}/idds/api/v1/logs/{job['id']}/notebook",
+            headers={"Authorization": f"token {handle.token}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            nb = json.loads(resp.read())
+        injected = [
+            c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])
+        ]
+        assert "n = 6" in "".join(injected[0]["source"]).splitlines()
+        assert all(c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
+        # kept in the service's log directory, not anywhere the job could reach
+        assert Path(job["log_path"]).with_suffix(".ipynb").is_file()
+        assert Path(job["log_path"]).is_relative_to(c.log_dir)
+    finally:
+        handle.stop()

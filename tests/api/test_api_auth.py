@@ -172,3 +172,36 @@ def test_bad_bodies_are_clear_400s(served: Served) -> None:
 def test_unknown_route_is_a_json_404(served: Served) -> None:
     r = served.alice.get("/no/such/thing")
     assert r.status == 404 and "no such API route" in r.json["error"]
+
+
+def test_where_a_token_may_travel(served: Served) -> None:
+    """In the Authorization header as ``Bearer`` or ``token`` (Jupyter's word); in the query
+    only for the stream (a browser's websocket cannot set headers), never for REST routes,
+    whose URLs end up in logs and browser history."""
+    tok = served.alice.token
+    for scheme in ("Bearer", "token", "bearer", "TOKEN"):
+        r = served.anon.get("/auth/whoami", headers={"Authorization": f"{scheme} {tok}"})
+        assert r.status == 200 and r.json["user"] == "alice", (scheme, r)
+    for header in (f"Basic {tok}", "Bearer", "Bearer   ", f"{tok}", f"Bearer{tok}"):
+        r = served.anon.get("/auth/whoami", headers={"Authorization": header})
+        assert r.status == 401, (header, r)
+    assert served.anon.get(f"/auth/whoami?token={tok}").status == 401
+    [stream] = [p for p, _c, m in app_routes(served) if "WEBSOCKET" in m]
+    url = served.anon.base.replace("http://", "ws://") + stream
+    assert asyncio.run(_ws_status(url + f"?token={tok}", {})) == 101
+    assert asyncio.run(_ws_status(url, {"Authorization": f"token {tok}"})) == 101
+
+
+def test_an_expiring_token_holds_until_its_expiry_then_says_so(served: Served) -> None:
+    import time
+
+    r = served.alice.post("/auth/tokens", {"name": "short", "expires_in": 2})
+    assert r.status == 201, r
+    short = Api(served.handle.url, r.json["token"])
+    for _ in range(3):  # the first from the store, the next from the verified-token cache
+        got = short.get("/auth/whoami")
+        assert got.status == 200 and got.json["user"] == "alice", got
+    time.sleep(max(0.0, r.json["expires_at"] - time.time()) + 0.3)
+    gone = short.get("/auth/whoami")
+    assert gone.status == 401 and "token expired at" in gone.json["error"], gone
+    assert served.alice.get("/auth/whoami").status == 200  # the user's other tokens hold

@@ -288,3 +288,51 @@ def test_bad_group_quotas_are_refused_naming_the_entry(entry: str, says: str) ->
     with pytest.raises(ValueError, match="group_quotas entry") as err:
         Config.load(None, group_quotas=(entry,))
     assert says in str(err.value) and entry in str(err.value)
+
+
+def test_claim_shapes(served: ServerHandle, issuer: Issuer) -> None:
+    """A user name must be a non-empty string; groups may be one string or a list, with
+    Keycloak's leading '/' ("/idds-admins" is the group idds-admins)."""
+    for bad in (123, "", ["alice"]):
+        r = call(served, issuer.token(preferred_username=bad))
+        assert r.status_code == 401 and "OIDC" in r.json()["error"], (bad, r.text)
+    one = call(served, issuer.token(preferred_username="gus", groups="idds-admins"))
+    assert one.status_code == 200 and one.json()["admin"] is True, one.text
+    slash = call(served, issuer.token(preferred_username="hal", groups=["/idds-admins"]))
+    assert slash.status_code == 200 and slash.json()["admin"] is True, slash.text
+
+
+def test_clock_skew_within_the_leeway_is_allowed(served: ServerHandle, issuer: Issuer) -> None:
+    """The issuer's clock and ours differ a little: 30 s of leeway, not more."""
+    now = int(time.time())
+    assert call(served, issuer.token(iat=now - 700, exp=now - 10)).status_code == 200
+    late = call(served, issuer.token(iat=now - 700, exp=now - 90))
+    assert late.status_code == 401 and "expired" in late.json()["error"], late.text
+
+
+def test_an_unreachable_issuer_is_a_503(tmp_path: Any) -> None:
+    """The issuer's keys cannot be fetched: 503 saying so (retry later), not a 401 that
+    would tell a valid user their token is bad, nor a 500."""
+    down = Issuer()
+    token = down.token()
+    down.httpd.shutdown()
+    down.httpd.server_close()
+    cfg = Config.load(
+        None,
+        home=tmp_path / "home",
+        db_url=f"sqlite:///{tmp_path / 'idds.db'}",
+        workers=1,
+        oidc_issuer=down.url,
+        oidc_audience=AUDIENCE,
+    )
+    args = argparse.Namespace(
+        auth="token", ip="127.0.0.1", port=0, port_explicit=True, base_url="/"
+    )
+    handle = start_server(cfg, "127.0.0.1", 0, "/", auth=_serve_auth(args, cfg))
+    try:
+        r = call(handle, token)
+        assert r.status_code == 503, r.text
+        assert "OIDC issuer's keys cannot be fetched" in r.json()["error"], r.text
+        assert call(handle, handle.token).status_code == 200  # its own tokens still work
+    finally:
+        handle.stop()

@@ -6,6 +6,7 @@ or listed."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -114,3 +115,30 @@ def test_find_active_by_name_and_admin_flag(engine: Any) -> None:
     assert [t["id"] for t in tokens.find_active(engine, "svc", "hub", admin=False)] == [plain["id"]]
     tokens.revoke_token(engine, adm["id"])
     assert [t["id"] for t in tokens.find_active(engine, "svc", "hub")] == [plain["id"]]
+
+
+def test_lifetimes_read_as_documented(engine: Any) -> None:
+    assert tokens.parse_duration("90") == 90.0  # no unit: seconds
+    assert tokens.parse_duration(" 1.5 h ") == 5400.0
+    assert tokens.parse_duration("2w") == 2 * 604800.0
+    assert tokens.parse_duration(tokens.MAX_LIFETIME) == tokens.MAX_LIFETIME  # at the limit
+    for bad, says in (
+        (True, "expected seconds or a duration like '1h', got True"),
+        ("soon", "got 'soon'"),
+        ([1], "got list"),
+        (0, "more than 0 seconds, got 0"),
+        (float("nan"), "more than 0 seconds"),
+        (tokens.MAX_LIFETIME + 1, "at most 315360000 seconds (ten years)"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            tokens.parse_duration(bad)
+    err = tokens.TokenExpiredError(0.0)
+    assert err.expires_at == 0.0
+    assert str(err) == "token expired at 1970-01-01 00:00:00 UTC: create a new one"
+
+
+def test_lookups_stay_within_a_user(engine: Any) -> None:
+    mine, _ = tokens.create_token(engine, "svc", name="hub")
+    tokens.create_token(engine, "eve", name="hub")
+    assert [t["id"] for t in tokens.find_active(engine, "svc", "hub")] == [mine["id"]]
+    assert tokens.get_token(engine, mine["id"] + 1000) is None

@@ -336,3 +336,44 @@ def test_an_unreachable_issuer_is_a_503(tmp_path: Any) -> None:
         assert call(handle, handle.token).status_code == 200  # its own tokens still work
     finally:
         handle.stop()
+
+
+def test_an_oidc_streams_closes_when_its_token_expires(
+    served: ServerHandle, issuer: Issuer
+) -> None:
+    """A stream opened with an access token is closed (1008) once the token's ``exp`` has
+    passed (checked every few seconds), not kept open on a token the issuer no longer
+    vouches for."""
+    import asyncio
+
+    import tornado.websocket
+    from tornado.httpclient import HTTPRequest
+
+    exp = int(time.time()) + 3
+    token = issuer.token(preferred_username="ivy", exp=exp)
+    url = served.url.replace("http://", "ws://") + "idds/api/v1/stream"
+
+    async def watch() -> tuple[float, int | None, str | None]:
+        conn = await tornado.websocket.websocket_connect(
+            HTTPRequest(url, headers={"Authorization": f"Bearer {token}"})
+        )
+        conn.write_message(json.dumps({"subscribe": "*"}))
+        while True:
+            msg = await asyncio.wait_for(conn.read_message(), 30)
+            if msg is None:
+                return time.time(), conn.close_code, conn.close_reason
+
+    closed_at, code, reason = asyncio.run(watch())
+    assert code == 1008 and reason == "OIDC token expired", (code, reason)
+    assert exp <= closed_at <= exp + 15, closed_at - exp
+
+
+def test_an_issuer_without_an_audience_is_refused(tmp_path: Any) -> None:
+    """Without an audience any token of the issuer, minted for any other service, would do."""
+    from idds_jupyter.auth.oidc import OIDCAuthenticator
+
+    cfg = Config.load(None, home=tmp_path / "home", oidc_issuer="https://issuer.example")
+    with pytest.raises(ValueError, match="OIDC needs oidc_issuer and oidc_audience"):
+        OIDCAuthenticator.from_config(cfg)
+    with pytest.raises(ValueError, match="OIDC needs oidc_issuer and oidc_audience"):
+        OIDCAuthenticator("", AUDIENCE)

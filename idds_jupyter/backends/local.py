@@ -363,13 +363,21 @@ class LocalBackend(Backend):
             started = msg.get("started")
             if started:
                 notes = []
+                now = time.time()
                 with self._lock:
                     for jid, attempt in started:
                         entry = self._jobs.get(jid)
                         if entry is not None and entry[1] is w:
                             if entry[2] is not None:
                                 entry[2].started = True
-                            notes.append({"job_id": jid, "attempt": attempt, "started": True})
+                            notes.append(
+                                {
+                                    "job_id": jid,
+                                    "attempt": attempt,
+                                    "started": True,
+                                    "started_at": now,
+                                }
+                            )
                 push(notes)
                 continue
             if "error" in msg:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from helpers import NOOP, config, run_to_end
 from sqlalchemy import func, select
 
@@ -119,3 +120,36 @@ def test_child_starts_after_both_uneven_parents(tmp_path: Path, db_url: str) -> 
             ).scalar()
             == 1
         )
+
+
+def test_a_job_shows_running_while_it_runs(tmp_path: Path, db_url: str) -> None:
+    """The backend's start report marks the job running (with its start time) while it
+    runs, not only once its result comes (the run view's and the monitor's 'running')."""
+    import time
+
+    from helpers import wait_for
+
+    from idds_jupyter.agents.runner import Runner
+    from idds_jupyter.core import Orchestrator
+
+    cfg = config(tmp_path, db_url, workers=1, poll_interval=0.2)
+    wf = Workflow(name="one", works=[Work(name="s", function=SLEEP, kwargs_list=[{"seconds": 3}])])
+    with Runner(cfg) as runner:
+        orch = Orchestrator(cfg, engine=runner.engine, bus=runner.bus)
+        wid = orch.submit(wf)
+        seen: dict[str, object] = {}
+
+        def running() -> bool:
+            with orch.engine.begin() as conn:
+                row = conn.execute(
+                    select(jobs.c.status, jobs.c.started_at).where(jobs.c.workflow_id == wid)
+                ).one()
+            seen.update(row._mapping)
+            return row.status == "running"
+
+        wait_for(running, timeout=30, interval=0.05)
+        assert seen["started_at"] and abs(float(seen["started_at"]) - time.time()) < 10, seen
+        assert orch.wait(wid, timeout=60) == "finished"
+    with orch.engine.begin() as conn:
+        started = conn.execute(select(jobs.c.started_at).where(jobs.c.workflow_id == wid)).scalar()
+    assert started == pytest.approx(seen["started_at"], abs=1.0)  # the reported start stays

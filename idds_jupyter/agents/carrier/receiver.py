@@ -82,7 +82,7 @@ class Receiver(Agent):
                     self._starts_since = time.monotonic()
                 self._starts[int(r["job_id"])] = (
                     int(r["attempt"]),
-                    float(r.get("started_at") or 0),
+                    float(r.get("started_at") or time.time()),  # a backend that gives none
                 )
         for r in results:
             self._starts.pop(int(r["job_id"]), None)

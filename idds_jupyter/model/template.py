@@ -102,11 +102,33 @@ def _fast_validator() -> Any:
     return jsonschema_rs.validator_for(load_schema())
 
 
+def _non_string_key(node: Any, path: str = "") -> str | None:
+    """Where the first key that is not a string is (``works[0].kwargs``, ``None`` key shown
+    as its repr), or None."""
+    stack: list[tuple[Any, str]] = [(node, path)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, Mapping):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    return f"{at}[{k!r}]" if at else f"[{k!r}]"
+                stack.append((v, f"{at}.{k}" if at else k))
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
+    return None
+
+
 def schema_check(d: Mapping[str, Any]) -> None:
     """Valid templates pass the compiled (Rust) validator in microseconds; an invalid
     one is checked again by ``jsonschema``, whose best match names what is wrong."""
-    if _fast_validator().is_valid(d):
-        return
+    try:
+        if _fast_validator().is_valid(d):
+            return
+    except ValueError:  # a key that is not a string (YAML's ``? x`` or ``1: x``): JSON has none
+        where = _non_string_key(d)
+        raise TemplateError(
+            None, where or "template", "keys must be strings (a template is JSON)"
+        ) from None
     import jsonschema
 
     error = jsonschema.exceptions.best_match(_validator().iter_errors(d))

@@ -6,6 +6,7 @@ a handful of aggregate queries, never a per-job loop in Python.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -485,11 +486,13 @@ def aggregate(
     """
     if not (hours > 0 and bucket_s > 0):
         raise ValueError("hours and bucket must be positive")
-    n = int(-(-hours * 3600 // bucket_s))
-    if n > MAX_BUCKETS:
+    ratio = hours * 3600 / bucket_s  # inf for a bucket of a denormal size
+    if not math.isfinite(ratio) or ratio > MAX_BUCKETS:
+        shown = f"{math.ceil(ratio)}" if math.isfinite(ratio) else "too many"
         raise ValueError(
-            f"{hours} hours in buckets of {bucket_s} s is {n} buckets, more than {MAX_BUCKETS}"
+            f"{hours} hours in buckets of {bucket_s} s is {shown} buckets, more than {MAX_BUCKETS}"
         )
+    n = max(1, math.ceil(ratio))
     end = now() if until is None else until
     start = end - n * bucket_s
     src, cond = _joined(owner)

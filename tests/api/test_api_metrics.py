@@ -162,6 +162,9 @@ def test_monitor_aggregate_is_per_owner(svc: tuple[ServerHandle, int]) -> None:
     assert r.status == 400 and "more than 2000" in r.json["error"]
     r = u["bob"].get("/monitor?hours=abc")
     assert r.status == 400 and "'hours' must be a number" in r.json["error"]
+    # a denormal bucket (found by schemathesis at soak size: an OverflowError, a 500)
+    r = u["bob"].get("/monitor?hours=6&bucket=5e-324")
+    assert r.status == 400 and "too many buckets, more than 2000" in r.json["error"], r
 
 
 def test_metrics_and_monitor_on_each_database(served_db: Served) -> None:

@@ -318,6 +318,8 @@ def test_templates_validate_or_raise_a_template_error_quickly(template: Any) -> 
                 "{" * 5000,
                 "!!python/object:os.system {}",
                 "name: x\nworks: &w [{name: a}]\nx: [*w, *w, *w]\n",
+                "?",  # {None: None}: a key JSON cannot have (found at soak size)
+                "1: x\n",
             ]
         ),
     )

@@ -386,3 +386,15 @@ def test_job_dep_window_100k_is_fast():
     one = sum(1 for _ in JobDep("p").edges(100_000, 100_000))
     assert (n, one) == (300_000, 100_000)
     assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("?", "[None]"), ("1: x\n", "[1]"), ("name: x\nworks: [{name: a, 2: b}]\n", "works[0][2]")],
+)
+def test_keys_that_are_not_strings_are_a_template_error(text: str, where: str) -> None:
+    """YAML allows keys JSON has not (found by the fuzzer at soak size: a ValueError of the
+    schema validator, not a TemplateError)."""
+    with pytest.raises(TemplateError, match="keys must be strings") as err:
+        Workflow.from_yaml(text)
+    assert err.value.field == where

@@ -227,7 +227,9 @@ def _save_executed(nb: Any) -> str | None:
     ctx = _job()
     if ctx is None or not ctx.log_dir:
         return None
-    path = os.path.join(ctx.log_dir, f"job-{ctx.job_id}.{ctx.attempt}.ipynb")
+    from idds_jupyter.worker.job import notebook_path
+
+    path = notebook_path(ctx.log_dir, ctx.job_id, ctx.attempt)
     try:
         os.makedirs(ctx.log_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=ctx.log_dir, prefix=".nb-")

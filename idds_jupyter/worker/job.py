@@ -248,6 +248,11 @@ def _log_path(log_dir: str, job_id: Any, attempt: Any) -> str:
     return os.path.join(log_dir, f"job-{job_id}.{attempt}.log")
 
 
+def notebook_path(log_dir: str, job_id: Any, attempt: Any) -> str:
+    """Where a whole-notebook job keeps its executed notebook: beside its log."""
+    return os.path.join(log_dir, f"job-{job_id}.{attempt}.ipynb")
+
+
 def _max_rss(who: int) -> int:
     return int(resource.getrusage(who).ru_maxrss // _RSS_DIV)
 

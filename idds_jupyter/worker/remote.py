@@ -66,7 +66,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from idds_jupyter.backoff import Backoff
-from idds_jupyter.worker.job import _base_result, _set_error, kill_current_command, run_job
+from idds_jupyter.worker.job import (
+    _base_result,
+    _set_error,
+    kill_current_command,
+    notebook_path,
+    run_job,
+)
 
 __all__ = [
     "NOTEBOOK_LIMIT",
@@ -386,7 +392,7 @@ def _result_files(res: dict[str, Any], result_dir: str | None) -> dict[str, str]
 def _executed_notebook(log_dir: str, res: dict[str, Any]) -> str | None:
     """The executed notebook the job left beside its log (whole-notebook mode), if any
     and not too big to send."""
-    path = os.path.join(log_dir, f"job-{res.get('job_id')}.{res.get('attempt')}.ipynb")
+    path = notebook_path(log_dir, res.get("job_id"), res.get("attempt"))
     try:
         size = os.path.getsize(path)
     except OSError:

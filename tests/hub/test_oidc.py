@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -85,16 +86,29 @@ def issuer() -> Iterator[Issuer]:
     i.httpd.shutdown()
 
 
-@pytest.fixture(scope="module")
-def served(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    tmp = tmp_path_factory.mktemp("oidc")
+def serve_oidc(tmp: Path, issuer_url: str, **kw: Any) -> ServerHandle:
+    """A service with ``oidc_issuer`` set, authenticating as ``idds-jupyter serve --auth
+    token`` does with that config: OIDC, then its own tokens."""
     cfg = Config.load(
         None,
         home=tmp / "home",
         db_url=f"sqlite:///{tmp / 'idds.db'}",
         workers=1,
-        oidc_issuer=issuer.url,
+        oidc_issuer=issuer_url,
         oidc_audience=AUDIENCE,
+        **kw,
+    )
+    args = argparse.Namespace(
+        auth="token", ip="127.0.0.1", port=0, port_explicit=True, base_url="/"
+    )
+    return start_server(cfg, "127.0.0.1", 0, "/", auth=_serve_auth(args, cfg))
+
+
+@pytest.fixture(scope="module")
+def served(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    handle = serve_oidc(
+        tmp_path_factory.mktemp("oidc"),
+        issuer.url,
         oidc_admin_groups=("idds-admins",),
         group_quotas=(
             "students:max_jobs_per_submission=3",
@@ -102,11 +116,6 @@ def served(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "unlimited:max_jobs_per_submission=0",
         ),
     )
-    # what `idds-jupyter serve --auth token` builds from that config: OIDC, then its own tokens
-    args = argparse.Namespace(
-        auth="token", ip="127.0.0.1", port=0, port_explicit=True, base_url="/"
-    )
-    handle = start_server(cfg, "127.0.0.1", 0, "/", auth=_serve_auth(args, cfg))
     yield handle
     handle.stop()
 
@@ -310,25 +319,14 @@ def test_clock_skew_within_the_leeway_is_allowed(served: ServerHandle, issuer: I
     assert late.status_code == 401 and "expired" in late.json()["error"], late.text
 
 
-def test_an_unreachable_issuer_is_a_503(tmp_path: Any) -> None:
+def test_an_unreachable_issuer_is_a_503(tmp_path: Path) -> None:
     """The issuer's keys cannot be fetched: 503 saying so (retry later), not a 401 that
     would tell a valid user their token is bad, nor a 500."""
     down = Issuer()
     token = down.token()
     down.httpd.shutdown()
     down.httpd.server_close()
-    cfg = Config.load(
-        None,
-        home=tmp_path / "home",
-        db_url=f"sqlite:///{tmp_path / 'idds.db'}",
-        workers=1,
-        oidc_issuer=down.url,
-        oidc_audience=AUDIENCE,
-    )
-    args = argparse.Namespace(
-        auth="token", ip="127.0.0.1", port=0, port_explicit=True, base_url="/"
-    )
-    handle = start_server(cfg, "127.0.0.1", 0, "/", auth=_serve_auth(args, cfg))
+    handle = serve_oidc(tmp_path, down.url)
     try:
         r = call(handle, token)
         assert r.status_code == 503, r.text
@@ -368,7 +366,7 @@ def test_an_oidc_streams_closes_when_its_token_expires(
     assert exp <= closed_at <= exp + 15, closed_at - exp
 
 
-def test_an_issuer_without_an_audience_is_refused(tmp_path: Any) -> None:
+def test_an_issuer_without_an_audience_is_refused(tmp_path: Path) -> None:
     """Without an audience any token of the issuer, minted for any other service, would do."""
     from idds_jupyter.auth.oidc import OIDCAuthenticator
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint docs venv install-check postgres-deps engines-deps labextension ui-deps bench clean hub hub-deps rucio-deps
+.PHONY: lab test lint docs venv install-check postgres-deps engines-deps isolation-deps labextension ui-deps bench clean hub hub-deps rucio-deps
 
 # PyTorch (the hpo-gp extra, for Optuna's GPSampler) is installed first, pinned to the CPU
 # build: a plain `torch` requirement would pull a CUDA build of several GB.
@@ -27,6 +27,11 @@ lab: $(STAMP) labextension
 postgres-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql)
+
+# sudo, for the isolation tests whose service is not root (tests/api/test_api_isolation_sudo.py).
+isolation-deps:
+	@command -v sudo >/dev/null 2>&1 || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends sudo)
 
 # A real Rucio server for the data-carousel tests: its own venv (rucio, gunicorn, psycopg),
 # installed once outside the repo (ci/rucio.sh; tests/rucio_server.py starts it on loopback).
@@ -55,7 +60,7 @@ install-check: $(STAMP)
 	bash ci/install_check.sh
 
 # pytest runs last so its summary line closes the log; the notebooks are tests too (nbval).
-test: $(STAMP) postgres-deps engines-deps ui-deps hub-deps rucio-deps lint docs install-check
+test: $(STAMP) postgres-deps isolation-deps engines-deps ui-deps hub-deps rucio-deps lint docs install-check
 	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests notebooks --nbval-lax --nbval-kernel-name idds
 
 bench: $(STAMP) postgres-deps

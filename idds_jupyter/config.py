@@ -163,6 +163,12 @@ class Config:
     jobs_dir: str | None = setting(
         None, "Per-account job areas under isolation; default: home/jobs"
     )
+    sudo_worker: str | None = setting(
+        None,
+        "Isolation without root: the worker command a sudoers rule lets the "
+        "service run as the job accounts; default: idds-jupyter-worker beside "
+        "the interpreter",
+    )
     allow_origin: str = setting(
         "",
         "Standalone server: another origin whose pages may open the "

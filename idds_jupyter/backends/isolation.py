@@ -18,12 +18,19 @@ Levels (see docs/security.md):
     Worker processes run as the owner's own OS account (``user_map``: iDDS user
     → OS account, default the same name). Owners are separated by the OS.
 
-With ``account`` and ``uid`` the service must run as root (it starts the workers
-with ``setuid``/``setgid`` and no supplementary groups, and prepares each
-account's job area). Each account gets ``<jobs_dir>/<account>/`` (0700, owned by
-the account) holding copies of the blobs its jobs read, the results they write
-(moved into the cache by the service, digest checked) and their logs (copied
-into the service's log directory, never followed through a symlink).
+With ``account`` and ``uid``, a service running as root starts the workers with
+``setuid``/``setgid`` and no supplementary groups; a service running as an ordinary
+account starts them through ``sudo -n -u <account> idds-jupyter-worker --pool
+--setup``, which a narrow sudoers rule allows (as JupyterHub's sudospawner does):
+
+    idds ALL=(idds-job) NOPASSWD: /opt/idds/venv/bin/idds-jupyter-worker
+
+Each account gets ``<jobs_dir>/<account>/`` holding copies of the blobs its jobs
+read, the results they write (moved into the cache by the service, digest
+checked) and their logs (copied into the service's log directory, never followed
+through a symlink). Under root the directories belong to the account (0700);
+under sudo they belong to the service, 0700, with POSIX ACL entries that let that
+one account in (and, on what it writes, the service back in).
 """
 
 from __future__ import annotations
@@ -32,10 +39,14 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import stat
+import struct
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
+
+from idds_jupyter.worker.job import kill_session
 
 __all__ = [
     "ISOLATION_LEVELS",
@@ -45,6 +56,7 @@ __all__ = [
     "unreachable",
     "kill_session",
     "JobArea",
+    "Sudo",
 ]
 
 ISOLATION_LEVELS = ("none", "account", "uid")
@@ -112,40 +124,110 @@ def unreachable(path: str, acct: RunAs) -> str | None:
     return None
 
 
-def kill_session(sid: int) -> list[int]:
-    """SIGKILL every process of session ``sid`` (a dead worker's shell children and what
-    they started). Linux (``/proc``); elsewhere nothing. Returns the pids signalled."""
-    killed: list[int] = []
+class Sudo:
+    """Workers started through ``sudo`` by a service that is not root.
+
+    :param worker: the worker command the sudoers rule names (default: ``idds-jupyter-worker``
+        beside the interpreter)
+    """
+
+    def __init__(self, worker: str | None = None, sudo: str = "sudo") -> None:
+        self.worker = worker or os.path.join(
+            os.path.dirname(os.path.abspath(sys.executable)), "idds-jupyter-worker"
+        )
+        self.sudo = shutil.which(sudo) or ""
+        if not self.sudo:
+            raise IsolationError(
+                f"jobs run as other accounts while the service is not root: {sudo!r} is "
+                "not installed (or run the service as root)"
+            )
+        if not os.access(self.worker, os.X_OK):
+            raise IsolationError(f"the worker command {self.worker} is not an executable")
+
+    def argv(self, acct: RunAs, *args: str) -> list[str]:
+        return [self.sudo, "-n", "-u", acct.name, "--", self.worker, *args]
+
+    def check(self, acct: RunAs) -> None:
+        """Fail clearly, naming the sudoers rule to add, when sudo does not allow it."""
+        r = subprocess.run(
+            [self.sudo, "-n", "-l", "-u", acct.name, "--", self.worker, "--pool", "--setup"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        if r.returncode != 0:
+            import pwd
+
+            me = pwd.getpwuid(os.geteuid()).pw_name
+            why = (r.stderr or r.stdout).strip().splitlines()
+            raise IsolationError(
+                f"sudo does not let {me!r} start the worker as {acct.name!r}"
+                f"{': ' + why[-1] if why else ''}; a sudoers rule such as "
+                f"'{me} ALL=({acct.name}) NOPASSWD: {self.worker}' allows it"
+            )
+
+    def reap(self, acct: RunAs, sid: int) -> None:
+        """End what is left of a dead worker's session (it ran as ``acct``)."""
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                self.argv(acct, "--reap", str(sid)),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+            )
+
+
+# POSIX ACLs as Linux stores them (``system.posix_acl_access``/``_default`` extended
+# attributes, acl_ea.h): a version, then (tag, permissions, id) entries sorted by tag.
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_ACL_NOID = 0xFFFFFFFF
+
+
+def acl_bytes(users: dict[int, int], owner: int = 7) -> bytes:
+    """An ACL: the owner ``owner``, named users ``{uid: rwx bits}``, nothing for the
+    group or others (the mask: the union of the named users' bits)."""
+    mask = 0
+    for bits in users.values():
+        mask |= bits
+    entries = [(_ACL_USER_OBJ, owner, _ACL_NOID)]
+    entries += [(_ACL_USER, bits, uid) for uid, bits in sorted(users.items())]
+    entries += [(_ACL_GROUP_OBJ, 0, _ACL_NOID), (_ACL_MASK, mask, _ACL_NOID)]
+    entries.append((_ACL_OTHER, 0, _ACL_NOID))
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def set_acl(fd: int, users: dict[int, int], default: dict[int, int] | None = None) -> None:
+    """Give ``users`` access to the open file or directory ``fd`` (and, with ``default``,
+    to what is created in it); IsolationError when the filesystem has no ACLs."""
     try:
-        names = os.listdir("/proc")
-    except OSError:
-        return killed
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        if len(fields) > 3 and int(fields[3]) == sid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(name), signal.SIGKILL)
-                killed.append(int(name))
-    return killed
+        os.setxattr(fd, "system.posix_acl_access", acl_bytes(users))
+        if default is not None:
+            os.setxattr(fd, "system.posix_acl_default", acl_bytes(default))
+    except OSError as exc:
+        raise IsolationError(
+            f"cannot set an ACL in the job area ({exc.strerror}): under sudo the job "
+            "areas need a filesystem with POSIX ACLs (jobs_dir)"
+        ) from None
 
 
 class JobArea:
     """The per-account directories of isolated jobs under ``root``.
 
-    ``root`` itself is 0711 (enterable, not listable); ``root/<account>`` is 0700
-    and owned by the account, with ``blobs/`` (inputs copied from the cache),
-    ``results/`` (the ``result_dir`` of its jobs), ``logs/`` and ``tmp/``.
+    ``root`` itself is 0711 (enterable, not listable); ``root/<account>`` holds
+    ``blobs/`` (inputs copied from the cache), ``results/`` (the ``result_dir`` of its
+    jobs), ``logs/`` and ``tmp/``. ``acl=False`` (a root service): everything is the
+    account's, 0700. ``acl=True`` (a service using sudo): everything is the service's,
+    0700, and ACL entries let the account read ``blobs/`` and write the rest; what the
+    account creates in ``results/`` and ``logs/`` carries an entry for the service.
+    The service writes and reads there through directory descriptors, never following
+    a symlink the account may have put in the way.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, acl: bool = False) -> None:
         self.root = os.path.abspath(root)
+        self.acl = acl
         os.makedirs(self.root, mode=0o711, exist_ok=True)
         os.chmod(self.root, 0o711)
         self._lock = threading.Lock()
@@ -156,19 +238,38 @@ class JobArea:
         return os.path.join(self.root, acct.name)
 
     def prepare(self, acct: RunAs) -> str:
-        """Create (once) the account's directories, owned by it; returns the account's dir."""
+        """Create (once) the account's directories; returns the account's dir."""
         top = self.dir(acct)
         with self._lock:
             if acct.name in self._ready:
                 return top
-            for d in (top, *(os.path.join(top, s) for s in ("blobs", "results", "logs", "tmp"))):
+            me = os.geteuid()
+            rw = {acct.uid: 7}
+            for sub in ("", "blobs", "results", "logs", "tmp"):
+                d = os.path.join(top, sub) if sub else top
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(d, 0o700)
-                st = os.lstat(d)
-                if not stat.S_ISDIR(st.st_mode):
-                    raise RuntimeError(f"job area {d} is not a directory")
-                os.chown(d, acct.uid, acct.gid)
-                os.chmod(d, 0o700)
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                try:
+                    owner = os.fstat(fd).st_uid
+                    if not self.acl:
+                        os.fchown(fd, acct.uid, acct.gid)
+                        os.fchmod(fd, 0o700)
+                        continue
+                    if owner != me:
+                        raise IsolationError(
+                            f"job area {d} belongs to uid {owner}, not to the service; "
+                            "remove it (it was made by a service running as root?)"
+                        )
+                    os.fchmod(fd, 0o700)
+                    if sub == "blobs":
+                        set_acl(fd, {acct.uid: 5})
+                    elif sub in ("results", "logs"):
+                        set_acl(fd, rw, default={me: 7})
+                    else:
+                        set_acl(fd, rw)
+                finally:
+                    os.close(fd)
             self._ready.add(acct.name)
         return top
 
@@ -181,13 +282,39 @@ class JobArea:
             raise ValueError(f"blob reference {src} has no sha256")
         dst = os.path.join(self.dir(acct), "blobs", sha)
         if (acct.name, sha) not in self._staged or not os.path.exists(dst):
-            tmp = f"{dst}.{os.getpid()}.{threading.get_ident()}.tmp"
-            shutil.copyfile(src, tmp)
-            os.chown(tmp, acct.uid, acct.gid)
-            os.chmod(tmp, 0o400)
-            os.replace(tmp, dst)
+            self._copy_in(acct, src, sha)
             self._staged.add((acct.name, sha))
         return {**ref, "path": dst}
+
+    def _copy_in(self, acct: RunAs, src: str, sha: str) -> None:
+        """Copy ``src`` to ``blobs/<sha>`` of the account's area, readable by the account
+        only, through directory descriptors (no symlink the account planted is followed)."""
+        tmp = f"{sha}.{os.getpid()}.{threading.get_ident()}.tmp"
+        fds = [os.open(self.dir(acct), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)]
+        try:
+            fds.append(
+                os.open("blobs", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[0])
+            )
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=fds[1])
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fds[1]
+            )
+            try:
+                with open(src, "rb") as fin, os.fdopen(fd, "wb", closefd=False) as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+                if self.acl:
+                    set_acl(fd, {acct.uid: 4}, None)
+                    os.fchmod(fd, 0o640)  # the ACL's mask: the account's read
+                else:
+                    os.fchown(fd, acct.uid, acct.gid)
+                    os.fchmod(fd, 0o400)
+            finally:
+                os.close(fd)
+            os.replace(tmp, sha, src_dir_fd=fds[1], dst_dir_fd=fds[1])
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def take_blob(self, acct: RunAs, sha: str, cache_dir: str) -> str | None:
         """Move result blob ``sha`` a job wrote into the cache: read without following a

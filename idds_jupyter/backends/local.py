@@ -46,6 +46,7 @@ from idds_jupyter.backends.isolation import (
     IsolationError,
     JobArea,
     RunAs,
+    Sudo,
     kill_session,
     run_as,
     unreachable,
@@ -94,16 +95,31 @@ class _Worker:
         cwd: str | None,
         owner: str | None = None,
         acct: RunAs | None = None,
+        sudo: Sudo | None = None,
     ) -> None:
         self.slot = slot
         #: the owner whose jobs it runs (None: not bound yet, has run nothing)
         self.owner = owner
         self.acct = acct
+        self.sudo = sudo if acct is not None else None
+        #: the worker's own pid (under sudo, ``pid`` is sudo's), from its hello
+        self.worker_pid: int | None = None
         as_acct: dict[str, Any] = {}
-        if acct is not None:  # the service is root: setuid/setgid, no other groups
+        argv = [sys.executable, "-m", "idds_jupyter.worker", "--pool"]
+        setup: bytes | None = None
+        if self.sudo is not None:
+            assert acct is not None
+            # sudo resets the environment and keeps our cwd: the worker takes both (and
+            # its umask) from a first message, then leads a session of its own
+            argv = self.sudo.argv(acct, "--pool", "--setup")
+            setup = encode_message(
+                {"setup": {"env": env, "cwd": cwd, "umask": 0o077, "share_results": True}}
+            )
+            env, cwd = {"PATH": env.get("PATH", os.defpath)}, "/"
+        elif acct is not None:  # the service is root: setuid/setgid, no other groups
             as_acct = {"user": acct.uid, "group": acct.gid, "extra_groups": []}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "idds_jupyter.worker", "--pool"],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,
@@ -131,6 +147,9 @@ class _Worker:
         self.outq: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.wlock = threading.Lock()
         self.backlog = 0  # frames given to the writer thread and not fully written yet
+        if setup is not None:  # first in line
+            self.backlog = 1
+            self.outq.put(setup)
         # set (under wlock) before the pipe is closed: its fd number may be reused at once
         # (by a socket, say), so nothing may be written to it afterwards
         self.closed = False
@@ -143,6 +162,15 @@ class _Worker:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
+
+
+def _end_session(w: _Worker) -> None:
+    """Kill what is left of a dead worker's session (through sudo: as its account)."""
+    if w.sudo is not None and w.acct is not None:
+        if w.worker_pid is not None:
+            w.sudo.reap(w.acct, w.worker_pid)
+    else:
+        kill_session(w.pid)
 
 
 class LocalBackend(Backend):
@@ -168,6 +196,7 @@ class LocalBackend(Backend):
         env_allow: tuple[str, ...] | list[str] = (),
         idle_s: float = IDLE_S,
         jobs_dir: str | None = None,
+        sudo_worker: str | None = None,
     ) -> None:
         super().__init__()
         if isolation not in ISOLATION_LEVELS:
@@ -188,21 +217,21 @@ class LocalBackend(Backend):
         self._env = self._worker_env(None)
         self._area: JobArea | None = None
         self._account: RunAs | None = None
+        #: not root: workers start through sudo (a sudoers rule names the worker command)
+        self._sudo: Sudo | None = None
         if isolation != "none":
             if os.geteuid() != 0:
-                raise IsolationError(
-                    f"isolation {isolation!r}: the service must run as root to "
-                    "start jobs under another account"
-                )
+                self._sudo = Sudo(sudo_worker)
             root = jobs_dir or (
                 os.path.join(os.path.dirname(os.path.abspath(log_dir)), "jobs") if log_dir else None
             )
             if not root:
                 raise IsolationError(f"isolation {isolation!r} needs a jobs_dir (or a log_dir)")
-            self._area = JobArea(root)
+            self._area = JobArea(root, acl=self._sudo is not None)
             if isolation == "account":
                 self._account = run_as(job_account or "idds-job")
                 self._check_reach(self._account)
+                self._area.prepare(self._account)
         self._lock = threading.Lock()
         self._closing = False
         # owner -> its queued specs
@@ -237,11 +266,14 @@ class LocalBackend(Backend):
     def _check_reach(self, acct: RunAs) -> None:
         """Fail clearly when the account cannot reach the interpreter, the package or its area."""
         assert self._area is not None
-        for path in (
+        paths = [
             sys.executable,
             os.path.join(_PKG_ROOT, "idds_jupyter", "__init__.py"),
             os.path.join(self._area.root, "x"),
-        ):
+        ]
+        if self._sudo is not None:
+            paths.append(self._sudo.worker)
+        for path in paths:
             why = unreachable(path, acct)
             if why:
                 raise IsolationError(
@@ -249,6 +281,8 @@ class LocalBackend(Backend):
                     "on the way searchable by others (chmod o+x) or install the "
                     "service elsewhere"
                 )
+        if self._sudo is not None:
+            self._sudo.check(acct)
 
     def _acct_for(self, owner: str) -> RunAs | None:
         """The account the owner's jobs run as (ValueError when there is none)."""
@@ -277,7 +311,7 @@ class LocalBackend(Backend):
             assert self._area is not None
             cwd = self._area.prepare(acct)
             env = self._worker_env(acct)
-        w = _Worker(slot, env, cwd, owner, acct)
+        w = _Worker(slot, env, cwd, owner, acct, self._sudo)
         w.reader = threading.Thread(
             target=self._read_loop, args=(w,), name=f"idds-local-r{slot}", daemon=True
         )
@@ -380,6 +414,10 @@ class LocalBackend(Backend):
                             )
                 push(notes)
                 continue
+            hello = msg.get("hello")
+            if isinstance(hello, dict) and isinstance(hello.get("pid"), int):
+                w.worker_pid = hello["pid"]
+                continue
             if "error" in msg:
                 sys.stderr.write(f"idds local worker {w.pid}: {msg['error']}\n")
         self._on_death(w)
@@ -467,7 +505,7 @@ class LocalBackend(Backend):
             rc = w.proc.wait()
         w.outq.put(None)
         # what it started (shell commands, their children) dies with it: no orphans
-        kill_session(w.pid)
+        _end_session(w)
         if w.retired:
             with self._lock:
                 w.alive = False
@@ -722,14 +760,17 @@ class LocalBackend(Backend):
         self._deliver()
 
     def _stage(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """The spec as its account's worker sees it: blobs copied into the account's area,
-        results and logs written there (the service takes them back, see _take_outputs)."""
+        """The spec as its account's worker sees it: run in the account's area, blobs
+        copied there, results and logs written there (the service takes them back, see
+        _take_outputs)."""
         area = self._area
         assert area is not None
         acct = self._acct_for(spec.get("owner") or "")
         assert acct is not None
         top = area.prepare(acct)
-        out = dict(spec)
+        # it runs in its account's area: not in the directory of the service or of whoever
+        # submitted it, which belong to other accounts
+        out = {**spec, "cwd": top}
         if spec.get("log_dir"):
             out["log_dir"] = os.path.join(top, "logs", os.path.basename(str(spec["log_dir"])))
         payload = spec.get("payload")
@@ -838,7 +879,7 @@ class LocalBackend(Backend):
                 w.signal(signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     w.proc.wait(timeout=2)
-            kill_session(w.pid)
+            _end_session(w)
         for w in workers:
             if w.reader is not None and w.reader is not threading.current_thread():
                 w.reader.join(timeout=2)

@@ -59,6 +59,8 @@ __all__ = [
     "run_jobs",
     "resolve",
     "kill_current_command",
+    "kill_session",
+    "share_results",
     "noop",
     "sleep",
     "fail",
@@ -182,6 +184,8 @@ def _store_pickled(res: dict[str, Any], key: str, value: Any, result_dir: str) -
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        if _result_mode != 0o600:
+            os.fchmod(fd, _result_mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -190,6 +194,15 @@ def _store_pickled(res: dict[str, Any], key: str, value: Any, result_dir: str) -
 
 
 _INLINE_MAX = 32 * 1024
+_result_mode = 0o600
+
+
+def share_results() -> None:
+    """Result blobs 0640: where the job area's ACL names the service (a worker started
+    through sudo), the group bits are the ACL's mask, so the service may read them; the
+    account's group has no entry of its own there."""
+    global _result_mode
+    _result_mode = 0o640
 
 
 def _load_payload(payload: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
@@ -438,17 +451,23 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> Non
 
 def _kill_strays() -> None:
     """In a pool worker (it leads its own session): SIGKILL every other process of the
-    session, i.e. what the job that just timed out started (Linux ``/proc``). Elsewhere
-    (a Dask worker, a process that does not lead its session) nothing."""
+    session, i.e. what the job that just timed out started. Elsewhere (a Dask worker, a
+    process that does not lead its session) nothing."""
     me = os.getpid()
-    if os.getsid(0) != me:
-        return
+    if os.getsid(0) == me:
+        kill_session(me, spare=me)
+
+
+def kill_session(sid: int, spare: int | None = None) -> list[int]:
+    """SIGKILL every process of session ``sid`` but ``spare`` (what a job started, a dead
+    worker's shell children). Linux (``/proc``); elsewhere nothing. The pids signalled."""
+    killed: list[int] = []
     try:
         names = os.listdir("/proc")
     except OSError:
-        return
+        return killed
     for name in names:
-        if not name.isdigit() or int(name) == me:
+        if not name.isdigit() or int(name) == spare:
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as fh:
@@ -456,9 +475,11 @@ def _kill_strays() -> None:
         except OSError:
             continue
         fields = data[data.rfind(b")") + 2 :].split()
-        if len(fields) > 3 and int(fields[3]) == me:
+        if len(fields) > 3 and int(fields[3]) == sid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(name), signal.SIGKILL)
+                killed.append(int(name))
+    return killed
 
 
 def kill_current_command(sig: int = signal.SIGKILL) -> None:

@@ -26,6 +26,7 @@ at once. SIGTERM kills the running shell command's process group and exits.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -37,7 +38,7 @@ import threading
 import time
 from typing import IO, Any, BinaryIO
 
-from idds_jupyter.worker.job import kill_current_command, run_job
+from idds_jupyter.worker.job import kill_current_command, run_job, share_results
 
 __all__ = ["read_message", "write_message", "encode_message", "serve", "FLUSH_S", "STARTED_S"]
 
@@ -189,10 +190,43 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
-def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
-    """Run the pool worker loop until EOF on the protocol input. Returns an exit code."""
+def _apply_setup(msg: Any) -> None:
+    """``--setup``: the first message, ``{"setup": {"env", "cwd", "umask", "share_results"}}``,
+    sets what sudo resets (environment, working directory, umask); the worker then leads a
+    session of its own, so that what its jobs start is found and ended with it."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("setup"), dict):
+        raise ValueError("the first message of a --setup worker is not its setup")
+    setup = msg["setup"]
+    env = setup.get("env") or {}
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+    for p in reversed(env.get("PYTHONPATH", "").split(os.pathsep)):
+        if p and p not in sys.path:
+            sys.path.insert(0, p)
+    if setup.get("cwd"):
+        os.chdir(setup["cwd"])
+    os.umask(int(setup.get("umask", 0o077)))
+    if setup.get("share_results"):
+        share_results()
+    with contextlib.suppress(OSError):  # already a session leader
+        os.setsid()
+
+
+def serve(
+    stdin: BinaryIO | None = None, stdout: BinaryIO | None = None, setup: bool = False
+) -> int:
+    """Run the pool worker loop until EOF on the protocol input. Returns an exit code.
+
+    ``setup``: read the environment, working directory and umask from a first message
+    (a worker started through sudo, which resets them; see :func:`_apply_setup`)."""
     if stdin is None or stdout is None:
         stdin, stdout = _protect_stdio()
+    if setup:
+        try:
+            _apply_setup(read_message(stdin))
+        except (EOFError, ValueError, OSError) as exc:
+            write_message(stdout, {"error": f"bad setup: {exc}"})
+            return 2
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     parent = os.getppid()

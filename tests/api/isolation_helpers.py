@@ -95,6 +95,23 @@ def job_logs(api: Api, wid: int, work: str) -> list[str]:
     return out
 
 
+def steal_script(home: Path) -> str:
+    """A shell job that tries to read the service's secrets, database, cache and logs."""
+    return (
+        f"id -un; cat {home}/serve-token; cat {home}/job-token.key; "
+        f"head -c 64 {home}/idds.db; ls {home}/cache; cat {home}/logs/*/*; "
+        "echo END-OF-ATTEMPTS"
+    )
+
+
+def assert_denied(log: str, token: str, key: str) -> None:
+    """The job of :func:`steal_script` read nothing of the service."""
+    assert "END-OF-ATTEMPTS" in log, log
+    assert token not in log and key not in log, "a job read the service's secrets"
+    assert "SQLite format" not in log, "a job read the service's database"
+    assert log.count("Permission denied") >= 5, log
+
+
 # ----------------------------------------------------------------------------- /proc
 
 

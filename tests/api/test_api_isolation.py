@@ -37,6 +37,7 @@ from isolation_helpers import (  # noqa: E402
     BOB_OS,
     JOB_ACCOUNT,
     SECRETS,
+    assert_denied,
     ensure_account,
     job_logs,
     job_paths,
@@ -44,6 +45,7 @@ from isolation_helpers import (  # noqa: E402
     proc_stat,
     processes,
     serve,
+    steal_script,
     submit,
     uid_of,
     wait_for,
@@ -287,21 +289,6 @@ def test_a_timed_out_function_leaves_no_process(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- isolation levels
 
 
-def _steal_script(home: Path) -> str:
-    return (
-        f"id -un; cat {home}/serve-token; cat {home}/job-token.key; "
-        f"head -c 64 {home}/idds.db; ls {home}/cache; cat {home}/logs/*/*; "
-        "echo END-OF-ATTEMPTS"
-    )
-
-
-def _assert_denied(log: str, token: str, key: str) -> None:
-    assert "END-OF-ATTEMPTS" in log, log
-    assert token not in log and key not in log, "a job read the service's secrets"
-    assert "SQLite format" not in log, "a job read the service's database"
-    assert log.count("Permission denied") >= 5, log
-
-
 @needs_root
 def test_isolation_account_jobs_cannot_read_the_service(tmp_path: Path) -> None:
     """``isolation: account``: jobs run as the job account; reading the admin token, the
@@ -322,13 +309,13 @@ def test_isolation_account_jobs_cannot_read_the_service(tmp_path: Path) -> None:
                 name: steal
                 works:
                   - name: steal
-                    command: "{_steal_script(home)}"
+                    command: "{steal_script(home)}"
             """,
             )
             s.alice.wait(wid)
             (log,) = job_logs(s.alice, wid, "steal")
             assert log.splitlines()[0] == JOB_ACCOUNT, log
-            _assert_denied(log, s.handle.token, key)
+            assert_denied(log, s.handle.token, key)
             workers = my_workers(home)
             assert workers and all(uid_of(p) == acct.pw_uid for p in workers), workers
 
@@ -378,13 +365,13 @@ def test_isolation_uid_jobs_run_as_their_owner(tmp_path: Path) -> None:
                 name: steal
                 works:
                   - name: steal
-                    command: "{_steal_script(home)}; cat {bob_area}/logs/*/*; ls {bob_area}"
+                    command: "{steal_script(home)}; cat {bob_area}/logs/*/*; ls {bob_area}"
             """,
             )
             s.alice.wait(wid)
             (log,) = job_logs(s.alice, wid, "steal")
             assert log.splitlines()[0] == ALICE_OS, log
-            _assert_denied(log, s.handle.token, key)
+            assert_denied(log, s.handle.token, key)
             assert "bob-private" not in log and log.count("Permission denied") >= 7, log
             (blog,) = job_logs(s.bob, wid_b, "w")
             assert blog.splitlines()[0] == BOB_OS

@@ -127,6 +127,7 @@ def open_backends(ctx: Context) -> CarrierState:
                 "env_allow": cfg.env_allow,
                 "idle_s": cfg.pool_idle_s,
                 "jobs_dir": cfg.jobs_dir or str(cfg.home / "jobs"),
+                "sudo_worker": cfg.sudo_worker,
             }
             if cfg.workers:
                 opts["workers"] = cfg.workers

@@ -59,6 +59,7 @@ __all__ = ["LocalBackend", "CHUNKS_PER_WORKER"]
 CHUNKS_PER_WORKER = 2
 _DONE_CAP = 200_000
 _KILL_GRACE_S = 1.0
+ACCT_RETRY_S = 30.0  # an owner without a usable account is looked up again after this
 IDLE_S = 60.0  # default: a worker bound to an owner and idle this long is ended
 # A chunk is sized to take about CHUNK_S at its owner's measured pace (FIRST_CHUNK jobs
 # until measured), so a worker promised to another owner is free within about that.
@@ -242,7 +243,9 @@ class LocalBackend(Backend):
         self._done: dict[int, None] = {}
         self._cancel_requested: set[int] = set()
         self._undelivered: list[dict[str, Any]] = []  # failed in dispatch, pushed after it
-        self._accts: dict[str, RunAs | str] = {}  # owner -> account (uid), or why none
+        # owner -> account (uid), or why none and since when (asked again after ACCT_RETRY_S:
+        # an account or a sudoers rule added meanwhile is taken without a restart)
+        self._accts: dict[str, RunAs | tuple[str, float]] = {}
         self._workers: list[_Worker | None] = [None] * self.n_workers
         if isolation != "uid":  # a warm pool of unbound workers (uid: started per owner)
             for slot in range(self.n_workers):
@@ -291,17 +294,17 @@ class LocalBackend(Backend):
         if self.isolation == "account":
             return self._account
         got = self._accts.get(owner)
-        if got is None:
+        if got is None or (isinstance(got, tuple) and time.monotonic() - got[1] > ACCT_RETRY_S):
             try:
                 if not owner:
                     raise IsolationError("a job without an owner cannot run under uid isolation")
                 got = run_as(self.user_map.get(owner, owner))
                 self._check_reach(got)
             except ValueError as exc:
-                got = str(exc)
+                got = (str(exc), time.monotonic())
             self._accts[owner] = got
-        if isinstance(got, str):
-            raise ValueError(got)
+        if isinstance(got, tuple):
+            raise ValueError(got[0])
         return got
 
     def _spawn(self, slot: int, owner: str | None, acct: RunAs | None) -> _Worker:

@@ -137,3 +137,52 @@ def test_account_isolation_names_an_unreachable_path(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="isolation must be one of"):
         LocalBackend(workers=1, isolation="sandbox")
+
+
+def test_uid_isolation_takes_an_account_created_after_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner whose account does not exist yet fails clearly; once the operator creates it,
+    the owner's next jobs run as it, without a restart (the failure is not kept forever)."""
+    if os.geteuid() != 0:
+        pytest.fail(
+            "isolation tests create OS accounts and run jobs as them: run them as root (CI does)"
+        )
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "api"))
+    from isolation_helpers import ensure_account, job_paths
+    from pathtrap import reachable
+
+    from idds_jupyter.backends import local
+
+    late = "idds-test-late"
+    subprocess.run(["userdel", late], capture_output=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    with reachable(job_paths(home)):
+        b = LocalBackend(
+            workers=1,
+            log_dir=str(home / "logs"),
+            isolation="uid",
+            user_map={"dora": late},
+            jobs_dir=str(home / "jobs"),
+        )
+        try:
+            b.submit([cmd(1, "dora", "id -un")])
+            assert f"no OS account '{late}'" in (drain(b, 1)[1]["error"] or "")
+            acct = ensure_account(late)
+            b.submit([cmd(2, "dora", "id -un")])  # within the retry period: the same answer
+            assert f"no OS account '{late}'" in (drain(b, 1)[2]["error"] or "")
+            monkeypatch.setattr(local, "ACCT_RETRY_S", 0.0)
+            b.submit(
+                [spec(3, "dora", "idds_jupyter.worker.job:echo", x=1), cmd(4, "dora", "id -u")]
+            )
+            got = drain(b, 2)
+            assert got[3]["ok"] and got[4]["ok"], got
+            assert {pid for pid, o in b.worker_owners().items() if o == "dora"}
+            assert all(os.stat(f"/proc/{pid}").st_uid == acct.pw_uid for pid in b.worker_pids())
+        finally:
+            b.close()
+            subprocess.run(["userdel", late], capture_output=True)

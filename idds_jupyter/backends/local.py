@@ -114,7 +114,15 @@ class _Worker:
             # its umask) from a first message, then leads a session of its own
             argv = self.sudo.argv(acct, "--pool", "--setup")
             setup = encode_message(
-                {"setup": {"env": env, "cwd": cwd, "umask": 0o077, "share_results": True}}
+                {
+                    "setup": {
+                        "env": env,
+                        "cwd": cwd,
+                        "umask": 0o077,
+                        "share_results": True,
+                        "service_pid": os.getpid(),
+                    }
+                }
             )
             env, cwd = {"PATH": env.get("PATH", os.defpath)}, "/"
         elif acct is not None:  # the service is root: setuid/setgid, no other groups

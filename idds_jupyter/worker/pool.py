@@ -191,9 +191,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _apply_setup(msg: Any) -> None:
-    """``--setup``: the first message, ``{"setup": {"env", "cwd", "umask", "share_results"}}``,
-    sets what sudo resets (environment, working directory, umask); the worker then leads a
-    session of its own, so that what its jobs start is found and ended with it."""
+    """``--setup``: the first message, ``{"setup": {"env", "cwd", "umask", "share_results",
+    "service_pid"}}``, sets what sudo resets (environment, working directory, umask); the
+    worker then leads a session of its own, so that what its jobs start is found and ended
+    with it, and watches the service (its parent, sudo, outlives a killed service)."""
     if not isinstance(msg, dict) or not isinstance(msg.get("setup"), dict):
         raise ValueError("the first message of a --setup worker is not its setup")
     setup = msg["setup"]
@@ -208,8 +209,25 @@ def _apply_setup(msg: Any) -> None:
     os.umask(int(setup.get("umask", 0o077)))
     if setup.get("share_results"):
         share_results()
+    global _service_pid
+    _service_pid = int(setup.get("service_pid") or 0)
     with contextlib.suppress(OSError):  # already a session leader
         os.setsid()
+
+
+_service_pid = 0  # --setup: the service's pid (our parent is sudo, which outlives it)
+
+
+def _service_gone() -> bool:
+    if not _service_pid:
+        return False
+    try:
+        os.kill(_service_pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another account's
+    return False
 
 
 def serve(
@@ -252,8 +270,8 @@ def serve(
                 batches.put(list(msg["specs"]))
             else:
                 outbox.send({"error": f"unexpected message of type {type(msg).__name__}"})
-        if os.getppid() != parent:
-            # our parent died (SIGKILL): nobody will collect results
+        if os.getppid() != parent or _service_gone():
+            # our parent (or, through sudo, the service) died: nobody will collect results
             kill_current_command()
             os._exit(0)
         stop.set()

@@ -362,3 +362,31 @@ def test_abort_and_a_killed_worker_leave_no_process_through_sudo(
                 assert not _sleepers(mark)
         finally:
             s.stop()
+
+
+def test_a_killed_service_leaves_no_job_running_through_sudo(
+    tmp_path: Path, sudo_rule: str
+) -> None:
+    """SIGKILL of the service: its workers' parent is sudo, which lives on; the workers see
+    their input end and the service gone, and end their running job's processes."""
+    with reachable(_paths(tmp_path)):
+        s = serve(tmp_path, isolation="account", job_account=JOB_ACCOUNT)
+        try:
+            alice = s.user("alice")
+            mark = "52917"
+            submit(
+                alice,
+                f"""
+                name: orphan
+                works:
+                  - name: w
+                    command: "sleep 3{mark} & sleep 4{mark}; echo never"
+                """,
+            )
+            wait_for(lambda: len(_sleepers(mark)) == 3, 60, "the job's processes")
+            cf = next((tmp_path / "runtime").glob("idds-*.json"))
+            os.kill(json.loads(cf.read_text())["pid"], signal.SIGKILL)
+            wait_for(lambda: not _sleepers(mark), 30, "no process of the job left")
+            wait_for(lambda: not workers_of(s.home), 30, "no worker left")
+        finally:
+            s.stop()

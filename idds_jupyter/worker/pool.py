@@ -219,15 +219,24 @@ _service_pid = 0  # --setup: the service's pid (our parent is sudo, which outliv
 
 
 def _service_gone() -> bool:
+    """The service (``--setup``) has exited: no such process, or a zombie not reaped yet
+    (its pipes close as it dies, before its parent reaps it)."""
     if not _service_pid:
         return False
     try:
-        os.kill(_service_pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{_service_pid}/stat", "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
         return True
-    except PermissionError:
-        return False  # alive, another account's
-    return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(_service_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another account's
+        return False
+    return data[data.rfind(b")") + 2 : data.rfind(b")") + 3] == b"Z"
 
 
 def serve(

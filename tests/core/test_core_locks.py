@@ -114,3 +114,63 @@ def test_release_hands_back_the_stopping_owners_jobs_in_flight_only(
             assert release_owned(conn, "A") == 0
     finally:
         orch.engine.dispose()
+
+
+def test_claim_marks_what_it_takes_and_takes_only_the_named_users_runs(
+    tmp_path: Path, db_url: str
+) -> None:
+    """``claim_ready``: up to ``limit`` ready jobs, marked submitted for the owner with an
+    expiry, a submission time and one more attempt; with ``users`` (fair share), only jobs
+    of those users' runs."""
+    import time
+
+    orch = Orchestrator(config(tmp_path, db_url))
+    try:
+        wf = {"name": "c", "works": [{"name": "w", "command": "true", "n_jobs": 3}]}
+        w_alice, w_bob = orch.submit(wf, owner="alice"), orch.submit(wf, owner="bob")
+        t0 = time.time()
+        with orch.engine.begin() as conn:
+            got = claim_ready(conn, "A", ["local"], 10, ttl=30.0, users=["bob"])
+            assert claim_ready(conn, "A", ["slurm"], 10, ttl=30.0) == []  # no such backend's
+        bob = _jobs(orch, w_bob)
+        assert sorted(int(c["id"]) for c in got) == sorted(bob) and len(bob) == 3
+        assert {c["attempt"] for c in got} == {1}
+        t = _now(orch)
+        for row in bob.values():
+            assert (row.status, row.lock_owner, row.attempt) == ("submitted", "A", 1)
+            assert t + 25 < row.lock_expiry <= t + 30.5
+            assert row.submitted_at is not None and t0 - 1 <= row.submitted_at <= time.time() + 1
+        assert {r.status for r in _jobs(orch, w_alice).values()} == {"ready"}
+        with orch.engine.begin() as conn:
+            assert claim_ready(conn, "B", ["local"], 10, ttl=30.0, users=["bob"]) == []
+            assert len(claim_ready(conn, "B", ["local"], 2, ttl=30.0)) == 2  # alice's, limit 2
+    finally:
+        orch.engine.dispose()
+
+
+def test_renew_on_postgresql_skips_rows_a_result_holds_instead_of_waiting(
+    tmp_path: Path, db_url: str
+) -> None:
+    """PostgreSQL: a row locked by another transaction (the Receiver recording its result)
+    is skipped by the heart-beat, which renews the others at once rather than queueing
+    behind it. (SQLite has one writer at a time: nothing to skip.)"""
+    from sqlalchemy import text
+
+    orch, wid, a, _b, _done = _setup(tmp_path, db_url)
+    try:
+        if not db_url.startswith("postgresql"):
+            with orch.engine.begin() as conn:
+                assert renew_locks(conn, "A", 100.0) == 2
+            return
+        with orch.engine.connect() as holder:
+            tx = holder.begin()
+            holder.execute(select(jobs.c.id).where(jobs.c.id == a[0]).with_for_update())
+            with orch.engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '3s'"))
+                assert renew_locks(conn, "A", 100.0) == 1
+            tx.rollback()
+        t = _now(orch)
+        got = _jobs(orch, wid)
+        assert got[a[1]].lock_expiry > t + 95 and got[a[0]].lock_expiry < t + 35
+    finally:
+        orch.engine.dispose()

@@ -149,13 +149,16 @@ class Sudo:
 
     def check(self, acct: RunAs) -> None:
         """Fail clearly, naming the sudoers rule to add, when sudo does not allow it."""
-        r = subprocess.run(
-            [self.sudo, "-n", "-l", "-u", acct.name, "--", self.worker, "--pool", "--setup"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-        )
+        try:
+            r = subprocess.run(
+                [self.sudo, "-n", "-l", "-u", acct.name, "--", self.worker, "--pool", "--setup"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise IsolationError(f"sudo could not be asked about {acct.name!r}: {exc}") from None
         if r.returncode != 0:
             import pwd
 

@@ -130,7 +130,9 @@ soak: $(STAMP) postgres-deps
 # claim, condition and authorization code. MUTANTS narrows it to a glob of mutant names,
 # e.g. make mutate MUTANTS='idds_jupyter.store.jobs.x_release_children*'
 MUTANTS ?=
-mutate: $(STAMP)
+# The hub authenticator's tests start a real JupyterHub with the proxy from ci/hub.
+mutate: $(STAMP) hub-deps
 	$(BIN)/pip install -q 'mutmut>=3.3'
-	$(BIN)/mutmut run $(MUTANTS)
+	IDDS_HUB_PROXY=$(CURDIR)/ci/hub/node_modules/.bin/configurable-http-proxy \
+		$(BIN)/mutmut run $(MUTANTS)
 	$(BIN)/mutmut results

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,11 @@ from jupyter_client import BlockingKernelClient
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "examples" / "jupyterhub_config.py"
-PROXY = REPO / "ci" / "hub" / "node_modules" / ".bin" / "configurable-http-proxy"
+#: ``IDDS_HUB_PROXY`` for a copy of the tests outside the checkout (``make mutate``)
+PROXY = Path(
+    os.environ.get("IDDS_HUB_PROXY")
+    or REPO / "ci" / "hub" / "node_modules" / ".bin" / "configurable-http-proxy"
+)
 PASSWORD = "test-password"
 
 
@@ -68,10 +73,16 @@ class Hub:
         db_url: str | None = None,
         service_env: dict[str, str] | None = None,
         external: bool = False,
+        start_service: bool | Callable[[dict[str, str]], None] = True,
+        extra_config: str = "",
     ) -> None:
         """``external``: the iDDS service is not the hub's to start: its entry gets a
         ``url`` and an ``api_token`` and no command, and this starts it (as a systemd unit
-        or another host would) with the variables a managed service gets."""
+        or another host would) with the variables a managed service gets
+        (:meth:`service_environment`). ``start_service`` may instead be a function that
+        starts the service itself, given the hub's variables (:meth:`hub_variables`), before
+        the hub starts (a hub waits ~30 s for an external service it cannot reach).
+        ``extra_config``: lines appended to the hub's configuration."""
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run `make hub-deps` (npm install in ci/hub)")
         self.state = state
@@ -86,13 +97,14 @@ class Hub:
             f"{self.driver_token!r}}})\n"
             "c.JupyterHub.load_roles.append({'name': 'hub-driver', 'services': ['hub-driver'], "
             "'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', "
-            "'read:services', 'admin:groups']})\n"
+            "'read:services', 'admin:groups', 'access:services!service=idds']})\n"
             # jobs of a killed service are reclaimed quickly (the service-restart test)
             "c.JupyterHub.services[0]['environment'].update(IDDS_LOCK_TTL='8', "
             "IDDS_POLL_INTERVAL='1')\n"
             "c.JupyterHub.log_level = 'INFO'\n"
             # more settings of the service (IDDS_ISOLATION...), as a deployment adds them
             f"c.JupyterHub.services[0]['environment'].update({dict(service_env or {})!r})\n"
+            + extra_config
         )
         self.service_token = secrets.token_hex(32)
         self.service_proc: subprocess.Popen[bytes] | None = None
@@ -127,6 +139,10 @@ class Hub:
             "JUPYTER_RUNTIME_DIR",
         ):
             env.pop(var, None)
+        self.hub_env = env
+        self.start_service = start_service
+        if external and callable(start_service):
+            start_service(self.hub_variables())
         self.log_path = state / "hub.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -137,24 +153,27 @@ class Hub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        if external:
-            self._start_external(env)
+        if external and start_service is True:
+            self._start_external()
         try:
             wait_for(self._up, 90, "the hub and the iDDS service")
         except Exception:
             self.stop()
             raise RuntimeError("the hub did not start:\n" + self.log_tail()) from None
 
-    def _start_external(self, hub_env: dict[str, str]) -> None:
-        """The iDDS service started outside the hub, with the settings of its entry."""
+    def service_environment(self) -> dict[str, str]:
+        """What an external iDDS service is started with: its entry's settings and the
+        variables the hub gives a managed service."""
         import json
 
         env_file = self.state / "external-service-env.json"
         wait_for(env_file.exists, 60, "the hub to read its configuration")
         time.sleep(0.2)  # written in one call; let it land
-        env = {
-            **{k: v for k, v in hub_env.items() if not k.startswith(("IDDS_", "JUPYTERHUB_"))},
-            **json.loads(env_file.read_text()),
+        return {**json.loads(env_file.read_text()), **self.hub_variables()}
+
+    def hub_variables(self) -> dict[str, str]:
+        """The ``JUPYTERHUB_*`` variables the hub gives its iDDS service."""
+        return {
             "JUPYTERHUB_API_TOKEN": self.service_token,
             "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.port + 1}/hub/api",
             "JUPYTERHUB_BASE_URL": "/",
@@ -164,6 +183,13 @@ class Hub:
             "JUPYTERHUB_CLIENT_ID": "service-idds",
             "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/idds/oauth_callback",
             "JUPYTERHUB_OAUTH_ACCESS_SCOPES": '["access:services!service=idds"]',
+        }
+
+    def _start_external(self) -> None:
+        """The iDDS service started outside the hub, with the settings of its entry."""
+        env = {
+            **{k: v for k, v in self.hub_env.items() if not k.startswith(("IDDS_", "JUPYTERHUB_"))},
+            **self.service_environment(),
         }
         self.service_proc = subprocess.Popen(
             [sys.executable, "-m", "idds_jupyter.cli", "serve", "--auth", "hub"],
@@ -178,9 +204,9 @@ class Hub:
         if self.proc.poll() is not None:
             raise RuntimeError("the hub exited:\n" + self.log_tail())
         try:
-            return (
-                requests.get(self.url + "/hub/api/", timeout=2).ok
-                and requests.get(self.service_url + "idds/api/v1/ping", timeout=2).ok
+            return requests.get(self.url + "/hub/api/", timeout=2).ok and (
+                self.start_service is False
+                or requests.get(self.service_url + "idds/api/v1/ping", timeout=2).ok
             )
         except requests.RequestException:
             return False

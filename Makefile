@@ -63,7 +63,7 @@ install-check: $(STAMP)
 test: $(STAMP) postgres-deps isolation-deps engines-deps ui-deps hub-deps rucio-deps lint docs install-check
 	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests notebooks --nbval-lax --nbval-kernel-name idds
 
-bench: $(STAMP) postgres-deps
+bench: $(STAMP) postgres-deps ui-deps
 	$(BIN)/python bench/dag_release.py --jobs 100000 --engine dask
 	$(BIN)/python bench/peers.py  # FaaT vs Dask, Ray, Parsl, ipyparallel: pip install -e '.[bench]'
 	$(BIN)/python bench/dag_release.py --jobs 10000,100000,1000000 --db sqlite --db postgres \
@@ -78,6 +78,7 @@ bench: $(STAMP) postgres-deps
 	$(BIN)/python bench/fair_share.py
 	$(BIN)/python bench/provenance_cache.py
 	cd labextension && node_modules/.bin/vite-node ../bench/dag_overview.ts 1000 10000
+	node bench/hpo_view_plots.cjs --reps 5
 
 # configurable-http-proxy (npm) for the JupyterHub tests (tests/hub) and `make hub`.
 ci/hub/node_modules/.package-lock.json: ci/hub/package-lock.json

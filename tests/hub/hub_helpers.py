@@ -66,6 +66,20 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.25) -> An
         time.sleep(interval)
 
 
+def echo_template(name: str, n: int) -> dict[str, Any]:
+    """A run of one work of ``n`` echo jobs."""
+    return {
+        "name": name,
+        "works": [
+            {
+                "name": "echo",
+                "function": "idds_jupyter.worker.job:echo",
+                "kwargs_list": [{"x": i} for i in range(n)],
+            }
+        ],
+    }
+
+
 class Hub:
     def __init__(
         self,
@@ -73,13 +87,13 @@ class Hub:
         db_url: str | None = None,
         service_env: dict[str, str] | None = None,
         external: bool = False,
-        start_service: bool | Callable[[dict[str, str]], None] = True,
+        start_service: Callable[[dict[str, str]], None] | None = None,
         extra_config: str = "",
     ) -> None:
         """``external``: the iDDS service is not the hub's to start: its entry gets a
         ``url`` and an ``api_token`` and no command, and this starts it (as a systemd unit
         or another host would) with the variables a managed service gets
-        (:meth:`service_environment`). ``start_service`` may instead be a function that
+        (:meth:`service_environment`). ``start_service``, if given, is a function that
         starts the service itself, given the hub's variables (:meth:`hub_variables`), before
         the hub starts (a hub waits ~30 s for an external service it cannot reach).
         ``extra_config``: lines appended to the hub's configuration."""
@@ -140,8 +154,7 @@ class Hub:
         ):
             env.pop(var, None)
         self.hub_env = env
-        self.start_service = start_service
-        if external and callable(start_service):
+        if external and start_service is not None:
             start_service(self.hub_variables())
         self.log_path = state / "hub.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -153,7 +166,7 @@ class Hub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        if external and start_service is True:
+        if external and start_service is None:
             self._start_external()
         try:
             wait_for(self._up, 90, "the hub and the iDDS service")
@@ -204,9 +217,9 @@ class Hub:
         if self.proc.poll() is not None:
             raise RuntimeError("the hub exited:\n" + self.log_tail())
         try:
-            return requests.get(self.url + "/hub/api/", timeout=2).ok and (
-                self.start_service is False
-                or requests.get(self.service_url + "idds/api/v1/ping", timeout=2).ok
+            return (
+                requests.get(self.url + "/hub/api/", timeout=2).ok
+                and requests.get(self.service_url + "idds/api/v1/ping", timeout=2).ok
             )
         except requests.RequestException:
             return False
@@ -330,4 +343,4 @@ class Hub:
         self.log.close()
 
 
-__all__ = ["PASSWORD", "Hub", "free_port_block", "wait_for"]
+__all__ = ["PASSWORD", "Hub", "echo_template", "free_port_block", "wait_for"]

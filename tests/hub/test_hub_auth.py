@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from hub_helpers import Hub, wait_for
+from hub_helpers import Hub, echo_template, wait_for
 
 from idds_jupyter.api.server import ServerHandle, start_server
 from idds_jupyter.auth import Authenticator, User
@@ -50,6 +50,10 @@ class Live:
     def get(self, path: str, token: str | None = None, scheme: str = "token") -> requests.Response:
         headers = {"Authorization": f"{scheme} {token}"} if token else {}
         return requests.get(self.api + path, headers=headers, timeout=30)
+
+    def post(self, path: str, token: str, body: Any) -> requests.Response:
+        headers = {"Authorization": f"token {token}"}
+        return requests.post(self.api + path, json=body, headers=headers, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -201,32 +205,13 @@ def test_admins_are_the_hubs_admins_and_the_admin_groups_members(live: Live) -> 
 
 def test_a_users_groups_come_from_the_hub(live: Live) -> None:
     """group_quotas (physics: 2 jobs per submission) apply to alice whatever her token shows."""
-    three = {
-        "name": "three",
-        "works": [
-            {
-                "name": "echo",
-                "function": "idds_jupyter.worker.job:echo",
-                "kwargs_list": [{"x": i} for i in range(3)],
-            }
-        ],
-    }
+    three = echo_template("three", 3)
     narrow = live.hub.user_token("alice", scopes=["access:services!service=idds"])
     for token in (live.hub.user_token("alice"), narrow):
-        r = requests.post(
-            live.api + "requests",
-            json={"template": three},
-            headers={"Authorization": f"token {token}"},
-            timeout=30,
-        )
+        r = live.post("requests", token, {"template": three})
         assert r.status_code == 413, r.text
         assert "max_jobs_per_submission for group 'physics'" in r.text
-    r = requests.post(
-        live.api + "requests",
-        json={"template": three},
-        headers={"Authorization": f"token {live.hub.user_token('bob')}"},
-        timeout=30,
-    )
+    r = live.post("requests", live.hub.user_token("bob"), {"template": three})
     assert r.status_code in (200, 201), r.text
 
 
@@ -302,12 +287,7 @@ def test_streams_hold_while_their_tokens_do_and_end_when_revoked(live: Live) -> 
         return made["token"], made["id"]
 
     (header_token, header_id), (query_token, query_id) = hub_token(), hub_token()
-    own = requests.post(
-        live.api + "auth/tokens",
-        json={"name": "own-stream"},
-        headers={"Authorization": f"token {header_token}"},
-        timeout=30,
-    ).json()
+    own = live.post("auth/tokens", header_token, {"name": "own-stream"}).json()
     url = live.api.replace("http", "ws", 1) + "stream"
 
     async def opened(req: HTTPRequest | str) -> WebSocketClientConnection:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from hub_helpers import Hub, wait_for
+from hub_helpers import Hub, echo_template, wait_for
 
 
 def run_cell(kc: Any, code: str, timeout: float = 120) -> dict[str, Any]:
@@ -183,16 +183,7 @@ def test_group_quotas_follow_the_hub_groups(hub: Hub) -> None:
         assert hub.api("POST", f"users/{name}").status_code in (201, 409)
     assert hub.api("POST", "groups/idds-students").status_code in (201, 409)
     assert hub.api("POST", "groups/idds-students/users", json={"users": ["dave"]}).ok
-    three = {
-        "name": "three",
-        "works": [
-            {
-                "name": "echo",
-                "function": "idds_jupyter.worker.job:echo",
-                "kwargs_list": [{"x": i} for i in range(3)],
-            }
-        ],
-    }
+    three = echo_template("three", 3)
     narrow = hub.user_token("dave", scopes=["access:services!service=idds"])
     for token in (hub.user_token("dave"), narrow):
         r = api(hub, token, "POST", "requests", json={"template": three})

@@ -70,6 +70,17 @@ FIRST_CHUNK = 8
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _pace(results: list[dict[str, Any]]) -> float | None:
+    """Jobs per second of one worker over ``results`` (one flush), timed by the worker's
+    own clock: the moment their frames are read here says nothing (two flushes read in
+    one burst would make a 20 ms job look instantaneous and the next chunks huge)."""
+    timed = [r for r in results if (r.get("started_at") or 0) > 0 and r.get("finished_at")]
+    if not timed:
+        return None
+    span = max(r["finished_at"] for r in timed) - min(r["started_at"] for r in timed)
+    return len(timed) / max(span, 1e-4)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """Write ``data`` to a non-blocking pipe, waiting for room as needed."""
     view = memoryview(data)
@@ -147,7 +158,6 @@ class _Worker:
         self.draining = False
         self.spawned_at = time.monotonic()
         self.chunks: deque[_Chunk] = deque()
-        self.busy_since: float | None = None  # since its last results, while it has chunks
         assert self.proc.stdin is not None
         # Non-blocking: a small frame is written by the thread that dispatches it
         # (no hop to the writer thread) unless the pipe is full or frames wait before it.
@@ -457,19 +467,18 @@ class LocalBackend(Backend):
                 if self._cancel_requested:
                     self._cancel_requested.discard(jid)
                 out.append(r)
-            t = time.monotonic()
-            if out and w.busy_since is not None and w.owner is not None:
-                pace = len(out) / max(t - w.busy_since, 1e-4)
-                old = self._pace.get(w.owner)
-                self._pace[w.owner] = pace if old is None else 0.7 * old + 0.3 * pace
+            if w.owner is not None:
+                pace = _pace(out)
+                if pace is not None:
+                    old = self._pace.get(w.owner)
+                    self._pace[w.owner] = pace if old is None else 0.7 * old + 0.3 * pace
             # retire finished chunks (normally the oldest)
             freed = False
             while w.chunks and not w.chunks[0].ids:
                 w.chunks.popleft()
                 freed = True
-            w.busy_since = t if w.chunks else None
             if freed and not w.chunks:
-                w.idle_since = t
+                w.idle_since = time.monotonic()
             if len(done) > _DONE_CAP:
                 for k in list(itertools.islice(done, len(done) - _DONE_CAP // 2)):
                     del done[k]
@@ -700,8 +709,6 @@ class LocalBackend(Backend):
                     if entry is not None:
                         entry[1] = w
                         entry[2] = chunk
-                if not w.chunks:
-                    w.busy_since = time.monotonic()
                 w.chunks.append(chunk)
                 sends.append((w, specs))
         return sends

@@ -94,6 +94,31 @@ def test_busy_owner_keeps_its_workers_and_another_waits_its_turn() -> None:
         b.close()
 
 
+def test_results_read_in_a_burst_do_not_make_chunks_huge() -> None:
+    """A stalled reader (here: the backend's lock held 0.5 s) reads several flushes of
+    20 ms jobs at once; the pace that sizes the chunks is the worker's own, so bob's job,
+    submitted next, waits for a chunk or two of alice's (about 0.2 s each), not for
+    hundreds of her jobs."""
+    b = LocalBackend(workers=1, batch=1000)
+    try:
+        b.submit([spec(i, "alice", SLEEP, seconds=0.02) for i in range(400)])
+        drain(b, 30)
+        for _ in range(3):  # stall, read a burst, let a chunk or two be sized from it
+            with b._lock:
+                time.sleep(0.5)
+            drain(b, 12)
+        b.submit([spec(1000, "bob")])
+        order: list[int] = []
+        deadline = time.monotonic() + 60
+        while 1000 not in order:
+            assert time.monotonic() < deadline, "bob's job never ran"
+            order += [r["job_id"] for r in b.results(0.5) if "ok" in r]
+        ahead = order.index(1000)
+        assert ahead <= 40, f"bob's job waited for {ahead} of alice's"
+    finally:
+        b.close()
+
+
 def test_uid_isolation_without_an_account_fails_the_job_clearly(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail(

@@ -244,6 +244,145 @@ export function parcoordsDimensions(trials: ITrial[]): IDimension[] {
   return dims;
 }
 
+/** Viridis at ten stops, dark (low) to bright (high). */
+export const VIRIDIS = [
+  '#440154',
+  '#482878',
+  '#3e4989',
+  '#31688e',
+  '#26828e',
+  '#1f9e89',
+  '#35b779',
+  '#6ece58',
+  '#b5de2b',
+  '#fde725'
+];
+
+export interface IParallel {
+  /** plotly traces: one SVG line trace per colour band (lines split by null), then the colour bar */
+  data: Array<Record<string, unknown>>;
+  /** plotly layout: the axes (shapes), their labels, ranges and categories (annotations) */
+  layout: Record<string, unknown>;
+  /** lines drawn: one per trial */
+  lines: number;
+}
+
+function short(v: number): string {
+  return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(3)));
+}
+
+/**
+ * Parallel coordinates drawn as SVG lines (plotly `scatter`), not plotly's WebGL
+ * `parcoords`: without a GPU a browser runs WebGL in software, where each draw of
+ * `parcoords` costs about a second whatever its lines, and a live view redraws.
+ *
+ * Each dimension is scaled to [0, 1] on its own vertical axis (categories evenly
+ * spaced); a trial is one line, missing values break it. Lines are coloured by the
+ * last dimension (the objective) in ten bands of its range, best band drawn last.
+ */
+export function parallelCoordinates(dims: IDimension[], direction: Direction = 'minimize'): IParallel {
+  const n = dims.length ? dims[0].values.length : 0;
+  const scaled = dims.map(d => {
+    if (d.tickvals) {
+      const top = Math.max(1, d.tickvals.length - 1);
+      return { lo: 0, hi: top, y: d.values.map(v => (Number.isFinite(v) ? v / top : null)) };
+    }
+    const finite = d.values.filter(v => Number.isFinite(v));
+    const lo = finite.length ? Math.min(...finite) : 0;
+    const hi = finite.length ? Math.max(...finite) : 1;
+    const span = hi - lo;
+    return { lo, hi, y: d.values.map(v => (Number.isFinite(v) ? (span > 0 ? (v - lo) / span : 0.5) : null)) };
+  });
+  const color = dims.length ? scaled[scaled.length - 1] : { lo: 0, hi: 1, y: [] as Array<number | null> };
+  const bands: Array<{ x: Array<number | null>; y: Array<number | null> }> = VIRIDIS.map(() => ({ x: [], y: [] }));
+  for (let j = 0; j < n; j++) {
+    const c = color.y[j];
+    const band = bands[c === null ? 0 : Math.min(VIRIDIS.length - 1, Math.floor(c * VIRIDIS.length))];
+    for (let i = 0; i < dims.length; i++) {
+      band.x.push(i);
+      band.y.push(scaled[i].y[j]);
+    }
+    band.x.push(null);
+    band.y.push(null);
+  }
+  const colors = direction === 'maximize' ? [...VIRIDIS].reverse() : VIRIDIS;
+  // the best band last, on top: the lowest objective when minimizing, the highest otherwise
+  const order = VIRIDIS.map((_c, k) => k);
+  if (direction === 'minimize') {
+    order.reverse();
+  }
+  const data: Array<Record<string, unknown>> = order
+    .filter(k => bands[k].x.length)
+    .map(k => ({
+      type: 'scatter',
+      mode: 'lines',
+      x: bands[k].x,
+      y: bands[k].y,
+      line: { color: colors[k], width: 1 },
+      opacity: 0.75,
+      hoverinfo: 'skip',
+      showlegend: false
+    }));
+  if (dims.length) {
+    data.push({
+      type: 'scatter',
+      mode: 'markers',
+      x: [null],
+      y: [null],
+      hoverinfo: 'skip',
+      showlegend: false,
+      marker: {
+        color: [color.lo, color.hi],
+        cmin: color.lo,
+        cmax: color.hi,
+        colorscale: colors.map((c, k) => [k / (colors.length - 1), c]),
+        showscale: true,
+        colorbar: { thickness: 12, title: { text: dims[dims.length - 1].label } }
+      }
+    });
+  }
+  const axis = { color: '#888', width: 1 };
+  const shapes = dims.map((_d, i) => ({ type: 'line', x0: i, x1: i, y0: 0, y1: 1, line: axis, layer: 'below' }));
+  const annotations: Array<Record<string, unknown>> = [];
+  dims.forEach((d, i) => {
+    const marks = d.tickvals
+      ? d.tickvals.map((t, k) => ({ y: t / scaled[i].hi, text: d.ticktext?.[k] ?? String(t) }))
+      : scaled[i].hi > scaled[i].lo
+        ? [
+            { y: 0, text: short(scaled[i].lo) },
+            { y: 1, text: short(scaled[i].hi) }
+          ]
+        : [{ y: 0.5, text: short(scaled[i].lo) }]; // one value: drawn mid-axis
+    for (const m of marks) {
+      annotations.push({
+        x: i,
+        y: m.y,
+        text: m.text,
+        showarrow: false,
+        xanchor: 'right',
+        xshift: -3,
+        font: { size: 10 }
+      });
+    }
+  });
+  const layout = {
+    xaxis: {
+      tickvals: dims.map((_d, i) => i),
+      ticktext: dims.map(d => d.label),
+      range: [-0.5, Math.max(0, dims.length - 1) + 0.2],
+      showgrid: false,
+      zeroline: false,
+      side: 'top',
+      fixedrange: true
+    },
+    yaxis: { visible: false, range: [-0.06, 1.06], fixedrange: true },
+    shapes,
+    annotations,
+    hovermode: false
+  };
+  return { data, layout, lines: n };
+}
+
 // ---------------------------------------------------------------- active learning
 
 export interface IIteration {

@@ -1,6 +1,6 @@
 /**
  * HPO view (trials table, objective per trial with best-so-far, parallel
- * coordinates) and active-learning view (metric per iteration, proposals per
+ * coordinates in SVG) and active-learning view (metric per iteration, proposals per
  * iteration), live as trials end. plotly.js is loaded on first use only.
  *
  * Results of works at rest are cached: a refresh re-reads only the works still
@@ -25,6 +25,7 @@ import {
   bestTrials,
   iterationWorks,
   iterationsOf,
+  parallelCoordinates,
   parcoordsDimensions,
   plotIndices,
   trialRows,
@@ -71,13 +72,18 @@ function themed(layout: Record<string, unknown>): Record<string, unknown> {
   };
 }
 
-/** Points of a plot's first trace (its y values, or its first dimension's). */
+/** Points of a plot's first trace. */
 function pointsOf(data: unknown[]): number {
-  const t = (data[0] || {}) as { y?: unknown[]; dimensions?: Array<{ values?: unknown[] }> };
-  return t.y?.length ?? t.dimensions?.[0]?.values?.length ?? 0;
+  return ((data[0] || {}) as { y?: unknown[] }).y?.length ?? 0;
 }
 
-function Plot(props: { data: unknown[]; layout: Record<string, unknown>; className: string }): JSX.Element {
+function Plot(props: {
+  data: unknown[];
+  layout: Record<string, unknown>;
+  className: string;
+  /** what data-points says once drawn (default: the first trace's points) */
+  points?: number;
+}): JSX.Element {
   const ref = React.useRef<HTMLDivElement>(null);
   React.useEffect(() => {
     let live = true;
@@ -88,7 +94,7 @@ function Plot(props: { data: unknown[]; layout: Record<string, unknown>; classNa
         void P.react(el, props.data, themed(props.layout), { displaylogo: false, responsive: true }).then(() => {
           // drawn: for tests and render timings
           el.dataset.plotMs = (performance.now() - t0).toFixed(1);
-          el.dataset.points = String(pointsOf(props.data));
+          el.dataset.points = String(props.points ?? pointsOf(props.data));
         });
       }
     });
@@ -285,7 +291,7 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
   const drawn = plotIndices(ys, best, PLOT_POINTS);
   const steps = plotIndices(ys, best, 0);
   const top = trials.length > PARCOORDS_LINES ? bestTrials(trials, direction, PARCOORDS_LINES) : trials;
-  const topDims = top === trials ? dims : parcoordsDimensions(top);
+  const par = parallelCoordinates(top === trials ? dims : parcoordsDimensions(top), direction);
   return (
     <div className="idds-study idds-hpo" data-run-id={model.id} data-trials={trials.length}>
       <div className="idds-runview-header">
@@ -354,23 +360,10 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
           />
           <Plot
             className="idds-plot idds-plot-parcoords"
-            data={[
-              {
-                type: 'parcoords',
-                line: {
-                  color: top.map(t => t.objective),
-                  colorscale: 'Viridis',
-                  reversescale: direction === 'maximize',
-                  showscale: true
-                },
-                dimensions: topDims.map(d => ({
-                  label: d.label,
-                  values: d.values,
-                  ...(d.tickvals ? { tickvals: d.tickvals, ticktext: d.ticktext } : {})
-                }))
-              }
-            ]}
+            data={par.data}
+            points={par.lines}
             layout={{
+              ...par.layout,
               title: {
                 text:
                   top.length < trials.length
@@ -378,7 +371,7 @@ function HpoBody(props: { model: StudyModel }): JSX.Element {
                     : 'parameters and objective',
                 y: 0.98
               },
-              margin: { l: 60, r: 60, t: 80, b: 30 }
+              margin: { l: 60, r: 20, t: 80, b: 20 }
             }}
           />
         </div>

@@ -1,6 +1,16 @@
 import { describe, expect, it } from 'vitest';
 
-import { bestIndex, bestSoFar, iterationWorks, iterationsOf, parcoordsDimensions, trialOf, trialsOf } from '../src/studies';
+import {
+  VIRIDIS,
+  bestIndex,
+  bestSoFar,
+  iterationWorks,
+  iterationsOf,
+  parallelCoordinates,
+  parcoordsDimensions,
+  trialOf,
+  trialsOf
+} from '../src/studies';
 
 describe('HPO trials', () => {
   it('reads objectives as the notebook widgets do', () => {
@@ -15,7 +25,13 @@ describe('HPO trials', () => {
 
   it('numbers trials across works and keeps their job', () => {
     const t = trialsOf([
-      ['a', [{ idx: 0, job_id: 10, status: 'finished', result: { objective: 3, params: { x: 1 } } }, { idx: 1, status: 'failed', result: null }]],
+      [
+        'a',
+        [
+          { idx: 0, job_id: 10, status: 'finished', result: { objective: 3, params: { x: 1 } } },
+          { idx: 1, status: 'failed', result: null }
+        ]
+      ],
       ['b', [{ idx: 0, job_id: 12, status: 'finished', result: { objective: 1, params: { x: 2 } } }]]
     ]);
     expect(t.map(x => [x.n, x.work, x.idx, x.jobId, x.objective])).toEqual([
@@ -51,6 +67,51 @@ describe('HPO trials', () => {
   });
 });
 
+describe('parallel coordinates in SVG', () => {
+  const trials = [
+    { work: 't', idx: 0, n: 0, objective: 4, params: { lr: 0.1, opt: 'sgd' } },
+    { work: 't', idx: 1, n: 1, objective: 1, params: { lr: 0.3, opt: 'adam' } },
+    { work: 't', idx: 2, n: 2, objective: 2.5, params: { opt: 'adam' } }
+  ];
+  const lines = (data: Array<Record<string, unknown>>) => data.filter(t => t.mode === 'lines');
+
+  it('draws one line per trial, each axis scaled to [0, 1], a missing value breaks its line', () => {
+    const par = parallelCoordinates(parcoordsDimensions(trials));
+    expect(par.lines).toBe(3);
+    const traced = lines(par.data);
+    const ys = traced.flatMap(t => t.y as Array<number | null>);
+    expect(ys.filter(y => y === null).length).toBe(3 + 1); // a separator per line, one gap (lr of trial 2)
+    expect(ys.every(y => y === null || (y >= 0 && y <= 1))).toBe(true);
+    // lr 0.1..0.3, categories adam, sgd, objective 1..4: trial 0 is lr 0, sgd 1, objective 1
+    const first = traced.find(t => (t.line as { color: string }).color === VIRIDIS[9])!;
+    expect(first.y).toEqual([0, 1, 1, null]);
+    expect(first.x).toEqual([0, 1, 2, null]);
+    const labels = (par.layout.annotations as Array<{ text: string; y: number }>).map(a => `${a.text}@${a.y}`);
+    expect(labels).toEqual(['0.1@0', '0.3@1', 'adam@0', 'sgd@1', '1@0', '4@1']);
+    expect((par.layout.xaxis as { ticktext: string[] }).ticktext).toEqual(['lr', 'opt', 'objective']);
+  });
+
+  it('colours by the objective in bands, the best band drawn last for either direction', () => {
+    const min = lines(parallelCoordinates(parcoordsDimensions(trials), 'minimize').data);
+    expect(min.map(t => (t.line as { color: string }).color)).toEqual([VIRIDIS[9], VIRIDIS[5], VIRIDIS[0]]);
+    expect(min[min.length - 1].y).toEqual([1, 0, 0, null]); // objective 1, the lowest
+    const max = lines(parallelCoordinates(parcoordsDimensions(trials), 'maximize').data);
+    expect(max[max.length - 1].y).toEqual([0, 1, 1, null]); // objective 4, the highest
+    expect((max[max.length - 1].line as { color: string }).color).toBe(VIRIDIS[0]);
+    const bar = parallelCoordinates(parcoordsDimensions(trials)).data.at(-1) as { marker: Record<string, unknown> };
+    expect([bar.marker.cmin, bar.marker.cmax, bar.marker.showscale]).toEqual([1, 4, true]);
+  });
+
+  it('copes with no trials and with a constant axis', () => {
+    expect(parallelCoordinates([]).lines).toBe(0);
+    const flat = parallelCoordinates([{ label: 'objective', values: [2, 2] }]);
+    expect(lines(flat.data)[0].y).toEqual([0.5, null, 0.5, null]);
+    expect((flat.layout.annotations as Array<{ text: string; y: number }>).map(a => `${a.text}@${a.y}`)).toEqual([
+      '2@0.5'
+    ]);
+  });
+});
+
 describe('active learning', () => {
   const works = [
     { name: 'init', status: 'finished', jobs: { finished: 1 } },
@@ -65,7 +126,13 @@ describe('active learning', () => {
       ['al[1].train', 1, 2],
       ['al[2].train', 2, 2]
     ]);
-    expect(iterationWorks([works[0], { name: 'round2', status: 'skipped', jobs: {} }, { name: 'round3', status: 'new', jobs: {}, n_jobs: 4 }]).map(w => [w.name, w.iteration, w.jobs])).toEqual([
+    expect(
+      iterationWorks([
+        works[0],
+        { name: 'round2', status: 'skipped', jobs: {} },
+        { name: 'round3', status: 'new', jobs: {}, n_jobs: 4 }
+      ]).map(w => [w.name, w.iteration, w.jobs])
+    ).toEqual([
       ['init', 0, 1],
       ['round3', 1, 4]
     ]);
@@ -73,8 +140,29 @@ describe('active learning', () => {
 
   it('gives the metric and proposals per iteration', () => {
     const results = new Map([
-      ['al[0].train', [{ idx: 0, status: 'finished', result: { metric: 0.5, params: { x: 1 } } }, { idx: 1, status: 'finished', result: { metric: 0.7, params: { x: 2 } } }]],
-      ['al[1].train', [{ idx: 0, status: 'finished', result: { metric: 0.8, proposals: [[1, 2], [3, 4]] } }]],
+      [
+        'al[0].train',
+        [
+          { idx: 0, status: 'finished', result: { metric: 0.5, params: { x: 1 } } },
+          { idx: 1, status: 'finished', result: { metric: 0.7, params: { x: 2 } } }
+        ]
+      ],
+      [
+        'al[1].train',
+        [
+          {
+            idx: 0,
+            status: 'finished',
+            result: {
+              metric: 0.8,
+              proposals: [
+                [1, 2],
+                [3, 4]
+              ]
+            }
+          }
+        ]
+      ],
       ['al[2].train', [{ idx: 0, status: 'finished', result: 0.9 }]]
     ]);
     const its = iterationsOf(iterationWorks(works), results);
@@ -84,7 +172,10 @@ describe('active learning', () => {
       [2, 0.9, 2, 'running']
     ]);
     expect(its[0].points).toEqual([{ x: 1 }, { x: 2 }]);
-    expect(its[1].points).toEqual([[1, 2], [3, 4]]);
+    expect(its[1].points).toEqual([
+      [1, 2],
+      [3, 4]
+    ]);
     expect(iterationsOf(iterationWorks(works), results, 'metric', 'minimize')[0].metric).toBe(0.5);
   });
 });

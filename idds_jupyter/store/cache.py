@@ -40,7 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from idds_jupyter.store.sql import in_list, now
+from idds_jupyter.store.sql import among, now
 from idds_jupyter.store.tables import blob_grants, blobs
 
 log = logging.getLogger("idds_jupyter.cache")
@@ -271,7 +271,7 @@ def readable_blobs(conn: Connection, shas: Iterable[str], owner: str | None) -> 
     return found
 
 
-_KNOWN = select(blobs.c.sha256).where(blobs.c.sha256.in_(in_list()))
+_KNOWN = select(blobs.c.sha256).where(among(blobs.c.sha256))
 
 
 def record_blobs(

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import WorkStatus
 from idds_jupyter.store.jobs import READY, claim_ready
-from idds_jupyter.store.sql import in_list
+from idds_jupyter.store.sql import among
 from idds_jupyter.store.tables import jobs, workflows, works
 
 __all__ = ["claim_fair", "split", "users_with_ready_jobs"]
@@ -29,7 +29,7 @@ _USERS_READY = (
         workflows.c.id.in_(
             select(works.c.workflow_id).where(
                 works.c.status == WorkStatus.RUNNING.value,
-                works.c.backend.in_(in_list("backends")),
+                among(works.c.backend, "backends"),
                 exists().where(jobs.c.work_id == works.c.id, jobs.c.status == READY),
             )
         )

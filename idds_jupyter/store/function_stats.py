@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from idds_jupyter.store.sql import in_list, now
+from idds_jupyter.store.sql import among, now
 from idds_jupyter.store.tables import function_stats
 
 __all__ = ["function_key", "mean_wall", "record_durations"]
@@ -74,7 +74,7 @@ def record_durations(conn: Connection, walls: Mapping[str, list[float]]) -> None
 # durations of rows another transaction held, by database and key: (count, sum)
 _carried: dict[tuple[str, str], tuple[int, float]] = {}
 _carried_lock = threading.Lock()
-_EXISTING = select(function_stats.c.key).where(function_stats.c.key.in_(in_list("keys")))
+_EXISTING = select(function_stats.c.key).where(among(function_stats.c.key, "keys"))
 _LOCK_FREE = _EXISTING.with_for_update(skip_locked=True)
 
 

@@ -26,7 +26,7 @@ from idds_jupyter.model.status import (
 )
 from idds_jupyter.store.function_stats import function_key, record_durations
 from idds_jupyter.store.provenance import record as record_provenance
-from idds_jupyter.store.sql import Locked, chunks, db_now, in_list, is_postgres, now
+from idds_jupyter.store.sql import Locked, among, chunks, db_now, is_postgres, now
 from idds_jupyter.store.tables import datasets, files, jobs, workflows, works
 from idds_jupyter.store.trigger import cancel_descendants, release_children
 from idds_jupyter.store.workflows import (
@@ -132,7 +132,7 @@ _CLAIMED_COLUMNS = (
     jobs.c.attempt,
 )
 _RUNNING_WORKS = select(works.c.id).where(
-    works.c.status == WorkStatus.RUNNING.value, works.c.backend.in_(in_list("backends"))
+    works.c.status == WorkStatus.RUNNING.value, among(works.c.backend, "backends")
 )
 _CLAIM = Locked(
     select(*_CLAIMED_COLUMNS)
@@ -148,7 +148,7 @@ _CLAIM_OF = Locked(
         jobs.c.work_id.in_(
             _RUNNING_WORKS.where(
                 works.c.workflow_id.in_(
-                    select(workflows.c.id).where(workflows.c.owner.in_(in_list("users")))
+                    select(workflows.c.id).where(among(workflows.c.owner, "users"))
                 )
             )
         ),
@@ -159,7 +159,7 @@ _CLAIM_OF = Locked(
 )
 _MARK_SUBMITTED = (
     update(jobs)
-    .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
+    .where(among(jobs.c.id), jobs.c.status.in_(sources(JobStatus.SUBMITTED)))
     .values(
         status=SUBMITTED,
         lock_owner=bindparam("owner"),
@@ -254,11 +254,11 @@ _EXPIRED = Locked(
     skip_locked=True,
 )
 _EXPIRED_NOT_ALIVE = Locked(
-    _EXPIRED.plain.where(jobs.c.lock_owner.not_in(in_list("alive"))), skip_locked=True
+    _EXPIRED.plain.where(among(jobs.c.lock_owner, "alive", negate=True)), skip_locked=True
 )
 _RECLAIM = (
     update(jobs)
-    .where(jobs.c.id.in_(in_list()), jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < db_now())
+    .where(among(jobs.c.id), jobs.c.status.in_(IN_FLIGHT), jobs.c.lock_expiry < db_now())
     .values(status=READY, lock_owner=None, lock_expiry=None, error="lost: owner stopped")
 )
 
@@ -445,7 +445,7 @@ def record_results(
 _FILE_NAMES = (
     select(files.c.id, files.c.name, datasets.c.name.label("dataset"))
     .join(datasets, datasets.c.id == files.c.dataset_id)
-    .where(files.c.id.in_(in_list()))
+    .where(among(files.c.id))
 )
 
 
@@ -521,7 +521,7 @@ _CURRENT = Locked(
     )
     .join(works, works.c.id == jobs.c.work_id)
     .join(workflows, workflows.c.id == jobs.c.workflow_id)
-    .where(jobs.c.id.in_(in_list())),
+    .where(among(jobs.c.id)),
     of=jobs,
 )
 # a row of _CURRENT (its columns in order), its JSON decoded
@@ -687,7 +687,7 @@ _DONE_WORKS = Locked(
     )
     .join(workflows, workflows.c.id == works.c.workflow_id)
     .where(
-        works.c.id.in_(in_list()),
+        among(works.c.id),
         works.c.status == WorkStatus.RUNNING.value,
         works.c.n_finished + works.c.n_failed + works.c.n_cancelled >= works.c.n_jobs,
     )

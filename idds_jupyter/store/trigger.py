@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from idds_jupyter.model.status import JobStatus
-from idds_jupyter.store.sql import chunks, in_list
+from idds_jupyter.store.sql import among, chunks
 from idds_jupyter.store.tables import job_deps, jobs
 
 __all__ = ["cancel_descendants", "release_children", "release_on_files"]
@@ -47,7 +47,7 @@ def release_children(conn: Connection, parent_ids: Sequence[int]) -> int:
 
 _CHILD_COUNTS = (
     select(job_deps.c.child_id, func.count().label("n"))
-    .where(job_deps.c.parent_id.in_(in_list()))
+    .where(among(job_deps.c.parent_id))
     .group_by(job_deps.c.child_id)
     .subquery()
 )
@@ -59,7 +59,7 @@ _COUNT_DOWN = (
 _RELEASE = (
     update(jobs)
     .where(
-        jobs.c.id.in_(select(job_deps.c.child_id).where(job_deps.c.parent_id.in_(in_list()))),
+        jobs.c.id.in_(select(job_deps.c.child_id).where(among(job_deps.c.parent_id))),
         jobs.c.status == PENDING,
         jobs.c.pending <= 0,
     )

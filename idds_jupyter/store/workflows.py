@@ -31,7 +31,7 @@ from idds_jupyter.model import (
     plan,
 )
 from idds_jupyter.model.status import FAILED_LIKE, scope_outcome
-from idds_jupyter.store.sql import Locked, for_update, in_list, is_postgres, now
+from idds_jupyter.store.sql import Locked, among, for_update, is_postgres, now
 from idds_jupyter.store.tables import jobs, messages, workflows, works
 
 ACTIVE = (WorkflowStatus.NEW.value, WorkflowStatus.RUNNING.value)
@@ -209,7 +209,7 @@ def mark_dirty(conn: Connection, workflow_ids: Iterable[int]) -> None:
 
 _MARK_DIRTY = (
     update(workflows)
-    .where(workflows.c.id.in_(in_list()))
+    .where(among(workflows.c.id))
     .values(dirty_seq=workflows.c.dirty_seq + 1, updated_at=bindparam("t"))
 )
 

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, select, update
 from idds_jupyter.agents.agent import Agent
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.event import make_event
-from idds_jupyter.store.sql import Locked, in_list, now
+from idds_jupyter.store.sql import Locked, among, now
 from idds_jupyter.store.tables import messages
 
 log = logging.getLogger("idds_jupyter.agents")
@@ -24,11 +24,7 @@ _NEW_MESSAGES = Locked(
     select(messages).where(messages.c.status == "new").order_by(messages.c.id).limit(100),
     skip_locked=True,
 )
-_SENT = (
-    update(messages)
-    .where(messages.c.id.in_(in_list()))
-    .values(status="sent", sent_at=bindparam("t"))
-)
+_SENT = update(messages).where(among(messages.c.id)).values(status="sent", sent_at=bindparam("t"))
 
 
 # Outbound notifications are not on anyone's critical path: batch them wider.

@@ -17,7 +17,7 @@ from idds_jupyter.store.cache import blob_file
 from idds_jupyter.store.fairshare import claim_fair, users_with_ready_jobs
 from idds_jupyter.store.jobs import Claim, claim_ready
 from idds_jupyter.store.provenance import cached_results
-from idds_jupyter.store.sql import in_list
+from idds_jupyter.store.sql import among
 from idds_jupyter.store.tables import files, workflows, works
 from idds_jupyter.store.workflows import NewWork, spec_instance
 
@@ -272,7 +272,7 @@ _WORK_SPECS = (
         works.c.id, works.c.name, works.c.spec, works.c.kind, workflows.c.meta, workflows.c.owner
     )
     .join(workflows, workflows.c.id == works.c.workflow_id)
-    .where(works.c.id.in_(in_list()))
+    .where(among(works.c.id))
 )
 # In a remembered work spec: its run's works are independent (the Receiver may hold the
 # record of a success longer: no other job waits for it). Never sent to a worker.

@@ -402,27 +402,37 @@ class RucioSource:
     # ------------------------------------------------------------------ learning of files
     def _mark_available(self, dids: Sequence[str], via: str = "poll") -> int:
         """Catalog: these files are on disk (their jobs may go)."""
+        # claimed under the lock: a message and a poll learning of one file at once mark it once
         with self._lock:
             fresh = [d for d in dids if d in self.files and self.files[d].state != "available"]
+            before = {d: self.files[d].state for d in fresh}
+            for d in fresh:
+                self.files[d].state = "available"
             pfns = [self.files[d].pfn for d in fresh]
         if not fresh:
             return 0
-        self.available_via[via] = self.available_via.get(via, 0) + len(fresh)
-        released = self.sink.mark_available(self.uri, pfns)
+        try:
+            released = self.sink.mark_available(self.uri, pfns)
+        except BaseException:
+            with self._lock:
+                for d, state in before.items():
+                    self.files[d].state = state
+            raise
         t = time.time()
         with self._lock:
+            self.available_via[via] = self.available_via.get(via, 0) + len(fresh)
             for d in fresh:
-                self.files[d].state, self.files[d].available_at = "available", t
+                self.files[d].available_at = t
         return int(released)
 
     def _set_state(self, dids: Sequence[str], state: str, error: str | None = None) -> int:
-        if not dids:
-            return 0
-        failed = self.sink.set_staging(self.uri, [self.files[d].pfn for d in dids], state, error)
-        with self._lock:
+        with self._lock:  # a file a message made available meanwhile stays available
+            dids = [d for d in dids if self.files[d].state != "available"]
             for d in dids:
                 self.files[d].state = state
-        return int(failed)
+        if not dids:
+            return 0
+        return int(self.sink.set_staging(self.uri, [self.files[d].pfn for d in dids], state, error))
 
     def on_message(self, event_type: str, payload: Mapping[str, Any]) -> None:
         """A Rucio message (Hermes): ``transfer-done`` to a destination RSE marks its file

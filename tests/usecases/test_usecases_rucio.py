@@ -198,6 +198,55 @@ def test_uri_parsing() -> None:
         ).validate()
 
 
+def test_a_file_learnt_of_by_message_and_poll_at_once_is_marked_once(tmp_path: Path) -> None:
+    """Hermes' message and the poll learn of one file in the same moment (CI saw
+    ``{'message': 3, 'poll': 3}`` for 5 files): it is marked available once, counted once,
+    and a poll's older "staging" does not move it back."""
+    from idds_jupyter.data.rucio import CatalogSink, _File
+    from idds_jupyter.store.catalog import Catalog
+    from idds_jupyter.store.engine import make_engine
+    from idds_jupyter.store.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    upgrade(engine)
+    uri = "rucio://test:race"
+    catalog = Catalog(engine, "alice")
+    catalog.add_dataset(uri, [f"/disk/f{i}" for i in range(5)])
+    calls: list[list[str]] = []
+
+    class SlowCatalog:
+        """The real catalog; its mark_available takes a while, as over REST under load."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(catalog, name)
+
+        def mark_available(self, dataset: str, names: list[str]) -> int:
+            calls.append(list(names))
+            time.sleep(0.2)
+            return int(catalog.mark_available(dataset, names))
+
+    src = RucioSource(CatalogSink(SlowCatalog(), lambda events: None), uri)
+    for i in range(5):
+        src.files[f"test:f{i}"] = _File(did=f"test:f{i}", pfn=f"/disk/f{i}", size=1)
+    dids = list(src.files)
+    go = threading.Barrier(2)
+
+    def learn(via: str) -> None:
+        go.wait()
+        src._mark_available(dids, via=via)
+
+    threads = [threading.Thread(target=learn, args=(v,)) for v in ("message", "poll")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(src.available_via.values()) == 5, src.available_via
+    assert sorted(n for c in calls for n in c) == [f"/disk/f{i}" for i in range(5)]
+    assert src._set_state(dids, "staging") == 0 and src.done()
+    assert {f["status"] for f in catalog.files(uri)} == {"available"}
+    engine.dispose()
+
+
 def test_rucio_50_tape_files_each_job_within_1s_of_its_transfer_done_message_fts_and_hermes_played_by_test(
     rucio: RucioServer, broker: StompBroker, client: Client
 ) -> None:

@@ -53,6 +53,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/requests", h.RequestsHandler),
     ("/requests/{id}", h.RequestHandler),
     ("/requests/{id}/works", h.RequestWorksHandler),
+    ("/requests/{id}/works/{name}/jobs", h.RequestWorkJobsHandler),
     ("/requests/{id}/close", h.RequestCloseHandler),
     ("/requests/{id}/works/{name}/results", h.WorkResultsHandler),
     ("/requests/{id}/rerun", ph.RerunHandler),

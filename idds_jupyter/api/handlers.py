@@ -16,6 +16,7 @@ from typing import Any
 
 import tornado.web
 import yaml
+from sqlalchemy.exc import IntegrityError
 
 from idds_jupyter.api import limits
 from idds_jupyter.api.base import ApiError, ApiHandler
@@ -25,6 +26,7 @@ from idds_jupyter.store import monitor, tokens
 from idds_jupyter.store.cache import SHA256, Cache, CacheError, check_sha
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.control import ControlError
+from idds_jupyter.store.works import WorkEnded
 
 try:
     from importlib.metadata import version as _version
@@ -452,6 +454,7 @@ class RequestWorksHandler(ApiHandler):
         works = body.get("works")
         if not isinstance(works, list) or not works or not all(isinstance(w, dict) for w in works):
             raise ApiError(400, "field 'works' must be a non-empty list of work objects")
+        declared = _declared(body.get("declared"), works, self.ctx.config, self.user)
         await self.check_owner(int(wid))
         blobs = inline_blobs(self, body)
         readable = payload_check(self, works, body)
@@ -470,7 +473,9 @@ class RequestWorksHandler(ApiHandler):
             )
             grow()
             readable()
-            return self.ctx.orch.add_works(int(wid), works, blobs(), self.user.name)
+            return self.ctx.orch.add_works(
+                int(wid), works, blobs(), self.user.name, declared=declared
+            )
 
         try:
             names = await self.run(add)
@@ -481,6 +486,72 @@ class RequestWorksHandler(ApiHandler):
         except (ValueError, TypeError, KeyError) as exc:
             raise ApiError(400, f"cannot add works to workflow {wid}: {_first_line(exc)}") from None
         self.send({"names": list(names or [])}, 201)
+
+
+def _declared(
+    raw: Any, works: list[dict[str, Any]], config: Any, user: Any
+) -> dict[str, int] | None:
+    """``"declared": {work name: jobs}``: works of this request that will get more jobs
+    later (``POST requests/{id}/works/{name}/jobs``); each count within ``max_jobs_per_work``."""
+    if raw is None:
+        return None
+    names = {w.get("name") for w in works}
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and type(v) is int and v >= 1 for k, v in raw.items()
+    ):
+        raise ApiError(400, "field 'declared' must map work names to job counts (integers >= 1)")
+    for name, n in raw.items():
+        if name not in names:
+            raise ApiError(400, f"field 'declared': {name!r} is not a work of this request")
+        limits.check_jobs(config, [{"name": name, "n_jobs": n}], user=user)
+    return dict(raw)
+
+
+class RequestWorkJobsHandler(ApiHandler):
+    """``POST requests/{id}/works/{name}/jobs {"start", "kwargs_list"}``: jobs ``start``, …
+    of a work declared with more jobs (``declared`` of ``POST requests/{id}/works``), each
+    calling the work's function with its JSON keyword arguments: a client-steered HPO
+    study's next trials, sent to a worker ahead of their rows (``Orchestrator.add_jobs``)."""
+
+    async def post(self, wid: str, name: str) -> None:
+        body = self.json_body()
+        start, kwargs_list = body.get("start"), body.get("kwargs_list")
+        if type(start) is not int or start < 0:
+            raise ApiError(400, "field 'start' must be the index of the first job (integer >= 0)")
+        if (
+            not isinstance(kwargs_list, list)
+            or not kwargs_list
+            or not all(isinstance(kw, dict) for kw in kwargs_list)
+        ):
+            raise ApiError(400, "field 'kwargs_list' must be a non-empty list of JSON objects")
+        per_work, src = limits.limit_for(self.ctx.config, self.user, "max_jobs_per_work")
+        end = start + len(kwargs_list)
+        if per_work and end > per_work:
+            raise ApiError(
+                413,
+                f"work {name!r} would have {end} jobs, over the limit of {per_work} jobs "
+                f"per work ({src})",
+                work=name,
+                limit=per_work,
+                setting="max_jobs_per_work",
+            )
+        await self.check_owner(int(wid))
+        grow = limits.quota(self, len(kwargs_list), submission=False)
+
+        def add() -> None:
+            grow()
+            self.ctx.orch.add_jobs(int(wid), name, start, kwargs_list)
+
+        try:
+            await self.run(add)
+        except WorkEnded as exc:
+            raise ApiError(404 if exc.missing else 409, str(exc)) from None
+        except IntegrityError:
+            raise ApiError(
+                409,
+                f"work {name!r} of workflow {wid} has a job at index {start}..{end - 1} already",
+            ) from None
+        self.send({"start": start, "count": len(kwargs_list)}, 201)
 
 
 class RequestCloseHandler(ApiHandler):
@@ -892,6 +963,7 @@ __all__ = [
     "RequestControlHandler",
     "RequestHandler",
     "RequestWorksHandler",
+    "RequestWorkJobsHandler",
     "RequestsHandler",
     "TokenHandler",
     "TokensHandler",

@@ -113,16 +113,34 @@ class Client:
         return dict(self._json("POST", f"requests/{int(workflow_id)}/retry", {}))
 
     def add_works(
-        self, workflow_id: int, works: list[dict[str, Any]], blobs: dict[str, bytes] | None = None
+        self,
+        workflow_id: int,
+        works: list[dict[str, Any]],
+        blobs: dict[str, bytes] | None = None,
+        declared: dict[str, int] | None = None,
     ) -> list[str]:
-        """Add works to a running run (``blobs``: payloads they reference by sha256); returns their names."""
+        """Add works to a running run (``blobs``: payloads they reference by sha256); returns
+        their names. ``declared``: works that will have that many jobs (:meth:`add_jobs`)."""
         body: dict[str, Any] = {"works": works}
         if blobs:
             body["blobs"] = _encode_blobs(blobs)
+        if declared:
+            body["declared"] = declared
         out = self._json("POST", f"requests/{int(workflow_id)}/works", body)
         if blobs:
             self.uploaded.update(blobs)
         return list(out.get("names", [w.get("name") for w in works]))
+
+    def add_jobs(
+        self, workflow_id: int, work: str, start: int, kwargs_list: list[dict[str, Any]]
+    ) -> None:
+        """Jobs ``start``, ``start + 1``, … of a work added with ``declared`` (JSON keyword
+        arguments each): they go to a worker before their rows are written."""
+        self._json(
+            "POST",
+            f"requests/{int(workflow_id)}/works/{quote(work, safe='')}/jobs",
+            {"start": int(start), "kwargs_list": kwargs_list},
+        )
 
     def close(
         self,

@@ -14,8 +14,10 @@
 
 How it runs (``steer="client"``). The study submits an *open* workflow (its run) and drives it from
 a thread of this process, as a ``@workflow`` body does: it asks Optuna for a
-point (``study.ask``), adds a one-job Work ``trial_<n>`` to the run that
-evaluates the objective there (:func:`idds_jupyter.hpo.trial.run_trial`), and
+point (``study.ask``), adds a job that evaluates the objective there
+(:func:`idds_jupyter.hpo.trial.run_trial`) to the segment's work
+``trial_<first>_<last>``, declared with every trial still to come (trial
+``first + i`` is its job ``i``, its JSON arguments one small request), and
 keeps ``parallel`` trials in flight — each pushed result is told to Optuna
 (``study.tell``) and a new point is asked for at once (asynchronous, no
 generations). The samplers are Optuna's (TPE, GP, CMA-ES, random, grid).
@@ -68,6 +70,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from idds_jupyter.client.errors import IddsError
 from idds_jupyter.faat import serialize
 from idds_jupyter.faat.future import JobFuture
 from idds_jupyter.faat.results import WorkSink, router
@@ -127,9 +130,28 @@ class _Segment:
     next_number: int = 0
     allocated: int = 0
     in_flight: int = 0
+    block: _Block | None = None  # the work the next trials join (trials without rungs)
 
     def work_name(self, number: int, rung: int | None) -> str:
         return trial_work_name(self.name, number, rung=rung)
+
+
+@dataclass
+class _Block:
+    """A work declared with a segment's trials ``first`` … ``first + size - 1``.
+
+    Trial ``first + i`` is its job ``i``, added as it is asked (``Client.add_jobs``).
+    """
+
+    name: str
+    first: int
+    size: int
+    futures: list[JobFuture]
+    filled: int = 0
+
+    @property
+    def room(self) -> int:
+        return self.size - self.filled
 
 
 @dataclass
@@ -672,10 +694,64 @@ class Study:
             name = seg.work_name(first.number, None)
             if len(batch) > 1:
                 name += f"_{last.number}"
+        calls = [self._call(p) for p in batch]
+        if first.rung is None:
+            kwargs_list = [{"params": c["params"], "meta": c["meta"]} for c in calls]
+            if all(serialize.jsonable(kw) for kw in kwargs_list):
+                return self._add_trials(batch, kwargs_list)
         for p in batch:
             p.work = name
         fn = WorkFunction(run_trial, name=name, **seg.options)
-        return fn.map_async(kwargs_list=[self._call(p) for p in batch])
+        return fn.map_async(kwargs_list=calls)
+
+    def _add_trials(
+        self, batch: list[_Pending], kwargs_list: list[dict[str, Any]]
+    ) -> list[JobFuture]:
+        """Trials as jobs of their segment's declared work, JSON arguments each.
+
+        After the first, a trial is one small request, and it reaches a worker before its
+        row is written. A work that cannot take them (aborted alone) gives way to a new one.
+        """
+        assert self.run is not None
+        seg, client = batch[0].seg, self.client
+        block = seg.block
+        if block is not None and block.room >= len(batch):
+            try:
+                client.add_jobs(self.run.id, block.name, block.filled, kwargs_list)
+            except IddsError as exc:
+                if exc.status != 409:
+                    raise
+                block = None
+        else:
+            block = None
+        if block is None:
+            first = batch[0].number
+            # every trial still to come of this segment (this batch's included)
+            size = max(len(batch), self.max_trials - (seg.allocated - len(batch)))
+            name = trial_work_name(seg.name, first, first + size - 1)
+            inline: dict[str, bytes] = {}
+            extra = {"segment": seg.name} if self._pass_segment else {}
+            payload = serialize.bound_payload(
+                client, run_trial, {"objective": seg.objective, "extra": extra}, defer=inline
+            )
+            work = WorkFunction(run_trial, name=name, **seg.options).work_dict(name, payload, 1)
+            del work["n_jobs"]
+            work["kwargs_list"] = kwargs_list
+            futures = [JobFuture(client, self.run.id, name, i) for i in range(size)]
+            retries = int(seg.options.get("retries") or 0)
+            sink = WorkSink(self.run.id, name, size, retries, futures)
+            router(client).register(sink)
+            try:
+                client.add_works(self.run.id, [work], blobs=inline, declared={name: size})
+            except BaseException:
+                router(client).unregister(sink)
+                raise
+            block = seg.block = _Block(name, first, size, futures)
+        start = block.filled
+        block.filled += len(batch)
+        for p in batch:
+            p.work = block.name
+        return block.futures[start : start + len(batch)]
 
     def _reattach(
         self, run_id: int, work: str, n: int, rows: list[dict[str, Any]], retries: int
@@ -783,15 +859,17 @@ class Study:
                 else []
             )
             by_idx = {int(r["idx"]): r for r in rows}
+            # a declared work holds the trials added so far: its other jobs never were
+            indices = sorted(by_idx) if rows else list(range(n))
             waiting = [
-                i for i in range(n) if (by_idx.get(i) or {}).get("status") not in _FINAL_JOBS
+                i for i in indices if (by_idx.get(i) or {}).get("status") not in _FINAL_JOBS
             ]
             futs = (
                 self._reattach(run_id, w["name"], n, rows, int(seg.options.get("retries") or 0))
                 if waiting
                 else []
             )
-            for i in range(n):
+            for i in indices:
                 number = a + i
                 row = by_idx.get(i) or {}
                 if i in waiting:

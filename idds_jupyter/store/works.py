@@ -353,11 +353,12 @@ _WRITE_CHUNK = 2000
 
 class WorkEnded(WorkflowClosed):
     """The work (or its run) ended: no job can be added to it. ``run_active``: the run
-    goes on (the work alone was aborted)."""
+    goes on (the work alone was aborted); ``missing``: the run has no such work."""
 
-    def __init__(self, message: str, run_active: bool = False) -> None:
+    def __init__(self, message: str, run_active: bool = False, missing: bool = False) -> None:
         super().__init__(message)
         self.run_active = run_active
+        self.missing = missing
 
 
 def append_jobs(
@@ -377,10 +378,12 @@ def append_jobs(
     ``reserved``: the jobs were taken by ``claim`` and sent under these reserved ids already.
     """
     row = conn.execute(_APPENDABLE.on(conn), {"wf": workflow_id, "name": work}).first()
-    if row is None or row.wf_status not in ACTIVE or row.status != WorkStatus.RUNNING.value:
+    if row is None:
+        raise WorkEnded(f"workflow {workflow_id} has no work named {work!r}", missing=True)
+    if row.wf_status not in ACTIVE or row.status != WorkStatus.RUNNING.value:
         raise WorkEnded(
             f"workflow {workflow_id}, work {work!r}: not running, no jobs can be added",
-            run_active=row is not None and row.wf_status in ACTIVE,
+            run_active=row.wf_status in ACTIVE,
         )
     end = start + len(kwargs_list)
     t = now()

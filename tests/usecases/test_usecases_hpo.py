@@ -15,6 +15,7 @@ import pytest
 from usecase_helpers import BRANIN_MIN, branin, server_on, warm
 
 from idds_jupyter.client import Client
+from idds_jupyter.client.errors import IddsError
 from idds_jupyter.hpo import Study, categorical, integer, loguniform, uniform
 from idds_jupyter.kernel.widgets import trials_of
 from idds_jupyter.model.space import parse_trial_work
@@ -442,3 +443,52 @@ def test_dataframe_of_one_segment_is_in_trial_order() -> None:
     )
     optunas.insert(0, "segment", None)
     pd.testing.assert_frame_equal(df, optunas[list(df.columns)])
+
+
+def _slow_square(x: float) -> float:
+    time.sleep(0.15)
+    return (x - 2) ** 2
+
+
+def test_client_steered_trials_join_one_declared_work_and_move_on_when_it_is_aborted(
+    client: Client,
+) -> None:
+    """Steered from here, a segment's trials are the jobs of one work declared with all of
+    them (each next trial one small request); aborted alone, the work gives way to a new
+    one that takes the trials still to come, and the study ends with all its trials."""
+    study = Study(
+        _slow_square,
+        {"x": uniform(0, 4)},
+        max_trials=16,
+        parallel=2,
+        sampler="random",
+        seed=0,
+        name="declared",
+        steer="client",
+    )
+    run = study.start()
+    first = "trial_0_15"
+
+    def finished() -> int:
+        try:
+            rows = client.work_results(run.id, first)
+        except IddsError as exc:  # the study's thread has not added it yet
+            assert exc.status == 404, exc
+            return 0
+        return sum(1 for r in rows if r["status"] == "finished")
+
+    deadline = time.time() + 60
+    while finished() < 4:
+        assert time.time() < deadline, "4 trials of the declared work did not finish in 60 s"
+        time.sleep(0.05)
+    client._json("POST", f"requests/{run.id}/abort", {"work": first})
+    study.wait(120)
+    df = study.dataframe()
+    assert len(df) == 16 and sorted(df["trial"]) == list(range(16))
+    assert (df["state"] == "COMPLETE").sum() >= 12, df[["trial", "state", "work"]]
+    works = [w["name"] for w in client.status(run.id)["works"]]
+    assert works[0] == first and len(works) == 2, works
+    second = parse_trial_work(works[1])
+    assert second is not None and second[2] == 15, works  # the trials still to come
+    assert set(df["work"]) == set(works)
+    assert client.status(run.id)["status"] in ("finished", "subfinished")

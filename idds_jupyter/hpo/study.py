@@ -861,9 +861,7 @@ class Study:
             by_idx = {int(r["idx"]): r for r in rows}
             # a declared work holds the trials added so far: its other jobs never were
             indices = sorted(by_idx) if rows else list(range(n))
-            waiting = [
-                i for i in indices if (by_idx.get(i) or {}).get("status") not in _FINAL_JOBS
-            ]
+            waiting = [i for i in indices if (by_idx.get(i) or {}).get("status") not in _FINAL_JOBS]
             futs = (
                 self._reattach(run_id, w["name"], n, rows, int(seg.options.get("retries") or 0))
                 if waiting

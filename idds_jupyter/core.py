@@ -177,7 +177,12 @@ class Orchestrator:
         return grown.names
 
     def add_jobs(
-        self, workflow_id: int, work: str, start: int, kwargs_list: list[dict[str, Any]]
+        self,
+        workflow_id: int,
+        work: str,
+        start: int,
+        kwargs_list: list[dict[str, Any]],
+        within_declared: bool = False,
     ) -> None:
         """Jobs ``start``, … of a work declared bigger (an HPO study's next trials): one
         insert, claimed and sent as the transaction commits. Raises
@@ -187,6 +192,8 @@ class Orchestrator:
         under ids reserved ahead, and their rows (written claimed) follow: a trial's
         transaction is off the path from the last trial's end to the next one's start.
         Should the write fail (the work ended meanwhile), the jobs sent are withdrawn.
+        ``within_declared``: jobs beyond the work's declared count are refused
+        (:class:`~idds_jupyter.store.works.BeyondDeclared`).
         """
         ahead = self._send_ahead(workflow_id, work, start, kwargs_list)
         if ahead is not None:
@@ -194,7 +201,9 @@ class Orchestrator:
             ids, claim = ahead
             try:
                 with self.engine.begin() as conn:
-                    append_jobs(conn, workflow_id, work, start, kwargs_list, claim, ids)
+                    append_jobs(
+                        conn, workflow_id, work, start, kwargs_list, claim, ids, within_declared
+                    )
                     more = self._more_job_ids(conn)
             except BaseException:
                 self.dispatch.written(ids, ok=False)
@@ -205,7 +214,9 @@ class Orchestrator:
         more = []
         with self.engine.begin() as conn:
             taking = self.dispatch.room() if self.dispatch is not None else None
-            released = append_jobs(conn, workflow_id, work, start, kwargs_list, taking)
+            released = append_jobs(
+                conn, workflow_id, work, start, kwargs_list, taking, None, within_declared
+            )
             claimed = (
                 self.dispatch.claimed(conn, taking)
                 if self.dispatch is not None and taking is not None and taking.jobs

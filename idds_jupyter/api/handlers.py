@@ -22,11 +22,12 @@ from idds_jupyter.api import limits
 from idds_jupyter.api.base import ApiError, ApiHandler
 from idds_jupyter.core import UnknownRun
 from idds_jupyter.model import TemplateError
+from idds_jupyter.model.limits import count_jobs
 from idds_jupyter.store import monitor, tokens
 from idds_jupyter.store.cache import SHA256, Cache, CacheError, check_sha
 from idds_jupyter.store.catalog import Catalog
 from idds_jupyter.store.control import ControlError
-from idds_jupyter.store.works import WorkEnded
+from idds_jupyter.store.works import BeyondDeclared, WorkEnded
 
 try:
     from importlib.metadata import version as _version
@@ -459,16 +460,18 @@ class RequestWorksHandler(ApiHandler):
         blobs = inline_blobs(self, body)
         readable = payload_check(self, works, body)
 
-        grow = limits.quota(
-            self, limits.check_jobs(self.ctx.config, works, user=self.user), submission=False
-        )
+        # declared jobs still to come count toward the limits and the quota now
+        given = count_jobs(works)
+        to_come = sum(max(0, n - given.get(w, 0)) for w, n in (declared or {}).items())
+        new_jobs = limits.check_jobs(self.ctx.config, works, user=self.user) + to_come
+        grow = limits.quota(self, new_jobs, submission=False)
 
         def add() -> list[str]:
             # the run's jobs so far count toward max_jobs_per_submission
             limits.check_jobs(
                 self.ctx.config,
                 works,
-                limits.run_jobs(self.ctx.orch.engine, int(wid)),
+                limits.run_jobs(self.ctx.orch.engine, int(wid)) + to_come,
                 user=self.user,
             )
             grow()
@@ -511,7 +514,8 @@ class RequestWorkJobsHandler(ApiHandler):
     """``POST requests/{id}/works/{name}/jobs {"start", "kwargs_list"}``: jobs ``start``, …
     of a work declared with more jobs (``declared`` of ``POST requests/{id}/works``), each
     calling the work's function with its JSON keyword arguments: a client-steered HPO
-    study's next trials, sent to a worker ahead of their rows (``Orchestrator.add_jobs``)."""
+    study's next trials, sent to a worker ahead of their rows (``Orchestrator.add_jobs``).
+    Jobs beyond the declared count are refused (409): the quota was charged for those."""
 
     async def post(self, wid: str, name: str) -> None:
         body = self.json_body()
@@ -536,16 +540,14 @@ class RequestWorkJobsHandler(ApiHandler):
                 setting="max_jobs_per_work",
             )
         await self.check_owner(int(wid))
-        grow = limits.quota(self, len(kwargs_list), submission=False)
-
-        def add() -> None:
-            grow()
-            self.ctx.orch.add_jobs(int(wid), name, start, kwargs_list)
-
-        try:
-            await self.run(add)
+        try:  # within the declared count: the quota was charged when the work was declared
+            await self.run(
+                self.ctx.orch.add_jobs, int(wid), name, start, kwargs_list, within_declared=True
+            )
         except WorkEnded as exc:
             raise ApiError(404 if exc.missing else 409, str(exc)) from None
+        except BeyondDeclared as exc:
+            raise ApiError(409, str(exc)) from None
         except IntegrityError:
             raise ApiError(
                 409,

@@ -351,6 +351,10 @@ def _write_jobs(
 _WRITE_CHUNK = 2000
 
 
+class BeyondDeclared(ValueError):
+    """Jobs added beyond the count their work was declared with."""
+
+
 class WorkEnded(WorkflowClosed):
     """The work (or its run) ended: no job can be added to it. ``run_active``: the run
     goes on (the work alone was aborted); ``missing``: the run has no such work."""
@@ -369,9 +373,12 @@ def append_jobs(
     kwargs_list: Sequence[dict[str, Any]],
     claim: Claim | None = None,
     reserved: Sequence[int] | None = None,
+    within_declared: bool = False,
 ) -> int:
     """Jobs ``start``, ``start + 1``, … of a running work of an open run, written now (an
     HPO study's next trials in the work that holds them all); returns how many were released.
+    ``within_declared``: refuse jobs beyond the count the work was declared with
+    (:class:`BeyondDeclared`; a user's quota was charged for those at the declaration).
 
     The work was declared with its whole job count (:func:`declare_jobs`), so it does not
     end while jobs are still to come. No plan is needed: they are jobs of a planned work.
@@ -386,6 +393,11 @@ def append_jobs(
             run_active=row.wf_status in ACTIVE,
         )
     end = start + len(kwargs_list)
+    if within_declared and end > row.n_jobs:
+        raise BeyondDeclared(
+            f"work {work!r} of workflow {workflow_id} has {row.n_jobs} jobs declared: "
+            f"jobs {start}..{end - 1} are beyond them"
+        )
     t = now()
     released = _write_jobs(
         conn,

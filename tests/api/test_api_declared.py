@@ -3,11 +3,15 @@ trials): ``POST requests/{id}/works {"declared"}`` and ``POST requests/{id}/work
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from api_helpers import Served
 from apiclient import TERMINAL, Api
 from waiting import wait_for
+
+from idds_jupyter.api.server import start_server
+from idds_jupyter.config import Config
 
 STR = {"name": "t", "function": "builtins:str"}
 
@@ -130,3 +134,48 @@ def test_bad_declared_and_added_jobs_are_named_and_change_nothing(served: Served
     assert r.status == 409 and "not running" in r.json["error"], r
     assert alice.get(f"/requests/{wid}").json["status"] not in TERMINAL
     alice.post(f"/requests/{wid}/close", {})
+
+
+def test_declared_jobs_are_charged_to_the_quota_when_declared(tmp_path: Path, db_url: str) -> None:
+    """A work declared with 5 jobs holds 5 of the user's ``max_active_jobs_per_user`` from
+    the start; the jobs added to it later, within the count, need no quota; beyond it, none
+    is taken (409)."""
+    cfg = Config.load(
+        None,
+        home=tmp_path / "home",
+        db_url=db_url,
+        workers=2,
+        poll_interval=0.3,
+        max_active_jobs_per_user=5,
+    )
+    handle = start_server(cfg, "127.0.0.1", 0, "/")
+    try:
+        admin = Api(handle.url, handle.token)
+        r = admin.post("/auth/tokens", {"name": "test", "user": "dave"})
+        assert r.status == 201, r
+        dave = Api(handle.url, r.json["token"])
+        wid = _open_run(dave)
+        sleep = {"name": "s", "function": "idds_jupyter.worker.job:sleep"}
+        r = dave.post(
+            f"/requests/{wid}/works",
+            {"works": [{**sleep, "kwargs_list": [{"seconds": 30}]}], "declared": {"s": 6}},
+        )
+        assert r.status == 429 and r.json["setting"] == "max_active_jobs_per_user", r
+        r = dave.post(
+            f"/requests/{wid}/works",
+            {"works": [{**sleep, "kwargs_list": [{"seconds": 30}]}], "declared": {"s": 5}},
+        )
+        assert r.status == 201, r
+        r = dave.post("/requests", {"template": {"name": "t", "works": [{**STR, "n_jobs": 1}]}})
+        assert r.status == 429 and r.json["active"] == 5, r  # the 4 to come are counted
+        jobs = f"/requests/{wid}/works/s/jobs"
+        r = dave.post(jobs, {"start": 1, "kwargs_list": [{"seconds": 30}] * 4})
+        assert r.status == 201, r
+        r = dave.post(jobs, {"start": 5, "kwargs_list": [{"seconds": 0}]})
+        assert r.status == 409 and "5 jobs declared" in r.json["error"], r
+        st = dave.get(f"/requests/{wid}").json
+        assert st["works"][0]["n_jobs"] == 5, st
+        assert dave.post(f"/requests/{wid}/abort").status == 200
+        dave.wait(wid, timeout=60)
+    finally:
+        handle.stop()

@@ -312,12 +312,6 @@ class RequestsHandler(ApiHandler):
         if body.get("faat") is not None:
             await self._post_server_body(body)
             return
-        tmpl = await self.run(parse_template, body, self.ctx.config)
-        quota = limits.quota(
-            self, limits.check_jobs(self.ctx.config, tmpl.get("works"), user=self.user)
-        )
-        blobs = inline_blobs(self, body)
-        readable = payload_check(self, tmpl, body)
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise ApiError(400, "field 'params' must be a JSON object")
@@ -331,7 +325,13 @@ class RequestsHandler(ApiHandler):
         if is_open:
             kw["open"] = True
 
-        def submit() -> int:  # one trip to the executor: blobs, then the submission
+        def submit() -> int:  # one trip to the executor: checks, blobs, the submission
+            tmpl = parse_template(body, self.ctx.config)
+            quota = limits.quota(
+                self, limits.check_jobs(self.ctx.config, tmpl.get("works"), user=self.user)
+            )
+            blobs = inline_blobs(self, body)
+            readable = payload_check(self, tmpl, body)
             quota()
             readable()
             return self.ctx.orch.submit(tmpl, params, blobs=blobs(), **kw)

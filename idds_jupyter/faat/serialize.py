@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import inspect
 import io
 import os
 import site
@@ -44,6 +45,8 @@ __all__ = [
     "sandbox",
     "user_modules",
     "decode_inline",
+    "json_call",
+    "plain_json",
 ]
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -244,15 +247,17 @@ def sandbox(modules: Iterable[tuple[str, str]] | None = None) -> tuple[bytes, st
 def payload(
     client: Client,
     fn: Callable[..., Any],
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] | None,
     with_sandbox: bool = True,
     defer: dict[str, bytes] | None = None,
 ) -> dict[str, str]:
-    """Upload what a FaaT work needs; returns its ``payload`` dict of digests."""
-    out = {
-        "function": upload(client, pack_function(fn), defer),
-        "calls": upload(client, pack_calls(calls), defer),
-    }
+    """Upload what a FaaT work needs; returns its ``payload`` dict of digests.
+
+    ``calls`` None: the jobs' arguments are their JSON keyword arguments (:func:`json_call`).
+    """
+    out = {"function": upload(client, pack_function(fn), defer)}
+    if calls is not None:
+        out["calls"] = upload(client, pack_calls(calls), defer)
     return _with_sandbox(client, out) if with_sandbox else out
 
 
@@ -288,6 +293,69 @@ def jsonable(value: Any) -> bool:
     except (TypeError, ValueError, OverflowError, RecursionError):
         return False
     return True
+
+
+#: a call's arguments travel as JSON up to this size (bigger ones are pickled into a blob)
+MAX_JSON_CALL = 4096
+_SAFE_INT = 2**53
+
+
+def plain_json(value: Any, dicts: bool = True, depth: int = 0) -> bool:
+    """``value`` travels as a job's JSON keyword argument and comes back the same (from
+    SQLite's JSON and PostgreSQL's JSONB): exact ``str``/``int``/``float``/``bool``/``None``
+    and ``list``, and with ``dicts`` ``dict`` with ``str`` keys (JSONB does not keep their
+    order). Integers a JSON number holds exactly; finite floats but ``-0.0`` and those
+    written with a positive exponent (JSONB prints ``1e16`` as an integer); strings without ``{``/``}`` (the
+    templates' placeholders, which the server substitutes) or NUL, encodable as UTF-8."""
+    t = type(value)
+    if value is None or t is bool:
+        return True
+    if t is int:
+        return -_SAFE_INT < value < _SAFE_INT
+    if t is float:
+        text = repr(value)
+        return "e+" not in text and "n" not in text and text != "-0.0"
+    if t is str:
+        if "{" in value or "}" in value or "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if depth >= 16:
+        return False
+    if t is list:
+        return all(plain_json(v, dicts, depth + 1) for v in value)
+    if t is dict and dicts:
+        return all(
+            type(k) is str and plain_json(k) and plain_json(v, dicts, depth + 1)
+            for k, v in value.items()
+        )
+    return False
+
+
+def json_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The arguments of ``fn(*args, **kwargs)`` as JSON keyword arguments, when they are
+    :func:`plain_json`, small and bind to named parameters; None: they go pickled."""
+    try:
+        sig = inspect.signature(fn)
+        bound = sig.bind(*args, **kwargs)
+    except (TypeError, ValueError):  # no signature, or a call that fails: it fails remotely
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(sig.parameters[n].kind not in named for n in bound.arguments):
+        return None
+    out = dict(bound.arguments)  # by name: their order does not matter
+    if not all(plain_json(v, dicts=False) for v in out.values()):
+        return None
+    import json
+
+    if len(json.dumps(out, separators=(",", ":"))) > MAX_JSON_CALL:
+        return None
+    return out
 
 
 def json_params(params: Mapping[str, Any]) -> dict[str, Any]:

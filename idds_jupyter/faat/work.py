@@ -16,7 +16,9 @@
 Inside a running ``@workflow`` body every call adds a Work to that run;
 outside any workflow a call runs as a one-Work workflow of its own. The
 function and all the calls of one submit/map travel as two content-addressed
-blobs (see :mod:`idds_jupyter.faat.serialize`).
+blobs (see :mod:`idds_jupyter.faat.serialize`); a single call whose arguments are
+plain JSON (:func:`~idds_jupyter.faat.serialize.json_call`) passes them as the job's
+keyword arguments instead, with no blob of its own.
 """
 
 from __future__ import annotations
@@ -106,12 +108,12 @@ class WorkFunction:
         """
         if self.input_dataset is not None and not args:
             return self.over_dataset(**kwargs)
-        client, sink, _ = self._launch([(args, kwargs)], with_futures=False)
+        client, sink, _ = self._launch([(args, kwargs)], with_futures=False, single=True)
         return self._collect(client, sink, None)[0]
 
     def submit(self, *args: Any, **kwargs: Any) -> JobFuture:
         """Run one job remotely; returns its future at once."""
-        _, _, futures = self._launch([(args, kwargs)], with_futures=True)
+        _, _, futures = self._launch([(args, kwargs)], with_futures=True, single=True)
         assert futures is not None
         return futures[0]
 
@@ -208,14 +210,24 @@ class WorkFunction:
         return get_client()
 
     def _launch(
-        self, calls: list[Call], with_futures: bool
+        self, calls: list[Call], with_futures: bool, single: bool = False
     ) -> tuple[Client, WorkSink, list[JobFuture] | None]:
         run = current_run()
         client = self._client()
         results = router(client)
         inline: dict[str, bytes] = {}
-        payload = serialize.payload(client, self.fn, calls, defer=inline)
         n = len(calls)
+        # a call (not a map) with plain arguments: the job's JSON keyword arguments, no blob
+        plain = serialize.json_call(self.fn, *calls[0]) if single else None
+        payload = serialize.payload(client, self.fn, calls if plain is None else None, defer=inline)
+
+        def work_dict(name: str) -> dict[str, Any]:
+            d = self.work_dict(name, payload, n)
+            if plain is not None:
+                del d["n_jobs"]
+                d["kwargs_list"] = [plain]
+            return d
+
         futures = [JobFuture(client, None, None, i) for i in range(n)] if with_futures else None
         if run is not None:
             name = run.next_work_name(self.name)
@@ -223,13 +235,13 @@ class WorkFunction:
             _name_futures(futures, run.id, name)
             results.register(sink)
             try:
-                client.add_works(run.id, [self.work_dict(name, payload, n)], blobs=inline)
+                client.add_works(run.id, [work_dict(name)], blobs=inline)
             except BaseException:
                 results.unregister(sink)
                 raise
         else:
             name = f"{self.name}_0"
-            template = {"name": self.name, "works": [self.work_dict(name, payload, n)]}
+            template = {"name": self.name, "works": [work_dict(name)]}
             wf_id = client.submit(template, blobs=inline)
             sink = WorkSink(wf_id, name, n, self.retries, futures)
             _name_futures(futures, wf_id, name)

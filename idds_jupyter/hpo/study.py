@@ -697,7 +697,7 @@ class Study:
         calls = [self._call(p) for p in batch]
         if first.rung is None:
             kwargs_list = [{"params": c["params"], "meta": c["meta"]} for c in calls]
-            if all(serialize.jsonable(kw) for kw in kwargs_list):
+            if all(serialize.plain_json(kw) for kw in kwargs_list):
                 return self._add_trials(batch, kwargs_list)
         for p in batch:
             p.work = name

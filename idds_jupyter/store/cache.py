@@ -30,6 +30,7 @@ import re
 import stat
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ log = logging.getLogger("idds_jupyter.cache")
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_LIMIT = 512 * 2**20  # bytes per blob accepted over the API
+GRANTS_REMEMBERED = 65_536  # (owner, blob) pairs known readable, per Cache
 
 
 class CacheError(ValueError):
@@ -322,6 +324,9 @@ class Cache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.engine = engine
         self.limit = limit
+        # (owner, sha256) known readable: a grant is never taken back, so a yes holds
+        self._granted: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._granted_lock = threading.Lock()
 
     def path(self, sha: str) -> Path:
         return blob_path(self.root, sha)
@@ -340,14 +345,26 @@ class Cache:
 
     def readable(self, sha: str, owner: str | None) -> bool:
         """``owner`` may read blob ``sha`` (None: an admin, who reads every blob)."""
-        if owner is None:
-            return True
-        with self.engine.connect() as conn:
-            return bool(readable_blobs(conn, [sha], owner))
+        return sha in self.readable_many([sha], owner)
 
     def readable_many(self, shas: Iterable[str], owner: str | None) -> set[str]:
+        """The blobs of ``shas`` that ``owner`` may read; the yeses are remembered (a
+        function's blob, checked at every call, costs no query after the first)."""
+        want = set(shas)
+        if owner is None:
+            return want
+        with self._granted_lock:
+            known = {s for s in want if (owner, s) in self._granted}
+        if known == want:
+            return known
         with self.engine.connect() as conn:
-            return readable_blobs(conn, shas, owner)
+            found = readable_blobs(conn, want - known, owner)
+        with self._granted_lock:
+            for sha in found:
+                self._granted[(owner, sha)] = None
+            while len(self._granted) > GRANTS_REMEMBERED:
+                self._granted.popitem(last=False)
+        return known | found
 
     def put(
         self, data: bytes, sha: str | None = None, kind: str | None = None, owner: str | None = None

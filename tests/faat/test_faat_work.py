@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,3 +158,86 @@ def test_working_directory_module_goes_in_sandbox(
     finally:
         for mod in ("mylib", "mylib.helpers"):
             sys.modules.pop(mod, None)
+
+
+def test_calls_with_plain_arguments_add_no_blob_and_keep_every_value_as_given(
+    client: Client,
+) -> None:
+    """A single call whose arguments are plain JSON passes them as the job's keyword
+    arguments: after the function's blob, calls add nothing to the cache. Arguments JSON
+    would change (a tuple, a set, NaN,
+    a string with braces the server would substitute, a huge int) are pickled as before."""
+    ns = main_namespace("""
+        def echo(a, b=2, *, c=None):
+            return (type(a).__name__, a, b, c)
+    """)
+    echo = work(ns["echo"])
+    assert echo(1) == ("int", 1, 2, None)  # the function's blob, once
+    before = client.cache_stats()["count"]
+    assert echo(2.5e-7, b=[1, [None, "k"]], c="x") == ("float", 2.5e-7, [1, [None, "k"]], "x")
+    assert echo.submit("y").result(60) == ("str", "y", 2, None)
+    assert client.cache_stats()["count"] == before
+    for value in ((1, 2), {1, 2}, float("nan"), 1e16, -0.0, "{x}", 2**60, b"raw", {"k": "v"}):
+        out = echo(value)
+        assert out[0] == type(value).__name__ and (out[1] == value or value != value), out
+        assert str(out[1]) == str(value), out  # -0.0 stays -0.0
+    assert client.cache_stats()["count"] > before  # those went pickled
+
+
+def test_json_call_takes_only_arguments_json_gives_back_unchanged() -> None:
+    from idds_jupyter.faat.serialize import MAX_JSON_CALL, json_call
+
+    def f(a, b=1, *rest, c=2, **more):  # type: ignore[no-untyped-def]
+        return a
+
+    def g(a, /, b):  # type: ignore[no-untyped-def]
+        return a
+
+    assert json_call(f, (1,), {"c": [True, None, "s", 1.5]}) == {
+        "a": 1,
+        "c": [True, None, "s", 1.5],
+    }
+    assert json_call(f, (1, 2, 3), {}) is None  # *rest
+    assert json_call(f, (1,), {"d": 4}) is None  # **more
+    assert json_call(g, (1, 2), {}) is None  # positional-only
+    assert json_call(f, (), {}) is None  # a call that fails fails remotely, as before
+    assert json_call(f, ("x" * MAX_JSON_CALL,), {}) is None  # big: pickled into a blob
+    assert json_call(f, ([1, [2.5, "s"]],), {}) == {"a": [1, [2.5, "s"]]}
+    assert json_call(f, (1e-05,), {"c": 0.1}) == {"a": 1e-05, "c": 0.1}
+    for bad in ((1,), float("inf"), 1e16, -0.0, -(2**53), "a}b", "a\x00", "\ud800", {"k": 1}):
+        assert json_call(f, (bad,), {}) is None, bad
+    assert json_call(len, ([1],), {}) is None  # positional-only builtin
+
+
+def test_plain_arguments_come_back_the_same_through_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """JSONB keeps no key order, prints ``1e16`` as an integer and has no ``-0.0``: the
+    arguments that travel as JSON are those it gives back unchanged."""
+    from idds_jupyter.api.server import start_server
+    from idds_jupyter.config import Config
+
+    cfg = Config.load(None, home=tmp_path / "home", db_url=pg_url, workers=1, poll_interval=0.5)
+    handle = start_server(cfg)
+    pg = Client(handle.url, handle.token)
+    try:
+        ns = main_namespace("""
+            def kind(a):
+                return repr(a)
+        """)
+        kind = work(ns["kind"], client=pg)
+        values = [
+            2.5e-7,
+            1e-05,
+            2.0,
+            2**52,
+            -3,
+            "é",
+            [1, [0.1, None]],
+            True,
+            1e16,
+            -0.0,
+            {"b": 1, "a": 2},
+        ]
+        assert [kind(v) for v in values] == [repr(v) for v in values]
+    finally:
+        pg.shutdown()
+        handle.stop()

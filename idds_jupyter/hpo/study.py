@@ -15,8 +15,8 @@
 How it runs (``steer="client"``). The study submits an *open* workflow (its run) and drives it from
 a thread of this process, as a ``@workflow`` body does: it asks Optuna for a
 point (``study.ask``), adds a job that evaluates the objective there
-(:func:`idds_jupyter.hpo.trial.run_trial`) to the segment's work
-``trial_<first>_<last>``, declared with every trial still to come (trial
+(:func:`idds_jupyter.hpo.trial.run_trial`) to the segment's current work
+``trial_<first>_<last>``, declared with the next few rounds of trials (trial
 ``first + i`` is its job ``i``, its JSON arguments one small request), and
 keeps ``parallel`` trials in flight — each pushed result is told to Optuna
 (``study.tell``) and a new point is asked for at once (asynchronous, no
@@ -110,6 +110,7 @@ __all__ = ["Study", "StudyRun"]
 _WORK_OPTIONS = ("backend", "cores", "memory_mb", "retries", "timeout_s", "env")
 _FINAL_JOBS = ("finished", "failed", "cancelled")
 STEERER_WAIT_S = 30.0  # a study steered by the server with no trial by then has no Steerer
+BLOCK_SLOTS = 16  # a client-steered segment's work is declared with 16 rounds of its slots
 
 
 class StudyRun(Run):
@@ -222,6 +223,8 @@ class Study:
         self.max_trials = int(max_trials)
         self.parallel = int(parallel)
         self.prefetch = max(0, int(prefetch))
+        # trials a client-steered segment's work is declared with (see _add_trials)
+        self._block_size = BLOCK_SLOTS * (self.parallel + self.prefetch)
         self.seed = seed
         self.sampler_spec = sampler
         self.sampler_options = dict(sampler_options or {})
@@ -710,14 +713,19 @@ class Study:
         """Trials as jobs of their segment's declared work, JSON arguments each.
 
         After the first, a trial is one small request, and it reaches a worker before its
-        row is written. A work that cannot take them (aborted alone) gives way to a new one.
+        row is written. A work that cannot take them (full, or aborted alone) gives way to
+        a new one.
         """
         assert self.run is not None
-        seg, client = batch[0].seg, self.client
+        seg = batch[0].seg
         block = seg.block
-        if block is not None and block.room >= len(batch):
+        if (
+            block is not None
+            and block.room >= len(batch)
+            and batch[0].number == block.first + block.filled
+        ):
             try:
-                client.add_jobs(self.run.id, block.name, block.filled, kwargs_list)
+                self.client.add_jobs(self.run.id, block.name, block.filled, kwargs_list)
             except IddsError as exc:
                 if exc.status != 409:
                     raise
@@ -725,33 +733,50 @@ class Study:
         else:
             block = None
         if block is None:
-            first = batch[0].number
-            # every trial still to come of this segment (this batch's included)
-            size = max(len(batch), self.max_trials - (seg.allocated - len(batch)))
-            name = trial_work_name(seg.name, first, first + size - 1)
-            inline: dict[str, bytes] = {}
-            extra = {"segment": seg.name} if self._pass_segment else {}
-            payload = serialize.bound_payload(
-                client, run_trial, {"objective": seg.objective, "extra": extra}, defer=inline
-            )
-            work = WorkFunction(run_trial, name=name, **seg.options).work_dict(name, payload, 1)
-            del work["n_jobs"]
-            work["kwargs_list"] = kwargs_list
-            futures = [JobFuture(client, self.run.id, name, i) for i in range(size)]
-            retries = int(seg.options.get("retries") or 0)
-            sink = WorkSink(self.run.id, name, size, retries, futures)
-            router(client).register(sink)
+            remaining = self.max_trials - (seg.allocated - len(batch))  # this batch's included
+            size = max(len(batch), min(remaining, self._block_size))
             try:
-                client.add_works(self.run.id, [work], blobs=inline, declared={name: size})
-            except BaseException:
-                router(client).unregister(sink)
-                raise
-            block = seg.block = _Block(name, first, size, futures)
+                block = self._declare(batch, kwargs_list, size)
+            except IddsError as exc:  # the declared jobs are over a limit or the quota:
+                if exc.status not in (413, 429) or size == len(batch):
+                    raise
+                self._block_size = 1  # from now on each work declares its own trials only
+                block = self._declare(batch, kwargs_list, len(batch))
         start = block.filled
         block.filled += len(batch)
         for p in batch:
             p.work = block.name
         return block.futures[start : start + len(batch)]
+
+    def _declare(
+        self, batch: list[_Pending], kwargs_list: list[dict[str, Any]], size: int
+    ) -> _Block:
+        """A new work of ``batch``'s segment with these trials, declared with ``size``.
+
+        The jobs to come are charged to the user's quota now: a work holds a few rounds of
+        the trials in flight, not the whole study.
+        """
+        assert self.run is not None
+        seg, client, first = batch[0].seg, self.client, batch[0].number
+        name = trial_work_name(seg.name, first, first + size - 1)
+        inline: dict[str, bytes] = {}
+        extra = {"segment": seg.name} if self._pass_segment else {}
+        payload = serialize.bound_payload(
+            client, run_trial, {"objective": seg.objective, "extra": extra}, defer=inline
+        )
+        work = WorkFunction(run_trial, name=name, **seg.options).work_dict(name, payload, 1)
+        del work["n_jobs"]
+        work["kwargs_list"] = kwargs_list
+        futures = [JobFuture(client, self.run.id, name, i) for i in range(size)]
+        sink = WorkSink(self.run.id, name, size, int(seg.options.get("retries") or 0), futures)
+        router(client).register(sink)
+        try:
+            client.add_works(self.run.id, [work], blobs=inline, declared={name: size})
+        except BaseException:
+            router(client).unregister(sink)
+            raise
+        seg.block = _Block(name, first, size, futures)
+        return seg.block
 
     def _reattach(
         self, run_id: int, work: str, n: int, rows: list[dict[str, Any]], retries: int

@@ -450,12 +450,14 @@ def _slow_square(x: float) -> float:
     return (x - 2) ** 2
 
 
-def test_client_steered_trials_join_one_declared_work_and_move_on_when_it_is_aborted(
+def test_client_steered_trials_join_declared_works_and_move_on_when_one_is_aborted(
     client: Client,
 ) -> None:
-    """Steered from here, a segment's trials are the jobs of one work declared with all of
-    them (each next trial one small request); aborted alone, the work gives way to a new
-    one that takes the trials still to come, and the study ends with all its trials."""
+    """Steered from here, a segment's trials are the jobs of a work declared with a few
+    rounds of them (each next trial one small request; 16 rounds of 2 slots, all 16
+    trials, here); aborted alone,
+    that work gives way to a new one for the trials still to come, and the study ends
+    with all its trials."""
     study = Study(
         _slow_square,
         {"x": uniform(0, 4)},
@@ -487,8 +489,53 @@ def test_client_steered_trials_join_one_declared_work_and_move_on_when_it_is_abo
     assert len(df) == 16 and sorted(df["trial"]) == list(range(16))
     assert (df["state"] == "COMPLETE").sum() >= 12, df[["trial", "state", "work"]]
     works = [w["name"] for w in client.status(run.id)["works"]]
-    assert works[0] == first and len(works) == 2, works
-    second = parse_trial_work(works[1])
-    assert second is not None and second[2] == 15, works  # the trials still to come
+    blocks = [parse_trial_work(w) for w in works]
+    assert works[0] == first and all(b is not None for b in blocks), works
+    assert 2 <= len(works) <= 4 and blocks[-1][2] == 15, works
+    for name, block in zip(works, blocks, strict=True):  # trial first + i is job i
+        trials = sorted(df[df["work"] == name]["trial"])
+        assert block is not None and trials == list(range(block[1], block[1] + len(trials)))
     assert set(df["work"]) == set(works)
     assert client.status(run.id)["status"] in ("finished", "subfinished")
+
+
+def test_client_steered_study_within_a_small_active_jobs_quota(tmp_path: Path) -> None:
+    """The jobs a declared work will get count toward the user's active-jobs quota at once:
+    under a quota smaller than its rounds, the study declares each batch alone and runs."""
+    from idds_jupyter.api.server import start_server
+    from idds_jupyter.config import Config
+
+    cfg = Config.load(
+        None,
+        home=tmp_path / "home",
+        db_url=f"sqlite:///{tmp_path / 'idds.db'}",
+        workers=2,
+        poll_interval=0.3,
+        max_active_jobs_per_user=5,
+    )
+    handle = start_server(cfg)
+    admin = Client(handle.url, handle.token)
+    token = admin._json("POST", "auth/tokens", {"name": "t", "user": "erin"})["token"]
+    erin = Client(handle.url, token)
+    try:
+        study = Study(  # trials of 0.15 s: each is recorded (30 ms) long before the next ends
+            _slow_square,
+            {"x": uniform(0, 4)},
+            max_trials=8,
+            parallel=2,
+            sampler="random",
+            seed=1,
+            name="quota",
+            steer="client",
+            client=erin,
+        )
+        df = study.optimize(timeout=120)
+        assert len(df) == 8 and (df["state"] == "COMPLETE").all(), df
+        works = [w["name"] for w in erin.status(study.run_id)["works"]]
+        # 8 (all the trials) would be over the quota: each work holds its own trials
+        assert works[0] == "trial_0_1" and all(parse_trial_work(w) for w in works), works
+        assert len(works) >= 4, works  # one 429 only: then each batch declares itself
+    finally:
+        erin.shutdown()
+        admin.shutdown()
+        handle.stop()

@@ -49,6 +49,7 @@ from idds_jupyter.bus import Subscription
 from idds_jupyter.bus import event as ev
 from idds_jupyter.bus.local import LocalSubscription
 from idds_jupyter.model import WorkflowStatus
+from idds_jupyter.model.parameter import literal
 from idds_jupyter.model.space import (
     Space,
     frozen_trial,
@@ -555,10 +556,14 @@ class Steerer(Agent):
     def _add_block(
         self, study: _Study, seg: _Segment, block: _Block, kwargs_list: list[dict[str, Any]]
     ) -> None:
-        """A segment's new trial work, with its first trials, declared with all to come."""
+        """A segment's new trial work, with its first trials, declared with all to come.
+
+        The trials' parameters are data: a work's ``kwargs_list`` is a template (its
+        ``{placeholders}`` are substituted), so their strings go escaped (a choice ``"b}"``).
+        """
         self.orch.add_works(
             study.id,
-            [{**seg.work, "name": block.name, "kwargs_list": kwargs_list}],
+            [{**seg.work, "name": block.name, "kwargs_list": literal(kwargs_list)}],
             declared={block.name: block.size},
         )
 

@@ -24,6 +24,7 @@ __all__ = [
     "Parameter",
     "RawExpression",
     "escape",
+    "literal",
     "parse_bool",
     "parse_template",
     "placeholders",
@@ -125,6 +126,18 @@ def _closing_brace(text: str, start: int) -> int:
 def escape(text: str) -> str:
     """Make ``text`` literal inside a template."""
     return text.replace("{", "{{").replace("}", "}}")
+
+
+def literal(value: Any) -> Any:
+    """``value`` (str, list, dict, nested) with every string escaped (:func:`escape`): data,
+    such as a trial's parameters, that :func:`substitute` gives back unchanged."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, list | tuple):
+        return [literal(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: literal(v) for k, v in value.items()}
+    return value
 
 
 def placeholders(value: Any) -> list[Expression]:

@@ -539,3 +539,31 @@ def test_client_steered_study_within_a_small_active_jobs_quota(tmp_path: Path) -
         erin.shutdown()
         admin.shutdown()
         handle.stop()
+
+
+def _length(s: str) -> float:
+    return float(len(s))
+
+
+def test_server_steered_choices_with_braces_are_data(client: Client) -> None:
+    """A trial's parameters reach the objective as they were asked, braces included (a
+    work's kwargs are a template: the Steerer escapes them). A choice "b}" used to fail
+    the study with "single '}' (write '}}' for a literal brace)"."""
+    from idds_jupyter.model.parameter import literal, substitute
+
+    value = {"s": ["{a}", "b}", "{{c", 1.5, None], "m": {"k": "{x}"}}
+    assert substitute(literal(value), {}) == value
+    study = Study(
+        _length,
+        {"s": categorical(["{a}", "b}", "c"])},
+        max_trials=6,
+        parallel=2,
+        sampler="random",
+        seed=0,
+        name="braces",
+        steer="server",
+    )
+    df = study.optimize(timeout=120)
+    assert (df["state"] == "COMPLETE").all(), df
+    assert set(df["params_s"]) <= {"{a}", "b}", "c"} and len(df) == 6
+    assert all(v == len(s) for s, v in zip(df["params_s"], df["value"], strict=True))
